@@ -1,0 +1,185 @@
+"""Load the profiles in `policies/` (and the user's own directories) into one catalog.
+
+Each YAML file holds one or more documents (`---`), each with a `kind`. Shipped
+profiles load first; a user's directory adds profiles or overrides shipped ones
+of the same kind and name. Two files of the same directory tree defining the
+same name is an error: which one was meant is ambiguous.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from autoscaler.errors import ConfigError
+from autoscaler.profiles import (
+    PROFILE_KINDS,
+    GpuProfile,
+    ModelProfile,
+    Profile,
+    ScalingPolicy,
+    ServerProfile,
+)
+
+_PROFILE = TypeAdapter(Profile)
+T = TypeVar("T", bound=BaseModel)
+
+
+def builtin_policies_dir() -> Path:
+    """The shipped profiles: `policies/` in a checkout, package data when installed."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "_builtin_policies", here.parent / "policies"):
+        if candidate.is_dir():
+            return candidate
+    raise RuntimeError(f"shipped policies not found beside {here}")  # a broken install
+
+
+def read_yaml_documents(path: Path) -> list[Any]:
+    """Parse a YAML file into its documents; bad YAML names the file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read file: {exc.strerror}", file=path) from exc
+    try:
+        return [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"not valid YAML{where}: {problem}", file=path) from exc
+
+
+def validation_error(exc: ValidationError, file: Path | str, prefix: str = "") -> ConfigError:
+    """Turn pydantic's first error into one line naming file, field, value and rule."""
+    err = exc.errors(include_url=False)[0]
+    loc = [str(p) for p in err["loc"]]
+    # discriminated unions put the tag in the path ("model.optimum..."): drop it
+    if loc and loc[0] in PROFILE_KINDS:
+        loc = loc[1:]
+    field_path = ".".join(([prefix] if prefix else []) + loc) or None
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    value = err.get("input")
+    more = len(exc.errors()) - 1
+    if more:
+        msg += f" (and {more} more problem{'s' if more > 1 else ''} in this file)"
+    if err["type"] == "missing":
+        return ConfigError("required field is missing", file=file, field=field_path)
+    if err["type"] == "extra_forbidden":
+        return ConfigError("unknown field", file=file, field=field_path)
+    if isinstance(value, dict):  # a whole mapping is not a helpful "value"
+        return ConfigError(msg, file=file, field=field_path)
+    return ConfigError(msg, file=file, field=field_path, value=value)
+
+
+def parse_profile(doc: Any, path: Path | str, index: int = 0) -> Profile:
+    where = f"{path}#{index + 1}" if index else str(path)
+    if not isinstance(doc, dict):
+        raise ConfigError("a profile must be a mapping with a 'kind' field", file=where)
+    kind = doc.get("kind")
+    if kind not in PROFILE_KINDS:
+        raise ConfigError(
+            "unknown or missing kind", file=where, field="kind", value=kind, allowed=PROFILE_KINDS
+        )
+    try:
+        return _PROFILE.validate_python(doc)
+    except ValidationError as exc:
+        raise validation_error(exc, where) from exc
+
+
+@dataclass
+class Catalog:
+    """All known profiles by kind and name."""
+
+    models: dict[str, ModelProfile] = field(default_factory=dict)
+    gpus: dict[str, GpuProfile] = field(default_factory=dict)
+    servers: dict[str, ServerProfile] = field(default_factory=dict)
+    policies: dict[str, ScalingPolicy] = field(default_factory=dict)
+    origin: dict[tuple[str, str], Path] = field(default_factory=dict)
+
+    def _table(self, kind: str) -> dict[str, Any]:
+        return {
+            "model": self.models,
+            "gpu": self.gpus,
+            "server": self.servers,
+            "scaling-policy": self.policies,
+        }[kind]
+
+    def add(self, profile: Profile, path: Path) -> None:
+        self._table(profile.kind)[profile.name] = profile
+        self.origin[(profile.kind, profile.name)] = path
+
+    def model(self, name: str) -> ModelProfile:
+        return _lookup(self.models, name, "model")
+
+    def gpu(self, name: str) -> GpuProfile:
+        return _lookup(self.gpus, name, "gpu")
+
+    def server(self, name: str) -> ServerProfile:
+        return _lookup(self.servers, name, "server")
+
+    def policy(self, name: str = "default") -> ScalingPolicy:
+        return _lookup(self.policies, name, "scaling policy")
+
+    def check_references(self) -> None:
+        for s in self.servers.values():
+            if s.gpu not in self.gpus:
+                raise ConfigError(
+                    "server refers to an unknown gpu profile",
+                    file=self.origin.get(("server", s.name)),
+                    field="gpu",
+                    value=s.gpu,
+                    allowed=self.gpus,
+                )
+
+
+def _lookup(table: dict[str, T], name: str, what: str) -> T:
+    try:
+        return table[name]
+    except KeyError:
+        raise ConfigError(f"unknown {what} '{name}'", allowed=table or ["(none)"]) from None
+
+
+def _yaml_files(root: Path) -> list[Path]:
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise ConfigError("policies directory does not exist", file=root)
+    return sorted(p for p in root.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+
+
+def load_layer(root: Path) -> list[tuple[Profile, Path]]:
+    """Every profile under one directory; a name defined twice in it is an error."""
+    seen: dict[tuple[str, str], Path] = {}
+    out: list[tuple[Profile, Path]] = []
+    for path in _yaml_files(root):
+        for i, doc in enumerate(read_yaml_documents(path)):
+            profile = parse_profile(doc, path, i)
+            key = (profile.kind, profile.name)
+            if key in seen:
+                raise ConfigError(
+                    f"duplicate {profile.kind} name '{profile.name}' (also defined in "
+                    f"{seen[key]}); names must be unique within one policies directory",
+                    file=path,
+                    field="name",
+                )
+            seen[key] = path
+            out.append((profile, path))
+    return out
+
+
+def load_catalog(extra_dirs: Sequence[Path] = (), *, builtin: bool = True) -> Catalog:
+    """Shipped profiles, then each of `extra_dirs` in order, later ones overriding by name."""
+    roots: Iterable[Path] = ([builtin_policies_dir()] if builtin else []) + list(extra_dirs)
+    cat = Catalog()
+    for root in roots:
+        for profile, path in load_layer(Path(root)):
+            cat.add(profile, path)
+    cat.check_references()
+    return cat

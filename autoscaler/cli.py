@@ -1,0 +1,30 @@
+"""The `triton-autoscaler` command line. Each command lives in `autoscaler.commands`."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from autoscaler.commands import size as size_cmd
+from autoscaler.commands import validate as validate_cmd
+from autoscaler.errors import AutoscalerError
+
+app = typer.Typer(
+    name="triton-autoscaler",
+    help="Size, watch and scale NVIDIA Triton model instances on GPU servers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("size")(size_cmd.size)
+app.command("validate")(validate_cmd.validate)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors become one line on stderr and exit code 2, no traceback."""
+    try:
+        app(args=argv, standalone_mode=True)
+    except AutoscalerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)

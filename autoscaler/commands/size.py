@@ -1,0 +1,122 @@
+"""`triton-autoscaler size`: how many instances, GPUs and servers a demand needs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from autoscaler.commands._common import catalog_from, parse_pairs, positive_float, positive_int
+from autoscaler.errors import ConfigError
+from autoscaler.sizing import Demand, SizingResult
+from autoscaler.sizing import size as run_sizing
+
+
+def size(
+    demand: Annotated[
+        list[str],
+        typer.Option("--demand", "-d", help="MODEL=USERS (concurrent users); repeatable."),
+    ],
+    slo_ms: Annotated[
+        list[str] | None,
+        typer.Option("--slo-ms", help="MODEL=MS p95 latency SLO; raises instances if needed."),
+    ] = None,
+    gpu: Annotated[str | None, typer.Option(help="GPU profile name (default h100-80gb).")] = None,
+    gpus_per_server: Annotated[
+        int | None, typer.Option(help="GPUs in one server (default 4).")
+    ] = None,
+    server: Annotated[
+        str | None, typer.Option(help="Server profile; sets --gpu and --gpus-per-server.")
+    ] = None,
+    headroom_gb: Annotated[
+        float | None,
+        typer.Option(help="GPU memory kept free per GPU, GB (default: the default policy's)."),
+    ] = None,
+    policies: Annotated[
+        list[Path] | None,
+        typer.Option("--policies", help="Extra policies directory (adds/overrides by name)."),
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+) -> None:
+    """Answer "how many GPUs and servers for N users of model X?" from the sizing rules."""
+    if fmt not in ("table", "json"):
+        raise ConfigError("unknown output format", field="--format", value=fmt, allowed="table, json")
+    users = parse_pairs(demand, "--demand", positive_int, "USERS", "a positive whole number")
+    slos = parse_pairs(slo_ms or [], "--slo-ms", positive_float, "MS", "a positive number")
+    for name in slos:
+        if name not in users:
+            raise ConfigError(
+                f"--slo-ms names '{name}', which has no --demand", field="--slo-ms", allowed=users
+            )
+    cat = catalog_from(policies)
+    if server is not None:
+        if gpu is not None or gpus_per_server is not None:
+            raise ConfigError("--server sets the GPU and its count; drop --gpu/--gpus-per-server")
+        srv = cat.server(server)
+        gpu_profile, per_server = cat.gpu(srv.gpu), srv.gpus
+    else:
+        gpu_profile = cat.gpu(gpu or "h100-80gb")
+        per_server = gpus_per_server if gpus_per_server is not None else 4
+        if per_server < 1:
+            raise ConfigError("must be ≥ 1", field="--gpus-per-server", value=per_server)
+    headroom = headroom_gb if headroom_gb is not None else cat.policy("default").gpu_headroom_gb
+    if headroom < 0:
+        raise ConfigError("must be ≥ 0", field="--headroom-gb", value=headroom)
+    demands = [Demand(m, u, slos.get(m)) for m, u in users.items()]
+    result = run_sizing(demands, cat.models, gpu_profile, per_server, headroom)
+    if fmt == "json":
+        typer.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        render_table(result, Console())
+
+
+def render_table(r: SizingResult, console: Console) -> None:
+    models = Table(title="Instances per model", title_justify="left")
+    for col in ("model", "users", "optimal/inst", "used/inst", "instances", "GB/inst", "GB"):
+        models.add_column(col, justify="left" if col == "model" else "right")
+    models.add_column("memory from")
+    for m in r.models:
+        models.add_row(
+            m.name,
+            str(m.users),
+            str(m.optimal_concurrency),
+            str(m.concurrency_per_instance),
+            str(m.instances),
+            f"{m.memory_per_instance_gb:g}",
+            f"{m.memory_gb:.2f}",
+            ("[yellow]ESTIMATE[/] " if m.estimated else "") + m.memory_source,
+        )
+    models.add_section()
+    models.add_row(
+        "total", str(sum(m.users for m in r.models)), "", "", str(r.total_instances), "",
+        f"{r.total_gpu_memory_gb:.2f}", "",
+    )
+    console.print(models)
+    gpus = Table(
+        title=f"Placement on {r.gpu.name} ({r.gpu.memory_gb:g} GB, {r.headroom_gb:g} GB headroom)",
+        title_justify="left",
+    )
+    for col in ("server", "gpu", "instances", "used GB", "free GB"):
+        gpus.add_column(col, justify="left" if col == "instances" else "right")
+    for srv in r.placement:
+        for g in srv["gpus"]:
+            inst = ", ".join(f"{n} × {name}" for name, n in g["instances"].items())
+            gpus.add_row(
+                str(srv["server"]), str(g["gpu"]), inst,
+                f"{g['memory_used_gb']:.2f}", f"{g['memory_free_gb']:.2f}",
+            )
+    console.print(gpus)
+    console.print(
+        f"[bold]{r.total_instances} instances, {r.total_gpu_memory_gb:.2f} GB of GPU memory → "
+        f"{r.gpus} × {r.gpu.name} in {r.servers} server{'s' if r.servers != 1 else ''} "
+        f"of {r.gpus_per_server} GPUs[/]"
+    )
+    for m in r.models:
+        if "raised" in m.reason:
+            console.print(f"[cyan]{m.name}[/]: {m.reason}")
+    for w in r.warnings:
+        console.print(f"[yellow]warning:[/] {w}")

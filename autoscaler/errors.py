@@ -1,0 +1,55 @@
+"""Errors a user can act on. Each one becomes one clear message and exit code 2."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+_MISSING: Any = object()
+
+
+class AutoscalerError(Exception):
+    """Base of every error that is the user's input, not our bug (exit code 2)."""
+
+    exit_code = 2
+
+
+class ConfigError(AutoscalerError):
+    """Bad input: names the file, the field path, the bad value and what is allowed."""
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        file: str | Path | None = None,
+        field: str | None = None,
+        value: Any = _MISSING,
+        allowed: str | Iterable[str] | None = None,
+    ) -> None:
+        self.problem = problem
+        self.file = str(file) if file is not None else None
+        self.field = field
+        self.value = value
+        if allowed is not None and not isinstance(allowed, str):
+            allowed = ", ".join(sorted(allowed))
+        self.allowed = allowed
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        where = []
+        if self.file:
+            where.append(self.file)
+        if self.field:
+            where.append(f"field '{self.field}'")
+        head = ": ".join(where)
+        msg = f"{head}: {self.problem}" if head else self.problem
+        if self.value is not _MISSING:
+            msg += f" (got {self.value!r})"
+        if self.allowed:
+            msg += f"; allowed: {self.allowed}"
+        return msg
+
+
+class CapacityError(AutoscalerError):
+    """A demand that no hardware of the chosen kind can hold (e.g. model larger than a GPU)."""

@@ -1,0 +1,96 @@
+"""Bin-packing of model instances onto GPUs: one code path for `size` and the live policy.
+
+Every instance lives on exactly one GPU (models here are single-GPU). A GPU
+accepts an instance only while `used + instance ≤ capacity − headroom`, so no
+placement ever overfills a GPU. `size` starts from no GPUs and opens new ones
+(first-fit decreasing, which packs Table 11 into 8 H100s); the live policy
+starts from the GPUs it observes, with their measured used memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Fit(StrEnum):
+    first = "first"  # lowest-index GPU that fits: fewest GPUs (sizing)
+    most_free = "most_free"  # spread load over GPUs (live scaling)
+
+
+@dataclass
+class GpuBin:
+    """One GPU as the packer sees it."""
+
+    index: int
+    capacity_gb: float
+    used_gb: float = 0.0
+    uuid: str = ""
+    instances: list[tuple[str, float]] = field(default_factory=list)  # placed by us
+
+    def free_gb(self, headroom_gb: float) -> float:
+        return self.capacity_gb - headroom_gb - self.used_gb
+
+    def fits(self, memory_gb: float, headroom_gb: float) -> bool:
+        # a tiny epsilon keeps 2 × 12.41 + 44.76 = 69.58 from failing on float noise
+        return memory_gb <= self.free_gb(headroom_gb) + 1e-9
+
+
+@dataclass(frozen=True)
+class Item:
+    model: str
+    memory_gb: float
+
+
+@dataclass
+class PackResult:
+    gpus: list[GpuBin]
+    placed: list[tuple[Item, int]]  # (item, gpu index)
+    unplaced: list[Item]
+    opened: int  # GPUs added beyond the ones given
+
+
+def pack(
+    items: Sequence[Item],
+    gpus: Sequence[GpuBin],
+    *,
+    headroom_gb: float,
+    fit: Fit = Fit.first,
+    new_gpu_capacity_gb: float | None = None,
+    max_new_gpus: int | None = None,
+) -> PackResult:
+    """Place `items` largest first; open GPUs of `new_gpu_capacity_gb` when none fits.
+
+    Largest first because the big instances are the hard ones: a 20B instance
+    (44.76 GB) needs most of an 80 GB GPU, while 5B instances (12.41 GB) fill
+    the remaining 80 − 2 − 44.76 = 33.24 GB two at a time.
+    """
+    bins = [
+        GpuBin(g.index, g.capacity_gb, g.used_gb, g.uuid, list(g.instances)) for g in gpus
+    ]
+    placed: list[tuple[Item, int]] = []
+    unplaced: list[Item] = []
+    opened = 0
+    for item in sorted(items, key=lambda i: (-i.memory_gb, i.model)):
+        candidates = [b for b in bins if b.fits(item.memory_gb, headroom_gb)]
+        if fit is Fit.most_free:
+            candidates.sort(key=lambda b: (-b.free_gb(headroom_gb), b.index))
+        target = candidates[0] if candidates else None
+        can_open = new_gpu_capacity_gb is not None and (
+            max_new_gpus is None or opened < max_new_gpus
+        )
+        if target is None and can_open:
+            assert new_gpu_capacity_gb is not None
+            fresh = GpuBin(len(bins), new_gpu_capacity_gb)
+            if fresh.fits(item.memory_gb, headroom_gb):
+                bins.append(fresh)
+                opened += 1
+                target = fresh
+        if target is None:
+            unplaced.append(item)
+            continue
+        target.used_gb += item.memory_gb
+        target.instances.append((item.model, item.memory_gb))
+        placed.append((item, target.index))
+    return PackResult(bins, placed, unplaced, opened)

@@ -1,0 +1,255 @@
+"""The sizing engine: demand (model → concurrent users, optional p95 SLO) → hardware.
+
+Pure functions, no I/O. The worked example (Table 11): 64 users of NeMo GPT 5B
+and 128 of 20B → ceil(64/4) = 16 and ceil(128/16) = 8 instances, 16 × 12.41 +
+8 × 44.76 = 556.64 GB, packed onto 8 H100s in 2 servers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from autoscaler.errors import CapacityError, ConfigError
+from autoscaler.placement import Fit, Item, pack
+from autoscaler.profiles import GpuProfile, ModelProfile, SourceKind
+
+
+@dataclass(frozen=True)
+class Demand:
+    model: str
+    users: int
+    slo_p95_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class ModelSizing:
+    name: str
+    users: int
+    optimal_concurrency: int
+    concurrency_per_instance: int  # ≤ optimal when the SLO asks for less
+    instances: int
+    memory_per_instance_gb: float
+    memory_gb: float
+    estimated: bool
+    memory_source: str
+    slo_p95_ms: float | None
+    expected_p95_ms: float | None
+    reason: str
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SizingResult:
+    models: list[ModelSizing]
+    gpu: GpuProfile
+    gpus_per_server: int
+    headroom_gb: float
+    placement: list[dict[str, Any]]  # per server, per GPU
+    gpus: int
+    servers: int
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def total_instances(self) -> int:
+        return sum(m.instances for m in self.models)
+
+    @property
+    def total_gpu_memory_gb(self) -> float:
+        return round(sum(m.memory_gb for m in self.models), 2)
+
+    def to_json(self) -> dict[str, Any]:
+        """The documented, stable JSON contract of `size --format json` (docs/size-json.md)."""
+        return {
+            "schema_version": 1,
+            "models": [
+                {
+                    "name": m.name,
+                    "users": m.users,
+                    "optimal_concurrency": m.optimal_concurrency,
+                    "concurrency_per_instance": m.concurrency_per_instance,
+                    "instances": m.instances,
+                    "memory_per_instance_gb": m.memory_per_instance_gb,
+                    "memory_gb": m.memory_gb,
+                    "estimated": m.estimated,
+                    "memory_source": m.memory_source,
+                    "slo_p95_ms": m.slo_p95_ms,
+                    "expected_p95_ms": m.expected_p95_ms,
+                    "reason": m.reason,
+                    "warnings": list(m.warnings),
+                }
+                for m in self.models
+            ],
+            "total_instances": self.total_instances,
+            "total_gpu_memory_gb": self.total_gpu_memory_gb,
+            "gpu": {"name": self.gpu.name, "memory_gb": self.gpu.memory_gb},
+            "gpus_per_server": self.gpus_per_server,
+            "headroom_gb": self.headroom_gb,
+            "gpus": self.gpus,
+            "servers": self.servers,
+            "placement": self.placement,
+            "warnings": self.warnings,
+        }
+
+
+def concurrency_for_slo(profile: ModelProfile, slo_p95_ms: float) -> tuple[int, str]:
+    """Highest per-instance concurrency whose expected p95 meets the SLO.
+
+    Sequential service: p95 grows linearly with requests per instance, so 5B with a
+    600 ms SLO gets floor(600 / (1135.52 / 4)) = 2 per instance instead of 4.
+    Batched service: p95 ≈ one batch time for any load up to the batch size, so an
+    SLO below it cannot be met by adding instances.
+    """
+    opt = profile.optimum
+    assert opt is not None
+    expected = profile.p95_at_concurrency_ms(opt.concurrency)
+    if expected is None or expected <= slo_p95_ms:
+        return opt.concurrency, ""
+    floor_ms = profile.p95_at_concurrency_ms(1)
+    assert floor_ms is not None
+    if floor_ms > slo_p95_ms:
+        raise ConfigError(
+            f"p95 SLO {slo_p95_ms:g} ms for {profile.name} is below the latency of a single "
+            f"request on one instance (≈ {floor_ms:.0f} ms): more instances cannot meet it; "
+            "use a faster GPU, a smaller model or tensor parallelism",
+            field="slo",
+            value=slo_p95_ms,
+            allowed=f"≥ {math.ceil(floor_ms)} ms",
+        )
+    per_instance = opt.concurrency
+    while per_instance > 1:
+        p95 = profile.p95_at_concurrency_ms(per_instance)
+        if p95 is not None and p95 <= slo_p95_ms:
+            break
+        per_instance -= 1
+    return per_instance, (
+        f"p95 SLO {slo_p95_ms:g} ms < {expected:.0f} ms at the optimum ({opt.concurrency}/instance): "
+        f"{per_instance}/instance expected ≈ {profile.p95_at_concurrency_ms(per_instance):.0f} ms"
+    )
+
+
+def size_model(profile: ModelProfile, demand: Demand) -> ModelSizing:
+    if demand.users <= 0:
+        raise ConfigError("users must be a positive integer", field="users", value=demand.users)
+    if profile.optimum is None:
+        raise ConfigError(
+            f"model '{profile.name}' has no optimal concurrency per instance (no measured "
+            "Table 10 row); measure it with `triton-autoscaler profile` or set "
+            "'optimum.concurrency' and 'optimum.memory_gb' in a policies file of your own "
+            "(--policies DIR)",
+            field="optimum",
+        )
+    opt_c = profile.optimum.concurrency
+    per_instance, slo_reason = opt_c, ""
+    if demand.slo_p95_ms is not None:
+        per_instance, slo_reason = concurrency_for_slo(profile, demand.slo_p95_ms)
+    instances = math.ceil(demand.users / per_instance)
+    mem, source = profile.instance_memory()
+    reason = f"ceil({demand.users} users / {per_instance} per instance) = {instances}"
+    if slo_reason:
+        reason += f"; raised from {math.ceil(demand.users / opt_c)} because {slo_reason}"
+    return ModelSizing(
+        name=profile.name,
+        users=demand.users,
+        optimal_concurrency=opt_c,
+        concurrency_per_instance=per_instance,
+        instances=instances,
+        memory_per_instance_gb=mem,
+        memory_gb=round(instances * mem, 2),
+        estimated=source.kind is SourceKind.estimate,
+        memory_source=f"{source.kind.value}: {source.ref}" if source.ref else source.kind.value,
+        slo_p95_ms=demand.slo_p95_ms,
+        expected_p95_ms=profile.p95_at_concurrency_ms(per_instance),
+        reason=reason,
+        warnings=tuple(profile.estimate_warnings()),
+    )
+
+
+def too_big_error(model: str, memory_gb: float, gpu: GpuProfile, headroom_gb: float) -> CapacityError:
+    usable = gpu.memory_gb - headroom_gb
+    shards = math.ceil(memory_gb / usable) if usable > 0 else None
+    hint = f" or tensor parallelism over ≥ {shards} GPUs" if shards else ""
+    return CapacityError(
+        f"one instance of {model} needs {memory_gb:g} GB but a {gpu.name} holds "
+        f"{gpu.memory_gb:g} GB − {headroom_gb:g} GB headroom = {usable:g} GB usable: "
+        f"choose a GPU with ≥ {memory_gb + headroom_gb:g} GB (e.g. --gpu h200-141gb){hint}"
+    )
+
+
+def size(
+    demands: Sequence[Demand],
+    models: dict[str, ModelProfile],
+    gpu: GpuProfile,
+    gpus_per_server: int,
+    headroom_gb: float = 2.0,
+) -> SizingResult:
+    """Instances per model, then a placement of every instance on GPUs, GPUs in servers."""
+    if headroom_gb < 0:
+        raise ConfigError("headroom must be ≥ 0 GB", field="headroom_gb", value=headroom_gb)
+    if headroom_gb >= gpu.memory_gb:
+        raise ConfigError(
+            f"headroom leaves nothing of a {gpu.memory_gb:g} GB {gpu.name}",
+            field="headroom_gb",
+            value=headroom_gb,
+            allowed=f"0 ≤ headroom < {gpu.memory_gb:g}",
+        )
+    if gpus_per_server < 1:
+        raise ConfigError("must be ≥ 1", field="gpus_per_server", value=gpus_per_server)
+    seen: set[str] = set()
+    sized: list[ModelSizing] = []
+    for d in demands:
+        if d.model in seen:
+            raise ConfigError(
+                f"model '{d.model}' is demanded twice; give one total", field="demand"
+            )
+        seen.add(d.model)
+        if d.model not in models:
+            raise ConfigError(f"unknown model '{d.model}'", field="demand", allowed=models)
+        sized.append(size_model(models[d.model], d))
+    for m in sized:
+        if m.memory_per_instance_gb > gpu.memory_gb - headroom_gb:
+            raise too_big_error(m.name, m.memory_per_instance_gb, gpu, headroom_gb)
+
+    items = [Item(m.name, m.memory_per_instance_gb) for m in sized for _ in range(m.instances)]
+    result = pack(
+        items, [], headroom_gb=headroom_gb, fit=Fit.first, new_gpu_capacity_gb=gpu.memory_gb
+    )
+    assert not result.unplaced  # every item fits an empty GPU (checked above)
+    gpus = len(result.gpus)
+    placement: list[dict[str, Any]] = []
+    for s in range(math.ceil(gpus / gpus_per_server)):
+        members = result.gpus[s * gpus_per_server : (s + 1) * gpus_per_server]
+        placement.append(
+            {
+                "server": s,
+                "gpus": [
+                    {
+                        "gpu": b.index % gpus_per_server,
+                        "instances": _count(b.instances),
+                        "memory_used_gb": round(b.used_gb, 2),
+                        "memory_free_gb": round(b.capacity_gb - b.used_gb, 2),
+                    }
+                    for b in members
+                ],
+            }
+        )
+    warnings = [w for m in sized for w in m.warnings]
+    return SizingResult(
+        models=sized,
+        gpu=gpu,
+        gpus_per_server=gpus_per_server,
+        headroom_gb=headroom_gb,
+        placement=placement,
+        gpus=gpus,
+        servers=len(placement),
+        warnings=warnings,
+    )
+
+
+def _count(instances: list[tuple[str, float]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for name, _ in instances:
+        out[name] = out.get(name, 0) + 1
+    return out

@@ -1,0 +1,1 @@
+"""Telemetry: collectors → one `Snapshot` per tick → windowed per-model figures."""

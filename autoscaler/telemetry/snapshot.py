@@ -1,0 +1,118 @@
+"""The typed snapshot every collector produces, and the windowed figures derived from it.
+
+These types are the contract between stages: collectors (Triton, NVML, Prometheus,
+simulated GPUs) fill a `Snapshot`; `window.derive` turns a series of snapshots into
+a `ModelWindow` per model; the policy reads only `ModelWindow`s and `GpuSample`s.
+Times are Unix seconds passed in as values (never read from a clock here).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class GpuSample:
+    index: int
+    uuid: str
+    name: str
+    memory_total_bytes: int
+    memory_used_bytes: int
+    memory_free_bytes: int
+    utilization: float | None  # 0.0–1.0 (DCGM's percent and NVML's percent are converted)
+    process_memory_bytes: int | None = None  # memory of the Triton process(es), where known
+    hostname: str = ""
+
+    @property
+    def memory_total_gb(self) -> float:
+        return self.memory_total_bytes / 1e9
+
+    @property
+    def memory_used_gb(self) -> float:
+        return self.memory_used_bytes / 1e9
+
+    @property
+    def memory_free_gb(self) -> float:
+        return self.memory_free_bytes / 1e9
+
+
+@dataclass(frozen=True)
+class InstanceGroup:
+    count: int
+    kind: str = "KIND_GPU"  # KIND_GPU | KIND_CPU | KIND_AUTO | KIND_MODEL
+    gpus: tuple[int, ...] = ()  # empty = all GPUs (KIND_GPU count is per listed GPU)
+
+
+@dataclass(frozen=True)
+class ModelCounters:
+    """Triton's cumulative per-model counters, summed over `gpu_uuid` (microseconds)."""
+
+    request_success: float
+    request_failure: float
+    request_duration_us: float
+    queue_duration_us: float
+    compute_input_duration_us: float = 0.0
+    compute_infer_duration_us: float = 0.0
+    compute_output_duration_us: float = 0.0
+    inference_count: float = 0.0
+    execution_count: float = 0.0
+
+
+@dataclass(frozen=True)
+class ModelSample:
+    name: str
+    version: str = "1"
+    ready: bool = True
+    instance_groups: tuple[InstanceGroup, ...] = ()
+    counters: ModelCounters | None = None
+    pending_requests: float | None = None  # gauge: queued, not yet executing
+    p95_request_us: float | None = None  # from summaries, when Triton exports them
+    p95_queue_us: float | None = None
+
+    @property
+    def instances(self) -> int:
+        """Total instances; KIND_GPU counts once per listed GPU (count 2 on gpus [1,2] = 4)."""
+        total = 0
+        for g in self.instance_groups:
+            total += g.count * (len(g.gpus) if g.gpus and g.kind == "KIND_GPU" else 1)
+        return total
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything one tick read, stamped with when it was taken.
+
+    `gpus` / `models` are None when that part was not read at all, and `errors`
+    says why; an empty tuple / dict means "read, and there is nothing".
+    """
+
+    taken_at: float
+    gpus: tuple[GpuSample, ...] | None = None
+    models: dict[str, ModelSample] | None = None
+    errors: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelWindow:
+    """Per-model figures over a window of snapshots; `valid` False says why in `reason`.
+
+    A window that cannot be trusted (counter reset, missing series, stale data,
+    NaN) is never turned into numbers: the policy holds on it.
+    """
+
+    model: str
+    as_of: float
+    window_s: float
+    valid: bool
+    reason: str = ""
+    instances: int = 0
+    ready: bool = True
+    throughput_rps: float | None = None
+    avg_latency_ms: float | None = None
+    avg_queue_ms: float | None = None
+    concurrency: float | None = None  # Little's law: Δ request_duration_us / Δt
+    p95_ms: float | None = None  # None = unknown (never invented)
+    failure_rate: float | None = None  # failures / all requests in the window
+    pending_requests: float | None = None
+    extra: dict[str, float] = field(default_factory=dict)
