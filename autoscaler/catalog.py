@@ -104,12 +104,13 @@ class Catalog:
     origin: dict[tuple[str, str], Path] = field(default_factory=dict)
 
     def _table(self, kind: str) -> dict[str, Any]:
-        return {
+        tables: dict[str, dict[str, Any]] = {
             "model": self.models,
             "gpu": self.gpus,
             "server": self.servers,
             "scaling-policy": self.policies,
-        }[kind]
+        }
+        return tables[kind]
 
     def add(self, profile: Profile, path: Path) -> None:
         self._table(profile.kind)[profile.name] = profile

@@ -41,7 +41,8 @@ class ConfigError(AutoscalerError):
         if self.file:
             where.append(self.file)
         if self.field:
-            where.append(f"field '{self.field}'")
+            kind = "option" if self.field.startswith("--") else "field"
+            where.append(f"{kind} '{self.field}'")
         head = ": ".join(where)
         msg = f"{head}: {self.problem}" if head else self.problem
         if self.value is not _MISSING:

@@ -66,9 +66,7 @@ def pack(
     (44.76 GB) needs most of an 80 GB GPU, while 5B instances (12.41 GB) fill
     the remaining 80 − 2 − 44.76 = 33.24 GB two at a time.
     """
-    bins = [
-        GpuBin(g.index, g.capacity_gb, g.used_gb, g.uuid, list(g.instances)) for g in gpus
-    ]
+    bins = [GpuBin(g.index, g.capacity_gb, g.used_gb, g.uuid, list(g.instances)) for g in gpus]
     placed: list[tuple[Item, int]] = []
     unplaced: list[Item] = []
     opened = 0

@@ -56,7 +56,9 @@ class Optimum(Strict):
     """One instance at its optimal concurrency (Table 10)."""
 
     concurrency: Annotated[int, Field(ge=1, le=4096)]
-    memory_gb: PositiveFloat | None = Field(default=None, description="max GPU memory at the optimum")
+    memory_gb: PositiveFloat | None = Field(
+        default=None, description="max GPU memory at the optimum"
+    )
     p95_ms: PositiveFloat | None = None
     client_wait_ms: PositiveFloat | None = None
     queue_ms: NonNegFloat | None = None

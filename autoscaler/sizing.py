@@ -125,7 +125,8 @@ def concurrency_for_slo(profile: ModelProfile, slo_p95_ms: float) -> tuple[int, 
             break
         per_instance -= 1
     return per_instance, (
-        f"p95 SLO {slo_p95_ms:g} ms < {expected:.0f} ms at the optimum ({opt.concurrency}/instance): "
+        f"p95 SLO {slo_p95_ms:g} ms < {expected:.0f} ms at the optimum "
+        f"({opt.concurrency}/instance): "
         f"{per_instance}/instance expected ≈ {profile.p95_at_concurrency_ms(per_instance):.0f} ms"
     )
 
@@ -159,7 +160,7 @@ def size_model(profile: ModelProfile, demand: Demand) -> ModelSizing:
         memory_per_instance_gb=mem,
         memory_gb=round(instances * mem, 2),
         estimated=source.kind is SourceKind.estimate,
-        memory_source=f"{source.kind.value}: {source.ref}" if source.ref else source.kind.value,
+        memory_source=f"{source.ref} ({source.kind.value})" if source.ref else source.kind.value,
         slo_p95_ms=demand.slo_p95_ms,
         expected_p95_ms=profile.p95_at_concurrency_ms(per_instance),
         reason=reason,
@@ -167,7 +168,9 @@ def size_model(profile: ModelProfile, demand: Demand) -> ModelSizing:
     )
 
 
-def too_big_error(model: str, memory_gb: float, gpu: GpuProfile, headroom_gb: float) -> CapacityError:
+def too_big_error(
+    model: str, memory_gb: float, gpu: GpuProfile, headroom_gb: float
+) -> CapacityError:
     usable = gpu.memory_gb - headroom_gb
     shards = math.ceil(memory_gb / usable) if usable > 0 else None
     hint = f" or tensor parallelism over ≥ {shards} GPUs" if shards else ""

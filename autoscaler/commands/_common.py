@@ -29,12 +29,12 @@ def parse_pairs(
                 f"malformed {option}: expected NAME={placeholder}", field=option, value=raw
             )
         if name in out:
-            raise ConfigError(f"{option} names '{name}' twice", field=option, value=raw)
+            raise ConfigError(f"names '{name}' twice", field=option, value=raw)
         try:
             out[name] = convert(value)
         except ValueError:
             raise ConfigError(
-                f"{option} {name}: {placeholder} must be {expectation}",
+                f"{name}: {placeholder} must be {expectation}",
                 field=option,
                 value=raw,
             ) from None

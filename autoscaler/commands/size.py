@@ -44,7 +44,9 @@ def size(
 ) -> None:
     """Answer "how many GPUs and servers for N users of model X?" from the sizing rules."""
     if fmt not in ("table", "json"):
-        raise ConfigError("unknown output format", field="--format", value=fmt, allowed="table, json")
+        raise ConfigError(
+            "unknown output format", field="--format", value=fmt, allowed="table, json"
+        )
     users = parse_pairs(demand, "--demand", positive_int, "USERS", "a positive whole number")
     slos = parse_pairs(slo_ms or [], "--slo-ms", positive_float, "MS", "a positive number")
     for name in slos:
@@ -78,7 +80,7 @@ def render_table(r: SizingResult, console: Console) -> None:
     models = Table(title="Instances per model", title_justify="left")
     for col in ("model", "users", "optimal/inst", "used/inst", "instances", "GB/inst", "GB"):
         models.add_column(col, justify="left" if col == "model" else "right")
-    models.add_column("memory from")
+    models.add_column("memory source")
     for m in r.models:
         models.add_row(
             m.name,
@@ -88,12 +90,18 @@ def render_table(r: SizingResult, console: Console) -> None:
             str(m.instances),
             f"{m.memory_per_instance_gb:g}",
             f"{m.memory_gb:.2f}",
-            ("[yellow]ESTIMATE[/] " if m.estimated else "") + m.memory_source,
+            f"[yellow]{m.memory_source.upper()}[/]" if m.estimated else m.memory_source,
         )
     models.add_section()
     models.add_row(
-        "total", str(sum(m.users for m in r.models)), "", "", str(r.total_instances), "",
-        f"{r.total_gpu_memory_gb:.2f}", "",
+        "total",
+        str(sum(m.users for m in r.models)),
+        "",
+        "",
+        str(r.total_instances),
+        "",
+        f"{r.total_gpu_memory_gb:.2f}",
+        "",
     )
     console.print(models)
     gpus = Table(
@@ -106,8 +114,11 @@ def render_table(r: SizingResult, console: Console) -> None:
         for g in srv["gpus"]:
             inst = ", ".join(f"{n} × {name}" for name, n in g["instances"].items())
             gpus.add_row(
-                str(srv["server"]), str(g["gpu"]), inst,
-                f"{g['memory_used_gb']:.2f}", f"{g['memory_free_gb']:.2f}",
+                str(srv["server"]),
+                str(g["gpu"]),
+                inst,
+                f"{g['memory_used_gb']:.2f}",
+                f"{g['memory_free_gb']:.2f}",
             )
     console.print(gpus)
     console.print(

@@ -1,0 +1,39 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+# Each sets everything up on a fresh Debian machine by itself.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup system-deps demo test lint typecheck unit bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[triton,dev]'
+	touch $(STAMP)
+
+system-deps:
+	bash scripts/install-system-deps.sh
+
+demo: setup
+	$(BIN)/triton-autoscaler size --demand nemo-gpt-5b=64 --demand nemo-gpt-20b=128
+
+lint: setup
+	$(BIN)/ruff check autoscaler tests bench scripts
+
+typecheck: setup
+	$(BIN)/mypy
+
+unit: setup system-deps
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test: setup system-deps lint typecheck unit
+
+bench: setup system-deps
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,163 @@
+"""`size` and `validate` from the command line: real output, and one clear error per bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "120"}
+    return subprocess.run(
+        [sys.executable, "-m", "autoscaler", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=60,
+    )
+
+
+def assert_user_error(p: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
+    assert "Traceback" not in p.stderr
+    for n in needles:
+        assert n in p.stderr, p.stderr
+
+
+def test_size_json_contract() -> None:
+    """`size --format json` for Table 11 gives the documented fields and figures."""
+    p = cli(
+        "size", "--demand", "nemo-gpt-5b=64", "--demand", "nemo-gpt-20b=128", "--format", "json"
+    )
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert [(m["name"], m["instances"]) for m in out["models"]] == [
+        ("nemo-gpt-5b", 16),
+        ("nemo-gpt-20b", 8),
+    ]
+    for key in ("users", "optimal_concurrency", "memory_per_instance_gb", "memory_gb", "estimated"):
+        assert key in out["models"][0]
+    assert (out["total_instances"], out["gpus"], out["servers"]) == (24, 8, 2)
+    assert out["total_gpu_memory_gb"] == pytest.approx(556.64)
+    gpu0 = out["placement"][0]["gpus"][0]
+    assert set(gpu0) == {"gpu", "instances", "memory_used_gb", "memory_free_gb"}
+
+
+def test_size_table_for_people() -> None:
+    """The table output names the totals a person asked for."""
+    p = cli("size", "-d", "nemo-gpt-5b=64", "-d", "nemo-gpt-20b=128", "--server", "r760xa-4xh100")
+    assert p.returncode == 0, p.stderr
+    assert "8 × h100-80gb in 2 servers" in p.stdout
+    assert "556.64" in p.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["-d", "gpt-99b=4"], ["unknown model 'gpt-99b'", "nemo-gpt-5b"]),
+        (["-d", "nemo-gpt-5b=0"], ["USERS must be a positive whole number"]),
+        (["-d", "nemo-gpt-5b=-3"], ["USERS must be a positive whole number"]),
+        (
+            ["-d", "nemo-gpt-5b=lots"],
+            ["USERS must be a positive whole number", "'nemo-gpt-5b=lots'"],
+        ),
+        (["-d", "nemo-gpt-5b"], ["malformed --demand", "NAME=USERS"]),
+        (["-d", "=4"], ["malformed --demand"]),
+        (["-d", "nemo-gpt-5b=4", "--headroom-gb", "-1"], ["--headroom-gb", "-1"]),
+        (["-d", "nemo-gpt-5b=4", "--gpu", "tpu"], ["unknown gpu 'tpu'", "h100-80gb"]),
+        (["-d", "nemo-gpt-5b=4", "--server", "nope"], ["unknown server 'nope'", "r760xa-4xh100"]),
+        (["-d", "nemo-gpt-5b=4", "--format", "xml"], ["--format", "table, json"]),
+        (["-d", "nemo-gpt-5b=4", "-d", "nemo-gpt-5b=8"], ["names 'nemo-gpt-5b' twice"]),
+        (["-d", "nemo-gpt-20b=4", "--gpu", "a100-40gb"], ["44.76 GB", "tensor parallelism"]),
+        (["-d", "nemo-gpt-5b=4", "--slo-ms", "nemo-gpt-5b=abc"], ["MS must be a positive number"]),
+    ],
+)
+def test_size_bad_input(args: list[str], needles: list[str]) -> None:
+    """Each kind of bad `size` input gets one clear message and exit code 2."""
+    assert_user_error(cli("size", *args), *needles)
+
+
+def write(tmp: Path, name: str, text: str) -> Path:
+    p = tmp / name
+    p.write_text(text)
+    return p
+
+
+def test_validate_shipped_policies() -> None:
+    """`validate policies/` passes on everything we ship."""
+    p = cli("validate", "policies")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("ok: ")
+
+
+@pytest.mark.parametrize(
+    ("files", "needles"),
+    [
+        ({"a.yaml": "kind: model\nname: [oops\n"}, ["a.yaml", "not valid YAML at line"]),
+        ({"a.yaml": "kind: model\nname: x\n"}, ["a.yaml", "parameters_b"]),
+        ({"a.yaml": "kind: gpu\nname: g\n"}, ["a.yaml", "field 'memory_gb'", "required"]),
+        ({"a.yaml": "kind: gadget\nname: g\n"}, ["field 'kind'", "'gadget'", "scaling-policy"]),
+        (
+            {
+                "a.yaml": "kind: gpu\nname: g\nmemory_gb: 10\n",
+                "b.yaml": "kind: gpu\nname: g\nmemory_gb: 20\n",
+            },
+            ["b.yaml", "duplicate gpu name 'g'", "a.yaml"],
+        ),
+        (
+            {"a.yaml": "kind: scaling-policy\nname: p\nmin_instances: 9\nmax_instances: 4\n"},
+            ["min_instances (9) must be ≤ max_instances (4)"],
+        ),
+        (
+            {"a.yaml": "kind: scaling-policy\nname: p\ntarget_utilization: 1.5\n"},
+            ["field 'target_utilization'", "1.5", "less than or equal to 1"],
+        ),
+        (
+            {"a.yaml": "kind: server\nname: s\ngpu: tpu-v9\ngpus: 4\n"},
+            ["field 'gpu'", "tpu-v9", "h100-80gb"],
+        ),
+        (
+            {
+                "a.yaml": "kind: model\nname: m\nparameters_b: 1\n"
+                "optimum: {concurrency: 0, source: {kind: measured}}\n"
+            },
+            ["field 'optimum.concurrency'", "greater than or equal to 1"],
+        ),
+        (
+            {"a.yaml": "kind: gpu\nname: g\nmemory_gb: 10\ncolour: red\n"},
+            ["field 'colour'", "unknown field"],
+        ),
+    ],
+)
+def test_validate_bad_files(tmp_path: Path, files: dict[str, str], needles: list[str]) -> None:
+    """Bad policy files: the message names the file, field, value and what is allowed."""
+    for name, text in files.items():
+        write(tmp_path, name, text)
+    assert_user_error(cli("validate", str(tmp_path)), *needles)
+
+
+def test_size_with_user_policies(tmp_path: Path) -> None:
+    """`size --policies DIR` uses a user's profile that overrides a shipped one."""
+    write(
+        tmp_path,
+        "m.yaml",
+        "kind: model\nname: nemo-gpt-5b\nparameters_b: 5\n"
+        "optimum: {concurrency: 8, memory_gb: 12.41, source: {kind: measured, ref: ours}}\n",
+    )
+    p = cli("size", "-d", "nemo-gpt-5b=64", "--policies", str(tmp_path), "--format", "json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["models"][0]["instances"] == 8
+
+
+def test_bad_policies_dir_in_size(tmp_path: Path) -> None:
+    """A broken user policies file is reported by `size` too, with exit code 2."""
+    write(tmp_path, "x.yaml", "kind: model\n  name: : bad\n")
+    assert_user_error(cli("size", "-d", "nemo-gpt-5b=4", "--policies", str(tmp_path)), "x.yaml")
