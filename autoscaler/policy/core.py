@@ -1,0 +1,338 @@
+"""The decider: windowed telemetry + targets + state → one Decision per model + new state.
+
+Pure: time comes in as `ctx.now`, nothing is read or written outside the
+arguments. The stages around it (collection, windowing, actuation) live
+elsewhere; the daemon, `replay` and the simulator all call `decide`.
+
+How the numbers work, on the design's NeMo GPT 5B (optimal concurrency 4):
+16 concurrent users → observed concurrency ≈ 16 (Little's law on Triton's
+request-duration counter) → desired = ceil(16 / (4 × 1.0)) = 4 instances.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from functools import partial
+from typing import Any, Protocol
+
+from autoscaler.placement import Fit, GpuBin, Item, pack
+from autoscaler.policy.decision import Action, Decision, PlacementSlot, Rule
+from autoscaler.profiles import ScalingPolicy
+from autoscaler.telemetry.snapshot import GpuSample, ModelWindow
+
+
+@dataclass(frozen=True)
+class ModelTarget:
+    """What the sizing rules say about one model (from its profile or the config)."""
+
+    model: str
+    optimal_concurrency: float
+    memory_per_instance_gb: float
+    slo_p95_ms: float | None = None
+    min_instances: int | None = None  # None: the policy's
+    max_instances: int | None = None
+
+
+@dataclass(frozen=True)
+class PolicyContext:
+    now: float
+    policy: ScalingPolicy
+    targets: Mapping[str, ModelTarget]
+    stable: Mapping[str, ModelWindow]  # per model, over policy.stable_window_s
+    panic: Mapping[str, ModelWindow]  # per model, over policy.panic_window_s
+    # None: GPU telemetry missing or invalid (reason in gpu_reason); scale-ups hold.
+    gpus: tuple[GpuSample, ...] | None
+    gpu_reason: str = ""
+    check_gpu_memory: bool = True  # False only when the config says there are no GPUs to watch
+    gpus_per_server: int = 4
+
+
+@dataclass(frozen=True)
+class ModelState:
+    # (time, wanted instances) of recent ticks: the scale-down stabilisation window
+    history: tuple[tuple[float, int], ...] = ()
+    panic_until: float | None = None
+    last_change_at: float | None = None
+    backoff_until: float | None = None
+
+
+@dataclass(frozen=True)
+class PolicyState:
+    models: Mapping[str, ModelState] = field(default_factory=dict)
+
+    def get(self, model: str) -> ModelState:
+        return self.models.get(model, ModelState())
+
+    def with_model(self, model: str, st: ModelState) -> PolicyState:
+        return PolicyState({**self.models, model: st})
+
+
+def record_outcome(
+    state: PolicyState, model: str, now: float, ok: bool, policy: ScalingPolicy
+) -> PolicyState:
+    """Feed an actuation result back: start the cooldown, or the back-off after a failure."""
+    st = state.get(model)
+    if ok:
+        st = replace(st, last_change_at=now)
+    else:
+        st = replace(st, backoff_until=now + policy.apply_backoff_s)
+    return state.with_model(model, st)
+
+
+def decide(ctx: PolicyContext, state: PolicyState) -> tuple[list[Decision], PolicyState]:
+    """One decision per target model, in name order; GPU memory is shared between them."""
+    bins = _gpu_bins(ctx.gpus) if ctx.gpus is not None else None
+    decisions: list[Decision] = []
+    for name in sorted(ctx.targets):
+        d, st = _decide_model(ctx, ctx.targets[name], state.get(name), bins)
+        decisions.append(d)
+        state = state.with_model(name, st)
+    return decisions, state
+
+
+def _gpu_bins(gpus: tuple[GpuSample, ...]) -> list[GpuBin]:
+    return [
+        GpuBin(g.index, g.memory_total_gb, used_gb=g.memory_used_gb, uuid=g.uuid) for g in gpus
+    ]
+
+
+class _Make(Protocol):
+    def __call__(
+        self, action: Action, desired: int, rule: Rule, reason: str, **kw: Any
+    ) -> Decision: ...
+
+
+def _decision(
+    t: ModelTarget,
+    w: ModelWindow | None,
+    target_c: float,
+    now: float,
+    action: Action,
+    desired: int,
+    rule: Rule,
+    reason: str,
+    **kw: Any,
+) -> Decision:
+    return Decision(
+        model=t.model,
+        current_instances=w.instances if w else 0,
+        desired_instances=desired,
+        action=action,
+        observed_concurrency=w.concurrency if w and w.valid else None,
+        target_concurrency=target_c,
+        p95_ms=w.p95_ms if w and w.valid else None,
+        rule=rule,
+        reason=reason,
+        slo_p95_ms=t.slo_p95_ms,
+        as_of=w.as_of if w else now,
+        **kw,
+    )
+
+
+def _want(concurrency: float, target: float) -> int:
+    # ceil with a small tolerance so 16.000001 / 4 does not ask for a fifth instance
+    return max(0, math.ceil(concurrency / target - 1e-6))
+
+
+def _decide_model(
+    ctx: PolicyContext, t: ModelTarget, st: ModelState, bins: list[GpuBin] | None
+) -> tuple[Decision, ModelState]:
+    pol, now = ctx.policy, ctx.now
+    w = ctx.stable.get(t.model)
+    target_c = t.optimal_concurrency * pol.target_utilization
+    lo = pol.min_instances if t.min_instances is None else t.min_instances
+    hi = pol.max_instances if t.max_instances is None else t.max_instances
+
+    out = partial(_decision, t, w, target_c, now)
+
+    # 1. Never act on data we cannot trust.
+    if w is None or not w.valid or w.concurrency is None:
+        why = "no telemetry for this model" if w is None else (w.reason or "no concurrency")
+        cur = w.instances if w else 0
+        return out(Action.hold, cur, Rule.invalid_telemetry, f"hold: {why}"), st
+    current = w.instances
+    if not w.ready:
+        return out(Action.hold, current, Rule.invalid_telemetry, "hold: model not ready"), st
+
+    # 2. The concurrency rule, stable window.
+    stable_want = _want(w.concurrency, target_c)
+    rule = Rule.concurrency
+    reason = (
+        f"concurrency {w.concurrency:.1f} / target {target_c:g} per instance "
+        f"→ {stable_want} instance{'s' if stable_want != 1 else ''}"
+    )
+    want = stable_want
+
+    # 3. Panic (burst) mode: the short window answers a surge in one or two ticks.
+    # E.g. 4 → 16 users on one 5B instance: the 6 s window sees ≈ 16 → wants 4 ≥ 2 × 1.
+    pw = ctx.panic.get(t.model)
+    panic_until = st.panic_until if st.panic_until is not None and st.panic_until > now else None
+    if pw is not None and pw.valid and pw.concurrency is not None:
+        panic_want = _want(pw.concurrency, target_c)
+        if panic_want >= pol.panic_threshold * max(current, 1) and panic_want > current:
+            panic_until = now + pol.stable_window_s
+        if panic_until is not None and panic_want > want:
+            want = panic_want
+            rule = Rule.panic
+            reason = (
+                f"burst: short-window concurrency {pw.concurrency:.1f} / target {target_c:g} "
+                f"→ {panic_want} instances"
+            )
+
+    # 4. Latency guard: p95 over the SLO while requests mostly wait in the queue means
+    # too few instances, whatever the concurrency estimate says (5B at 16 users on one
+    # instance: p95 ≈ 4.4 s of which ≈ 4.2 s is queue).
+    if t.slo_p95_ms is not None and w.p95_ms is not None and w.p95_ms > t.slo_p95_ms:
+        queue_share = (w.avg_queue_ms or 0.0) / w.avg_latency_ms if w.avg_latency_ms else 0.0
+        if queue_share >= pol.latency_guard_queue_fraction and want <= current:
+            want = current + 1
+            rule = Rule.latency_guard
+            reason = (
+                f"p95 {w.p95_ms:.0f} ms > SLO {t.slo_p95_ms:g} ms with {queue_share:.0%} of the "
+                f"latency in the queue → one more instance"
+            )
+
+    # 5. Bounds.
+    if want > hi:
+        want, rule, reason = hi, Rule.max_instances, reason + f"; capped at max_instances {hi}"
+    if want < lo:
+        want, rule, reason = lo, Rule.min_instances, reason + f"; raised to min_instances {lo}"
+
+    # 6. Scale-down stabilisation: the highest wish over the window wins, so a short dip
+    # never removes instances; in panic mode we never scale down at all.
+    horizon = now - pol.scale_down_stabilization_s
+    history = (*((ts, n) for ts, n in st.history if ts > horizon), (now, want))
+    st = replace(st, history=history, panic_until=panic_until)
+    if want < current:
+        peak = max(n for _, n in history)
+        if panic_until is not None:
+            return out(Action.hold, current, Rule.panic, f"hold: in burst mode; {reason}"), st
+        if peak >= current:
+            return (
+                out(
+                    Action.hold,
+                    current,
+                    Rule.stabilization,
+                    f"hold: {reason}, but {peak} wanted within the last "
+                    f"{pol.scale_down_stabilization_s:g} s",
+                ),
+                st,
+            )
+        want = peak
+
+    if want == current:
+        return out(Action.hold, current, rule if rule is not Rule.concurrency else Rule.steady,
+                   f"steady: {reason}"), st
+
+    # 7. Hands off after a failed apply, and for a while after a successful one.
+    if st.backoff_until is not None and now < st.backoff_until:
+        return (
+            out(
+                Action.hold, current, Rule.backoff,
+                f"hold: last apply failed; back-off for {st.backoff_until - now:.0f} s more "
+                f"(would go {current} → {want})",
+            ),
+            st,
+        )
+    if st.last_change_at is not None and now - st.last_change_at < pol.cooldown_s:
+        left = pol.cooldown_s - (now - st.last_change_at)
+        return (
+            out(
+                Action.hold, current, Rule.cooldown,
+                f"hold: cooldown {left:.0f} s after the last change (would go {current} → {want})",
+            ),
+            st,
+        )
+
+    # 8. Scale down: capped step, always safe for memory.
+    if want < current:
+        new = max(want, current - pol.max_scale_down_step)
+        return out(Action.scale_down, new, rule, reason), st
+
+    # 9. Scale up: capped step, and every new instance must fit a GPU.
+    new = min(want, current + pol.max_scale_up_step)
+    step_note = f"; step capped at +{pol.max_scale_up_step}" if new < want else ""
+    if not ctx.check_gpu_memory:
+        return out(Action.scale_up, new, rule, reason + step_note), st
+    if bins is None:
+        return (
+            out(
+                Action.hold, current, Rule.gpu_telemetry,
+                f"hold: GPU telemetry unavailable ({ctx.gpu_reason or 'no data'}); "
+                f"no scale-up without knowing free memory (would go {current} → {new})",
+            ),
+            st,
+        )
+    return _place(ctx, t, st, bins, current, new, want, rule, reason + step_note, out)
+
+
+def _place(
+    ctx: PolicyContext,
+    t: ModelTarget,
+    st: ModelState,
+    bins: list[GpuBin],
+    current: int,
+    new: int,
+    want: int,
+    rule: Rule,
+    reason: str,
+    make: _Make,
+) -> tuple[Decision, ModelState]:
+    """Place `new − current` instances on observed GPUs, in place (bins are shared)."""
+    pol = ctx.policy
+    items = [Item(t.model, t.memory_per_instance_gb)] * (new - current)
+    res = pack(items, bins, headroom_gb=pol.gpu_headroom_gb, fit=Fit.most_free)
+    fitted = len(res.placed)
+    if fitted == 0:
+        # How much hardware the full wish needs: pack it onto fresh GPUs of this size.
+        size_gb = max((b.capacity_gb for b in bins), default=0.0)
+        extra = pack(
+            [Item(t.model, t.memory_per_instance_gb)] * (want - current),
+            [],
+            headroom_gb=pol.gpu_headroom_gb,
+            new_gpu_capacity_gb=size_gb or None,
+        )
+        gpus_needed = extra.opened if not extra.unplaced else None
+        servers = math.ceil(gpus_needed / ctx.gpus_per_server) if gpus_needed else None
+        free = ", ".join(f"gpu{b.index} {b.free_gb(pol.gpu_headroom_gb):.1f} GB" for b in bins)
+        need = (
+            f"{gpus_needed} more GPU{'s' if gpus_needed != 1 else ''} "
+            f"({servers} server{'s' if servers != 1 else ''} of {ctx.gpus_per_server})"
+            if gpus_needed
+            else "a larger GPU"
+        )
+        d = make(
+            Action.capacity_exhausted,
+            current,
+            Rule.capacity,
+            f"capacity exhausted: {reason}, but no GPU has {t.memory_per_instance_gb:g} GB free "
+            f"after {pol.gpu_headroom_gb:g} GB headroom ({free or 'no GPUs'}); "
+            f"the demand needs {need}",
+            extra_gpus_needed=gpus_needed,
+            extra_servers_needed=servers,
+        )
+        return d, st
+    # commit the placement into the shared bins so the next model sees it
+    by_index = {b.index: b for b in bins}
+    slots: dict[int, int] = {}
+    for item, idx in res.placed:
+        slots[idx] = slots.get(idx, 0) + 1
+        by_index[idx].used_gb += item.memory_gb
+    placement = tuple(
+        PlacementSlot(
+            gpu=i,
+            uuid=by_index[i].uuid,
+            instances=n,
+            free_gb_before=round(
+                by_index[i].free_gb(pol.gpu_headroom_gb) + n * t.memory_per_instance_gb, 2
+            ),
+        )
+        for i, n in sorted(slots.items())
+    )
+    if fitted < new - current:
+        reason += f"; only {fitted} of {new - current} new instances fit the GPUs' free memory"
+        rule = Rule.capacity
+    d = make(Action.scale_up, current + fitted, rule, reason, placement=placement)
+    return d, st

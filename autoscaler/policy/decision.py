@@ -1,0 +1,71 @@
+"""What the policy says about one model on one tick (the JSON-lines contract of `run --once`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Action(StrEnum):
+    scale_up = "scale_up"
+    scale_down = "scale_down"
+    hold = "hold"
+    capacity_exhausted = "capacity_exhausted"
+
+
+class Rule(StrEnum):
+    """Which rule produced the decision (stable names: dashboards and tests key on them)."""
+
+    concurrency = "concurrency"  # ceil(observed / (optimal × target utilisation))
+    panic = "panic"  # the short window saw a surge
+    latency_guard = "latency_guard"  # p95 over SLO with queueing dominating
+    stabilization = "stabilization"  # scale-down held back by the window's highest wish
+    cooldown = "cooldown"
+    backoff = "backoff"  # a failed apply: hands off for a while
+    min_instances = "min_instances"
+    max_instances = "max_instances"
+    capacity = "capacity"  # not enough GPU memory for the instances wanted
+    invalid_telemetry = "invalid_telemetry"
+    gpu_telemetry = "gpu_telemetry"  # model data fine, GPU data missing: no scale-up
+    steady = "steady"  # desired == current
+
+
+@dataclass(frozen=True)
+class PlacementSlot:
+    """New instances to put on one GPU."""
+
+    gpu: int
+    uuid: str
+    instances: int
+    free_gb_before: float
+
+
+@dataclass(frozen=True)
+class Decision:
+    model: str
+    current_instances: int
+    desired_instances: int
+    action: Action
+    observed_concurrency: float | None
+    target_concurrency: float
+    p95_ms: float | None
+    rule: Rule
+    reason: str
+    placement: tuple[PlacementSlot, ...] = ()
+    slo_p95_ms: float | None = None
+    as_of: float = 0.0
+    extra_gpus_needed: int | None = None  # capacity_exhausted: GPUs missing for the demand
+    extra_servers_needed: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def changes(self) -> bool:
+        return self.action in (Action.scale_up, Action.scale_down)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["action"] = self.action.value
+        d["rule"] = self.rule.value
+        d["placement"] = [asdict(p) for p in self.placement]
+        return d

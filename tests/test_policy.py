@@ -1,0 +1,318 @@
+"""The decision policy, rule by rule, stepped on a fake clock (no I/O, no real time)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from itertools import pairwise
+
+import pytest
+
+from autoscaler.policy.core import (
+    ModelTarget,
+    PolicyContext,
+    PolicyState,
+    decide,
+    record_outcome,
+)
+from autoscaler.policy.decision import Action, Decision, Rule
+from autoscaler.profiles import ScalingPolicy
+from autoscaler.telemetry.snapshot import GpuSample, ModelWindow
+
+POLICY = ScalingPolicy(name="test")  # the documented defaults
+GB = 1_000_000_000
+T5B = ModelTarget("nemo-gpt-5b", optimal_concurrency=4, memory_per_instance_gb=12.41)
+
+
+def gpus(*used_gb: float, total_gb: float = 80) -> tuple[GpuSample, ...]:
+    return tuple(
+        GpuSample(
+            index=i,
+            uuid=f"GPU-{i}",
+            name="H100",
+            memory_total_bytes=int(total_gb * GB),
+            memory_used_bytes=int(u * GB),
+            memory_free_bytes=int((total_gb - u) * GB),
+            utilization=0.5,
+        )
+        for i, u in enumerate(used_gb)
+    )
+
+
+def win(
+    conc: float | None,
+    instances: int,
+    now: float = 0.0,
+    *,
+    model: str = "nemo-gpt-5b",
+    p95: float | None = None,
+    latency: float | None = None,
+    queue: float | None = None,
+    valid: bool = True,
+    reason: str = "",
+) -> ModelWindow:
+    return ModelWindow(
+        model=model,
+        as_of=now,
+        window_s=60,
+        valid=valid,
+        reason=reason,
+        instances=instances,
+        concurrency=conc,
+        p95_ms=p95,
+        avg_latency_ms=latency,
+        avg_queue_ms=queue,
+    )
+
+
+def ctx(
+    now: float,
+    stable: ModelWindow,
+    panic: ModelWindow | None = None,
+    *,
+    target: ModelTarget = T5B,
+    gpu: tuple[GpuSample, ...] | None = None,
+    policy: ScalingPolicy = POLICY,
+    gpu_reason: str = "",
+) -> PolicyContext:
+    return PolicyContext(
+        now=now,
+        policy=policy,
+        targets={target.model: target},
+        stable={target.model: stable},
+        panic={target.model: panic} if panic else {},
+        gpus=gpu if gpu is not None or gpu_reason else gpus(10, 10, 10, 10),
+        gpu_reason=gpu_reason,
+    )
+
+
+def one(c: PolicyContext, state: PolicyState | None = None) -> tuple[Decision, PolicyState]:
+    ds, st = decide(c, state or PolicyState())
+    assert len(ds) == 1
+    return ds[0], st
+
+
+@pytest.mark.parametrize(
+    ("conc", "instances", "action", "desired", "rule"),
+    [
+        (4.0, 1, Action.hold, 1, Rule.steady),  # Table 10's optimum exactly
+        (16.0, 1, Action.scale_up, 4, Rule.concurrency),  # 16 / 4 = 4, within the +4 cap
+        (16.0, 4, Action.hold, 4, Rule.steady),
+        (17.0, 4, Action.scale_up, 5, Rule.concurrency),
+        (16.000001, 4, Action.hold, 4, Rule.steady),  # float noise is not a fifth instance
+        (40.0, 1, Action.scale_up, 5, Rule.concurrency),  # wants 10, step cap +4
+        (400.0, 14, Action.scale_up, 16, Rule.max_instances),  # capped at max_instances 16
+        (0.0, 1, Action.hold, 1, Rule.min_instances),  # never below min_instances 1
+    ],
+)
+def test_concurrency_rule(
+    conc: float, instances: int, action: Action, desired: int, rule: Rule
+) -> None:
+    """desired = ceil(concurrency / optimal), bounded and step-capped."""
+    d, _ = one(ctx(0, win(conc, instances)))
+    assert (d.action, d.desired_instances, d.rule) == (action, desired, rule)
+    assert d.target_concurrency == 4
+
+
+def test_target_utilization_scales_the_target() -> None:
+    """target_utilization 0.5 halves the per-instance target: 8 in flight → 4 instances."""
+    d, _ = one(ctx(0, win(8, 1), policy=POLICY.model_copy(update={"target_utilization": 0.5})))
+    assert (d.desired_instances, d.target_concurrency) == (4, 2)
+
+
+@pytest.mark.parametrize(
+    "window",
+    [
+        win(None, 1, valid=False, reason="counter reset"),
+        win(16, 1, valid=False, reason="stale: newest sample 40 s old"),
+        win(None, 1),
+    ],
+)
+def test_invalid_telemetry_holds(window: ModelWindow) -> None:
+    """Invalid, stale or incomplete telemetry never scales; the reason is passed on."""
+    d, _ = one(ctx(0, window))
+    assert (d.action, d.rule, d.desired_instances) == (Action.hold, Rule.invalid_telemetry, 1)
+    if window.reason:
+        assert window.reason in d.reason
+
+
+def test_missing_model_window_holds() -> None:
+    """A configured model with no telemetry at all is held, not scaled."""
+    c = ctx(0, win(16, 1))
+    c = replace(c, stable={})
+    d, _ = one(c)
+    assert (d.action, d.rule) == (Action.hold, Rule.invalid_telemetry)
+
+
+def test_no_gpu_telemetry_blocks_scale_up_not_down() -> None:
+    """Without GPU memory data a scale-up is unsafe (hold); a scale-down is still allowed."""
+    up, _ = one(ctx(0, win(16, 1), gpu_reason="NVML: GPU is lost"))
+    assert (up.action, up.rule) == (Action.hold, Rule.gpu_telemetry)
+    assert "GPU is lost" in up.reason
+    pol = POLICY.model_copy(update={"scale_down_stabilization_s": 0})
+    down, _ = one(ctx(0, win(4, 3), gpu_reason="NVML: GPU is lost", policy=pol))
+    assert (down.action, down.desired_instances) == (Action.scale_down, 2)
+
+
+def test_placement_spreads_over_most_free_gpus() -> None:
+    """New instances go to the GPUs with most free memory, never past capacity − headroom."""
+    d, _ = one(ctx(0, win(16, 1), gpu=gpus(70, 20, 40, 60)))
+    assert d.action is Action.scale_up and d.desired_instances == 4
+    placed = {p.gpu: p.instances for p in d.placement}
+    assert sum(placed.values()) == 3
+    assert 0 not in placed  # 80 − 2 − 70 = 8 GB < 12.41
+    assert placed[1] >= 1
+
+
+def test_capacity_exhausted_takes_no_action() -> None:
+    """Every GPU too full for a 12.41 GB instance → capacity_exhausted with the GPUs needed."""
+    d, _ = one(ctx(0, win(16, 1), gpu=gpus(70, 70, 70, 70)))
+    assert d.action is Action.capacity_exhausted
+    assert d.desired_instances == 1 and d.placement == ()
+    # 3 more 5B instances fit on one fresh 80 GB GPU (3 × 12.41 = 37.23 ≤ 78)
+    assert (d.extra_gpus_needed, d.extra_servers_needed) == (1, 1)
+    assert "capacity exhausted" in d.reason
+
+
+def test_partial_capacity_scales_what_fits() -> None:
+    """Room for one of three wanted instances: scale up by one and say what is missing."""
+    d, _ = one(ctx(0, win(16, 1), gpu=gpus(60, 70, 70, 70)))
+    assert (d.action, d.desired_instances, d.rule) == (Action.scale_up, 2, Rule.capacity)
+    assert "only 1 of 3" in d.reason
+
+
+def test_models_share_gpu_memory_within_a_tick() -> None:
+    """Two models scaling in one tick cannot both take the same free memory."""
+    t20 = ModelTarget("nemo-gpt-20b", optimal_concurrency=16, memory_per_instance_gb=44.76)
+    c = PolicyContext(
+        now=0,
+        policy=POLICY,
+        targets={"nemo-gpt-5b": T5B, "nemo-gpt-20b": t20},
+        stable={"nemo-gpt-5b": win(8, 1), "nemo-gpt-20b": win(32, 1, model="nemo-gpt-20b")},
+        panic={},
+        gpus=gpus(30),  # one GPU, 48 GB usable free: the 20B takes 44.76 first
+    )
+    ds, _ = decide(c, PolicyState())
+    by = {d.model: d for d in ds}
+    assert by["nemo-gpt-20b"].action is Action.scale_up
+    assert by["nemo-gpt-5b"].action is Action.capacity_exhausted
+
+
+def test_latency_guard_adds_an_instance() -> None:
+    """p95 over SLO with the queue dominating → +1 even when concurrency says enough."""
+    t = replace(T5B, slo_p95_ms=1200)
+    d, _ = one(ctx(0, win(3.9, 1, p95=2400, latency=1500, queue=1100), target=t))
+    assert (d.action, d.desired_instances, d.rule) == (Action.scale_up, 2, Rule.latency_guard)
+    assert "SLO" in d.reason
+
+
+def test_latency_guard_ignores_slow_compute() -> None:
+    """p95 over SLO but mostly compute (no queue): more instances would not help."""
+    t = replace(T5B, slo_p95_ms=1200)
+    d, _ = one(ctx(0, win(3.9, 1, p95=2400, latency=2300, queue=100), target=t))
+    assert (d.action, d.rule) == (Action.hold, Rule.steady)
+
+
+def test_panic_window_answers_a_surge() -> None:
+    """The stable window lags a surge; the short window sees it and scales at once."""
+    d, st = one(ctx(0, win(5, 1), panic=win(16, 1)))
+    assert (d.action, d.desired_instances, d.rule) == (Action.scale_up, 4, Rule.panic)
+    assert st.get("nemo-gpt-5b").panic_until == pytest.approx(POLICY.stable_window_s)
+
+
+def test_panic_mode_blocks_scale_down() -> None:
+    """In burst mode nothing is removed even if the stable window says so."""
+    pol = POLICY.model_copy(update={"scale_down_stabilization_s": 0})
+    _, st = one(ctx(0, win(5, 1), panic=win(16, 1), policy=pol))
+    d, _ = one(ctx(10, win(4, 4), policy=pol), st)
+    assert (d.action, d.rule) == (Action.hold, Rule.panic)
+
+
+def test_cooldown_and_backoff() -> None:
+    """A change starts a cooldown; a failed apply starts a longer back-off."""
+    st = record_outcome(PolicyState(), "nemo-gpt-5b", 100, ok=True, policy=POLICY)
+    d, _ = one(ctx(110, win(32, 4)), st)
+    assert (d.action, d.rule) == (Action.hold, Rule.cooldown)
+    d, _ = one(ctx(100 + POLICY.cooldown_s, win(32, 4)), st)
+    assert d.action is Action.scale_up
+    st = record_outcome(PolicyState(), "nemo-gpt-5b", 100, ok=False, policy=POLICY)
+    d, _ = one(ctx(100 + POLICY.apply_backoff_s - 1, win(32, 4)), st)
+    assert (d.action, d.rule) == (Action.hold, Rule.backoff)
+    d, _ = one(ctx(100 + POLICY.apply_backoff_s, win(32, 4)), st)
+    assert d.action is Action.scale_up
+
+
+Load = Callable[[float], float]
+
+
+def run_clock(
+    load: Load, start: int, seconds: float, policy: ScalingPolicy = POLICY, step: float = 5.0
+) -> list[tuple[float, Decision]]:
+    """Step a fake clock, apply every change at once (as an actuator would), record changes."""
+    state, current, t = PolicyState(), start, 0.0
+    changes: list[tuple[float, Decision]] = []
+    while t <= seconds:
+        d, state = one(ctx(t, win(load(t), current, t), policy=policy), state)
+        if d.changes:
+            changes.append((t, d))
+            current = d.desired_instances
+            state = record_outcome(state, d.model, t, ok=True, policy=policy)
+        t += step
+    return changes
+
+
+def test_scale_down_waits_for_the_stabilisation_window() -> None:
+    """16 → 4 users at 4 instances: the first removal comes only after 300 s, one at a time."""
+    changes = run_clock(lambda t: 16.0 if t < 100 else 4.0, start=4, seconds=1200)
+    assert changes, "never scaled down"
+    first_t, first = changes[0]
+    assert first.action is Action.scale_down
+    # the last tick that wanted 4 was t = 95: nothing goes before 95 + 300 s
+    assert first_t >= 95 + POLICY.scale_down_stabilization_s
+    assert all(d.action is Action.scale_down for _, d in changes)
+    assert [d.desired_instances for _, d in changes] == [3, 2, 1]
+    gaps = [b - a for (a, _), (b, _) in pairwise(changes)]
+    assert all(g >= POLICY.cooldown_s for g in gaps)
+
+
+@pytest.mark.parametrize("period_s", [10, 30, 120, 240])
+def test_flapping_traffic_does_not_oscillate(period_s: float) -> None:
+    """Load flipping between 16 and 4 users never removes the instances the peaks need."""
+    changes = run_clock(
+        lambda t: 16.0 if int(t // period_s) % 2 == 0 else 4.0, start=4, seconds=3600
+    )
+    assert [d.action for _, d in changes] == []
+
+
+def test_short_dip_does_not_scale_down() -> None:
+    """A 60 s dip to zero inside steady load causes no scale-down."""
+    changes = run_clock(lambda t: 0.0 if 600 <= t < 660 else 16.0, start=4, seconds=1800)
+    assert changes == []
+
+
+def test_step_from_4_to_16_users_reaches_4_instances() -> None:
+    """The design's 5B: a step to 16 users on 1 instance ends at exactly 4 instances."""
+    changes = run_clock(lambda t: 4.0 if t < 50 else 16.0, start=1, seconds=600)
+    assert [d.desired_instances for _, d in changes] == [4]
+    assert changes[0][0] == 50
+
+
+def test_decision_json_contract() -> None:
+    """Decisions serialise under the documented JSON names."""
+    d, _ = one(ctx(0, win(16, 1, p95=4400)))
+    j = d.to_json()
+    for key in (
+        "model",
+        "current_instances",
+        "desired_instances",
+        "action",
+        "observed_concurrency",
+        "target_concurrency",
+        "p95_ms",
+        "rule",
+        "reason",
+        "placement",
+    ):
+        assert key in j
+    assert j["action"] == "scale_up" and j["rule"] == "concurrency"
+    assert j["placement"][0].keys() >= {"gpu", "uuid", "instances"}
