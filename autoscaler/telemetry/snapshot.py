@@ -68,6 +68,8 @@ class ModelSample:
     pending_requests: float | None = None  # gauge: queued, not yet executing
     p95_request_us: float | None = None  # from summaries, when Triton exports them
     p95_queue_us: float | None = None
+    # Required counter series the source did not find (why `counters` is None).
+    missing_series: tuple[str, ...] = ()
 
     @property
     def instances(self) -> int:
@@ -91,6 +93,15 @@ class Snapshot:
     models: dict[str, ModelSample] | None = None
     errors: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
+    # When the model counters were actually measured, if not at `taken_at`: a
+    # Prometheus source reads what was scraped up to one scrape interval earlier,
+    # and rates must divide by the time between scrapes, not between our queries.
+    models_as_of: float | None = None
+
+    @property
+    def models_time(self) -> float:
+        """The time the model counters describe (`models_as_of`, else `taken_at`)."""
+        return self.taken_at if self.models_as_of is None else self.models_as_of
 
 
 @dataclass(frozen=True)
