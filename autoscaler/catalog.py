@@ -147,7 +147,7 @@ def _lookup(table: dict[str, T], name: str, what: str) -> T:
         raise ConfigError(f"unknown {what} '{name}'", allowed=table or ["(none)"]) from None
 
 
-def _yaml_files(root: Path) -> list[Path]:
+def yaml_files(root: Path) -> list[Path]:
     if root.is_file():
         return [root]
     if not root.is_dir():
@@ -155,12 +155,14 @@ def _yaml_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
 
 
-def load_layer(root: Path) -> list[tuple[Profile, Path]]:
+def load_layer(root: Path, *, skip_kinds: tuple[str, ...] = ()) -> list[tuple[Profile, Path]]:
     """Every profile under one directory; a name defined twice in it is an error."""
     seen: dict[tuple[str, str], Path] = {}
     out: list[tuple[Profile, Path]] = []
-    for path in _yaml_files(root):
+    for path in yaml_files(root):
         for i, doc in enumerate(read_yaml_documents(path)):
+            if isinstance(doc, dict) and doc.get("kind") in skip_kinds:
+                continue
             profile = parse_profile(doc, path, i)
             key = (profile.kind, profile.name)
             if key in seen:

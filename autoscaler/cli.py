@@ -6,6 +6,7 @@ import sys
 
 import typer
 
+from autoscaler.commands import run as run_cmd
 from autoscaler.commands import size as size_cmd
 from autoscaler.commands import validate as validate_cmd
 from autoscaler.errors import AutoscalerError
@@ -19,6 +20,7 @@ app = typer.Typer(
 )
 app.command("size")(size_cmd.size)
 app.command("validate")(validate_cmd.validate)
+app.command("run")(run_cmd.run)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,257 @@
+"""`triton-autoscaler run`: the long-running daemon (or one decision with `--once`)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from autoscaler import logs
+from autoscaler.commands._common import parse_pairs, positive_float
+from autoscaler.config import DaemonConfig, Resolved, load_config, parse_config, resolve
+from autoscaler.daemon import Autoscaler, run_forever
+from autoscaler.daemon_metrics import DaemonMetrics, serve
+from autoscaler.errors import ConfigError
+from autoscaler.telemetry.base import Collector, Combined, SourceOptions, gpu_source, model_source
+from autoscaler.telemetry.snapshot import Snapshot
+
+GB = 1_000_000_000
+
+
+def run(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file.")] = None,
+    triton: Annotated[str | None, typer.Option(help="Triton HTTP endpoint, host:port.")] = None,
+    metrics_url: Annotated[str | None, typer.Option(help="Triton /metrics URL.")] = None,
+    target: Annotated[
+        list[str] | None,
+        typer.Option(help="MODEL=CONCURRENCY optimal concurrency per instance; repeatable."),
+    ] = None,
+    slo_ms: Annotated[list[str] | None, typer.Option(help="MODEL=MS p95 SLO; repeatable.")] = None,
+    profile: Annotated[
+        list[str] | None, typer.Option(help="MODEL=PROFILE model profile name; repeatable.")
+    ] = None,
+    gpus: Annotated[
+        str | None, typer.Option(help="GPU telemetry: nvml, prometheus, simulated or none.")
+    ] = None,
+    prometheus: Annotated[str | None, typer.Option(help="Prometheus base URL.")] = None,
+    mode: Annotated[str | None, typer.Option(help="recommend (default) or apply.")] = None,
+    once: Annotated[bool, typer.Option(help="Decide once, print JSON lines, exit.")] = False,
+    record: Annotated[Path | None, typer.Option(help="Append the telemetry trace here.")] = None,
+    listen: Annotated[str | None, typer.Option(help="host:port for /metrics and /healthz.")] = None,
+    interval: Annotated[float | None, typer.Option(help="Seconds between ticks.")] = None,
+    policies: Annotated[list[Path] | None, typer.Option(help="Extra policies directory.")] = None,
+    log_format: Annotated[str, typer.Option(help="auto, json or console.")] = "auto",
+) -> None:
+    """Watch Triton and GPUs, and recommend or apply instance counts per model."""
+    if log_format not in ("auto", "json", "console"):
+        raise ConfigError(
+            "unknown log format",
+            field="--log-format",
+            value=log_format,
+            allowed="auto, json, console",
+        )
+    logs.configure(log_format)  # type: ignore[arg-type]
+    log = logs.get()
+    source = str(config) if config else "<command line>"
+
+    def build() -> Resolved:
+        if config is not None:
+            cfg = load_config(config)
+            data = cfg.model_dump(mode="python", exclude_unset=True)
+        else:
+            data = {}
+        data = _apply_flags(
+            data,
+            triton=triton,
+            metrics_url=metrics_url,
+            target=target,
+            slo_ms=slo_ms,
+            profile=profile,
+            gpus=gpus,
+            prometheus=prometheus,
+            mode=mode,
+            record=record,
+            listen=listen,
+            policies=policies,
+            interval=interval,
+        )
+        return resolve(parse_config(data, source), source)
+
+    resolved = build()
+    cfg = resolved.config
+    metrics = DaemonMetrics()
+    holder: dict[str, Autoscaler] = {}
+    collector = make_collector(cfg, resolved, lambda: holder["d"].instances if holder else {})
+    actuator = make_actuator(cfg, log)
+    mode_now = cfg.mode if actuator is not None or cfg.mode == "recommend" else "recommend"
+    if mode_now != cfg.mode:
+        resolved = resolved.model_copy(update={"config": cfg.model_copy(update={"mode": mode_now})})
+    daemon = Autoscaler(
+        resolved,
+        collector,
+        actuator=actuator,
+        metrics=metrics,
+        log=log,
+        recorder=make_recorder(cfg.record),
+    )
+    holder["d"] = daemon
+    log.info(
+        "starting",
+        mode=daemon.mode,
+        models=sorted(resolved.targets),
+        triton=cfg.triton.url,
+        gpus=cfg.telemetry.gpus,
+        policy=resolved.policy.name,
+    )
+    if once:
+        for d in decide_once(daemon, resolved.policy.panic_window_s):
+            typer.echo(json.dumps(d.to_json()))
+        return
+
+    srv, _ = serve(cfg.http.listen, metrics, daemon.health)
+    log.info(
+        "http",
+        listen=f"{srv.server_address[0]!s}:{srv.server_address[1]}",
+        paths=["/metrics", "/healthz"],
+    )
+
+    def reload() -> None:
+        try:
+            new = build()
+        except Exception as exc:  # an invalid new config never replaces the running one
+            log.error("reload_refused", error=str(exc))
+            return
+        c = new.config
+        new_collector = make_collector(c, new, lambda: daemon.instances)
+        new_actuator = make_actuator(c, log)
+        daemon.reload(new, new_collector, new_actuator)
+        log.info("reloaded", mode=c.mode, models=sorted(new.targets))
+
+    notify = _sd_notifier()
+    try:
+        run_forever(
+            daemon,
+            interval_s=resolved.policy.tick_interval_s,
+            reload=reload,
+            on_ready=lambda: notify("READY=1"),
+            on_tick=lambda: notify("WATCHDOG=1"),
+        )
+    finally:
+        notify("STOPPING=1")
+        srv.shutdown()
+
+
+def decide_once(daemon: Autoscaler, window_s: float) -> list[Any]:
+    """Sample once a second over the short window, then return the last tick's decisions."""
+    start = time.time()
+    report = daemon.tick(start)
+    while time.time() - start < window_s:
+        time.sleep(1.0)
+        report = daemon.tick(time.time())
+    return report.decisions
+
+
+def _apply_flags(data: dict[str, Any], **flags: Any) -> dict[str, Any]:
+    """Quick-start flags override (or, without --config, make up) the config."""
+    d = dict(data)
+    if flags["triton"]:
+        d.setdefault("triton", {})["url"] = flags["triton"]
+    if flags["metrics_url"]:
+        d.setdefault("triton", {})["metrics_url"] = flags["metrics_url"]
+    if flags["gpus"]:
+        d.setdefault("telemetry", {})["gpus"] = flags["gpus"]
+    if flags["prometheus"]:
+        d.setdefault("telemetry", {})["prometheus_url"] = flags["prometheus"]
+    if flags["mode"]:
+        d["mode"] = flags["mode"]
+    if flags["record"]:
+        d["record"] = flags["record"]
+    if flags["listen"]:
+        d.setdefault("http", {})["listen"] = flags["listen"]
+    if flags["policies"]:
+        d["policies_dirs"] = [*d.get("policies_dirs", []), *flags["policies"]]
+    if flags["interval"]:
+        d.setdefault("policy_overrides", {})["tick_interval_s"] = flags["interval"]
+    targets = parse_pairs(
+        flags["target"] or [], "--target", positive_float, "CONCURRENCY", "a positive number"
+    )
+    slos = parse_pairs(flags["slo_ms"] or [], "--slo-ms", positive_float, "MS", "a positive number")
+    profiles = parse_pairs(flags["profile"] or [], "--profile", str, "PROFILE", "a name")
+    models: dict[str, Any] = {k: dict(v) for k, v in d.get("models", {}).items()}
+    for name in [*targets, *slos, *profiles]:
+        models.setdefault(name, {})
+    for name, v in targets.items():
+        models[name]["optimal_concurrency"] = v
+    for name, v in slos.items():
+        models[name]["slo_p95_ms"] = v
+    for name, prof in profiles.items():
+        models[name]["profile"] = prof
+    if models:
+        d["models"] = models
+    return d
+
+
+def make_collector(
+    cfg: DaemonConfig, resolved: Resolved, instances: Callable[[], dict[str, int]]
+) -> Collector:
+    t = cfg.telemetry
+    opts = SourceOptions(
+        triton_url=cfg.triton.url,
+        metrics_url=cfg.triton.metrics_url,
+        prometheus_url=t.prometheus_url,
+        hostname=t.hostname,
+        timeout_s=cfg.triton.timeout_s,
+        simulated_gpus=t.simulated_gpus,
+        simulated_gpu_memory_bytes=int(t.simulated_gpu_memory_gb * GB),
+        instances=instances,
+        instance_memory_bytes={
+            n: int(tg.memory_per_instance_gb * GB) for n, tg in resolved.targets.items()
+        },
+    )
+    return Combined(model_source(t.models, opts), gpu_source(t.gpus, opts))
+
+
+def make_actuator(cfg: DaemonConfig, log: Any) -> Any:
+    """The Triton actuator in apply mode, if Triton runs with explicit model control."""
+    if cfg.mode != "apply":
+        return None
+    from autoscaler.actuation import TritonActuator
+
+    act = TritonActuator(cfg.triton.url)
+    ok, why = act.check_model_control()
+    if not ok:
+        log.warning("apply_unavailable_falling_back_to_recommend", reason=why)
+        return None
+    return act
+
+
+def make_recorder(path: Path | None) -> Callable[[Snapshot], None] | None:
+    if path is None:
+        return None
+    from autoscaler.telemetry.trace import TraceWriter
+
+    writer = TraceWriter(path)
+    return writer.write
+
+
+def _sd_notifier() -> Callable[[str], None]:
+    """sd_notify(3) over $NOTIFY_SOCKET, a no-op when not run by systemd."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return lambda _msg: None
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+
+    def send(msg: str) -> None:
+        with contextlib.suppress(OSError):
+            sock.sendto(msg.encode(), addr)
+
+    return send

@@ -1,0 +1,179 @@
+"""The daemon's configuration file (YAML), validated like every profile.
+
+`deploy/config.example.yaml` is the documented example; `triton-autoscaler
+validate` accepts it. Per model, targets come from the model's profile in
+`policies/` unless the config overrides them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from autoscaler.catalog import Catalog, load_catalog, read_yaml_documents, validation_error
+from autoscaler.errors import ConfigError
+from autoscaler.policy.core import ModelTarget
+from autoscaler.profiles import Name, ScalingPolicy
+
+CONFIG_KIND = "autoscaler-config"
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TritonSection(_Strict):
+    url: str = Field(default="127.0.0.1:8000", description="Triton HTTP endpoint, host:port")
+    metrics_url: str | None = Field(default=None, description="default: http://HOST:8002/metrics")
+    timeout_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+
+
+class TelemetrySection(_Strict):
+    models: Literal["triton", "prometheus"] = "triton"
+    gpus: Literal["nvml", "prometheus", "simulated", "none"] = "nvml"
+    prometheus_url: str | None = None
+    hostname: str | None = Field(default=None, description="DCGM series filter")
+    simulated_gpus: Annotated[int, Field(ge=1, le=64)] = 4
+    simulated_gpu_memory_gb: PositiveFloat = 80.0
+
+    @model_validator(mode="after")
+    def _prometheus_needs_url(self) -> TelemetrySection:
+        uses = [k for k in ("models", "gpus") if getattr(self, k) == "prometheus"]
+        if uses and not self.prometheus_url:
+            raise ValueError(
+                f"telemetry.{uses[0]} is 'prometheus' but telemetry.prometheus_url is not set"
+            )
+        return self
+
+
+class ModelSection(_Strict):
+    profile: Name | None = Field(default=None, description="model profile; default: the key")
+    optimal_concurrency: PositiveFloat | None = None
+    memory_per_instance_gb: PositiveFloat | None = None
+    slo_p95_ms: PositiveFloat | None = None
+    min_instances: Annotated[int, Field(ge=0, le=1024)] | None = None
+    max_instances: Annotated[int, Field(ge=1, le=1024)] | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ModelSection:
+        lo, hi = self.min_instances, self.max_instances
+        if lo is not None and hi is not None and lo > hi:
+            raise ValueError(f"min_instances ({lo}) must be ≤ max_instances ({hi})")
+        return self
+
+
+class HttpSection(_Strict):
+    listen: str = Field(default="127.0.0.1:9108", description="host:port for /metrics, /healthz")
+    unhealthy_after_s: Annotated[float, Field(gt=0, le=86400)] = 60.0
+
+
+class DaemonConfig(_Strict):
+    kind: Literal["autoscaler-config"] = "autoscaler-config"
+    mode: Literal["recommend", "apply"] = "recommend"
+    triton: TritonSection = TritonSection()
+    telemetry: TelemetrySection = TelemetrySection()
+    policy: Name = Field(default="default", description="scaling-policy profile name")
+    policy_overrides: dict[str, Any] = Field(default_factory=dict)
+    policies_dirs: list[Path] = Field(default_factory=list)
+    gpus_per_server: Annotated[int, Field(ge=1, le=64)] = 4
+    max_changes_per_tick: Annotated[int, Field(ge=1, le=1024)] = 4
+    models: dict[Name, ModelSection] = Field(default_factory=dict)
+    http: HttpSection = HttpSection()
+    record: Path | None = Field(default=None, description="append the telemetry trace here")
+
+    @model_validator(mode="after")
+    def _need_models(self) -> DaemonConfig:
+        if not self.models:
+            raise ValueError("'models' is empty: name at least one model to watch")
+        return self
+
+
+class Resolved(BaseModel):
+    """A config joined with the catalog: the policy and each model's targets."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
+    config: DaemonConfig
+    policy: ScalingPolicy
+    targets: dict[str, ModelTarget]
+    catalog: Catalog
+
+
+def parse_config(data: Any, source: str | Path = "<config>") -> DaemonConfig:
+    if not isinstance(data, dict):
+        raise ConfigError("the config must be a YAML mapping", file=source)
+    try:
+        return DaemonConfig.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc, source) from exc
+
+
+def load_config(path: Path) -> DaemonConfig:
+    docs = read_yaml_documents(path)
+    if len(docs) != 1:
+        raise ConfigError(f"expected one YAML document, found {len(docs)}", file=path)
+    return parse_config(docs[0], path)
+
+
+def resolve(cfg: DaemonConfig, source: str | Path = "<config>") -> Resolved:
+    """Join the config with the profiles; unknown names list the known ones."""
+    cat = load_catalog(cfg.policies_dirs)
+    if cfg.policy not in cat.policies:
+        raise ConfigError(
+            "unknown scaling policy",
+            file=source,
+            field="policy",
+            value=cfg.policy,
+            allowed=cat.policies,
+        )
+    base = cat.policies[cfg.policy]
+    try:
+        policy = ScalingPolicy.model_validate({**base.model_dump(), **cfg.policy_overrides})
+    except ValidationError as exc:
+        raise validation_error(exc, source, prefix="policy_overrides") from exc
+    targets: dict[str, ModelTarget] = {}
+    for name, m in cfg.models.items():
+        prof_name = m.profile or name
+        field = f"models.{name}.profile"
+        if prof_name not in cat.models:
+            if m.optimal_concurrency is None or m.memory_per_instance_gb is None:
+                raise ConfigError(
+                    f"no model profile '{prof_name}': name a known profile, or give both "
+                    "optimal_concurrency and memory_per_instance_gb",
+                    file=source,
+                    field=field,
+                    allowed=cat.models,
+                )
+            opt_c: float | None = m.optimal_concurrency
+            mem = m.memory_per_instance_gb
+        else:
+            prof = cat.models[prof_name]
+            opt_c = m.optimal_concurrency or (prof.optimum.concurrency if prof.optimum else None)
+            if opt_c is None:
+                raise ConfigError(
+                    f"profile '{prof_name}' has no optimal concurrency: set "
+                    f"models.{name}.optimal_concurrency or profile the model",
+                    file=source,
+                    field=f"models.{name}.optimal_concurrency",
+                )
+            mem = m.memory_per_instance_gb or prof.instance_memory()[0]
+        assert opt_c is not None and mem is not None  # both checked above
+        targets[name] = ModelTarget(
+            model=name,
+            optimal_concurrency=float(opt_c),
+            memory_per_instance_gb=float(mem),
+            slo_p95_ms=m.slo_p95_ms,
+            min_instances=m.min_instances,
+            max_instances=m.max_instances,
+        )
+        lo = policy.min_instances if m.min_instances is None else m.min_instances
+        hi = policy.max_instances if m.max_instances is None else m.max_instances
+        if lo > hi:
+            raise ConfigError(
+                f"min_instances ({lo}) must be ≤ max_instances ({hi}) (one comes from the policy)",
+                file=source,
+                field=f"models.{name}",
+            )
+    return Resolved(config=cfg, policy=policy, targets=targets, catalog=cat)

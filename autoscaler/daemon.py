@@ -1,0 +1,278 @@
+"""The live pipeline: collect → window → decide → act, one `tick(now)` at a time.
+
+`Autoscaler.tick` is the whole of one tick and takes the time as a value, so
+tests step it on a fake clock; `run_forever` drives it from APScheduler (never
+two ticks at once, a late tick coalesced rather than queued) and handles
+SIGHUP (reload) and SIGTERM/SIGINT (stop between ticks).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC
+from typing import Any, Protocol
+
+from autoscaler.config import Resolved
+from autoscaler.daemon_metrics import DaemonMetrics
+from autoscaler.policy.core import PolicyContext, PolicyState, decide, record_outcome
+from autoscaler.policy.decision import Decision
+from autoscaler.telemetry.base import Collector
+from autoscaler.telemetry.snapshot import ModelWindow, Snapshot
+from autoscaler.telemetry.window import WindowSettings, derive
+
+
+class ApplyOutcome(Protocol):
+    ok: bool
+    error: str
+
+
+class Actuator(Protocol):
+    def apply(self, decision: Decision, now: float) -> Any: ...
+
+
+class Notifier(Protocol):
+    def notify(self, decisions: list[Decision], now: float) -> None: ...
+
+
+@dataclass
+class TickReport:
+    now: float
+    decisions: list[Decision]
+    applied: list[tuple[Decision, Any]] = field(default_factory=list)
+    snapshot: Snapshot | None = None
+
+
+class Autoscaler:
+    """Owns the pipeline's state: snapshot history, policy state, last good telemetry."""
+
+    def __init__(
+        self,
+        resolved: Resolved,
+        collector: Collector,
+        *,
+        actuator: Actuator | None = None,
+        metrics: DaemonMetrics | None = None,
+        log: Any = None,
+        recorder: Callable[[Snapshot], None] | None = None,
+        notifiers: list[Notifier] | None = None,
+        started_at: float | None = None,
+    ) -> None:
+        self.resolved = resolved
+        self.collector = collector
+        self.actuator = actuator
+        self.metrics = metrics or DaemonMetrics()
+        self.log = log
+        self.recorder = recorder
+        self.notifiers = notifiers or []
+        self.state = PolicyState()
+        self.history: deque[Snapshot] = deque()
+        self.mode = resolved.config.mode
+        self.last_good_at = started_at if started_at is not None else time.time()
+        self.instances: dict[str, int] = {}  # latest known counts (feeds simulated GPUs)
+        self._lock = threading.Lock()  # one tick at a time, also against reload
+        self.metrics.set_mode(self.mode)
+
+    # -- one tick ---------------------------------------------------------------------
+    def tick(self, now: float) -> TickReport:
+        with self._lock:
+            t0 = time.perf_counter()
+            report = self._tick(now)
+            self.metrics.tick.observe(time.perf_counter() - t0)
+            self.metrics.last_tick.set(now)
+            return report
+
+    def _tick(self, now: float) -> TickReport:
+        pol = self.resolved.policy
+        cfg = self.resolved.config
+        snap = self.collector.collect(now)
+        if self.recorder is not None:
+            try:
+                self.recorder(snap)
+            except OSError as exc:  # a full disk must not stop scaling
+                self._log("warning", "trace_write_failed", error=str(exc))
+        self.history.append(snap)
+        keep_from = now - pol.stable_window_s - 2 * pol.tick_interval_s
+        while self.history and self.history[0].taken_at < keep_from:
+            self.history.popleft()
+
+        check_gpus = cfg.telemetry.gpus != "none"
+        if snap.models is None:
+            self.metrics.telemetry_errors.labels("models").inc()
+        if check_gpus and snap.gpus is None:
+            self.metrics.telemetry_errors.labels("gpus").inc()
+        if snap.errors:
+            self._log("warning", "telemetry_error", errors=list(snap.errors))
+        if snap.models is not None and (snap.gpus is not None or not check_gpus):
+            self.last_good_at = now
+        for name, m in (snap.models or {}).items():
+            self.instances[name] = m.instances
+
+        stable = derive(
+            self.history,
+            now,
+            WindowSettings(window_s=pol.stable_window_s, stale_after_s=pol.staleness_s),
+        )
+        panic = derive(
+            self.history,
+            now,
+            WindowSettings(window_s=pol.panic_window_s, stale_after_s=pol.staleness_s),
+        )
+        for name in self.resolved.targets:
+            if name not in stable:  # say why there is nothing, rather than "no data"
+                if snap.models is None:
+                    why = "model telemetry not read: " + ("; ".join(snap.errors) or "no data")
+                else:
+                    why = f"model '{name}' not reported by Triton (not loaded?)"
+                stable[name] = ModelWindow(name, now, pol.stable_window_s, False, why)
+        gpu_reason = "" if snap.gpus is not None else ("; ".join(snap.errors) or "not read")
+        ctx = PolicyContext(
+            now=now,
+            policy=pol,
+            targets=self.resolved.targets,
+            stable=stable,
+            panic=panic,
+            gpus=snap.gpus,
+            gpu_reason=gpu_reason,
+            check_gpu_memory=check_gpus,
+            gpus_per_server=cfg.gpus_per_server,
+        )
+        decisions, self.state = decide(ctx, self.state)
+        report = TickReport(now=now, decisions=decisions, snapshot=snap)
+        for d in decisions:
+            self.metrics.observe(d)
+            self._log("info", "decision", mode=self.mode, **_log_fields(d))
+        if self.mode == "apply" and self.actuator is not None:
+            self._apply(decisions, now, report)
+        for n in self.notifiers:
+            try:
+                n.notify(decisions, now)
+            except Exception as exc:  # a notifier must never break a tick
+                self._log("error", "notifier_failed", error=f"{type(exc).__name__}: {exc}")
+        return report
+
+    def _apply(self, decisions: list[Decision], now: float, report: TickReport) -> None:
+        assert self.actuator is not None
+        budget = self.resolved.config.max_changes_per_tick
+        for d in decisions:
+            if not d.changes:
+                continue
+            if budget <= 0:
+                self._log("info", "apply_deferred", model=d.model, why="max_changes_per_tick")
+                continue
+            budget -= 1
+            res = self.actuator.apply(d, now)
+            ok = bool(getattr(res, "ok", False))
+            report.applied.append((d, res))
+            self.state = record_outcome(self.state, d.model, now, ok, self.resolved.policy)
+            self.metrics.applies.labels(d.model, "ok" if ok else "failed").inc()
+            if ok:
+                self.instances[d.model] = d.desired_instances
+                self._log(
+                    "info",
+                    "applied",
+                    model=d.model,
+                    current=d.current_instances,
+                    desired=d.desired_instances,
+                    duration_s=round(float(getattr(res, "duration_s", 0.0)), 3),
+                )
+            else:
+                self._log(
+                    "error",
+                    "apply_failed",
+                    model=d.model,
+                    error=str(getattr(res, "error", "")),
+                    rolled_back=bool(getattr(res, "rolled_back", False)),
+                    backoff_s=self.resolved.policy.apply_backoff_s,
+                )
+
+    # -- health, reload ---------------------------------------------------------------
+    def health(self, now: float | None = None) -> tuple[bool, str]:
+        now = time.time() if now is None else now
+        limit = self.resolved.config.http.unhealthy_after_s
+        age = now - self.last_good_at
+        if age > limit:
+            return False, f"unhealthy: no valid telemetry for {age:.0f} s (limit {limit:g} s)"
+        return True, f"ok: last valid telemetry {age:.0f} s ago; mode {self.mode}"
+
+    def reload(self, resolved: Resolved, collector: Collector | None, actuator: Any) -> None:
+        with self._lock:
+            self.resolved = resolved
+            if collector is not None:
+                self.collector = collector
+                self.history.clear()
+            self.actuator = actuator
+            self.mode = resolved.config.mode
+            self.metrics.set_mode(self.mode)
+
+    def _log(self, level: str, event: str, **kw: Any) -> None:
+        if self.log is not None:
+            getattr(self.log, level)(event, **kw)
+
+
+def _log_fields(d: Decision) -> dict[str, Any]:
+    j = d.to_json()
+    j.pop("details", None)
+    if not j["placement"]:
+        j.pop("placement")
+    return {k: v for k, v in j.items() if v is not None}
+
+
+def run_forever(
+    daemon: Autoscaler,
+    *,
+    interval_s: float,
+    reload: Callable[[], None] | None = None,
+    stop: threading.Event | None = None,
+    on_ready: Callable[[], None] | None = None,
+    on_tick: Callable[[], None] | None = None,
+) -> None:
+    """Tick every `interval_s` under APScheduler until SIGTERM/SIGINT (or `stop` is set).
+
+    Signal handlers only set flags; the reload and the shutdown happen on this
+    thread between ticks, so an apply in flight always finishes first.
+    """
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    stop = stop or threading.Event()
+    want_reload = threading.Event()
+
+    def tick_job() -> None:
+        try:
+            daemon.tick(time.time())
+        except Exception as exc:  # the daemon never dies of one bad tick
+            daemon._log("error", "tick_failed", error=f"{type(exc).__name__}: {exc}")
+        if on_tick is not None:
+            on_tick()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        signal.signal(signal.SIGHUP, lambda *_: want_reload.set())
+    sched = BackgroundScheduler(
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
+    )
+    sched.add_job(tick_job, "interval", seconds=interval_s, id="tick", next_run_time=None)
+    sched.start()
+    sched.modify_job("tick", next_run_time=_now_dt())  # first tick at once
+    if on_ready is not None:
+        on_ready()
+    try:
+        while not stop.wait(0.2):
+            if want_reload.is_set():
+                want_reload.clear()
+                if reload is not None:
+                    reload()
+    finally:
+        sched.shutdown(wait=True)  # waits for a tick (and its apply) in flight
+        daemon._log("info", "stopped")
+
+
+def _now_dt() -> Any:
+    from datetime import datetime
+
+    return datetime.now(UTC)

@@ -1,0 +1,146 @@
+"""The daemon's own /metrics (Prometheus format) and /healthz, on 127.0.0.1 by default.
+
+`triton_autoscaler_desired_instances` is the series a Kubernetes user points KEDA
+or an HPA at. Every series name is listed in docs/metrics.md.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from autoscaler.policy.decision import Action, Decision
+
+PREFIX = "triton_autoscaler"
+
+
+class DaemonMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        m = ("model",)
+        self.current = Gauge(f"{PREFIX}_current_instances", "Instances now", m, registry=r)
+        self.desired = Gauge(
+            f"{PREFIX}_desired_instances", "Instances the policy wants", m, registry=r
+        )
+        self.concurrency = Gauge(
+            f"{PREFIX}_observed_concurrency", "Requests in flight (Little's law)", m, registry=r
+        )
+        self.target = Gauge(
+            f"{PREFIX}_target_concurrency", "Optimal concurrency per instance", m, registry=r
+        )
+        self.p95 = Gauge(f"{PREFIX}_p95_latency_ms", "p95 latency; NaN if unknown", m, registry=r)
+        self.slo = Gauge(f"{PREFIX}_slo_p95_ms", "p95 SLO", m, registry=r)
+        self.valid = Gauge(
+            f"{PREFIX}_telemetry_valid", "1 if the model's telemetry was usable", m, registry=r
+        )
+        self.capacity = Gauge(
+            f"{PREFIX}_capacity_exhausted",
+            "1 if instances are wanted but no GPU fits",
+            m,
+            registry=r,
+        )
+        self.extra_gpus = Gauge(
+            f"{PREFIX}_extra_gpus_needed", "GPUs missing for the demand", m, registry=r
+        )
+        self.decisions = Counter(
+            f"{PREFIX}_decisions",
+            "Decisions by action and rule",
+            ("model", "action", "rule"),
+            registry=r,
+        )
+        self.applies = Counter(
+            f"{PREFIX}_apply",
+            "Scale changes sent to Triton by result",
+            ("model", "result"),
+            registry=r,
+        )
+        self.telemetry_errors = Counter(
+            f"{PREFIX}_telemetry_errors",
+            "Ticks whose telemetry had an error",
+            ("part",),
+            registry=r,
+        )
+        self.tick = Histogram(
+            f"{PREFIX}_tick_duration_seconds",
+            "Wall time of one tick",
+            registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.last_tick = Gauge(
+            f"{PREFIX}_last_tick_timestamp_seconds", "When the last tick ended", registry=r
+        )
+        self.mode = Gauge(f"{PREFIX}_mode", "1 for the active mode", ("mode",), registry=r)
+        self.drift = Gauge(
+            f"{PREFIX}_profile_drift_ratio",
+            "Observed p95 at target / profile p95 (1 = as profiled)",
+            m,
+            registry=r,
+        )
+
+    def set_mode(self, mode: str) -> None:
+        for m in ("recommend", "apply"):
+            self.mode.labels(m).set(1 if m == mode else 0)
+
+    def observe(self, d: Decision) -> None:
+        m = d.model
+        self.current.labels(m).set(d.current_instances)
+        self.desired.labels(m).set(d.desired_instances)
+        self.concurrency.labels(m).set(
+            d.observed_concurrency if d.observed_concurrency is not None else math.nan
+        )
+        self.target.labels(m).set(d.target_concurrency)
+        self.p95.labels(m).set(d.p95_ms if d.p95_ms is not None else math.nan)
+        self.slo.labels(m).set(d.slo_p95_ms if d.slo_p95_ms is not None else math.nan)
+        self.valid.labels(m).set(0 if d.rule.value == "invalid_telemetry" else 1)
+        exhausted = d.action is Action.capacity_exhausted
+        self.capacity.labels(m).set(1 if exhausted else 0)
+        self.extra_gpus.labels(m).set(d.extra_gpus_needed or 0 if exhausted else 0)
+        self.decisions.labels(m, d.action.value, d.rule.value).inc()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def do_GET(self) -> None:
+        if self.path.split("?")[0] == "/metrics":
+            body = generate_latest(self.server.metrics.registry)
+            self._send(200, body, CONTENT_TYPE_LATEST)
+        elif self.path.split("?")[0] == "/healthz":
+            ok, why = self.server.health()
+            self._send(200 if ok else 503, (why + "\n").encode(), "text/plain; charset=utf-8")
+        else:
+            self._send(404, b"not found: try /metrics or /healthz\n", "text/plain")
+
+    def _send(self, code: int, body: bytes, ctype: str) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return  # access logs would drown the decision log
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    metrics: DaemonMetrics
+    health: Callable[[], tuple[bool, str]]
+
+
+def serve(
+    listen: str, metrics: DaemonMetrics, health: Callable[[], tuple[bool, str]]
+) -> tuple[_Server, threading.Thread]:
+    """Start /metrics and /healthz on `host:port` (port 0 picks a free one)."""
+    host, _, port = listen.rpartition(":")
+    srv = _Server((host or "127.0.0.1", int(port)), _Handler)
+    srv.metrics, srv.health = metrics, health
+    th = threading.Thread(target=srv.serve_forever, name="metrics-http", daemon=True)
+    th.start()
+    return srv, th

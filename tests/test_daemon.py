@@ -1,0 +1,199 @@
+"""The daemon pipeline stepped on a fake clock with scripted telemetry and a recording actuator."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from itertools import pairwise
+from pathlib import Path
+
+import pytest
+
+from autoscaler.config import load_config, parse_config, resolve
+from autoscaler.daemon import Autoscaler
+from autoscaler.daemon_metrics import DaemonMetrics, serve
+from autoscaler.errors import ConfigError
+from autoscaler.policy.decision import Action, Rule
+from autoscaler.testing.doubles import RecordingActuator, ScriptedCluster, SteadyLoad
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make(
+    mode: str = "apply",
+    conc: float = 16.0,
+    start: int = 1,
+    base_used_gb: float = 1.0,
+    fail: str | None = None,
+    **cfg: object,
+) -> tuple[Autoscaler, ScriptedCluster, RecordingActuator]:
+    resolved = resolve(
+        parse_config(
+            {
+                "mode": mode,
+                "telemetry": {"gpus": "simulated"},
+                "models": {"nemo-gpt-5b": {"slo_p95_ms": 1500}},
+                **cfg,
+            }
+        )
+    )
+    instances = {"nemo-gpt-5b": start}
+    cluster = ScriptedCluster(
+        loads={"nemo-gpt-5b": SteadyLoad(conc, latency_s=1.1, queue_s=0.8)},
+        instances=instances,
+        memory_gb={"nemo-gpt-5b": 12.41},
+        base_used_gb=base_used_gb,
+    )
+    act = RecordingActuator(instances, fail=lambda _d: fail)
+    daemon = Autoscaler(resolved, cluster, actuator=act, metrics=DaemonMetrics(), started_at=0)
+    return daemon, cluster, act
+
+
+def step(daemon: Autoscaler, start: float, end: float, dt: float = 5.0) -> list:  # type: ignore[type-arg]
+    out = []
+    t = start
+    while t <= end:
+        out.append(daemon.tick(t))
+        t += dt
+    return out
+
+
+def metric(daemon: Autoscaler, name: str, **labels: str) -> float | None:
+    return daemon.metrics.registry.get_sample_value(name, labels)
+
+
+def test_apply_mode_scales_5b_to_four_instances() -> None:
+    """16 in flight on one 5B instance → one apply to 4 instances, then steady."""
+    daemon, cluster, act = make()
+    reports = step(daemon, 0, 120)
+    assert [(d.model, d.desired_instances) for _, d in act.calls] == [("nemo-gpt-5b", 4)]
+    assert cluster.instances["nemo-gpt-5b"] == 4
+    assert reports[-1].decisions[0].action is Action.hold
+    assert metric(daemon, "triton_autoscaler_desired_instances", model="nemo-gpt-5b") == 4
+    assert metric(daemon, "triton_autoscaler_apply_total", model="nemo-gpt-5b", result="ok") == 1
+
+
+def test_recommend_mode_never_applies() -> None:
+    """In recommend mode the same decisions are made and nothing is changed."""
+    daemon, cluster, act = make(mode="recommend")
+    reports = step(daemon, 0, 60)
+    assert act.calls == []
+    assert cluster.instances["nemo-gpt-5b"] == 1
+    ups = [r.decisions[0] for r in reports if r.decisions[0].action is Action.scale_up]
+    assert len(ups) >= 10 and all(d.desired_instances == 4 for d in ups)
+
+
+def test_invalid_model_telemetry_holds_and_turns_unhealthy() -> None:
+    """Failed model reads: hold with the reason, count errors, /healthz unhealthy, then recover."""
+    daemon, cluster, act = make()
+    cluster.fail_models = True
+    reports = step(daemon, 0, 90)
+    assert act.calls == []
+    assert all(r.decisions[0].rule is Rule.invalid_telemetry for r in reports)
+    assert "model telemetry failure" in reports[-1].decisions[0].reason
+    assert metric(daemon, "triton_autoscaler_telemetry_errors_total", part="models") == 19
+    ok, why = daemon.health(90)
+    assert not ok and "no valid telemetry for 90 s" in why
+    cluster.fail_models = False
+    step(daemon, 95, 120)
+    assert daemon.health(120)[0]
+    assert [d.desired_instances for _, d in act.calls] == [4]
+
+
+def test_gpu_telemetry_loss_blocks_scale_up() -> None:
+    """Without GPU data the daemon does not add instances, and says why."""
+    daemon, cluster, act = make()
+    cluster.fail_gpus = True
+    reports = step(daemon, 0, 30)
+    assert act.calls == []
+    assert reports[-1].decisions[0].rule is Rule.gpu_telemetry
+
+
+def test_capacity_exhausted_makes_no_call() -> None:
+    """GPUs too full for another 12.41 GB instance: capacity_exhausted and no load call."""
+    daemon, _, act = make(base_used_gb=70.0)
+    reports = step(daemon, 0, 30)
+    assert act.calls == []
+    last = reports[-1].decisions[0]
+    assert last.action is Action.capacity_exhausted and last.extra_gpus_needed == 1
+    assert metric(daemon, "triton_autoscaler_capacity_exhausted", model="nemo-gpt-5b") == 1
+
+
+def test_failed_apply_backs_off() -> None:
+    """A rejected load is counted and not retried before the back-off ends (120 s)."""
+    daemon, _, act = make(fail="load rejected")
+    step(daemon, 0, 200)
+    times = [t for t, _ in act.calls]
+    assert times[0] == 5 and all(b - a >= 120 for a, b in pairwise(times))
+    assert (
+        metric(daemon, "triton_autoscaler_apply_total", model="nemo-gpt-5b", result="failed") == 2
+    )
+
+
+def test_scale_down_after_load_falls() -> None:
+    """After the load drops, instances go back down only past the stabilisation window."""
+    daemon, cluster, act = make(start=4)
+    step(daemon, 0, 100)
+    cluster.loads["nemo-gpt-5b"].concurrency = 2.0
+    step(daemon, 105, 900)
+    downs = [(t, d.desired_instances) for t, d in act.calls if d.action is Action.scale_down]
+    assert [n for _, n in downs] == [3, 2, 1]
+    assert downs[0][0] >= 100 + 300
+
+
+def test_http_metrics_and_healthz() -> None:
+    """/metrics serves the decision series and /healthz turns 503 when telemetry is gone."""
+    daemon, _, _ = make(mode="recommend")
+    step(daemon, 0, 10)
+    srv, _ = serve("127.0.0.1:0", daemon.metrics, lambda: daemon.health(10))
+    base = f"http://127.0.0.1:{srv.server_address[1]}"
+    try:
+        body = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
+        assert 'triton_autoscaler_desired_instances{model="nemo-gpt-5b"} 4.0' in body
+        assert "triton_autoscaler_tick_duration_seconds_count 3.0" in body
+        assert urllib.request.urlopen(base + "/healthz", timeout=5).status == 200
+        srv.health = lambda: daemon.health(1000)
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(base + "/healthz", timeout=5)
+        assert err.value.code == 503
+    finally:
+        srv.shutdown()
+
+
+def test_example_config_parses_with_documented_defaults() -> None:
+    """deploy/config.example.yaml parses and resolves against the shipped profiles."""
+    cfg = load_config(ROOT / "deploy" / "config.example.yaml")
+    r = resolve(cfg)
+    assert cfg.mode == "recommend" and cfg.http.listen == "127.0.0.1:9108"
+    assert r.targets["nemo-gpt-5b"].optimal_concurrency == 4
+    assert r.targets["nemo-gpt-20b"].memory_per_instance_gb == 44.76
+    assert r.policy.tick_interval_s == 5
+
+
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        ({"models": {}}, "'models' is empty"),
+        ({"models": {"nemo-gpt-5b": {}}, "mode": "yolo"}, "field 'mode'"),
+        ({"models": {"mystery": {}}}, "no model profile 'mystery'"),
+        ({"models": {"bloom-7b": {}}}, "has no optimal concurrency"),
+        ({"models": {"nemo-gpt-5b": {}}, "policy": "fast"}, "unknown scaling policy"),
+        (
+            {"models": {"nemo-gpt-5b": {}}, "policy_overrides": {"cooldown_s": -1}},
+            "field 'policy_overrides.cooldown_s'",
+        ),
+        (
+            {"models": {"nemo-gpt-5b": {"min_instances": 5, "max_instances": 2}}},
+            "min_instances (5) must be ≤ max_instances (2)",
+        ),
+        (
+            {"models": {"nemo-gpt-5b": {}}, "telemetry": {"gpus": "prometheus"}},
+            "prometheus_url is not set",
+        ),
+    ],
+)
+def test_bad_config(data: dict, needle: str) -> None:  # type: ignore[type-arg]
+    """Config errors name the field and what is wrong."""
+    with pytest.raises(ConfigError) as err:
+        resolve(parse_config(data, "cfg.yaml"), "cfg.yaml")
+    assert needle in str(err.value) and "cfg.yaml" in str(err.value)
