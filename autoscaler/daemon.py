@@ -26,6 +26,9 @@ from autoscaler.telemetry.snapshot import ModelWindow, Snapshot
 from autoscaler.telemetry.window import WindowSettings, derive
 
 
+PolicyFn = Callable[[PolicyContext, Any], tuple[list[Decision], Any]]
+
+
 class ApplyOutcome(Protocol):
     ok: bool
     error: str
@@ -61,6 +64,8 @@ class Autoscaler:
         recorder: Callable[[Snapshot], None] | None = None,
         notifiers: list[Notifier] | None = None,
         started_at: float | None = None,
+        policy_fn: PolicyFn = decide,
+        policy_state: Any = None,
     ) -> None:
         self.resolved = resolved
         self.collector = collector
@@ -69,7 +74,9 @@ class Autoscaler:
         self.log = log
         self.recorder = recorder
         self.notifiers = notifiers or []
-        self.state = PolicyState()
+        # Any policy with decide's signature plugs in here (the simulator's baselines do).
+        self.policy_fn = policy_fn
+        self.state: Any = PolicyState() if policy_state is None else policy_state
         self.history: deque[Snapshot] = deque()
         self.mode = resolved.config.mode
         self.last_good_at = started_at if started_at is not None else time.time()
@@ -141,7 +148,7 @@ class Autoscaler:
             check_gpu_memory=check_gpus,
             gpus_per_server=cfg.gpus_per_server,
         )
-        decisions, self.state = decide(ctx, self.state)
+        decisions, self.state = self.policy_fn(ctx, self.state)
         report = TickReport(now=now, decisions=decisions, snapshot=snap)
         for d in decisions:
             self.metrics.observe(d)
@@ -168,7 +175,8 @@ class Autoscaler:
             res = self.actuator.apply(d, now)
             ok = bool(getattr(res, "ok", False))
             report.applied.append((d, res))
-            self.state = record_outcome(self.state, d.model, now, ok, self.resolved.policy)
+            if isinstance(self.state, PolicyState):
+                self.state = record_outcome(self.state, d.model, now, ok, self.resolved.policy)
             self.metrics.applies.labels(d.model, "ok" if ok else "failed").inc()
             if ok:
                 self.instances[d.model] = d.desired_instances
