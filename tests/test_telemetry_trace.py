@@ -1,0 +1,215 @@
+"""Trace files: exact round trips, and clear rejection of what this version cannot read."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from autoscaler.telemetry.snapshot import (
+    GpuSample,
+    InstanceGroup,
+    ModelCounters,
+    ModelSample,
+    Snapshot,
+)
+from autoscaler.telemetry.trace import (
+    FORMAT,
+    VERSION,
+    TraceFormatError,
+    TraceWriter,
+    read_trace,
+)
+from autoscaler.telemetry.window import WindowSettings, derive
+
+GPU = GpuSample(
+    index=0,
+    uuid="GPU-5b4e07f6-3a86-4340-039d-25f2a83cdc43",
+    name="NVIDIA H100 80GB HBM3",
+    memory_total_bytes=85_899_345_920,
+    memory_used_bytes=13_325_000_000,
+    memory_free_bytes=72_574_345_920,
+    utilization=0.99,
+    process_memory_bytes=12_410_000_000,
+    hostname="gpu1",
+)
+
+
+def model(ok: float, dur_us: float, **kw: object) -> ModelSample:
+    return ModelSample(
+        name="nemo-gpt-5b",
+        version="2",
+        instance_groups=(InstanceGroup(2, "KIND_GPU", (0, 1)), InstanceGroup(1, "KIND_CPU")),
+        counters=ModelCounters(
+            request_success=float(ok),
+            request_failure=1.0,
+            request_duration_us=dur_us,
+            queue_duration_us=dur_us * 0.7,
+            compute_infer_duration_us=dur_us * 0.3,
+            inference_count=float(ok),
+            execution_count=float(ok),
+        ),
+        pending_requests=3.0,
+        p95_request_us=1_135_520.0,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+SNAPS = [
+    Snapshot(taken_at=100.0, gpus=(GPU,), models={"nemo-gpt-5b": model(10, 11e6)},
+             sources=("triton", "nvml")),
+    Snapshot(taken_at=102.0, errors=("triton: HTTP 500 from http://h:8002/metrics",),
+             sources=("triton",)),
+    Snapshot(taken_at=104.0, gpus=(), models={}, sources=("prometheus",), models_as_of=103.5),
+    Snapshot(
+        taken_at=106.0,
+        models={
+            "nemo-gpt-5b": model(math.nan, math.inf),
+            "gone": ModelSample(name="gone", ready=False, missing_series=("nv_x",)),
+        },
+    ),
+    Snapshot(taken_at=108.0, gpus=(GPU,), models={"nemo-gpt-5b": model(24, 26.4e6)}),
+]
+
+
+def _eq(a: Snapshot, b: Snapshot) -> bool:
+    # NaN != NaN, so compare the JSON-ish repr instead of ==
+    return repr(a) == repr(b)
+
+
+def test_round_trip_is_exact(tmp_path: Path) -> None:
+    """Every field of every snapshot (None parts, errors, NaN/Inf, as_of) survives write+read."""
+    path = tmp_path / "t.jsonl"
+    with TraceWriter(path, meta={"triton": "127.0.0.1:8000"}, created_at=99.0) as w:
+        for s in SNAPS:
+            w.write(s)
+    tr = read_trace(path)
+    assert tr.header["format"] == FORMAT and tr.header["version"] == VERSION
+    assert tr.header["meta"] == {"triton": "127.0.0.1:8000"}
+    assert len(tr.snapshots) == len(SNAPS)
+    for a, b in zip(SNAPS, tr.snapshots, strict=True):
+        assert _eq(a, b), (a, b)
+    assert tr.warnings == []
+
+
+def test_lines_are_strict_json(tmp_path: Path) -> None:
+    """No bare NaN/Infinity tokens: every line parses with a strict JSON parser."""
+    path = tmp_path / "t.jsonl"
+    with TraceWriter(path) as w:
+        w.write(SNAPS[3])
+
+    def strict(token: str) -> float:
+        raise AssertionError(f"non-standard JSON token {token}")
+
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2
+    for line in lines:
+        json.loads(line, parse_constant=strict)
+    assert '"request_success":"NaN"' in lines[1]
+
+
+def test_replay_recomputes_the_same_windows(tmp_path: Path) -> None:
+    """Derivation on the read-back trace equals derivation on the original snapshots."""
+    snaps = [SNAPS[0], SNAPS[1], SNAPS[4]]
+    path = tmp_path / "t.jsonl"
+    with TraceWriter(path) as w:
+        for s in snaps:
+            w.write(s)
+    cfg = WindowSettings(window_s=10, stale_after_s=10, min_span_s=2)
+    live = derive(snaps, 108.0, cfg)
+    replay = derive(read_trace(path).snapshots, 108.0, cfg)
+    assert live == replay
+    # (24 − 10) requests in 8 s
+    assert replay["nemo-gpt-5b"].throughput_rps == pytest.approx(1.75)
+
+
+def test_append_to_existing_trace_keeps_one_header(tmp_path: Path) -> None:
+    """A second writer on the same file appends snapshots, not a second header."""
+    path = tmp_path / "t.jsonl"
+    with TraceWriter(path) as w:
+        w.write(SNAPS[0])
+    with TraceWriter(path) as w:
+        w.write(SNAPS[4])
+    assert len(read_trace(path).snapshots) == 2
+    assert sum('"format"' in line for line in path.read_text().splitlines()) == 1
+
+
+def test_cut_short_last_line_is_skipped_with_warning(tmp_path: Path) -> None:
+    """A writer killed mid-line leaves half a line: reading keeps the rest and warns."""
+    path = tmp_path / "t.jsonl"
+    with TraceWriter(path) as w:
+        w.write(SNAPS[0])
+        w.write(SNAPS[4])
+    text = path.read_text()
+    path.write_text(text[: len(text) - 40])
+    tr = read_trace(path)
+    assert len(tr.snapshots) == 1
+    assert tr.warnings == [f"{path}:3: last line cut short; skipped"]
+    # and appending after the cut starts on a fresh line
+    with TraceWriter(path) as w:
+        w.write(SNAPS[2])
+    with pytest.raises(TraceFormatError, match=r"t\.jsonl:3: bad snapshot line"):
+        read_trace(path)
+
+
+def _header(version: object, fmt: str = FORMAT) -> str:
+    return json.dumps({"format": fmt, "version": version}) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (_header(VERSION + 1), f"t.jsonl:1: trace format version {VERSION + 1} is newer"),
+        (_header(0), "t.jsonl:1: unknown trace format version 0; this reader knows 1"),
+        (_header("1"), "t.jsonl:1: header version must be a whole number, got '1'"),
+        (_header(1, fmt="something-else"), "not a triton-autoscaler-trace file"),
+        ("", "t.jsonl:1: empty file"),
+        ("taken_at,models\n", "t.jsonl:1: not a triton-autoscaler-trace file (first line"),
+        (_header(1) + '{"models": null}\n', "t.jsonl:2: bad snapshot line: missing key"),
+        (_header(1) + '{"taken_at": "soon"}\n', "t.jsonl:2: bad snapshot line: not a number"),
+        (_header(1) + "[1, 2]\n", "t.jsonl:2: bad snapshot line"),
+    ],
+)
+def test_unreadable_traces_are_rejected_naming_file_and_line(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    """Newer, unknown or malformed versions and lines raise TraceFormatError with file:line."""
+    path = tmp_path / "t.jsonl"
+    path.write_text(text)
+    with pytest.raises(TraceFormatError) as err:
+        read_trace(path)
+    assert message in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_newer_version_message_says_to_upgrade(tmp_path: Path) -> None:
+    """The newer-version rejection tells the user what to do."""
+    path = tmp_path / "t.jsonl"
+    path.write_text(_header(VERSION + 1))
+    with pytest.raises(TraceFormatError, match="upgrade triton-autoscaler"):
+        read_trace(path)
+
+
+def test_unknown_keys_of_the_same_version_are_ignored(tmp_path: Path) -> None:
+    """Optional fields added later within a version do not break older readers."""
+    path = tmp_path / "t.jsonl"
+    line = {"taken_at": 1.0, "models": None, "gpus": None, "future_field": {"x": 1}}
+    path.write_text(_header(1) + json.dumps(line) + "\n")
+    assert read_trace(path).snapshots == [Snapshot(taken_at=1.0)]
+
+
+def test_refuses_to_append_to_other_version(tmp_path: Path) -> None:
+    """Appending to a trace of another version would mix formats: refused, file untouched."""
+    path = tmp_path / "t.jsonl"
+    path.write_text(_header(0))
+    with pytest.raises(TraceFormatError, match="unknown trace format version 0"):
+        TraceWriter(path)
+    assert path.read_text() == _header(0)
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    """A trace that does not exist is a TraceFormatError naming it."""
+    with pytest.raises(TraceFormatError, match="cannot open trace"):
+        read_trace(tmp_path / "nope.jsonl")
