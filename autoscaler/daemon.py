@@ -25,7 +25,6 @@ from autoscaler.telemetry.base import Collector
 from autoscaler.telemetry.snapshot import ModelWindow, Snapshot
 from autoscaler.telemetry.window import WindowSettings, derive
 
-
 PolicyFn = Callable[[PolicyContext, Any], tuple[list[Decision], Any]]
 
 

@@ -1,0 +1,360 @@
+"""The demo: a real Triton on the CPU, emulated 5B and 20B models, the daemon in apply mode.
+
+What runs is the product's own code path: the Triton collector and simulated
+H100s feed `Autoscaler.tick`, whose decisions the Triton actuator applies with
+`load_model`. Only the timings are shortened so the story fits in ~3 minutes:
+a 20 s stable window, a 4 s burst window and a 40 s scale-down stabilisation
+instead of 60 s / 6 s / 300 s (say so on screen; the defaults are in
+policies/scaling/default.yaml).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from autoscaler import logs
+from autoscaler.config import Resolved, parse_config, resolve
+from autoscaler.daemon import Autoscaler, TickReport
+from autoscaler.daemon_metrics import DaemonMetrics
+from autoscaler.loadgen import LoadGenerator, summarize
+from autoscaler.policy.decision import Action
+from autoscaler.telemetry.trace import TraceWriter
+
+MODELS = ("nemo-gpt-5b", "nemo-gpt-20b")
+# Closed-loop clients over time (seconds from the start of the load): climb past
+# the optimum (5B: 4 per instance → 16 clients want 4 instances; 20B: 16 per
+# instance → 48 want 3), hold, then fall back.
+SCHEDULE: dict[str, list[tuple[float, int]]] = {
+    "nemo-gpt-5b": [(0, 4), (20, 16), (100, 2)],
+    "nemo-gpt-20b": [(0, 16), (20, 48), (100, 8)],
+}
+DURATION_S = 165.0
+SLO_MS = {"nemo-gpt-5b": 1500.0, "nemo-gpt-20b": 1500.0}
+DEMO_POLICY = {
+    "tick_interval_s": 2,
+    "stable_window_s": 20,
+    "panic_window_s": 4,
+    "scale_down_stabilization_s": 40,
+    "cooldown_s": 6,
+    "staleness_s": 10,
+}
+
+
+@dataclass
+class Row:
+    t: float
+    model: str
+    clients: int
+    concurrency: float | None
+    current: int
+    desired: int
+    action: str
+    p95_ms: float | None
+    gpu_used_gb: float
+
+
+@dataclass
+class DemoResult:
+    rows: list[Row] = field(default_factory=list)
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    per_model: dict[str, dict[str, Any]] = field(default_factory=dict)
+    trace: Path | None = None
+    plot: Path | None = None
+    log: Path | None = None
+
+
+def clients_at(model: str, t: float) -> int:
+    n = 0
+    for at, c in SCHEDULE[model]:
+        if t >= at:
+            n = c
+    return n
+
+
+def demo_config(http_url: str, metrics_url: str) -> Resolved:
+    return resolve(
+        parse_config(
+            {
+                "mode": "apply",
+                "triton": {"url": http_url, "metrics_url": metrics_url, "timeout_s": 1.5},
+                "telemetry": {"gpus": "simulated", "simulated_gpus": 4},
+                "policy_overrides": DEMO_POLICY,
+                "models": {m: {"slo_p95_ms": SLO_MS[m]} for m in MODELS},
+                "http": {"listen": "127.0.0.1:0"},
+            },
+            "<demo>",
+        ),
+        "<demo>",
+    )
+
+
+def run_demo(
+    out_dir: Path, console: Console, duration_s: float = DURATION_S, plot: bool = True
+) -> DemoResult:
+    """Start everything, drive the load, tick the daemon live, clean up, summarise."""
+    from autoscaler.commands.run import make_actuator, make_collector
+    from autoscaler.testing.emulated_models import emulated
+    from autoscaler.testing.triton_server import TritonServer
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trace_path, log_path = out_dir / "demo-trace.jsonl", out_dir / "demo-daemon.log"
+    res = DemoResult(trace=trace_path, log=log_path)
+    for p in (trace_path, log_path):
+        p.unlink(missing_ok=True)
+    console.print(
+        "[bold]triton-autoscaler demo[/]: a real Triton server on the CPU with emulated "
+        "NeMo GPT 5B (277 ms per request, optimal 4 per instance) and 20B (batches of 16 "
+        "in 1.05 s), 4 simulated H100 80 GB; the daemon in apply mode.\n"
+        f"Shortened timings for the demo: {DEMO_POLICY}."
+    )
+    with contextlib.ExitStack() as stack:
+        console.print("starting Triton …")
+        server = stack.enter_context(TritonServer([emulated(m) for m in MODELS]))
+        console.print(f"Triton ready on {server.http_url} (metrics {server.metrics_url})")
+        resolved = demo_config(server.http_url, server.metrics_url)
+        log_file = stack.enter_context(log_path.open("w", encoding="utf-8"))
+        logs.configure("json", stream=log_file)
+        log = logs.get()
+        holder: dict[str, Autoscaler] = {}
+        collector = make_collector(
+            resolved.config, resolved, lambda: holder["d"].instances if holder else {}
+        )
+        actuator = make_actuator(resolved.config, log)
+        if actuator is None:
+            raise RuntimeError("Triton is not in explicit model-control mode; see the log")
+        writer = stack.enter_context(TraceWriter(trace_path, meta={"source": "demo"}))
+        daemon = Autoscaler(
+            resolved,
+            collector,
+            actuator=actuator,
+            metrics=DaemonMetrics(),
+            log=log,
+            recorder=writer.write,
+        )
+        holder["d"] = daemon
+        gen = LoadGenerator(server.http_url, max_duration_s=duration_s + 5, drain_s=5)
+        for m, steps in SCHEDULE.items():
+            gen.schedule_clients(m, steps)
+        stack.enter_context(gen)
+        start = gen.started_at or time.time()
+        tick_s = resolved.policy.tick_interval_s
+        with _live(console) as show:
+            next_tick = time.time()
+            while (now := time.time()) - start < duration_s:
+                if now < next_tick:
+                    time.sleep(min(0.2, next_tick - now))
+                    continue
+                next_tick += tick_s
+                report = daemon.tick(now)
+                _collect(res, report, start)
+                show(_table(res, now - start, report))
+        gen.stop()
+        console.print(f"load finished: {gen.sent} requests sent")
+        _summarise(res, gen, start)
+    logs.configure("auto")
+    if plot:
+        res.plot = out_dir / "demo.png"
+        plot_demo(res, res.plot)
+    _print_summary(res, console)
+    return res
+
+
+@contextlib.contextmanager
+def _live(console: Console) -> Iterator[Any]:
+    """A refreshing table on a terminal; one printed table every 10 s elsewhere (logs, CI)."""
+    if console.is_terminal:
+        with Live(console=console, refresh_per_second=4) as live:
+            yield live.update
+        return
+    last = [0.0]
+
+    def show(table: Table) -> None:
+        if time.time() - last[0] >= 10:
+            console.print(table)
+            last[0] = time.time()
+
+    yield show
+
+
+def _collect(res: DemoResult, report: TickReport, start: float) -> None:
+    snap = report.snapshot
+    used = sum(g.memory_used_gb for g in snap.gpus) if snap and snap.gpus else 0.0
+    for d in report.decisions:
+        res.rows.append(
+            Row(
+                t=report.now - start,
+                model=d.model,
+                clients=clients_at(d.model, report.now - start),
+                concurrency=d.observed_concurrency,
+                current=d.current_instances,
+                desired=d.desired_instances,
+                action=d.action.value,
+                p95_ms=d.p95_ms,
+                gpu_used_gb=used,
+            )
+        )
+    for d, r in report.applied:
+        res.actions.append(
+            {
+                "t": round(report.now - start, 1),
+                "model": d.model,
+                "action": d.action.value,
+                "from": d.current_instances,
+                "to": d.desired_instances,
+                "ok": bool(r.ok),
+                "rule": d.rule.value,
+                "duration_s": round(float(getattr(r, "duration_s", 0.0)), 2),
+                "reason": d.reason,
+            }
+        )
+
+
+def _fmt(v: float | None, spec: str = ".0f") -> str:
+    return "—" if v is None else format(v, spec)
+
+
+def _table(res: DemoResult, t: float, report: TickReport) -> Table:
+    table = Table(title=f"t = {t:5.0f} s", title_justify="left")
+    for col in ("model", "clients", "concurrency / target", "instances", "p95 / SLO ms", "action"):
+        table.add_column(col, justify="left" if col in ("model", "action") else "right")
+    for d in report.decisions:
+        arrow = (
+            f"{d.current_instances} → {d.desired_instances}"
+            if d.desired_instances != d.current_instances
+            else str(d.current_instances)
+        )
+        style = {"scale_up": "green", "scale_down": "yellow", "capacity_exhausted": "red"}.get(
+            d.action.value, ""
+        )
+        table.add_row(
+            d.model,
+            str(clients_at(d.model, t)),
+            f"{_fmt(d.observed_concurrency, '.1f')} / {d.target_concurrency:g}",
+            arrow,
+            f"{_fmt(d.p95_ms)} / {_fmt(d.slo_p95_ms)}",
+            f"[{style}]{d.action.value}[/]" if style else d.action.value,
+        )
+    snap = report.snapshot
+    if snap and snap.gpus:
+        mem = "  ".join(
+            f"gpu{g.index} {g.memory_used_gb:.1f}/{g.memory_total_gb:.0f} GB" for g in snap.gpus
+        )
+        table.caption = f"simulated GPUs: {mem}"
+    return table
+
+
+def _summarise(res: DemoResult, gen: LoadGenerator, start: float) -> None:
+    """p95 before and after each applied scale-up, from the clients' own measurements."""
+    records = gen.records()
+    for m in MODELS:
+        s = summarize(records, start, time.time(), m)
+        res.per_model[m] = {
+            "requests": s.count,
+            "failed": s.failures,
+            "p95_ms": s.p95_ms,
+            "scale_ups": [],
+        }
+    for a in res.actions:
+        if a["action"] != Action.scale_up.value or not a["ok"]:
+            continue
+        t_abs = start + a["t"]
+        before = summarize(records, t_abs - 15, t_abs, a["model"])
+        after = summarize(records, t_abs + 10, t_abs + 25, a["model"])
+        res.per_model[a["model"]]["scale_ups"].append(
+            {
+                "t": a["t"],
+                "from": a["from"],
+                "to": a["to"],
+                "p95_before_ms": before.p95_ms,
+                "p95_after_ms": after.p95_ms,
+            }
+        )
+
+
+def _print_summary(res: DemoResult, console: Console) -> None:
+    acts = Table(title="Actions applied", title_justify="left")
+    for col in ("t s", "model", "change", "rule", "took s", "ok"):
+        acts.add_column(col)
+    for a in res.actions:
+        acts.add_row(
+            f"{a['t']:.0f}",
+            a["model"],
+            f"{a['from']} → {a['to']}",
+            a["rule"],
+            f"{a['duration_s']:.2f}",
+            "yes" if a["ok"] else "[red]no[/]",
+        )
+    console.print(acts)
+    summ = Table(title="Per model (client-side)", title_justify="left")
+    for col in ("model", "requests", "failed", "p95 ms", "p95 before → after each scale-up"):
+        summ.add_column(col)
+    for m, s in res.per_model.items():
+        ups = "; ".join(
+            f"{u['from']}→{u['to']}: {_fmt(u['p95_before_ms'])} → {_fmt(u['p95_after_ms'])} ms"
+            for u in s["scale_ups"]
+        )
+        summ.add_row(m, str(s["requests"]), str(s["failed"]), _fmt(s["p95_ms"]), ups or "—")
+    console.print(summ)
+    console.print(f"trace: {res.trace}\nplot: {res.plot}\ndaemon log: {res.log}")
+    console.print(
+        "\n[bold]Try next[/]:\n"
+        "  triton-autoscaler size --demand nemo-gpt-5b=64 --demand nemo-gpt-20b=128\n"
+        f"  triton-autoscaler replay {res.trace} --config deploy/config.example.yaml\n"
+        "  triton-autoscaler simulate simulations/scenarios/step.yaml\n"
+        "  triton-autoscaler observe --triton 127.0.0.1:8000 --gpus nvml   # on a GPU server"
+    )
+
+
+def plot_demo(res: DemoResult, path: Path) -> None:
+    """Clients, instances and p95 over time, one panel per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(3, len(MODELS), figsize=(12, 8), sharex=True)
+    for col, m in enumerate(MODELS):
+        rows = [r for r in res.rows if r.model == m]
+        t = [r.t for r in rows]
+        a0, a1, a2 = axes[0][col], axes[1][col], axes[2][col]
+        a0.step(t, [r.clients for r in rows], where="post", label="clients")
+        a0.plot(
+            t,
+            [r.concurrency if r.concurrency is not None else float("nan") for r in rows],
+            label="observed concurrency",
+        )
+        a0.set_title(m)
+        a0.legend(loc="upper right", fontsize=8)
+        a1.step(t, [r.current for r in rows], where="post", label="instances")
+        a1.step(t, [r.desired for r in rows], where="post", linestyle="--", label="desired")
+        a1.legend(loc="upper right", fontsize=8)
+        a2.plot(
+            t,
+            [r.p95_ms if r.p95_ms is not None else float("nan") for r in rows],
+            label="p95 (Triton)",
+        )
+        a2.axhline(SLO_MS[m], color="red", linestyle=":", label="SLO")
+        a2.set_xlabel("seconds")
+        a2.legend(loc="upper right", fontsize=8)
+    axes[0][0].set_ylabel("requests in flight")
+    axes[1][0].set_ylabel("instances")
+    axes[2][0].set_ylabel("ms")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def result_json(res: DemoResult) -> str:
+    return json.dumps(
+        {"actions": res.actions, "per_model": res.per_model, "trace": str(res.trace)}, indent=2
+    )
