@@ -346,6 +346,13 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".strip()
 
 
+def _answered(exc: BaseException) -> bool:
+    """Whether the exception is an error reply from Triton (not a transport failure)."""
+    from tritonclient.utils import InferenceServerException
+
+    return isinstance(exc, InferenceServerException)
+
+
 def _unreachable(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionRefusedError | ConnectionResetError)
 
@@ -522,7 +529,20 @@ class TritonActuator:
             try:
                 client.load_model(model, config=json.dumps(target))
             except Exception as exc:
-                why = f"Triton refused the new config: {_describe(exc)}"
+                text = _describe(exc)
+                if NOT_EXPLICIT_MARKER in text:
+                    # Refused before anything was touched: nothing to roll back.
+                    return self._failed(
+                        decision,
+                        now,
+                        started,
+                        f"Triton does not run with explicit model control ({text}): {ENABLE_HINT}",
+                        previous=previous,
+                    )
+                # An answer from Triton is a refusal; anything else (a dropped
+                # connection, a timeout) leaves the outcome unknown.
+                what = "Triton refused the new config" if _answered(exc) else "the load failed"
+                why = f"{what}: {text}"
                 return self._roll_back(client, decision, now, started, before, previous, why)
             ok, why = self._wait_for(client, model, desired)
             if not ok:
