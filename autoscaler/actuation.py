@@ -17,12 +17,17 @@ restarting Triton never stops the daemon's loop.
 
 Instance groups are rewritten by the pure `new_instance_groups`. Triton matches
 the instances of the old and the new config by their group's settings *other
-than* `name` and `count`, plus the device (Triton core's `EquivalentInInstance
-Config`); so raising or lowering `count` keeps the existing instances, while
+than* `name` and `count`, plus the device (`EquivalentInInstanceConfig` in
+Triton core); so raising or lowering `count` keeps the existing instances, while
 changing a group's `gpus` list makes all of that group's instances new ones
 (weights reloaded, memory briefly doubled). The helper therefore never edits
 the `gpus` of an existing group unless there is no other way to remove an odd
 instance (see `_shrink_gpu_groups`).
+
+Seen on Triton 2.51: the *first* load with a config of a model that was loaded
+from its files is a full background reload (the old model serves until the new
+one is ready), even when the config is identical; later instance-group changes
+are in place (adding instances ~0.2 s, removing ~2.3 s with emulated models).
 """
 
 from __future__ import annotations
