@@ -56,19 +56,25 @@ def main(argv: list[str] | None = None) -> int:
             snap = col.collect(time.time())
             ok = snap.gpus is not None
             if args.json:
-                print(json.dumps({
-                    "taken_at": snap.taken_at,
-                    "errors": list(snap.errors),
-                    "gpus": None if snap.gpus is None else [asdict(g) for g in snap.gpus],
-                    "processes": raw_processes() if ok else [],
-                }))
+                print(
+                    json.dumps(
+                        {
+                            "taken_at": snap.taken_at,
+                            "errors": list(snap.errors),
+                            "gpus": None if snap.gpus is None else [asdict(g) for g in snap.gpus],
+                            "processes": raw_processes() if ok else [],
+                        }
+                    )
+                )
                 continue
             for e in snap.errors:
                 print(f"error: {e}")
             for g in snap.gpus or ():
                 util = "n/a" if g.utilization is None else f"{g.utilization * 100:.0f}%"
-                proc = "n/a" if g.process_memory_bytes is None else (
-                    f"{g.process_memory_bytes / 2**20:.0f} MiB"
+                proc = (
+                    "n/a"
+                    if g.process_memory_bytes is None
+                    else (f"{g.process_memory_bytes / 2**20:.0f} MiB")
                 )
                 print(
                     f"GPU {g.index} {g.uuid} {g.name}: used {g.memory_used_bytes / 2**20:.0f} / "

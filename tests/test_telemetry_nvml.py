@@ -64,7 +64,9 @@ def stand_in(devs: list[Dev], init_error: type[Exception] | None = None) -> Stan
         check(d, "memory_v2" if version else "memory_v1")
         if version:  # v2 reports the reserved memory apart from used
             return types.SimpleNamespace(
-                total=H100_TOTAL, free=H100_TOTAL - d.used - d.reserved, used=d.used,
+                total=H100_TOTAL,
+                free=H100_TOTAL - d.used - d.reserved,
+                used=d.used,
                 reserved=d.reserved,
             )
         return types.SimpleNamespace(
@@ -113,8 +115,12 @@ def collector(mod: StandIn, names: dict[int, str] | None = None) -> NvmlCollecto
 
 def test_reads_memory_utilisation_and_triton_process_memory() -> None:
     """Bytes, 0–1 utilisation, used incl. reserved, and only Triton's processes counted."""
-    dev = Dev("GPU-0", used=30_000 * MIB, util_pct=87,
-              procs=[(100, 2_000 * MIB), (101, 12_410 * MIB), (200, 5_000 * MIB)])
+    dev = Dev(
+        "GPU-0",
+        used=30_000 * MIB,
+        util_pct=87,
+        procs=[(100, 2_000 * MIB), (101, 12_410 * MIB), (200, 5_000 * MIB)],
+    )
     snap = collector(stand_in([dev])).collect(5.0)
     assert snap.errors == () and snap.sources == ("nvml",)
     assert snap.gpus is not None
@@ -169,9 +175,14 @@ def test_lost_gpu_is_left_out_and_named() -> None:
 
 def test_not_supported_values_are_none() -> None:
     """Utilisation and per-process memory NotSupported → None; memory still read."""
-    dev = Dev("GPU-0", used=10 * MIB, fail={
-        "util": pynvml.NVMLError_NotSupported, "procs": pynvml.NVMLError_NotSupported,
-    })
+    dev = Dev(
+        "GPU-0",
+        used=10 * MIB,
+        fail={
+            "util": pynvml.NVMLError_NotSupported,
+            "procs": pynvml.NVMLError_NotSupported,
+        },
+    )
     (g,) = collector(stand_in([dev])).collect(1.0).gpus or ()
     assert g.utilization is None and g.process_memory_bytes is None
     assert g.memory_used_bytes == 10 * MIB + 512 * MIB

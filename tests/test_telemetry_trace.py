@@ -58,10 +58,15 @@ def model(ok: float, dur_us: float, **kw: object) -> ModelSample:
 
 
 SNAPS = [
-    Snapshot(taken_at=100.0, gpus=(GPU,), models={"nemo-gpt-5b": model(10, 11e6)},
-             sources=("triton", "nvml")),
-    Snapshot(taken_at=102.0, errors=("triton: HTTP 500 from http://h:8002/metrics",),
-             sources=("triton",)),
+    Snapshot(
+        taken_at=100.0,
+        gpus=(GPU,),
+        models={"nemo-gpt-5b": model(10, 11e6)},
+        sources=("triton", "nvml"),
+    ),
+    Snapshot(
+        taken_at=102.0, errors=("triton: HTTP 500 from http://h:8002/metrics",), sources=("triton",)
+    ),
     Snapshot(taken_at=104.0, gpus=(), models={}, sources=("prometheus",), models_as_of=103.5),
     Snapshot(
         taken_at=106.0,

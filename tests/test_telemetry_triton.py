@@ -144,9 +144,7 @@ def test_other_quantile_can_be_chosen() -> None:
 
 def test_missing_required_series_leave_counters_none() -> None:
     """A model without its queue counter gets counters=None and names the missing series."""
-    text = "\n".join(
-        line for line in REAL_SCRAPE.splitlines() if "queue_duration_us" not in line
-    )
+    text = "\n".join(line for line in REAL_SCRAPE.splitlines() if "queue_duration_us" not in line)
     s = parse_metrics(text)["nemo-gpt-5b"]
     assert s.counters is None
     assert s.missing_series == ("nv_inference_queue_duration_us",)
@@ -209,6 +207,7 @@ def test_urls(given: str, host_port: str, metrics: str) -> None:
 
 
 # -- broken endpoints -------------------------------------------------------------------
+
 
 class _Broken(BaseHTTPRequestHandler):
     mode = "500"

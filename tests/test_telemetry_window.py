@@ -52,6 +52,7 @@ def m(
             request_failure=fail,
             request_duration_us=dur_s * 1e6,
             queue_duration_us=queue_s * 1e6,
+            compute_infer_duration_us=max(0.0, dur_s - queue_s) * 1e6,
             inference_count=ok,
             execution_count=ok,
         ),
@@ -84,6 +85,9 @@ def test_steady_load_figures_are_exact() -> None:
     assert w.failure_rate == pytest.approx(0.0)
     assert w.instances == 2
     assert w.extra["span_s"] == pytest.approx(10.0)
+    # 4 req/s × 0.2 s of compute each, over 2 instances → each busy 40 % of the time
+    assert w.extra["instance_busy"] == pytest.approx(0.4)
+    assert w.extra["avg_compute_infer_ms"] == pytest.approx(200.0)
 
 
 def test_window_uses_newest_read_at_or_before_its_start() -> None:

@@ -40,6 +40,7 @@ class TraceFormatError(ConfigError):
 
 # -- JSON encoding ------------------------------------------------------------------------
 
+
 def _num(v: float) -> float | str:
     # JSON has no NaN/Infinity (json.dumps would write bare NaN, which jq and
     # JavaScript reject); a NaN counter is evidence, so keep it as a string.
@@ -163,6 +164,7 @@ def _model(name: str, m: Mapping[str, Any]) -> ModelSample:
 
 
 # -- files ----------------------------------------------------------------------------------
+
 
 def header(
     meta: Mapping[str, Any] | None = None, created_at: float | None = None

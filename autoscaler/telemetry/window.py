@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 from autoscaler.telemetry.snapshot import ModelCounters, ModelSample, ModelWindow, Snapshot
 
@@ -67,8 +67,45 @@ def derive(
         return {n: _invalid(n, now, cfg, f"latest read failed: {why}", last.get(n)) for n in names}
     out: dict[str, ModelWindow] = {}
     for name in names:
-        out[name] = _one(name, good, now, cfg)
+        w = _one(name, good, now, cfg)
+        if w.valid:
+            w = replace(w, in_server=in_server(name, good, now - cfg.window_s, now))
+        out[name] = w
     return out
+
+
+def in_server(name: str, snapshots: Sequence[Snapshot], since: float, now: float) -> float | None:
+    """Average requests inside Triton over [since, now]: queued + executing, per interval.
+
+    Little's law on the request-duration counter is exact on average but biased over
+    short windows around a change, because Triton adds a duration when a request
+    completes: seen on the real server, 16 clients on one 5B instance read ≈ 5 in
+    the first seconds of the surge (nothing had completed yet) and ≈ 20–30 in the
+    10 s after a scale-up drained the queue (requests that had waited 4 s completed
+    together). Here the queued part is Triton's instantaneous pending gauge, and
+    the executing part is Δ(compute durations) / Δt, whose straddling error is at
+    most one service time (277 ms for 5B) per interval instead of a whole wait.
+    """
+    total = weight = 0.0
+    prev: tuple[float, ModelSample] | None = None
+    for s in snapshots:
+        if not since <= s.taken_at <= now or not s.models or name not in s.models:
+            continue
+        cur = s.models[name]
+        if prev is not None:
+            t0, a = prev
+            dt = s.taken_at - t0
+            if dt > 0 and cur.pending_requests is not None and a.counters and cur.counters:
+                busy_us = _compute_us(cur.counters) - _compute_us(a.counters)
+                if busy_us >= 0 and math.isfinite(busy_us) and math.isfinite(cur.pending_requests):
+                    total += (cur.pending_requests + busy_us / (dt * 1e6)) * dt
+                    weight += dt
+        prev = (s.taken_at, cur)
+    return total / weight if weight > 0 else None
+
+
+def _compute_us(c: ModelCounters) -> float:
+    return c.compute_input_duration_us + c.compute_infer_duration_us + c.compute_output_duration_us
 
 
 def _names(good: Sequence[Snapshot], latest: Snapshot) -> list[str]:
@@ -208,6 +245,10 @@ def _figures(
         extra["avg_batch"] = infer / execs
         compute_us = (b.compute_infer_duration_us - a.compute_infer_duration_us) / execs
         extra["avg_compute_infer_ms"] = compute_us / 1000.0
+    infer_us = b.compute_infer_duration_us - a.compute_infer_duration_us
+    if end.instances > 0:
+        # share of time each instance spends computing (what drives GPU utilisation)
+        extra["instance_busy"] = infer_us / (span * 1e6 * end.instances)
     p95 = end.p95_request_us
     return ModelWindow(
         model=name,

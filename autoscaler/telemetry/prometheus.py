@@ -1,0 +1,319 @@
+"""The `prometheus` sources: DCGM exporter GPU series and Triton model series from a Prometheus.
+
+For a daemon that watches what a Prometheus already scrapes. Every PromQL query
+and label name is configurable; the defaults match the DCGM exporter and Triton:
+
+- GPUs: `DCGM_FI_DEV_FB_USED/FREE/RESERVED` (MiB; total = free + used + reserved,
+  there is no total field), `DCGM_FI_DEV_GPU_UTIL` (percent), host from the
+  `Hostname` label (renamed `hostname` on newer exporters; both are accepted).
+- Models: Triton's counters with `sum without (gpu_uuid)` (and `reason` for
+  failures), since models loaded at start may lack the `gpu_uuid` label.
+
+All queries of one read are evaluated at the same instant (`time=now`): asked one
+after another at "latest", a scrape landing in between would pair the success
+count of one scrape with the durations of the next. Model data is stamped with
+the scrape time (`timestamp()`), so window rates divide by the time between
+scrapes, not between our queries. Prometheus has no instance counts; pass a
+`TritonConfigReader` to read them from Triton itself.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from autoscaler.telemetry.base import failed
+from autoscaler.telemetry.snapshot import GpuSample, ModelCounters, ModelSample, Snapshot
+from autoscaler.telemetry.triton import (
+    COUNTERS,
+    REQUIRED,
+    TelemetryReadError,
+    TritonConfigReader,
+    merge_config,
+)
+
+SOURCE = "prometheus"
+MIB = 1024**2
+# Where the configured label matchers go in a query template: `m{__SEL__}` or
+# `m{quantile="0.95",__SEL__}` (PromQL accepts both `m{}` and a trailing comma).
+SEL = "__SEL__"
+
+
+@dataclass(frozen=True)
+class DcgmQueries:
+    """PromQL and label names for the DCGM exporter's GPU series."""
+
+    used: str = "DCGM_FI_DEV_FB_USED"
+    free: str = "DCGM_FI_DEV_FB_FREE"
+    reserved: str = "DCGM_FI_DEV_FB_RESERVED"  # absent on old exporters: taken as 0
+    util: str = "DCGM_FI_DEV_GPU_UTIL"
+    hostname_labels: tuple[str, ...] = ("Hostname", "hostname")
+    uuid_labels: tuple[str, ...] = ("UUID", "uuid")  # `uuid` with the old namespace
+    index_label: str = "gpu"
+    name_label: str = "modelName"
+
+
+def _triton_counter_queries() -> dict[str, str]:
+    out = {}
+    for metric, fld in COUNTERS.items():
+        drop = "gpu_uuid, reason" if metric == "nv_inference_request_failure" else "gpu_uuid"
+        out[fld] = f"sum without ({drop}) ({metric}{{{SEL}}})"
+    return out
+
+
+@dataclass(frozen=True)
+class TritonQueries:
+    """PromQL for Triton's series; `__SEL__` in a template becomes `selector`.
+
+    `selector` picks one Triton when Prometheus scrapes several (e.g. `job="triton"`):
+    series of the same model from different targets would otherwise be added up.
+    """
+
+    selector: str = ""
+    counters: Mapping[str, str] = field(default_factory=_triton_counter_queries)
+    pending: str = f"sum without (gpu_uuid) (nv_inference_pending_request_count{{{SEL}}})"
+    p95_request: str = (
+        f'max without (gpu_uuid) (nv_inference_request_summary_us{{quantile="0.95",{SEL}}})'
+    )
+    p95_queue: str = (
+        f'max without (gpu_uuid) (nv_inference_queue_summary_us{{quantile="0.95",{SEL}}})'
+    )
+    # the scrape time of the counters (the oldest, should targets differ)
+    as_of: str = f"min(timestamp(nv_inference_request_success{{{SEL}}}))"
+    model_label: str = "model"
+    version_label: str = "version"
+
+    def render(self, template: str) -> str:
+        return template.replace(SEL, self.selector.strip().strip("{}"))
+
+
+def _client(url: str, timeout_s: float) -> Any:
+    from prometheus_api_client import PrometheusConnect
+    from urllib3.util.retry import Retry
+
+    # The client's default retries 3 times with 1 s backoff on connection errors
+    # and 5xx: with Prometheus down that is ~6 s per query, far past one tick.
+    # One try; the next tick is the retry.
+    return PrometheusConnect(
+        url=url, disable_ssl=True, retry=Retry(total=0, raise_on_status=False), timeout=timeout_s
+    )
+
+
+class _Reader:
+    """Runs instant queries at one evaluation time within one overall deadline."""
+
+    def __init__(self, client: Any, url: str, timeout_s: float, at: float) -> None:
+        self.client = client
+        self.url = url
+        self.timeout_s = timeout_s
+        self.at = at
+        self.deadline = time.monotonic() + timeout_s
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TelemetryReadError(f"timed out after {self.timeout_s:g} s querying {self.url}")
+        try:
+            result = self.client.custom_query(promql, params={"time": self.at}, timeout=left)
+        except Exception as exc:
+            raise TelemetryReadError(_reason(self.url, promql, exc)) from None
+        if not isinstance(result, list):
+            raise TelemetryReadError(f"unexpected answer from {self.url} to {promql!r}")
+        return result
+
+
+def _reason(url: str, promql: str, exc: Exception) -> str:
+    import requests
+
+    if isinstance(exc, requests.Timeout):
+        return f"timed out querying {url}"
+    if isinstance(exc, requests.ConnectionError):
+        return f"cannot reach Prometheus at {url}"
+    text = str(exc).strip().replace("\n", " ")[:200]
+    return f"query {promql!r} failed at {url}: {type(exc).__name__}: {text}"
+
+
+def _value(series: Mapping[str, Any]) -> float:
+    return float(series["value"][1])  # Prometheus writes NaN as "NaN", float() reads it
+
+
+class PrometheusGpuSource:
+    """GPU memory and utilisation from the DCGM exporter series in Prometheus."""
+
+    name = SOURCE
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_s: float = 1.0,
+        hostname: str | None = None,
+        queries: DcgmQueries | None = None,
+        client: Any = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.hostname = hostname
+        self.q = queries or DcgmQueries()
+        self._client = client or _client(self.url, timeout_s)
+
+    def collect(self, now: float) -> Snapshot:
+        r = _Reader(self._client, self.url, self.timeout_s, now)
+        try:
+            series = {k: r.query(getattr(self.q, k)) for k in ("used", "free", "reserved", "util")}
+        except TelemetryReadError as exc:
+            return failed(now, SOURCE, str(exc))
+        rows: dict[tuple[str, str], dict[str, Any]] = {}
+        for kind, result in series.items():
+            for s in result:
+                labels = s.get("metric", {})
+                host = _first(labels, self.q.hostname_labels)
+                if self.hostname is not None and host != self.hostname:
+                    continue
+                uuid = _first(labels, self.q.uuid_labels)
+                row = rows.setdefault((host, uuid), {"labels": labels})
+                row[kind] = _value(s)
+        if not rows:
+            where = f" for host {self.hostname!r}" if self.hostname else ""
+            return failed(now, SOURCE, f"no DCGM series{where} in {self.url} ({self.q.used})")
+        gpus, errors = [], []
+        for (host, uuid), row in sorted(rows.items(), key=lambda kv: _order(kv[1], self.q)):
+            if "used" not in row or "free" not in row:
+                errors.append(f"{SOURCE}: GPU {uuid} on {host!r} lacks FB used/free; left out")
+                continue
+            gpus.append(self._sample(host, uuid, row))
+        return Snapshot(taken_at=now, gpus=tuple(gpus), errors=tuple(errors), sources=(SOURCE,))
+
+    def _sample(self, host: str, uuid: str, row: Mapping[str, Any]) -> GpuSample:
+        used_mib, free_mib = round(row["used"]), round(row["free"])
+        reserved_mib = round(row.get("reserved", 0.0))
+        util = row.get("util")
+        labels = row["labels"]
+        return GpuSample(
+            index=int(labels.get(self.q.index_label, -1)),
+            uuid=uuid,
+            name=labels.get(self.q.name_label, ""),
+            memory_total_bytes=(used_mib + free_mib + reserved_mib) * MIB,
+            # reserved counts as used, as in the nvml source: used + free = total
+            memory_used_bytes=(used_mib + reserved_mib) * MIB,
+            memory_free_bytes=free_mib * MIB,
+            utilization=None if util is None or not math.isfinite(util) else util / 100.0,
+            hostname=host,
+        )
+
+
+def _first(labels: Mapping[str, str], names: tuple[str, ...]) -> str:
+    for n in names:
+        if n in labels:
+            return str(labels[n])
+    return ""
+
+
+def _order(row: Mapping[str, Any], q: DcgmQueries) -> tuple[str, int]:
+    labels = row["labels"]
+    idx = labels.get(q.index_label, "")
+    return (_first(labels, q.hostname_labels), int(idx) if str(idx).isdigit() else 1 << 30)
+
+
+class PrometheusModelSource:
+    """Triton's per-model series as scraped by Prometheus."""
+
+    name = SOURCE
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_s: float = 1.0,
+        queries: TritonQueries | None = None,
+        configs: TritonConfigReader | None = None,
+        client: Any = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.q = queries or TritonQueries()
+        self.configs = configs
+        self._client = client or _client(self.url, timeout_s)
+
+    def collect(self, now: float) -> Snapshot:
+        r = _Reader(self._client, self.url, self.timeout_s, now)
+        q = self.q
+        try:
+            counters = {f: r.query(q.render(t)) for f, t in q.counters.items()}
+            pending = r.query(q.render(q.pending))
+            p95_req = r.query(q.render(q.p95_request))
+            p95_queue = r.query(q.render(q.p95_queue))
+            as_of = r.query(q.render(q.as_of))
+        except TelemetryReadError as exc:
+            return failed(now, SOURCE, str(exc))
+        models = self._models(counters, pending, p95_req, p95_queue)
+        if not models:
+            what = q.render(q.counters["request_success"])
+            return failed(now, SOURCE, f"no Triton series in {self.url} for {what} (target down?)")
+        if self.configs is not None:
+            try:
+                models = merge_config(models, self.configs.read())
+            except TelemetryReadError as exc:
+                return failed(now, SOURCE, str(exc))
+        stamp = _value(as_of[0]) if as_of else None
+        return Snapshot(
+            taken_at=now,
+            models=models,
+            sources=(SOURCE,),
+            models_as_of=stamp if stamp is not None and math.isfinite(stamp) else None,
+        )
+
+    def _models(
+        self,
+        counters: Mapping[str, list[dict[str, Any]]],
+        pending: list[dict[str, Any]],
+        p95_req: list[dict[str, Any]],
+        p95_queue: list[dict[str, Any]],
+    ) -> dict[str, ModelSample]:
+        ml, vl = self.q.model_label, self.q.version_label
+        sums: dict[str, dict[str, float]] = {}
+        versions: dict[str, set[str]] = {}
+        for fld, result in counters.items():
+            for s in result:
+                name = s.get("metric", {}).get(ml)
+                if name is None:
+                    continue
+                # several series per model remain when versions or targets differ
+                sums.setdefault(name, {})
+                sums[name][fld] = sums[name].get(fld, 0.0) + _value(s)
+                versions.setdefault(name, set()).add(s["metric"].get(vl, ""))
+        required = {COUNTERS[m]: m for m in REQUIRED}
+        pend = _by_model(pending, ml, sum)
+        p95r = _by_model(p95_req, ml, max)  # quantiles cannot be added: keep the worst
+        p95q = _by_model(p95_queue, ml, max)
+        out: dict[str, ModelSample] = {}
+        for name, got in sums.items():
+            missing = tuple(metric for fld, metric in required.items() if fld not in got)
+            out[name] = ModelSample(
+                name=name,
+                version=max(versions[name] - {""}, key=_version_key, default="1"),
+                counters=None if missing else ModelCounters(**got),
+                pending_requests=pend.get(name),
+                p95_request_us=p95r.get(name),
+                p95_queue_us=p95q.get(name),
+                missing_series=missing,
+            )
+        return out
+
+
+def _version_key(v: str) -> tuple[bool, int, str]:
+    return (v.isdigit(), int(v) if v.isdigit() else 0, v)
+
+
+def _by_model(result: list[dict[str, Any]], label: str, combine: Any) -> dict[str, float]:
+    """Per-model value, combining several series (versions, targets); NaN = unknown."""
+    values: dict[str, list[float]] = {}
+    for s in result:
+        name = s.get("metric", {}).get(label)
+        v = _value(s)
+        if name is not None and math.isfinite(v):
+            values.setdefault(name, []).append(v)
+    return {n: float(combine(vs)) for n, vs in values.items()}
