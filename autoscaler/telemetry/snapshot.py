@@ -126,4 +126,8 @@ class ModelWindow:
     p95_ms: float | None = None  # None = unknown (never invented)
     failure_rate: float | None = None  # failures / all requests in the window
     pending_requests: float | None = None
+    # Time-averaged requests inside Triton (queued + executing) over the window,
+    # from the pending gauge and the compute-duration counters; None if not known.
+    # Unlike `concurrency` it does not lag or overshoot when a queue builds or drains.
+    in_server: float | None = None
     extra: dict[str, float] = field(default_factory=dict)
