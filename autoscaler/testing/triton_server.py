@@ -33,7 +33,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,7 +145,9 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
 
 
-_LIVE: weakref.WeakSet[TritonServer] = weakref.WeakSet()
+# Every server not yet closed (strong references: a server nobody holds any more
+# must still be killed and its temp dir removed at exit).
+_LIVE: set[TritonServer] = set()
 
 
 @atexit.register
@@ -185,14 +186,6 @@ class TritonServer:
         if models and model_repository is not None:
             raise ValueError("give emulated `models` or a `model_repository`, not both")
         self._inst = find_installation()
-        self._own_workdir = workdir is None
-        self.workdir = (
-            Path(tempfile.mkdtemp(prefix="triton-autoscaler-")) if workdir is None else workdir
-        )
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        if model_repository is None:
-            model_repository = write_model_repository(models, self.workdir / "models")
-        self.model_repository = model_repository
         self.load_models: list[str] = (
             list(load_models) if load_models is not None else [m.model_name for m in models]
         )
@@ -200,11 +193,9 @@ class TritonServer:
         self.startup_timeout_s = startup_timeout_s
         self.exit_timeout_s = exit_timeout_s
         self.extra_args = list(extra_args)
-        self.log_path = self.workdir / "tritonserver.log"
         # Python-backend shared-memory regions get this prefix, so that regions a
         # SIGKILL leaves in /dev/shm (1 MiB+ each) can be removed afterwards.
         self._shm_prefix = f"triton_autoscaler_{os.getpid()}_{uuid.uuid4().hex[:8]}_"
-        self._backends = self._prepare_backends()
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self.http_port = 0
@@ -213,6 +204,22 @@ class TritonServer:
         self.starts = 0  # how many times the process was launched (restarts included)
         self.startup_s: float | None = None  # launch → ready, last start
         self._closed = False
+        self._own_workdir = workdir is None
+        self.workdir = (
+            Path(tempfile.mkdtemp(prefix="triton-autoscaler-")) if workdir is None else workdir
+        )
+        self.log_path = self.workdir / "tritonserver.log"
+        try:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            if model_repository is None:
+                model_repository = write_model_repository(models, self.workdir / "models")
+            self.model_repository = model_repository
+            self._backends = self._prepare_backends()
+        except BaseException:
+            if self._own_workdir:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+            raise
+        _LIVE.add(self)
 
     # -- addresses ----------------------------------------------------------------
     @property
@@ -261,6 +268,10 @@ class TritonServer:
 
     def restart(self, *, graceful: bool = True) -> TritonServer:
         """Stop (if running) and start again on the *same* ports: counters restart at 0."""
+        if self._closed:
+            raise RuntimeError("this TritonServer was closed; make a new one")
+        if self.http_port == 0:  # never started: nothing to keep
+            return self.start()
         self._terminate(graceful=graceful)
         # A listening port is free again as soon as the process is gone, but give
         # the kernel a moment in case a socket lingers.
@@ -413,7 +424,6 @@ class TritonServer:
                     # *thread* ends, which would kill a server started from a worker.
                     preexec_fn=_die_with_parent if on_main else None,
                 )
-            _LIVE.add(self)
         try:
             self._wait_ready()
         except BaseException:

@@ -1,0 +1,255 @@
+"""The demo/test harness against a real Triton server: emulated models reproduce Table 10.
+
+The tests marked `triton` start the real `tritonserver` from the `[triton]`
+extra on 127.0.0.1 (skipped only when that extra is not installed). About 75 s
+in all on a 2-core machine, most of it the two 20 s Table 10 runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import statistics
+import time
+from pathlib import Path
+
+import pytest
+
+from autoscaler.loadgen import (
+    LoadGenerator,
+    LoadSummary,
+    RequestRecord,
+    percentile,
+    run_closed_loop,
+    run_open_loop,
+    summarize,
+)
+from autoscaler.testing.emulated_models import emulated
+from autoscaler.testing.triton_server import TritonFactory, TritonServer
+
+# Table 10 (one instance at its optimal concurrency).
+T10_5B_RPS, T10_5B_P95_MS = 3.61, 1135.52
+T10_20B_RPS = 14.51
+
+SCALE_MODEL = "nemo-gpt-1.3b"  # 99.3 ms per request, one at a time per instance
+OPEN_FIXED, OPEN_POISSON = "open-fixed", "open-poisson"
+
+triton = pytest.mark.triton
+
+
+@pytest.fixture(scope="module")
+def server(module_triton_factory: TritonFactory) -> TritonServer:
+    """One server for the module: Table 10 models at full speed, helpers sped up."""
+    return module_triton_factory(
+        [
+            emulated("nemo-gpt-5b"),
+            emulated("nemo-gpt-20b"),
+            emulated(SCALE_MODEL),
+            # 6.9 ms per request and 2 instances: ~290/s of capacity, far above the
+            # 20/s the open-loop test offers, so arrivals are never held back.
+            emulated("nemo-gpt-345m", name=OPEN_FIXED, time_scale=0.1, instances=2),
+            emulated("nemo-gpt-345m", name=OPEN_POISSON, time_scale=0.1, instances=2),
+        ]
+    )
+
+
+def steady_summary(gen: LoadGenerator, model: str, warmup_s: float) -> LoadSummary:
+    """Summary over whole service periods after a warm-up.
+
+    Batched completions come 16 at a time every ~1.05 s: a window cut at an
+    arbitrary time could gain or lose a whole batch (16 in 17 s ≈ 6% of the rate).
+    So the window starts in the first and ends in the last long gap between
+    completions (≥ half the longest gap: the gaps between batches, or every gap
+    when requests complete one by one) and counts whole periods only.
+    """
+    assert gen.started_at is not None
+    ends = sorted(r.end for r in gen.records(model) if r.end >= gen.started_at + warmup_s)
+    assert len(ends) >= 3, f"too few completions after warm-up: {len(ends)}"
+    gaps = [(b - a, (a + b) / 2) for a, b in itertools.pairwise(ends)]
+    longest = max(g for g, _ in gaps)
+    cuts = [mid for g, mid in gaps if g >= longest / 2]
+    assert len(cuts) >= 2, "need at least two gaps to cut at"
+    return gen.summary(model, since=cuts[0], until=cuts[-1])
+
+
+@triton
+def test_5b_four_clients_reproduces_table_10(server: TritonServer) -> None:
+    """Emulated NeMo GPT 5B, 4 closed-loop clients: throughput and p95 near Table 10's row."""
+    gen = run_closed_loop(server.http_url, "nemo-gpt-5b", clients=4, duration_s=20.0)
+    s = steady_summary(gen, "nemo-gpt-5b", warmup_s=3.0)
+    print(s)
+    assert s.failures == 0
+    # ±10%: one 277 ms sleep per request gives 1/0.277 = 3.61/s and ≈ 4 × 277 =
+    # 1108 ms at 4 clients; the server and client add ~1–2% (3.57/s, p95 1114 ms
+    # measured here, 3.58/s and 1110 ms in the note). The rest of the margin is for
+    # scheduler jitter on a loaded 2-core CI runner, which only slows requests.
+    assert s.throughput_rps == pytest.approx(T10_5B_RPS, rel=0.10)
+    assert s.p95_ms == pytest.approx(T10_5B_P95_MS, rel=0.10)
+
+
+@triton
+def test_20b_sixteen_clients_batches_like_table_10(server: TritonServer) -> None:
+    """Emulated NeMo GPT 20B (dynamic batching), 16 clients: throughput near Table 10's 14.51/s."""
+    gen = run_closed_loop(server.http_url, "nemo-gpt-20b", clients=16, duration_s=20.0)
+    s = steady_summary(gen, "nemo-gpt-20b", warmup_s=3.0)
+    print(s)
+    assert s.failures == 0
+    # ±12%: the emulation serves all 16 in one 1.05 s batch, 16/1.05 = 15.24/s,
+    # 5% above the table (whose 1.10 s cycle includes ~50 ms of queueing our
+    # closed-loop clients, arriving together, do not wait). Unbatched service
+    # would give ≈ 1/1.05 ≈ 1/s, and split batches (the note: a 2 ms queue delay)
+    # about half, so the test still tells batching from no batching.
+    assert s.throughput_rps == pytest.approx(T10_20B_RPS, rel=0.12)
+    assert s.p95_ms is not None and s.p95_ms < 1.2 * 1112.39
+
+
+@triton
+def test_instance_count_changes_at_runtime_without_failures(server: TritonServer) -> None:
+    """Instances 1→3→1 via load_model(config=...) while 8 clients send: no failure, 3× capacity."""
+    phases: list[tuple[int, float, float]] = []  # (instances, since, until)
+    with LoadGenerator(server.http_url, max_duration_s=60.0) as gen:
+        gen.set_clients(SCALE_MODEL, 8)
+        for count in (1, 3, 1):
+            if server.instance_count(SCALE_MODEL) != count:
+                t0 = time.monotonic()
+                cfg = server.set_instances(SCALE_MODEL, count)
+                print(f"instances → {count} in {time.monotonic() - t0:.2f} s")
+                assert sum(g["count"] for g in cfg["instance_group"]) == count
+            assert server.instance_count(SCALE_MODEL) == count
+            # 1 s to settle (8 queued requests drain in 8 × 99 ms / count), 3 s measured
+            time.sleep(1.0)
+            since = time.time()
+            time.sleep(3.0)
+            phases.append((count, since, time.time()))
+    total = gen.summary(SCALE_MODEL)
+    print(total)
+    assert total.count > 50 and total.failures == 0
+    rates = [gen.summary(SCALE_MODEL, since=a, until=b).throughput_rps for _, a, b in phases]
+    print("throughput at 1, 3, 1 instances:", [f"{r:.1f}/s" for r in rates])
+    # One instance serves 1/0.0993 ≈ 10/s; three ≈ 30/s. Needing > 2× proves the
+    # new instances really serve, and < 0.6× after that the removed ones are gone,
+    # not just that the config reads back the count.
+    assert rates[1] > 2.0 * rates[0]
+    assert 0 < rates[2] < 0.6 * rates[1]
+
+
+@triton
+def test_open_loop_delivers_requested_rate(server: TritonServer) -> None:
+    """Open loop at 20/s for 6 s: fixed spacing sends 120 ± 2, Poisson ≈ 120 with CV ≈ 1."""
+    with LoadGenerator(server.http_url, max_duration_s=6.0, seed=7) as gen:
+        gen.set_rate(OPEN_FIXED, 20.0, arrival="fixed")
+        gen.set_rate(OPEN_POISSON, 20.0, arrival="poisson")
+        assert gen.wait(20.0)
+    fixed, poisson = gen.records(OPEN_FIXED), gen.records(OPEN_POISSON)
+    assert all(r.ok and r.loop == "open" for r in fixed + poisson)
+    # Evenly spaced: exactly rate × duration, ±2 for where the 6 s cut falls.
+    assert abs(len(fixed) - 120) <= 2
+    # Poisson: the count has a standard deviation of √120 ≈ 11 (9%); ±30% is
+    # ~3.3 σ, and the seed makes the arrival draws repeatable anyway.
+    assert 84 <= len(poisson) <= 156
+
+    def cv(records: list[RequestRecord]) -> float:
+        starts = sorted(r.start for r in records)
+        gaps = [b - a for a, b in itertools.pairwise(starts)]
+        return statistics.pstdev(gaps) / statistics.mean(gaps)
+
+    # Coefficient of variation of inter-arrival gaps: 0 for a fixed rate, 1 for
+    # exponential gaps (its estimate from ~120 gaps has σ ≈ 0.1).
+    assert cv(fixed) < 0.2
+    assert 0.7 < cv(poisson) < 1.3
+    # Open loop must not wait for answers: 6.9 ms service keeps latency tiny.
+    p95 = gen.summary(OPEN_FIXED).p95_ms
+    assert p95 is not None and p95 < 200
+
+
+@triton
+def test_loadgen_is_bounded_by_request_count(server: TritonServer) -> None:
+    """With max_requests=30 at 100/s the run stops by itself after 30 requests (~0.3 s)."""
+    t0 = time.monotonic()
+    gen = run_open_loop(
+        server.http_url, OPEN_FIXED, 100.0, duration_s=30.0, arrival="fixed", max_requests=30
+    )
+    assert gen.sent == 30
+    assert len(gen.records()) == 30
+    assert time.monotonic() - t0 < 5.0  # not the 30 s duration
+
+
+@triton
+def test_restart_keeps_ports_and_resets_counters(triton_factory: TritonFactory) -> None:
+    """kill() then restart(): same URL, counters back at 0, and close() leaves no process."""
+    srv = triton_factory([emulated("nemo-gpt-345m", time_scale=0.1)], metrics_interval_ms=200)
+    run_closed_loop(srv.http_url, "nemo-gpt-345m", clients=2, duration_s=1.0)
+    url, metrics = srv.http_url, srv.metrics_url
+    assert _success_count(srv, "nemo-gpt-345m") > 0
+    pid = srv.pid
+    assert pid is not None
+    srv.kill()
+    assert not srv.running and not _alive(pid)
+    srv.restart()
+    assert (srv.http_url, srv.metrics_url) == (url, metrics)
+    assert _success_count(srv, "nemo-gpt-345m") == 0
+    new_pid = srv.pid
+    assert new_pid is not None and new_pid != pid
+    workdir = srv.workdir
+    srv.close(graceful=False)
+    assert not _alive(new_pid)
+    assert not Path(workdir).exists()
+
+
+def _success_count(srv: TritonServer, model: str) -> float:
+    # counters are refreshed every metrics interval (200 ms here): wait one out
+    time.sleep(0.5)
+    for line in srv.metrics_text().splitlines():
+        if line.startswith("nv_inference_request_success{") and f'model="{model}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no nv_inference_request_success for {model}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie still answers kill(0); count it as gone
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+# -- no server needed ---------------------------------------------------------------
+
+
+def test_emulated_configs_follow_the_profiles() -> None:
+    """5B is sequential at 277 ms; 20B batches 16 with a 60 ms delay that time_scale shrinks."""
+    five = emulated("nemo-gpt-5b", instances=3).config()
+    assert five["max_batch_size"] == 0 and "dynamic_batching" not in five
+    assert five["instance_group"] == [{"count": 3, "kind": "KIND_CPU"}]
+    assert five["parameters"]["service_time_ms"] == {"string_value": "277.0"}
+    twenty = emulated("nemo-gpt-20b", time_scale=0.1, service_time_ms=2000).config()
+    assert twenty["max_batch_size"] == 16
+    assert twenty["dynamic_batching"] == {"max_queue_delay_microseconds": 6000}
+    assert twenty["parameters"]["service_time_ms"] == {"string_value": "2000.0"}
+    assert twenty["parameters"]["time_scale"] == {"string_value": "0.1"}
+    text = emulated("nemo-gpt-20b").config_pbtxt()
+    assert "max_queue_delay_microseconds: 60000" in text and "kind: KIND_CPU" in text
+    with pytest.raises(ValueError, match="no 'service'"):
+        emulated("bloom-7b")  # Table 9 only: nothing to emulate
+
+
+def test_summary_counts_completions_in_window() -> None:
+    """Only requests completed inside the window count; latency figures use successes only."""
+    recs = [
+        RequestRecord("m", start=10.0, latency_s=0.1, ok=True),  # ends 10.1: before
+        RequestRecord("m", start=10.5, latency_s=1.0, ok=True),  # ends 11.5
+        RequestRecord("m", start=11.0, latency_s=2.0, ok=True),  # ends 13.0
+        RequestRecord("m", start=12.0, latency_s=0.5, ok=False, error="boom"),
+        RequestRecord("other", start=11.0, latency_s=0.1, ok=True),
+    ]
+    s = summarize(recs, since=11.0, until=13.0, model="m")
+    assert (s.count, s.failures) == (3, 1)
+    assert s.throughput_rps == pytest.approx(1.0)  # 2 successes in 2 s
+    assert s.mean_ms == pytest.approx(1500.0)
+    assert percentile([1.0, 2.0, 3.0, 4.0, 5.0], 95) == pytest.approx(4.8)
+    assert summarize(recs, since=20.0, until=21.0).p95_ms is None
