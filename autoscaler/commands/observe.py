@@ -1,0 +1,375 @@
+"""`triton-autoscaler observe`: watch Triton's models and the GPUs live, like `top`.
+
+Each tick reads one snapshot (models from Triton or Prometheus, GPUs from NVML,
+Prometheus/DCGM or a simulation), derives per-model figures over a sliding
+window, and shows them: a refreshing table on a terminal, one table per tick
+when piped (like `top -b`), or one JSON object per tick with `--format json`.
+`--record FILE` appends every raw snapshot to a trace (docs/trace-format.md).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from autoscaler.errors import ConfigError
+from autoscaler.telemetry.base import (
+    GPU_SOURCES,
+    MODEL_SOURCES,
+    Collector,
+    Combined,
+    SourceOptions,
+    gpu_source,
+    model_source,
+)
+from autoscaler.telemetry.snapshot import GpuSample, ModelSample, ModelWindow, Snapshot
+from autoscaler.telemetry.window import WindowSettings, derive
+
+GB = 1e9
+
+
+class _Latest:
+    """The model source, remembering what it read so simulated GPUs can follow it."""
+
+    def __init__(self, inner: Collector) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.models: dict[str, ModelSample] = {}
+        self.windows: dict[str, ModelWindow] = {}
+
+    def collect(self, now: float) -> Snapshot:
+        snap = self.inner.collect(now)
+        if snap.models is not None:
+            self.models = snap.models
+        return snap
+
+    def instances(self) -> dict[str, int]:
+        return {n: m.instances for n, m in self.models.items() if m.ready}
+
+    def busy(self) -> dict[str, float]:
+        return {n: w.extra.get("instance_busy", 0.0) for n, w in self.windows.items() if w.valid}
+
+    def close(self) -> None:
+        close = getattr(self.inner, "close", None)
+        if callable(close):
+            close()
+
+
+def observe(
+    triton: Annotated[
+        str | None,
+        typer.Option("--triton", help="Triton HTTP endpoint, host:port (e.g. 127.0.0.1:8000)."),
+    ] = None,
+    metrics_url: Annotated[
+        str | None,
+        typer.Option("--metrics-url", help="Triton /metrics URL (default: port 8002 of --triton)."),
+    ] = None,
+    prometheus: Annotated[
+        str | None, typer.Option("--prometheus", help="Prometheus URL, e.g. http://127.0.0.1:9090.")
+    ] = None,
+    models: Annotated[
+        str | None,
+        typer.Option(
+            "--models",
+            help="Model source: triton, prometheus or none "
+            "(default: triton with --triton, else prometheus with --prometheus).",
+        ),
+    ] = None,
+    gpus: Annotated[
+        str, typer.Option("--gpus", help="GPU source: nvml, prometheus, simulated or none.")
+    ] = "nvml",
+    hostname: Annotated[
+        str | None, typer.Option("--hostname", help="Only this host's DCGM series (prometheus).")
+    ] = None,
+    simulated_gpus: Annotated[
+        int, typer.Option("--simulated-gpus", help="How many simulated H100 80 GB GPUs.")
+    ] = 4,
+    interval: Annotated[float, typer.Option("--interval", help="Seconds between reads.")] = 2.0,
+    window: Annotated[
+        float, typer.Option("--window", help="Seconds of history behind each figure.")
+    ] = 10.0,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", help="Seconds one read may take (default: half the interval)."),
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    record: Annotated[
+        Path | None, typer.Option("--record", help="Append every raw snapshot to this trace file.")
+    ] = None,
+    ticks: Annotated[
+        int | None, typer.Option("--ticks", help="Stop after this many reads.")
+    ] = None,
+    duration: Annotated[
+        float | None, typer.Option("--duration", help="Stop after this many seconds.")
+    ] = None,
+    policies: Annotated[
+        list[Path] | None,
+        typer.Option("--policies", help="Extra policies directory (simulated GPU memory)."),
+    ] = None,
+) -> None:
+    """Show per-model concurrency, throughput, p95, queue time, instances and per-GPU memory."""
+    _check(fmt, interval, window, timeout, ticks, duration, simulated_gpus)
+    src_name = models or ("triton" if triton else "prometheus" if prometheus else "none")
+    for name, table, what in ((src_name, MODEL_SOURCES, "--models"), (gpus, GPU_SOURCES, "--gpus")):
+        if name not in table:
+            raise ConfigError("unknown source", field=what, value=name, allowed=table.keys())
+    read_timeout = timeout if timeout is not None else min(2.0, interval / 2)
+    opts = SourceOptions(
+        triton_url=triton,
+        metrics_url=metrics_url,
+        prometheus_url=prometheus,
+        hostname=hostname,
+        timeout_s=read_timeout,
+        simulated_gpus=simulated_gpus,
+    )
+    latest = _Latest(model_source(src_name, opts))
+    if gpus == "simulated":
+        opts = _simulated_options(opts, latest, policies)
+    collector = Combined(latest, gpu_source(gpus, opts))
+    settings = WindowSettings(
+        window_s=window,
+        # three missed reads, or a read that took its whole timeout twice
+        stale_after_s=max(3 * interval, 2 * read_timeout + interval),
+        # one interval of data is enough for a live view (jitter allowed for)
+        min_span_s=min(0.9 * interval, window / 2),
+    )
+    writer = None
+    if record is not None:
+        from autoscaler.telemetry.trace import TraceWriter
+
+        meta = {"command": "observe", "models": src_name, "gpus": gpus, "interval_s": interval}
+        writer = TraceWriter(record, meta=meta, created_at=time.time())
+    show = _Shower(fmt, src_name, gpus)
+    try:
+        _loop(collector, latest, settings, interval, ticks, duration, show, writer)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        show.close()
+        collector.close()
+        if writer is not None:
+            writer.close()
+
+
+def _check(
+    fmt: str,
+    interval: float,
+    window: float,
+    timeout: float | None,
+    ticks: int | None,
+    duration: float | None,
+    simulated_gpus: int,
+) -> None:
+    if fmt not in ("table", "json"):
+        raise ConfigError(
+            "unknown output format", field="--format", value=fmt, allowed="table, json"
+        )
+    for flag, v in (("--interval", interval), ("--window", window), ("--timeout", timeout)):
+        if v is not None and not (v > 0 and math.isfinite(v)):
+            raise ConfigError("must be a positive number of seconds", field=flag, value=v)
+    if window < interval:
+        raise ConfigError("must be at least --interval", field="--window", value=window)
+    if ticks is not None and ticks < 1:
+        raise ConfigError("must be ≥ 1", field="--ticks", value=ticks)
+    if duration is not None and not duration > 0:
+        raise ConfigError(
+            "must be a positive number of seconds", field="--duration", value=duration
+        )
+    if simulated_gpus < 1:
+        raise ConfigError("must be ≥ 1", field="--simulated-gpus", value=simulated_gpus)
+
+
+def _simulated_options(
+    opts: SourceOptions, latest: _Latest, policies: list[Path] | None
+) -> SourceOptions:
+    from dataclasses import replace
+
+    from autoscaler.catalog import load_catalog
+    from autoscaler.telemetry.simulated import instance_memory_from_catalog
+
+    memory = instance_memory_from_catalog(load_catalog(list(policies or [])).models)
+    return replace(opts, instances=latest.instances, busy=latest.busy, instance_memory_bytes=memory)
+
+
+def _loop(
+    collector: Collector,
+    latest: _Latest,
+    settings: WindowSettings,
+    interval: float,
+    ticks: int | None,
+    duration: float | None,
+    show: _Shower,
+    writer: Any,
+) -> None:
+    history: deque[Snapshot] = deque()
+    start = time.monotonic()
+    n = 0
+    while True:
+        now = time.time()
+        snap = collector.collect(now)
+        if writer is not None:
+            writer.write(snap)
+        history.append(snap)
+        # keep one window plus a margin so the newest read at or before the
+        # window's start is still there
+        while len(history) > 2 and history[1].taken_at < now - settings.window_s - 2 * interval:
+            history.popleft()
+        windows = derive(history, now, settings)
+        latest.windows = windows
+        show(snap, windows)
+        n += 1
+        if ticks is not None and n >= ticks:
+            return
+        elapsed = time.monotonic() - start
+        if duration is not None and elapsed + interval > duration + 1e-6:
+            return
+        # fixed cadence; a read that overran skips the ticks it missed
+        next_at = start + interval * math.ceil((elapsed + 1e-9) / interval)
+        time.sleep(max(0.0, next_at - time.monotonic()))
+
+
+class _Shower:
+    """Prints a tick: JSON line, refreshing table (terminal) or one table per tick (pipe)."""
+
+    def __init__(self, fmt: str, models: str, gpus: str) -> None:
+        self.fmt = fmt
+        self.console = Console()
+        if not self.console.is_terminal:
+            # piped or redirected: rich would assume 80 columns and cut model names
+            self.console = Console(width=max(self.console.width, 132))
+        self.title = f"models: {models} · gpus: {gpus}"
+        self.live: Live | None = None
+        if fmt == "table" and self.console.is_terminal:
+            self.live = Live(console=self.console, auto_refresh=False, screen=False)
+            self.live.start()
+
+    def __call__(self, snap: Snapshot, windows: Mapping[str, ModelWindow]) -> None:
+        if self.fmt == "json":
+            typer.echo(json.dumps(tick_json(snap, windows), allow_nan=False))
+            return
+        view = render(snap, windows, self.title)
+        if self.live is not None:
+            self.live.update(view, refresh=True)
+        else:
+            self.console.print(view)
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+
+# -- output ---------------------------------------------------------------------------------
+
+
+def _f(v: float | None, digits: int = 3) -> float | None:
+    return None if v is None or not math.isfinite(v) else round(v, digits)
+
+
+def tick_json(snap: Snapshot, windows: Mapping[str, ModelWindow]) -> dict[str, Any]:
+    """The JSON object `--format json` prints for one tick (derived figures, not raw counters)."""
+    return {
+        "taken_at": snap.taken_at,
+        "sources": list(snap.sources),
+        "errors": list(snap.errors),
+        "models": {name: _window_json(w) for name, w in windows.items()},
+        "gpus": None if snap.gpus is None else [_gpu_json(g) for g in snap.gpus],
+    }
+
+
+def _window_json(w: ModelWindow) -> dict[str, Any]:
+    return {
+        "valid": w.valid,
+        "reason": w.reason,
+        "ready": w.ready,
+        "instances": w.instances,
+        "concurrency": _f(w.concurrency),
+        "throughput_rps": _f(w.throughput_rps),
+        "p95_ms": _f(w.p95_ms, 1),
+        "avg_latency_ms": _f(w.avg_latency_ms, 1),
+        "avg_queue_ms": _f(w.avg_queue_ms, 1),
+        "failure_rate": _f(w.failure_rate, 4),
+        "pending_requests": _f(w.pending_requests),
+        "window_s": _f(w.extra.get("span_s"), 2),
+    }
+
+
+def _gpu_json(g: GpuSample) -> dict[str, Any]:
+    proc = g.process_memory_bytes
+    return {
+        "index": g.index,
+        "uuid": g.uuid,
+        "name": g.name,
+        "hostname": g.hostname,
+        "memory_total_gb": round(g.memory_total_gb, 3),
+        "memory_used_gb": round(g.memory_used_gb, 3),
+        "memory_free_gb": round(g.memory_free_gb, 3),
+        "utilization": _f(g.utilization),
+        "triton_memory_gb": None if proc is None else round(proc / GB, 3),
+    }
+
+
+def _cell(v: float | None, fmt: str) -> str:
+    return "-" if v is None or not math.isfinite(v) else format(v, fmt)
+
+
+def render(snap: Snapshot, windows: Mapping[str, ModelWindow], title: str = "") -> Group:
+    """The table view of one tick."""
+    stamp = time.strftime("%H:%M:%S", time.localtime(snap.taken_at))
+    head = Text(f"{stamp}  {title}", style="bold")
+    parts: list[Any] = [head]
+    models = Table(title="Models", title_justify="left", expand=False)
+    cols: list[tuple[str, Callable[[ModelWindow], str]]] = [
+        ("inst", lambda w: str(w.instances)),
+        ("conc", lambda w: _cell(w.concurrency, ".2f")),
+        ("req/s", lambda w: _cell(w.throughput_rps, ".2f")),
+        ("p95 ms", lambda w: _cell(w.p95_ms, ".0f")),
+        ("avg ms", lambda w: _cell(w.avg_latency_ms, ".0f")),
+        ("queue ms", lambda w: _cell(w.avg_queue_ms, ".0f")),
+        ("queued", lambda w: _cell(w.pending_requests, ".0f")),
+        (
+            "fail %",
+            lambda w: _cell(None if w.failure_rate is None else 100 * w.failure_rate, ".1f"),
+        ),
+    ]
+    models.add_column("model", no_wrap=True)
+    for name, _ in cols:
+        models.add_column(name, justify="right")
+    models.add_column("status")
+    for name, w in sorted(windows.items()):
+        status = "ok" if w.valid else f"[yellow]{w.reason}[/]"
+        if not w.ready:
+            status = "[red]not ready[/]" + ("" if w.valid else f" {w.reason}")
+        models.add_row(name, *(f(w) for _, f in cols), status)
+    parts.append(models)
+    if snap.gpus is not None:
+        gpus = Table(title="GPUs", title_justify="left")
+        for col in ("gpu", "host", "name", "used GB", "free GB", "total GB", "util %", "triton GB"):
+            gpus.add_column(col, justify="left" if col in ("host", "name") else "right")
+        for g in snap.gpus:
+            util = None if g.utilization is None else g.utilization * 100
+            proc = None if g.process_memory_bytes is None else g.process_memory_bytes / GB
+            gpus.add_row(
+                str(g.index),
+                g.hostname,
+                g.name,
+                f"{g.memory_used_gb:.2f}",
+                f"{g.memory_free_gb:.2f}",
+                f"{g.memory_total_gb:.2f}",
+                _cell(util, ".0f"),
+                _cell(proc, ".2f"),
+            )
+        parts.append(gpus)
+    for e in snap.errors:
+        parts.append(Text(f"error: {e}", style="red"))
+    return Group(*parts)
