@@ -282,13 +282,17 @@ class LoadGenerator:
             raise RuntimeError(f"load generator failed to start: {self.error!r}") from self.error
         return self
 
-    def stop(self, timeout_s: float | None = None) -> None:
-        """End the run: no new requests; in-flight ones get `drain_s` to finish."""
+    def stop(self, timeout_s: float | None = None) -> bool:
+        """End the run: no new requests; in-flight ones get `drain_s` to finish.
+
+        Returns whether the run has ended (False only if the loop did not answer
+        within `timeout_s`, default `drain_s` + 10 s).
+        """
         loop, stopping = self._loop, self._stopping
         if loop is not None and stopping is not None and not self._done.is_set():
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 loop.call_soon_threadsafe(stopping.set)
-        self.wait(self.drain_s + 10.0 if timeout_s is None else timeout_s)
+        return self.wait(self.drain_s + 10.0 if timeout_s is None else timeout_s)
 
     def wait(self, timeout_s: float | None = None) -> bool:
         """Block until the run ends (by itself or by `stop`); True when it has."""
