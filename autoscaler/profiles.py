@@ -221,6 +221,11 @@ class ScalingPolicy(Strict):
         description="p95 above SLO counts as queueing when queue time ≥ this share of latency",
     )
     apply_backoff_s: Annotated[float, Field(ge=0, le=86400)] = 120.0
+    latency_guard_settle_s: Annotated[float, Field(ge=0, le=3600)] = Field(
+        default=60.0,
+        description="no latency guard this long after the instance count changed: Triton's "
+        "p95 summary covers a sliding minute and still shows the old count",
+    )
 
     @model_validator(mode="after")
     def _cross_fields(self) -> ScalingPolicy:

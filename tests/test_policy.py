@@ -100,6 +100,8 @@ def one(c: PolicyContext, state: PolicyState | None = None) -> tuple[Decision, P
         (16.0, 4, Action.hold, 4, Rule.steady),
         (17.0, 4, Action.scale_up, 5, Rule.concurrency),
         (16.000001, 4, Action.hold, 4, Rule.steady),  # float noise is not a fifth instance
+        (16.07, 4, Action.hold, 4, Rule.steady),  # measured wobble (seen on the real server)
+        (16.3, 4, Action.scale_up, 5, Rule.concurrency),  # beyond 5 % of a target: one more
         (40.0, 1, Action.scale_up, 5, Rule.concurrency),  # wants 10, step cap +4
         (400.0, 14, Action.scale_up, 16, Rule.max_instances),  # capped at max_instances 16
         (0.0, 1, Action.hold, 1, Rule.min_instances),  # never below min_instances 1
@@ -316,3 +318,28 @@ def test_decision_json_contract() -> None:
         assert key in j
     assert j["action"] == "scale_up" and j["rule"] == "concurrency"
     assert j["placement"][0].keys() >= {"gpu", "uuid", "instances"}
+
+
+@pytest.mark.parametrize(
+    ("little", "pending", "want"),
+    [
+        (5.0, 14.0, 4),  # surge start: completions lag, the queue gauge already shows 15
+        (19.5, 14.0, 4),  # drain after a scale-up: long waits complete at once, ≈ 15 really
+    ],
+)
+def test_panic_uses_requests_in_the_server_now(little: float, pending: float, want: int) -> None:
+    """The sampled queued + executing figure wins over Little's law on completions."""
+    burst = replace(win(little, 1), in_server=pending + 1.0)  # queued + 1 executing
+    d, _ = one(ctx(0, win(5, 1), panic=burst))
+    assert (d.action, d.desired_instances, d.rule) == (Action.scale_up, want, Rule.panic)
+
+
+def test_latency_guard_waits_after_a_change() -> None:
+    """Right after the count changed, a lagging p95 summary does not add instances."""
+    t = replace(T5B, slo_p95_ms=1200)
+    slow = win(7.9, 2, p95=2400, latency=1500, queue=1100)
+    _, st = one(ctx(0, win(3.9, 1), target=t))  # seen at 1 instance
+    d, st = one(ctx(10, slow, target=t), st)  # now 2: changed at t = 10
+    assert (d.action, d.rule) == (Action.hold, Rule.steady)
+    d, _ = one(ctx(10 + POLICY.latency_guard_settle_s, slow, target=t), st)
+    assert (d.action, d.rule) == (Action.scale_up, Rule.latency_guard)

@@ -56,6 +56,9 @@ class ModelState:
     panic_until: float | None = None
     last_change_at: float | None = None
     backoff_until: float | None = None
+    # the instance count last seen and when it last changed (by us, a person or a restart)
+    seen_instances: int | None = None
+    seen_change_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -93,9 +96,7 @@ def decide(ctx: PolicyContext, state: PolicyState) -> tuple[list[Decision], Poli
 
 
 def _gpu_bins(gpus: tuple[GpuSample, ...]) -> list[GpuBin]:
-    return [
-        GpuBin(g.index, g.memory_total_gb, used_gb=g.memory_used_gb, uuid=g.uuid) for g in gpus
-    ]
+    return [GpuBin(g.index, g.memory_total_gb, used_gb=g.memory_used_gb, uuid=g.uuid) for g in gpus]
 
 
 class _Make(Protocol):
@@ -120,7 +121,7 @@ def _decision(
         current_instances=w.instances if w else 0,
         desired_instances=desired,
         action=action,
-        observed_concurrency=w.concurrency if w and w.valid else None,
+        observed_concurrency=observed(w) if w and w.valid else None,
         target_concurrency=target_c,
         p95_ms=w.p95_ms if w and w.valid else None,
         rule=rule,
@@ -131,9 +132,24 @@ def _decision(
     )
 
 
+def observed(w: ModelWindow) -> float | None:
+    """Requests in flight: sampled queued + executing where known, else Little's law.
+
+    Little's law on Triton's counters lags a surge and overshoots after a drain
+    (see `window.in_server`); the sampled figure tracks the present, so both the
+    stable and the burst window use it whenever Triton's pending gauge is there.
+    """
+    return w.in_server if w.in_server is not None else w.concurrency
+
+
+# Measured concurrency wobbles around the true value: 16 clients on the real server
+# read 15.98–16.07 tick after tick, and a plain ceil(16.02 / 4) flips 4 ↔ 5. Up to
+# 5 % of one instance's target over an integer counts as that integer.
+CEIL_SLACK = 0.05
+
+
 def _want(concurrency: float, target: float) -> int:
-    # ceil with a small tolerance so 16.000001 / 4 does not ask for a fifth instance
-    return max(0, math.ceil(concurrency / target - 1e-6))
+    return max(0, math.ceil(concurrency / target - CEIL_SLACK))
 
 
 def _decide_model(
@@ -148,19 +164,24 @@ def _decide_model(
     out = partial(_decision, t, w, target_c, now)
 
     # 1. Never act on data we cannot trust.
-    if w is None or not w.valid or w.concurrency is None:
+    conc = observed(w) if w is not None and w.valid else None
+    if w is None or not w.valid or conc is None:
         why = "no telemetry for this model" if w is None else (w.reason or "no concurrency")
         cur = w.instances if w else 0
         return out(Action.hold, cur, Rule.invalid_telemetry, f"hold: {why}"), st
     current = w.instances
+    if st.seen_instances != current:
+        # the first sight is no change: at start-up we do not know when it last changed
+        first = st.seen_instances is None
+        st = replace(st, seen_instances=current, seen_change_at=None if first else now)
     if not w.ready:
         return out(Action.hold, current, Rule.invalid_telemetry, "hold: model not ready"), st
 
     # 2. The concurrency rule, stable window.
-    stable_want = _want(w.concurrency, target_c)
+    stable_want = _want(conc, target_c)
     rule = Rule.concurrency
     reason = (
-        f"concurrency {w.concurrency:.1f} / target {target_c:g} per instance "
+        f"concurrency {conc:.1f} / target {target_c:g} per instance "
         f"→ {stable_want} instance{'s' if stable_want != 1 else ''}"
     )
     want = stable_want
@@ -169,22 +190,29 @@ def _decide_model(
     # E.g. 4 → 16 users on one 5B instance: the 6 s window sees ≈ 16 → wants 4 ≥ 2 × 1.
     pw = ctx.panic.get(t.model)
     panic_until = st.panic_until if st.panic_until is not None and st.panic_until > now else None
-    if pw is not None and pw.valid and pw.concurrency is not None:
-        panic_want = _want(pw.concurrency, target_c)
+    panic_c = observed(pw) if pw is not None and pw.valid else None
+    if pw is not None and panic_c is not None:
+        panic_want = _want(panic_c, target_c)
         if panic_want >= pol.panic_threshold * max(current, 1) and panic_want > current:
             panic_until = now + pol.stable_window_s
         if panic_until is not None and panic_want > want:
             want = panic_want
             rule = Rule.panic
             reason = (
-                f"burst: short-window concurrency {pw.concurrency:.1f} / target {target_c:g} "
+                f"burst: requests in the server now {panic_c:.1f} / target {target_c:g} "
                 f"→ {panic_want} instances"
             )
 
     # 4. Latency guard: p95 over the SLO while requests mostly wait in the queue means
     # too few instances, whatever the concurrency estimate says (5B at 16 users on one
     # instance: p95 ≈ 4.4 s of which ≈ 4.2 s is queue).
-    if t.slo_p95_ms is not None and w.p95_ms is not None and w.p95_ms > t.slo_p95_ms:
+    # Not right after a change, though: Triton's p95 summary covers a sliding minute and
+    # would keep asking for more after the queue is gone (seen: 4 → 7 instances for 16
+    # clients on the real server before this settle time existed).
+    changes = [x for x in (st.seen_change_at, st.last_change_at) if x is not None]
+    changed = max(changes, default=-math.inf)
+    settled = now - changed >= pol.latency_guard_settle_s
+    if settled and t.slo_p95_ms is not None and w.p95_ms is not None and w.p95_ms > t.slo_p95_ms:
         queue_share = (w.avg_queue_ms or 0.0) / w.avg_latency_ms if w.avg_latency_ms else 0.0
         if queue_share >= pol.latency_guard_queue_fraction and want <= current:
             want = current + 1
@@ -223,14 +251,20 @@ def _decide_model(
         want = peak
 
     if want == current:
-        return out(Action.hold, current, rule if rule is not Rule.concurrency else Rule.steady,
-                   f"steady: {reason}"), st
+        return out(
+            Action.hold,
+            current,
+            rule if rule is not Rule.concurrency else Rule.steady,
+            f"steady: {reason}",
+        ), st
 
     # 7. Hands off after a failed apply, and for a while after a successful one.
     if st.backoff_until is not None and now < st.backoff_until:
         return (
             out(
-                Action.hold, current, Rule.backoff,
+                Action.hold,
+                current,
+                Rule.backoff,
                 f"hold: last apply failed; back-off for {st.backoff_until - now:.0f} s more "
                 f"(would go {current} → {want})",
             ),
@@ -240,7 +274,9 @@ def _decide_model(
         left = pol.cooldown_s - (now - st.last_change_at)
         return (
             out(
-                Action.hold, current, Rule.cooldown,
+                Action.hold,
+                current,
+                Rule.cooldown,
                 f"hold: cooldown {left:.0f} s after the last change (would go {current} → {want})",
             ),
             st,
@@ -259,7 +295,9 @@ def _decide_model(
     if bins is None:
         return (
             out(
-                Action.hold, current, Rule.gpu_telemetry,
+                Action.hold,
+                current,
+                Rule.gpu_telemetry,
                 f"hold: GPU telemetry unavailable ({ctx.gpu_reason or 'no data'}); "
                 f"no scale-up without knowing free memory (would go {current} → {new})",
             ),

@@ -48,6 +48,8 @@ class SteadyLoad:
             request_failure=c.request_failure,
             request_duration_us=c.request_duration_us + self.concurrency * dt * 1e6,
             queue_duration_us=c.queue_duration_us + rate * dt * self.queue_s * 1e6,
+            compute_infer_duration_us=c.compute_infer_duration_us
+            + rate * dt * (self.latency_s - self.queue_s) * 1e6,
             inference_count=c.inference_count + rate * dt,
             execution_count=c.execution_count + rate * dt,
         )
@@ -85,7 +87,8 @@ class ScriptedCluster:
                     name=name,
                     instance_groups=(InstanceGroup(self.instances[name], "KIND_GPU"),),
                     counters=load.advance(now),
-                    pending_requests=0.0,
+                    # queued share of those in flight (Little's law on the queue)
+                    pending_requests=load.concurrency * load.queue_s / load.latency_s,
                     p95_request_us=load.p95_ms * 1000 if load.p95_ms is not None else None,
                 )
         gpus = None
