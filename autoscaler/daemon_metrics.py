@@ -89,6 +89,12 @@ class DaemonMetrics:
 
     def observe(self, d: Decision) -> None:
         m = d.model
+        self.decisions.labels(m, d.action.value, d.rule.value).inc()
+        if d.rule.value == "invalid_telemetry":
+            # Keep the last good figures: a KEDA/HPA target reading desired = 0 during a
+            # telemetry outage would scale Triton down for no reason.
+            self.valid.labels(m).set(0)
+            return
         self.current.labels(m).set(d.current_instances)
         self.desired.labels(m).set(d.desired_instances)
         self.concurrency.labels(m).set(
@@ -97,11 +103,10 @@ class DaemonMetrics:
         self.target.labels(m).set(d.target_concurrency)
         self.p95.labels(m).set(d.p95_ms if d.p95_ms is not None else math.nan)
         self.slo.labels(m).set(d.slo_p95_ms if d.slo_p95_ms is not None else math.nan)
-        self.valid.labels(m).set(0 if d.rule.value == "invalid_telemetry" else 1)
+        self.valid.labels(m).set(1)
         exhausted = d.action is Action.capacity_exhausted
         self.capacity.labels(m).set(1 if exhausted else 0)
         self.extra_gpus.labels(m).set(d.extra_gpus_needed or 0 if exhausted else 0)
-        self.decisions.labels(m, d.action.value, d.rule.value).inc()
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -197,3 +197,14 @@ def test_bad_config(data: dict, needle: str) -> None:  # type: ignore[type-arg]
     with pytest.raises(ConfigError) as err:
         resolve(parse_config(data, "cfg.yaml"), "cfg.yaml")
     assert needle in str(err.value) and "cfg.yaml" in str(err.value)
+
+
+def test_outage_keeps_last_gauges() -> None:
+    """During a telemetry outage desired/current keep their last values (no KEDA scale-in)."""
+    daemon, cluster, _ = make(mode="recommend", start=4)
+    step(daemon, 0, 20)
+    cluster.fail_models = True
+    step(daemon, 25, 60)
+    assert metric(daemon, "triton_autoscaler_desired_instances", model="nemo-gpt-5b") == 4
+    assert metric(daemon, "triton_autoscaler_current_instances", model="nemo-gpt-5b") == 4
+    assert metric(daemon, "triton_autoscaler_telemetry_valid", model="nemo-gpt-5b") == 0

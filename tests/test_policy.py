@@ -343,3 +343,10 @@ def test_latency_guard_waits_after_a_change() -> None:
     assert (d.action, d.rule) == (Action.hold, Rule.steady)
     d, _ = one(ctx(10 + POLICY.latency_guard_settle_s, slow, target=t), st)
     assert (d.action, d.rule) == (Action.scale_up, Rule.latency_guard)
+
+
+def test_invalid_telemetry_reports_last_known_count() -> None:
+    """When the count cannot be read, the decision keeps the last one seen, never 0."""
+    _, st = one(ctx(0, win(4, 3)))
+    d, _ = one(ctx(5, win(None, 0, valid=False, reason="scrape failed")), st)
+    assert (d.action, d.current_instances, d.desired_instances) == (Action.hold, 3, 3)

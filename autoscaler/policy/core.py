@@ -116,9 +116,9 @@ def _decision(
     reason: str,
     **kw: Any,
 ) -> Decision:
+    kw.setdefault("current_instances", w.instances if w else 0)
     return Decision(
         model=t.model,
-        current_instances=w.instances if w else 0,
         desired_instances=desired,
         action=action,
         observed_concurrency=observed(w) if w and w.valid else None,
@@ -167,8 +167,12 @@ def _decide_model(
     conc = observed(w) if w is not None and w.valid else None
     if w is None or not w.valid or conc is None:
         why = "no telemetry for this model" if w is None else (w.reason or "no concurrency")
-        cur = w.instances if w else 0
-        return out(Action.hold, cur, Rule.invalid_telemetry, f"hold: {why}"), st
+        # an unreadable count is reported as the last one seen, never as 0
+        cur = w.instances if w is not None and w.instances else (st.seen_instances or 0)
+        return (
+            out(Action.hold, cur, Rule.invalid_telemetry, f"hold: {why}", current_instances=cur),
+            st,
+        )
     current = w.instances
     if st.seen_instances != current:
         # the first sight is no change: at start-up we do not know when it last changed
