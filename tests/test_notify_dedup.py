@@ -1,0 +1,94 @@
+"""Deduplication on a fake clock: once per change, reminders, holds forget, holds never sent."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry
+
+from autoscaler.notify import build, parse_settings
+from autoscaler.notify._dedup import Deduplicator
+from autoscaler.notify.testing import decision
+from autoscaler.policy.decision import Decision
+
+ALL = ("scale_up", "scale_down", "capacity_exhausted")
+
+
+def sent(dd: Deduplicator, now: float, *decisions: Decision) -> list[tuple[str, str, bool]]:
+    return [
+        (p.decision.model, p.decision.action.value, p.reminder)
+        for p in dd.select(list(decisions), now)
+    ]
+
+
+def test_same_recommendation_sent_once_then_on_change() -> None:
+    """Identical (model, action, desired) is sent once; a new desired count is sent again."""
+    dd = Deduplicator(ALL, remind_after_s=1800)
+    up4 = decision(desired=4)
+    assert sent(dd, 0, up4) == [("llama-8b", "scale_up", False)]
+    for t in (1, 2, 60, 1799):
+        assert sent(dd, t, up4) == []
+    assert sent(dd, 1799.5, decision(desired=5)) == [("llama-8b", "scale_up", False)]
+    assert sent(dd, 1800, decision(desired=5)) == []
+
+
+def test_reminder_after_interval_counts_from_last_send() -> None:
+    """An unchanged recommendation is re-sent as a reminder every remind_after_s."""
+    dd = Deduplicator(ALL, remind_after_s=600)
+    d = decision()
+    assert sent(dd, 1000, d) == [("llama-8b", "scale_up", False)]
+    assert sent(dd, 1599, d) == []
+    assert sent(dd, 1600, d) == [("llama-8b", "scale_up", True)]
+    assert sent(dd, 2199, d) == []
+    assert sent(dd, 2200, d) == [("llama-8b", "scale_up", True)]
+    never = Deduplicator(ALL, remind_after_s=None)
+    assert len(never.select([d], 0)) == 1
+    assert never.select([d], 10**9) == []
+
+
+def test_hold_is_not_sent_and_forgets_the_model() -> None:
+    """A hold sends nothing, and the next identical recommendation is news again."""
+    dd = Deduplicator(ALL, remind_after_s=1800)
+    up = decision()
+    hold = decision(action="hold", desired=2, placement=())
+    assert sent(dd, 0, up) == [("llama-8b", "scale_up", False)]
+    assert sent(dd, 10, hold) == []
+    assert sent(dd, 20, up) == [("llama-8b", "scale_up", False)]
+
+
+def test_models_are_independent_and_capacity_is_sent() -> None:
+    """Each model has its own state; capacity_exhausted is notified, filtered actions are not."""
+    dd = Deduplicator(["scale_up", "capacity_exhausted"], remind_after_s=1800)
+    a, b = decision("a"), decision("b", action="capacity_exhausted", desired=2, placement=())
+    down = decision("c", action="scale_down", current=4, desired=2)
+    assert sent(dd, 0, a, b, down) == [("a", "scale_up", False), ("b", "capacity_exhausted", False)]
+    assert sent(dd, 5, a, b, down) == []
+    assert sent(dd, 6, decision("a", action="capacity_exhausted", desired=2, placement=()), b) == [
+        ("a", "capacity_exhausted", False)
+    ]
+
+
+def test_log_notifier_on_fake_clock() -> None:
+    """The log notifier writes one `recommendation` line per change and per reminder."""
+    buf = io.StringIO()
+    log = structlog.wrap_logger(
+        structlog.PrintLogger(buf),
+        processors=[structlog.processors.add_log_level, structlog.processors.JSONRenderer()],
+    )
+    (n,) = build(
+        parse_settings([{"type": "log", "remind_after_s": 300}], "c.yaml"),
+        log=log,
+        registry=CollectorRegistry(),
+        host="gpu-7",
+    )
+    d, hold = decision(), decision(action="hold", desired=2, placement=())
+    for t, ds in [(0, [d]), (1, [d]), (299, [d]), (300, [d]), (301, [hold]), (302, [d])]:
+        n.notify(ds, float(t))
+    lines: list[dict[str, Any]] = [json.loads(x) for x in buf.getvalue().splitlines()]
+    recs = [x for x in lines if x["event"] == "recommendation"]
+    assert [(r["reminder"]) for r in recs] == [False, True, False]
+    assert recs[0]["host"] == "gpu-7" and recs[0]["desired"] == 4
+    assert "/v2/repository/models/llama-8b/load" in recs[0]["apply"]
