@@ -1,0 +1,284 @@
+"""A real Prometheus (Debian's 2.42) scraping a real Triton and two simulated DCGM exporters.
+
+The `prometheus` sources must return the same per-GPU and per-model picture as the
+direct sources (simulated GPUs, Triton's /metrics), and a Prometheus that goes
+down must give failed reads with a reason, then recover.
+
+Prometheus is started here on 127.0.0.1 with its own config and TSDB in a temp
+dir, scraping every 0.5 s. It starts scraping about 5 s after it is ready: its
+service discovery hands targets to the scrape loop on a 5 s throttle.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from autoscaler.loadgen import LoadGenerator
+from autoscaler.telemetry.prometheus import PrometheusGpuSource, PrometheusModelSource
+from autoscaler.telemetry.simulated import DcgmExporter, SimulatedGpus
+from autoscaler.telemetry.snapshot import GpuSample, Snapshot
+from autoscaler.telemetry.triton import TritonCollector, TritonConfigReader
+from autoscaler.telemetry.window import WindowSettings, derive
+from autoscaler.testing.emulated_models import emulated
+from autoscaler.testing.triton_server import TritonFactory, TritonServer
+
+PROMETHEUS = shutil.which("prometheus")
+pytestmark = [
+    pytest.mark.prometheus,
+    pytest.mark.triton,
+    pytest.mark.skipif(PROMETHEUS is None, reason="needs the prometheus binary (apt prometheus)"),
+]
+
+MODEL = "nemo-gpt-5b"
+SCALE = 0.2  # 55.4 ms per request
+MEM = {MODEL: 12_410_000_000, "nemo-gpt-20b": 44_760_000_000}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Prometheus:
+    """One `prometheus` process on 127.0.0.1 with a temp config and TSDB (restartable)."""
+
+    def __init__(self, workdir: Path, targets: dict[str, str]) -> None:
+        self.workdir = workdir
+        self.port = _free_port()
+        jobs = "".join(
+            f"  - job_name: {job}\n    static_configs: [{{targets: ['{target}']}}]\n"
+            for job, target in targets.items()
+        )
+        self.config = workdir / "prometheus.yml"
+        self.config.write_text(
+            f"global:\n  scrape_interval: 500ms\n  scrape_timeout: 400ms\nscrape_configs:\n{jobs}"
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        assert PROMETHEUS is not None
+        log = (self.workdir / "prometheus.log").open("ab")
+        self.proc = subprocess.Popen(
+            [
+                PROMETHEUS,
+                f"--config.file={self.config}",
+                f"--storage.tsdb.path={self.workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--log.level=warn",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self._wait(lambda: requests.get(f"{self.url}/-/ready", timeout=0.5).ok, "ready")
+
+    def wait_scraped(self, jobs: int) -> None:
+        """Until `jobs` targets were scraped in the last second (the ~5 s discovery delay).
+
+        Freshness matters after a restart: the TSDB still answers `up == 1` from
+        before the stop until new scrapes replace it.
+        """
+        fresh = "time() - timestamp(up) < 1"
+
+        def up() -> bool:
+            r = requests.get(f"{self.url}/api/v1/query", params={"query": fresh}, timeout=1)
+            return len(r.json()["data"]["result"]) >= jobs
+
+        self._wait(up, f"{jobs} targets up")
+
+    def _wait(self, check: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.proc is not None and self.proc.poll() is None, self.log()
+            try:
+                if check():
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"prometheus not {what} after {timeout_s} s:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def log(self) -> str:
+        path = self.workdir / "prometheus.log"
+        return path.read_text(errors="replace")[-2000:] if path.exists() else ""
+
+
+class World:
+    def __init__(
+        self, triton: TritonServer, sims: dict[str, SimulatedGpus], prom: Prometheus
+    ) -> None:
+        self.triton = triton
+        self.sims = sims
+        self.prom = prom
+
+
+@pytest.fixture(scope="module")
+def world(
+    module_triton_factory: TritonFactory, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
+    triton = module_triton_factory([emulated(MODEL, time_scale=SCALE)], metrics_interval_ms=500)
+    # Two servers' exporters: an older one labelling `Hostname`, a newer one `hostname`.
+    sims = {
+        "gpu-a": SimulatedGpus(
+            4,
+            hostname="gpu-a",
+            uuid_prefix="GPU-aaaaaaaa-0000-4000-8000-",
+            layout=lambda: [{MODEL: 2}, {"nemo-gpt-20b": 1}, {}, {MODEL: 1}],
+            instance_memory_bytes=MEM,
+            busy=lambda: {MODEL: 0.6, "nemo-gpt-20b": 0.99},
+        ),
+        "gpu-b": SimulatedGpus(
+            2,
+            hostname="gpu-b",
+            uuid_prefix="GPU-bbbbbbbb-0000-4000-8000-",
+            layout=lambda: [{}, {MODEL: 3}],
+            instance_memory_bytes=MEM,
+            busy=lambda: {MODEL: 0.25},
+        ),
+    }
+    exporters = [
+        DcgmExporter(sims["gpu-a"], hostname_label="Hostname").start(),
+        DcgmExporter(sims["gpu-b"], hostname_label="hostname").start(),
+    ]
+    prom = Prometheus(
+        tmp_path_factory.mktemp("prometheus"),
+        {
+            "triton": f"127.0.0.1:{triton.metrics_port}",
+            "dcgm-a": f"127.0.0.1:{exporters[0].port}",
+            "dcgm-b": f"127.0.0.1:{exporters[1].port}",
+        },
+    )
+    prom.start()
+    try:
+        prom.wait_scraped(3)
+        yield World(triton, sims, prom)
+    finally:
+        prom.stop()
+        for e in exporters:
+            e.stop()
+
+
+def test_gpu_picture_matches_the_simulated_gpus(world: World) -> None:
+    """Per host (either label spelling) and all hosts together: the very same GpuSamples."""
+    now = time.time()
+    everything: list[GpuSample] = []
+    for host, sim in world.sims.items():
+        via = PrometheusGpuSource(world.prom.url, hostname=host).collect(now)
+        direct = sim.collect(now)
+        assert via.errors == ()
+        assert via.gpus == direct.gpus, host
+        everything.extend(direct.gpus or ())
+    both = PrometheusGpuSource(world.prom.url).collect(now)
+    assert both.gpus is not None
+    assert sorted(both.gpus, key=lambda g: g.uuid) == sorted(everything, key=lambda g: g.uuid)
+    g = next(g for g in both.gpus if g.hostname == "gpu-a" and g.index == 0)
+    print(f"\nGPU via Prometheus: {g}")
+    # 2 × 12.41 GB + 512 MiB reserved; two instances busy 60 % → 84 %
+    assert g.memory_used_gb == pytest.approx(2 * 12.41 + 0.537, abs=0.002)
+    assert g.utilization == 0.84
+
+
+def _read_both(world: World, configs: TritonConfigReader) -> tuple[Snapshot, Snapshot]:
+    now = time.time()
+    direct = TritonCollector(world.triton.http_url, metrics_url=world.triton.metrics_url)
+    via = PrometheusModelSource(world.prom.url, configs=configs)
+    return via.collect(now), direct.collect(now)
+
+
+def test_model_picture_matches_triton_under_load_and_at_rest(world: World) -> None:
+    """Under load, windows from Prometheus data agree with direct ones (±10 %, rates use the
+    scrape times); at rest, after one more scrape, counters and config are identical."""
+    configs = TritonConfigReader(world.triton.http_url)
+    via_snaps: list[Snapshot] = []
+    direct_snaps: list[Snapshot] = []
+    with LoadGenerator(world.triton.http_url, max_duration_s=30) as gen:
+        gen.set_clients(MODEL, 4)
+        time.sleep(1.0)
+        for _ in range(6):
+            via, direct = _read_both(world, configs)
+            via_snaps.append(via)
+            direct_snaps.append(direct)
+            time.sleep(1.0)
+        gen.stop()
+    settings = WindowSettings(window_s=10, stale_after_s=3, min_span_s=3)
+    wv = derive(via_snaps, via_snaps[-1].taken_at, settings)[MODEL]
+    wd = derive(direct_snaps, direct_snaps[-1].taken_at, settings)[MODEL]
+    print(f"\nvia Prometheus: {wv}\ndirect:         {wd}")
+    assert wv.valid and wd.valid, (wv.reason, wd.reason)
+    assert via_snaps[-1].models_as_of is not None
+    assert via_snaps[-1].taken_at - 1.0 < via_snaps[-1].models_as_of <= via_snaps[-1].taken_at
+    # the two windows are offset by up to one 0.5 s scrape; steady load keeps that small
+    assert wv.throughput_rps == pytest.approx(wd.throughput_rps, rel=0.10)
+    assert wv.concurrency == pytest.approx(wd.concurrency, rel=0.10)
+    assert wv.avg_queue_ms == pytest.approx(wd.avg_queue_ms, rel=0.10)
+    assert wv.instances == wd.instances == 1
+
+    # at rest: wait until Prometheus holds the final counters, then compare exactly
+    deadline = time.monotonic() + 5
+    while True:
+        via, direct = _read_both(world, configs)
+        vm, dm = (via.models or {}).get(MODEL), (direct.models or {}).get(MODEL)
+        if (vm and dm and vm.counters == dm.counters) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert vm is not None and dm is not None
+    assert vm.counters == dm.counters
+    assert (vm.instance_groups, vm.ready, vm.version) == (dm.instance_groups, dm.ready, dm.version)
+    assert vm.pending_requests == dm.pending_requests == 0
+    assert vm.p95_request_us == pytest.approx(dm.p95_request_us, rel=0.05)
+    assert set(via.models or {}) == set(direct.models or {})
+
+
+def test_prometheus_down_then_back(world: World) -> None:
+    """Prometheus stopped: failed reads with a reason and invalid windows; restarted: its
+    last data first reads as stale, then fresh scrapes make the window valid again."""
+    settings = WindowSettings(window_s=10, stale_after_s=3, min_span_s=1)
+    src = PrometheusModelSource(world.prom.url, timeout_s=0.5)
+    gpus = PrometheusGpuSource(world.prom.url, timeout_s=0.5)
+    snaps = [src.collect(time.time())]
+    assert snaps[0].models is not None
+    world.prom.stop()
+    try:
+        snaps.append(src.collect(time.time()))
+        down = snaps[-1]
+        assert down.models is None
+        assert down.errors == (f"prometheus: cannot reach Prometheus at {world.prom.url}",)
+        assert gpus.collect(time.time()).gpus is None
+        w = derive(snaps, down.taken_at, settings)[MODEL]
+        assert not w.valid and "latest read failed: prometheus: cannot reach" in w.reason
+        time.sleep(3.5)  # longer than the staleness bound
+    finally:
+        world.prom.start()
+    snaps.append(src.collect(time.time()))
+    w = derive(snaps, snaps[-1].taken_at, settings)[MODEL]
+    # the restarted Prometheus answers with what it scraped before it stopped
+    assert not w.valid and w.reason.startswith("stale: latest data is"), w.reason
+    world.prom.wait_scraped(3)
+    for _ in range(2):
+        time.sleep(1.1)
+        snaps.append(src.collect(time.time()))
+    w = derive(snaps, snaps[-1].taken_at, settings)[MODEL]
+    assert w.valid, w.reason
+    assert gpus.collect(time.time()).gpus is not None
