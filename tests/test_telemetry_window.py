@@ -308,3 +308,27 @@ def test_models_as_of_drives_rates() -> None:
 def test_no_snapshots_no_windows() -> None:
     """Nothing read yet → no windows at all."""
     assert derive([], 0.0, CFG) == {}
+
+
+def test_in_server_is_queued_gauge_plus_executing() -> None:
+    """in_server = pending gauge + Δcompute/Δt: 2 queued + 4 req/s × 0.2 s executing = 2.8."""
+    c = FakeClock()
+    ok = dur = 0.0
+    for _ in range(6):
+        c.read(a=m(ok, dur, queue_s=dur * 0.6, pending=2.0))
+        ok += 8
+        dur += 4
+    w = derive(c.snaps, c.t, CFG)["a"]
+    assert w.in_server == pytest.approx(2.8)
+
+
+def test_in_server_uses_the_scrape_times() -> None:
+    """With Prometheus data the executing part divides by the scrape interval (models_as_of)."""
+    snaps = [
+        Snapshot(taken_at=100.0, models={"a": m(0, 0, pending=0.0)}, models_as_of=99.0),
+        Snapshot(
+            taken_at=104.0, models={"a": m(20, 10, queue_s=7, pending=0.0)}, models_as_of=102.0
+        ),
+    ]
+    # 3 s of compute in the 3 s between the scrapes (not the 4 s between the queries)
+    assert derive(snaps, 104.0, CFG)["a"].in_server == pytest.approx(1.0)

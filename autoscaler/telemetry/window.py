@@ -89,18 +89,20 @@ def in_server(name: str, snapshots: Sequence[Snapshot], since: float, now: float
     total = weight = 0.0
     prev: tuple[float, ModelSample] | None = None
     for s in snapshots:
-        if not since <= s.taken_at <= now or not s.models or name not in s.models:
+        # models_time, not taken_at: Prometheus data describes its scrape instant
+        t = s.models_time
+        if not since <= t <= now or not s.models or name not in s.models:
             continue
         cur = s.models[name]
         if prev is not None:
             t0, a = prev
-            dt = s.taken_at - t0
+            dt = t - t0
             if dt > 0 and cur.pending_requests is not None and a.counters and cur.counters:
                 busy_us = _compute_us(cur.counters) - _compute_us(a.counters)
                 if busy_us >= 0 and math.isfinite(busy_us) and math.isfinite(cur.pending_requests):
                     total += (cur.pending_requests + busy_us / (dt * 1e6)) * dt
                     weight += dt
-        prev = (s.taken_at, cur)
+        prev = (t, cur)
     return total / weight if weight > 0 else None
 
 
