@@ -7,6 +7,7 @@ import sys
 import typer
 
 from autoscaler.commands import demo as demo_cmd
+from autoscaler.commands import observe as observe_cmd
 from autoscaler.commands import run as run_cmd
 from autoscaler.commands import size as size_cmd
 from autoscaler.commands import validate as validate_cmd
@@ -21,6 +22,7 @@ app = typer.Typer(
 )
 app.command("size")(size_cmd.size)
 app.command("validate")(validate_cmd.validate)
+app.command("observe")(observe_cmd.observe)
 app.command("run")(run_cmd.run)
 app.command("demo")(demo_cmd.demo)
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from autoscaler.catalog import Catalog, load_catalog, read_yaml_documents, validation_error
 from autoscaler.errors import ConfigError
+from autoscaler.notify import NotifierList
 from autoscaler.policy.core import ModelTarget
 from autoscaler.profiles import Name, ScalingPolicy
 
@@ -83,6 +84,9 @@ class DaemonConfig(_Strict):
     models: dict[Name, ModelSection] = Field(default_factory=dict)
     http: HttpSection = HttpSection()
     record: Path | None = Field(default=None, description="append the telemetry trace here")
+    notifiers: NotifierList = Field(
+        default_factory=list, description="where recommendations go (docs/notifications.md)"
+    )
 
     @model_validator(mode="after")
     def _need_models(self) -> DaemonConfig:

@@ -16,9 +16,11 @@ import typer
 from autoscaler import logs
 from autoscaler.commands._common import parse_pairs, positive_float
 from autoscaler.config import DaemonConfig, Resolved, load_config, parse_config, resolve
-from autoscaler.daemon import Autoscaler, run_forever
+from autoscaler.daemon import Autoscaler, Notifier, run_forever
 from autoscaler.daemon_metrics import DaemonMetrics, serve
 from autoscaler.errors import ConfigError
+from autoscaler.notify import DEFAULT_CONFIG_PATH, close_all
+from autoscaler.notify import build as build_notifiers
 from autoscaler.telemetry.base import Collector, Combined, SourceOptions, gpu_source, model_source
 from autoscaler.telemetry.snapshot import Snapshot
 
@@ -87,6 +89,20 @@ def run(
     resolved = build()
     cfg = resolved.config
     metrics = DaemonMetrics()
+
+    def make_notifiers(c: DaemonConfig) -> list[Notifier]:
+        return list(  # list(): the daemon's list[Notifier] is invariant
+            build_notifiers(
+                c.notifiers,
+                log=log,
+                registry=metrics.registry,
+                host=socket.gethostname(),
+                triton_url=c.triton.url,
+                config_path=str(config) if config else DEFAULT_CONFIG_PATH,
+                source=source,
+            )
+        )
+
     holder: dict[str, Autoscaler] = {}
     collector = make_collector(cfg, resolved, lambda: holder["d"].instances if holder else {})
     actuator = make_actuator(cfg, log)
@@ -100,6 +116,7 @@ def run(
         metrics=metrics,
         log=log,
         recorder=make_recorder(cfg.record),
+        notifiers=[] if once else make_notifiers(cfg),  # --once sends nothing
     )
     holder["d"] = daemon
     log.info(
@@ -125,6 +142,7 @@ def run(
     def reload() -> None:
         try:
             new = build()
+            new_notifiers = make_notifiers(new.config)  # re-reads rotated secrets
         except Exception as exc:  # an invalid new config never replaces the running one
             log.error("reload_refused", error=str(exc))
             return
@@ -132,6 +150,8 @@ def run(
         new_collector = make_collector(c, new, lambda: daemon.instances)
         new_actuator = make_actuator(c, log)
         daemon.reload(new, new_collector, new_actuator)
+        old, daemon.notifiers = daemon.notifiers, new_notifiers
+        close_all(old, timeout_s=2.0)
         log.info("reloaded", mode=c.mode, models=sorted(new.targets))
 
     notify = _sd_notifier()
@@ -145,6 +165,7 @@ def run(
         )
     finally:
         notify("STOPPING=1")
+        close_all(daemon.notifiers, timeout_s=3.0)
         srv.shutdown()
 
 

@@ -75,19 +75,25 @@ def derive(
 
 
 def in_server(name: str, snapshots: Sequence[Snapshot], since: float, now: float) -> float | None:
-    """Average requests inside Triton over [since, now]: queued + executing, per interval.
+    """Average requests inside Triton over [since, now]: queued + executing.
 
     Little's law on the request-duration counter is exact on average but biased over
     short windows around a change, because Triton adds a duration when a request
     completes: seen on the real server, 16 clients on one 5B instance read ≈ 5 in
     the first seconds of the surge (nothing had completed yet) and ≈ 20–30 in the
     10 s after a scale-up drained the queue (requests that had waited 4 s completed
-    together). Here the queued part is Triton's instantaneous pending gauge, and
-    the executing part is Δ(compute durations) / Δt, whose straddling error is at
-    most one service time (277 ms for 5B) per interval instead of a whole wait.
+    together). Here the queued part is Triton's instantaneous pending gauge,
+    averaged over the window, and the executing part is Δ(compute durations) / Δt.
+
+    Compute time is also added at completion, so over a short span it can overshoot
+    by up to one batch: a 20B batch (16 requests × 1.05 s) landing in a 2 s interval
+    reads as 8.4 executing on top of the batch still running. Nothing can execute
+    beyond instances × average batch (1 × 16 for 20B, 4 × 1 for four 5B instances),
+    so the executing part is capped there.
     """
-    total = weight = 0.0
+    pend = weight = busy_us = infers = execs = 0.0
     prev: tuple[float, ModelSample] | None = None
+    last: ModelSample | None = None
     for s in snapshots:
         # models_time, not taken_at: Prometheus data describes its scrape instant
         t = s.models_time
@@ -98,12 +104,25 @@ def in_server(name: str, snapshots: Sequence[Snapshot], since: float, now: float
             t0, a = prev
             dt = t - t0
             if dt > 0 and cur.pending_requests is not None and a.counters and cur.counters:
-                busy_us = _compute_us(cur.counters) - _compute_us(a.counters)
-                if busy_us >= 0 and math.isfinite(busy_us) and math.isfinite(cur.pending_requests):
-                    total += (cur.pending_requests + busy_us / (dt * 1e6)) * dt
+                d_busy = _compute_us(cur.counters) - _compute_us(a.counters)
+                d_inf = cur.counters.inference_count - a.counters.inference_count
+                d_exe = cur.counters.execution_count - a.counters.execution_count
+                ok = min(d_busy, d_inf, d_exe) >= 0  # a reset inside: skip that interval
+                if ok and math.isfinite(d_busy) and math.isfinite(cur.pending_requests):
+                    pend += cur.pending_requests * dt
                     weight += dt
+                    busy_us += d_busy
+                    infers += d_inf
+                    execs += d_exe
+                    last = cur
         prev = (t, cur)
-    return total / weight if weight > 0 else None
+    if weight <= 0 or last is None:
+        return None
+    executing = busy_us / (weight * 1e6)
+    if last.instances > 0:
+        avg_batch = infers / execs if execs > 0 else 1.0
+        executing = min(executing, last.instances * max(avg_batch, 1.0))
+    return pend / weight + executing
 
 
 def _compute_us(c: ModelCounters) -> float:
