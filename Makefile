@@ -19,7 +19,7 @@ system-deps:
 	bash scripts/install-system-deps.sh
 
 demo: setup
-	$(BIN)/triton-autoscaler size --demand nemo-gpt-5b=64 --demand nemo-gpt-20b=128
+	$(BIN)/triton-autoscaler demo
 
 lint: setup
 	$(BIN)/ruff check autoscaler tests bench scripts
