@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from autoscaler.errors import ConfigError
+from autoscaler.errors import AutoscalerError, ConfigError
 from autoscaler.loadgen import LoadGenerator, RequestRecord, percentile, summarize
 from autoscaler.profiling.optimum import ProfilePoint
 from autoscaler.telemetry.base import Collector
@@ -300,8 +300,8 @@ class _GpuSample:
     utilization: float | None  # 0–1, mean over the watched GPUs
 
 
-class SweepAborted(Exception):
-    """The sweep could not go on (no answers at all); the message says why."""
+class SweepAborted(AutoscalerError):
+    """The sweep could not go on (no answers at all); the message says why (exit code 2)."""
 
 
 def run_sweep(
@@ -314,6 +314,7 @@ def run_sweep(
     gpu_indices: Sequence[int] | None = None,
     observer: SweepObserver | None = None,
     clock: Callable[[], float] = time.time,
+    allow_instances: bool = False,
 ) -> SweepResult:
     """Sweep `model` on the Triton server at `url` (host:port) over `levels`, ascending."""
     cfg = settings or SweepSettings()
@@ -324,6 +325,14 @@ def run_sweep(
     try:
         stats.check_ready()
         info = stats.model_info()
+        if info.instances != 1 and not allow_instances:
+            # A profile is one instance at its optimum (Table 10); two instances
+            # would double every throughput and optimum figure.
+            raise ConfigError(
+                f"model '{model}' has {info.instances} instances: profile it with one "
+                "(instance_group count 1) so the optimum is per instance",
+                field="--model",
+            )
         return _Sweep(
             url, model, sorted(set(levels)), cfg, stats, info, gpus, gpu_indices, obs, clock
         ).run()
