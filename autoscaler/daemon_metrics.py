@@ -29,7 +29,10 @@ class DaemonMetrics:
             f"{PREFIX}_desired_instances", "Instances the policy wants", m, registry=r
         )
         self.concurrency = Gauge(
-            f"{PREFIX}_observed_concurrency", "Requests in flight (Little's law)", m, registry=r
+            f"{PREFIX}_observed_concurrency",
+            "Requests inside Triton: queued + executing (Little's law if unknown)",
+            m,
+            registry=r,
         )
         self.target = Gauge(
             f"{PREFIX}_target_concurrency", "Optimal concurrency per instance", m, registry=r
