@@ -161,6 +161,21 @@ def default_startup_s(memory_gb: float) -> float:
     return round(10.0 + memory_gb, 1)
 
 
+def p95(values: np.ndarray) -> float:
+    """numpy's default (linear) 95th percentile, without np.percentile's ~30 µs overhead.
+
+    It runs twice per model and tick: 35 000 times in a simulated day.
+    """
+    n = len(values)
+    if n == 1:
+        return float(values[0])
+    pos = 0.95 * (n - 1)
+    lo = int(pos)
+    hi = min(lo + 1, n - 1)
+    part = np.partition(values, (lo, hi))
+    return float(part[lo] + (part[hi] - part[lo]) * (pos - lo))
+
+
 # -- one model's queue -------------------------------------------------------------------
 
 
@@ -508,7 +523,9 @@ class ModelQueue:
             done = xe <= t
             self.executions += float(done.sum())
             self.inferences += float(xn[done].sum())
-            self.compute_us += float(xb[done].sum()) * 1e6
+            # Triton adds an execution's compute time to every request in it: a
+            # batch of 16 × 1.05 s adds 16.8 s (the statistics are per request)
+            self.compute_us += float((xb[done] * xn[done]).sum()) * 1e6
             keep = ~done
             self._x_end, self._x_n, self._x_bt = (
                 xe[keep].tolist(),
@@ -532,9 +549,7 @@ class ModelQueue:
             return None, None
         lat = np.concatenate(parts)
         qq = np.concatenate([r[2] for r in self._recent if len(r[2])])
-        p = np.percentile(lat, 95) * 1e6
-        pq = np.percentile(qq, 95) * 1e6
-        return float(p), float(pq)
+        return p95(lat) * 1e6, p95(qq) * 1e6
 
     def counters(self) -> ModelCounters:
         return ModelCounters(

@@ -24,6 +24,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -66,11 +67,23 @@ class Schedule:
         return cls(((0.0, float(value)),))
 
     def at(self, t: float) -> float:
-        return float(self.many(np.array([t], dtype=float))[0])
+        ts, vs = self._arrays
+        if len(ts) == 1:
+            return float(vs[0])
+        if self.interpolation == "linear":
+            return float(np.interp(t, ts, vs))
+        i = int(np.searchsorted(ts, t, side="right")) - 1
+        return float(vs[min(max(i, 0), len(vs) - 1)])
 
-    def many(self, t: np.ndarray) -> np.ndarray:
+    @cached_property
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        # built once: a diurnal day has 1441 points and `at` runs every tick
         ts = np.array([p[0] for p in self.points], dtype=float)
         vs = np.array([p[1] for p in self.points], dtype=float)
+        return ts, vs
+
+    def many(self, t: np.ndarray) -> np.ndarray:
+        ts, vs = self._arrays
         if self.interpolation == "linear" or len(ts) == 1:
             return np.interp(t, ts, vs)
         # step: the value of the last point at or before t (a point at t wins)

@@ -1,0 +1,376 @@
+"""Simulation scenarios (YAML): models, hardware, workload and SLOs, validated like profiles.
+
+A scenario names model profiles from `policies/` (their Table 10 service and
+memory drive the simulator), the server they run on, one workload per model
+and its p95 SLO. `resolve_scenario` turns it into what a run needs: the daemon
+config the live pipeline reads (so the policy sees exactly what it would see in
+production), the simulated models and the workloads. See docs/simulation.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from autoscaler.catalog import Catalog, read_yaml_documents, validation_error
+from autoscaler.config import DaemonConfig, Resolved, parse_config, resolve
+from autoscaler.errors import ConfigError
+from autoscaler.profiles import Name
+from autoscaler.sim.engine import SimModelSpec
+from autoscaler.sim.workload import (
+    ClosedLoop,
+    OpenLoop,
+    Schedule,
+    Workload,
+    diurnal,
+    flash_crowd,
+    load_rate_trace,
+)
+
+SCENARIO_KIND = "simulation-scenario"
+# Runs start at 2026-01-01T00:00:00Z so simulated traces look like real ones.
+EPOCH = 1_767_225_600.0
+
+PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNeg = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PointsSpec(_Strict):
+    points: list[tuple[NonNeg, NonNeg]] = Field(min_length=1)
+    interpolation: Literal["step", "linear"] = "step"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PointsSpec:
+        ts = [t for t, _ in self.points]
+        if ts != sorted(ts):
+            raise ValueError("points must be in time order")
+        return self
+
+
+class DiurnalSpec(_Strict):
+    class Body(_Strict):
+        low: NonNeg
+        high: NonNeg
+        peak_at_s: NonNeg = 14 * 3600.0
+        period_s: PosFloat = 86400.0
+
+    diurnal: Body
+
+
+class FlashSpec(_Strict):
+    class Body(_Strict):
+        base: NonNeg
+        peak: NonNeg
+        at_s: NonNeg
+        rise_s: NonNeg = 30.0
+        hold_s: NonNeg = 600.0
+        decay_s: NonNeg = 300.0
+
+    flash: Body
+
+
+ScheduleIn = NonNeg | PointsSpec | DiurnalSpec | FlashSpec
+
+
+def to_schedule(spec: ScheduleIn, duration_s: float) -> Schedule:
+    if isinstance(spec, int | float):
+        return Schedule.constant(float(spec))
+    if isinstance(spec, PointsSpec):
+        return Schedule(tuple((float(t), float(v)) for t, v in spec.points), spec.interpolation)
+    if isinstance(spec, DiurnalSpec):
+        d = spec.diurnal
+        return diurnal(d.low, d.high, d.peak_at_s, d.period_s, duration_s=duration_s)
+    f = spec.flash
+    return flash_crowd(f.base, f.peak, f.at_s, f.rise_s, f.hold_s, f.decay_s)
+
+
+class ClosedLoopSpec(_Strict):
+    kind: Literal["closed"] = "closed"
+    users: ScheduleIn
+    think_time_s: NonNeg = 0.0
+    think: Literal["exponential", "fixed"] = "exponential"
+
+
+class OpenLoopSpec(_Strict):
+    kind: Literal["open"] = "open"
+    rate: ScheduleIn | None = Field(default=None, description="requests per second")
+    trace: Path | None = Field(
+        default=None, description="rate trace file (CSV/JSON: time, model, rate)"
+    )
+    trace_model: str | None = Field(default=None, description="model name in the trace")
+    arrival: Literal["poisson", "fixed", "bursty"] = "poisson"
+    burstiness: Annotated[float, Field(ge=1.0, le=20.0)] = 3.0
+
+    @model_validator(mode="after")
+    def _one_source(self) -> OpenLoopSpec:
+        if (self.rate is None) == (self.trace is None):
+            raise ValueError("give exactly one of 'rate' and 'trace'")
+        return self
+
+
+WorkloadSpec = Annotated[ClosedLoopSpec | OpenLoopSpec, Field(discriminator="kind")]
+
+
+class SimOverrides(_Strict):
+    """Simulator knobs per model; unset ones come from the profile (engine.SimModelSpec)."""
+
+    service_cv: Annotated[float, Field(ge=0, le=3)] | None = None
+    startup_s: NonNeg | None = None
+    release_ms: NonNeg | None = None
+    timeout_s: PosFloat | None = None
+    max_queue_size: Annotated[int, Field(ge=1)] | None = None
+    memory_gb: PosFloat | None = None
+
+
+class ScenarioModel(_Strict):
+    profile: Name | None = Field(default=None, description="model profile; default: the key")
+    slo_p95_ms: PosFloat
+    initial_instances: Annotated[int, Field(ge=1, le=1024)] | None = None
+    min_instances: Annotated[int, Field(ge=0, le=1024)] | None = None
+    max_instances: Annotated[int, Field(ge=1, le=1024)] | None = None
+    workload: WorkloadSpec
+    sim: SimOverrides = SimOverrides()
+
+
+class Hardware(_Strict):
+    server: Name = "r760xa-4xh100"
+    servers: Annotated[int, Field(ge=1, le=64)] = 1
+    # CUDA context and Triton's own allocations on every GPU before any model
+    base_used_gb: NonNeg = 0.6
+
+
+class HpaSettings(_Strict):
+    target_utilization: Annotated[float, Field(gt=0, le=1)] = 0.8
+    tolerance: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    period_s: PosFloat = 15.0
+    scale_down_stabilization_s: NonNeg = 300.0
+
+
+class KpaSettings(_Strict):
+    # Knative's container-concurrency-target-percentage default is 70 %
+    target_utilization: Annotated[float, Field(gt=0, le=1)] = 0.7
+    stable_window_s: PosFloat = 60.0
+    panic_window_s: PosFloat = 6.0
+    panic_threshold: Annotated[float, Field(ge=1)] = 2.0
+    max_scale_down_rate: Annotated[float, Field(ge=1)] = 2.0
+
+
+class BaselineSettings(_Strict):
+    hpa: HpaSettings = HpaSettings()
+    kpa: KpaSettings = KpaSettings()
+
+
+DEFAULT_POLICIES = ("ours", "static", "hpa", "kpa", "oracle")
+
+
+class Scenario(_Strict):
+    kind: Literal["simulation-scenario"] = "simulation-scenario"
+    name: Name
+    description: str = ""
+    duration_s: Annotated[float, Field(ge=60, le=30 * 86400)]
+    seed: int = 1
+    hardware: Hardware = Hardware()
+    policy: Name = Field(default="default", description="scaling-policy profile for 'ours'")
+    policy_overrides: dict[str, Any] = Field(default_factory=dict)
+    policies_dirs: list[Path] = Field(default_factory=list)
+    policies: list[str] = Field(default_factory=lambda: list(DEFAULT_POLICIES), min_length=1)
+    baselines: BaselineSettings = BaselineSettings()
+    models: dict[Name, ScenarioModel] = Field(min_length=1)
+
+
+def load_scenario(path: Path) -> Scenario:
+    docs = read_yaml_documents(path)
+    if len(docs) != 1 or not isinstance(docs[0], dict):
+        raise ConfigError("a scenario is one YAML mapping", file=path)
+    data = docs[0]
+    if data.get("kind", SCENARIO_KIND) != SCENARIO_KIND:
+        raise ConfigError(
+            "not a simulation scenario",
+            file=path,
+            field="kind",
+            value=data.get("kind"),
+            allowed=[SCENARIO_KIND],
+        )
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc, path) from exc
+
+
+@dataclass(frozen=True)
+class SimSetup:
+    """A scenario made concrete: the daemon's view and the simulator's."""
+
+    scenario: Scenario
+    resolved: Resolved
+    specs: tuple[SimModelSpec, ...]
+    workloads: dict[str, Workload]
+    slo_ms: dict[str, float]
+    gpus: int
+    gpu_memory_gb: float
+    gpus_per_server: int
+    latency_s: dict[str, float]  # typical latency at the optimum (Little's law estimates)
+    initial_instances: dict[str, int]
+    epoch: float = EPOCH
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.resolved.catalog
+
+    @property
+    def tick_s(self) -> float:
+        return self.resolved.policy.tick_interval_s
+
+    @property
+    def models(self) -> list[str]:
+        return [s.name for s in self.specs]
+
+    def bounds(self, model: str) -> tuple[int, int]:
+        t = self.resolved.targets[model]
+        pol = self.resolved.policy
+        lo = pol.min_instances if t.min_instances is None else t.min_instances
+        hi = pol.max_instances if t.max_instances is None else t.max_instances
+        return max(lo, 1), hi
+
+    def sized_instances(self, model: str, concurrency: float) -> int:
+        """The seed's sizing rule on a concurrency: ceil(concurrency / per-instance), bounded.
+
+        Per-instance concurrency is the profile's optimum, lowered when the SLO asks
+        (sizing.size_model: 5B with a 600 ms SLO gets 2 per instance, not 4).
+        """
+        from autoscaler.sizing import Demand, size_model
+
+        lo, hi = self.bounds(model)
+        users = max(1, math.ceil(concurrency - 1e-6))
+        prof = self.catalog.models[self.scenario.models[model].profile or model]
+        sized = size_model(prof, Demand(model, users, self.slo_ms[model]))
+        return min(max(sized.instances, lo), hi)
+
+
+def daemon_config(scn: Scenario, gpus_per_server: int) -> DaemonConfig:
+    """The config the live daemon would run with for this scenario (mode apply)."""
+    data: dict[str, Any] = {
+        "mode": "apply",
+        "telemetry": {"models": "triton", "gpus": "simulated"},
+        "policy": scn.policy,
+        "policy_overrides": dict(scn.policy_overrides),
+        "policies_dirs": [str(p) for p in scn.policies_dirs],
+        "gpus_per_server": gpus_per_server,
+        "models": {
+            name: {
+                k: v
+                for k, v in {
+                    "profile": m.profile or name,
+                    "slo_p95_ms": m.slo_p95_ms,
+                    "min_instances": m.min_instances,
+                    "max_instances": m.max_instances,
+                    "memory_per_instance_gb": m.sim.memory_gb,
+                }.items()
+                if v is not None
+            }
+            for name, m in scn.models.items()
+        },
+    }
+    return parse_config(data, f"scenario {scn.name}")
+
+
+def resolve_scenario(scn: Scenario, base_dir: Path | None = None) -> SimSetup:
+    """Join the scenario with the catalog; paths in it are relative to `base_dir`."""
+    base = base_dir or Path.cwd()
+    scn = scn.model_copy(
+        update={"policies_dirs": [p if p.is_absolute() else base / p for p in scn.policies_dirs]}
+    )
+    from autoscaler.catalog import load_catalog
+
+    cat = load_catalog(scn.policies_dirs)
+    server = cat.server(scn.hardware.server)
+    gpu = cat.gpu(server.gpu)
+    source = f"scenario {scn.name}"
+    resolved = resolve(daemon_config(scn, server.gpus), source)
+    specs: list[SimModelSpec] = []
+    workloads: dict[str, Workload] = {}
+    latency: dict[str, float] = {}
+    traces: dict[Path, dict[str, Schedule]] = {}
+    for name, m in scn.models.items():
+        prof = cat.model(m.profile or name)
+        if prof.service is None or prof.optimum is None:
+            raise ConfigError(
+                f"model profile '{prof.name}' has no measured optimum and service: the "
+                "simulator needs both (Table 10 rows have them)",
+                file=source,
+                field=f"models.{name}.profile",
+            )
+        o = m.sim
+        specs.append(
+            SimModelSpec.from_profile(
+                prof,
+                name=name,
+                memory_gb=resolved.targets[name].memory_per_instance_gb,
+                service_cv=o.service_cv,
+                startup_s=o.startup_s,
+                release_ms=o.release_ms,
+                timeout_s=o.timeout_s,
+                max_queue_size=o.max_queue_size,
+            )
+        )
+        opt = prof.optimum
+        latency[name] = (opt.client_wait_ms or opt.p95_ms or specs[-1].service_ms) / 1000.0
+        workloads[name] = _workload(m.workload, name, scn.duration_s, base, traces, source)
+    setup = SimSetup(
+        scenario=scn,
+        resolved=resolved,
+        specs=tuple(specs),
+        workloads=workloads,
+        slo_ms={n: m.slo_p95_ms for n, m in scn.models.items()},
+        gpus=server.gpus * scn.hardware.servers,
+        gpu_memory_gb=gpu.memory_gb,
+        gpus_per_server=server.gpus,
+        latency_s=latency,
+        initial_instances={},
+    )
+    init = {}
+    for name, m in scn.models.items():
+        if m.initial_instances is not None:
+            init[name] = m.initial_instances
+        else:
+            # start sized for the load at t = 0: no policy starts from a handicap
+            c0 = workloads[name].concurrency_estimate(0.0, latency[name])
+            init[name] = setup.sized_instances(name, c0)
+    return SimSetup(**{**setup.__dict__, "initial_instances": init})
+
+
+def _workload(
+    spec: ClosedLoopSpec | OpenLoopSpec,
+    model: str,
+    duration_s: float,
+    base: Path,
+    traces: dict[Path, dict[str, Schedule]],
+    source: str,
+) -> Workload:
+    if isinstance(spec, ClosedLoopSpec):
+        return ClosedLoop(to_schedule(spec.users, duration_s), spec.think_time_s, spec.think)
+    if spec.trace is not None:
+        path = spec.trace if spec.trace.is_absolute() else base / spec.trace
+        if path not in traces:
+            traces[path] = load_rate_trace(path)
+        key = spec.trace_model or model
+        if key not in traces[path]:
+            raise ConfigError(
+                f"the rate trace has no rows for model '{key}'",
+                file=path,
+                field=f"models.{model}.workload.trace_model",
+                allowed=traces[path],
+            )
+        rate = traces[path][key]
+    else:
+        assert spec.rate is not None
+        rate = to_schedule(spec.rate, duration_s)
+    return OpenLoop(rate, spec.arrival, spec.burstiness)
