@@ -423,7 +423,7 @@ def oracle_needs(setup: SimSetup, model: str) -> np.ndarray:
     minutes = math.ceil(setup.scenario.duration_s / 60.0) + 1
     levels = []
     for m in range(minutes):
-        ts = np.arange(m * 60.0, (m + 1) * 60.0 + 1e-9, 5.0)
+        ts = np.arange(m * 60.0, (m + 1) * 60.0 - 1e-9, 5.0)  # the minute [m, m + 1)
         if isinstance(w, ClosedLoop):
             lv = float(np.round(w.users.many(ts)).max())
         else:

@@ -132,8 +132,9 @@ class FixedResult:
     def to_json(self) -> dict[str, Any]:
         return {
             "model": self.model,
-            "concurrency": self.concurrency,
-            "observed_concurrency": round(self.observed_concurrency, 3),
+            "clients": self.concurrency,
+            # requests inside Triton by Little's law, as the live tool measures it
+            "concurrency": round(self.observed_concurrency, 3),
             "instances": self.instances,
             "duration_s": self.duration_s,
             "p95_ms": round(self.p95_ms, 2),

@@ -1,0 +1,115 @@
+"""`triton-autoscaler record`: a telemetry trace from a Prometheus server's history.
+
+    triton-autoscaler record --prometheus http://prom:9090 \\
+        --start 2026-01-05T00:00:00Z --end 2026-01-06T00:00:00Z --step 5 --out day.jsonl
+
+Times are Unix seconds, ISO 8601, `now` or `now-DURATION` (`now-6h`, `now-2d`).
+The trace replays with `triton-autoscaler replay day.jsonl --config FILE`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from autoscaler.commands._common import parse_pairs, positive_int
+from autoscaler.commands.simulate import check_format, progress_bar
+from autoscaler.errors import ConfigError
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_time(text: str, option: str, now: float | None = None) -> float:
+    """Unix seconds, ISO 8601 (`Z` allowed), `now`, or `now-30m` / `now-6h` / `now-2d`."""
+    raw = text.strip()
+    ref = time.time() if now is None else now
+    m = re.fullmatch(r"now(?:\s*-\s*(\d+(?:\.\d+)?)([smhd]))?", raw)
+    if m:
+        return ref - (float(m.group(1)) * _UNITS[m.group(2)] if m.group(1) else 0.0)
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(
+            "not a time",
+            field=option,
+            value=text,
+            allowed="Unix seconds, ISO 8601, now, now-6h",
+        ) from None
+    if dt.tzinfo is None:
+        raise ConfigError("give a time zone (e.g. Z or +01:00)", field=option, value=text)
+    return dt.timestamp()
+
+
+def record(
+    prometheus: Annotated[
+        str, typer.Option(help="Prometheus base URL, e.g. http://127.0.0.1:9090.")
+    ],
+    start: Annotated[str, typer.Option(help="First snapshot time.")],
+    end: Annotated[str, typer.Option(help="Last snapshot time.")],
+    out: Annotated[Path, typer.Option(help="Trace file to write (must not exist).")],
+    step: Annotated[float, typer.Option(help="Seconds between snapshots (the tick).")] = 5.0,
+    instances: Annotated[
+        list[str] | None, typer.Option(help="MODEL=N instance count; repeatable.")
+    ] = None,
+    triton: Annotated[
+        str | None, typer.Option(help="Triton host:port: take instance counts from its configs.")
+    ] = None,
+    selector: Annotated[
+        str, typer.Option(help='Label matchers for Triton series, e.g. job="triton".')
+    ] = "",
+    gpus: Annotated[bool, typer.Option(help="Read DCGM exporter GPU series.")] = True,
+    hostname: Annotated[str | None, typer.Option(help="DCGM Hostname filter.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+) -> None:
+    """Build a telemetry trace from a Prometheus server's history (for `replay`)."""
+    from autoscaler.sim.record import record as run_record
+
+    check_format(fmt)
+    t0 = parse_time(start, "--start")
+    t1 = parse_time(end, "--end")
+    if out.exists():
+        raise ConfigError("the trace file exists; choose a new name", file=out)
+    counts = parse_pairs(instances or [], "--instances", positive_int, "N", "a positive number")
+    with progress_bar(fmt != "json", "recording") as bar:
+        res = run_record(
+            prometheus,
+            t0,
+            t1,
+            step,
+            out,
+            instances=counts,
+            triton_url=triton,
+            selector=selector,
+            gpus=gpus,
+            hostname=hostname,
+            progress=lambda f: bar(out.name, f),
+        )
+    if fmt == "json":
+        typer.echo(
+            json.dumps(
+                {
+                    "trace": str(res.path),
+                    "snapshots": res.snapshots,
+                    "models": res.models,
+                    "range_queries": res.queries,
+                    "warnings": res.warnings,
+                }
+            )
+        )
+        return
+    typer.echo(
+        f"wrote {res.snapshots} snapshots of {len(res.models)} model(s) "
+        f"({', '.join(res.models) or 'none'}) to {res.path} with {res.queries} range queries"
+    )
+    for w in res.warnings:
+        typer.echo(f"warning: {w}", err=True)

@@ -1,0 +1,134 @@
+"""`triton-autoscaler replay TRACE --config FILE`: what the daemon would have decided.
+
+The live policy runs over a recorded trace (docs/trace-format.md) on the
+trace's clock, as fast as the machine allows. `--format json` prints the
+decisions as JSON lines (the contract of `run --once`: `Decision.to_json()`),
+then one last line `{"summary": {...}}`; the table format prints the changes
+and a summary per model. By default only decisions that are not holds are
+printed (`--decisions all` prints every tick's).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from autoscaler.commands.simulate import check_format, progress_bar
+from autoscaler.config import load_config, resolve
+from autoscaler.errors import ConfigError
+from autoscaler.policy.decision import Decision
+
+DECISIONS = ("changes", "all")
+# The table shows at most this many decisions (the JSON lines have them all).
+TABLE_ROWS = 200
+
+
+def _count_lines(path: Path) -> int:
+    n = 0
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            n += chunk.count(b"\n")
+    return max(0, n - 1)  # the header
+
+
+def replay(
+    trace: Annotated[Path, typer.Argument(help="Trace file (JSON lines, docs/trace-format.md).")],
+    config: Annotated[Path, typer.Option("--config", "-c", help="Daemon config (YAML).")],
+    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    decisions: Annotated[
+        str, typer.Option(help="changes (not holds; default) or all.")
+    ] = "changes",
+) -> None:
+    """Run the live policy over a recorded telemetry trace and print its decisions."""
+    from autoscaler.sim.replay import changes_only
+    from autoscaler.sim.replay import replay as run_replay
+    from autoscaler.telemetry.trace import iter_trace
+
+    check_format(fmt)
+    if decisions not in DECISIONS:
+        raise ConfigError("unknown choice", field="--decisions", value=decisions, allowed=DECISIONS)
+    if not trace.is_file():
+        raise ConfigError("no such trace file", file=trace)
+    resolved = resolve(load_config(config), config)
+    keep = (lambda _d: True) if decisions == "all" else changes_only
+    rows: list[Decision] = []
+    shown = 0
+
+    def on_decision(d: Decision) -> None:
+        nonlocal shown
+        if not keep(d):
+            return
+        if fmt == "json":
+            typer.echo(json.dumps(d.to_json()))
+        elif shown < TABLE_ROWS:
+            rows.append(d)
+        shown += 1
+
+    warnings: list[str] = []
+    total = _count_lines(trace) if fmt != "json" else 0
+    with progress_bar(fmt != "json", "replaying") as bar:
+        summary = run_replay(
+            iter_trace(trace, warnings),
+            resolved,
+            on_decision=on_decision,
+            progress=(lambda n: bar(trace.name, n / total)) if total else None,
+        )
+    summary.warnings = warnings + summary.warnings
+    if fmt == "json":
+        typer.echo(json.dumps({"summary": summary.to_json()}))
+        return
+    console = Console()
+    if rows:
+        t = Table(title=f"Decisions ({decisions})", title_justify="left")
+        for col in ("as of (UTC)", "model", "action", "instances", "rule", "reason"):
+            t.add_column(col)
+        for d in rows:
+            t.add_row(
+                datetime.fromtimestamp(d.as_of, UTC).strftime("%Y-%m-%d %H:%M:%S"),
+                d.model,
+                d.action.value,
+                f"{d.current_instances} → {d.desired_instances}",
+                d.rule.value,
+                d.reason,
+            )
+        console.print(t)
+        if shown > len(rows):
+            console.print(f"… and {shown - len(rows)} more (use --format json for all)")
+    s = Table(
+        title=f"Summary: {summary.snapshots} snapshots over "
+        f"{((summary.end or 0) - (summary.start or 0)) / 3600:.2f} h",
+        title_justify="left",
+    )
+    for col in (
+        "model",
+        "actions",
+        "instance-h recorded",
+        "instance-h recommended",
+        "minutes",
+        "above target",
+        "above SLO",
+        "no valid data",
+    ):
+        s.add_column(col, justify="left" if col in ("model", "actions") else "right")
+    for m in summary.models.values():
+        j = m.to_json()
+        acts = ", ".join(f"{k} {v}" for k, v in j["actions"].items())
+        s.add_row(
+            m.model,
+            acts,
+            f"{j['recorded_instance_hours']:.2f}",
+            f"{j['recommended_instance_hours']:.2f}",
+            str(m.minutes),
+            str(m.minutes_above_target),
+            str(m.minutes_above_slo),
+            str(m.minutes_unknown),
+        )
+    console.print(s)
+    for w in summary.warnings:
+        console.print(f"[yellow]warning:[/] {w}")

@@ -1,0 +1,254 @@
+"""`triton-autoscaler simulate`: score policies on a scenario, or measure one model at fixed load.
+
+Two modes:
+
+- `simulate SCENARIO [--policy NAME ...] [--out DIR]`: run the scenario under
+  each policy (the live pipeline on a simulated Triton) and print a scorecard;
+  with `--out`, also write the scorecards, a Markdown summary, per-minute CSV
+  and PNG plots under DIR/<scenario>/.
+- `simulate --profile MODEL --concurrency N --duration S`: N closed-loop clients
+  on one instance, like a Model Analyzer point; `--format json` prints p95_ms,
+  throughput_rps, queue_ms and concurrency (Table 10's columns).
+
+A progress bar shows on a terminal, never with `--format json`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from autoscaler.commands._common import catalog_from
+from autoscaler.errors import ConfigError
+
+FORMATS = ("table", "json")
+
+
+@contextlib.contextmanager
+def progress_bar(enabled: bool, label: str) -> Iterator[Callable[[str, float], None]]:
+    """A rich progress bar on stderr when `enabled` and stderr is a terminal; else a no-op."""
+    if not enabled or not sys.stderr.isatty():
+        yield lambda _task, _frac: None
+        return
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TimeElapsedColumn
+
+    tasks: dict[str, Any] = {}
+    with Progress(
+        f"[bold]{label}[/] {{task.description}}",
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+
+        def update(task: str, frac: float) -> None:
+            if task not in tasks:
+                tasks[task] = bar.add_task(task, total=1.0)
+            bar.update(tasks[task], completed=frac)
+
+        yield update
+
+
+def check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise ConfigError("unknown output format", field="--format", value=fmt, allowed=FORMATS)
+
+
+def simulate(
+    scenario: Annotated[
+        Path | None, typer.Argument(help="Scenario YAML (see simulations/scenarios/).")
+    ] = None,
+    policy: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--policy", "-p", help="Policy to score; repeatable (default: the scenario's)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write scorecards, summary, CSV and plots under DIR.")
+    ] = None,
+    plots: Annotated[bool, typer.Option(help="With --out, draw PNG plots.")] = True,
+    profile: Annotated[
+        str | None, typer.Option(help="Fixed-load mode: the model profile to simulate.")
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help="Fixed-load mode: closed-loop clients (no think time).")
+    ] = None,
+    duration: Annotated[
+        float | None, typer.Option(help="Seconds to measure (fixed-load mode; default 600).")
+    ] = None,
+    instances: Annotated[int, typer.Option(help="Fixed-load mode: instances.")] = 1,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default: the scenario's).")] = None,
+    record: Annotated[
+        Path | None,
+        typer.Option(help="Write the simulated telemetry as a trace (one policy only)."),
+    ] = None,
+    policies: Annotated[
+        list[Path] | None, typer.Option("--policies", help="Extra policies directory.")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+) -> None:
+    """Simulate Triton under load: score autoscaling policies, or reproduce a Table 10 point."""
+    check_format(fmt)
+    if profile is not None or concurrency is not None:
+        if scenario is not None:
+            raise ConfigError("give a SCENARIO or --profile/--concurrency, not both")
+        _fixed(profile, concurrency, duration or 600.0, instances, seed, policies, fmt)
+        return
+    if scenario is None:
+        raise ConfigError(
+            "nothing to simulate: give a SCENARIO file, or --profile MODEL --concurrency N",
+            allowed="simulations/scenarios/*.yaml",
+        )
+    _scenario(scenario, policy, out, plots, seed, policies, fmt, record)
+
+
+def _fixed(
+    profile: str | None,
+    concurrency: int | None,
+    duration: float,
+    instances: int,
+    seed: int | None,
+    policies: list[Path] | None,
+    fmt: str,
+) -> None:
+    from autoscaler.sim.engine import SimModelSpec
+    from autoscaler.sim.runner import measure_fixed
+
+    if profile is None or concurrency is None:
+        raise ConfigError("fixed-load mode needs both --profile and --concurrency")
+    if concurrency < 1:
+        raise ConfigError("must be ≥ 1", field="--concurrency", value=concurrency)
+    if instances < 1:
+        raise ConfigError("must be ≥ 1", field="--instances", value=instances)
+    if not (duration >= 10 and math.isfinite(duration)):
+        raise ConfigError("must be ≥ 10 seconds", field="--duration", value=duration)
+    prof = catalog_from(policies).model(profile)
+    try:
+        spec = SimModelSpec.from_profile(prof)
+    except ValueError as exc:
+        raise ConfigError(str(exc), field="--profile", value=profile) from None
+    with progress_bar(fmt != "json", "simulating") as bar:
+        res = measure_fixed(
+            spec,
+            concurrency,
+            duration,
+            instances=instances,
+            seed=seed or 1,
+            progress=lambda f: bar(profile, f),
+        )
+    out = res.to_json()
+    opt = prof.optimum
+    if opt is not None and opt.concurrency == concurrency and instances == 1:
+        out["reference"] = {
+            "source": opt.source.ref or opt.source.kind.value,
+            "p95_ms": opt.p95_ms,
+            "throughput_rps": opt.throughput_rps,
+            "queue_ms": opt.queue_ms,
+            "concurrency": opt.concurrency,
+        }
+    if fmt == "json":
+        typer.echo(json.dumps(out, indent=2))
+        return
+    table = Table(
+        title=f"{prof.display_name or prof.name}: {concurrency} clients on "
+        f"{instances} instance{'s' if instances != 1 else ''}, {res.duration_s:g} s"
+    )
+    ref = out.get("reference", {})
+    table.add_column("metric")
+    table.add_column("simulated", justify="right")
+    if ref:
+        table.add_column(str(ref["source"]), justify="right")
+        table.add_column("gap", justify="right")
+    rows = [
+        ("p95 latency (ms)", res.p95_ms, "p95_ms"),
+        ("throughput (req/s)", res.throughput_rps, "throughput_rps"),
+        ("server queue (ms)", res.queue_ms, "queue_ms"),
+        ("concurrency", res.observed_concurrency, "concurrency"),
+    ]
+    for label, val, key in rows:
+        cells = [label, f"{val:.2f}"]
+        if ref:
+            r = ref.get(key)
+            cells += ["—", "—"] if r is None else [f"{r:g}", f"{(val - r) / r:+.1%}"]
+        table.add_row(*cells)
+    Console().print(table)
+
+
+def _scenario(
+    path: Path,
+    policy: list[str] | None,
+    out: Path | None,
+    plots: bool,
+    seed: int | None,
+    policies: list[Path] | None,
+    fmt: str,
+    record: Path | None = None,
+) -> None:
+    from autoscaler.sim.baselines import check_names
+    from autoscaler.sim.report import run_scenario, write_results
+    from autoscaler.sim.scenario import load_scenario, resolve_scenario
+
+    scn = load_scenario(path)
+    update: dict[str, Any] = {}
+    if seed is not None:
+        update["seed"] = seed
+    if policies:
+        update["policies_dirs"] = [*scn.policies_dirs, *policies]
+    if update:
+        scn = scn.model_copy(update=update)
+    names = list(policy) if policy else list(scn.policies)
+    check_names(names)
+    if record is not None and len(names) != 1:
+        raise ConfigError("--record needs exactly one --policy", field="--record")
+    if record is not None and record.exists():
+        raise ConfigError("the trace file exists; choose a new name", file=record)
+    setup = resolve_scenario(scn, path.parent)
+    with progress_bar(fmt != "json", scn.name) as bar:
+        res = run_scenario(setup, names, progress=bar, record=record)
+    written = write_results(res, out, plots=plots) if out is not None else []
+    if fmt == "json":
+        doc = res.to_json()
+        doc["written"] = [str(p) for p in written]
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    render(res.cards, scn.name, scn.description, Console())
+    for p in written:
+        typer.echo(f"wrote {p}")
+
+
+def render(cards: Any, name: str, description: str, console: Console) -> None:
+    t = Table(title=f"{name}: {description}", title_justify="left")
+    for col in (
+        "policy",
+        "SLO met %",
+        "failed",
+        "timed out",
+        "instance-h",
+        "GPU-h",
+        "× oracle",
+        "scale actions",
+    ):
+        t.add_column(col, justify="left" if col == "policy" else "right")
+    for c in cards:
+        t.add_row(
+            c.policy,
+            f"{c.attainment_pct:.1f}",
+            str(c.failed),
+            str(c.timed_out),
+            f"{c.instance_hours:.2f}",
+            f"{c.gpu_hours:.2f}",
+            "—" if c.oracle_ratio is None else f"{c.oracle_ratio:.2f}",
+            str(c.scale_actions) + (f" (+{c.failed_applies} failed)" if c.failed_applies else ""),
+        )
+    console.print(t)

@@ -1,0 +1,239 @@
+"""`record`: build a telemetry trace from a Prometheus server's history.
+
+The snapshots are read by the live Prometheus sources (`PrometheusModelSource`,
+`PrometheusGpuSource`, joined by `Combined`), exactly as a daemon pointed at
+that Prometheus would have read them at each step: same PromQL, same parsing,
+same "one evaluation instant per read". Only the transport differs: instead of
+one instant query per series per step (17 queries × 17 280 steps for a day at
+5 s), `RangeClient` runs each query once as a range query over the whole period
+(in chunks of Prometheus' 11 000-points limit) and answers the instant queries
+from it. A range query evaluates the expression at every step as an instant
+query would (same 5 min look-back), so the answers are identical.
+
+Prometheus has no instance counts. In order of preference they come from the
+daemon's own `triton_autoscaler_current_instances` series (when Prometheus
+scraped the daemon), from Triton's current model configs (`--triton`: today's
+count for the whole history), or from `--instances MODEL=N`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from autoscaler.errors import ConfigError
+from autoscaler.telemetry.base import Combined, NoSource
+from autoscaler.telemetry.snapshot import InstanceGroup, ModelSample, Snapshot
+from autoscaler.telemetry.trace import TraceWriter
+
+# Prometheus refuses range queries of more than 11 000 points per series.
+MAX_POINTS = 11_000
+INSTANCES_QUERY = "max by (model) (triton_autoscaler_current_instances)"
+
+
+class RangeClient:
+    """Answers `custom_query(promql, params={"time": t})` from cached range queries.
+
+    Only times on the recording grid (start + k × step) can be asked; the first
+    query of a PromQL string fetches its whole range.
+    """
+
+    def __init__(
+        self, url: str, start: float, end: float, step: float, timeout_s: float = 30.0
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.start, self.end, self.step = start, end, step
+        self.timeout_s = timeout_s
+        self.session = requests.Session()
+        self._cache: dict[str, dict[int, list[dict[str, Any]]]] = {}
+        self.queries = 0  # HTTP range queries made
+
+    def _k(self, t: float) -> int:
+        return round((t - self.start) / self.step)
+
+    def _fetch(self, promql: str) -> dict[int, list[dict[str, Any]]]:
+        by_step: dict[int, list[dict[str, Any]]] = {}
+        chunk = self.step * (MAX_POINTS - 1)
+        lo = self.start
+        while lo <= self.end + 1e-9:
+            hi = min(self.end, lo + chunk)
+            result = self._range(promql, lo, hi)
+            for series in result:
+                metric = series.get("metric", {})
+                for ts, val in series.get("values", []):
+                    by_step.setdefault(self._k(float(ts)), []).append(
+                        {"metric": metric, "value": [ts, val]}
+                    )
+            lo = hi + self.step
+        return by_step
+
+    def _range(self, promql: str, lo: float, hi: float) -> list[dict[str, Any]]:
+        self.queries += 1
+        params = {
+            "query": promql,
+            "start": f"{lo:.3f}",
+            "end": f"{hi:.3f}",
+            "step": f"{self.step:g}",
+        }
+        try:
+            resp = self.session.get(
+                f"{self.url}/api/v1/query_range", params=params, timeout=self.timeout_s
+            )
+        except requests.RequestException as exc:
+            raise ConfigError(f"cannot query Prometheus at {self.url}: {exc}") from None
+        try:
+            body = resp.json()
+        except ValueError:
+            raise ConfigError(
+                f"Prometheus at {self.url} answered HTTP {resp.status_code} with no JSON"
+            ) from None
+        if resp.status_code != 200 or body.get("status") != "success":
+            raise ConfigError(
+                f"Prometheus at {self.url} rejected {promql!r}: "
+                f"{body.get('error') or resp.status_code}"
+            )
+        result = body.get("data", {}).get("result", [])
+        return result if isinstance(result, list) else []
+
+    def custom_query(
+        self, query: str, params: Mapping[str, Any] | None = None, **_: Any
+    ) -> list[dict[str, Any]]:
+        if query not in self._cache:
+            self._cache[query] = self._fetch(query)
+        t = float((params or {}).get("time", self.end))
+        return self._cache[query].get(self._k(t), [])
+
+    def close(self) -> None:
+        self.session.close()
+
+
+@dataclass
+class RecordResult:
+    path: Path
+    snapshots: int
+    models: list[str]
+    queries: int
+    warnings: list[str] = field(default_factory=list)
+
+
+def _instances_from(client: RangeClient, t: float) -> dict[str, int]:
+    out = {}
+    for s in client.custom_query(INSTANCES_QUERY, {"time": t}):
+        name = s.get("metric", {}).get("model")
+        v = float(s["value"][1])
+        if name is not None and math.isfinite(v):
+            out[name] = round(v)
+    return out
+
+
+def record(
+    prometheus_url: str,
+    start: float,
+    end: float,
+    step: float,
+    out: Path,
+    *,
+    instances: Mapping[str, int] | None = None,
+    triton_url: str | None = None,
+    selector: str = "",
+    gpus: bool = True,
+    hostname: str | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> RecordResult:
+    """Write a trace of one snapshot per `step` over [start, end] (Unix seconds)."""
+    from autoscaler.telemetry.prometheus import (
+        PrometheusGpuSource,
+        PrometheusModelSource,
+        TritonQueries,
+    )
+
+    if not end > start:
+        raise ConfigError("--end must be after --start", field="--end", value=end)
+    if not step > 0:
+        raise ConfigError("--step must be a positive number of seconds", field="--step", value=step)
+    n = math.floor((end - start) / step + 1e-9) + 1
+    client = RangeClient(prometheus_url, start, end, step)
+    models_src = PrometheusModelSource(
+        prometheus_url, timeout_s=600.0, queries=TritonQueries(selector=selector), client=client
+    )
+    gpu_src: Any = (
+        PrometheusGpuSource(prometheus_url, timeout_s=600.0, hostname=hostname, client=client)
+        if gpus
+        else NoSource()
+    )
+    collector = Combined(models_src, gpu_src)
+    warnings: list[str] = []
+    fixed = dict(instances or {})
+    current: dict[str, int] = {}
+    if triton_url:
+        from autoscaler.telemetry.triton import TelemetryReadError, TritonConfigReader
+
+        reader = TritonConfigReader(triton_url, timeout_s=5.0)
+        try:
+            states = reader.read()
+        except TelemetryReadError as exc:
+            raise ConfigError(f"--triton: {exc}") from None
+        finally:
+            reader.close()
+        current = {
+            name: sum(g.count * (len(g.gpus) or 1) for g in st.instance_groups)
+            for name, st in states.items()
+        }
+        warnings.append(
+            "instance counts: today's from Triton's model configs, used for the whole history"
+        )
+    seen: set[str] = set()
+    from_daemon = False
+    meta = {
+        "source": "prometheus",
+        "prometheus_url": prometheus_url,
+        "start": start,
+        "end": end,
+        "step_s": step,
+        "selector": selector,
+    }
+    with TraceWriter(out, meta=meta) as writer:
+        for k in range(n):
+            t = start + k * step
+            snap = collector.collect(t)
+            daemon_counts = _instances_from(client, t)
+            from_daemon = from_daemon or bool(daemon_counts)
+            snap = _with_instances(snap, daemon_counts, current, fixed)
+            seen.update(snap.models or {})
+            writer.write(snap)
+            if progress is not None and (k % 100 == 0 or k == n - 1):
+                progress((k + 1) / n)
+    client.close()
+    if from_daemon:
+        warnings.insert(0, "instance counts: from triton_autoscaler_current_instances")
+    missing = (
+        sorted(m for m in seen if m not in fixed and m not in current) if not from_daemon else []
+    )
+    if missing:
+        warnings.append(
+            "no instance count for " + ", ".join(missing) + ": give --instances MODEL=N or "
+            "--triton URL (replay holds on a model with 0 instances)"
+        )
+    return RecordResult(out, n, sorted(seen), client.queries, warnings)
+
+
+def _with_instances(
+    snap: Snapshot,
+    daemon: Mapping[str, int],
+    current: Mapping[str, int],
+    fixed: Mapping[str, int],
+) -> Snapshot:
+    if snap.models is None:
+        return snap
+    models: dict[str, ModelSample] = {}
+    for name, m in snap.models.items():
+        n = daemon.get(name, fixed.get(name, current.get(name)))
+        if n is not None and not m.instance_groups:
+            m = replace(m, instance_groups=(InstanceGroup(count=n, kind="KIND_GPU"),))
+        models[name] = m
+    return replace(snap, models=models)

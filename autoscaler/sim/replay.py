@@ -1,0 +1,166 @@
+"""`replay`: the live policy over a recorded trace, on the trace's own clock.
+
+Each snapshot of the trace is handed to the unchanged `Autoscaler.tick` (in
+recommend mode: nothing is applied, exactly as a daemon in recommend mode would
+have run) at the time it was taken. The decisions are what the daemon would
+have printed; the summary adds them up per model.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from autoscaler.config import Resolved
+from autoscaler.daemon import Autoscaler
+from autoscaler.policy.decision import Action, Decision
+from autoscaler.telemetry.snapshot import Snapshot
+
+
+class TraceCollector:
+    """A collector that returns the trace's snapshot for the tick being replayed."""
+
+    name = "trace"
+
+    def __init__(self) -> None:
+        self.current: Snapshot | None = None
+
+    def collect(self, now: float) -> Snapshot:
+        assert self.current is not None
+        return self.current
+
+
+@dataclass
+class ModelSummary:
+    model: str
+    actions: Counter[str] = field(default_factory=Counter)
+    recorded_instance_s: float = 0.0
+    recommended_instance_s: float = 0.0
+    minutes: int = 0
+    minutes_above_target: int = 0
+    minutes_above_slo: int = 0
+    minutes_unknown: int = 0  # telemetry invalid at the minute's end
+    _last: Decision | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "actions": dict(sorted(self.actions.items())),
+            "recorded_instance_hours": round(self.recorded_instance_s / 3600.0, 3),
+            "recommended_instance_hours": round(self.recommended_instance_s / 3600.0, 3),
+            "minutes": self.minutes,
+            "minutes_above_target": self.minutes_above_target,
+            "minutes_above_slo": self.minutes_above_slo,
+            "minutes_without_valid_telemetry": self.minutes_unknown,
+        }
+
+
+@dataclass
+class ReplaySummary:
+    snapshots: int = 0
+    start: float | None = None
+    end: float | None = None
+    models: dict[str, ModelSummary] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "snapshots": self.snapshots,
+            "start": self.start,
+            "end": self.end,
+            "duration_s": None
+            if self.start is None or self.end is None
+            else round(self.end - self.start, 3),
+            "models": [m.to_json() for m in self.models.values()],
+            "warnings": self.warnings,
+        }
+
+
+def _close_minute(ms: ModelSummary) -> None:
+    d = ms._last
+    if d is None:
+        return
+    ms.minutes += 1
+    if d.observed_concurrency is None:
+        ms.minutes_unknown += 1
+        return
+    # the decision's figures are the stable window's (a minute by default): the
+    # last tick of each minute stands for that minute
+    per_instance = d.observed_concurrency / max(d.current_instances, 1)
+    if per_instance > d.target_concurrency + 1e-9:
+        ms.minutes_above_target += 1
+    if d.slo_p95_ms is not None and d.p95_ms is not None and d.p95_ms > d.slo_p95_ms:
+        ms.minutes_above_slo += 1
+
+
+def replay(
+    snapshots: Iterable[Snapshot],
+    resolved: Resolved,
+    *,
+    on_decision: Callable[[Decision], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ReplaySummary:
+    """Tick the live pipeline once per snapshot; `on_decision` sees every decision."""
+    cfg = resolved.config.model_copy(update={"mode": "recommend", "record": None})
+    resolved = resolved.model_copy(update={"config": cfg})
+    collector = TraceCollector()
+    daemon: Autoscaler | None = None
+    summary = ReplaySummary()
+    gaps: list[float] = []
+    prev_t: float | None = None
+    minute: int | None = None
+    last: list[Decision] = []
+    for snap in snapshots:
+        t = snap.taken_at
+        if prev_t is not None and t < prev_t:
+            summary.warnings.append(
+                f"snapshot at {t:.3f} is earlier than the one before ({prev_t:.3f}); skipped"
+            )
+            continue
+        if daemon is None:
+            daemon = Autoscaler(resolved, collector, started_at=t)
+            summary.start = t
+        collector.current = snap
+        decisions = daemon.tick(t).decisions
+        # time each recorded count held: up to the next snapshot, but never more than
+        # twice the usual gap (an outage is not instance-time we know about)
+        if prev_t is not None and last:
+            gaps.append(t - prev_t)
+            if len(gaps) > 64:
+                del gaps[:32]
+            dt = min(t - prev_t, 2 * statistics.median(gaps))
+            for d in last:
+                ms = summary.models[d.model]
+                ms.recorded_instance_s += d.current_instances * dt
+                ms.recommended_instance_s += d.desired_instances * dt
+        m = math.floor(t / 60.0)
+        if minute is not None and m != minute:
+            for ms in summary.models.values():
+                _close_minute(ms)
+        minute = m
+        for d in decisions:
+            ms = summary.models.setdefault(d.model, ModelSummary(d.model))
+            ms.actions[d.action.value] += 1
+            ms._last = d
+            if on_decision is not None:
+                on_decision(d)
+        last = decisions
+        prev_t = t
+        summary.snapshots += 1
+        summary.end = t
+        if progress is not None:
+            progress(summary.snapshots)
+    for ms in summary.models.values():
+        _close_minute(ms)
+    if summary.snapshots == 0:
+        summary.warnings.append("the trace holds no snapshots")
+    return summary
+
+
+def changes_only(d: Decision) -> bool:
+    """The decisions worth printing by default: changes and capacity alarms."""
+    return d.action is not Action.hold
