@@ -610,9 +610,10 @@ def test_real_prometheus_scrapes_daemon_and_evaluates_rules(tmp_path: Path) -> N
         for e in dashboard_exprs(dashboard()):
             if "label_values" not in e:
                 query(grafana_to_promql(e))
-        assert query('triton_autoscaler_desired_instances{model="nemo-gpt-5b"}')
-        # The daemon publishes desired = 0 while its telemetry is invalid; KEDA's query
-        # holds the last valid value instead, so here (none yet) it is empty, not 0.
+        # With no valid telemetry yet the daemon publishes no desired count at all (never
+        # a made-up 0 that KEDA would scale in on); KEDA's query is empty too.
+        assert query('triton_autoscaler_desired_instances{model="nemo-gpt-5b"}') == []
+        assert query('triton_autoscaler_decisions_total{model="nemo-gpt-5b"}')
         assert [s["value"][1] for s in query("triton_autoscaler_telemetry_valid")] == ["0"]
         assert query(keda_trigger()["metadata"]["query"]) == []
     finally:
