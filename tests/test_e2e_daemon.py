@@ -215,3 +215,145 @@ def test_sighup_refuses_bad_config_and_sigterm_stops(tmp_path: Path) -> None:
     assert "reload_refused" in events and "stopped" in events
     assert events.count("decision") >= 3
     assert "Traceback" not in log
+
+
+def test_capacity_exhausted_on_full_gpus_makes_no_load_call(
+    module_triton_factory: TritonFactory,
+) -> None:
+    """Simulated GPUs with too little free memory: capacity_exhausted and Triton untouched."""
+    from autoscaler.telemetry.base import Combined
+    from autoscaler.telemetry.simulated import SimulatedGpus
+    from autoscaler.telemetry.triton import TritonCollector
+
+    server = module_triton_factory([emulated("nemo-gpt-5b", time_scale=0.25)])
+    daemon = daemon_for(server, gpus="simulated")
+    # two simulated H100s (85.5 GB = 81,559 MiB as NVML reports) with 75 GB used:
+    # 85.5 − 2 headroom − 75 = 8.5 GB < 12.41 GB per instance
+    daemon.collector = Combined(
+        TritonCollector(server.http_url, metrics_url=server.metrics_url),
+        SimulatedGpus(2, base_used_bytes=75 * 10**9),
+    )
+    with LoadGenerator(server.http_url, max_duration_s=40) as gen:
+        gen.set_clients("nemo-gpt-5b", 16)
+        reports = tick_for(daemon, 10)
+    last = reports[-1].decisions[0]
+    assert last.action is Action.capacity_exhausted, last
+    assert last.extra_gpus_needed == 1 and "capacity exhausted" in last.reason
+    assert all(r.applied == [] for r in reports)
+    assert server.instance_count("nemo-gpt-5b") == 1
+
+
+def test_rejected_load_is_counted_and_backs_off(module_triton_factory: TritonFactory) -> None:
+    """Triton refuses the new config: the model keeps serving, the failure is counted, back-off."""
+    from autoscaler.actuation import TritonActuator
+
+    class Rejected(TritonActuator):
+        def target_config(self, current: Any, decision: Any) -> dict[str, Any]:
+            cfg = super().target_config(current, decision)
+            for g in cfg["instance_group"]:  # a GPU on a CPU-only machine: Triton says no
+                g.update(kind="KIND_GPU", gpus=[0])
+            return cfg
+
+    server = module_triton_factory([emulated("nemo-gpt-5b", time_scale=0.25)])
+    daemon = daemon_for(server)
+    daemon.actuator = Rejected(server.http_url)
+    with LoadGenerator(server.http_url, max_duration_s=60) as gen:
+        gen.set_clients("nemo-gpt-5b", 16)
+        reports = tick_for(daemon, 12)
+        total = gen.summary("nemo-gpt-5b")
+    tries = [res for r in reports for _, res in r.applied]
+    assert len(tries) == 1 and not tries[0].ok and "gpu" in tries[0].error.lower()
+    assert any(d.rule is Rule.backoff for r in reports for d in r.decisions)
+    failed = daemon.metrics.registry.get_sample_value(
+        "triton_autoscaler_apply_total", {"model": "nemo-gpt-5b", "result": "failed"}
+    )
+    assert failed == 1
+    assert server.instance_count("nemo-gpt-5b") == 1
+    assert total.failures == 0
+
+
+def test_garbage_metrics_endpoint_holds(module_triton_factory: TritonFactory) -> None:
+    """A /metrics that answers garbage: every decision holds with the reason, nothing applied."""
+    import http.server
+    import threading
+
+    class Garbage(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"\x00\x01 this is {not prometheus text\n"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Garbage)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        server = module_triton_factory([emulated("nemo-gpt-5b", time_scale=0.25)])
+        resolved = daemon_for(server).resolved
+        cfg = resolved.config.model_copy(
+            update={
+                "triton": resolved.config.triton.model_copy(
+                    update={"metrics_url": f"http://127.0.0.1:{srv.server_address[1]}/metrics"}
+                )
+            }
+        )
+        daemon = Autoscaler(
+            resolved.model_copy(update={"config": cfg}),
+            make_collector(cfg, resolved, dict),
+            actuator=daemon_for(server).actuator,
+            metrics=DaemonMetrics(),
+        )
+        reports = tick_for(daemon, 4)
+    finally:
+        srv.shutdown()
+    assert all(r.applied == [] for r in reports)
+    assert all(r.decisions[0].rule is Rule.invalid_telemetry for r in reports)
+    assert "triton" in reports[-1].decisions[0].reason
+    errors = daemon.metrics.registry.get_sample_value(
+        "triton_autoscaler_telemetry_errors_total", {"part": "models"}
+    )
+    assert errors == len(reports)
+
+
+def test_apply_falls_back_to_recommend_without_explicit_mode(
+    triton_factory: TritonFactory,
+) -> None:
+    """Triton in poll mode: apply is refused at start-up with how to enable it; recommend runs."""
+    server = triton_factory(
+        [emulated("nemo-gpt-5b", time_scale=0.25)],
+        load_models=[],
+        extra_args=["--model-control-mode=poll"],
+    )
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "autoscaler",
+            "run",
+            "--once",
+            "--mode",
+            "apply",
+            "--triton",
+            server.http_url,
+            "--metrics-url",
+            server.metrics_url,
+            "--target",
+            "nemo-gpt-5b=4",
+            "--gpus",
+            "none",
+            "--log-format",
+            "json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 0, p.stderr
+    events = [json.loads(x) for x in p.stderr.splitlines() if x.startswith("{")]
+    fallback = [e for e in events if e["event"] == "apply_unavailable_falling_back_to_recommend"]
+    assert fallback and "--model-control-mode=explicit" in fallback[0]["reason"]
+    assert {e["mode"] for e in events if e["event"] == "decision"} == {"recommend"}
