@@ -28,7 +28,7 @@ import numpy as np
 
 from autoscaler.errors import ConfigError
 from autoscaler.placement import GpuBin, Item, pack
-from autoscaler.policy.core import ModelTarget, PolicyContext, PolicyState, decide
+from autoscaler.policy.core import ModelTarget, PolicyContext, PolicyState, decide, observed
 from autoscaler.policy.decision import Action, Decision, Rule
 from autoscaler.sim.engine import SimCluster, SimModelSpec
 from autoscaler.sim.scenario import SimSetup
@@ -71,7 +71,7 @@ def _decision(
         current_instances=current,
         desired_instances=desired,
         action=action,
-        observed_concurrency=w.concurrency if w and w.valid else None,
+        observed_concurrency=observed(w) if w and w.valid else None,
         target_concurrency=target_c,
         p95_ms=w.p95_ms if w and w.valid else None,
         rule=rule,
@@ -258,7 +258,7 @@ def _hpa(setup: SimSetup) -> PolicyPlugin:
                     w,
                     ctx.now,
                     want,
-                    rule if want != cur else Rule.steady,
+                    rule if want != cur or rule is Rule.stabilization else Rule.steady,
                     reason,
                     0.0,
                     "hpa",
@@ -300,16 +300,14 @@ def _kpa(setup: SimSetup) -> PolicyPlugin:
             if not _usable(w):
                 out.append(_hold_invalid(t, w, ctx.now, "kpa"))
                 continue
-            assert w is not None and w.concurrency is not None
+            assert w is not None
+            # in flight as Knative's queue-proxy counts it: sampled queued + executing
+            stable_c = observed(w) or 0.0
             cur = max(w.instances, 1)
             target = t.optimal_concurrency * cfg.target_utilization
             pw = ctx.panic.get(name)
-            panic_c = (
-                pw.concurrency
-                if _usable(pw) and pw and pw.concurrency is not None
-                else w.concurrency
-            )
-            stable_want = math.ceil(w.concurrency / target - 1e-9)
+            panic_c = (observed(pw) if pw is not None and _usable(pw) else None) or stable_c
+            stable_want = math.ceil(stable_c / target - 1e-9)
             panic_want = math.ceil(panic_c / target - 1e-9)
             # Knative: at most 1000× up, and down to ready / max_scale_down_rate
             floor_n = math.floor(cur / cfg.max_scale_down_rate)
@@ -328,7 +326,7 @@ def _kpa(setup: SimSetup) -> PolicyPlugin:
                 reason = f"panic: {panic_c:.1f} in flight / target {target:g} → {want}"
             else:
                 want, rule = stable_want, Rule.concurrency
-                reason = f"stable: {w.concurrency:.1f} in flight / target {target:g} → {want}"
+                reason = f"stable: {stable_c:.1f} in flight / target {target:g} → {want}"
             lo, hi = _bounds(ctx, t)
             want = min(max(want, lo), hi)
             out.append(

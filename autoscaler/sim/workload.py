@@ -21,7 +21,7 @@ import csv
 import itertools
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -305,7 +305,8 @@ class ArrivalStream:
         u1 = float(np.interp(t1, self._grid, self._lam))
         if self._next_u >= u1:
             return []
-        us: list[np.ndarray] = []
+        # the arrival carried over from the last interval is the first of this one
+        us: list[np.ndarray] = [np.array([self._next_u])]
         u = self._next_u
         expect = max(8, int((u1 - u) * 1.25) + 8)
         while u < u1:
@@ -314,11 +315,7 @@ class ArrivalStream:
             u = float(chunk[-1])
         allu = np.concatenate(us)
         cut = int(np.searchsorted(allu, u1, side="left"))
-        self._next_u = float(allu[cut]) if cut < len(allu) else u
+        self._next_u = float(allu[cut])  # the last chunk ends at or past u1
         keep = allu[:cut]
         out: list[float] = np.interp(keep, self._lam, self._grid).tolist()
         return out
-
-
-def concurrency_levels(workload: Workload, times: Sequence[float], latency_s: float) -> list[float]:
-    return [workload.concurrency_estimate(t, latency_s) for t in times]

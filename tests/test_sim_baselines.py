@@ -1,0 +1,239 @@
+"""Baseline policies behind decide's signature, the registry, and scenarios that feed them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from autoscaler.errors import ConfigError
+from autoscaler.policy.core import ModelTarget, PolicyContext, decide
+from autoscaler.policy.decision import Action, Decision
+from autoscaler.profiles import ScalingPolicy
+from autoscaler.sim import baselines
+from autoscaler.sim.baselines import busy_fraction, make_policy, oracle_needs, static_counts
+from autoscaler.sim.runner import run_policy
+from autoscaler.sim.scenario import Scenario, SimSetup, load_scenario, resolve_scenario
+from autoscaler.telemetry.snapshot import ModelWindow
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIOS = ROOT / "simulations" / "scenarios"
+M = "nemo-gpt-5b"
+
+
+def small_setup(**models: Any) -> SimSetup:
+    """A 10-minute scenario; `models` override the one 5B model's fields."""
+    body = {
+        "slo_p95_ms": 1500,
+        "workload": {"kind": "closed", "users": {"points": [[0, 4], [120, 16]]}},
+        **models,
+    }
+    scn = Scenario.model_validate({"name": "small", "duration_s": 600, "models": {M: body}})
+    return resolve_scenario(scn, ROOT)
+
+
+def window(instances: int, concurrency: float, now: float = 0.0, **extra: float) -> ModelWindow:
+    return ModelWindow(
+        M,
+        now,
+        60.0,
+        True,
+        instances=instances,
+        concurrency=concurrency,
+        p95_ms=1000.0,
+        extra=dict(extra),
+    )
+
+
+def ctx(now: float, w: ModelWindow, panic: ModelWindow | None = None) -> PolicyContext:
+    return PolicyContext(
+        now=now,
+        policy=ScalingPolicy(name="t"),
+        targets={M: ModelTarget(M, 4.0, 12.41, slo_p95_ms=1500.0)},
+        stable={M: w},
+        panic={M: panic or w},
+        gpus=None,
+        check_gpu_memory=False,
+    )
+
+
+def busy(util: float, instances: int) -> dict[str, float]:
+    """Window extras for instances busy `util` of the time (sequential, 277 ms)."""
+    rate = util * instances / 0.277
+    return {"inferences_per_s": rate, "avg_batch": 1.0, "avg_compute_infer_ms": 277.0}
+
+
+def test_registry_lists_names_and_rejects_unknown() -> None:
+    """Every baseline is chosen by name; an unknown one is a ConfigError naming the known ones."""
+    assert baselines.policy_names() == ["ours", "static", "hpa", "kpa", "oracle"]
+    with pytest.raises(ConfigError) as err:
+        make_policy("vpa", small_setup())
+    msg = str(err.value)
+    assert "unknown policy" in msg and "'vpa'" in msg
+    for name in ("hpa", "kpa", "oracle", "ours", "static"):
+        assert name in msg
+
+
+def test_ours_is_the_live_decide() -> None:
+    """'ours' is autoscaler.policy.core.decide itself, not a copy."""
+    assert make_policy("ours", small_setup()).fn is decide
+
+
+def test_busy_fraction_undoes_per_request_compute() -> None:
+    """A batch of 16 adds 16 × 1.05 s of compute; busy time counts it once."""
+    w = window(1, 16.0, inferences_per_s=14.5, avg_batch=16.0, avg_compute_infer_ms=16 * 1050.0)
+    assert busy_fraction(w) == pytest.approx(14.5 / 16 * 1.05)
+
+
+def test_hpa_tolerance_period_and_limits() -> None:
+    """Within 10 % of the target: hold; acts every 15 s; up by at most max(2×, +4)."""
+    plug = make_policy("hpa", small_setup())
+    st: Any = {}
+    d, st = plug.fn(ctx(0, window(4, 3.0, **busy(0.85, 4))), st)  # 0.85/0.8 = 1.06: tolerance
+    assert d[0].action is Action.hold
+    d, st = plug.fn(ctx(5, window(4, 3.0, **busy(1.0, 4))), st)  # 5 s later: not a period yet
+    assert d[0].action is Action.hold and "period" in d[0].reason
+    d, st = plug.fn(ctx(15, window(1, 9.0, **busy(1.0, 1))), st)  # 1.0/0.8 → ceil(1.25) = 2
+    assert (d[0].action, d[0].desired_instances) == (Action.scale_up, 2)
+    assert d[0].details["policy"] == "hpa"
+
+
+def test_hpa_scale_down_waits_for_the_stabilisation_window() -> None:
+    """A drop in utilisation shrinks only after the highest wish of the last 5 min has gone."""
+    plug = make_policy("hpa", small_setup())
+    st: Any = {}
+    _, st = plug.fn(ctx(0, window(8, 30.0, **busy(0.8, 8))), st)  # wants 8
+    d, st = plug.fn(ctx(15, window(8, 4.0, **busy(0.2, 8))), st)  # wants 2, but 8 within 5 min
+    assert d[0].action is Action.hold and d[0].rule.value == "stabilization"
+    d, st = plug.fn(ctx(315, window(8, 4.0, **busy(0.2, 8))), st)
+    assert (d[0].action, d[0].desired_instances) == (Action.scale_down, 2)
+
+
+def test_kpa_panics_at_twice_and_never_shrinks_in_panic() -> None:
+    """Burst window at ≥ 2× the ready instances: panic, keep the maximum for a stable window."""
+    plug = make_policy("kpa", small_setup())
+    st: Any = {}
+    target = 4 * 0.7  # Knative's 70 % of the optimal concurrency
+    d, st = plug.fn(ctx(0, window(1, 2.0), panic=window(1, 4 * target)), st)
+    assert d[0].rule.value == "panic" and d[0].desired_instances == 4
+    d, st = plug.fn(ctx(30, window(4, 2.0), panic=window(4, 2.0)), st)
+    assert d[0].desired_instances == 4  # still in panic: no scale-down
+    d, st = plug.fn(ctx(61, window(4, 2.0), panic=window(4, 2.0)), st)
+    # out of panic after 60 s without a burst; down by at most half per decision
+    assert (d[0].action, d[0].desired_instances) == (Action.scale_down, 2)
+
+
+def test_static_sizes_the_peak_with_the_seed_rule() -> None:
+    """16 users at the peak / 4 per instance = 4 instances, from the start, never changed."""
+    setup = small_setup()
+    assert static_counts(setup) == {M: 4}
+    run = run_policy(setup, "static")
+    assert set(run.series.instances[M]) == {4} and run.actions == []
+
+
+def test_static_is_cut_to_what_the_server_holds() -> None:
+    """Competing peaks that need two servers are cut until they pack into one (Table 11)."""
+    setup = resolve_scenario(load_scenario(SCENARIOS / "competing-5b-20b.yaml"), SCENARIOS)
+    counts = static_counts(setup)
+    # alone the peaks want 4 × 20B and 16 × 5B; one 4 × H100 server cannot hold both
+    assert counts["nemo-gpt-20b"] < 4 or counts["nemo-gpt-5b"] < 16
+    mem = 44.76 * counts["nemo-gpt-20b"] + 12.41 * counts["nemo-gpt-5b"]
+    assert mem <= 4 * (80 - 2 - 0.6)
+
+
+def test_oracle_needs_follow_the_load_and_meet_the_slo() -> None:
+    """4 users need 1 instance, 16 need 4 (p95 ≈ 4 × 277 ms ≤ 1500 ms); the step is at minute 2."""
+    needs = oracle_needs(small_setup(), M)
+    assert list(needs[:2]) == [1, 1] and set(needs[2:10]) == {4}
+    assert baselines.steady_ok(small_setup().specs[0], small_setup().workloads[M], 16, 4, 1500)
+    assert not baselines.steady_ok(small_setup().specs[0], small_setup().workloads[M], 16, 3, 1500)
+
+
+def test_oracle_scales_ahead_of_the_start_up_delay() -> None:
+    """With a 60 s start-up the oracle has the new instances ready when the step comes."""
+    setup = small_setup(sim={"startup_s": 60})
+    run = run_policy(setup, "oracle")
+    up = next(a for a in run.actions if a.new > a.previous)
+    assert 120 - 60 - 15 <= up.t <= 120 - 60
+    minute2 = run.series.minute_p95_ms[M][2]
+    assert minute2 <= 1500
+
+
+def test_baselines_run_through_the_live_pipeline() -> None:
+    """A policy plugged in by name gets the PolicyContext the daemon builds, every tick."""
+    seen: list[PolicyContext] = []
+
+    def spy(setup: SimSetup) -> baselines.PolicyPlugin:
+        def fn(c: PolicyContext, state: Any) -> tuple[list[Decision], Any]:
+            seen.append(c)
+            return decide(c, state)
+
+        base = make_policy("ours", setup)
+        return baselines.PolicyPlugin("spy", fn, base.state, base.initial_instances)
+
+    baselines.REGISTRY["spy"] = spy
+    try:
+        run = run_policy(small_setup(), "spy")
+    finally:
+        del baselines.REGISTRY["spy"]
+    assert len(seen) == run.ticks == 120
+    last = seen[-1]
+    assert last.stable[M].valid and last.gpus is not None and len(last.gpus) == 4
+    assert last.panic[M].window_s == 6.0  # the scaling policy's burst window
+
+
+def test_shipped_scenarios_are_valid() -> None:
+    """Every scenario in simulations/scenarios loads and resolves against the catalog."""
+    paths = sorted(SCENARIOS.glob("*.yaml"))
+    assert {p.stem for p in paths} >= {
+        "step-x4",
+        "ramp",
+        "diurnal-day",
+        "flash-crowd",
+        "competing-5b-20b",
+    }
+    for p in paths:
+        setup = resolve_scenario(load_scenario(p), p.parent)
+        assert setup.gpus == 4 and setup.tick_s == 5.0
+
+
+def test_scenario_errors_name_the_field(tmp_path: Path) -> None:
+    """A bad scenario field, an unknown profile or both rate and trace are clear errors."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "kind: simulation-scenario\nname: bad\nduration_s: 600\nmodels:\n"
+        "  nemo-gpt-5b:\n    slo_p95_ms: -1\n    workload: {kind: closed, users: 4}\n"
+    )
+    with pytest.raises(ConfigError, match="slo_p95_ms"):
+        load_scenario(bad)
+    bad.write_text(
+        "kind: simulation-scenario\nname: bad\nduration_s: 600\nmodels:\n"
+        "  x:\n    profile: no-such-model\n    slo_p95_ms: 100\n"
+        "    workload: {kind: closed, users: 4}\n"
+    )
+    with pytest.raises(ConfigError, match="no-such-model"):
+        resolve_scenario(load_scenario(bad), tmp_path)
+    bad.write_text(
+        "kind: simulation-scenario\nname: bad\nduration_s: 600\nmodels:\n"
+        "  nemo-gpt-5b:\n    slo_p95_ms: 100\n"
+        "    workload: {kind: open, rate: 3, trace: r.csv}\n"
+    )
+    with pytest.raises(ConfigError, match="exactly one of 'rate' and 'trace'"):
+        load_scenario(bad)
+
+
+def test_open_loop_scenario_from_a_rate_trace(tmp_path: Path) -> None:
+    """A scenario can replay a CSV of rates; the model is looked up by name in the trace."""
+    (tmp_path / "r.csv").write_text("time,model,rate\n0,prod-5b,2\n300,prod-5b,6\n")
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "kind: simulation-scenario\nname: traced\nduration_s: 600\nmodels:\n"
+        "  nemo-gpt-5b:\n    slo_p95_ms: 1500\n"
+        "    workload: {kind: open, trace: r.csv, trace_model: prod-5b}\n"
+    )
+    setup = resolve_scenario(load_scenario(path), tmp_path)
+    run = run_policy(setup, "static")
+    load = run.series.load["nemo-gpt-5b"]
+    assert (load[0], load[-1]) == (2.0, 6.0)
+    assert sum(run.series.minute_completed["nemo-gpt-5b"]) == pytest.approx(2400, rel=0.1)
