@@ -168,7 +168,7 @@ def _by_knee(
     for p in usable:
         gain = ""
         if prev is not None and prev.throughput_rps > 0:
-            g = (p.throughput_rps / prev.throughput_rps - 1) * 100
+            g = _pct(p.throughput_rps / prev.throughput_rps - 1)
             gain = f" ({g:+.1f}% vs c={prev.concurrency})"
         lines.append(f"  c={p.concurrency}: {p.throughput_rps:.2f} inferences/s{gain}")
         prev = p
@@ -181,7 +181,7 @@ def _by_knee(
             break
         best_later = max(later, key=lambda q: q.throughput_rps)
         if best_later.throughput_rps < p.throughput_rps * (1 + knee_gain):
-            g = (best_later.throughput_rps / p.throughput_rps - 1) * 100
+            g = _pct(best_later.throughput_rps / p.throughput_rps - 1)
             lines.append(
                 f"chosen: c={p.concurrency} ({p.throughput_rps:.2f} inferences/s); the best "
                 f"higher level, c={best_later.concurrency}, buys only {g:+.1f}% "
@@ -195,3 +195,8 @@ def _by_knee(
         why = "throughput still rises at the highest level: extend the sweep"
     lines.append(f"chosen: c={top.concurrency}, but no knee was found ({why})")
     return OptimumChoice(top, "knee", None, False, tuple(lines))
+
+
+def _pct(fraction: float) -> float:
+    """Percent, rounded to the 0.1 shown, so that a tiny loss prints as +0.0, not -0.0."""
+    return round(fraction * 100, 1) + 0.0

@@ -74,7 +74,8 @@ def plot_sweep(
             label="throughput",
         )
         ax2.set_ylabel("throughput (inferences/s)", color="tab:green")
-        ax2.set_ylim(bottom=0)
+        # headroom above the highest throughput so the line does not run along the frame
+        ax2.set_ylim(0, max(p.throughput_rps for p in pts) * 1.15 or 1.0)
         c = choice.point
         ax2.plot(
             [c.concurrency],
@@ -88,12 +89,21 @@ def plot_sweep(
         ax.axvline(c.concurrency, color="tab:orange", lw=1, alpha=0.6)
         lines = ax.get_legend_handles_labels()
         lines2 = ax2.get_legend_handles_labels()
-        ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="upper left", fontsize=8)
+        # below the axes: inside, it would cover the throughput line or the latency curve
+        ax.legend(
+            lines[0] + lines2[0],
+            lines[1] + lines2[1],
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.14),
+            ncol=3,
+            fontsize=8,
+            frameon=False,
+        )
         ax.set_title(title, fontsize=10)
         fig.tight_layout()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(path, format="png")
+            fig.savefig(path, format="png", bbox_inches="tight")
         except OSError as exc:
             raise ConfigError(f"cannot write the plot: {exc.strerror}", file=path) from None
     finally:

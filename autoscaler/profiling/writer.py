@@ -190,7 +190,8 @@ def profile_yaml(profile: ModelProfile, header: Sequence[str] = ()) -> str:
     doc = profile.model_dump(mode="json", exclude_none=True)
     if not doc.get("display_name"):
         doc.pop("display_name", None)
-    body = yaml.dump(doc, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+    # No line folding: a long `ref` folded with "\\" escapes is valid YAML but unreadable.
+    body = yaml.dump(doc, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=4096)
     comments = "".join(f"# {part}".rstrip() + "\n" for line in header for part in _wrap(line))
     text = comments + body
     # The file must read back as the same profile: never write what `validate` rejects.
