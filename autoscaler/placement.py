@@ -16,7 +16,8 @@ from enum import StrEnum
 
 class Fit(StrEnum):
     first = "first"  # lowest-index GPU that fits: fewest GPUs (sizing)
-    most_free = "most_free"  # spread load over GPUs (live scaling)
+    best = "best"  # the fullest GPU that still fits: keeps big holes for big models (live)
+    most_free = "most_free"  # spread load over GPUs
 
 
 @dataclass
@@ -74,6 +75,8 @@ def pack(
         candidates = [b for b in bins if b.fits(item.memory_gb, headroom_gb)]
         if fit is Fit.most_free:
             candidates.sort(key=lambda b: (-b.free_gb(headroom_gb), b.index))
+        elif fit is Fit.best:
+            candidates.sort(key=lambda b: (b.free_gb(headroom_gb), b.index))
         target = candidates[0] if candidates else None
         can_open = new_gpu_capacity_gb is not None and (
             max_new_gpus is None or opened < max_new_gpus

@@ -156,14 +156,40 @@ def test_no_gpu_telemetry_blocks_scale_up_not_down() -> None:
     assert (down.action, down.desired_instances) == (Action.scale_down, 2)
 
 
-def test_placement_spreads_over_most_free_gpus() -> None:
-    """New instances go to the GPUs with most free memory, never past capacity − headroom."""
+def test_placement_best_fit_keeps_big_holes() -> None:
+    """New instances go to the fullest GPU that fits, never past capacity − headroom."""
     d, _ = one(ctx(0, win(16, 1), gpu=gpus(70, 20, 40, 60)))
     assert d.action is Action.scale_up and d.desired_instances == 4
     placed = {p.gpu: p.instances for p in d.placement}
     assert sum(placed.values()) == 3
     assert 0 not in placed  # 80 − 2 − 70 = 8 GB < 12.41
-    assert placed[1] >= 1
+    # gpu3 (18 GB free) takes one, then gpu2 (38 → 25.6 → 13.2) takes two; gpu1 stays empty
+    assert placed == {2: 2, 3: 1}
+
+
+def test_best_fit_leaves_room_for_a_20b() -> None:
+    """5B instances fill the partly used GPU first, so a 44.76 GB 20B still fits afterwards."""
+    d, _ = one(ctx(0, win(12, 1), gpu=gpus(45, 1)))  # a 20B already on gpu0; gpu1 empty
+    assert d.action is Action.scale_up and {p.gpu for p in d.placement} == {0}
+    # 80 − 2 − 45 − 2 × 12.41 = 8.2 GB left on gpu0; gpu1 keeps 77 GB for a 20B
+
+
+def test_big_models_are_placed_first_in_a_tick() -> None:
+    """Within a tick the largest instances are placed first (first-fit decreasing)."""
+    t20 = ModelTarget("z-20b", optimal_concurrency=16, memory_per_instance_gb=44.76)
+    c = PolicyContext(
+        now=0,
+        policy=POLICY,
+        targets={"nemo-gpt-5b": T5B, "z-20b": t20},
+        stable={"nemo-gpt-5b": win(12, 1), "z-20b": win(32, 1, model="z-20b")},
+        panic={},
+        gpus=gpus(30, 30),  # 48 GB free each: only an empty-ish GPU takes a 20B
+    )
+    ds, _ = decide(c, PolicyState())
+    assert [d.model for d in ds] == ["nemo-gpt-5b", "z-20b"]  # output stays in name order
+    by = {d.model: d for d in ds}
+    assert by["z-20b"].action is Action.scale_up  # placed before the 5Bs took the room
+    assert by["nemo-gpt-5b"].action is Action.scale_up
 
 
 def test_capacity_exhausted_takes_no_action() -> None:

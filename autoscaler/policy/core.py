@@ -85,14 +85,19 @@ def record_outcome(
 
 
 def decide(ctx: PolicyContext, state: PolicyState) -> tuple[list[Decision], PolicyState]:
-    """One decision per target model, in name order; GPU memory is shared between them."""
+    """One decision per target model, in name order; GPU memory is shared between them.
+
+    Models are decided largest instance first, so that within one tick a 44.76 GB
+    20B instance gets its hole before 12.41 GB 5B instances nibble at it (the
+    order first-fit decreasing uses for `size`).
+    """
     bins = _gpu_bins(ctx.gpus) if ctx.gpus is not None else None
-    decisions: list[Decision] = []
-    for name in sorted(ctx.targets):
-        d, st = _decide_model(ctx, ctx.targets[name], state.get(name), bins)
-        decisions.append(d)
-        state = state.with_model(name, st)
-    return decisions, state
+    decisions: dict[str, Decision] = {}
+    for t in sorted(ctx.targets.values(), key=lambda t: (-t.memory_per_instance_gb, t.model)):
+        d, st = _decide_model(ctx, t, state.get(t.model), bins)
+        decisions[t.model] = d
+        state = state.with_model(t.model, st)
+    return [decisions[n] for n in sorted(decisions)], state
 
 
 def _gpu_bins(gpus: tuple[GpuSample, ...]) -> list[GpuBin]:
@@ -325,7 +330,11 @@ def _place(
     """Place `new − current` instances on observed GPUs, in place (bins are shared)."""
     pol = ctx.policy
     items = [Item(t.model, t.memory_per_instance_gb)] * (new - current)
-    res = pack(items, bins, headroom_gb=pol.gpu_headroom_gb, fit=Fit.most_free)
+    # Best fit, not spreading: in the demo, 5B instances spread over four 80 GB GPUs
+    # left no GPU with the 44.76 GB a fourth 20B instance needs (capacity exhausted with
+    # 120 GB free in total). Filling the fullest GPU that fits keeps the big holes, and
+    # packs like the design: one 20B and two 5B per H100.
+    res = pack(items, bins, headroom_gb=pol.gpu_headroom_gb, fit=Fit.best)
     fitted = len(res.placed)
     if fitted == 0:
         # How much hardware the full wish needs: pack it onto fresh GPUs of this size.
