@@ -94,7 +94,7 @@ def sweep(
         str,
         typer.Option(
             "--concurrency",
-            help="Levels: START:END (doubling), START:END:STEP, START:END:xFACTOR or 1,2,4.",
+            help="Levels: 1:32 (doubling), 1:32:4 (step 4), 1:32:x1.5 (factor) or a list 1,2,4,6.",
         ),
     ] = "1:32",
     slo_ms: SloMs = None,
@@ -389,13 +389,13 @@ class _Progress:
         self.task = self.progress.add_task(f"{model}: starting", total=len(self.levels))
 
     def __enter__(self) -> _Progress:
-        self.progress.start()
-        return self
+        return self  # shown from the first level: a server that is not there gets no bar
 
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
     def level_started(self, index: int, concurrency: int) -> None:
+        self.progress.start()  # idempotent
         self.progress.update(self.task, description=f"{self.model} c={concurrency}: warming up")
 
     def window_closed(
