@@ -1,8 +1,10 @@
 """A closed-loop concurrency sweep of one Triton model, the way Model Analyzer measured Table 10.
 
 For each level c, c clients send a request, wait for the answer and send the
-next (our load generator on tritonclient's async API). A level is measured in
-windows until it is stable, then summarised over its last three windows:
+next (our load generator on tritonclient's async API). Each level starts its
+clients together on an idle server (see `_Sweep._level` for why). A level is
+measured in windows until it is stable, then summarised over its last three
+windows:
 
 - warm-up: until c requests sent at this level have been answered. In a closed
   loop the first round is a transient (the first of 4 clients on the 5B model
@@ -255,7 +257,7 @@ def stability(windows: Sequence[WindowStats], count: int = 3) -> float | None:
 
 
 class SweepObserver(Protocol):
-    """What a progress display hears; every method is optional in spirit (no-op base below)."""
+    """What a progress display hears (QuietObserver below hears nothing)."""
 
     def level_started(self, index: int, concurrency: int) -> None: ...
 
