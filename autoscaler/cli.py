@@ -8,6 +8,7 @@ import typer
 
 from autoscaler.commands import demo as demo_cmd
 from autoscaler.commands import observe as observe_cmd
+from autoscaler.commands import profile as profile_cmd
 from autoscaler.commands import run as run_cmd
 from autoscaler.commands import size as size_cmd
 from autoscaler.commands import validate as validate_cmd
@@ -25,6 +26,7 @@ app.command("validate")(validate_cmd.validate)
 app.command("observe")(observe_cmd.observe)
 app.command("run")(run_cmd.run)
 app.command("demo")(demo_cmd.demo)
+app.add_typer(profile_cmd.app, name="profile")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,12 +8,13 @@ SIGHUP (reload) and SIGTERM/SIGINT (stop between ticks).
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC
 from typing import Any, Protocol
 
@@ -21,6 +22,7 @@ from autoscaler.config import Resolved
 from autoscaler.daemon_metrics import DaemonMetrics
 from autoscaler.policy.core import PolicyContext, PolicyState, decide, record_outcome
 from autoscaler.policy.decision import Decision
+from autoscaler.profiling.drift import DriftTracker, references_from
 from autoscaler.telemetry.base import Collector
 from autoscaler.telemetry.snapshot import ModelWindow, Snapshot
 from autoscaler.telemetry.window import WindowSettings, derive
@@ -80,6 +82,8 @@ class Autoscaler:
         self.mode = resolved.config.mode
         self.last_good_at = started_at if started_at is not None else time.time()
         self.instances: dict[str, int] = {}  # latest known counts (feeds simulated GPUs)
+        self.drift = DriftTracker()  # is each profile's optimum still true? (reports only)
+        self.drift_refs = references_from(resolved)
         self._lock = threading.Lock()  # one tick at a time, also against reload
         self.metrics.set_mode(self.mode)
 
@@ -135,6 +139,14 @@ class Autoscaler:
                 else:
                     why = f"model '{name}' not reported by Triton (not loaded?)"
                 stable[name] = ModelWindow(name, now, pol.stable_window_s, False, why)
+        drift = {f.model: f for f in self.drift.update(stable, self.drift_refs, now)}
+        for f in drift.values():
+            if f.changed:  # log when it fires or clears, not every tick
+                level = "warning" if f.state == "drifting" else "info"
+                self._log(level, "profile_drift", model=f.model, **f.to_json())
+        for name in self.drift_refs:
+            ratio = self.drift.ratio(name)
+            self.metrics.drift.labels(name).set(math.nan if ratio is None else ratio)
         gpu_reason = "" if snap.gpus is not None else ("; ".join(snap.errors) or "not read")
         ctx = PolicyContext(
             now=now,
@@ -148,6 +160,12 @@ class Autoscaler:
             gpus_per_server=cfg.gpus_per_server,
         )
         decisions, self.state = self.policy_fn(ctx, self.state)
+        decisions = [
+            replace(d, details={**d.details, "profile_drift": drift[d.model].to_json()})
+            if d.model in drift and drift[d.model].state == "drifting"
+            else d
+            for d in decisions
+        ]
         report = TickReport(now=now, decisions=decisions, snapshot=snap)
         for d in decisions:
             self.metrics.observe(d)
@@ -209,6 +227,7 @@ class Autoscaler:
     def reload(self, resolved: Resolved, collector: Collector | None, actuator: Any) -> None:
         with self._lock:
             self.resolved = resolved
+            self.drift_refs = references_from(resolved)
             if collector is not None:
                 self.collector = collector
                 self.history.clear()
