@@ -80,7 +80,8 @@ def plot_scenario(runs: Sequence[SimRun], out_dir: Path, dpi: int = 110) -> list
             ax.grid(alpha=0.3)
         fig.tight_layout()
         path = out_dir / f"{model}.png"
-        fig.savefig(path, dpi=dpi)
+        # no "Software" stamp: the PNG only changes when the results do
+        fig.savefig(path, dpi=dpi, metadata={"Software": None})
         plt.close(fig)
         paths.append(path)
     return paths

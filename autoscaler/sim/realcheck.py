@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,37 +138,48 @@ def run_sim(plan: Plan, seed: int = 1, tick_s: float = 1.0) -> list[Minute]:
     return out
 
 
-def run_real(plan: Plan, *, metrics_interval_ms: float = 1000.0) -> list[Minute]:
-    """Play the plan on a real Triton with the emulated models (needs the [triton] extra)."""
-    from autoscaler.loadgen import LoadGenerator
+def run_real(
+    plan: Plan, *, start: Callable[[Sequence[EmulatedModel]], Any] | None = None
+) -> list[Minute]:
+    """Play the plan on a real Triton with the emulated models (needs the [triton] extra).
+
+    `start` starts the server (a test's `TritonFactory`, which also stops it);
+    by default a `TritonServer` is started and stopped here.
+    """
     from autoscaler.testing.triton_server import TritonServer
 
     models = [m.with_instances(plan.initial_instances(m.model_name)) for m in plan.models]
-    with TritonServer(models, metrics_interval_ms=metrics_interval_ms) as server:
-        gen = LoadGenerator(
-            server.http_url, max_duration_s=plan.duration_s, request_timeout_s=60.0, seed=1
-        )
-        for name in plan.names:
-            gen.schedule_clients(name, plan.clients_schedule(name))
-        changes = sorted(
-            (s.at_s, name, n) for s in plan.steps[1:] for name, n in s.instances.items()
-        )
-        gen.start()
-        assert gen.started_at is not None
-        t0 = gen.started_at
-        for at_s, name, n in changes:
-            delay = t0 + at_s - time.time()
-            if delay > 0:
-                time.sleep(delay)
-            server.set_instances(name, n)
-        gen.wait(plan.duration_s + 30.0)
-        out = []
-        for name in plan.names:
-            for i in range(math.floor(plan.duration_s / 60.0 + 1e-9)):
-                s = gen.summary(name, since=t0 + 60.0 * i, until=t0 + 60.0 * (i + 1))
-                done = s.count - s.failures
-                out.append(Minute(name, i, s.p95_ms, s.throughput_rps, done, s.failures))
-        return out
+    if start is not None:
+        return _play(plan, start(models))
+    with TritonServer(models) as server:
+        return _play(plan, server)
+
+
+def _play(plan: Plan, server: Any) -> list[Minute]:
+    from autoscaler.loadgen import LoadGenerator
+
+    gen = LoadGenerator(
+        server.http_url, max_duration_s=plan.duration_s, request_timeout_s=60.0, seed=1
+    )
+    for name in plan.names:
+        gen.schedule_clients(name, plan.clients_schedule(name))
+    changes = sorted((s.at_s, name, n) for s in plan.steps[1:] for name, n in s.instances.items())
+    gen.start()
+    assert gen.started_at is not None
+    t0 = gen.started_at
+    for at_s, name, n in changes:
+        delay = t0 + at_s - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        server.set_instances(name, n)
+    gen.wait(plan.duration_s + 30.0)
+    out = []
+    for name in plan.names:
+        for i in range(math.floor(plan.duration_s / 60.0 + 1e-9)):
+            s = gen.summary(name, since=t0 + 60.0 * i, until=t0 + 60.0 * (i + 1))
+            done = s.count - s.failures
+            out.append(Minute(name, i, s.p95_ms, s.throughput_rps, done, s.failures))
+    return out
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,269 @@
+"""Simulator and replay speed, and the long sim-to-real check.
+
+    python bench/bench_sim.py            # simulated day + replay (≈ 1.5 min)
+    python bench/bench_sim.py --full     # replay the whole day instead of 1 h × 24
+    python bench/bench_sim.py --real     # also 10 min against the real Triton (≈ 11 min)
+
+Writes bench/results/bench_sim.json (and sim_to_real.json/.md with --real).
+
+1. Simulated day: 4 models (NeMo 345M, 1.3B, 5B, 20B) with closed-loop users
+   (exponential 2 s think time) sized for 50 req/s each, 24 h, the live policy
+   ticking every 5 s on 2 × 4 H100. Wall time of `run_policy`, split into the
+   simulator (events, counters) and the live pipeline (`Autoscaler.tick`).
+2. Replay: 100 models' telemetry every 5 s (simulated, 1.3B-like, diurnal
+   rates in 100 phases). The live policy over the snapshots in memory (the
+   cost that scales with models × ticks), and reading the trace file (JSON
+   parsing), measured on one hour and scaled by 24 unless `--full`: the cost
+   per tick does not grow with time, the daemon's history being bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from autoscaler.catalog import load_catalog  # noqa: E402
+from autoscaler.config import parse_config, resolve  # noqa: E402
+from autoscaler.daemon import Autoscaler  # noqa: E402
+from autoscaler.sim import runner  # noqa: E402
+from autoscaler.sim.engine import SimCluster, SimModelSpec  # noqa: E402
+from autoscaler.sim.replay import replay  # noqa: E402
+from autoscaler.sim.scenario import Scenario, resolve_scenario  # noqa: E402
+from autoscaler.sim.workload import OpenLoop, diurnal  # noqa: E402
+from autoscaler.telemetry.snapshot import Snapshot  # noqa: E402
+from autoscaler.telemetry.trace import TraceWriter, iter_trace  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+DAY = 86400.0
+THINK_S = 2.0
+RATE = 50.0
+# (model, typical latency at moderate load in s, max instances): users = 50 × (think + latency)
+MODELS = [
+    ("nemo-gpt-345m", 0.075, 16),
+    ("nemo-gpt-1.3b", 0.11, 16),
+    ("nemo-gpt-5b", 0.31, 24),
+    ("nemo-gpt-20b", 1.12, 16),
+]
+
+
+def bench_day(hours: float) -> dict[str, Any]:
+    models: dict[str, dict[str, Any]] = {
+        name: {
+            "slo_p95_ms": 3000,
+            "max_instances": hi,
+            "workload": {
+                "kind": "closed",
+                "users": round(RATE * (THINK_S + lat)),
+                "think_time_s": THINK_S,
+            },
+        }
+        for name, lat, hi in MODELS
+    }
+    scn = Scenario.model_validate(
+        {
+            "name": "bench-day",
+            "duration_s": hours * 3600,
+            "hardware": {"server": "r760xa-4xh100", "servers": 2},
+            "models": models,
+        }
+    )
+    setup = resolve_scenario(scn, ROOT)
+    spent = {"tick": 0.0, "advance": 0.0}
+    tick, advance = Autoscaler.tick, SimCluster.advance
+
+    def timed_tick(self: Autoscaler, now: float) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return tick(self, now)
+        finally:
+            spent["tick"] += time.perf_counter() - t0
+
+    def timed_advance(self: SimCluster, until: float) -> None:
+        t0 = time.perf_counter()
+        try:
+            advance(self, until)
+        finally:
+            spent["advance"] += time.perf_counter() - t0
+
+    Autoscaler.tick = timed_tick  # type: ignore[method-assign]
+    SimCluster.advance = timed_advance  # type: ignore[method-assign]
+    try:
+        t0 = time.perf_counter()
+        run = runner.run_policy(setup, "ours")
+        wall = time.perf_counter() - t0
+    finally:
+        Autoscaler.tick = tick  # type: ignore[method-assign]
+        SimCluster.advance = advance  # type: ignore[method-assign]
+    s = run.series
+    per_model = {
+        m: {
+            "users": models[m]["workload"]["users"],
+            "req_per_s": round(sum(s.minute_completed[m]) / run.duration_s, 2),
+            "mean_instances": round(sum(s.instances[m]) / len(s.instances[m]), 2),
+        }
+        for m in run.models
+    }
+    requests = sum(sum(s.minute_completed[m]) for m in run.models)
+    return {
+        "simulated_hours": hours,
+        "wall_s": round(wall, 2),
+        "simulator_s": round(spent["advance"], 2),
+        "live_pipeline_s": round(spent["tick"], 2),
+        "ticks": run.ticks,
+        "requests": requests,
+        "us_per_request_simulator": round(spent["advance"] / max(requests, 1) * 1e6, 3),
+        "ms_per_tick_pipeline": round(spent["tick"] / run.ticks * 1e3, 3),
+        "scale_actions": len(run.actions),
+        "models": per_model,
+    }
+
+
+def telemetry_100(hours: float) -> tuple[list[Snapshot], dict[str, Any]]:
+    """Snapshots every 5 s of 100 simulated 1.3B-like models under phase-shifted diurnal load."""
+    base = load_catalog().model("nemo-gpt-1.3b")
+    n = 100
+    specs = [SimModelSpec.from_profile(base, name=f"m{i:03d}") for i in range(n)]
+    loads = {
+        s.name: OpenLoop(diurnal(1.0, 12.0, peak_at_s=i * DAY / n, duration_s=hours * 3600))
+        for i, s in enumerate(specs)
+    }
+    cl = SimCluster(
+        specs,
+        loads,
+        gpus=16,
+        duration_s=hours * 3600,
+        epoch=1_767_225_600.0,
+        initial_instances={s.name: 1 for s in specs},
+    )
+    snaps = []
+    t = 0.0
+    while t < hours * 3600 - 1e-9:
+        t += 5.0
+        cl.advance(t)
+        snaps.append(cl.collect(cl.epoch + t))
+    cfg = {
+        "telemetry": {"gpus": "simulated"},
+        "gpus_per_server": 4,
+        "models": {s.name: {"profile": "nemo-gpt-1.3b", "slo_p95_ms": 600} for s in specs},
+    }
+    return snaps, cfg
+
+
+def bench_replay(hours: float, scale: float) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    snaps, cfg = telemetry_100(hours)
+    gen_s = time.perf_counter() - t0
+    resolved = resolve(parse_config(cfg))
+    t0 = time.perf_counter()
+    summary = replay(snaps, resolved)
+    policy_s = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "trace.jsonl"
+        with TraceWriter(path) as w:
+            for s in snaps:
+                w.write(s)
+        size = path.stat().st_size
+        t0 = time.perf_counter()
+        count = sum(1 for _ in iter_trace(path))
+        read_s = time.perf_counter() - t0
+    assert count == len(snaps)
+    changes = sum(v for m in summary.models.values() for k, v in m.actions.items() if k != "hold")
+    return {
+        "models": 100,
+        "measured_hours": hours,
+        "snapshots": len(snaps),
+        "generate_telemetry_s": round(gen_s, 2),
+        "policy_path_s": round(policy_s, 2),
+        "ms_per_tick": round(policy_s / len(snaps) * 1e3, 2),
+        "us_per_model_tick": round(policy_s / len(snaps) / 100 * 1e6, 1),
+        "trace_mb": round(size / 1e6, 1),
+        "trace_read_s": round(read_s, 2),
+        "day_estimate_s": {
+            "policy_path": round(policy_s * scale, 1),
+            "trace_read": round(read_s * scale, 1),
+            "trace_mb": round(size * scale / 1e6),
+        },
+        "decisions_not_hold": changes,
+    }
+
+
+def bench_real(minutes: int) -> dict[str, Any]:
+    from autoscaler.sim.realcheck import Plan, Step, compare, run_real, run_sim, table
+    from autoscaler.testing.emulated_models import emulated
+
+    b5, b20, b13 = "nemo-gpt-5b", "nemo-gpt-20b", "nemo-gpt-1.3b"
+    # a step up, a scale-up, a step down and a scale-down, each held a few minutes
+    plan = Plan(
+        models=(emulated(b5), emulated(b20), emulated(b13)),
+        steps=(
+            Step(0, {b5: 4, b20: 16, b13: 4}, {b5: 1, b20: 1, b13: 1}),
+            Step(120, {b5: 12, b20: 32, b13: 8}),
+            Step(240, {}, {b5: 3, b20: 2, b13: 2}),
+            Step(420, {b5: 4, b20: 16, b13: 4}, {b5: 1, b20: 1, b13: 1}),
+        ),
+        duration_s=60.0 * minutes,
+    )
+    t0 = time.perf_counter()
+    real = run_real(plan)
+    real_s = time.perf_counter() - t0
+    rows = compare(real, run_sim(plan))
+    gaps_p95 = [abs(r.p95_gap) for r in rows if r.p95_gap is not None]
+    gaps_rps = [abs(r.rps_gap) for r in rows if r.rps_gap is not None]
+    (RESULTS / "sim_to_real.md").write_text(
+        "# Sim-to-real, per minute (real Triton, emulated models, full speed)\n\n" + table(rows),
+        encoding="utf-8",
+    )
+    return {
+        "minutes": minutes,
+        "real_wall_s": round(real_s, 1),
+        "max_abs_p95_gap": round(max(gaps_p95), 4),
+        "mean_abs_p95_gap": round(sum(gaps_p95) / len(gaps_p95), 4),
+        "max_abs_rps_gap": round(max(gaps_rps), 4),
+        "mean_abs_rps_gap": round(sum(gaps_rps) / len(gaps_rps), 4),
+        "rows": [r.to_json() for r in rows],
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--full", action="store_true", help="replay a whole day (≈ 6 min)")
+    ap.add_argument("--hours", type=float, default=24.0, help="simulated day length")
+    ap.add_argument("--real", action="store_true", help="10 min sim-to-real on real Triton")
+    args = ap.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "load_avg_before": [round(x, 2) for x in os.getloadavg()],
+        },
+        "how": "wall time (time.perf_counter) of one run each, single process",
+    }
+    out["simulated_day"] = bench_day(args.hours)
+    print(json.dumps(out["simulated_day"], indent=2))
+    rh = 24.0 if args.full else 1.0
+    out["replay_day_100_models"] = bench_replay(rh, 24.0 / rh)
+    print(json.dumps(out["replay_day_100_models"], indent=2))
+    (RESULTS / "bench_sim.json").write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    if args.real:
+        real = bench_real(10)
+        (RESULTS / "sim_to_real.json").write_text(
+            json.dumps(real, indent=2) + "\n", encoding="utf-8"
+        )
+        print(json.dumps({k: v for k, v in real.items() if k != "rows"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

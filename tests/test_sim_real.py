@@ -1,0 +1,79 @@
+"""Sim-to-real: the simulator against the real Triton (CPU, emulated models) on the same workload.
+
+About 2.5 minutes on a 2-core machine: the comparison is per real minute, two
+minutes long (the benchmark `bench/bench_sim.py --real` runs ten).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from autoscaler.loadgen import LoadGenerator
+from autoscaler.sim.realcheck import Plan, Step, compare, run_real, run_sim, table
+from autoscaler.telemetry.triton import TritonCollector
+from autoscaler.testing.emulated_models import emulated
+from autoscaler.testing.triton_server import TritonFactory
+
+pytestmark = pytest.mark.triton
+
+# Full speed, as Table 10: ~26 requests/s in all, modest for a shared 2-core runner,
+# yet every minute holds hundreds of them (a p95 that wobbles by a few % at most).
+# At half speed the 20B batcher waits only 30 ms for a batch to fill; on a loaded
+# machine the 16 clients' resends spread wider than that, the batch splits in two
+# and the real throughput halves (seen once here): a property of the emulation
+# under CPU contention, which the full 60 ms delay absorbs.
+SCALE = 1.0
+B5, B20 = "nemo-gpt-5b", "nemo-gpt-20b"
+
+
+def test_per_minute_p95_and_throughput_match_real_triton(
+    module_triton_factory: TritonFactory,
+) -> None:
+    """5B steps from 4 clients on 1 instance to 12 on 3; 20B serves 16 in batches: gap < 10 %."""
+    plan = Plan(
+        models=(emulated(B5, time_scale=SCALE), emulated(B20, time_scale=SCALE)),
+        steps=(
+            Step(0, {B5: 4, B20: 16}, {B5: 1, B20: 1}),
+            Step(60, {B5: 12}, {B5: 3}),
+        ),
+        duration_s=120,
+    )
+    real = run_real(plan, start=module_triton_factory)
+    sim = run_sim(plan)
+    rows = compare(real, sim)
+    print("\n" + table(rows))
+    assert len(rows) == 4
+    for r in rows:
+        assert r.p95_gap is not None and r.rps_gap is not None
+        assert abs(r.p95_gap) < 0.10, r
+        assert abs(r.rps_gap) < 0.10, r
+    # the step is really there: three instances serve three times the requests
+    five = {r.minute: r for r in rows if r.model == B5}
+    assert five[1].real_rps > 2.5 * five[0].real_rps
+
+
+def test_batched_compute_counter_is_per_request_on_real_triton(
+    module_triton_factory: TritonFactory,
+) -> None:
+    """Triton adds a batch's compute time to each request in it, as the simulator does."""
+    model = emulated(B20, time_scale=0.2)  # 210 ms batches of up to 16
+    server = module_triton_factory([model], metrics_interval_ms=500)
+    source = TritonCollector(server.http_url, metrics_url=server.metrics_url)
+    with LoadGenerator(server.http_url, max_duration_s=8.0) as gen:
+        gen.set_clients(B20, 16)
+        time.sleep(2.0)
+        a = source.collect(time.time())
+        time.sleep(5.0)
+        b = source.collect(time.time())
+    ca = a.models[B20].counters if a.models else None
+    cb = b.models[B20].counters if b.models else None
+    assert ca is not None and cb is not None
+    infers = cb.inference_count - ca.inference_count
+    execs = cb.execution_count - ca.execution_count
+    compute_s = (cb.compute_infer_duration_us - ca.compute_infer_duration_us) / 1e6
+    print(f"\n{infers:.0f} requests in {execs:.0f} batches, {compute_s:.1f} s of compute")
+    assert infers / execs > 8  # really batched
+    # per request: ≈ 0.21 s each; per batch it would be 0.21 s / (requests per batch)
+    assert compute_s / infers == pytest.approx(0.21, rel=0.15)

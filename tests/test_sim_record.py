@@ -1,0 +1,209 @@
+"""`record` against a real Prometheus (Debian's binary) that scraped a real Triton under load.
+
+Prometheus runs on 127.0.0.1 with a temp config and TSDB, scraping every 0.5 s:
+the emulated Triton, a simulated DCGM exporter and the daemon's own /metrics
+(for instance counts). After ~20 s of load, `record` builds a trace of that
+history; it must equal what the live Prometheus sources read at the same
+instants, and replay must turn it into decisions. About 40 s in all.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from autoscaler.config import parse_config, resolve
+from autoscaler.daemon_metrics import DaemonMetrics, serve
+from autoscaler.loadgen import LoadGenerator
+from autoscaler.policy.decision import Decision
+from autoscaler.sim.record import RangeClient, record
+from autoscaler.sim.replay import replay
+from autoscaler.telemetry.base import Combined
+from autoscaler.telemetry.prometheus import PrometheusGpuSource, PrometheusModelSource
+from autoscaler.telemetry.simulated import DcgmExporter, SimulatedGpus
+from autoscaler.telemetry.trace import read_trace
+from autoscaler.testing.emulated_models import emulated
+from autoscaler.testing.triton_server import TritonFactory, TritonServer
+
+PROMETHEUS = shutil.which("prometheus")
+pytestmark = [
+    pytest.mark.prometheus,
+    pytest.mark.triton,
+    pytest.mark.skipif(PROMETHEUS is None, reason="needs the prometheus binary (apt prometheus)"),
+]
+MODEL = "nemo-gpt-5b"
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class History:
+    def __init__(self, prom_url: str, triton: TritonServer, start: float, end: float) -> None:
+        self.prom_url = prom_url
+        self.triton = triton
+        self.start = start
+        self.end = end
+
+
+def _wait(check: object, what: str, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"prometheus exited while waiting for {what}"
+        try:
+            if check():  # type: ignore[operator]
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"prometheus: {what} not reached in {timeout_s} s")
+
+
+@pytest.fixture(scope="module")
+def history(
+    module_triton_factory: TritonFactory, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[History]:
+    """~20 s of Triton under load, as a real Prometheus scraped it."""
+    triton = module_triton_factory(
+        [emulated(MODEL, time_scale=0.2, instances=2)], metrics_interval_ms=500
+    )
+    gpus = SimulatedGpus(
+        4,
+        layout=lambda: [{MODEL: 1}, {MODEL: 1}, {}, {}],
+        instance_memory_bytes={MODEL: 12_410_000_000},
+        busy=lambda: {MODEL: 0.9},
+    )
+    exporter = DcgmExporter(gpus).start()
+    metrics = DaemonMetrics()
+    metrics.current.labels(MODEL).set(2)  # what a daemon watching this Triton exports
+    srv, _ = serve("127.0.0.1:0", metrics, lambda: (True, "ok"))
+    work = tmp_path_factory.mktemp("prom")
+    port = _port()
+    targets = {
+        "triton": triton.metrics_port,
+        "dcgm": exporter.port,
+        "daemon": srv.server_address[1],
+    }
+    jobs = "".join(
+        f"  - {{job_name: {job}, static_configs: [{{targets: ['127.0.0.1:{p}']}}]}}\n"
+        for job, p in targets.items()
+    )
+    (work / "prometheus.yml").write_text(
+        "global: {scrape_interval: 500ms, scrape_timeout: 400ms}\nscrape_configs:\n" + jobs
+    )
+    assert PROMETHEUS is not None
+    log = (work / "log").open("ab")
+    proc = subprocess.Popen(
+        [
+            PROMETHEUS,
+            f"--config.file={work / 'prometheus.yml'}",
+            f"--storage.tsdb.path={work / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait(lambda: requests.get(f"{url}/-/ready", timeout=0.5).ok, "ready", proc, 30)
+        fresh = "time() - timestamp(up) < 1"
+        _wait(
+            lambda: (
+                len(
+                    requests.get(f"{url}/api/v1/query", params={"query": fresh}, timeout=1).json()[
+                        "data"
+                    ]["result"]
+                )
+                >= 3
+            ),
+            "3 targets up",
+            proc,
+            30,
+        )
+        start = time.time()
+        gen = LoadGenerator(triton.http_url, max_duration_s=20.0)
+        gen.schedule_clients(MODEL, [(0, 4), (10, 12)])
+        gen.start()
+        assert gen.wait(40.0)
+        time.sleep(1.5)  # the last scrapes land
+        yield History(url, triton, start, time.time())
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        srv.shutdown()
+        exporter.stop()
+
+
+def test_record_builds_the_trace_the_live_sources_would_read(
+    history: History, tmp_path: Path
+) -> None:
+    """One snapshot per second from Prometheus' history, equal to live instant reads."""
+    out = tmp_path / "trace.jsonl"
+    start, end = round(history.start), round(history.end) - 1
+    res = record(history.prom_url, start, end, 1.0, out)
+    assert res.models == [MODEL] and res.snapshots == end - start + 1
+    # 9 counters + pending + 2 summaries + scrape time + 4 DCGM + instances: one range each
+    assert res.queries <= 20
+    assert res.warnings[0].startswith("instance counts: from triton_autoscaler_current")
+    trace = read_trace(out)
+    assert trace.header["meta"]["source"] == "prometheus"
+    snaps = trace.snapshots
+    assert [s.taken_at for s in snaps] == [float(start + k) for k in range(len(snaps))]
+    counters = [s.models[MODEL].counters for s in snaps if s.models]
+    counts = [c.request_success for c in counters if c is not None]
+    assert counts == sorted(counts) and counts[-1] - counts[0] > 200  # 4–12 clients, 55 ms
+    last = snaps[-1]
+    assert last.models is not None and last.models[MODEL].instances == 2
+    assert last.gpus is not None and len(last.gpus) == 4
+    assert last.models_as_of is not None and end - 1.0 <= last.models_as_of <= end
+    # the same read, live: instant queries at the same time give the same snapshot
+    live = Combined(
+        PrometheusModelSource(history.prom_url, timeout_s=5.0),
+        PrometheusGpuSource(history.prom_url, timeout_s=5.0),
+    ).collect(float(end))
+    assert live.gpus == last.gpus
+    assert live.models is not None
+    assert live.models[MODEL].counters == last.models[MODEL].counters
+    assert live.models_as_of == last.models_as_of
+
+
+def test_recorded_history_replays_to_decisions(history: History, tmp_path: Path) -> None:
+    """The recorded trace replays through the live pipeline: valid windows, a scale-up wish."""
+    out = tmp_path / "trace.jsonl"
+    record(history.prom_url, round(history.start), round(history.end) - 1, 1.0, out)
+    cfg = parse_config(
+        {
+            "telemetry": {"gpus": "prometheus", "prometheus_url": history.prom_url},
+            # the emulated model runs at 0.2 × speed: 4 in flight per instance still the target
+            "models": {MODEL: {"slo_p95_ms": 300}},
+            "policy_overrides": {"tick_interval_s": 1.0, "staleness_s": 5.0},
+        }
+    )
+    decisions: list[Decision] = []
+    summary = replay(read_trace(out).snapshots, resolve(cfg), on_decision=decisions.append)
+    assert summary.snapshots == len(decisions) > 10
+    valid = [d for d in decisions if d.observed_concurrency is not None]
+    assert len(valid) > len(decisions) // 2
+    # 12 clients on 2 instances of a 4-per-instance model: the policy wants a third
+    assert max(d.desired_instances for d in valid) >= 3
+
+
+def test_range_client_answers_only_grid_times(history: History) -> None:
+    """A query at a time on the recording grid gets that step's vector; off-grid, nothing."""
+    start = round(history.start)
+    c = RangeClient(history.prom_url, start, start + 10, 1.0)
+    on = c.custom_query("up", {"time": start + 3})
+    assert {s["metric"]["job"] for s in on} == {"triton", "dcgm", "daemon"}
+    assert c.custom_query("up", {"time": start + 3.4}) == on  # rounds to the nearest step
+    assert c.custom_query("up", {"time": start + 500}) == []
+    assert c.queries == 1
