@@ -172,13 +172,15 @@ def test_snapshot_carries_what_the_triton_and_gpu_sources_carry() -> None:
     snap = cl.collect(1060.0)
     m = snap.models[spec.name] if snap.models else None
     assert m is not None and m.instances == 2
-    assert {g.gpus for g in m.instance_groups} == {(0,), (1,)}  # spread, most free first
+    # best fit, like the policy's placement: both on one GPU, a KIND_GPU group listing it
+    assert [(g.count, g.kind, g.gpus) for g in m.instance_groups] == [(2, "KIND_GPU", (0,))]
     assert m.p95_request_us == pytest.approx(4 * 277_000, rel=0.05)  # 4 per instance
     assert m.pending_requests == pytest.approx(4, abs=2)
     assert snap.gpus is not None
-    used = sorted(round(g.memory_used_gb, 2) for g in snap.gpus)
-    assert used == [0.6, 0.6, 13.01, 13.01]  # driver base + one 12.41 GB instance each
-    assert snap.gpus[0].utilization == pytest.approx(1.0, abs=0.02)
+    used = [round(g.memory_used_gb, 2) for g in snap.gpus]
+    assert used == [25.42, 0.6, 0.6, 0.6]  # driver base + two 12.41 GB instances
+    # two instances always busy on one GPU: NVML shows 100 %, not 200 %; idle GPUs 0
+    assert [g.utilization for g in snap.gpus] == [1.0, 0.0, 0.0, 0.0]
     w = derive([snap0, snap], 1060.0, WindowSettings(window_s=60, stale_after_s=61))[spec.name]
     assert w.valid and w.concurrency == pytest.approx(8.0, rel=0.05)
 

@@ -605,7 +605,7 @@ class SimGpus:
         return sum(g.instances.get(model, 0) for g in self.gpus)
 
     def place(self, model: str, n: int, hint: Sequence[tuple[int, int]] = ()) -> tuple[bool, str]:
-        """Put `n` more instances of `model` on GPUs: the hint's slots first, then most free."""
+        """Put `n` more instances of `model` on GPUs: the hint's slots first, then best fit."""
         mem = self.memory[model]
         plan: dict[int, int] = {}
         left = n
@@ -623,7 +623,9 @@ class SimGpus:
                 GpuBin(g.index, g.memory_gb, g.used_gb(self.memory) + mem * plan.get(g.index, 0))
                 for g in self.gpus
             ]
-            res = pack([Item(model, mem)] * left, bins, headroom_gb=0.0, fit=Fit.most_free)
+            # without a hint, best fit (the fullest GPU that holds it), as `ours` places:
+            # GPU-hours then compare how many instances policies ran, not where
+            res = pack([Item(model, mem)] * left, bins, headroom_gb=0.0, fit=Fit.best)
             if res.unplaced:
                 free = ", ".join(f"gpu{g.index} {self.free_gb(g):.1f} GB" for g in self.gpus)
                 return False, (
@@ -828,7 +830,8 @@ class SimCluster:
         self._last_p95: dict[str, tuple[float | None, float | None]] = {}
         self.last_stats: dict[str, TickStats] = {}
         init = dict(initial_instances or {})
-        for name in self.order:
+        # largest instances first, as sizing packs them (a 20B needs most of a GPU)
+        for name in sorted(self.order, key=lambda m: -self.specs[m].memory_gb):
             n = init.get(name, 1)
             ok, why = self.gpus.place(name, n)
             if not ok:
