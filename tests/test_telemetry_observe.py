@@ -144,7 +144,8 @@ def test_json_ticks_under_load_and_the_recording_replays(
     settings = WindowSettings(window_s=2, stale_after_s=1.5, min_span_s=0.45)
     replay = derive(tr.snapshots, tr.snapshots[-1].taken_at, settings)[MODEL]
     assert replay.throughput_rps == pytest.approx(m["throughput_rps"], abs=0.001)
-    assert replay.concurrency == pytest.approx(m["concurrency"], abs=0.001)
+    assert replay.concurrency == pytest.approx(m["concurrency_littles_law"], abs=0.001)
+    assert replay.in_server == pytest.approx(m["concurrency"], abs=0.001)
 
 
 @pytest.mark.triton

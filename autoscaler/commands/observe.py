@@ -24,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from autoscaler.errors import ConfigError
+from autoscaler.policy.core import observed
 from autoscaler.telemetry.base import (
     GPU_SOURCES,
     MODEL_SOURCES,
@@ -293,7 +294,8 @@ def _window_json(w: ModelWindow) -> dict[str, Any]:
         "reason": w.reason,
         "ready": w.ready,
         "instances": w.instances,
-        "concurrency": _f(w.concurrency),
+        "concurrency": _f(observed(w)),
+        "concurrency_littles_law": _f(w.concurrency),
         "throughput_rps": _f(w.throughput_rps),
         "p95_ms": _f(w.p95_ms, 1),
         "avg_latency_ms": _f(w.avg_latency_ms, 1),
@@ -331,7 +333,7 @@ def render(snap: Snapshot, windows: Mapping[str, ModelWindow], title: str = "") 
     models = Table(title="Models", title_justify="left", expand=False)
     cols: list[tuple[str, Callable[[ModelWindow], str]]] = [
         ("inst", lambda w: str(w.instances)),
-        ("conc", lambda w: _cell(w.concurrency, ".2f")),
+        ("conc", lambda w: _cell(observed(w), ".2f")),
         ("req/s", lambda w: _cell(w.throughput_rps, ".2f")),
         ("p95 ms", lambda w: _cell(w.p95_ms, ".0f")),
         ("avg ms", lambda w: _cell(w.avg_latency_ms, ".0f")),
