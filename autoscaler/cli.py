@@ -9,7 +9,10 @@ import typer
 from autoscaler.commands import demo as demo_cmd
 from autoscaler.commands import observe as observe_cmd
 from autoscaler.commands import profile as profile_cmd
+from autoscaler.commands import record as record_cmd
+from autoscaler.commands import replay as replay_cmd
 from autoscaler.commands import run as run_cmd
+from autoscaler.commands import simulate as simulate_cmd
 from autoscaler.commands import size as size_cmd
 from autoscaler.commands import validate as validate_cmd
 from autoscaler.errors import AutoscalerError
@@ -27,6 +30,9 @@ app.command("observe")(observe_cmd.observe)
 app.command("run")(run_cmd.run)
 app.command("demo")(demo_cmd.demo)
 app.add_typer(profile_cmd.app, name="profile")
+app.command("simulate")(simulate_cmd.simulate)
+app.command("replay")(replay_cmd.replay)
+app.command("record")(record_cmd.record)
 
 
 def main(argv: list[str] | None = None) -> None:
