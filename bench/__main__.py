@@ -279,9 +279,16 @@ def _generic(doc: dict[str, Any], depth: int = 0, prefix: str = "") -> list[str]
 EXTRA = {"tick": _tick_extra, "parse": _parse_extra, "reaction": _reaction_extra}
 
 
+def _stem(name: str, results: dict[str, dict[str, Any]]) -> str | None:
+    """The results file of benchmark `name` (bench_sim.py writes bench_sim.json)."""
+    for stem in (name, f"bench_{name}"):
+        if stem in results:
+            return stem
+    return None
+
+
 def render(results: dict[str, dict[str, Any]]) -> str:
-    names = [n for n in ORDER if n in results or f"bench_{n}" in results]
-    others = [n for n in results if n not in ORDER and n.removeprefix("bench_") not in ORDER]
+    stems = {n: st for n in ORDER if (st := _stem(n, results)) is not None}
     out = [
         "# Benchmarks",
         "",
@@ -292,35 +299,69 @@ def render(results: dict[str, dict[str, Any]]) -> str:
         "",
     ]
     missed = []
-    for name in names + others:
-        doc = results.get(name) or results.get(f"bench_{name}") or {}
-        for f in doc.get("figures") or []:
+    for stem in stems.values():
+        for f in results[stem].get("figures") or []:
             if f.get("met") is False:
-                missed.append(
-                    f"{f['name']}: {_fmt(f.get('value'), f.get('unit', ''))} (goal {f.get('goal')})"
-                )
+                value = _fmt(f.get("value"), f.get("unit", ""))
+                missed.append(f"{f['name']}: {value} (goal {f.get('goal')})")
     if missed:
-        out += ["**Goals not met:**", ""] + [f"- {m}" for m in missed] + [""]
-        if "tick" in results:
-            out += [*_tick_analysis(results["tick"]), ""]
-    for name in names + others:
-        doc = results.get(name) or results.get(f"bench_{name}") or {}
-        file = result_file(name.removeprefix("bench_")) if name in ORDER else None
-        out += _section(name, doc, file)
+        out += ["**Goals not met:**", "", *(f"- {m}" for m in missed), ""]
+        if "tick" in stems:
+            out += [*_tick_analysis(results[stems["tick"]]), ""]
+    for name, stem in stems.items():
+        doc = results[stem]
+        if "figures" in doc:
+            out += _section(name, doc)
+        else:  # another module's format
+            out += _foreign(name, stem, doc, results)
+    used = {*stems.values(), "sim_to_real"}
+    rest = [st for st in results if st not in used]
+    if rest:
+        out += [
+            "## Other results",
+            "",
+            "Also in `bench/results/`, from other tools (see their own docs): "
+            + ", ".join(f"`{st}.json`" for st in rest)
+            + ".",
+            "",
+        ]
     return "\n".join(out).rstrip() + "\n"
 
 
-def _section(name: str, doc: dict[str, Any], file: Path | None) -> list[str]:
+def _foreign(name: str, stem: str, doc: dict[str, Any], results: dict[str, Any]) -> list[str]:
+    """A results file in a shape of its own: its scalars, flattened (bench_sim.py's)."""
+    titles = {"sim": "Simulation and replay speed"}
+    out = [f"## {doc.get('title') or titles.get(name, name)}", ""]
+    out += [f"From `bench/results/{stem}.json`, written by `bench/bench_{name}.py`.", ""]
+    m = doc.get("machine")
+    if isinstance(m, dict):
+        if "cpu_model" in m:
+            out += [f"Machine: {machine_line(m)}.", ""]
+        else:
+            facts = ", ".join(f"{k} {v}" for k, v in m.items())
+            out += [f"Machine: {facts}.", ""]
+    if doc.get("how"):
+        out += [f"How: {doc['how']}", ""]
+    body = {k: v for k, v in doc.items() if k not in ("machine", "how")}
+    out += ["| Key | Value |", "|---|---|", *_generic(body)[:80], ""]
+    if name == "sim" and "sim_to_real" in results:
+        real = results["sim_to_real"]
+        scalars = {k: v for k, v in real.items() if not isinstance(v, list | dict)}
+        out += [
+            "Sim-to-real check (`bench/results/sim_to_real.json`, per minute in "
+            "`bench/results/sim_to_real.md`):",
+            "",
+            "| Key | Value |",
+            "|---|---|",
+            *_generic(scalars),
+            "",
+        ]
+    return out
+
+
+def _section(name: str, doc: dict[str, Any]) -> list[str]:
     title = doc.get("title") or name
     out = [f"## {title}", ""]
-    if "figures" not in doc:  # another module's format
-        where = f"bench/results/{file.name}" if file else f"bench/results/{name}.json"
-        out += [f"From `{where}` (written by `bench/bench_{name.removeprefix('bench_')}.py`).", ""]
-        m = doc.get("machine")
-        if isinstance(m, dict) and "cpu_model" in m:
-            out += [f"Machine: {machine_line(m)}.", ""]
-        out += ["| Key | Value |", "|---|---|", *_generic(doc)[:80], ""]
-        return out
     out += [
         f"Rerun: `{doc.get('command')}`. Machine: {machine_line(doc.get('machine') or {})}.",
         "",
