@@ -310,7 +310,7 @@ def _print_summary(res: DemoResult, console: Console) -> None:
         "\n[bold]Try next[/]:\n"
         "  triton-autoscaler size --demand nemo-gpt-5b=64 --demand nemo-gpt-20b=128\n"
         f"  triton-autoscaler replay {res.trace} --config deploy/config.example.yaml\n"
-        "  triton-autoscaler simulate simulations/scenarios/step.yaml\n"
+        "  triton-autoscaler simulate simulations/scenarios/step-x4.yaml\n"
         "  triton-autoscaler observe --triton 127.0.0.1:8000 --gpus nvml   # on a GPU server"
     )
 
