@@ -219,7 +219,7 @@ def bench_real(minutes: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     real = run_real(plan)
     real_s = time.perf_counter() - t0
-    rows = compare(real, run_sim(plan))
+    rows = compare(real.minutes, run_sim(plan, applied=real.applied))
     gaps_p95 = [abs(r.p95_gap) for r in rows if r.p95_gap is not None]
     gaps_rps = [abs(r.rps_gap) for r in rows if r.rps_gap is not None]
     (RESULTS / "sim_to_real.md").write_text(
@@ -229,6 +229,7 @@ def bench_real(minutes: int) -> dict[str, Any]:
     return {
         "minutes": minutes,
         "real_wall_s": round(real_s, 1),
+        "load_model_done_at_s": [(round(t, 2), m, n) for t, m, n in real.applied],
         "max_abs_p95_gap": round(max(gaps_p95), 4),
         "mean_abs_p95_gap": round(sum(gaps_p95) / len(gaps_p95), 4),
         "max_abs_rps_gap": round(max(gaps_rps), 4),

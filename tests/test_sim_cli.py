@@ -252,3 +252,10 @@ def test_record_refuses_an_existing_file_and_bad_range(tmp_path: Path) -> None:
         str(tmp_path / "n.jsonl"),
     )
     assert code == 2 and "after --start" in err
+
+
+def test_missing_optional_dependency_is_a_clear_error() -> None:
+    """Without numpy/matplotlib the simulator says which extra to install, no traceback."""
+    with pytest.raises(ConfigError, match=r"pip install 'triton-autoscaler\[sim\]'"):
+        simulate.require("no_such_module_for_sure", "the simulator")
+    simulate.require("numpy", "the simulator")  # present here: no error

@@ -59,6 +59,16 @@ def progress_bar(enabled: bool, label: str) -> Iterator[Callable[[str, float], N
         yield update
 
 
+def require(module: str, why: str) -> None:
+    """A clear error, not a traceback, when an optional dependency is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(
+            f"{why} needs {module}, which is not installed: pip install 'triton-autoscaler[sim]'"
+        )
+
+
 def check_format(fmt: str) -> None:
     if fmt not in FORMATS:
         raise ConfigError("unknown output format", field="--format", value=fmt, allowed=FORMATS)
@@ -100,6 +110,9 @@ def simulate(
 ) -> None:
     """Simulate Triton under load: score autoscaling policies, or reproduce a Table 10 point."""
     check_format(fmt)
+    require("numpy", "the simulator")
+    if out is not None and plots:
+        require("matplotlib", "--out with plots (or add --no-plots)")
     if profile is not None or concurrency is not None:
         if scenario is not None:
             raise ConfigError("give a SCENARIO or --profile/--concurrency, not both")

@@ -98,8 +98,19 @@ def sim_spec(m: EmulatedModel) -> SimModelSpec:
     )
 
 
-def run_sim(plan: Plan, seed: int = 1, tick_s: float = 1.0) -> list[Minute]:
-    """Play the plan in the simulator; per-minute figures from the clients' side."""
+def run_sim(
+    plan: Plan,
+    seed: int = 1,
+    tick_s: float = 0.25,
+    applied: Sequence[tuple[float, str, int]] | None = None,
+) -> list[Minute]:
+    """Play the plan in the simulator; per-minute figures from the clients' side.
+
+    `applied` — (seconds from the start, model, instances) as the real run saw its
+    `load_model` calls complete (`RealRun.applied`) — replaces the plan's change
+    times: the instances serve from then on, as `load_model` returns once they
+    are loaded. Without it, changes happen at the plan's times plus the start-up.
+    """
     specs = [sim_spec(m) for m in plan.models]
     workloads = {
         name: ClosedLoop(
@@ -119,7 +130,9 @@ def run_sim(plan: Plan, seed: int = 1, tick_s: float = 1.0) -> list[Minute]:
         seed=seed,
         initial_instances={n: plan.initial_instances(n) for n in plan.names},
     )
-    changes = sorted((s.at_s, name, n) for s in plan.steps[1:] for name, n in s.instances.items())
+    planned = [(s.at_s, name, n) for s in plan.steps[1:] for name, n in s.instances.items()]
+    changes = sorted(applied if applied is not None else planned)
+    startup = 0.0 if applied is not None else None
     t = 0.0
     n_ticks = math.ceil(plan.duration_s / tick_s - 1e-9)
     for k in range(1, n_ticks + 1):
@@ -127,7 +140,7 @@ def run_sim(plan: Plan, seed: int = 1, tick_s: float = 1.0) -> list[Minute]:
         cl.advance(t)
         while changes and changes[0][0] <= t + 1e-9:
             _, name, n = changes.pop(0)
-            cl.set_instances(name, n, t)
+            cl.queues[name].set_instances(n, t, startup_s=startup)
     out = []
     s = cl.series
     for name in plan.names:
@@ -138,9 +151,16 @@ def run_sim(plan: Plan, seed: int = 1, tick_s: float = 1.0) -> list[Minute]:
     return out
 
 
+@dataclass(frozen=True)
+class RealRun:
+    minutes: list[Minute]
+    # (seconds from the start, model, instances) when each load_model returned
+    applied: list[tuple[float, str, int]]
+
+
 def run_real(
     plan: Plan, *, start: Callable[[Sequence[EmulatedModel]], Any] | None = None
-) -> list[Minute]:
+) -> RealRun:
     """Play the plan on a real Triton with the emulated models (needs the [triton] extra).
 
     `start` starts the server (a test's `TritonFactory`, which also stops it);
@@ -155,7 +175,7 @@ def run_real(
         return _play(plan, server)
 
 
-def _play(plan: Plan, server: Any) -> list[Minute]:
+def _play(plan: Plan, server: Any) -> RealRun:
     from autoscaler.loadgen import LoadGenerator
 
     gen = LoadGenerator(
@@ -167,11 +187,13 @@ def _play(plan: Plan, server: Any) -> list[Minute]:
     gen.start()
     assert gen.started_at is not None
     t0 = gen.started_at
+    applied = []
     for at_s, name, n in changes:
         delay = t0 + at_s - time.time()
         if delay > 0:
             time.sleep(delay)
-        server.set_instances(name, n)
+        server.set_instances(name, n)  # returns once the new instances are loaded
+        applied.append((time.time() - t0, name, n))
     gen.wait(plan.duration_s + 30.0)
     out = []
     for name in plan.names:
@@ -179,7 +201,7 @@ def _play(plan: Plan, server: Any) -> list[Minute]:
             s = gen.summary(name, since=t0 + 60.0 * i, until=t0 + 60.0 * (i + 1))
             done = s.count - s.failures
             out.append(Minute(name, i, s.p95_ms, s.throughput_rps, done, s.failures))
-    return out
+    return RealRun(out, applied)
 
 
 @dataclass(frozen=True)
