@@ -53,9 +53,6 @@ class TelemetrySection(_Strict):
 class ModelSection(_Strict):
     profile: Name | None = Field(default=None, description="model profile; default: the key")
     optimal_concurrency: PositiveFloat | None = None
-    optimal_throughput_rps: PositiveFloat | None = Field(
-        default=None, description="req/s per instance at the optimum; default: the profile's"
-    )
     memory_per_instance_gb: PositiveFloat | None = None
     slo_p95_ms: PositiveFloat | None = None
     min_instances: Annotated[int, Field(ge=0, le=1024)] | None = None
@@ -155,7 +152,6 @@ def resolve(cfg: DaemonConfig, source: str | Path = "<config>") -> Resolved:
                 )
             opt_c: float | None = m.optimal_concurrency
             mem = m.memory_per_instance_gb
-            thr = m.optimal_throughput_rps
         else:
             prof = cat.models[prof_name]
             opt_c = m.optimal_concurrency or (prof.optimum.concurrency if prof.optimum else None)
@@ -167,18 +163,12 @@ def resolve(cfg: DaemonConfig, source: str | Path = "<config>") -> Resolved:
                     field=f"models.{name}.optimal_concurrency",
                 )
             mem = m.memory_per_instance_gb or prof.instance_memory()[0]
-            thr = m.optimal_throughput_rps or (
-                prof.optimum.throughput_rps if prof.optimum else None
-            )
-            if m.optimal_concurrency is not None and m.optimal_throughput_rps is None:
-                thr = None  # the profile's throughput belongs to the profile's concurrency
         assert opt_c is not None and mem is not None  # both checked above
         targets[name] = ModelTarget(
             model=name,
             optimal_concurrency=float(opt_c),
             memory_per_instance_gb=float(mem),
             slo_p95_ms=m.slo_p95_ms,
-            optimal_throughput_rps=thr,
             min_instances=m.min_instances,
             max_instances=m.max_instances,
         )

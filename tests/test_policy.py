@@ -376,31 +376,3 @@ def test_invalid_telemetry_reports_last_known_count() -> None:
     _, st = one(ctx(0, win(4, 3)))
     d, _ = one(ctx(5, win(None, 0, valid=False, reason="scrape failed")), st)
     assert (d.action, d.current_instances, d.desired_instances) == (Action.hold, 3, 3)
-
-
-T13 = ModelTarget(
-    "nemo-gpt-1.3b",
-    optimal_concurrency=4,
-    memory_per_instance_gb=4.12,
-    optimal_throughput_rps=10.07,
-)
-
-
-def test_throughput_floor_stops_shrinking_into_overload() -> None:
-    """Open loop: 58 req/s with short queues (8 in flight) keeps 6 instances, not 2."""
-    pol = POLICY.model_copy(update={"scale_down_stabilization_s": 0})
-    w = replace(win(8, 6, model="nemo-gpt-1.3b"), throughput_rps=58.0)
-    d, _ = one(ctx(0, w, target=T13, policy=pol))
-    assert (d.action, d.desired_instances, d.rule) == (Action.hold, 6, Rule.throughput_floor)
-    assert "58.0 req/s" in d.reason
-    lighter = replace(w, throughput_rps=40.0)  # 40 / 10.07 → 4 instances carry it
-    d, _ = one(ctx(0, lighter, target=T13, policy=pol))
-    assert (d.action, d.desired_instances) == (Action.scale_down, 5)
-
-
-def test_throughput_floor_never_scales_up() -> None:
-    """A model serving faster than its profile (15.2 vs 14.51 req/s) is not grown by the floor."""
-    t20 = ModelTarget("m20", 16, 44.76, optimal_throughput_rps=14.51)
-    w = replace(win(48, 3, model="m20"), throughput_rps=45.6)
-    d, _ = one(ctx(0, w, target=t20))
-    assert (d.action, d.desired_instances) == (Action.hold, 3)

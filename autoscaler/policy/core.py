@@ -33,8 +33,6 @@ class ModelTarget:
     slo_p95_ms: float | None = None
     min_instances: int | None = None  # None: the policy's
     max_instances: int | None = None
-    # requests/s one instance serves at its optimum (Table 10: 3.61 for 5B); None: unknown
-    optimal_throughput_rps: float | None = None
 
 
 @dataclass(frozen=True)
@@ -244,20 +242,6 @@ def _decide_model(
     horizon = now - pol.scale_down_stabilization_s
     history = (*((ts, n) for ts, n in st.history if ts > horizon), (now, want))
     st = replace(st, history=history, panic_until=panic_until)
-    # 7. Never shrink below what carries the measured throughput at the optimum. With
-    # open-loop traffic short queues make in-flight small (60 req/s on 1.3B at 6
-    # instances: ≈ 1.3 per instance) and the concurrency rule alone would shrink into
-    # overload, then burst back up, over and over (seen in the simulator's diurnal
-    # day). Only a floor: closed-loop saturation cannot push it above `current`.
-    if want < current and t.optimal_throughput_rps and w.throughput_rps is not None:
-        floor = _want(w.throughput_rps, t.optimal_throughput_rps * pol.target_utilization)
-        if floor > want:
-            want = min(floor, current)
-            rule = Rule.throughput_floor
-            reason = (
-                f"{reason}; but {w.throughput_rps:.1f} req/s at "
-                f"{t.optimal_throughput_rps:g} req/s per instance needs {floor}"
-            )
     if want < current:
         peak = max(n for _, n in history)
         if panic_until is not None:

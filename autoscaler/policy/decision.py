@@ -20,7 +20,6 @@ class Rule(StrEnum):
     concurrency = "concurrency"  # ceil(observed / (optimal × target utilisation))
     panic = "panic"  # the short window saw a surge
     latency_guard = "latency_guard"  # p95 over SLO with queueing dominating
-    throughput_floor = "throughput_floor"  # no shrinking below what carries the throughput
     stabilization = "stabilization"  # scale-down held back by the window's highest wish
     cooldown = "cooldown"
     backoff = "backoff"  # a failed apply: hands off for a while
