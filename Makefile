@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup system-deps demo test lint typecheck unit bench clean
+.PHONY: setup system-deps demo test lint typecheck unit bench sim-results clean
 
 setup: $(STAMP)
 
@@ -37,3 +37,6 @@ bench: setup system-deps
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+sim-results: setup
+	$(BIN)/python -m autoscaler.sim.regenerate
