@@ -169,7 +169,8 @@ class Autoscaler:
         report = TickReport(now=now, decisions=decisions, snapshot=snap)
         for d in decisions:
             self.metrics.observe(d)
-            self._log("info", "decision", mode=self.mode, **_log_fields(d))
+            if self.log is not None:  # building the fields costs more than deciding
+                self._log("info", "decision", mode=self.mode, **_log_fields(d))
         if self.mode == "apply" and self.actuator is not None:
             self._apply(decisions, now, report)
         for n in self.notifiers:

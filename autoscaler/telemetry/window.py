@@ -182,11 +182,16 @@ def _one(name: str, good: Sequence[Snapshot], now: float, cfg: WindowSettings) -
     return _figures(name, now, cfg, start[1], end, span)
 
 
+# Field names once, not per call: `dataclasses.fields()` on every counter of every
+# model of every tick was half of replay's time (100 models × a day at 5 s).
+_COUNTERS = tuple(f.name for f in fields(ModelCounters))
+
+
 def _non_finite(c: ModelCounters) -> str:
-    for f in fields(c):
-        v = getattr(c, f.name)
+    for name in _COUNTERS:
+        v = getattr(c, name)
         if not math.isfinite(v):
-            return f"{f.name}={v}"
+            return f"{name}={v}"
     return ""
 
 
@@ -237,9 +242,9 @@ def _earlier_than_end(
 
 
 def _dropped(older: ModelCounters, newer: ModelCounters) -> str:
-    for f in fields(older):
-        if getattr(newer, f.name) < getattr(older, f.name):
-            return f.name
+    for name in _COUNTERS:
+        if getattr(newer, name) < getattr(older, name):
+            return name
     return ""
 
 
