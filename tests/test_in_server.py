@@ -54,3 +54,11 @@ def test_no_pending_gauge_is_unknown() -> None:
     a, b = snap(0, 0, 0, 0, 0), snap(1, 0, 1, 3, 3)
     b.models["m"] = ModelSample("m", counters=b.models["m"].counters, pending_requests=None)  # type: ignore[index]
     assert in_server("m", [a, b], 0, 1) is None
+
+
+def test_cap_follows_the_count_within_the_window() -> None:
+    """Right after 4 → 1 instances the window still counts the three that were busy."""
+    snaps = [snap(t, 0, compute_s=4.0 * t, infers=14.4 * t, execs=14.4 * t, n=4) for t in range(4)]
+    snaps.append(snap(4, 3, compute_s=4.0 * 3 + 1.0, infers=14.4 * 3 + 3.6, execs=14.4 * 3 + 3.6))
+    # 3 s at 4 busy + 1 s at 1 busy (3 queued at the end): ≈ (12 + 1) / 4 + 3 / 4 = 4.0
+    assert in_server("m", snaps, 0, 4) == pytest.approx(4.0, abs=0.01)

@@ -229,7 +229,9 @@ def test_models_share_gpu_memory_within_a_tick() -> None:
 def test_latency_guard_adds_an_instance() -> None:
     """p95 over SLO with the queue dominating → +1 even when concurrency says enough."""
     t = replace(T5B, slo_p95_ms=1200)
-    d, _ = one(ctx(0, win(3.9, 1, p95=2400, latency=1500, queue=1100), target=t))
+    _, st = one(ctx(0, win(3.9, 1), target=t))  # first seen at t = 0
+    late = POLICY.latency_guard_settle_s
+    d, _ = one(ctx(late, win(3.9, 1, p95=2400, latency=1500, queue=1100), target=t), st)
     assert (d.action, d.desired_instances, d.rule) == (Action.scale_up, 2, Rule.latency_guard)
     assert "SLO" in d.reason
 
@@ -237,7 +239,9 @@ def test_latency_guard_adds_an_instance() -> None:
 def test_latency_guard_ignores_slow_compute() -> None:
     """p95 over SLO but mostly compute (no queue): more instances would not help."""
     t = replace(T5B, slo_p95_ms=1200)
-    d, _ = one(ctx(0, win(3.9, 1, p95=2400, latency=2300, queue=100), target=t))
+    _, st = one(ctx(0, win(3.9, 1), target=t))
+    late = POLICY.latency_guard_settle_s
+    d, _ = one(ctx(late, win(3.9, 1, p95=2400, latency=2300, queue=100), target=t), st)
     assert (d.action, d.rule) == (Action.hold, Rule.steady)
 
 
@@ -358,6 +362,13 @@ def test_panic_uses_requests_in_the_server_now(little: float, pending: float, wa
     burst = replace(win(little, 1), in_server=pending + 1.0)  # queued + 1 executing
     d, _ = one(ctx(0, win(5, 1), panic=burst))
     assert (d.action, d.desired_instances, d.rule) == (Action.scale_up, want, Rule.panic)
+
+
+def test_latency_guard_waits_after_a_restart() -> None:
+    """A fresh daemon does not trust a lagging p95 on its first ticks (the count may be new)."""
+    t = replace(T5B, slo_p95_ms=1500)
+    d, _ = one(ctx(0, win(15.9, 4, p95=4500, latency=1200, queue=900), target=t))
+    assert (d.action, d.rule) == (Action.hold, Rule.steady)
 
 
 def test_latency_guard_waits_after_a_change() -> None:

@@ -180,9 +180,10 @@ def _decide_model(
         )
     current = w.instances
     if st.seen_instances != current:
-        # the first sight is no change: at start-up we do not know when it last changed
-        first = st.seen_instances is None
-        st = replace(st, seen_instances=current, seen_change_at=None if first else now)
+        # The first sight counts as a change: after a restart we do not know when the
+        # count last changed, and Triton's p95 summary may still hold the queueing from
+        # before it (a daemon restarted just after 1 → 4 went 4 → 5 on its first tick).
+        st = replace(st, seen_instances=current, seen_change_at=now)
     if not w.ready:
         return out(Action.hold, current, Rule.invalid_telemetry, "hold: model not ready"), st
 

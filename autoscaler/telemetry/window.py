@@ -91,7 +91,7 @@ def in_server(name: str, snapshots: Sequence[Snapshot], since: float, now: float
     beyond instances × average batch (1 × 16 for 20B, 4 × 1 for four 5B instances),
     so the executing part is capped there.
     """
-    pend = weight = busy_us = infers = execs = 0.0
+    pend = weight = busy_us = infers = execs = inst_s = 0.0
     prev: tuple[float, ModelSample] | None = None
     last: ModelSample | None = None
     for s in snapshots:
@@ -114,14 +114,17 @@ def in_server(name: str, snapshots: Sequence[Snapshot], since: float, now: float
                     busy_us += d_busy
                     infers += d_inf
                     execs += d_exe
+                    inst_s += cur.instances * dt  # instance-seconds: the count may change
                     last = cur
         prev = (t, cur)
     if weight <= 0 or last is None:
         return None
     executing = busy_us / (weight * 1e6)
-    if last.instances > 0:
+    if inst_s > 0:
+        # capped by the instances there were in each interval, not only the latest
+        # count: right after 4 → 1 the window still holds three busy instances
         avg_batch = infers / execs if execs > 0 else 1.0
-        executing = min(executing, last.instances * max(avg_batch, 1.0))
+        executing = min(executing, inst_s / weight * max(avg_batch, 1.0))
     return pend / weight + executing
 
 
