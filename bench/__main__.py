@@ -161,6 +161,14 @@ def _tick_extra(doc: dict[str, Any]) -> list[str]:
     ]
     for k, v in stages:
         out.append(f"| {k} | {v['median']:.2f} ms | {100 * v['median'] / tot:.0f} % |")
+    if "gc_cpu_ms" in big:
+        g = big["gc_cpu_ms"]["median"]
+        out += [
+            "",
+            f"Inside those stages, the garbage collector: {g:.2f} ms per tick "
+            f"({100 * g / tot:.0f} %), {big['gc_full_collections_per_tick']} full "
+            "collections per tick.",
+        ]
     prof = big.get("profile") or {}
     if prof.get("top_own_time"):
         out += [
@@ -215,9 +223,11 @@ def _parse_extra(doc: dict[str, Any]) -> list[str]:
 
 
 def _reaction_extra(doc: dict[str, Any]) -> list[str]:
-    runs = (doc.get("details") or {}).get("runs") or []
+    every = (doc.get("details") or {}).get("runs") or []
+    runs = [r for r in every if "error" not in r]
+    broken = [r for r in every if "error" in r]
     if not runs:
-        return []
+        return [f"- {r['policy']} (run {r['rep']}) failed: {r['error']}" for r in broken]
     out = [
         "",
         "| Policy | Instances before → final | Decision | Serving | Ready (config) | "
@@ -239,7 +249,7 @@ def _reaction_extra(doc: dict[str, Any]) -> list[str]:
             f"{r['last_30s_p95_ms']} ms | {r['failed_after_step']}/{r['requests_after_step']} |"
         )
     out += ["", "Changes applied (seconds from the step):", ""]
-    slow = [a for r in runs for a in r["applies"] if a["t"] > 0 and a["duration_s"] > 10]
+    slow = [a for r in runs for a in r["applies"] if a["duration_s"] > 10]
     for r in runs:
         acts = ", ".join(
             f"{a['t']:+.1f} s {a['from']}→{a['to']} (load_model {a['duration_s']:g} s)"
@@ -247,12 +257,13 @@ def _reaction_extra(doc: dict[str, Any]) -> list[str]:
             for a in r["applies"]
         )
         out.append(f"- {r['policy']} (run {r.get('rep', 1)}): {acts or 'none'}")
+    out += [f"- {r['policy']} (run {r['rep']}) failed: {r['error']}" for r in broken]
     if slow:
-        n_steps = sum(1 for r in runs for a in r["applies"] if a["t"] > 0)
+        n_steps = sum(len(r["applies"]) for r in runs)
         took = ", ".join(f"{a['duration_s']:g}" for a in slow)
         out += [
             "",
-            f"In {len(slow)} of {n_steps} scale-ups after the step, Triton's in-place "
+            f"In {len(slow)} of {n_steps} instance changes (warm-up included), Triton's in-place "
             f"`load_model` took {took} s to return "
             "although the clients' throughput shows the new instances serving within seconds "
             "(the Serving column); until it returns the config does not show the new count, and "

@@ -185,26 +185,39 @@ def run_one(
         tick_s = resolved.policy.tick_interval_s
         # The step falls halfway between two ticks: on average a tick is that far away.
         warm = tick_s * round(warm_s / tick_s) + tick_s / 2
-        reports = []
+        reports: list[Any] = []
+        ticking = threading.Event()
+
+        def ticker(start: float) -> None:
+            # As run_forever: ticks on a fixed cadence in a thread of their own; a tick
+            # that overruns (an apply that blocks) delays the next, missed ones coalesce.
+            next_tick = start
+            while not ticking.is_set():
+                if ticking.wait(max(0.0, next_tick - time.time())):
+                    break
+                reports.append(daemon.tick(time.time()))
+                next_tick += tick_s
+                while next_tick < time.time():
+                    next_tick += tick_s
+
         with (
             Contention(tracked=lambda: group_cpu_s(server.pid or -1)) as cont,
             LoadGenerator(server.http_url, max_duration_s=warm + observe_s + 30, drain_s=5) as gen,
         ):
             gen.set_clients(MODEL, CLIENTS_BEFORE)
             start = time.time()
-            next_tick = start
-            while (now := time.time()) < start + warm + observe_s:
-                if not step_at and now >= start + warm:
-                    gen.set_clients(MODEL, CLIENTS_AFTER)
-                    step_at.append(time.time())
-                    say(f"reaction[{name}]: step {CLIENTS_BEFORE} → {CLIENTS_AFTER} clients")
-                    continue
-                if now >= next_tick:
-                    next_tick += tick_s
-                    reports.append(daemon.tick(now))
-                    continue
-                wake = next_tick if step_at else min(next_tick, start + warm)
-                time.sleep(max(0.0, min(0.2, wake - now)))
+            tick_thread = threading.Thread(target=ticker, args=(start,), daemon=True)
+            tick_thread.start()
+            time.sleep(max(0.0, start + warm - time.time()))
+            gen.set_clients(MODEL, CLIENTS_AFTER)
+            step_at.append(time.time())
+            say(f"reaction[{name}]: step {CLIENTS_BEFORE} → {CLIENTS_AFTER} clients")
+            time.sleep(max(0.0, step_at[0] + observe_s - time.time()))
+            ticking.set()
+            tick_thread.join(30)
+            still_applying = tick_thread.is_alive()
+            if still_applying:
+                say(f"reaction[{name}]: a tick is still applying at the end of the run")
             gen.stop()
             records = gen.records(MODEL)
         stop.set()
@@ -244,7 +257,9 @@ def run_one(
                     "duration_s": round(float(getattr(res, "duration_s", 0.0)), 2),
                 }
             )
-    return _analyse(name, tl, records, step, observe_s, cont.result())
+    out = _analyse(name, tl, records, step, observe_s, cont.result())
+    out["tick_still_applying_at_end"] = still_applying
+    return out
 
 
 def _analyse(
@@ -359,12 +374,19 @@ def main(argv: list[str] | None = None) -> int:
     names = a.policies.split(",")
     started = time.time()
     machine = machine_facts()
-    runs = []
+    runs: list[dict[str, Any]] = []
     for rep in range(reps):
         # a fresh policy state for every run
         for name, (fn, state, desc) in _policies(names).items():
             say(f"reaction[{name}] run {rep + 1}/{reps}: {desc}")
-            r = run_one(name, fn, state, warm_s=warm_s, observe_s=observe_s, overrides=overrides)
+            try:
+                r = run_one(
+                    name, fn, state, warm_s=warm_s, observe_s=observe_s, overrides=overrides
+                )
+            except Exception as exc:  # one broken run must not lose the others
+                say(f"  run failed: {type(exc).__name__}: {exc}")
+                runs.append({"policy": name, "rep": rep + 1, "error": f"{exc!r}"})
+                continue
             r["description"] = desc
             r["rep"] = rep + 1
             runs.append(r)
@@ -377,7 +399,9 @@ def main(argv: list[str] | None = None) -> int:
             )
     figures = []
     for who in names:
-        mine = [r for r in runs if r["policy"] == who]
+        mine = [r for r in runs if r["policy"] == who and "error" not in r]
+        if not mine:
+            continue
         figures += [
             _figure(f"{who}: step → first scale-up decision", mine, "time_to_decision_s"),
             _figure(
@@ -445,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
             "reps": reps,
             "quick": a.quick,
         },
-        contention=merge_contention(r["contention"] for r in runs),
+        contention=merge_contention(r.get("contention", {}) for r in runs),
         details={"runs": runs},
         machine=machine,
         started=started,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import hashlib
 import importlib
 import io
@@ -455,6 +456,28 @@ class Stages:
         return out
 
 
+class GcClock:
+    """CPU seconds spent in the garbage collector (inside whichever stage triggered it)."""
+
+    def __init__(self) -> None:
+        self.spent = 0.0
+        self.full = 0  # generation-2 collections
+        self._t = 0.0
+        gc.callbacks.append(self._cb)
+
+    def _cb(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t = time.process_time()
+        else:
+            self.spent += time.process_time() - self._t
+            self.full += info.get("generation") == 2
+
+    def take(self) -> tuple[float, int]:
+        out = (self.spent, self.full)
+        self.spent, self.full = 0.0, 0
+        return out
+
+
 def _daemon(n: int, port: int, stages: Stages) -> Any:
     from autoscaler import logs
     from autoscaler.commands.run import make_collector
@@ -540,11 +563,15 @@ def run_size(n: int, warmup: int, timed: int, total: int, profile_ticks: int) ->
         actions: Counter[str] = Counter()
         rules: Counter[str] = Counter()
         errors = 0
+        gc_clock = GcClock()
+        gc_s: list[float] = []
+        gc_full: list[int] = []
 
         def one() -> tuple[float, float]:
             nonlocal now, errors
             server.clock.value = now
             stages.take()
+            gc_clock.take()
             w0, c0 = time.perf_counter(), time.process_time()
             report = daemon.tick(now)
             c1, w1 = time.process_time(), time.perf_counter()
@@ -566,6 +593,9 @@ def run_size(n: int, warmup: int, timed: int, total: int, profile_ticks: int) ->
         with Contention(tracked=server.cpu_s) as cont:
             for _ in range(timed):
                 c, w = one()
+                spent, full = gc_clock.take()
+                gc_s.append(spent)
+                gc_full.append(full)
                 cpu.append(c)
                 wall.append(w)
                 per_stage.append(stages.take())
@@ -585,6 +615,9 @@ def run_size(n: int, warmup: int, timed: int, total: int, profile_ticks: int) ->
             "cpu_ms": stats(cpu, 1000.0),
             "wall_ms": stats(wall, 1000.0),
             "stages_cpu_ms": stage_ms,
+            # overlaps the stages: the collector runs inside whichever allocated last
+            "gc_cpu_ms": stats(gc_s, 1000.0),
+            "gc_full_collections_per_tick": round(sum(gc_full) / len(gc_full), 2),
             "rss_mb": {str(k): v for k, v in sorted(rss_at.items())},
             "rss_mb_after_imports": rss_imports,
             "rss_mb_daemon_built": rss_built,
