@@ -150,35 +150,41 @@ def _start_run(args: list[str], tmp: Path) -> subprocess.Popen[str]:
     )
 
 
+def run_once(server: TritonServer, *extra: str) -> subprocess.CompletedProcess[str]:
+    """`run --once` against `server` with the 5B's target and no GPU telemetry."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "autoscaler",
+            "run",
+            "--once",
+            *extra,
+            "--triton",
+            server.http_url,
+            "--metrics-url",
+            server.metrics_url,
+            "--target",
+            "nemo-gpt-5b=4",
+            "--gpus",
+            "none",
+            "--log-format",
+            "json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def test_run_once_prints_json_decisions(module_triton_factory: TritonFactory) -> None:
     """`run --once` under 16 clients prints one JSON decision: scale_up to 4 (recommend mode)."""
     server = module_triton_factory([emulated("nemo-gpt-5b")])
     with LoadGenerator(server.http_url, max_duration_s=60) as gen:
         gen.set_clients("nemo-gpt-5b", 16)
         time.sleep(6)  # let the queue build, as on a busy server
-        p = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "autoscaler",
-                "run",
-                "--once",
-                "--triton",
-                server.http_url,
-                "--metrics-url",
-                server.metrics_url,
-                "--target",
-                "nemo-gpt-5b=4",
-                "--gpus",
-                "none",
-                "--log-format",
-                "json",
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        p = run_once(server)
     assert p.returncode == 0, p.stderr
     lines = [json.loads(x) for x in p.stdout.splitlines()]
     assert len(lines) == 1
@@ -327,31 +333,7 @@ def test_apply_falls_back_to_recommend_without_explicit_mode(
         load_models=[],
         extra_args=["--model-control-mode=poll"],
     )
-    p = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "autoscaler",
-            "run",
-            "--once",
-            "--mode",
-            "apply",
-            "--triton",
-            server.http_url,
-            "--metrics-url",
-            server.metrics_url,
-            "--target",
-            "nemo-gpt-5b=4",
-            "--gpus",
-            "none",
-            "--log-format",
-            "json",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    p = run_once(server, "--mode", "apply")
     assert p.returncode == 0, p.stderr
     events = [json.loads(x) for x in p.stderr.splitlines() if x.startswith("{")]
     fallback = [e for e in events if e["event"] == "apply_unavailable_falling_back_to_recommend"]
