@@ -186,7 +186,14 @@ def test_recorded_history_replays_to_decisions(history: History, tmp_path: Path)
             "telemetry": {"gpus": "prometheus", "prometheus_url": history.prom_url},
             # the emulated model runs at 0.2 × speed: 4 in flight per instance still the target
             "models": {MODEL: {"slo_p95_ms": 300}},
-            "policy_overrides": {"tick_interval_s": 1.0, "staleness_s": 5.0},
+            # an 8 s stable window fits inside the 10 s at 12 clients; the default 60 s
+            # would average both phases to ≈ 8 in flight, right at the 2 → 3 boundary
+            "policy_overrides": {
+                "tick_interval_s": 1.0,
+                "staleness_s": 5.0,
+                "stable_window_s": 8.0,
+                "panic_window_s": 4.0,
+            },
         }
     )
     decisions: list[Decision] = []
