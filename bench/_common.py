@@ -255,7 +255,9 @@ def merge_contention(parts: Iterable[dict[str, Any]]) -> dict[str, Any]:
         "others_cores_max_run": max(p["others_cores"] for p in rows),
         "load_average_before": rows[0]["load_average_before"],
         "load_average_after": rows[-1]["load_average_after"],
-        "contended": any(p["contended"] for p in rows),
+        # the runs together: busy on average, or one run very busy
+        "contended": avg("others_cores") > CONTENDED_CORES
+        or max(p["others_cores"] for p in rows) > 2 * CONTENDED_CORES,
     }
 
 
