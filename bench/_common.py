@@ -127,7 +127,11 @@ def machine_facts() -> dict[str, Any]:
         "git_commit": _git("rev-parse", "HEAD"),
         # Files under autoscaler/ or bench/ that differ from the commit when measured
         # (other people edit the same tree): the code measured is the commit plus these.
-        "uncommitted": [line[3:] for line in (dirty or "").splitlines() if len(line) > 3],
+        "uncommitted": [
+            line[3:]
+            for line in (dirty or "").splitlines()
+            if len(line) > 3 and not line[3:].startswith("bench/results")
+        ],
     }
 
 
