@@ -24,8 +24,7 @@ from rich.table import Table
 
 from autoscaler import logs
 from autoscaler.config import Resolved, parse_config, resolve
-from autoscaler.daemon import Autoscaler, TickReport
-from autoscaler.daemon_metrics import DaemonMetrics
+from autoscaler.daemon import TickReport
 from autoscaler.loadgen import LoadGenerator, summarize
 from autoscaler.policy.decision import Action
 from autoscaler.telemetry.trace import TraceWriter
@@ -102,7 +101,7 @@ def run_demo(
     out_dir: Path, console: Console, duration_s: float = DURATION_S, plot: bool = True
 ) -> DemoResult:
     """Start everything, drive the load, tick the daemon live, clean up, summarise."""
-    from autoscaler.commands.run import make_actuator, make_collector
+    from autoscaler.commands.run import live_daemon
     from autoscaler.testing.emulated_models import emulated
     from autoscaler.testing.triton_server import TritonServer
 
@@ -125,23 +124,10 @@ def run_demo(
         log_file = stack.enter_context(log_path.open("w", encoding="utf-8"))
         logs.configure("json", stream=log_file)
         log = logs.get()
-        holder: dict[str, Autoscaler] = {}
-        collector = make_collector(
-            resolved.config, resolved, lambda: holder["d"].instances if holder else {}
-        )
-        actuator = make_actuator(resolved.config, log)
-        if actuator is None:
-            raise RuntimeError("Triton is not in explicit model-control mode; see the log")
         writer = stack.enter_context(TraceWriter(trace_path, meta={"source": "demo"}))
-        daemon = Autoscaler(
-            resolved,
-            collector,
-            actuator=actuator,
-            metrics=DaemonMetrics(),
-            log=log,
-            recorder=writer.write,
-        )
-        holder["d"] = daemon
+        daemon = live_daemon(resolved, log, recorder=writer.write)
+        if daemon.actuator is None:
+            raise RuntimeError("Triton is not in explicit model-control mode; see the log")
         gen = LoadGenerator(server.http_url, max_duration_s=duration_s + 5, drain_s=5)
         for m, steps in SCHEDULE.items():
             gen.schedule_clients(m, steps)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from autoscaler import logs
-from autoscaler.commands.run import make_actuator, make_collector
+from autoscaler.commands.run import live_daemon, make_collector
 from autoscaler.config import parse_config, resolve
 from autoscaler.daemon import Autoscaler, TickReport
 from autoscaler.daemon_metrics import DaemonMetrics
@@ -47,20 +47,7 @@ def daemon_for(server: TritonServer, mode: str = "apply", gpus: str = "none") ->
         )
     )
     logs.configure("json")
-    log = logs.get()
-    holder: dict[str, Autoscaler] = {}
-    collector = make_collector(
-        resolved.config, resolved, lambda: holder["d"].instances if holder else {}
-    )
-    d = Autoscaler(
-        resolved,
-        collector,
-        actuator=make_actuator(resolved.config, log),
-        metrics=DaemonMetrics(),
-        log=log,
-    )
-    holder["d"] = d
-    return d
+    return live_daemon(resolved, logs.get())
 
 
 def tick_for(daemon: Autoscaler, seconds: float, every: float = 1.0) -> list[TickReport]:

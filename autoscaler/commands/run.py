@@ -103,22 +103,14 @@ def run(
             )
         )
 
-    holder: dict[str, Autoscaler] = {}
-    collector = make_collector(cfg, resolved, lambda: holder["d"].instances if holder else {})
-    actuator = make_actuator(cfg, log)
-    mode_now = cfg.mode if actuator is not None or cfg.mode == "recommend" else "recommend"
-    if mode_now != cfg.mode:
-        resolved = resolved.model_copy(update={"config": cfg.model_copy(update={"mode": mode_now})})
-    daemon = Autoscaler(
+    daemon = live_daemon(
         resolved,
-        collector,
-        actuator=actuator,
+        log,
         metrics=metrics,
-        log=log,
         recorder=make_recorder(cfg.record),
         notifiers=[] if once else make_notifiers(cfg),  # --once sends nothing
     )
-    holder["d"] = daemon
+    resolved = daemon.resolved
     log.info(
         "starting",
         mode=daemon.mode,
@@ -217,6 +209,41 @@ def _apply_flags(data: dict[str, Any], **flags: Any) -> dict[str, Any]:
     if models:
         d["models"] = models
     return d
+
+
+def live_daemon(
+    resolved: Resolved,
+    log: Any,
+    *,
+    metrics: DaemonMetrics | None = None,
+    recorder: Callable[[Snapshot], None] | None = None,
+    notifiers: list[Notifier] | None = None,
+) -> Autoscaler:
+    """The daemon as `run` builds it (also for the demo, benchmarks and tests).
+
+    Sources and actuator come from the config; in apply mode without explicit model
+    control the actuator is None and the daemon runs in recommend mode.
+    """
+    cfg = resolved.config
+    holder: dict[str, Autoscaler] = {}
+    # simulated GPUs follow the instance counts the daemon last saw
+    collector = make_collector(cfg, resolved, lambda: holder["d"].instances if holder else {})
+    actuator = make_actuator(cfg, log)
+    if actuator is None and cfg.mode == "apply":
+        resolved = resolved.model_copy(
+            update={"config": cfg.model_copy(update={"mode": "recommend"})}
+        )
+    daemon = Autoscaler(
+        resolved,
+        collector,
+        actuator=actuator,
+        metrics=metrics or DaemonMetrics(),
+        log=log,
+        recorder=recorder,
+        notifiers=notifiers,
+    )
+    holder["d"] = daemon
+    return daemon
 
 
 def make_collector(
