@@ -149,8 +149,8 @@ def fit_counts(setup: SimSetup, counts: dict[str, int]) -> dict[str, int]:
         turn += 1
 
 
-def _static(setup: SimSetup) -> PolicyPlugin:
-    counts = static_counts(setup)
+def _prescribed(label: str, count: Callable[[str, float], int], why: str) -> PolicyFn:
+    """A policy that sets each model to a count it is told (static sizing, the oracle)."""
 
     def fn(ctx: PolicyContext, state: Any) -> tuple[list[Decision], Any]:
         out = []
@@ -158,23 +158,22 @@ def _static(setup: SimSetup) -> PolicyPlugin:
             t = ctx.targets[name]
             w = ctx.stable.get(name)
             if w is None:
-                out.append(_hold_invalid(t, w, ctx.now, "static"))
+                out.append(_hold_invalid(t, w, ctx.now, label))
                 continue
-            n = counts[name]
+            n = count(name, ctx.now)
             rule = Rule.steady if n == w.instances else Rule.concurrency
             out.append(
-                _decision(
-                    t,
-                    w,
-                    ctx.now,
-                    n,
-                    rule,
-                    f"static: sized for the peak → {n}",
-                    t.optimal_concurrency,
-                    "static",
-                )
+                _decision(t, w, ctx.now, n, rule, f"{why} → {n}", t.optimal_concurrency, label)
             )
         return out, state
+
+    return fn
+
+
+def _static(setup: SimSetup) -> PolicyPlugin:
+    counts = static_counts(setup)
+
+    fn = _prescribed("static", lambda name, _now: counts[name], "static: sized for the peak")
 
     return PolicyPlugin(
         "static", fn, None, counts, "sized once for the peak load (the seed's sizing rule)"
@@ -452,29 +451,9 @@ def _oracle(setup: SimSetup) -> PolicyPlugin:
         arr = needs[model]
         return int(arr[min(a, len(arr) - 1) : min(b, len(arr) - 1) + 1].max())
 
-    def fn(ctx: PolicyContext, state: Any) -> tuple[list[Decision], Any]:
-        out = []
-        for name in sorted(ctx.targets):
-            t = ctx.targets[name]
-            w = ctx.stable.get(name)
-            if w is None:
-                out.append(_hold_invalid(t, w, ctx.now, "oracle"))
-                continue
-            n = want(name, ctx.now - epoch)
-            rule = Rule.steady if n == w.instances else Rule.concurrency
-            out.append(
-                _decision(
-                    t,
-                    w,
-                    ctx.now,
-                    n,
-                    rule,
-                    f"oracle: the coming load needs {n}",
-                    t.optimal_concurrency,
-                    "oracle",
-                )
-            )
-        return out, state
+    fn = _prescribed(
+        "oracle", lambda name, now: want(name, now - epoch), "oracle: the coming load needs"
+    )
 
     init = {m: want(m, 0.0) for m in setup.models}
     return PolicyPlugin(
