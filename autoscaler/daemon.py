@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC
 from typing import Any, Protocol
 
+from autoscaler.applier import Applier, Finished, InlineApplier
 from autoscaler.config import Resolved
 from autoscaler.daemon_metrics import DaemonMetrics
 from autoscaler.policy.core import PolicyContext, PolicyState, decide, record_outcome
@@ -67,10 +68,15 @@ class Autoscaler:
         started_at: float | None = None,
         policy_fn: PolicyFn = decide,
         policy_state: Any = None,
+        applier_factory: Callable[[Actuator], Applier] = InlineApplier,
     ) -> None:
         self.resolved = resolved
         self.collector = collector
-        self.actuator = actuator
+        # How changes reach the actuator: inline by default (tests, `run --once`, the
+        # simulator); the live daemon makes a BackgroundApplier so that a slow
+        # load_model never stalls ticks (see autoscaler/applier.py).
+        self._applier_factory = applier_factory
+        self.applier: Applier | None = applier_factory(actuator) if actuator else None
         self.metrics = metrics or DaemonMetrics()
         self.log = log
         self.recorder = recorder
@@ -86,6 +92,21 @@ class Autoscaler:
         self.drift_refs = references_from(resolved)
         self._lock = threading.Lock()  # one tick at a time, also against reload
         self.metrics.set_mode(self.mode)
+
+    @property
+    def actuator(self) -> Actuator | None:
+        return self.applier.actuator if self.applier is not None else None
+
+    @actuator.setter
+    def actuator(self, actuator: Actuator | None) -> None:
+        if actuator is None:
+            if self.applier is not None:  # a change in flight finishes on its thread
+                self.applier.close(0.0)
+            self.applier = None
+        elif self.applier is None:
+            self.applier = self._applier_factory(actuator)
+        else:
+            self.applier.actuator = actuator  # changes in flight keep the old one
 
     # -- one tick ---------------------------------------------------------------------
     def tick(self, now: float) -> TickReport:
@@ -121,6 +142,10 @@ class Autoscaler:
             self.last_good_at = now
         for name, m in (snap.models or {}).items():
             self.instances[name] = m.instances
+
+        # Results of applies that ended since the last tick start cooldowns or back-offs
+        # before this tick decides.
+        finished = self._collect_applied(now)
 
         stable = derive(
             self.history,
@@ -158,6 +183,7 @@ class Autoscaler:
             gpu_reason=gpu_reason,
             check_gpu_memory=check_gpus,
             gpus_per_server=cfg.gpus_per_server,
+            in_flight=self.applier.in_flight() if self.applier is not None else {},
         )
         decisions, self.state = self.policy_fn(ctx, self.state)
         decisions = [
@@ -167,6 +193,7 @@ class Autoscaler:
             for d in decisions
         ]
         report = TickReport(now=now, decisions=decisions, snapshot=snap)
+        report.applied.extend((f.decision, f.result) for f in finished)
         for d in decisions:
             self.metrics.observe(d)
             if self.log is not None:  # building the fields costs more than deciding
@@ -181,19 +208,41 @@ class Autoscaler:
         return report
 
     def _apply(self, decisions: list[Decision], now: float, report: TickReport) -> None:
-        assert self.actuator is not None
+        assert self.applier is not None
         budget = self.resolved.config.max_changes_per_tick
+        in_flight = self.applier.in_flight()
         for d in decisions:
             if not d.changes:
+                continue
+            if d.model in in_flight:  # the policy holds these; a custom policy might not
+                self._log("info", "apply_deferred", model=d.model, why="apply in flight")
                 continue
             if budget <= 0:
                 self._log("info", "apply_deferred", model=d.model, why="max_changes_per_tick")
                 continue
             budget -= 1
-            res = self.actuator.apply(d, now)
+            if self.applier.submit(d, now):
+                self._log(
+                    "info",
+                    "apply_started",
+                    model=d.model,
+                    current=d.current_instances,
+                    desired=d.desired_instances,
+                )
+        # an inline applier has finished already; a background one may have, too
+        report.applied.extend((f.decision, f.result) for f in self._collect_applied(now))
+
+    def _collect_applied(self, now: float) -> list[Finished]:
+        """Take the applies that ended: cooldown or back-off, counts, metrics, logs."""
+        if self.applier is None:
+            return []
+        finished = self.applier.collect()
+        for f in finished:
+            d, res = f.decision, f.result
             ok = bool(getattr(res, "ok", False))
-            report.applied.append((d, res))
             if isinstance(self.state, PolicyState):
+                # The cooldown runs from when the change ended (now), not from when it
+                # was asked for: a 60 s load must not eat a 60 s cooldown.
                 self.state = record_outcome(self.state, d.model, now, ok, self.resolved.policy)
             self.metrics.applies.labels(d.model, "ok" if ok else "failed").inc()
             if ok:
@@ -215,6 +264,16 @@ class Autoscaler:
                     rolled_back=bool(getattr(res, "rolled_back", False)),
                     backoff_s=self.resolved.policy.apply_backoff_s,
                 )
+        return finished
+
+    def close(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for applies in flight (shutdown); True if none is left."""
+        if self.applier is None:
+            return True
+        ok = self.applier.close(timeout_s)
+        if not ok:
+            self._log("warning", "apply_abandoned", models=sorted(self.applier.in_flight()))
+        return ok
 
     # -- health, reload ---------------------------------------------------------------
     def health(self, now: float | None = None) -> tuple[bool, str]:
@@ -257,11 +316,14 @@ def run_forever(
     stop: threading.Event | None = None,
     on_ready: Callable[[], None] | None = None,
     on_tick: Callable[[], None] | None = None,
+    stop_timeout_s: float = 40.0,
 ) -> None:
     """Tick every `interval_s` under APScheduler until SIGTERM/SIGINT (or `stop` is set).
 
     Signal handlers only set flags; the reload and the shutdown happen on this
-    thread between ticks, so an apply in flight always finishes first.
+    thread between ticks. At shutdown an apply in flight gets `stop_timeout_s` to
+    finish (the unit's TimeoutStopSec is 60 s); after that it is abandoned, and
+    Triton completes it on its own.
     """
     from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -295,7 +357,8 @@ def run_forever(
                 if reload is not None:
                     reload()
     finally:
-        sched.shutdown(wait=True)  # waits for a tick (and its apply) in flight
+        sched.shutdown(wait=True)  # waits for a tick in flight
+        daemon.close(stop_timeout_s)
         daemon._log("info", "stopped")
 
 

@@ -126,6 +126,8 @@ def run_demo(
         log = logs.get()
         writer = stack.enter_context(TraceWriter(trace_path, meta={"source": "demo"}))
         daemon = live_daemon(resolved, log, recorder=writer.write)
+        # runs before Triton stops: a change still being applied gets to finish
+        stack.callback(daemon.close, 60.0)
         if daemon.actuator is None:
             raise RuntimeError("Triton is not in explicit model-control mode; see the log")
         gen = LoadGenerator(server.http_url, max_duration_s=duration_s + 5, drain_s=5)

@@ -9,12 +9,18 @@ from pathlib import Path
 
 import pytest
 
+from autoscaler.applier import BackgroundApplier
 from autoscaler.config import load_config, parse_config, resolve
 from autoscaler.daemon import Autoscaler
 from autoscaler.daemon_metrics import DaemonMetrics, serve
 from autoscaler.errors import ConfigError
 from autoscaler.policy.decision import Action, Rule
-from autoscaler.testing.doubles import RecordingActuator, ScriptedCluster, SteadyLoad
+from autoscaler.testing.doubles import (
+    GatedActuator,
+    RecordingActuator,
+    ScriptedCluster,
+    SteadyLoad,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -208,3 +214,51 @@ def test_outage_keeps_last_gauges() -> None:
     assert metric(daemon, "triton_autoscaler_desired_instances", model="nemo-gpt-5b") == 4
     assert metric(daemon, "triton_autoscaler_current_instances", model="nemo-gpt-5b") == 4
     assert metric(daemon, "triton_autoscaler_telemetry_valid", model="nemo-gpt-5b") == 0
+
+
+def test_ticks_go_on_while_a_slow_apply_is_in_flight() -> None:
+    """A load_model that blocks does not block ticks: the model holds until it ends."""
+    daemon, cluster, act = make()
+    gated = GatedActuator(act)
+    daemon.applier = BackgroundApplier(gated)
+    try:
+        daemon.tick(0)  # the first snapshot: no window yet
+        first = daemon.tick(5)
+        assert first.decisions[0].action is Action.scale_up and first.applied == []
+        assert gated.started.wait(10)
+        # Three more ticks while the change is stuck: each returns, and each holds.
+        for t in (10, 15, 20):
+            r = daemon.tick(t)
+            d = r.decisions[0]
+            assert (d.action, d.rule, d.current_instances) == (
+                Action.hold,
+                Rule.apply_in_flight,
+                1,
+            )
+            assert r.applied == []
+        gated.release()
+        assert daemon.applier.wait(10)
+        r = daemon.tick(25)  # collects the result: instances known, cooldown from now
+        assert [(d.model, res.ok) for d, res in r.applied] == [("nemo-gpt-5b", True)]
+        assert daemon.instances["nemo-gpt-5b"] == 4 == cluster.instances["nemo-gpt-5b"]
+        assert daemon.state.get("nemo-gpt-5b").last_change_at == 25
+        assert [d.desired_instances for _, d in act.calls] == [4]
+        assert (
+            metric(daemon, "triton_autoscaler_apply_total", model="nemo-gpt-5b", result="ok") == 1
+        )
+    finally:
+        gated.release()
+        daemon.close(10)
+
+
+def test_close_waits_for_the_apply_in_flight() -> None:
+    """Shutdown waits for a change in flight up to its timeout and says so when it gives up."""
+    daemon, _cluster, act = make()
+    gated = GatedActuator(act)
+    daemon.applier = BackgroundApplier(gated)
+    daemon.tick(0)
+    daemon.tick(5)
+    assert gated.started.wait(10)
+    assert daemon.close(0.05) is False
+    gated.release()
+    assert daemon.applier.wait(10) and act.calls

@@ -15,7 +15,7 @@ from autoscaler.policy.core import (
     decide,
     record_outcome,
 )
-from autoscaler.policy.decision import Action, Decision, Rule
+from autoscaler.policy.decision import Action, Decision, PlacementSlot, Rule
 from autoscaler.profiles import ScalingPolicy
 from autoscaler.telemetry.snapshot import GpuSample, ModelWindow
 
@@ -387,3 +387,49 @@ def test_invalid_telemetry_reports_last_known_count() -> None:
     _, st = one(ctx(0, win(4, 3)))
     d, _ = one(ctx(5, win(None, 0, valid=False, reason="scrape failed")), st)
     assert (d.action, d.current_instances, d.desired_instances) == (Action.hold, 3, 3)
+
+
+def test_model_with_a_change_in_flight_holds() -> None:
+    """While 1 → 4 is being applied the model holds (apply_in_flight), whatever it wants."""
+    busy = one(ctx(0, win(16, 1)))[0]
+    assert busy.action is Action.scale_up
+    c = replace(ctx(30, win(32, 1)), in_flight={"nemo-gpt-5b": (busy, 5.0)})
+    d, _ = one(c)
+    assert (d.action, d.rule, d.desired_instances) == (Action.hold, Rule.apply_in_flight, 1)
+    assert "applying 1 → 4" in d.reason and "started 25 s ago" in d.reason
+
+
+def test_in_flight_instances_reserve_their_gpu_memory() -> None:
+    """A 20B still loading on gpu0 keeps a 5B from being placed in the same hole."""
+    t20 = ModelTarget("nemo-gpt-20b", optimal_concurrency=16, memory_per_instance_gb=44.76)
+    # gpu0 has 50 GB used: NVML does not show the loading 20B yet; 80 − 2 − 50 = 28 GB
+    # looks free, so without the reservation two 12.41 GB 5B instances would fit there.
+    loading = Decision(
+        model="nemo-gpt-20b",
+        current_instances=1,
+        desired_instances=2,
+        action=Action.scale_up,
+        observed_concurrency=32.0,
+        target_concurrency=16.0,
+        p95_ms=None,
+        rule=Rule.concurrency,
+        reason="test",
+        placement=(PlacementSlot(gpu=0, uuid="GPU-0", instances=1, free_gb_before=28.0),),
+    )
+    base = PolicyContext(
+        now=0,
+        policy=POLICY,
+        targets={"nemo-gpt-5b": T5B, "nemo-gpt-20b": t20},
+        stable={"nemo-gpt-5b": win(12, 1), "nemo-gpt-20b": win(32, 1, model="nemo-gpt-20b")},
+        panic={},
+        gpus=gpus(50),
+    )
+    free = {d.model: d for d in decide(base, PolicyState())[0]}
+    assert free["nemo-gpt-20b"].action is Action.capacity_exhausted  # 28 GB < 44.76
+    assert free["nemo-gpt-5b"].action is Action.scale_up  # without the load in flight
+    busy = {
+        d.model: d
+        for d in decide(replace(base, in_flight={"nemo-gpt-20b": (loading, 0.0)}), PolicyState())[0]
+    }
+    assert busy["nemo-gpt-20b"].rule is Rule.apply_in_flight
+    assert busy["nemo-gpt-5b"].action is Action.capacity_exhausted

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from autoscaler import logs
+from autoscaler.applier import BackgroundApplier, InlineApplier
 from autoscaler.commands._common import parse_pairs, positive_float
 from autoscaler.config import DaemonConfig, Resolved, load_config, parse_config, resolve
 from autoscaler.daemon import Autoscaler, Notifier, run_forever
@@ -109,6 +110,7 @@ def run(
         metrics=metrics,
         recorder=make_recorder(cfg.record),
         notifiers=[] if once else make_notifiers(cfg),  # --once sends nothing
+        background_apply=not once,
     )
     resolved = daemon.resolved
     log.info(
@@ -218,11 +220,14 @@ def live_daemon(
     metrics: DaemonMetrics | None = None,
     recorder: Callable[[Snapshot], None] | None = None,
     notifiers: list[Notifier] | None = None,
+    background_apply: bool = True,
 ) -> Autoscaler:
     """The daemon as `run` builds it (also for the demo, benchmarks and tests).
 
     Sources and actuator come from the config; in apply mode without explicit model
-    control the actuator is None and the daemon runs in recommend mode.
+    control the actuator is None and the daemon runs in recommend mode. Changes are
+    applied on worker threads (`background_apply`) so ticks go on during a slow
+    load_model; `run --once` applies inline, as it exits right after.
     """
     cfg = resolved.config
     holder: dict[str, Autoscaler] = {}
@@ -241,6 +246,7 @@ def live_daemon(
         log=log,
         recorder=recorder,
         notifiers=notifiers,
+        applier_factory=BackgroundApplier if background_apply else InlineApplier,
     )
     holder["d"] = daemon
     return daemon

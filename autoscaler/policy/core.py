@@ -47,6 +47,10 @@ class PolicyContext:
     gpu_reason: str = ""
     check_gpu_memory: bool = True  # False only when the config says there are no GPUs to watch
     gpus_per_server: int = 4
+    # Changes handed to the actuator and not finished yet, per model (with when they
+    # started): those models hold, and the memory their new instances will take is
+    # reserved before anything else is placed.
+    in_flight: Mapping[str, tuple[Decision, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,8 @@ def decide(ctx: PolicyContext, state: PolicyState) -> tuple[list[Decision], Poli
     order first-fit decreasing uses for `size`).
     """
     bins = _gpu_bins(ctx.gpus) if ctx.gpus is not None else None
+    if bins is not None:
+        _reserve_in_flight(ctx, bins)
     decisions: dict[str, Decision] = {}
     for t in sorted(ctx.targets.values(), key=lambda t: (-t.memory_per_instance_gb, t.model)):
         d, st = _decide_model(ctx, t, state.get(t.model), bins)
@@ -102,6 +108,25 @@ def decide(ctx: PolicyContext, state: PolicyState) -> tuple[list[Decision], Poli
 
 def _gpu_bins(gpus: tuple[GpuSample, ...]) -> list[GpuBin]:
     return [GpuBin(g.index, g.memory_total_gb, used_gb=g.memory_used_gb, uuid=g.uuid) for g in gpus]
+
+
+def _reserve_in_flight(ctx: PolicyContext, bins: list[GpuBin]) -> None:
+    """Count the instances still being loaded as if their memory were already taken.
+
+    A 20B load takes seconds to minutes, and NVML shows its 44.76 GB only as it is
+    allocated: without this, a 5B scale-up decided meanwhile could be placed in the
+    same hole and the GPU overfilled. Memory already allocated by a half-done load is
+    counted twice until the load finishes: too cautious for a tick, never unsafe.
+    """
+    by_index = {b.index: b for b in bins}
+    for d, _since in ctx.in_flight.values():
+        t = ctx.targets.get(d.model)
+        if d.action is not Action.scale_up or t is None:
+            continue
+        for slot in d.placement:
+            b = by_index.get(slot.gpu)
+            if b is not None:
+                b.used_gb += slot.instances * t.memory_per_instance_gb
 
 
 class _Make(Protocol):
@@ -268,7 +293,20 @@ def _decide_model(
             f"steady: {reason}",
         ), st
 
-    # 7. Hands off after a failed apply, and for a while after a successful one.
+    # 7. Hands off while a change is being applied, after a failed apply, and for a
+    # while after a successful one.
+    if t.model in ctx.in_flight:
+        busy, since = ctx.in_flight[t.model]
+        return (
+            out(
+                Action.hold,
+                current,
+                Rule.apply_in_flight,
+                f"hold: applying {busy.current_instances} → {busy.desired_instances} "
+                f"(started {now - since:.0f} s ago; would go {current} → {want})",
+            ),
+            st,
+        )
     if st.backoff_until is not None and now < st.backoff_until:
         return (
             out(

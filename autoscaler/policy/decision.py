@@ -23,6 +23,7 @@ class Rule(StrEnum):
     stabilization = "stabilization"  # scale-down held back by the window's highest wish
     cooldown = "cooldown"
     backoff = "backoff"  # a failed apply: hands off for a while
+    apply_in_flight = "apply_in_flight"  # an earlier change to this model is still being applied
     min_instances = "min_instances"
     max_instances = "max_instances"
     capacity = "capacity"  # not enough GPU memory for the instances wanted

@@ -7,6 +7,7 @@ stepped on a fake clock without any server.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -145,3 +146,26 @@ class RecordingActuator:
             return ApplyRecord(decision.model, False, False, prev, prev, error=err)
         self.instances[decision.model] = decision.desired_instances
         return ApplyRecord(decision.model, True, True, prev, decision.desired_instances)
+
+
+class GatedActuator:
+    """Wraps an actuator so that each apply waits until `release()`: a slow load_model.
+
+    `started` is set when an apply has begun (and is waiting); tests use it to tick
+    the daemon while a change is in flight without sleeping.
+    """
+
+    def __init__(self, inner: RecordingActuator) -> None:
+        self.inner = inner
+        self.started = threading.Event()
+        self._gate = threading.Event()
+
+    def release(self) -> None:
+        self._gate.set()
+
+    def apply(self, decision: Decision, now: float) -> ApplyRecord:
+        self.started.set()
+        if not self._gate.wait(timeout=60.0):  # a test that forgot release() ends anyway
+            prev = self.inner.instances.get(decision.model, decision.current_instances)
+            return ApplyRecord(decision.model, False, False, prev, prev, error="gate timeout")
+        return self.inner.apply(decision, now)
