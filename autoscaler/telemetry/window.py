@@ -23,13 +23,24 @@ disappeared, missing series, NaN/Inf, a latest sample older than the staleness
 bound, or too little time covered. After a reset or a gap the window restarts
 from the first snapshot after it, so the data recovers as soon as enough time has
 passed, instead of waiting for the bad sample to leave the window.
+
+`derive` re-walks the snapshots of the window for every model. A long-running
+caller that ticks (the daemon, replay, the simulator) keeps its history in a
+`WindowTracker` instead: it indexes each snapshot per model once, when it is
+appended, and `derive(tracker, now, settings)` then costs O(models) per call
+with exactly the same results (the same arithmetic in the same order).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
+from bisect import bisect_left, bisect_right
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, fields
+from functools import reduce
+from operator import add, attrgetter, ge
+from typing import overload
 
 from autoscaler.telemetry.snapshot import ModelCounters, ModelSample, ModelWindow, Snapshot
 
@@ -52,8 +63,17 @@ def derive(
 
     `snapshots` are in time order; those after `now` are ignored. A model seen in
     the window but absent from the latest read gets an invalid window saying so.
+    A `WindowTracker` gives the same result from its per-model indexes.
     """
     cfg = settings or WindowSettings()
+    if isinstance(snapshots, WindowTracker):
+        return snapshots.derive(now, cfg)
+    return _derive(snapshots, now, cfg)
+
+
+def _derive(
+    snapshots: Iterable[Snapshot], now: float, cfg: WindowSettings
+) -> dict[str, ModelWindow]:
     snaps = [s for s in snapshots if s.taken_at <= now]
     if not snaps:
         return {}
@@ -67,10 +87,7 @@ def derive(
         return {n: _invalid(n, now, cfg, f"latest read failed: {why}", last.get(n)) for n in names}
     out: dict[str, ModelWindow] = {}
     for name in names:
-        w = _one(name, good, now, cfg)
-        if w.valid:
-            w = replace(w, in_server=in_server(name, good, now - cfg.window_s, now))
-        out[name] = w
+        out[name] = _one(name, good, now, cfg)
     return out
 
 
@@ -119,6 +136,12 @@ def in_server(name: str, snapshots: Sequence[Snapshot], since: float, now: float
         prev = (t, cur)
     if weight <= 0 or last is None:
         return None
+    return _in_server_value(pend, weight, busy_us, infers, execs, inst_s)
+
+
+def _in_server_value(
+    pend: float, weight: float, busy_us: float, infers: float, execs: float, inst_s: float
+) -> float:
     executing = busy_us / (weight * 1e6)
     if inst_s > 0:
         # capped by the instances there were in each interval, not only the latest
@@ -182,7 +205,8 @@ def _one(name: str, good: Sequence[Snapshot], now: float, cfg: WindowSettings) -
     if span < cfg.min_span_s:
         why = f"window too short: {span:.1f} s of data (need {cfg.min_span_s:g} s)"
         return _invalid(name, now, cfg, f"{note}; {why}" if note else why, end)
-    return _figures(name, now, cfg, start[1], end, span)
+    busy = in_server(name, good, now - cfg.window_s, now)
+    return _figures(name, now, cfg, start[1], end, span, busy)
 
 
 # Field names once, not per call: `dataclasses.fields()` on every counter of every
@@ -258,6 +282,7 @@ def _figures(
     start: ModelSample,
     end: ModelSample,
     span: float,
+    busy: float | None,
 ) -> ModelWindow:
     a, b = start.counters, end.counters
     assert a is not None and b is not None
@@ -293,5 +318,379 @@ def _figures(
         p95_ms=p95 / 1000.0 if p95 is not None and math.isfinite(p95) else None,
         failure_rate=fail / (ok + fail) if ok + fail > 0 else None,
         pending_requests=end.pending_requests,
+        in_server=busy,
         extra=extra,
     )
+
+
+# -- incremental derivation -----------------------------------------------------------------
+
+_counter_values = attrgetter(*_COUNTERS)
+# Trim the per-model lists once this many entries have left the history (amortised).
+_TRIM_AFTER = 64
+
+
+class _Track:
+    """One model's reads in the history, with what `derive` would compute from each, once.
+
+    Entry k is the k-th good snapshot that holds the model ("presence"). Breaks are
+    judged between presence k and the good snapshot just before it (`prev_good`),
+    exactly as `_start` judges them walking back; the in-server sums of the
+    interval from presence k-1 to k are kept in columns (0.0 when `in_server`
+    skips that interval: adding 0.0 leaves a sum that starts at 0.0 unchanged).
+    """
+
+    __slots__ = (
+        "bad",
+        "c_busy",
+        "c_dt",
+        "c_exe",
+        "c_inf",
+        "c_inst",
+        "c_pend",
+        "drop",
+        "hard",
+        "last_vals",
+        "n0",
+        "prev_good",
+        "prev_good_t",
+        "samples",
+        "seqs",
+        "times",
+    )
+
+    def __init__(self) -> None:
+        self.seqs: list[int] = []  # snapshot sequence numbers
+        self.times: list[float] = []  # models_time
+        self.samples: list[ModelSample] = []
+        # None: counters usable; "": no counters; else the non-finite counter, "name=value"
+        self.bad: list[str | None] = []
+        self.drop: list[str] = []  # counter that went down since presence k-1, else ""
+        self.prev_good: list[int] = []  # seq of the good snapshot before presence k (-1: none)
+        self.prev_good_t: list[float] = []
+        self.c_pend: list[float] = []
+        self.c_dt: list[float] = []
+        self.c_busy: list[float] = []
+        self.c_inf: list[float] = []
+        self.c_exe: list[float] = []
+        self.c_inst: list[float] = []
+        self.n0 = 0  # absolute number of entry 0 (entries trimmed so far)
+        self.hard = -1  # absolute number of the newest entry with a break before it
+        self.last_vals: tuple[float, ...] | None = None
+
+    def trim(self, base: int) -> int:
+        """Index of the first entry still in the history; drops old entries now and then."""
+        lo = bisect_left(self.seqs, base)
+        if lo > _TRIM_AFTER:
+            for col in (
+                self.seqs,
+                self.times,
+                self.samples,
+                self.bad,
+                self.drop,
+                self.prev_good,
+                self.prev_good_t,
+                self.c_pend,
+                self.c_dt,
+                self.c_busy,
+                self.c_inf,
+                self.c_exe,
+                self.c_inst,
+            ):
+                del col[:lo]
+            self.n0 += lo
+            lo = 0
+        return lo
+
+    def push(self, seq: int, t: float, m: ModelSample, prev_good: int, prev_good_t: float) -> None:
+        c = m.counters
+        vals: tuple[float, ...] | None = None
+        bad: str | None = ""
+        if c is not None:
+            vals = _counter_values(c)
+            bad = None if all(map(math.isfinite, vals)) else _non_finite(c)
+        k = len(self.seqs)
+        drop = ""
+        if k and self.seqs[-1] == prev_good:  # the model was in the good read before
+            older = self.samples[-1]
+            if self.bad[-1] is not None:
+                self.hard = self.n0 + k
+            elif bad is None:
+                assert vals is not None and self.last_vals is not None
+                if not all(map(ge, vals, self.last_vals)):
+                    assert older.counters is not None and c is not None
+                    drop = _dropped(older.counters, c)
+                    self.hard = self.n0 + k
+        else:  # absent from the good read before (or no read before)
+            self.hard = self.n0 + k
+        # in_server's interval from the previous read of the model to this one
+        pend = dt = d_busy = d_inf = d_exe = inst = 0.0
+        if k:
+            a = self.samples[-1]
+            gap = t - self.times[-1]
+            if gap > 0 and m.pending_requests is not None and a.counters and c:
+                # in_server's arithmetic, term for term
+                b_busy = _compute_us(c) - _compute_us(a.counters)
+                b_inf = c.inference_count - a.counters.inference_count
+                b_exe = c.execution_count - a.counters.execution_count
+                ok = min(b_busy, b_inf, b_exe) >= 0
+                if ok and math.isfinite(b_busy) and math.isfinite(m.pending_requests):
+                    pend = m.pending_requests * gap
+                    dt = gap
+                    d_busy, d_inf, d_exe = b_busy, b_inf, b_exe
+                    inst = m.instances * gap
+        self.seqs.append(seq)
+        self.times.append(t)
+        self.samples.append(m)
+        self.bad.append(bad)
+        self.drop.append(drop)
+        self.prev_good.append(prev_good)
+        self.prev_good_t.append(prev_good_t)
+        self.c_pend.append(pend)
+        self.c_dt.append(dt)
+        self.c_busy.append(d_busy)
+        self.c_inf.append(d_inf)
+        self.c_exe.append(d_exe)
+        self.c_inst.append(inst)
+        self.last_vals = vals
+
+
+class WindowTracker(Sequence[Snapshot]):
+    """A snapshot history that `derive` reads in O(models), not O(models × window).
+
+    It holds snapshots in order like the deque the daemon keeps (`append`,
+    `popleft`, `drop_before`, `clear`, indexing, iteration, `len`) and indexes
+    each one per model when it is appended: counter checks, resets, the
+    in-server interval sums. `derive(tracker, now, settings)` (or
+    `tracker.derive(now, settings)`) equals `derive(list(tracker), now, settings)`
+    exactly, field for field; where the history is unusual (timestamps going
+    backwards or not finite, reads stamped after `now`) it computes exactly
+    that. Snapshots must not be changed after they are appended.
+    """
+
+    def __init__(self, snapshots: Iterable[Snapshot] = ()) -> None:
+        self._snaps: deque[Snapshot] = deque()
+        self._base = 0  # sequence number of _snaps[0]
+        self._next = 0  # sequence number of the next snapshot appended
+        # good snapshots (models read), in order; trimmed lazily like the tracks
+        self._good_seqs: list[int] = []
+        self._good_times: list[float] = []
+        self._good_keys: list[tuple[str, ...]] = []
+        self._tracks: dict[str, _Track] = {}
+        # the newest snapshot that must leave the history before the fast path is
+        # exact again (taken_at or models_time out of order or not finite); -1: none
+        self._unordered = -1
+        for s in snapshots:
+            self.append(s)
+
+    # -- the deque side -------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._snaps)
+
+    @overload
+    def __getitem__(self, i: int) -> Snapshot: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[Snapshot]: ...
+    def __getitem__(self, i: int | slice) -> Snapshot | Sequence[Snapshot]:
+        if isinstance(i, slice):
+            return list(self._snaps)[i]
+        return self._snaps[i]
+
+    def __iter__(self) -> Iterator[Snapshot]:
+        return iter(self._snaps)
+
+    def __repr__(self) -> str:
+        return f"WindowTracker({len(self._snaps)} snapshots, {len(self._tracks)} models)"
+
+    def append(self, snap: Snapshot) -> None:
+        """Add the newest snapshot (after every one already held)."""
+        seq = self._next
+        self._next += 1
+        t = snap.taken_at
+        if self._snaps and not t >= self._snaps[-1].taken_at:
+            self._unordered = max(self._unordered, seq - 1)
+        if not math.isfinite(t):
+            self._unordered = seq
+        self._snaps.append(snap)
+        models = snap.models
+        if models is None:
+            return
+        mt = snap.models_time
+        prev_good, prev_t = -1, math.nan
+        if self._good_seqs:
+            prev_good, prev_t = self._good_seqs[-1], self._good_times[-1]
+            if not mt >= prev_t:
+                self._unordered = max(self._unordered, prev_good)
+        if not math.isfinite(mt):
+            self._unordered = seq
+        keys = tuple(models)
+        if self._good_keys and keys == self._good_keys[-1]:
+            keys = self._good_keys[-1]  # the same object: `derive` skips repeats by identity
+        self._good_seqs.append(seq)
+        self._good_times.append(mt)
+        self._good_keys.append(keys)
+        base = self._base
+        tracks = self._tracks
+        for name, m in models.items():
+            tr = tracks.get(name)
+            if tr is None:
+                tr = tracks[name] = _Track()
+            elif tr.seqs[0] < base:
+                tr.trim(base)
+            tr.push(seq, mt, m, prev_good, prev_t)
+        if seq % 256 == 0:
+            self._sweep()
+
+    def popleft(self) -> Snapshot:
+        """Remove and return the oldest snapshot."""
+        snap = self._snaps.popleft()
+        self._base += 1
+        return snap
+
+    def drop_before(self, t: float) -> None:
+        """Remove the oldest snapshots while they were taken before `t`."""
+        while self._snaps and self._snaps[0].taken_at < t:
+            self.popleft()
+
+    def clear(self) -> None:
+        """Forget every snapshot (a new collector: nothing before it compares)."""
+        self._snaps.clear()
+        self._base = self._next
+        self._good_seqs.clear()
+        self._good_times.clear()
+        self._good_keys.clear()
+        self._tracks.clear()
+        self._unordered = -1
+
+    def _sweep(self) -> None:
+        base = self._base
+        for name in [n for n, tr in self._tracks.items() if tr.seqs[-1] < base]:
+            del self._tracks[name]
+        lo = bisect_left(self._good_seqs, base)
+        if lo > _TRIM_AFTER:
+            del self._good_seqs[:lo], self._good_times[:lo], self._good_keys[:lo]
+
+    # -- derivation -----------------------------------------------------------------------
+    def derive(self, now: float, settings: WindowSettings | None = None) -> dict[str, ModelWindow]:
+        """What `derive(list(self), now, settings)` returns, from the per-model indexes."""
+        cfg = settings or WindowSettings()
+        snaps = self._snaps
+        if not snaps:
+            return {}
+        latest = snaps[-1]
+        base = self._base
+        if (
+            self._unordered >= base
+            or not latest.taken_at <= now
+            or not math.isfinite(cfg.window_s)
+            or (self._good_seqs and self._good_seqs[-1] >= base and self._good_times[-1] > now)
+        ):
+            return _derive(snaps, now, cfg)  # the plain walk, exact by definition
+        gseqs, gtimes = self._good_seqs, self._good_times
+        glo = bisect_left(gseqs, base)
+        ngood = len(gseqs)
+        # models seen in the window (good reads at or after now - window), then the latest's
+        seen: dict[str, None] = {}
+        prev_keys: tuple[str, ...] | None = None
+        for keys in self._good_keys[bisect_left(gtimes, now - cfg.window_s, glo, ngood) :]:
+            if keys is not prev_keys:
+                seen.update(dict.fromkeys(keys))
+                prev_keys = keys
+        if latest.models is None:
+            why = "; ".join(latest.errors) or "model data not read"
+            last = (snaps[gseqs[-1] - base].models or {}) if ngood > glo else {}
+            return {
+                n: _invalid(n, now, cfg, f"latest read failed: {why}", last.get(n)) for n in seen
+            }
+        seen.update(dict.fromkeys(latest.models))
+        # the newest gap longer than the staleness bound between two good reads: a break
+        # for every model read on both sides of it
+        gap_seq = -1
+        for j in range(ngood - 1, glo, -1):
+            if gtimes[j] - gtimes[j - 1] > cfg.stale_after_s:
+                gap_seq = gseqs[j]
+                break
+        end_seq = gseqs[-1]
+        out: dict[str, ModelWindow] = {}
+        for name in seen:
+            tr = self._tracks.get(name)
+            if tr is None or tr.seqs[-1] != end_seq:
+                out[name] = _invalid(name, now, cfg, "model disappeared (not in the latest read)")
+                continue
+            out[name] = self._one(tr, name, now, cfg, base, gap_seq)
+        return out
+
+    def _one(
+        self, tr: _Track, name: str, now: float, cfg: WindowSettings, base: int, gap_seq: int
+    ) -> ModelWindow:
+        e = len(tr.seqs) - 1
+        end = tr.samples[e]
+        t_end = tr.times[e]
+        age = now - t_end
+        if age > cfg.stale_after_s:
+            why = f"stale: latest data is {age:.1f} s old (bound {cfg.stale_after_s:g} s)"
+            return _invalid(name, now, cfg, why, end)
+        if not end.ready:
+            return _invalid(name, now, cfg, "model not ready", end)
+        bad = tr.bad[e]
+        if bad == "":
+            missing = ", ".join(end.missing_series) or "counters"
+            return _invalid(name, now, cfg, f"missing series: {missing}", end)
+        if bad is not None:
+            return _invalid(name, now, cfg, f"non-finite counter {bad} in the latest read", end)
+        seqs, times = tr.seqs, tr.times
+        lo = bisect_left(seqs, base)
+        # the walk back from the end stops at the newest break (`lo`: nothing older is
+        # held, or the model was absent from the read before) ...
+        b = max(lo, tr.hard - tr.n0)
+        if gap_seq > seqs[b]:
+            k = bisect_left(seqs, gap_seq, b, e + 1)
+            if k <= e and seqs[k] == gap_seq:
+                b = k
+        # ... unless it reaches the window's ideal start first
+        s = bisect_right(times, t_end - cfg.window_s, lo, e + 1) - 1
+        note = ""
+        if s < b:
+            s = b
+            note = self._why(tr, b, base, cfg.stale_after_s)
+        if times[s] >= t_end:  # the end read itself is not a window
+            return _invalid(name, now, cfg, note or "only one read so far", end)
+        span = t_end - times[s]
+        if span < cfg.min_span_s:
+            why = f"window too short: {span:.1f} s of data (need {cfg.min_span_s:g} s)"
+            return _invalid(name, now, cfg, f"{note}; {why}" if note else why, end)
+        # in_server over [now - window, now]: the intervals ending after the first read in it
+        i = bisect_left(times, now - cfg.window_s, lo, e + 1) + 1
+        busy = None
+        if i <= e:
+            weight = reduce(add, tr.c_dt[i : e + 1], 0.0)
+            if weight > 0:
+                busy = _in_server_value(
+                    reduce(add, tr.c_pend[i : e + 1], 0.0),
+                    weight,
+                    reduce(add, tr.c_busy[i : e + 1], 0.0),
+                    reduce(add, tr.c_inf[i : e + 1], 0.0),
+                    reduce(add, tr.c_exe[i : e + 1], 0.0),
+                    reduce(add, tr.c_inst[i : e + 1], 0.0),
+                )
+        return _figures(name, now, cfg, tr.samples[s], end, span, busy)
+
+    @staticmethod
+    def _why(tr: _Track, k: int, base: int, max_gap_s: float) -> str:
+        """`_start`'s note for the break just before entry k (checks in `_start`'s order)."""
+        pg = tr.prev_good[k]
+        if pg < base:
+            return ""  # nothing older is held: the walk just ends there
+        if k == 0 or tr.seqs[k - 1] != pg:
+            why = f"model appeared after t={tr.prev_good_t[k]:.1f}"
+        else:
+            t = tr.times[k - 1]
+            if tr.bad[k - 1] is not None:
+                why = f"series missing or non-finite at t={t:.1f}"
+            elif tr.drop[k]:
+                why = f"counter reset ({tr.drop[k]} went down) after t={t:.1f}"
+            elif tr.times[k] - t > max_gap_s:
+                why = f"no data for {tr.times[k] - t:.1f} s after t={t:.1f}"
+            else:  # not reached: b is always a break; fail loudly rather than guess
+                raise AssertionError(f"no break before entry {k} of {tr.seqs}")
+        return f"{why}; the window restarts there"
