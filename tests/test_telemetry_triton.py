@@ -17,17 +17,25 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from autoscaler.telemetry.snapshot import InstanceGroup
+from autoscaler.telemetry.snapshot import InstanceGroup, ModelSample
 from autoscaler.telemetry.triton import (
+    COUNTERS,
+    PENDING,
+    QUEUE_SUMMARY,
+    REQUEST_SUMMARY,
     ModelState,
     TelemetryReadError,
     TritonCollector,
+    _MetricsReader,
     derive_metrics_url,
     http_host_port,
     instance_groups,
     merge_config,
     parse_metrics,
+    parse_metrics_full,
 )
 
 REAL_SCRAPE = """\
@@ -150,6 +158,159 @@ def test_missing_required_series_leave_counters_none() -> None:
     assert s.missing_series == ("nv_inference_queue_duration_us",)
 
 
+# -- parse_metrics (the fast path) against parse_metrics_full (prometheus_client) ----------
+
+
+def _same(text: str, quantile: float = 0.95) -> dict[str, ModelSample]:
+    """parse_metrics and the full parser: the same samples, in the same order, bit for bit."""
+    fast = parse_metrics(text, quantile)
+    full = parse_metrics_full(text, quantile)
+    # repr: NaN equals NaN, -0.0 differs from 0.0, and the order counts
+    assert repr(list(fast.items())) == repr(list(full.items()))
+    return fast
+
+
+def _synthetic(models: int) -> str:
+    from bench.bench_tick import T0, MetricsPage, synth_models
+
+    return MetricsPage(synth_models(models)).render(T0 + 3600.0)
+
+
+@pytest.mark.parametrize("quantile", [0.5, 0.95, 0.99, 0.999])
+@pytest.mark.parametrize("page", ["real", "gpu_split", "synthetic"])
+def test_fast_parse_equals_the_full_parser(page: str, quantile: float) -> None:
+    """The real scrape, the per-GPU page and the 8-GPU synthetic page: identical results."""
+    text = {"real": REAL_SCRAPE, "gpu_split": GPU_SPLIT, "synthetic": _synthetic(40)}[page]
+    got = _same(text, quantile)
+    assert got  # something was read
+    # twice: the second read uses what the first learnt about each series
+    _same(text.replace(" 3\n", " 4\n").replace("} 1", "} 2"), quantile)
+
+
+def test_fast_parse_follows_a_changing_page() -> None:
+    """Models appear and vanish between scrapes, values change: still identical every time."""
+    pages = [_synthetic(6), _synthetic(3), _synthetic(9), GPU_SPLIT, _synthetic(6), REAL_SCRAPE]
+    for text in pages * 2:
+        _same(text)
+
+
+ODD_PAGES = {
+    # escaped quote, backslash and newline in label values: prometheus_client reads those lines
+    "escaped": (
+        'nv_inference_request_success{model="a\\"b",version="1"} 3\n'
+        'nv_inference_request_success{model="back\\\\slash",version="1"} 4\n'
+        'nv_inference_request_failure{model="new\\nline",version="1"} 1\n'
+        'nv_inference_request_success{model="plain",version="1"} 5\n'
+    ),
+    # NaN and infinite values, an empty summary, negative zero
+    "nan": (
+        'nv_inference_request_summary_us{model="m",version="1",quantile="0.95"} NaN\n'
+        'nv_inference_request_summary_us{gpu_uuid="a",model="m",version="1",quantile="0.95"} Nan\n'
+        'nv_inference_queue_summary_us{model="m",version="1",quantile="0.95"} -0\n'
+        'nv_inference_queue_summary_us{model="n",version="1",quantile="0.95"} -0.0\n'
+        'nv_inference_request_summary_us{model="n",version="1",quantile="0.95"} +Inf\n'
+        'nv_inference_request_success{model="m",version="1"} nan\n'
+        'nv_inference_pending_request_count{model="m",version="1"} -0\n'
+    ),
+    # several versions: the latest numeric one is the sample's version; counters add up
+    "versions": (
+        'nv_inference_request_success{model="m",version="9"} 1\n'
+        'nv_inference_request_success{model="m",version="10"} 2.5\n'
+        'nv_inference_request_success{model="m",version=""} 0.25\n'
+        'nv_inference_pending_request_count{model="m",version="11"} 1\n'
+        'nv_inference_request_success{model="v",version="beta"} 1\n'
+        'nv_inference_request_success{model="v",version="alpha"} 1\n'
+    ),
+    # label order, extra labels (metric_tags), quantile spellings, no TYPE lines at all
+    "labels": (
+        'nv_inference_request_summary_us{quantile="0.950",model="m",version="1"} 7\n'
+        'nv_inference_request_summary_us{model="m",team="x",version="1",quantile=".95"} 9\n'
+        'nv_inference_request_summary_us{model="m",version="1",quantile="9.5e-1"} 8\n'
+        'nv_inference_request_summary_us{model="m",version="1",quantile="0.5"} 99\n'
+        'nv_inference_request_summary_us{model="m",version="1",quantile="x"} 98\n'
+        'nv_inference_request_summary_us{model="m",version="1"} 97\n'
+        'nv_inference_request_success{version="1",model="m",gpu_uuid="GPU-1"} 3\n'
+        'nv_inference_request_success{model="",version="1"} 3\n'
+        'nv_inference_request_success{version="1"} 3\n'
+    ),
+    # shapes other than Triton's, each valid: spaces, a timestamp, a tab, a trailing comma,
+    # CRLF line endings, integers too big for an int64, underscores in a non-number
+    "shapes": (
+        'nv_inference_request_success {model="m",version="1"} 1\n'
+        'nv_inference_request_success{model="m",version="1"} 2 1700000000000\n'
+        'nv_inference_request_success{model="m",version="1"}\t3\n'
+        'nv_inference_request_success{model="m",version="1",} 4\n'
+        'nv_inference_request_success{ model = "m" , version="1"} 5\n'
+        'nv_inference_request_success{model="m",version="1"}  6\r\n'
+        'nv_inference_request_success{model="m",version="1"} 123456789012345678901234567890\n'
+        'nv_inference_request_success{model="m",version="1"} 7 \n'
+        'nv_inference_request_success{model="m",version="1"}8\n'
+    ),
+    # what only the whole page tells: NAME_total counters, the name inside the braces,
+    # leading blanks
+    "total": (
+        "# TYPE nv_inference_request_success_total counter\n"
+        'nv_inference_request_success_total{model="t",version="1"} 3\n'
+        'nv_inference_request_success{model="m",version="1"} 1\n'
+    ),
+    "name_in_braces": (
+        '{"nv_inference_request_success",model="q",version="1"} 3\n'
+        'nv_inference_request_success{model="m",version="1"} 1\n'
+    ),
+    "__name__": (
+        '{__name__="nv_inference_request_success",model="q",version="1"} 3\n'
+        'nv_inference_request_success{model="m",version="1"} 1\n'
+    ),
+    "leading_blanks": (
+        '  nv_inference_request_success{model="q",version="1"} 3\n'
+        'nv_inference_request_success{model="m",version="1"} 1\n'
+    ),
+    # our names as parts of other names, HELP text, a foreign family in between, no newline
+    "neighbours": (
+        "# HELP nv_inference_request_success nv_inference_request_success{} counts\n"
+        "# TYPE nv_inference_request_success counter\n"
+        'nv_inference_request_success{model="m",version="1"} 1\n'
+        'nv_inference_request_success_count{model="m",version="1"} 100\n'
+        'nv_inference_request_successes{model="m",version="1"} 100\n'
+        'nv_inference_request_success:rate{model="m",version="1"} 100\n'
+        "# TYPE nv_gpu_utilization gauge\n"
+        'nv_gpu_utilization{gpu_uuid="GPU-a"} 0.5\n'
+        'nv_inference_request_success{model="m",version="1"} 2\n'
+        "\n"
+        'nv_inference_request_summary_us_count{model="m",version="1",quantile="0.95"} 5\n'
+        'nv_inference_request_summary_us{model="m",version="1",quantile="0.95"} 6'
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ODD_PAGES))
+def test_fast_parse_equals_the_full_parser_on_odd_pages(case: str) -> None:
+    """Escapes, NaN, versions, label orders, odd shapes, NAME_total: identical results."""
+    got = _same(ODD_PAGES[case])
+    assert got
+
+
+def test_escaped_label_values_are_unescaped() -> None:
+    """model="a\\"b" is the model a"b, as prometheus_client reads it."""
+    got = _same(ODD_PAGES["escaped"])
+    assert set(got) == {'a"b', "back\\slash", "new\nline", "plain"}
+
+
+def test_versions_and_signed_zero_as_the_full_parser() -> None:
+    """The latest numeric version names the sample; -0 is 0.0 but -0.0 stays -0.0."""
+    got = _same(ODD_PAGES["versions"])
+    assert got["m"].version == "10" and got["v"].version == "beta"
+    nan = _same(ODD_PAGES["nan"])
+    assert nan["m"].p95_request_us is None and repr(nan["m"].p95_queue_us) == "0.0"
+    assert repr(nan["n"].p95_queue_us) == "-0.0" and nan["n"].p95_request_us == math.inf
+
+
+def test_total_counter_is_read_as_its_family() -> None:
+    """`# TYPE X_total counter` makes X_total samples count as X, as the full parser says."""
+    got = _same(ODD_PAGES["total"])
+    assert set(got) == {"t", "m"}
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -163,6 +324,108 @@ def test_garbage_raises_a_read_error(text: str) -> None:
     """Text that is not the exposition format is a TelemetryReadError, not a crash."""
     with pytest.raises(TelemetryReadError, match="not Prometheus text format"):
         parse_metrics(text)
+    with pytest.raises(TelemetryReadError, match="not Prometheus text format"):
+        parse_metrics_full(text)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        'nv_inference_request_success{model="m",version="1"} 1_000',
+        'nv_inference_request_success{model="m",version="1"} three',
+        'nv_inference_request_success{model="m",model="n"} 3',
+        'nv_inference_request_success{model="m",__x="1"} 3',
+        'nv_inference_request_success{model="m" 3',
+        'nv_inference_request_success{model="m"x} 3',
+        "nv_inference_request_success",
+    ],
+)
+def test_a_malformed_line_of_ours_raises_naming_it(bad: str) -> None:
+    """Among good lines, one malformed line of a family we read fails the scrape, by line."""
+    lines = REAL_SCRAPE.splitlines()
+    lines.insert(5, bad)
+    text = "\n".join(lines) + "\n"
+    with pytest.raises(TelemetryReadError, match=r"not Prometheus text format: .*\(line 6: "):
+        parse_metrics(text)
+    with pytest.raises(TelemetryReadError, match="not Prometheus text format"):
+        parse_metrics_full(text)
+
+
+def test_a_malformed_line_of_another_family_is_skipped() -> None:
+    """A broken nv_gpu_* line no longer hides the models' data (the full parser raises)."""
+    text = REAL_SCRAPE + 'nv_gpu_utilization{gpu_uuid="GPU-a" 0.5\n'
+    with pytest.raises(TelemetryReadError):
+        parse_metrics_full(text)
+    assert parse_metrics(text) == parse_metrics_full(REAL_SCRAPE)
+
+
+def test_a_page_without_our_families_goes_to_the_full_parser() -> None:
+    """An idle server's page gives no models; an empty page too; garbage still raises."""
+    idle = "# TYPE nv_cpu_utilization gauge\nnv_cpu_utilization 0.5\n"
+    assert parse_metrics(idle) == {} and parse_metrics("") == {}
+    with pytest.raises(TelemetryReadError):
+        parse_metrics(idle + "nv_cpu_utilization{ 0.5\n")
+
+
+def test_what_the_reader_remembers_is_dropped_when_the_page_shrinks() -> None:
+    """After a 40-model page, reads of a 1-model page forget the 39 models' series."""
+    reader = _MetricsReader(0.95)
+    reader.read(_synthetic(40))
+    big = len(reader.series)
+    small = _synthetic(1)
+    for _ in range(3):
+        assert reader.read(small) == parse_metrics_full(small)
+    assert big > 1000 and len(reader.series) < 100
+
+
+_MODELS = st.sampled_from(["m", "n", "a b", 'q"x', "v\\w", ""])
+_VALUES = st.sampled_from(["0", "1", "2.5", "-0", "-0.0", "1e3", "NaN", "+Inf", "17"])
+
+
+@st.composite
+def _lines(draw: st.DrawFn) -> str:
+    """A line of a plausible Triton page: ours (canonical or not), someone else's, a comment."""
+    name = draw(st.sampled_from([*COUNTERS, PENDING, REQUEST_SUMMARY, QUEUE_SUMMARY]))
+    model = draw(_MODELS).replace("\\", "\\\\").replace('"', '\\"')
+    labels = [f'model="{model}"', f'version="{draw(st.sampled_from(["1", "2", ""]))}"']
+    if draw(st.booleans()):
+        labels.insert(0, f'gpu_uuid="GPU-{draw(st.integers(0, 2))}"')
+    if name in (REQUEST_SUMMARY, QUEUE_SUMMARY):
+        labels.append(f'quantile="{draw(st.sampled_from(["0.5", "0.95", "0.950", "0.99"]))}"')
+    if draw(st.booleans()):
+        labels.reverse()
+    sep = draw(st.sampled_from([" ", " ", " ", "  ", "\t"]))
+    tail = draw(st.sampled_from(["", "", "", " 1700000000000", "\r"]))
+    line = f"{name}{{{','.join(labels)}}}{sep}{draw(_VALUES)}{tail}"
+    return draw(
+        st.sampled_from(
+            [
+                line,
+                line,
+                line,
+                f"# TYPE {name} {draw(st.sampled_from(['counter', 'gauge', 'summary']))}",
+                f'nv_gpu_utilization{{gpu_uuid="GPU-0"}} {draw(_VALUES)}',
+                f"{name}_count{{{','.join(labels)}}} 3",
+                "",
+            ]
+        )
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_lines(), max_size=25), st.sampled_from([0.5, 0.95]))
+def test_fast_parse_equals_the_full_parser_on_generated_pages(
+    lines: list[str], quantile: float
+) -> None:
+    """Any mix of such lines: the same samples (or both raise)."""
+    text = "\n".join(lines) + "\n"
+    try:
+        full = parse_metrics_full(text, quantile)
+    except TelemetryReadError:
+        with pytest.raises(TelemetryReadError):
+            parse_metrics(text, quantile)
+        return
+    assert repr(list(parse_metrics(text, quantile).items())) == repr(list(full.items()))
 
 
 def test_instance_groups_from_config_json() -> None:
