@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import types
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from autoscaler.telemetry import trace
 from autoscaler.telemetry.snapshot import (
     GpuSample,
     InstanceGroup,
@@ -21,6 +25,8 @@ from autoscaler.telemetry.trace import (
     TraceFormatError,
     TraceWriter,
     read_trace,
+    snapshot_from_json,
+    snapshot_to_json,
 )
 from autoscaler.telemetry.window import WindowSettings, derive
 
@@ -218,3 +224,106 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     """A trace that does not exist is a TraceFormatError naming it."""
     with pytest.raises(TraceFormatError, match="cannot open trace"):
         read_trace(tmp_path / "nope.jsonl")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda d: d["models"]["nemo-gpt-5b"]["counters"].update(request_success="soon"),
+            "not a number: 'soon' (field 'models.nemo-gpt-5b.counters.request_success')",
+        ),
+        (
+            lambda d: d["models"]["nemo-gpt-5b"]["counters"].pop("queue_duration_us"),
+            "missing key 'models.nemo-gpt-5b.counters.queue_duration_us'",
+        ),
+        (
+            lambda d: d["models"]["nemo-gpt-5b"]["instance_groups"][1].update(count="two"),
+            "(field 'models.nemo-gpt-5b.instance_groups[1].count')",
+        ),
+        (
+            lambda d: d["models"]["nemo-gpt-5b"].update(pending_requests=[3]),
+            "not a number: [3] (field 'models.nemo-gpt-5b.pending_requests')",
+        ),
+        (lambda d: d["gpus"][0].pop("uuid"), "missing key 'gpus[0].uuid'"),
+        (
+            lambda d: d["gpus"][0].update(memory_used_bytes="lots"),
+            "(field 'gpus[0].memory_used_bytes')",
+        ),
+        (lambda d: d.update(models=[1]), "(field 'models')"),
+        (
+            lambda d: d["models"].update(x=[]),
+            "expected a JSON object, got an array (field 'models.x')",
+        ),
+        (lambda d: d.update(models_as_of=True), "not a number: True (field 'models_as_of')"),
+    ],
+)
+def test_bad_fields_are_named_with_file_and_line(
+    tmp_path: Path, change: Callable[[dict[str, Any]], object], message: str
+) -> None:
+    """A bad value deep inside a snapshot line is reported with file:line and the field's path."""
+    d = json.loads(json.dumps(snapshot_to_json(SNAPS[0])))
+    change(d)
+    path = tmp_path / "t.jsonl"
+    path.write_text(
+        _header(1) + json.dumps(snapshot_to_json(SNAPS[4])) + "\n" + json.dumps(d) + "\n"
+    )
+    with pytest.raises(TraceFormatError) as err:
+        read_trace(path)
+    assert f"{path}:3: bad snapshot line: " in str(err.value)
+    assert message in str(err.value)
+
+
+def test_other_spellings_read_as_before() -> None:
+    """Integers for floats, "NaN" strings, bare NaN, left-out optional keys: the careful path."""
+    d = json.loads(json.dumps(snapshot_to_json(SNAPS[0])))
+    m = d["models"]["nemo-gpt-5b"]
+    m["counters"].update(request_success=10, request_failure="NaN")
+    m["pending_requests"] = 3
+    del m["version"], m["ready"], m["p95_queue_us"], d["errors"], d["gpus"][0]["hostname"]
+    got = snapshot_from_json(d)
+    c = got.models["nemo-gpt-5b"].counters  # type: ignore[index]
+    assert c is not None and type(c.request_success) is float and math.isnan(c.request_failure)
+    assert got.models["nemo-gpt-5b"].pending_requests == 3.0  # type: ignore[index]
+    assert type(got.models["nemo-gpt-5b"].pending_requests) is float  # type: ignore[index]
+    assert got.models["nemo-gpt-5b"].version == "1" and got.errors == ()  # type: ignore[index]
+    assert got.gpus is not None and got.gpus[0].hostname == ""
+    bare = json.loads(
+        '{"taken_at": 1.0, "models": {"m": {"counters": null, "p95_request_us": NaN}}}'
+    )
+    assert math.isnan(snapshot_from_json(bare).models["m"].p95_request_us)  # type: ignore[arg-type,index]
+
+
+def test_fast_and_careful_paths_agree(tmp_path: Path) -> None:
+    """Every line TraceWriter writes reads the same through the fast path and the careful one."""
+    for s in SNAPS:
+        d = json.loads(json.dumps(snapshot_to_json(s)))
+        assert _eq(snapshot_from_json(d), trace._checked_snapshot(d))
+        assert _eq(snapshot_from_json(d), s)
+    # the writer's own lines take the fast path (it raises on anything else)
+    assert _eq(trace._fast_snapshot(json.loads(json.dumps(snapshot_to_json(SNAPS[0])))), SNAPS[0])
+    with pytest.raises(ValueError):
+        trace._fast_snapshot(json.loads(json.dumps(snapshot_to_json(SNAPS[3]))))  # "NaN"
+
+
+def test_orjson_when_present_falls_back_to_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With orjson installed, a line it refuses is still read (bare NaN) or worded by json."""
+    refused: list[str] = []
+
+    def fake_loads(line: str) -> object:
+        refused.append(line)
+        raise ValueError("refused")
+
+    monkeypatch.setattr(
+        trace.importlib, "import_module", lambda name: types.SimpleNamespace(loads=fake_loads)
+    )
+    loads = trace._pick_loads()
+    assert math.isnan(loads('{"x": NaN}')["x"]) and refused == ['{"x": NaN}']
+    with pytest.raises(json.JSONDecodeError, match="Expecting property name"):
+        loads("{")
+    monkeypatch.setattr(trace.importlib, "import_module", _no_module)
+    assert trace._pick_loads() is json.loads
+
+
+def _no_module(name: str) -> object:
+    raise ImportError(name)
