@@ -1,20 +1,27 @@
-"""replay(): its shortcuts (indexed history, no per-decision series) change no decision."""
+"""replay: its shortcuts (indexed history, fewer series, output in chunks) alter nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
+from typer.testing import CliRunner
 
 from autoscaler.catalog import load_catalog
-from autoscaler.config import Resolved, parse_config, resolve
+from autoscaler.commands import replay as replay_command
+from autoscaler.config import Resolved, load_config, parse_config, resolve
 from autoscaler.daemon import Autoscaler
 from autoscaler.sim.engine import SimCluster, SimModelSpec
 from autoscaler.sim.replay import TraceCollector, replay, replay_daemon
 from autoscaler.sim.workload import OpenLoop, diurnal
 from autoscaler.telemetry.snapshot import ModelCounters, Snapshot
+from autoscaler.telemetry.trace import TraceWriter
 from autoscaler.telemetry.window import WindowTracker
 
 EPOCH = 1_767_225_600.0
@@ -103,3 +110,65 @@ def test_replay_daemon_keeps_an_indexed_history() -> None:
         daemon.tick(s.taken_at)
     assert isinstance(daemon.history, WindowTracker) and len(daemon.history) == 5
     assert daemon.mode == "recommend"
+
+
+def write_trace(path: Path, snaps: list[Snapshot]) -> None:
+    with TraceWriter(path) as w:
+        for s in snaps:
+            w.write(s)
+
+
+def replay_cli(*args: str) -> str:
+    app = typer.Typer(pretty_exceptions_enable=False)
+    app.command("replay")(replay_command.replay)
+    app.command("other")(lambda: None)  # two commands: "replay" is named on the line
+    res = CliRunner().invoke(app, ["replay", *args], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return res.stdout
+
+
+def test_json_lines_are_written_in_chunks_with_the_same_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`replay --format json` prints exactly one Decision.to_json() line per decision, in order."""
+    snaps, _ = telemetry(models=3, minutes=5)
+    trace, cfg = tmp_path / "t.jsonl", tmp_path / "cfg.yaml"
+    write_trace(trace, snaps)
+    cfg.write_text(
+        "kind: autoscaler-config\ntelemetry: {gpus: simulated}\nmodels:\n"
+        + "".join(f"  m{i}: {{profile: nemo-gpt-1.3b, slo_p95_ms: 600}}\n" for i in range(3))
+    )
+    monkeypatch.setattr(replay_command, "CHUNK", 7)  # many chunks and a partial last one
+    out = replay_cli(str(trace), "--config", str(cfg), "--format", "json", "--decisions", "all")
+    expected: list[str] = []
+    summary = replay(
+        snaps,
+        resolve(load_config(cfg), cfg),
+        on_decision=lambda d: expected.append(json.dumps(d.to_json())),
+    )
+    assert out == "\n".join([*expected, json.dumps({"summary": summary.to_json()})]) + "\n"
+    assert len(expected) == 3 * len(snaps) and len(expected) % 7 != 0
+
+
+def test_progress_bar_moves_in_steps_on_a_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a terminal the bar is updated every 0.2 % of the trace and at its end, not every line."""
+    snaps, _ = telemetry(models=1, minutes=100)  # 1200 snapshots: a step of 2
+    trace, cfg = tmp_path / "t.jsonl", tmp_path / "cfg.yaml"
+    write_trace(trace, snaps)
+    cfg.write_text(
+        "kind: autoscaler-config\ntelemetry: {gpus: simulated}\nmodels:\n"
+        "  m0: {profile: nemo-gpt-1.3b, slo_p95_ms: 600}\n"
+    )
+    seen: list[float] = []
+
+    @contextlib.contextmanager
+    def bar(enabled: bool, label: str) -> Iterator[Callable[[str, float], None]]:
+        assert enabled
+        yield lambda _task, frac: seen.append(frac)
+
+    monkeypatch.setattr(replay_command, "progress_bar", bar)
+    monkeypatch.setattr(replay_command, "_on_terminal", lambda: True)
+    replay_cli(str(trace), "--config", str(cfg))
+    assert len(seen) == len(snaps) // 2 and seen[-1] == 1.0

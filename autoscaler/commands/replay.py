@@ -11,6 +11,7 @@ printed (`--decisions all` prints every tick's).
 from __future__ import annotations
 
 import json
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -27,6 +28,10 @@ from autoscaler.policy.decision import Decision
 DECISIONS = ("changes", "all")
 # The table shows at most this many decisions (the JSON lines have them all).
 TABLE_ROWS = 200
+# JSON lines are written this many at a time (one write and flush, not one per line).
+CHUNK = 1000
+# The progress bar moves in steps of this share of the trace.
+PROGRESS_STEP = 0.002
 
 
 def _count_lines(path: Path) -> int:
@@ -35,6 +40,10 @@ def _count_lines(path: Path) -> int:
         while chunk := f.read(1 << 20):
             n += chunk.count(b"\n")
     return max(0, n - 1)  # the header
+
+
+def _on_terminal() -> bool:
+    return sys.stderr.isatty()
 
 
 def replay(
@@ -58,27 +67,46 @@ def replay(
     resolved = resolve(load_config(config), config)
     keep = (lambda _d: True) if decisions == "all" else changes_only
     rows: list[Decision] = []
+    lines: list[str] = []
     shown = 0
+
+    def flush() -> None:
+        if lines:
+            typer.echo("\n".join(lines))  # the same bytes as one echo per line
+            lines.clear()
 
     def on_decision(d: Decision) -> None:
         nonlocal shown
         if not keep(d):
             return
         if fmt == "json":
-            typer.echo(json.dumps(d.to_json()))
+            lines.append(json.dumps(d.to_json()))
+            if len(lines) >= CHUNK:
+                flush()
         elif shown < TABLE_ROWS:
             rows.append(d)
         shown += 1
 
     warnings: list[str] = []
-    total = _count_lines(trace) if fmt != "json" else 0
-    with progress_bar(fmt != "json", "replaying") as bar:
-        summary = run_replay(
-            iter_trace(trace, warnings),
-            resolved,
-            on_decision=on_decision,
-            progress=(lambda n: bar(trace.name, n / total)) if total else None,
-        )
+    # the bar shows only on a terminal: count the lines only then
+    show = fmt != "json" and _on_terminal()
+    total = _count_lines(trace) if show else 0
+    step = max(1, int(total * PROGRESS_STEP))
+    with progress_bar(show, "replaying") as bar:
+
+        def progress(n: int) -> None:
+            if n % step == 0 or n == total:
+                bar(trace.name, n / total)
+
+        try:
+            summary = run_replay(
+                iter_trace(trace, warnings),
+                resolved,
+                on_decision=on_decision,
+                progress=progress if total else None,
+            )
+        finally:
+            flush()  # what was decided before an error is printed too
     summary.warnings = warnings + summary.warnings
     if fmt == "json":
         typer.echo(json.dumps({"summary": summary.to_json()}))
