@@ -300,16 +300,17 @@ def _figures(
         compute_us = (b.compute_infer_duration_us - a.compute_infer_duration_us) / execs
         extra["avg_compute_infer_ms"] = compute_us / 1000.0
     infer_us = b.compute_infer_duration_us - a.compute_infer_duration_us
-    if end.instances > 0:
+    instances = end.instances
+    if instances > 0:
         # share of time each instance spends computing (what drives GPU utilisation)
-        extra["instance_busy"] = infer_us / (span * 1e6 * end.instances)
+        extra["instance_busy"] = infer_us / (span * 1e6 * instances)
     p95 = end.p95_request_us
     return ModelWindow(
         model=name,
         as_of=now,
         window_s=cfg.window_s,
         valid=True,
-        instances=end.instances,
+        instances=instances,
         ready=end.ready,
         throughput_rps=ok / span,
         avg_latency_ms=dur_us / ok / 1000.0 if ok > 0 else None,
@@ -327,7 +328,7 @@ def _figures(
 
 _counter_values = attrgetter(*_COUNTERS)
 # Trim the per-model lists once this many entries have left the history (amortised).
-_TRIM_AFTER = 64
+_TRIM_AFTER = 32
 
 
 class _Track:
