@@ -188,3 +188,29 @@ def test_stopped_server_times_out_and_recovers(own_server: TritonServer) -> None
     snap = col.collect(2.0)
     assert snap.errors == () and MODEL in (snap.models or {})
     assert MODEL in reader.read()  # the client reconnects after the timeout
+
+
+def test_instance_changes_are_seen_within_the_config_max_age(own_server: TritonServer) -> None:
+    """Configs are kept between collects: a change by someone else shows once the copy is
+    older than config_max_age_s; one announced with invalidate() shows on the next collect."""
+    col = TritonCollector(
+        own_server.http_url, metrics_url=own_server.metrics_url, config_max_age_s=20.0
+    )
+    t0 = 1_000.0  # the collector's clock is the tick's time, passed in
+    fetched = col._configs.fetches
+
+    def instances(now: float) -> int:
+        snap = col.collect(now)
+        assert snap.errors == (), snap.errors
+        return (snap.models or {})[MODEL].instances
+
+    assert instances(t0) == 1
+    assert own_server.set_instances(MODEL, 2)["instance_group"][0]["count"] == 2
+    assert instances(t0 + 5) == 1  # the kept copy: not read again yet
+    assert col._configs.fetches == fetched + 1
+    assert instances(t0 + 20) == 2  # past the max age: read again
+    own_server.set_instances(MODEL, 1)
+    col.invalidate(MODEL)  # what the daemon does after its own change
+    assert instances(t0 + 21) == 1
+    assert col._configs.fetches == fetched + 3
+    col.close()

@@ -9,17 +9,19 @@ that is a broken endpoint, not an imitation of Triton.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from autoscaler.telemetry.base import Combined, NoSource, SourceOptions, model_source
 from autoscaler.telemetry.snapshot import InstanceGroup, ModelSample
 from autoscaler.telemetry.triton import (
     COUNTERS,
@@ -29,6 +31,7 @@ from autoscaler.telemetry.triton import (
     ModelState,
     TelemetryReadError,
     TritonCollector,
+    TritonConfigReader,
     _MetricsReader,
     derive_metrics_url,
     http_host_port,
@@ -563,3 +566,227 @@ def test_connection_refused_gives_a_failed_snapshot() -> None:
     assert snap.models is None
     assert "cannot read http://127.0.0.1:" in snap.errors[0]
     assert math.isclose(snap.taken_at, 1.0)
+
+
+# -- model configs: kept between reads, fetched again when they may have changed ----------
+
+
+class _Repo(BaseHTTPRequestHandler):
+    """The two calls the config reader makes, answered from `server.repo` (a _RepoState)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        repo: _RepoState = self.server.repo  # type: ignore[attr-defined]
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path == "/v2/repository/index":
+            self._json(200, repo.index)
+        else:
+            self._json(404, {"error": "not found"})
+
+    def do_GET(self) -> None:
+        repo: _RepoState = self.server.repo  # type: ignore[attr-defined]
+        name = self.path[len("/v2/models/") : -len("/config")]
+        repo.fetched.append(name)
+        if repo.on_fetch is not None:
+            repo.on_fetch(name)
+        if repo.fail:
+            self._json(500, {"error": "internal error (test)"})
+        elif name in repo.counts:
+            group = {"name": name, "kind": "KIND_CPU", "count": repo.counts[name]}
+            self._json(200, {"name": name, "instance_group": [group]})
+        else:
+            self._json(400, {"error": f"Request for unknown model: '{name}' is not found"})
+
+    def _json(self, code: int, body: object) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class _RepoState:
+    def __init__(self) -> None:
+        self.counts = {"a": 1, "b": 2, "c": 1}
+        self.index: list[dict[str, str]] = [
+            {"name": n, "version": "1", "state": "READY"} for n in self.counts
+        ]
+        self.fetched: list[str] = []
+        self.fail = False
+        self.on_fetch: Callable[[str], None] | None = None
+
+    def take(self) -> list[str]:
+        out, self.fetched = sorted(self.fetched), []
+        return out
+
+
+@pytest.fixture
+def repo() -> Iterator[tuple[_RepoState, str]]:
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Repo)
+    srv.daemon_threads = True
+    srv.repo = _RepoState()  # type: ignore[attr-defined]
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    yield srv.repo, f"127.0.0.1:{srv.server_address[1]}"  # type: ignore[attr-defined]
+    srv.shutdown()
+    srv.server_close()
+
+
+def _counts(states: dict[str, ModelState]) -> dict[str, int]:
+    return {n: sum(g.count for g in st.instance_groups) for n, st in states.items()}
+
+
+def test_configs_are_kept_until_their_max_age(repo: tuple[_RepoState, str]) -> None:
+    """Read once, then only the index until a model's max age (between half and all of it)."""
+    state, url = repo
+    reader = TritonConfigReader(url, max_age_s=60.0)
+    assert _counts(reader.read(0.0)) == {"a": 1, "b": 2, "c": 1}
+    assert state.take() == ["a", "b", "c"]
+    state.counts["b"] = 5  # someone else changes b
+    assert _counts(reader.read(5.0)) == {"a": 1, "b": 2, "c": 1}  # kept: not fetched
+    assert _counts(reader.read(29.9)) == {"a": 1, "b": 2, "c": 1}
+    assert state.take() == []
+    assert _counts(reader.read(60.0)) == {"a": 1, "b": 5, "c": 1}  # all past their age
+    assert state.take() == ["a", "b", "c"]
+    reader.close()
+
+
+def test_max_ages_are_spread_over_models() -> None:
+    """Hundreds of models fetched together do not all expire on the same tick."""
+    reader = TritonConfigReader("127.0.0.1:1", max_age_s=60.0)
+    expired_at = []
+    for i in range(200):
+        name = f"model-{i:03d}"
+        expired_at.append(next(t for t in range(61) if not reader._fresh(name, 0.0, float(t))))
+    assert min(expired_at) >= 30 and max(expired_at) <= 60
+    assert len(set(expired_at)) > 20
+
+
+def test_an_index_change_refetches_that_model(repo: tuple[_RepoState, str]) -> None:
+    """A new version, a state change, a model gone and back: only those configs are read."""
+    state, url = repo
+    reader = TritonConfigReader(url, max_age_s=60.0)
+    reader.read(0.0)
+    state.take()
+    state.index[0] = {"name": "a", "version": "2", "state": "READY"}
+    state.index[1] = {"name": "b", "version": "1", "state": "UNAVAILABLE", "reason": "unloaded"}
+    got = reader.read(1.0)
+    assert state.take() == ["a"]  # b is not ready: no config to read
+    assert got["a"].version == "2" and not got["b"].ready and got["b"].instance_groups == ()
+    state.index[1] = {"name": "b", "version": "1", "state": "READY"}
+    del state.index[2]
+    reader.read(2.0)
+    assert state.take() == ["b"]
+    state.index.append({"name": "c", "version": "1", "state": "READY"})
+    reader.read(3.0)
+    assert state.take() == ["c"]  # forgotten while it was gone
+
+
+def test_invalidate_refetches_one_model_or_all(repo: tuple[_RepoState, str]) -> None:
+    """After an apply the daemon calls invalidate(model): the next read has the new count."""
+    state, url = repo
+    reader = TritonConfigReader(url, max_age_s=60.0)
+    reader.read(0.0)
+    state.take()
+    state.counts["a"] = 4
+    reader.invalidate("a")
+    assert _counts(reader.read(1.0))["a"] == 4
+    assert state.take() == ["a"]
+    reader.invalidate()
+    reader.read(2.0)
+    assert state.take() == ["a", "b", "c"]
+
+
+def test_an_invalidate_during_a_read_is_not_lost(repo: tuple[_RepoState, str]) -> None:
+    """A config fetched while invalidate() ran (another thread) is not kept."""
+    state, url = repo
+    reader = TritonConfigReader(url, max_age_s=60.0)
+    state.on_fetch = lambda name: reader.invalidate(name) if name == "b" else None
+    reader.read(0.0)
+    state.on_fetch = None
+    state.take()
+    reader.read(1.0)
+    assert state.take() == ["a", "b", "c"]
+    reader.read(2.0)
+    assert state.take() == []
+
+
+def test_without_a_max_age_every_read_fetches_every_config(
+    repo: tuple[_RepoState, str],
+) -> None:
+    """max_age_s=0 (the prometheus source's reader): configs are read on every call."""
+    state, url = repo
+    reader = TritonConfigReader(url)
+    reader.read(0.0)
+    reader.read(0.0)
+    assert state.take() == ["a", "a", "b", "b", "c", "c"]
+
+
+def test_a_clock_going_back_refetches(repo: tuple[_RepoState, str]) -> None:
+    """A read at an earlier time than the fetch (clock stepped back) does not trust the copy."""
+    state, url = repo
+    reader = TritonConfigReader(url, max_age_s=60.0)
+    reader.read(100.0)
+    state.take()
+    reader.read(50.0)
+    assert state.take() == ["a", "b", "c"]
+
+
+def test_config_errors_say_why_and_keep_nothing_wrong(repo: tuple[_RepoState, str]) -> None:
+    """HTTP 500 and an unknown model are read errors naming the URL and Triton's message."""
+    state, url = repo
+    reader = TritonConfigReader(url, max_age_s=60.0)
+    state.fail = True
+    with pytest.raises(TelemetryReadError, match=r"HTTP 500 from http://.*/v2/models/a/config"):
+        reader.read(0.0)
+    state.fail = False
+    state.index.append({"name": "ghost", "version": "1", "state": "READY"})
+    with pytest.raises(TelemetryReadError, match="unknown model: 'ghost'"):
+        reader.read(1.0)
+    state.index.pop()
+    assert _counts(reader.read(2.0)) == {"a": 1, "b": 2, "c": 1}
+
+
+def test_the_collector_keeps_configs_and_combined_invalidates(
+    repo: tuple[_RepoState, str], broken: ThreadingHTTPServer
+) -> None:
+    """With a max age TritonCollector keeps configs; Combined.invalidate reaches it."""
+    state, url = repo
+    broken.mode = "ok"  # type: ignore[attr-defined]
+    metrics = f"http://127.0.0.1:{broken.server_address[1]}/metrics"
+    col = Combined(TritonCollector(url, metrics_url=metrics, config_max_age_s=60), NoSource())
+    assert (col.collect(0.0).models or {})["b"].instances == 2
+    assert state.take() == ["a", "b", "c"]
+    state.counts["b"] = 3
+    assert (col.collect(5.0).models or {})["b"].instances == 2
+    col.invalidate("b")
+    assert (col.collect(10.0).models or {})["b"].instances == 3
+    assert state.take() == ["b"]
+    col.close()
+
+
+def test_by_default_the_collector_reads_configs_every_collect(
+    repo: tuple[_RepoState, str], broken: ThreadingHTTPServer
+) -> None:
+    """Without config_max_age_s (observe, the source registry's default) nothing is kept."""
+    state, url = repo
+    broken.mode = "ok"  # type: ignore[attr-defined]
+    metrics = f"http://127.0.0.1:{broken.server_address[1]}/metrics"
+    col = model_source("triton", SourceOptions(triton_url=url, metrics_url=metrics))
+    col.collect(0.0)
+    state.counts["b"] = 3
+    assert (col.collect(1.0).models or {})["b"].instances == 3
+    assert state.take() == ["a", "a", "b", "b", "c", "c"]
+    opts = SourceOptions(triton_url=url, metrics_url=metrics, config_max_age_s=60.0)
+    kept = model_source("triton", opts)
+    kept.collect(0.0)
+    kept.collect(1.0)
+    assert state.take() == ["a", "b", "c"]
+    for c in (col, kept):
+        assert isinstance(c, TritonCollector)
+        c.close()

@@ -33,6 +33,13 @@ class Closable(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class Invalidating(Protocol):
+    """A source that keeps something between reads (Triton's model configs)."""
+
+    def invalidate(self, model: str | None = None) -> None: ...
+
+
 class NoSource:
     """`none`: reads nothing; the part stays None without an error (nothing was asked)."""
 
@@ -73,6 +80,17 @@ class Combined:
             models_as_of=m.models_as_of,
         )
 
+    def invalidate(self, model: str | None = None) -> None:
+        """Make the next collect read afresh what the sources keep about `model` (None: all).
+
+        Call it after changing a model's instances: a `triton` source with
+        `config_max_age_s` keeps model configs and would report the old count until
+        they expire.
+        """
+        for part in (self.models, self.gpus):
+            if isinstance(part, Invalidating):
+                part.invalidate(model)
+
     def close(self) -> None:
         for part in (self.models, self.gpus):
             if isinstance(part, Closable):
@@ -98,6 +116,9 @@ class SourceOptions:
     prometheus_url: str | None = None
     hostname: str | None = None  # DCGM series filter (Hostname / hostname label)
     timeout_s: float = 1.0  # per read; keep it below the tick interval
+    # triton source: keep model configs up to this long (0: read them every tick).
+    # Whoever sets it must call Combined.invalidate(model) after changing a model.
+    config_max_age_s: float = 0.0
     simulated_gpus: int = 4
     simulated_gpu_name: str = "NVIDIA H100 80GB HBM3"
     simulated_gpu_memory_bytes: int = 80 * 1024**3
@@ -115,7 +136,12 @@ def _triton(o: SourceOptions) -> Collector:
 
     if not o.triton_url:
         raise ConfigError("the triton source needs a Triton URL", field="--triton")
-    return TritonCollector(o.triton_url, metrics_url=o.metrics_url, timeout_s=o.timeout_s)
+    return TritonCollector(
+        o.triton_url,
+        metrics_url=o.metrics_url,
+        timeout_s=o.timeout_s,
+        config_max_age_s=o.config_max_age_s,
+    )
 
 
 def _prom_models(o: SourceOptions) -> Collector:

@@ -16,10 +16,11 @@ import math
 import re
 import threading
 import time
+import zlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import requests
 import urllib3
@@ -555,68 +556,141 @@ def instance_groups(config: Mapping[str, Any]) -> tuple[InstanceGroup, ...]:
 
 
 class TritonConfigReader:
-    """Ready models and their instance groups through tritonclient.http."""
+    """Every model in the repository index, and the instance groups of the ready ones.
 
-    def __init__(self, url: str, timeout_s: float = 1.0) -> None:
+    Two plain HTTP calls, as tritonclient.http would make them: `POST
+    v2/repository/index` and `GET v2/models/NAME/config` (through `requests`,
+    without tritonclient's gevent and numpy, ~20 MB that a daemon which only
+    recommends never needs; the actuator still uses tritonclient).
+
+    With `max_age_s` > 0 a model's config is kept between reads (the index is read
+    every time) and fetched again when its index entries (versions, states,
+    reasons) change, after `invalidate(model)`, or once it is older than its max
+    age — between half of `max_age_s` and all of it, fixed per model, so that
+    hundreds of models do not all expire on the same tick. A change made by
+    someone else (an operator's load_model) is seen within `max_age_s`. With 0,
+    every read fetches every config.
+    """
+
+    def __init__(self, url: str, timeout_s: float = 1.0, *, max_age_s: float = 0.0) -> None:
         self.url = http_host_port(url)
         self.timeout_s = timeout_s
-        self._client: Any = None
+        self.max_age_s = max_age_s
+        self._base = f"http://{self.url}/v2"
+        self._session: requests.Session | None = None
+        # model → (its index entries, when its config was fetched, the groups)
+        self._kept: dict[str, tuple[tuple[tuple[str, str, str], ...], float, _Groups]] = {}
+        self._epoch = 0  # bumped by invalidate: a read that saw it change keeps nothing
+        self.fetches = 0  # config GETs so far (for tests and benchmarks)
 
-    def _connect(self) -> Any:
-        if self._client is None:
-            import tritonclient.http as httpclient
-
-            self._client = httpclient.InferenceServerClient(
-                self.url, connection_timeout=self.timeout_s, network_timeout=self.timeout_s
-            )
-        return self._client
-
-    def read(self) -> dict[str, ModelState]:
+    def read(self, now: float | None = None) -> dict[str, ModelState]:
         """Every model in the repository index; instance groups for the ready ones.
 
-        Raises TelemetryReadError with the reason when Triton cannot be asked.
+        `now` is the time of the read on any clock the caller keeps using (the
+        tick's time); without it, time.monotonic(). Raises TelemetryReadError with
+        the reason when Triton cannot be asked.
         """
+        now = time.monotonic() if now is None else now
+        epoch = self._epoch
         try:
-            client = self._connect()
-            index = client.get_model_repository_index()
+            index = self._call("POST", "/repository/index")
+            if not isinstance(index, list):
+                raise _BadAnswer(f"the repository index is not a list: {str(index)[:100]}")
+            entries: dict[str, list[tuple[str, str, str]]] = {}
             states: dict[str, ModelState] = {}
             for entry in index:
+                if not isinstance(entry, dict):
+                    raise _BadAnswer(f"an index entry is not an object: {str(entry)[:100]}")
                 name = str(entry.get("name", ""))
-                ready = entry.get("state") == "READY"
-                if not name or (name in states and states[name].ready and not ready):
+                if not name:
+                    continue
+                state = str(entry.get("state", ""))
+                version = str(entry.get("version", "") or "1")
+                reason = str(entry.get("reason", ""))
+                entries.setdefault(name, []).append((version, state, reason))
+                ready = state == "READY"
+                if name in states and states[name].ready and not ready:
                     continue  # a READY version wins over an unavailable older one
-                groups = instance_groups(client.get_model_config(name)) if ready else ()
-                states[name] = ModelState(
-                    name=name,
-                    version=str(entry.get("version", "") or "1"),
-                    ready=ready,
-                    instance_groups=groups,
-                    reason=str(entry.get("reason", "")),
-                )
-            return states
-        except BaseException as exc:
-            # gevent's Timeout derives from BaseException: catch it, but never swallow
-            # Ctrl-C or interpreter exit.
-            if isinstance(exc, KeyboardInterrupt | SystemExit):
-                raise
-            self.close()  # a broken pooled connection must not poison the next tick
+                states[name] = ModelState(name=name, version=version, ready=ready, reason=reason)
+            fetched: dict[str, tuple[tuple[tuple[str, str, str], ...], float, _Groups]] = {}
+            for name, st in states.items():
+                if not st.ready:
+                    continue
+                sig = tuple(entries[name])
+                kept = self._kept.get(name)
+                if kept is None or kept[0] != sig or not self._fresh(name, kept[1], now):
+                    self.fetches += 1
+                    config = self._call("GET", f"/models/{quote(name, safe='')}/config")
+                    if not isinstance(config, dict):
+                        raise _BadAnswer(f"the config of {name!r} is not an object")
+                    kept = fetched[name] = (sig, now, instance_groups(config))
+                states[name] = replace(st, instance_groups=kept[2])
+        except (TelemetryReadError, _BadAnswer) as exc:
+            self._reset_connection()
             raise TelemetryReadError(
-                f"cannot read model index/config from {self.url}: {_describe(exc)}"
+                f"cannot read model index/config from {self.url}: {exc}"
             ) from None
+        if self.max_age_s > 0 and epoch == self._epoch:
+            # models gone from the index, or not ready, are forgotten
+            still = {n: self._kept[n] for n, st in states.items() if st.ready and n in self._kept}
+            self._kept = still | fetched
+        return states
+
+    def invalidate(self, model: str | None = None) -> None:
+        """Fetch `model`'s config (every model's, with None) again on the next read."""
+        self._epoch += 1
+        if model is None:
+            self._kept = {}
+        else:
+            self._kept.pop(model, None)
+
+    def _fresh(self, name: str, fetched_at: float, now: float) -> bool:
+        if self.max_age_s <= 0 or now < fetched_at:
+            return False
+        spread = 0.5 + 0.5 * (zlib.crc32(name.encode()) / 0xFFFFFFFF)
+        return now - fetched_at < self.max_age_s * spread
+
+    def _call(self, method: str, path: str) -> Any:
+        if self._session is None:
+            self._session = requests.Session()
+        url = self._base + path
+        try:
+            resp = self._session.request(method, url, timeout=self.timeout_s)
+        except requests.Timeout:
+            raise TelemetryReadError(f"timed out after {self.timeout_s:g} s") from None
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise TelemetryReadError(_short(exc)) from None
+        if resp.status_code != 200:
+            raise TelemetryReadError(f"HTTP {resp.status_code} from {url}: {_error_text(resp)}")
+        try:
+            return resp.json()
+        except ValueError:
+            raise TelemetryReadError(f"{url} did not answer JSON: {resp.text[:100]!r}") from None
+
+    def _reset_connection(self) -> None:
+        # a connection broken mid-answer must not poison the next read
+        if self._session is not None:
+            with contextlib.suppress(Exception):
+                self._session.close()
+            self._session = None
 
     def close(self) -> None:
-        if self._client is not None:
-            with contextlib.suppress(Exception):
-                self._client.close()
-            self._client = None
+        self._reset_connection()
 
 
-def _describe(exc: BaseException) -> str:
-    name = type(exc).__name__
-    if name == "Timeout":
-        return f"timed out (gevent {exc})"
-    text = str(exc).strip()
-    return f"{name}: {text[:200]}" if text else name
+_Groups = tuple[InstanceGroup, ...]
+
+
+class _BadAnswer(Exception):
+    """Triton answered, but not what its API says."""
+
+
+def _error_text(resp: requests.Response) -> str:
+    """Triton's `{"error": "..."}`, or the start of whatever else came."""
+    try:
+        return str(resp.json()["error"])[:200]
+    except (ValueError, KeyError, TypeError):
+        return resp.text[:200] or "(empty answer)"
 
 
 def merge_config(
@@ -653,7 +727,14 @@ def merge_config(
 
 
 class TritonCollector:
-    """The `triton` source: one scrape of /metrics and one index/config read per collect."""
+    """The `triton` source: one scrape of /metrics and one index/config read per collect.
+
+    With `config_max_age_s` > 0 (the daemon's choice: it knows when it changes a
+    model) model configs are kept between collects as `TritonConfigReader`
+    describes, and `invalidate(model)` must follow every change the caller makes to
+    a model's instances. With 0 (the default: `observe`, tests) every collect reads
+    every config.
+    """
 
     name = SOURCE
 
@@ -664,23 +745,28 @@ class TritonCollector:
         metrics_url: str | None = None,
         timeout_s: float = 1.0,
         quantile: float = 0.95,
+        config_max_age_s: float = 0.0,
     ) -> None:
         self.url = http_host_port(url)
         self.metrics_url = metrics_url or derive_metrics_url(url)
         self.timeout_s = timeout_s
         self.quantile = quantile
         self._session = requests.Session()
-        self._configs = TritonConfigReader(url, timeout_s=timeout_s)
+        self._configs = TritonConfigReader(url, timeout_s=timeout_s, max_age_s=config_max_age_s)
 
     def collect(self, now: float) -> Snapshot:
         try:
             metrics = parse_metrics(
                 fetch_text(self._session, self.metrics_url, self.timeout_s), self.quantile
             )
-            states = self._configs.read()
+            states = self._configs.read(now)
         except TelemetryReadError as exc:
             return failed(now, SOURCE, str(exc))
         return Snapshot(taken_at=now, models=merge_config(metrics, states), sources=(SOURCE,))
+
+    def invalidate(self, model: str | None = None) -> None:
+        """Read `model`'s config (every model's, with None) again on the next collect."""
+        self._configs.invalidate(model)
 
     def close(self) -> None:
         self._session.close()
