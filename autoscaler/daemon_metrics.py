@@ -20,6 +20,28 @@ from autoscaler.policy.decision import Action, Decision
 PREFIX = "triton_autoscaler"
 
 
+class _Children:
+    """A labelled metric's children by label values, each looked up once.
+
+    `metric.labels(...)` validates and converts its values on every call (µs each,
+    ten per model per tick); the child it returns is the same object every time,
+    so keeping it changes nothing in the output. Children are made on first use,
+    as before, so no series appears earlier than it used to.
+    """
+
+    __slots__ = ("children", "metric")
+
+    def __init__(self, metric: Any) -> None:
+        self.metric = metric
+        self.children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self.children.get(values)
+        if child is None:
+            child = self.children[values] = self.metric.labels(*values)
+        return child
+
+
 class DaemonMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry or CollectorRegistry()
@@ -85,6 +107,23 @@ class DaemonMetrics:
             m,
             registry=r,
         )
+        # the per-model series that every tick sets, by label values
+        self._decisions = _Children(self.decisions)
+        self._valid = _Children(self.valid)
+        self._drift = _Children(self.drift)
+        # per model: the gauges a usable decision sets (in this order) and their values
+        self._figures = (
+            self.current,
+            self.desired,
+            self.concurrency,
+            self.target,
+            self.p95,
+            self.slo,
+            self.valid,
+            self.capacity,
+            self.extra_gpus,
+        )
+        self._rows: dict[str, tuple[list[Any], list[float] | None]] = {}
 
     def set_mode(self, mode: str) -> None:
         for m in ("recommend", "apply"):
@@ -92,24 +131,40 @@ class DaemonMetrics:
 
     def observe(self, d: Decision) -> None:
         m = d.model
-        self.decisions.labels(m, d.action.value, d.rule.value).inc()
+        self._decisions(m, d.action.value, d.rule.value).inc()
+        row = self._rows.get(m)
         if d.rule.value == "invalid_telemetry":
             # Keep the last good figures: a KEDA/HPA target reading desired = 0 during a
             # telemetry outage would scale Triton down for no reason.
-            self.valid.labels(m).set(0)
+            self._valid(m).set(0)
+            if row is not None:
+                self._rows[m] = (row[0], None)  # valid is 0 now: set everything next time
             return
-        self.current.labels(m).set(d.current_instances)
-        self.desired.labels(m).set(d.desired_instances)
-        self.concurrency.labels(m).set(
-            d.observed_concurrency if d.observed_concurrency is not None else math.nan
-        )
-        self.target.labels(m).set(d.target_concurrency)
-        self.p95.labels(m).set(d.p95_ms if d.p95_ms is not None else math.nan)
-        self.slo.labels(m).set(d.slo_p95_ms if d.slo_p95_ms is not None else math.nan)
-        self.valid.labels(m).set(1)
         exhausted = d.action is Action.capacity_exhausted
-        self.capacity.labels(m).set(1 if exhausted else 0)
-        self.extra_gpus.labels(m).set(d.extra_gpus_needed or 0 if exhausted else 0)
+        values = [
+            d.current_instances,
+            d.desired_instances,
+            d.observed_concurrency if d.observed_concurrency is not None else math.nan,
+            d.target_concurrency,
+            d.p95_ms if d.p95_ms is not None else math.nan,
+            d.slo_p95_ms if d.slo_p95_ms is not None else math.nan,
+            1,
+            1 if exhausted else 0,
+            d.extra_gpus_needed or 0 if exhausted else 0,
+        ]
+        if row is None:  # the first usable decision makes the model's series, in this order
+            children = [self._valid(m) if g is self.valid else g.labels(m) for g in self._figures]
+            row = (children, None)
+        children, last = row
+        # Setting a gauge takes its lock; one that already shows the value is left alone.
+        for i, v in enumerate(values):
+            if last is None or v != last[i]:
+                children[i].set(v)
+        self._rows[m] = (children, values)
+
+    def set_drift(self, model: str, ratio: float | None) -> None:
+        """`profile_drift_ratio` of `model` (NaN when unknown), as `drift.labels(model).set`."""
+        self._drift(model).set(math.nan if ratio is None else ratio)
 
 
 class _Handler(BaseHTTPRequestHandler):

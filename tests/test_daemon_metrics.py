@@ -1,0 +1,98 @@
+"""The daemon's own Prometheus series: cached label children give exactly the old output."""
+
+from __future__ import annotations
+
+import math
+import random
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import generate_latest
+
+from autoscaler.daemon_metrics import DaemonMetrics
+from autoscaler.policy.decision import Action, Decision, Rule
+
+
+def _text(metrics: DaemonMetrics) -> list[str]:
+    """The exposition, less the `_created` lines (the wall-clock time each series was made)."""
+    lines = generate_latest(metrics.registry).decode().splitlines()
+    return [line for line in lines if "_created" not in line]
+
+
+def _reference_observe(metrics: DaemonMetrics, d: Decision) -> None:
+    """DaemonMetrics.observe as it was, with a `.labels(...)` lookup for every series."""
+    m = d.model
+    metrics.decisions.labels(m, d.action.value, d.rule.value).inc()
+    if d.rule.value == "invalid_telemetry":
+        metrics.valid.labels(m).set(0)
+        return
+    metrics.current.labels(m).set(d.current_instances)
+    metrics.desired.labels(m).set(d.desired_instances)
+    metrics.concurrency.labels(m).set(
+        d.observed_concurrency if d.observed_concurrency is not None else math.nan
+    )
+    metrics.target.labels(m).set(d.target_concurrency)
+    metrics.p95.labels(m).set(d.p95_ms if d.p95_ms is not None else math.nan)
+    metrics.slo.labels(m).set(d.slo_p95_ms if d.slo_p95_ms is not None else math.nan)
+    metrics.valid.labels(m).set(1)
+    exhausted = d.action is Action.capacity_exhausted
+    metrics.capacity.labels(m).set(1 if exhausted else 0)
+    metrics.extra_gpus.labels(m).set(d.extra_gpus_needed or 0 if exhausted else 0)
+
+
+def _decision(rng: random.Random) -> Decision:
+    action = rng.choice(list(Action))
+    rule = rng.choice([Rule.invalid_telemetry, Rule.steady, Rule.concurrency, Rule.capacity])
+    return Decision(
+        model=rng.choice(["a", "b", "c", "d"]),
+        current_instances=rng.randint(0, 5),
+        desired_instances=rng.randint(0, 5),
+        action=action,
+        observed_concurrency=rng.choice([None, 3.5, 0.0]),
+        target_concurrency=4.0,
+        p95_ms=rng.choice([None, 812.5]),
+        rule=rule,
+        reason="test",
+        slo_p95_ms=rng.choice([None, 1500.0]),
+        extra_gpus_needed=rng.choice([None, 2]),
+    )
+
+
+def test_observe_output_equals_label_lookups() -> None:
+    """400 random decisions (models first seen as invalid, capacity, NaN): same lines."""
+    rng = random.Random(7)
+    ours = DaemonMetrics(CollectorRegistry())
+    ref = DaemonMetrics(CollectorRegistry())
+    for i in range(400):
+        d = _decision(rng)
+        ours.observe(d)
+        _reference_observe(ref, d)
+        if i % 50 == 0:  # also part-way: series must not appear earlier than they did
+            assert _text(ours) == _text(ref)
+        if i % 7 == 0:
+            ratio = rng.choice([None, 1.25])
+            ours.set_drift(d.model, ratio)
+            ref.drift.labels(d.model).set(math.nan if ratio is None else ratio)
+    assert _text(ours) == _text(ref)
+    assert any(x.startswith('triton_autoscaler_desired_instances{model="a"}') for x in _text(ours))
+
+
+def test_a_model_first_seen_invalid_gets_only_its_valid_series() -> None:
+    """An invalid-telemetry first decision creates telemetry_valid, not desired = 0."""
+    metrics = DaemonMetrics(CollectorRegistry())
+    metrics.observe(
+        Decision("m", 1, 1, Action.hold, None, 4.0, None, Rule.invalid_telemetry, "stale")
+    )
+    text = generate_latest(metrics.registry).decode()
+    assert 'triton_autoscaler_telemetry_valid{model="m"} 0.0' in text
+    assert 'triton_autoscaler_desired_instances{model="m"}' not in text
+
+
+def test_telemetry_valid_comes_back_when_the_figures_repeat() -> None:
+    """Valid, invalid, then the same valid decision again: telemetry_valid is 1 again."""
+    metrics = DaemonMetrics(CollectorRegistry())
+    good = Decision("m", 2, 2, Action.hold, 3.0, 4.0, 800.0, Rule.steady, "steady")
+    bad = Decision("m", 2, 2, Action.hold, None, 4.0, None, Rule.invalid_telemetry, "stale")
+    for d, valid in ((good, "1.0"), (bad, "0.0"), (good, "1.0"), (good, "1.0")):
+        metrics.observe(d)
+        assert f'triton_autoscaler_telemetry_valid{{model="m"}} {valid}' in _text(metrics)
+        assert 'triton_autoscaler_current_instances{model="m"} 2.0' in _text(metrics)
