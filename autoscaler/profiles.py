@@ -221,6 +221,18 @@ class ScalingPolicy(Strict):
         description="p95 above SLO counts as queueing when queue time ≥ this share of latency",
     )
     apply_backoff_s: Annotated[float, Field(ge=0, le=86400)] = 120.0
+    max_utilization: Annotated[float, Field(gt=0, lt=0.95)] = Field(
+        default=0.8,
+        description="arrival-limited (open-loop) load on unsaturated instances: no "
+        "scale-down that would make them busier than this share of the time (their queue "
+        "grows without bound near 1); scale-up past the middle of this and 0.95",
+    )
+    arrival_memory_s: Annotated[float, Field(ge=0, le=86400)] = Field(
+        default=3600.0,
+        description="how long requests queueing beside idle instances mark a model's "
+        "load as arrival-limited (open loop, so max_utilization applies), and how long a "
+        "count that failed such a load is remembered as too few for it",
+    )
     latency_guard_settle_s: Annotated[float, Field(ge=0, le=3600)] = Field(
         default=90.0,
         description="no latency guard this long after the instance count changed: Triton's "

@@ -55,14 +55,21 @@ class PolicyContext:
 
 @dataclass(frozen=True)
 class ModelState:
-    # (time, wanted instances) of recent ticks: the scale-down stabilisation window
-    history: tuple[tuple[float, int], ...] = ()
+    # (time, wanted instances, wished while an arrival-limited load's instances were
+    # saturated) of recent ticks: the scale-down stabilisation window
+    history: tuple[tuple[float, int, bool], ...] = ()
     panic_until: float | None = None
     last_change_at: float | None = None
     backoff_until: float | None = None
     # the instance count last seen and when it last changed (by us, a person or a restart)
     seen_instances: int | None = None
     seen_change_at: float | None = None
+    grew_at: float | None = None  # when the count was last seen to grow (first sight too)
+    # until when the load counts as arrival-limited (see QUEUED_SHARE)
+    arrival_limited_until: float | None = None
+    # (when, count, load): counts the burst window or the latency guard had to leave
+    # while the load was arrival-limited, with the instances' worth of execution then
+    too_few: tuple[tuple[float, int, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -182,6 +189,125 @@ def _want(concurrency: float, target: float) -> int:
     return max(0, math.ceil(concurrency / target - CEIL_SLACK))
 
 
+# The utilisation floor (step 2b of `_decide_model`): why the concurrency rule needs one.
+#
+# Optimal concurrency is a closed-loop figure. Table 10 measured 5B with 4 clients that
+# send again the moment they get an answer: 1 request executing and 3 queued, p95
+# 1.1 s, the instance busy 100 % of the time. N such users keep N requests in flight,
+# so N / 4 instances is right for them. Open-loop arrivals (λ requests/s from many
+# independent users) do not wait for answers: with enough instances the queue is empty
+# and the requests in flight are only those executing, λ × S (5B at 24 req/s:
+# 24 × 0.277 s = 6.65). The concurrency rule then asks for ceil(6.65 / 4) = 2 instances
+# where 7 are needed just to keep up; shrinking towards 2 makes the queue grow without
+# bound, the burst window scales back up, and it repeats (16 → 7 → 16 instances in the
+# simulated day: 1312 actions, the SLO met in 82.9 % of minutes).
+#
+# Where the instances are not saturated, the load is set by arrivals: going from n to n'
+# instances raises the busy share from ρ to ρ × n / n'. The floor keeps it at or below
+# max_utilization (0.8: 6.65 / 0.8 → 9 instances, busy 0.74). It applies only to
+# loads seen to be arrival-limited, and only while the instances are not saturated:
+# a zero-think closed loop keeps every instance it has busy (16 users on 8 or on 16
+# 5B instances: busy 1.0), so there busy share × n says nothing about the load, and a
+# floor on it would want n / 0.8 > n instances, then more, forever.
+
+# A model whose instances are busy at least this share of the time is saturated:
+# requests wait for an instance, and what more instances would execute cannot be read
+# off what these execute (16 users on 4 5B instances: busy ≈ 1.0 and 3 queued each).
+SATURATED = 0.95
+# Executions serving more than this many requests on average: a batching model (the 20B
+# batches 16 per 1.05 s). Its busy time does not grow with the load — a batch of 1
+# takes as long as a batch of 16 — so busy share × n is not the load it carries; its
+# optimal concurrency is the batch size, so in-flight / optimal already measures how
+# full its batches are, and the concurrency rule alone sizes it.
+SEQUENTIAL_BATCH = 1.5
+# Evidence that a load is arrival-limited: requests queued for at least this share of
+# the compute time per request although the instances were idle ≥ 5 % of the time, over
+# the minute and in the last seconds, with requests queued right now. Requests wait
+# beside idle instances only when they arrive on their own schedule: in a zero-think
+# closed loop a request waits only while every instance is busy (16 users on 16 5B
+# instances: 0 ms queued; on 4: ≈ 830 ms queued, busy 1.0). An open-loop 5B at 2 req/s
+# on one instance (busy 0.55) queues ≈ 0.6 × 277 ms on average (M/D/1). The "right now"
+# part keeps out a minute that mixes a standing queue with the idle time after the load
+# fell (64 → 8 users on 16 instances: the minute shows both, the present no queue).
+QUEUED_SHARE = 0.05
+# A count that failed a load (see `_floor`) also fails 10 % less of it: Poisson counts
+# over the 60 s window move by more than that at 1 req/s.
+MEMORY_MARGIN = 0.1
+
+
+def executing(w: ModelWindow) -> float | None:
+    """Instances' worth of execution the load needs: throughput × compute time per request.
+
+    Only for a model that executes one request at a time; None for batching models or
+    without compute counters. 5B at 24 req/s × 0.277 s = 6.65 instances kept busy.
+    """
+    ex = w.extra
+    if "avg_compute_infer_ms" not in ex or "inferences_per_s" not in ex:
+        return None
+    if ex.get("avg_batch", 1.0) > SEQUENTIAL_BATCH:
+        return None
+    return float(ex["inferences_per_s"] * ex["avg_compute_infer_ms"] / 1000.0)
+
+
+@dataclass(frozen=True)
+class _Unsaturated:
+    minute: float  # instances' worth of execution over the stable window
+    recent: float  # ... over the panic window (the stable figure where it has none)
+    service_ms: float  # compute time per request
+
+
+def _unsaturated(w: ModelWindow, pw: ModelWindow | None) -> _Unsaturated | None:
+    """The load the instances carry, where they are not saturated (else None).
+
+    Both windows must say so: a 5B instance takes ≈ 22 s to load, so the minute after
+    1 → 4 instances for 16 users reads 3.4 executing / 4 = 0.85 busy while the last
+    seconds read 1.0.
+    """
+    minute = executing(w)
+    n = w.instances
+    if minute is None or n <= 0 or minute / n >= SATURATED:
+        return None
+    recent = executing(pw) if pw is not None and pw.valid else None
+    if recent is None:
+        recent = minute
+    elif recent / n >= SATURATED:
+        return None
+    return _Unsaturated(minute, recent, float(w.extra["avg_compute_infer_ms"]))
+
+
+def _floor(
+    u: _Unsaturated, current: int, pol: ScalingPolicy, too_few: tuple[tuple[float, int, float], ...]
+) -> int:
+    """The fewest instances for an arrival-limited load `u` (see the notes above SATURATED).
+
+    - Scale-down: the busy share after it must stay ≤ max_utilization, on the minute's
+      load (5B, 6.65 executing: 9 instances; 9 → 8 would make them 0.83 busy).
+    - Scale-up: only for load that is there now as well as over the minute, and past
+      the middle of max_utilization and SATURATED (0.875): between 0.8 and 0.875 the
+      count holds. Without that band the day's peak flapped 8 ↔ 9 instances (6.4–6.5
+      executing, within the window's noise of 0.8 × 8): 51 actions instead of 23, at
+      1.17 instead of 1.12 × the oracle's instance-hours.
+    - Memory: a count the burst window or the latency guard had to leave for a load
+      (`too_few`) is too few for that load again for arrival_memory_s. 345M with bursty
+      arrivals (gap CV 2) at 10 req/s keeps one instance 0.7 busy, under 0.8, yet its p95
+      is 1015 ms against a 400 ms SLO; without the memory it went 1 → 2 → 1 every
+      five minutes (the SLO met in 81.7 % of minutes instead of 91.7 %, at 1.32 instead
+      of 1.38 × the oracle).
+    """
+
+    def need(load: float, utilization: float) -> int:
+        n = _want(load, utilization)
+        for _, n_bad, load_bad in too_few:
+            if load >= load_bad * (1 - MEMORY_MARGIN):
+                n = max(n, n_bad + 1)
+        return n
+
+    floor = need(u.minute, pol.max_utilization)
+    if floor > current:
+        floor = max(current, need(min(u.minute, u.recent), (pol.max_utilization + SATURATED) / 2))
+    return floor
+
+
 def _decide_model(
     ctx: PolicyContext, t: ModelTarget, st: ModelState, bins: list[GpuBin] | None
 ) -> tuple[Decision, ModelState]:
@@ -208,7 +334,13 @@ def _decide_model(
         # The first sight counts as a change: after a restart we do not know when the
         # count last changed, and Triton's p95 summary may still hold the queueing from
         # before it (a daemon restarted just after 1 → 4 went 4 → 5 on its first tick).
-        st = replace(st, seen_instances=current, seen_change_at=now)
+        grew = st.seen_instances is None or current > st.seen_instances
+        st = replace(
+            st,
+            seen_instances=current,
+            seen_change_at=now,
+            grew_at=now if grew else st.grew_at,
+        )
     if not w.ready:
         return out(Action.hold, current, Rule.invalid_telemetry, "hold: model not ready"), st
 
@@ -221,9 +353,34 @@ def _decide_model(
     )
     want = stable_want
 
+    pw = ctx.panic.get(t.model)
+
+    # 2b. Utilisation floor for arrival-limited load (notes above SATURATED, `_floor`).
+    # Not on a window that saw a scale-up: it still averages the time before, queue and
+    # all (the minute after 1 → 4 instances for 16 users).
+    grown = st.grew_at is not None and now - st.grew_at < pol.stable_window_s
+    u = None if grown else _unsaturated(w, pw)
+    if (
+        u is not None
+        and (w.avg_queue_ms or 0.0) >= QUEUED_SHARE * u.service_ms
+        and (w.pending_requests or 0.0) > 0
+    ):
+        st = replace(st, arrival_limited_until=now + pol.arrival_memory_s)
+    limited = st.arrival_limited_until is not None and now < st.arrival_limited_until
+    if st.too_few:
+        st = replace(st, too_few=tuple(x for x in st.too_few if x[0] > now - pol.arrival_memory_s))
+    if limited and u is not None:
+        floor = _floor(u, current, pol, st.too_few)
+        if floor > want:
+            want, rule = floor, Rule.utilization
+            reason = (
+                f"arrival-limited: {u.minute:.2f} instances' worth of execution, at most "
+                f"{pol.max_utilization:.0%} busy each → {floor} "
+                f"instance{'s' if floor != 1 else ''} ({reason})"
+            )
+
     # 3. Panic (burst) mode: the short window answers a surge in one or two ticks.
     # E.g. 4 → 16 users on one 5B instance: the 6 s window sees ≈ 16 → wants 4 ≥ 2 × 1.
-    pw = ctx.panic.get(t.model)
     panic_until = st.panic_until if st.panic_until is not None and st.panic_until > now else None
     panic_c = observed(pw) if pw is not None and pw.valid else None
     if pw is not None and panic_c is not None:
@@ -266,10 +423,17 @@ def _decide_model(
     # 6. Scale-down stabilisation: the highest wish over the window wins, so a short dip
     # never removes instances; in panic mode we never scale down at all.
     horizon = now - pol.scale_down_stabilization_s
-    history = (*((ts, n) for ts, n in st.history if ts > horizon), (now, want))
+    # For an arrival-limited load, wishes made while its instances were saturated were
+    # about a backlog, not a rate: once it has drained (not saturated any more) they
+    # stop counting, and the floor's wishes decide. A 345M flash crowd (10 → 80 req/s in
+    # 30 s) ran into 16 instances to drain ≈ 1000 queued requests; the floor needs 8,
+    # and 16 stayed five minutes more for nothing (1.54 → 1.38 × the oracle).
+    backlog = limited and u is None
+    history = (*(h for h in st.history if h[0] > horizon), (now, want, backlog))
     st = replace(st, history=history, panic_until=panic_until)
     if want < current:
-        peak = max(n for _, n in history)
+        drained = limited and u is not None
+        peak = max(n for _, n, b in history if not (drained and b))
         if panic_until is not None:
             return out(Action.hold, current, Rule.panic, f"hold: in burst mode; {reason}"), st
         if peak >= current:
@@ -336,6 +500,9 @@ def _decide_model(
         return out(Action.scale_down, new, rule, reason), st
 
     # 9. Scale up: capped step, and every new instance must fit a GPU.
+    # Remember a count that could not carry an arrival-limited load (see `_floor`).
+    if rule in (Rule.panic, Rule.latency_guard) and limited and u is not None:
+        st = replace(st, too_few=(*st.too_few, (now, current, u.minute)))
     new = min(want, current + pol.max_scale_up_step)
     step_note = f"; step capped at +{pol.max_scale_up_step}" if new < want else ""
     if not ctx.check_gpu_memory:

@@ -19,6 +19,7 @@ class Rule(StrEnum):
 
     concurrency = "concurrency"  # ceil(observed / (optimal × target utilisation))
     panic = "panic"  # the short window saw a surge
+    utilization = "utilization"  # arrival-limited load: keep predicted busy share ≤ max
     latency_guard = "latency_guard"  # p95 over SLO with queueing dominating
     stabilization = "stabilization"  # scale-down held back by the window's highest wish
     cooldown = "cooldown"
