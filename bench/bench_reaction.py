@@ -17,7 +17,8 @@ Measured from the step, for each policy on a fresh server, one after the other:
 - p95 back under the SLO: the clients' own p95 over a rolling 10 s window
   (requests completed in it), on a 0.5 s grid; the first time it is ≤ the SLO
   after having gone over, and the time after which it never went over again.
-`python -m bench reaction [--quick] [--tick S]`.
+`python -m bench reaction [--quick] [--tick S]`. Debugging aids: `BENCH_LOG=FILE`
+keeps the daemon's JSON log, `BENCH_WORKDIR=DIR` keeps Triton's log.
 """
 
 from __future__ import annotations
@@ -95,6 +96,17 @@ def _policies(names: list[str]) -> dict[str, tuple[Callable[..., Any], Any, str]
     return out
 
 
+def _keep_dir() -> Any:
+    """$BENCH_WORKDIR keeps Triton's repository and log there (to read a slow load's log)."""
+    from pathlib import Path
+
+    d = os.environ.get("BENCH_WORKDIR")
+    if not d:
+        return None
+    Path(d).mkdir(parents=True, exist_ok=True)
+    return Path(d)
+
+
 def run_one(
     name: str,
     policy_fn: Callable[..., Any],
@@ -106,6 +118,7 @@ def run_one(
 ) -> dict[str, Any]:
     """One policy on a fresh server: warm-up at 4 clients, step to 16, observe."""
     from autoscaler import logs
+    from autoscaler.applier import BackgroundApplier
     from autoscaler.commands.run import make_actuator, make_collector
     from autoscaler.config import parse_config, resolve
     from autoscaler.daemon import Autoscaler
@@ -117,7 +130,7 @@ def run_one(
     tl = Timeline()
     step_at: list[float] = []  # set once the step happens
 
-    with TritonServer([emulated(MODEL)]) as server:
+    with TritonServer([emulated(MODEL)], workdir=_keep_dir()) as server:
         say(f"reaction[{name}]: Triton ready in {server.startup_s:.1f} s on {server.http_url}")
         # The first load with a config of a model loaded from its files is a full
         # background reload; later instance changes are in place (actuation.py). Load the
@@ -138,7 +151,7 @@ def run_one(
             ),
             "<bench>",
         )
-        devnull = open(os.devnull, "w")  # noqa: SIM115 (closed below)
+        devnull = open(os.environ.get("BENCH_LOG") or os.devnull, "w")  # noqa: SIM115 (closed below)
         logs.configure("json", stream=devnull)
         log = logs.get()
         holder: dict[str, Autoscaler] = {}
@@ -163,6 +176,7 @@ def run_one(
             log=log,
             policy_fn=timed_policy,
             policy_state=state,
+            applier_factory=BackgroundApplier,  # as `run` does: ticks go on during a load
         )
         holder["d"] = daemon
         stop = threading.Event()
@@ -190,7 +204,8 @@ def run_one(
 
         def ticker(start: float) -> None:
             # As run_forever: ticks on a fixed cadence in a thread of their own; a tick
-            # that overruns (an apply that blocks) delays the next, missed ones coalesce.
+            # that overruns delays the next, missed ones coalesce. Applies run on worker
+            # threads (BackgroundApplier), so a slow load_model no longer delays ticks.
             next_tick = start
             while not ticking.is_set():
                 if ticking.wait(max(0.0, next_tick - time.time())):
@@ -215,7 +230,7 @@ def run_one(
             time.sleep(max(0.0, step_at[0] + observe_s - time.time()))
             ticking.set()
             tick_thread.join(30)
-            still_applying = tick_thread.is_alive()
+            still_applying = tick_thread.is_alive() or not daemon.close(30.0)
             if still_applying:
                 say(f"reaction[{name}]: a tick is still applying at the end of the run")
             gen.stop()
