@@ -605,6 +605,8 @@ class _Repo(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+        # like a server whose keep-alive timeout passed: the connection closes unannounced
+        self.close_connection = self.server.repo.hang_up  # type: ignore[attr-defined]
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -618,6 +620,7 @@ class _RepoState:
         ]
         self.fetched: list[str] = []
         self.fail = False
+        self.hang_up = False
         self.on_fetch: Callable[[str], None] | None = None
 
     def take(self) -> list[str]:
@@ -790,3 +793,14 @@ def test_by_default_the_collector_reads_configs_every_collect(
     for c in (col, kept):
         assert isinstance(c, TritonCollector)
         c.close()
+
+
+def test_a_connection_closed_while_idle_is_reopened(repo: tuple[_RepoState, str]) -> None:
+    """The server drops the kept-alive connection after each answer: reads still succeed."""
+    state, url = repo
+    state.hang_up = True
+    reader = TritonConfigReader(url)
+    for t in range(3):
+        assert _counts(reader.read(float(t))) == {"a": 1, "b": 2, "c": 1}
+    assert state.take() == ["a"] * 3 + ["b"] * 3 + ["c"] * 3
+    reader.close()
