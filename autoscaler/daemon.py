@@ -12,7 +12,6 @@ import math
 import signal
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC
@@ -26,7 +25,7 @@ from autoscaler.policy.decision import Decision
 from autoscaler.profiling.drift import DriftTracker, references_from
 from autoscaler.telemetry.base import Collector
 from autoscaler.telemetry.snapshot import ModelWindow, Snapshot
-from autoscaler.telemetry.window import WindowSettings, derive
+from autoscaler.telemetry.window import WindowSettings, WindowTracker, derive
 
 PolicyFn = Callable[[PolicyContext, Any], tuple[list[Decision], Any]]
 
@@ -84,7 +83,8 @@ class Autoscaler:
         # Any policy with decide's signature plugs in here (the simulator's baselines do).
         self.policy_fn = policy_fn
         self.state: Any = PolicyState() if policy_state is None else policy_state
-        self.history: deque[Snapshot] = deque()
+        # indexed per model as snapshots arrive: each window is a few bisections
+        self.history: WindowTracker = WindowTracker()
         self.mode = resolved.config.mode
         self.last_good_at = started_at if started_at is not None else time.time()
         self.instances: dict[str, int] = {}  # latest known counts (feeds simulated GPUs)
@@ -128,8 +128,7 @@ class Autoscaler:
                 self._log("warning", "trace_write_failed", error=str(exc))
         self.history.append(snap)
         keep_from = now - pol.stable_window_s - 2 * pol.tick_interval_s
-        while self.history and self.history[0].taken_at < keep_from:
-            self.history.popleft()
+        self.history.drop_before(keep_from)
 
         check_gpus = cfg.telemetry.gpus != "none"
         if snap.models is None:

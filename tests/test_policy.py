@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from itertools import pairwise
 
 import pytest
@@ -349,6 +349,19 @@ def test_decision_json_contract() -> None:
         assert key in j
     assert j["action"] == "scale_up" and j["rule"] == "concurrency"
     assert j["placement"][0].keys() >= {"gpu", "uuid", "instances"}
+
+
+def test_decision_json_has_every_field_as_asdict_would() -> None:
+    """The hand-written to_json keeps every dataclass field, in order, with equal values."""
+    d, _ = one(ctx(0, win(16, 1, p95=4400)))
+    d = replace(d, details={"profile_drift": {"ratio": 1.4, "levels": [1, 2]}})
+    ref = asdict(d)
+    ref["action"], ref["rule"] = d.action.value, d.rule.value
+    ref["placement"] = [asdict(p) for p in d.placement]
+    j = d.to_json()
+    assert list(j) == list(ref) and j == ref
+    j["details"]["profile_drift"]["levels"].append(3)  # a copy, not the decision's own
+    assert d.details["profile_drift"]["levels"] == [1, 2]
 
 
 @pytest.mark.parametrize(
