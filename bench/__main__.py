@@ -431,13 +431,27 @@ def _tick_analysis(doc: dict[str, Any], parse: dict[str, Any] | None) -> list[st
     rss = big["rss_mb"][str(total)]["VmRSS"]
     base = big["rss_mb_after_imports"]["VmRSS"]
     early = big["rss_mb"][str(doc["settings"]["warmup_ticks"])]["VmRSS"]
-    cand = ((parse or {}).get("details") or {}).get("candidate_parser_500")
-    cand_text = (
-        f" A Triton-specific line parser (bench/bench_parse.py, not product code) reads the "
-        f"same page into the same samples in {cand['parse_ms']['median']:.0f} ms."
-        if cand
+    full = ((parse or {}).get("details") or {}).get("parse_metrics_full_500")
+    full_text = (
+        f" prometheus_client's parser over every line of the same page "
+        f"(`parse_metrics_full`, the parse before) takes {full['parse_ms']['median']:.0f} ms."
+        if full
         else ""
     )
+    fetches, age = big.get("config_fetches_per_tick"), big.get("config_max_age_s")
+    kept = (
+        "every model's, every tick: this daemon keeps no configs (config_max_age_s 0)"
+        if not age
+        else f"kept up to {age:g} s, max ages staggered over the models"
+    )
+    configs_text = (
+        f"the repository index and {fetches:g} model configs per tick ({kept}), over "
+        "plain HTTP (http.client, one kept-alive connection)."
+        if fetches is not None
+        else "one `v2/repository/index` and one `v2/models/NAME/config` request per model "
+        "per tick through tritonclient."
+    )
+    heavy = "tritonclient pulls numpy and gevent, " if big.get("tritonclient_loaded", True) else ""
     gc_text = ""
     if "gc_cpu_ms" in big:
         g = big["gc_cpu_ms"]["median"]
@@ -448,20 +462,18 @@ def _tick_analysis(doc: dict[str, Any], parse: dict[str, Any] | None) -> list[st
     return [
         f"Why, at {big['models']} models ({tot:.0f} ms CPU per tick):",
         "",
-        f"- `parse_metrics` takes {ms('collect.parse')}: prometheus_client's pure-Python "
-        "parser tokenises every label of every sample on the page, although most samples "
-        "(compute summaries, `_count`/`_sum`, quantiles other than 0.95, server series) are "
-        "then thrown away." + cand_text,
-        f"- Reading the instance counts takes {ms('collect.config_reads')}: one "
-        "`v2/repository/index` and one `v2/models/NAME/config` request per model per tick "
-        "through tritonclient.",
+        f"- `parse_metrics` takes {ms('collect.parse')}: one regular expression picks out "
+        "the lines of the families it reads (a third of the page), a series seen before "
+        "costs a dictionary lookup and a float(), and a line of any other shape goes to "
+        "prometheus_client." + full_text,
+        f"- Reading the instance counts takes {ms('collect.config_reads')}: " + configs_text,
         f"- `derive` (both windows) takes {ms('derive')}; `decide` {ms('decide')}; the "
         f"decision log lines {ms('log')}; the daemon's Prometheus metrics {ms('metrics')}."
         + gc_text,
         f"- RSS: {rss} MB after {total} ticks ({early} MB after {doc['settings']['warmup_ticks']}"
-        f": flat, no leak), of which {base} MB is the imports alone (tritonclient pulls numpy "
-        "and gevent, structlog and typer pull rich); the rest is the 5 MB page in its several "
-        "copies, the parser's objects for every sample, and the kept snapshots.",
+        f": flat, no leak), of which {base} MB is the imports alone ({heavy}slack_sdk, "
+        "requests, pydantic; structlog and typer pull rich); the rest is the 5 MB page in "
+        "its copies, the parse's per-series memory, and the kept snapshots.",
     ]
 
 

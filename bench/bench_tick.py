@@ -13,7 +13,9 @@ The `triton` source talks HTTP to a stand-in Triton in a *separate process*
   takes real decisions (a third of the models hold, a third want more
   instances and are placed on the GPUs, a third want fewer);
 - `POST v2/repository/index` and `GET v2/models/NAME/config` (a config of the
-  size Triton returns), which the source reads every tick for instance counts.
+  size Triton returns), which the source reads for instance counts: the index
+  every tick, the configs every tick or, when the daemon keeps them
+  (`config_max_age_s`), when they change or expire (both are in the results).
 
 CPU time is `time.process_time()` around `tick()` (all threads of this process;
 the stand-in server is not in it). Stages are timed the same way by wrapping
@@ -63,12 +65,13 @@ GOAL_MEDIAN_MS = 20.0
 GOAL_RSS_MB = 100.0
 MEMORY_GB = 0.3  # per instance: 500 models × ~2 instances fit 8 × 80 GB with room to grow
 QUANTILES = ("0.5", "0.9", "0.95", "0.99", "0.999")
+# What the daemon imports in recommend mode (tritonclient comes with the apply mode's
+# actuator: the triton source speaks plain HTTP).
 DAEMON_MODULES = (
     "autoscaler.commands.run",
     "autoscaler.daemon",
     "autoscaler.telemetry.simulated",
     "autoscaler.telemetry.triton",
-    "tritonclient.http",
 )
 
 
@@ -546,6 +549,8 @@ def _daemon(n: int, port: int, stages: Stages) -> Any:
 
 def run_size(n: int, warmup: int, timed: int, total: int, profile_ticks: int) -> dict[str, Any]:
     """Everything for `n` models; runs in its own process so that RSS is the daemon's alone."""
+    from autoscaler.telemetry import triton
+
     # What the daemon imports, loaded before the first measurement.
     for mod in DAEMON_MODULES:
         importlib.import_module(mod)
@@ -590,6 +595,8 @@ def run_size(n: int, warmup: int, timed: int, total: int, profile_ticks: int) ->
         for _ in range(warmup):
             one()
         rss_at[warmup] = rss_mb()
+        configs = cast(triton.TritonCollector, daemon.collector.models)._configs
+        fetches_before = configs.fetches
         with Contention(tracked=server.cpu_s) as cont:
             for _ in range(timed):
                 c, w = one()
@@ -599,6 +606,7 @@ def run_size(n: int, warmup: int, timed: int, total: int, profile_ticks: int) ->
                 cpu.append(c)
                 wall.append(w)
                 per_stage.append(stages.take())
+        fetches_per_tick = (configs.fetches - fetches_before) / timed
         for i in range(warmup + timed, total):
             one()
             if i + 1 in (250, 500, 750):
@@ -625,6 +633,9 @@ def run_size(n: int, warmup: int, timed: int, total: int, profile_ticks: int) ->
             "telemetry_errors": errors,
             "last_tick_actions": dict(actions),
             "last_tick_rules": dict(rules),
+            "config_max_age_s": configs.max_age_s,
+            "config_fetches_per_tick": round(fetches_per_tick, 2),
+            "tritonclient_loaded": "tritonclient" in sys.modules,
             "profile": prof,
             "contention": cont.result(),
         }
