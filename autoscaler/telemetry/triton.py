@@ -20,7 +20,7 @@ import threading
 import time
 import zlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -547,6 +547,10 @@ class ModelState:
     reason: str = ""
 
 
+# A kept config: (the model's index entries, when it was fetched, the state it gave).
+_Kept = tuple[tuple[tuple[str, str, str], ...], float, ModelState]
+
+
 def instance_groups(config: Mapping[str, Any]) -> tuple[InstanceGroup, ...]:
     """The `instance_group` list of a model config (JSON form, as tritonclient returns it)."""
     out = []
@@ -581,8 +585,8 @@ class TritonConfigReader:
         self.max_age_s = max_age_s
         self._base = f"http://{self.url}/v2"
         self._conn: http.client.HTTPConnection | None = None  # kept alive between reads
-        # model → (its index entries, when its config was fetched, the groups)
-        self._kept: dict[str, tuple[tuple[tuple[str, str, str], ...], float, _Groups]] = {}
+        # model → (its index entries, when its config was fetched, its state with groups)
+        self._kept: dict[str, _Kept] = {}
         self._epoch = 0  # bumped by invalidate: a read that saw it change keeps nothing
         self.fetches = 0  # config GETs so far (for tests and benchmarks)
 
@@ -600,7 +604,7 @@ class TritonConfigReader:
             if not isinstance(index, list):
                 raise _BadAnswer(f"the repository index is not a list: {str(index)[:100]}")
             entries: dict[str, list[tuple[str, str, str]]] = {}
-            states: dict[str, ModelState] = {}
+            winners: dict[str, tuple[str, bool, str]] = {}  # name → version, ready, reason
             for entry in index:
                 if not isinstance(entry, dict):
                     raise _BadAnswer(f"an index entry is not an object: {str(entry)[:100]}")
@@ -612,12 +616,15 @@ class TritonConfigReader:
                 reason = str(entry.get("reason", ""))
                 entries.setdefault(name, []).append((version, state, reason))
                 ready = state == "READY"
-                if name in states and states[name].ready and not ready:
+                won = winners.get(name)
+                if won is not None and won[1] and not ready:
                     continue  # a READY version wins over an unavailable older one
-                states[name] = ModelState(name=name, version=version, ready=ready, reason=reason)
-            fetched: dict[str, tuple[tuple[tuple[str, str, str], ...], float, _Groups]] = {}
-            for name, st in states.items():
-                if not st.ready:
+                winners[name] = (version, ready, reason)
+            states: dict[str, ModelState] = {}
+            fetched: dict[str, _Kept] = {}
+            for name, (version, ready, reason) in winners.items():
+                if not ready:
+                    states[name] = ModelState(name, version, False, (), reason)
                     continue
                 sig = tuple(entries[name])
                 kept = self._kept.get(name)
@@ -626,8 +633,9 @@ class TritonConfigReader:
                     config = self._call("GET", f"/models/{quote(name, safe='')}/config")
                     if not isinstance(config, dict):
                         raise _BadAnswer(f"the config of {name!r} is not an object")
-                    kept = fetched[name] = (sig, now, instance_groups(config))
-                states[name] = replace(st, instance_groups=kept[2])
+                    st = ModelState(name, version, True, instance_groups(config), reason)
+                    kept = fetched[name] = (sig, now, st)
+                states[name] = kept[2]  # the same entries: the same state, kept whole
         except (TelemetryReadError, _BadAnswer) as exc:
             self._reset_connection()
             raise TelemetryReadError(
@@ -689,9 +697,6 @@ class TritonConfigReader:
 
     def close(self) -> None:
         self._reset_connection()
-
-
-_Groups = tuple[InstanceGroup, ...]
 
 
 class _BadAnswer(Exception):
