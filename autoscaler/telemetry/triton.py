@@ -588,6 +588,7 @@ class TritonConfigReader:
         # model → (its index entries, when its config was fetched, its state with groups)
         self._kept: dict[str, _Kept] = {}
         self._epoch = 0  # bumped by invalidate: a read that saw it change keeps nothing
+        self._lock = threading.Lock()  # guards _kept and _epoch (not the HTTP calls)
         self.fetches = 0  # config GETs so far (for tests and benchmarks)
 
     def read(self, now: float | None = None) -> dict[str, ModelState]:
@@ -641,19 +642,27 @@ class TritonConfigReader:
             raise TelemetryReadError(
                 f"cannot read model index/config from {self.url}: {exc}"
             ) from None
-        if self.max_age_s > 0 and epoch == self._epoch:
-            # models gone from the index, or not ready, are forgotten
-            still = {n: self._kept[n] for n, st in states.items() if st.ready and n in self._kept}
-            self._kept = still | fetched
+        if self.max_age_s > 0:
+            with self._lock:
+                if epoch == self._epoch:  # no invalidate() since the read began
+                    # models gone from the index, or not ready, are forgotten
+                    old = self._kept
+                    still = {n: old[n] for n, st in states.items() if st.ready and n in old}
+                    self._kept = still | fetched
         return states
 
     def invalidate(self, model: str | None = None) -> None:
-        """Fetch `model`'s config (every model's, with None) again on the next read."""
-        self._epoch += 1
-        if model is None:
-            self._kept = {}
-        else:
-            self._kept.pop(model, None)
+        """Fetch `model`'s config (every model's, with None) again on the next read.
+
+        Safe from any thread (an apply finishing on a worker thread): a read in
+        progress keeps nothing it fetched.
+        """
+        with self._lock:
+            self._epoch += 1
+            if model is None:
+                self._kept = {}
+            else:
+                self._kept.pop(model, None)
 
     def _fresh(self, name: str, fetched_at: float, now: float) -> bool:
         if self.max_age_s <= 0 or now < fetched_at:
