@@ -10,7 +10,8 @@ applier lets ticks go on: the policy sees the change as in flight
 new instances will take, until the result is collected on a later tick.
 
 Both appliers have the same contract, so the daemon code is the same:
-`submit` → later `collect` returns what finished; `in_flight` says what has not.
+`submit` → later `collect` returns what finished; `in_flight` says what has not;
+`poll` gives both at one instant (the daemon's tick starts with it).
 `InlineApplier` finishes inside `submit` (for `run --once`, tests and replay).
 """
 
@@ -44,6 +45,7 @@ class Applier(Protocol):
     def submit(self, decision: Decision, now: float) -> bool: ...
     def in_flight(self) -> dict[str, tuple[Decision, float]]: ...
     def collect(self) -> list[Finished]: ...
+    def poll(self) -> tuple[list[Finished], dict[str, tuple[Decision, float]]]: ...
     def wait(self, timeout_s: float) -> bool: ...
     def close(self, timeout_s: float) -> bool: ...
 
@@ -84,6 +86,9 @@ class InlineApplier:
     def collect(self) -> list[Finished]:
         done, self._done = self._done, []
         return done
+
+    def poll(self) -> tuple[list[Finished], dict[str, tuple[Decision, float]]]:
+        return self.collect(), {}
 
     def wait(self, timeout_s: float) -> bool:
         return True
@@ -147,6 +152,12 @@ class BackgroundApplier:
         with self._lock:
             done, self._done = self._done, []
         return done
+
+    def poll(self) -> tuple[list[Finished], dict[str, tuple[Decision, float]]]:
+        """What finished and what is still in flight, at one instant (no change between)."""
+        with self._lock:
+            done, self._done = self._done, []
+            return done, dict(self._running)
 
     def wait(self, timeout_s: float) -> bool:
         """Wait until nothing is in flight (True) or `timeout_s` passed (False)."""

@@ -120,6 +120,11 @@ class Autoscaler:
     def _tick(self, now: float) -> TickReport:
         pol = self.resolved.policy
         cfg = self.resolved.config
+        # Applies that ended since the last tick, and those still running, at one
+        # instant and before the read: an ended one has its config re-read now (the
+        # collector may keep configs between ticks), and one that ends during this
+        # tick still counts as in flight, so no decision is made on its old count.
+        finished, in_flight = self._collect_applied(now)
         snap = self.collector.collect(now)
         if self.recorder is not None:
             try:
@@ -141,10 +146,6 @@ class Autoscaler:
             self.last_good_at = now
         for name, m in (snap.models or {}).items():
             self.instances[name] = m.instances
-
-        # Results of applies that ended since the last tick start cooldowns or back-offs
-        # before this tick decides.
-        finished = self._collect_applied(now)
 
         stable = derive(
             self.history,
@@ -182,7 +183,7 @@ class Autoscaler:
             gpu_reason=gpu_reason,
             check_gpu_memory=check_gpus,
             gpus_per_server=cfg.gpus_per_server,
-            in_flight=self.applier.in_flight() if self.applier is not None else {},
+            in_flight=in_flight,
         )
         decisions, self.state = self.policy_fn(ctx, self.state)
         decisions = [
@@ -229,16 +230,29 @@ class Autoscaler:
                     desired=d.desired_instances,
                 )
         # an inline applier has finished already; a background one may have, too
-        report.applied.extend((f.decision, f.result) for f in self._collect_applied(now))
+        report.applied.extend(
+            (f.decision, f.result) for f in self._record(self.applier.collect(), now)
+        )
 
-    def _collect_applied(self, now: float) -> list[Finished]:
-        """Take the applies that ended: cooldown or back-off, counts, metrics, logs."""
+    def _collect_applied(
+        self, now: float
+    ) -> tuple[list[Finished], dict[str, tuple[Decision, float]]]:
+        """Take the applies that ended (and say which still run); see `_record`."""
         if self.applier is None:
-            return []
-        finished = self.applier.collect()
+            return [], {}
+        finished, in_flight = self.applier.poll()
+        return self._record(finished, now), in_flight
+
+    def _record(self, finished: list[Finished], now: float) -> list[Finished]:
+        """Ended applies: config re-read, cooldown or back-off, counts, metrics, logs."""
+        invalidate = getattr(self.collector, "invalidate", None)
         for f in finished:
             d, res = f.decision, f.result
             ok = bool(getattr(res, "ok", False))
+            if invalidate is not None:
+                # A kept copy of the config is now wrong (or, after a failure, unsure):
+                # the next collect reads it again instead of waiting for its max age.
+                invalidate(d.model)
             if isinstance(self.state, PolicyState):
                 # The cooldown runs from when the change ended (now), not from when it
                 # was asked for: a 60 s load must not eat a 60 s cooldown.

@@ -262,3 +262,61 @@ def test_close_waits_for_the_apply_in_flight() -> None:
     assert daemon.close(0.05) is False
     gated.release()
     assert daemon.applier.wait(10) and act.calls
+
+
+class Invalidations:
+    """A collector that records what the daemon asks it to re-read."""
+
+    def __init__(self, inner: ScriptedCluster) -> None:
+        self.inner = inner
+        self.asked: list[tuple[float, str | None]] = []
+        self.now = 0.0
+
+    def collect(self, now: float):  # type: ignore[no-untyped-def]
+        self.now = now
+        return self.inner.collect(now)
+
+    def invalidate(self, model: str | None = None) -> None:
+        self.asked.append((self.now, model))
+
+
+def test_applied_model_config_is_read_again() -> None:
+    """After an apply ends, the collector is told to re-read that model's config."""
+    daemon, cluster, act = make()
+    col = Invalidations(cluster)
+    daemon.collector = col
+    step(daemon, 0, 10)
+    assert [d.desired_instances for _, d in act.calls] == [4]
+    # inline apply at t=5: invalidated in that tick, before the next read at t=10
+    assert col.asked == [(5, "nemo-gpt-5b")]
+
+
+def test_a_change_ending_mid_tick_still_counts_as_in_flight() -> None:
+    """A background apply that ends after the tick's read is held, not decided again."""
+    daemon, cluster, act = make()
+    gated = GatedActuator(act)
+    daemon.applier = BackgroundApplier(gated)
+    try:
+        daemon.tick(0)
+        daemon.tick(5)
+        assert gated.started.wait(10)
+        real_collect = cluster.collect
+
+        def collect_then_finish(now: float):  # type: ignore[no-untyped-def]
+            snap = real_collect(now)  # the read sees the old count (1) ...
+            gated.release()  # ... and the apply ends right after it
+            assert daemon.applier is not None and daemon.applier.wait(10)
+            return snap
+
+        cluster.collect = collect_then_finish  # type: ignore[method-assign]
+        r = daemon.tick(10)
+        d = r.decisions[0]
+        assert (d.action, d.rule) == (Action.hold, Rule.apply_in_flight)
+        assert [res.ok for _, res in r.applied] == [True]  # taken after the decision
+        cluster.collect = real_collect  # type: ignore[method-assign]
+        r = daemon.tick(15)
+        assert r.decisions[0].current_instances == 4 and r.applied == []
+        assert [d.desired_instances for _, d in act.calls] == [4]
+    finally:
+        gated.release()
+        daemon.close(10)

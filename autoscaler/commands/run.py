@@ -262,6 +262,7 @@ def make_collector(
         prometheus_url=t.prometheus_url,
         hostname=t.hostname,
         timeout_s=cfg.triton.timeout_s,
+        config_max_age_s=cfg.triton.config_max_age_s,
         simulated_gpus=t.simulated_gpus,
         simulated_gpu_memory_bytes=int(t.simulated_gpu_memory_gb * GB),
         instances=instances,
