@@ -29,6 +29,9 @@ from autoscaler.telemetry.window import WindowSettings, WindowTracker, derive
 
 PolicyFn = Callable[[PolicyContext, Any], tuple[list[Decision], Any]]
 
+# An unchanged decision is logged again after this long (a sign of life per model).
+DECISION_LOG_EVERY_S = 300.0
+
 
 class ApplyOutcome(Protocol):
     ok: bool
@@ -88,6 +91,7 @@ class Autoscaler:
         self.mode = resolved.config.mode
         self.last_good_at = started_at if started_at is not None else time.time()
         self.instances: dict[str, int] = {}  # latest known counts (feeds simulated GPUs)
+        self._logged: dict[str, tuple[tuple[Any, ...], float]] = {}  # model → (key, at)
         self.drift = DriftTracker()  # is each profile's optimum still true? (reports only)
         self.drift_refs = references_from(resolved)
         self._lock = threading.Lock()  # one tick at a time, also against reload
@@ -196,7 +200,7 @@ class Autoscaler:
         report.applied.extend((f.decision, f.result) for f in finished)
         for d in decisions:
             self.metrics.observe(d)
-            if self.log is not None:  # building the fields costs more than deciding
+            if self.log is not None and self._worth_logging(d, now):
                 self._log("info", "decision", mode=self.mode, **_log_fields(d))
         if self.mode == "apply" and self.actuator is not None:
             self._apply(decisions, now, report)
@@ -287,6 +291,20 @@ class Autoscaler:
         if not ok:
             self._log("warning", "apply_abandoned", models=sorted(self.applier.in_flight()))
         return ok
+
+    def _worth_logging(self, d: Decision, now: float) -> bool:
+        """Log a decision when it differs from the last one logged for the model, or
+        every DECISION_LOG_EVERY_S as a reminder.
+
+        At 500 models every decision every 5 s is 100 lines a second for journald and
+        8 ms of each tick (the tick benchmark), almost all of them "steady" again.
+        """
+        key = (d.action, d.current_instances, d.desired_instances, d.rule)
+        last = self._logged.get(d.model)
+        if last is not None and last[0] == key and now - last[1] < DECISION_LOG_EVERY_S:
+            return False
+        self._logged[d.model] = (key, now)
+        return True
 
     # -- health, reload ---------------------------------------------------------------
     def health(self, now: float | None = None) -> tuple[bool, str]:

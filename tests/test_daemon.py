@@ -320,3 +320,27 @@ def test_a_change_ending_mid_tick_still_counts_as_in_flight() -> None:
     finally:
         gated.release()
         daemon.close(10)
+
+
+class Lines:
+    """A structlog-like logger that keeps (event, fields)."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, dict[str, object]]] = []
+
+    def info(self, event: str, **kw: object) -> None:
+        self.lines.append((event, kw))
+
+    warning = error = debug = info
+
+
+def test_unchanged_decisions_are_logged_once_then_as_a_reminder() -> None:
+    """Same decision every tick: logged when it changes and every 300 s, not every tick."""
+    daemon, _cluster, _act = make(mode="recommend", conc=4.0)
+    log = Lines()
+    daemon.log = log
+    reports = step(daemon, 0, 600)
+    assert len(reports) == 121
+    logged = [kw["rule"] for e, kw in log.lines if e == "decision"]
+    # first sight (no window yet) at 0, steady from 5 s, a reminder at 305 s (605 > 600)
+    assert logged[0] == "invalid_telemetry" and logged[1:] == ["steady", "steady"]

@@ -209,7 +209,7 @@ def test_sighup_refuses_bad_config_and_sigterm_stops(tmp_path: Path) -> None:
     log = (tmp_path / "stderr.log").read_text()
     events = [json.loads(x)["event"] for x in log.splitlines() if x.startswith("{")]
     assert "reload_refused" in events and "stopped" in events
-    assert events.count("decision") >= 3
+    assert events.count("decision") >= 1
     assert "Traceback" not in log
 
 
