@@ -40,3 +40,27 @@ def module_triton_factory() -> Iterator[TritonFactory]:
     factory = TritonFactory()
     yield factory
     factory.close_all()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """On a failure, attach each Triton server's state and log tail to the report.
+
+    A CI run once saw "connection refused" from a server mid-test with nothing to say
+    why; the next one will show whether the process had exited, and its last words.
+    """
+    outcome = yield
+    rep = outcome.get_result()  # type: ignore[attr-defined]
+    if rep.when != "call" or not rep.failed:
+        return
+    funcargs = getattr(item, "funcargs", {})
+    for name in ("triton_factory", "module_triton_factory"):
+        factory = funcargs.get(name)
+        for server in getattr(factory, "servers", []):
+            proc = getattr(server, "_proc", None)
+            code = proc.poll() if proc is not None else None
+            if proc is None:
+                state = "not running: stopped by the test or never started"
+            else:
+                state = "running" if code is None else f"exited by itself with {code}"
+            rep.sections.append((f"Triton {server.http_url} ({state})", server.log_tail(4000)))
