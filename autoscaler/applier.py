@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -104,20 +103,16 @@ class BackgroundApplier:
     timeout, 300 s by default) must not hold the process at exit once `close` has
     given up on it. There is at most one thread per model.
 
-    `on_done` (optional) is called when an apply ends, on its thread, e.g. to wake
-    the daemon; results are still only taken by `collect`, on the tick's thread, so
-    policy state changes stay single-threaded.
+    Results are only taken by `collect`/`poll`, on the tick's thread, so policy
+    state changes stay single-threaded.
     """
 
-    def __init__(
-        self, actuator: Actuator, *, on_done: Callable[[Finished], None] | None = None
-    ) -> None:
+    def __init__(self, actuator: Actuator) -> None:
         self.actuator = actuator
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._running: dict[str, tuple[Decision, float]] = {}
         self._done: list[Finished] = []
-        self._on_done = on_done
         self._closed = False
 
     def submit(self, decision: Decision, now: float) -> bool:
@@ -141,8 +136,6 @@ class BackgroundApplier:
             self._running.pop(d.model, None)
             self._done.append(done)
             self._idle.notify_all()
-        if self._on_done is not None:
-            self._on_done(done)
 
     def in_flight(self) -> dict[str, tuple[Decision, float]]:
         with self._lock:

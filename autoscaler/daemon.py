@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC
 from typing import Any, Protocol
 
-from autoscaler.applier import Applier, Finished, InlineApplier
+from autoscaler.applier import Actuator, Applier, Finished, InlineApplier
 from autoscaler.config import Resolved
 from autoscaler.daemon_metrics import DaemonMetrics
 from autoscaler.policy.core import PolicyContext, PolicyState, decide, record_outcome
@@ -36,10 +36,6 @@ DECISION_LOG_EVERY_S = 300.0
 class ApplyOutcome(Protocol):
     ok: bool
     error: str
-
-
-class Actuator(Protocol):
-    def apply(self, decision: Decision, now: float) -> Any: ...
 
 
 class Notifier(Protocol):

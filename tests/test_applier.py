@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import threading
-
-from autoscaler.applier import BackgroundApplier, Finished, InlineApplier
+from autoscaler.applier import BackgroundApplier, InlineApplier
 from autoscaler.policy.decision import Action, Decision, Rule
 from autoscaler.testing.doubles import GatedActuator, RecordingActuator
 
@@ -85,18 +83,3 @@ def test_close_reports_an_abandoned_change_and_refuses_new_work() -> None:
     finally:
         gated.release()
     assert a.wait(10) and [f.result.ok for f in a.collect()] == [True]
-
-
-def test_on_done_sees_each_finished_change() -> None:
-    """on_done gets every finished change (the daemon could wake on it)."""
-    seen: list[tuple[str, bool]] = []
-    got = threading.Event()
-
-    def on_done(f: Finished) -> None:
-        seen.append((f.decision.model, bool(f.result.ok)))
-        got.set()
-
-    a = BackgroundApplier(RecordingActuator({"m": 1}), on_done=on_done)
-    assert a.submit(change(), 0.0) and got.wait(10)
-    assert seen == [("m", True)]
-    a.close(1)
