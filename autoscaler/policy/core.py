@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from functools import partial
 from typing import Any, Protocol
 
@@ -72,12 +72,32 @@ class ModelState:
     too_few: tuple[tuple[float, int, float], ...] = ()
 
 
+_NEW = ModelState()
+_STATE_FIELDS = frozenset(f.name for f in fields(ModelState))
+
+
+def _evolve(st: ModelState, **changes: Any) -> ModelState:
+    """`dataclasses.replace` for the per-tick ModelState updates, without its field walk.
+
+    replace() looks up every field and calls __init__, which sets each of the nine
+    fields through object.__setattr__ (frozen): ≈ 4 µs; 500 models make ~670 such
+    updates a tick (2.7 ms of an 8 ms decide). Copying the instance dict is ≈ 0.6 µs.
+    """
+    assert changes.keys() <= _STATE_FIELDS, sorted(changes.keys() - _STATE_FIELDS)
+    new = object.__new__(ModelState)
+    d = new.__dict__
+    d.update(st.__dict__)
+    d.update(changes)
+    return new
+
+
 @dataclass(frozen=True)
 class PolicyState:
     models: Mapping[str, ModelState] = field(default_factory=dict)
 
     def get(self, model: str) -> ModelState:
-        return self.models.get(model, ModelState())
+        st = self.models.get(model)
+        return _NEW if st is None else st  # frozen: one shared empty state, not one per call
 
     def with_model(self, model: str, st: ModelState) -> PolicyState:
         return PolicyState({**self.models, model: st})
@@ -335,7 +355,7 @@ def _decide_model(
         # count last changed, and Triton's p95 summary may still hold the queueing from
         # before it (a daemon restarted just after 1 → 4 went 4 → 5 on its first tick).
         grew = st.seen_instances is None or current > st.seen_instances
-        st = replace(
+        st = _evolve(
             st,
             seen_instances=current,
             seen_change_at=now,
@@ -365,10 +385,10 @@ def _decide_model(
         and (w.avg_queue_ms or 0.0) >= QUEUED_SHARE * u.service_ms
         and (w.pending_requests or 0.0) > 0
     ):
-        st = replace(st, arrival_limited_until=now + pol.arrival_memory_s)
+        st = _evolve(st, arrival_limited_until=now + pol.arrival_memory_s)
     limited = st.arrival_limited_until is not None and now < st.arrival_limited_until
     if st.too_few:
-        st = replace(st, too_few=tuple(x for x in st.too_few if x[0] > now - pol.arrival_memory_s))
+        st = _evolve(st, too_few=tuple(x for x in st.too_few if x[0] > now - pol.arrival_memory_s))
     if limited and u is not None:
         floor = _floor(u, current, pol, st.too_few)
         if floor > want:
@@ -435,7 +455,7 @@ def _decide_model(
     while drop < len(st.history) and st.history[drop][0] <= horizon:
         drop += 1
     history = (*st.history[drop:], (now, want, backlog))
-    st = replace(st, history=history, panic_until=panic_until)
+    st = _evolve(st, history=history, panic_until=panic_until)
     if want < current:
         drained = limited and u is not None
         peak = max(n for _, n, b in history if not (drained and b))
@@ -507,7 +527,7 @@ def _decide_model(
     # 9. Scale up: capped step, and every new instance must fit a GPU.
     # Remember a count that could not carry an arrival-limited load (see `_floor`).
     if rule in (Rule.panic, Rule.latency_guard) and limited and u is not None:
-        st = replace(st, too_few=(*st.too_few, (now, current, u.minute)))
+        st = _evolve(st, too_few=(*st.too_few, (now, current, u.minute)))
     new = min(want, current + pol.max_scale_up_step)
     step_note = f"; step capped at +{pol.max_scale_up_step}" if new < want else ""
     if not ctx.check_gpu_memory:
