@@ -28,12 +28,14 @@ from autoscaler.telemetry.triton import (
     PENDING,
     QUEUE_SUMMARY,
     REQUEST_SUMMARY,
+    MetricsClient,
     ModelState,
     TelemetryReadError,
     TritonCollector,
     TritonConfigReader,
     _MetricsReader,
     derive_metrics_url,
+    fetch_text,
     http_host_port,
     instance_groups,
     merge_config,
@@ -566,6 +568,96 @@ def test_connection_refused_gives_a_failed_snapshot() -> None:
     assert snap.models is None
     assert "cannot read http://127.0.0.1:" in snap.errors[0]
     assert math.isclose(snap.taken_at, 1.0)
+
+
+class _Pages(BaseHTTPRequestHandler):
+    """/metrics as REAL_SCRAPE, framed as `server.mode` says; counts connections."""
+
+    protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.connections += 1  # type: ignore[attr-defined]
+
+    def do_GET(self) -> None:
+        mode = self.server.mode  # type: ignore[attr-defined]
+        body = REAL_SCRAPE.encode()
+        self.send_response(200)
+        if mode == "chunked":
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for i in range(0, len(body), 700):
+                part = body[i : i + 700]
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+            self.wfile.write(b"0\r\n\r\n")
+        elif mode == "until-close":  # no Content-Length: the body ends with the connection
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body)
+            self.close_connection = True
+        elif mode == "short":  # promises more than it sends, then hangs up
+            self.send_header("Content-Length", str(len(body) + 100))
+            self.end_headers()
+            self.wfile.write(body)
+            self.close_connection = True
+        else:
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            if mode == "hang-up":
+                self.close_connection = True
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def pages() -> Iterator[ThreadingHTTPServer]:
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Pages)
+    srv.daemon_threads = True
+    srv.mode = "length"  # type: ignore[attr-defined]
+    srv.connections = 0  # type: ignore[attr-defined]
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.mark.parametrize("mode", ["length", "chunked", "until-close", "hang-up"])
+def test_metrics_are_read_however_the_body_is_framed(pages: ThreadingHTTPServer, mode: str) -> None:
+    """Content-Length, chunked, ended by closing, closed after each answer: the same page."""
+    pages.mode = mode  # type: ignore[attr-defined]
+    client = MetricsClient(f"http://127.0.0.1:{pages.server_address[1]}/metrics")
+    for _ in range(3):
+        assert fetch_text(client, 2.0) == REAL_SCRAPE
+    client.close()
+    # kept alive where the server allows it (one connection), reopened where it does not
+    expected = 1 if mode in ("length", "chunked") else 3
+    assert pages.connections == expected  # type: ignore[attr-defined]
+
+
+def test_the_kept_receive_buffer_is_overwritten_grown_and_shrunk(
+    pages: ThreadingHTTPServer,
+) -> None:
+    """A dirtied, an outgrown and an oversized kept buffer all still give the exact page."""
+    client = MetricsClient(f"http://127.0.0.1:{pages.server_address[1]}/metrics")
+    n = len(fetch_text(client, 2.0).encode())
+    client.buffer(n)[:] = b"x" * n  # dirty: every byte must be received again
+    assert fetch_text(client, 2.0) == REAL_SCRAPE
+    assert len(client.buffer(10 * n)) == 10 * n  # outgrown: replaced by a larger one
+    assert fetch_text(client, 2.0) == REAL_SCRAPE  # 10× too large: replaced by a smaller one
+    assert len(client._buf) < 2 * n
+    client.close()
+
+
+def test_a_body_cut_short_is_a_read_error(pages: ThreadingHTTPServer) -> None:
+    """Fewer bytes than Content-Length, then a hang-up → 'cannot read' with the count."""
+    pages.mode = "short"  # type: ignore[attr-defined]
+    client = MetricsClient(f"http://127.0.0.1:{pages.server_address[1]}/metrics")
+    with pytest.raises(TelemetryReadError, match=r"cannot read http://.*closed after \d+ of"):
+        fetch_text(client, 2.0)
+    client.close()
 
 
 # -- model configs: kept between reads, fetched again when they may have changed ----------

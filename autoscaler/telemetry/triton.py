@@ -16,6 +16,7 @@ import http.client
 import json
 import math
 import re
+import socket
 import threading
 import time
 import zlib
@@ -80,13 +81,162 @@ def derive_metrics_url(triton_url: str) -> str:
     return f"http://{host}:{DEFAULT_METRICS_PORT}/metrics"
 
 
-def fetch_text(session: requests.Session, url: str, timeout_s: float) -> str:
-    """GET `url` within `timeout_s` in total.
+class MetricsClient:
+    """GETs of one `/metrics` URL on a kept-alive connection (see `fetch_text`)."""
 
-    `requests`' timeout bounds each socket read, not the whole body: an endpoint
-    dribbling a byte every 0.9 s would pass a 1 s timeout forever. Streaming the
-    body and checking a deadline bounds the total, so a tick never overruns.
+    def __init__(self, url: str) -> None:
+        self.url = url
+        parts = urlsplit(url)
+        self.plain = parts.scheme == "http"
+        self._netloc = parts.netloc
+        self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._conn: http.client.HTTPConnection | None = None
+        self._session: requests.Session | None = None  # https: requests, as before
+        self._buf = bytearray()
+
+    def buffer(self, length: int) -> memoryview:
+        """`length` bytes of a buffer kept between reads.
+
+        A fresh 4.9 MB buffer per scrape costs ~1,200 page faults (~1.5–2 ms of system
+        time here) as the kernel maps it in while the body is received; the kept
+        one is already mapped. It is replaced when the page grows past it or
+        shrinks below a quarter of it (models unloaded), with 1/8 to spare.
+        """
+        if not len(self._buf) // 4 <= length <= len(self._buf):
+            self._buf = bytearray(length + length // 8)
+        return memoryview(self._buf)[:length]
+
+    def session(self) -> requests.Session:
+        if self._session is None:
+            self._session = requests.Session()
+        return self._session
+
+    def response(self, timeout_s: float) -> tuple[http.client.HTTPResponse, socket.socket]:
+        """The answer (status and headers read) and its socket; a fresh connection if
+        the kept one was closed while idle."""
+        for attempt in (0, 1):
+            reused = self._conn is not None
+            if self._conn is None:
+                self._conn = http.client.HTTPConnection(self._netloc, timeout=timeout_s)
+            elif self._conn.sock is not None:
+                self._conn.sock.settimeout(timeout_s)
+            try:
+                self._conn.request("GET", self._path)
+                # getresponse drops conn.sock when the server says it will close
+                sock = self._conn.sock
+                resp = self._conn.getresponse()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                self.close()
+                if not reused or attempt:
+                    raise
+                continue
+            assert sock is not None  # request() connected it
+            return resp, sock
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+
+def fetch_text(client: MetricsClient, timeout_s: float) -> str:
+    """GET the client's URL within `timeout_s` in total.
+
+    A socket timeout bounds each read, not the whole body: an endpoint dribbling
+    a byte every 0.9 s would pass a 1 s timeout forever. Reading the body in
+    pieces, each wait bounded by the time left, bounds the total, so a tick never
+    overruns.
+
+    The page of a Triton with 500 models on 8 GPUs is 4.9 MB. Through `requests`
+    (its session machinery, urllib3's 64 KiB `read1` chunks, a join) a scrape cost
+    ~7 ms of CPU; here it is one kept-alive http.client connection, and a body
+    with a Content-Length (Triton's) goes straight into one buffer of that size,
+    each `readinto1` taking whatever the socket holds: ~1.5 ms, mostly the
+    kernel's copy and the UTF-8 check. Like the config reads it ignores the
+    HTTP_PROXY variables (a Triton is reached directly). https URLs still go
+    through `requests` (its CA bundle and settings), as before.
     """
+    if not client.plain:
+        return _fetch_with_requests(client.session(), client.url, timeout_s)
+    url = client.url
+    deadline = time.monotonic() + timeout_s
+    try:
+        resp, sock = client.response(timeout_s)
+        if resp.status != 200:
+            client.close()  # the error's body is not read: the connection cannot be reused
+            raise TelemetryReadError(f"HTTP {resp.status} from {url}")
+        length = resp.length
+        if length is None or resp.chunked or length > _MAX_PREALLOCATED:
+            body: bytes | memoryview = _read_pieces(resp, sock, deadline)
+        else:
+            body = _read_length(client, resp, length, sock, deadline)
+    except (_Deadline, TimeoutError):
+        client.close()
+        raise TelemetryReadError(f"timed out after {timeout_s:g} s reading {url}") from None
+    except (http.client.HTTPException, OSError) as exc:
+        client.close()
+        raise TelemetryReadError(f"cannot read {url}: {_short(exc)}") from None
+    try:
+        return str(body, "utf-8")
+    except UnicodeDecodeError:
+        raise TelemetryReadError(f"{url} returned bytes that are not UTF-8 text") from None
+
+
+# A Content-Length above this is read in pieces rather than trusted for one allocation.
+_MAX_PREALLOCATED = 256 << 20
+
+
+class _Deadline(Exception):
+    """The total time of a read ran out."""
+
+
+def _wait_at_most(sock: socket.socket, deadline: float) -> None:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise _Deadline
+    sock.settimeout(left)
+
+
+def _read_length(
+    client: MetricsClient,
+    resp: http.client.HTTPResponse,
+    length: int,
+    sock: socket.socket,
+    deadline: float,
+) -> memoryview:
+    """A body of `length` bytes, received into the client's buffer (a view of it)."""
+    fp = resp.fp  # the buffered socket file the status line and headers came from
+    view = client.buffer(length)
+    got = 0
+    while got < length:
+        _wait_at_most(sock, deadline)
+        # one system call at most: whatever has arrived (or what fp buffered)
+        n = fp.readinto1(view[got:])
+        if not n:
+            raise OSError(f"connection closed after {got} of {length} bytes")
+        got += n
+    resp.close()  # all of the body is read: the connection can serve the next GET
+    return view
+
+
+def _read_pieces(resp: http.client.HTTPResponse, sock: socket.socket, deadline: float) -> bytes:
+    """A chunked body, or one that ends when the server closes the connection."""
+    chunks: list[bytes] = []
+    while True:
+        _wait_at_most(sock, deadline)
+        chunk = resp.read1(1 << 20)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _fetch_with_requests(session: requests.Session, url: str, timeout_s: float) -> str:
+    """`fetch_text` for an https URL: `requests`, streaming the body against a deadline."""
     deadline = time.monotonic() + timeout_s
     try:
         with session.get(url, timeout=timeout_s, stream=True) as resp:
@@ -778,14 +928,12 @@ class TritonCollector:
         self.metrics_url = metrics_url or derive_metrics_url(url)
         self.timeout_s = timeout_s
         self.quantile = quantile
-        self._session = requests.Session()
+        self._metrics = MetricsClient(self.metrics_url)
         self._configs = TritonConfigReader(url, timeout_s=timeout_s, max_age_s=config_max_age_s)
 
     def collect(self, now: float) -> Snapshot:
         try:
-            metrics = parse_metrics(
-                fetch_text(self._session, self.metrics_url, self.timeout_s), self.quantile
-            )
+            metrics = parse_metrics(fetch_text(self._metrics, self.timeout_s), self.quantile)
             states = self._configs.read(now)
         except TelemetryReadError as exc:
             return failed(now, SOURCE, str(exc))
@@ -796,5 +944,5 @@ class TritonCollector:
         self._configs.invalidate(model)
 
     def close(self) -> None:
-        self._session.close()
+        self._metrics.close()
         self._configs.close()
