@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import random
+import statistics
 from pathlib import Path
 
 import pytest
@@ -374,6 +376,58 @@ def test_drift_falls_back_to_mean_latency_and_reports_faster_models() -> None:
     fired = [f for f in out if f.changed]
     assert len(fired) == 1 and fired[0].basis == "mean" and fired[0].direction == "faster"
     assert "optimum is likely above 4" in fired[0].message
+
+
+def test_drift_median_is_the_median_of_the_last_five_minutes() -> None:
+    """The incremental median equals statistics.median over the samples still in the horizon."""
+    rng = random.Random(11)
+    tr = DriftTracker()
+    kept: list[tuple[float, float]] = []
+    t = 0.0
+    for _ in range(400):
+        t += rng.choice([5.0, 5.0, 5.0, 40.0])  # ticks and a few gaps
+        r = rng.choice([1.0, 1.2, rng.uniform(0.5, 2.0)])  # ties too
+        tr.update({"m": window(t, 1135.52 * r)}, REFS, t)
+        kept = [(u, x) for u, x in kept if u >= t - 300.0] + [(t, 1135.52 * r / 1135.52)]
+        span = kept[-1][0] - kept[0][0]
+        want = statistics.median(x for _, x in kept) if len(kept) >= 6 and span >= 60 else None
+        got = tr.ratio("m")
+        assert (got is None) == (want is None) and (want is None or got == pytest.approx(want))
+
+
+def test_drift_verdict_stands_while_no_sample_comes_or_goes() -> None:
+    """A tick where no sample comes or goes keeps a fired model drifting, a cleared one quiet."""
+    tr = DriftTracker()
+    fired = [f for fs in feed(tr, [1.6] * 13) for f in fs]
+    assert [f.changed for f in fired] == [True]  # the 13th sample spans 60 s
+    again = tr.update({}, REFS, 62.0)
+    assert [(f.state, f.changed) for f in again] == [("drifting", False)]
+    assert again[0].since == fired[0].since == 60.0
+    t = 62.5  # off the 5 s grid of the 1.6 samples: a second later none of them expires
+    while tr.drifting("m"):
+        t += 5.0
+        tr.update({"m": window(t, 1135.52)}, REFS, t)
+    assert t < 200.0  # cleared by the 14th sample as profiled, long before anything expires
+    assert tr.update({}, REFS, t + 1.0) == [] and not tr.drifting("m")
+
+
+def test_drift_picture_forgets_after_an_hour_without_keeping_empty_levels() -> None:
+    """Latency at 300 load levels is all forgotten an hour later; the next window starts afresh."""
+    tr = DriftTracker()
+    for i in range(300):
+        tr.update({"m": window(i * 5.0, 900.0, conc=float(i))}, REFS, i * 5.0)
+    assert len(tr.picture("m")) == 300
+    tr.update({"m": window(5200.0, 800.0, conc=2.0)}, REFS, 5200.0)  # > 1 h after the last (1495 s)
+    assert [(b.concurrency, b.samples, b.median_ms) for b in tr.picture("m")] == [(2, 1, 800.0)]
+
+
+def test_drift_skips_a_non_finite_latency() -> None:
+    """A NaN p95 is no evidence: it is neither a sample nor in the picture, and the median holds."""
+    tr = DriftTracker()
+    feed(tr, [1.0] * 20)
+    tr.update({"m": window(100.0, math.nan)}, REFS, 100.0)
+    assert tr.ratio("m") == pytest.approx(1.0)
+    assert [b.samples for b in tr.picture("m")] == [20]
 
 
 def test_drift_settings_reject_inverted_hysteresis() -> None:
