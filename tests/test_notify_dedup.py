@@ -1,4 +1,4 @@
-"""Deduplication on a fake clock: once per change, reminders, holds forget, holds never sent."""
+"""Deduplication on a fake clock: once per change, reminders, holds forget, drift news once."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from autoscaler.notify import build, parse_settings
 from autoscaler.notify._dedup import Deduplicator
-from autoscaler.notify.testing import decision
+from autoscaler.notify.testing import decision, drifting
 from autoscaler.policy.decision import Decision
 
 ALL = ("scale_up", "scale_down", "capacity_exhausted")
@@ -92,3 +92,70 @@ def test_log_notifier_on_fake_clock() -> None:
     assert [(r["reminder"]) for r in recs] == [False, True, False]
     assert recs[0]["host"] == "gpu-7" and recs[0]["desired"] == 4
     assert "/v2/repository/models/llama-8b/load" in recs[0]["apply"]
+
+
+def test_drifting_hold_sent_once_per_episode_with_reminders() -> None:
+    """A hold whose profile drifts is sent once, reminded, and not again after a lull."""
+    dd = Deduplicator(ALL, remind_after_s=600)
+    hold = decision(action="hold", desired=2, placement=())
+    assert sent(dd, 0, hold) == []  # a plain hold stays unsent
+    assert sent(dd, 70, drifting()) == [("llama-8b", "hold", False)]
+    assert dd.select([drifting()], 75) == []
+    assert sent(dd, 669, drifting()) == []
+    assert sent(dd, 670, drifting()) == [("llama-8b", "hold", True)]
+    # no samples for a while: the daemon attaches nothing, then the same episode returns
+    assert sent(dd, 700, hold) == []
+    assert sent(dd, 710, drifting()) == []
+    # cleared, then fired again later: a new episode is news
+    assert sent(dd, 900, hold) == []
+    (pick,) = dd.select([drifting(since=1000.0)], 1000)
+    assert pick.drift_news and not pick.reminder
+
+
+def test_drift_starting_under_an_unchanged_recommendation_is_sent() -> None:
+    """A scale-up already sent is sent again, once, when its model starts drifting."""
+    dd = Deduplicator(ALL, remind_after_s=None)
+    up = decision()
+    assert sent(dd, 0, up) == [("llama-8b", "scale_up", False)]
+    (pick,) = dd.select([drifting(action="scale_up", desired=4, placement=up.placement)], 10)
+    assert (pick.decision.action.value, pick.reminder, pick.drift_news) == ("scale_up", False, True)
+    assert dd.select([drifting(action="scale_up", desired=4, placement=up.placement)], 20) == []
+    # a recommendation that starts together with the drift is one message, not two
+    (both,) = dd.select([drifting(action="scale_down", current=4, desired=2)], 30)
+    assert both.drift_news is False  # the episode (since=70) was already told
+    assert dd.select([drifting(since=40.0, action="scale_down", current=4, desired=2)], 40)
+
+
+def test_drift_messages_can_be_turned_off_and_odd_details_are_ignored() -> None:
+    """profile_drift=False keeps the old behaviour; a cleared or malformed finding is no news."""
+    off = Deduplicator(ALL, remind_after_s=600, profile_drift=False)
+    assert sent(off, 0, drifting()) == []
+    on = Deduplicator(ALL, remind_after_s=600)
+    cleared = decision(
+        action="hold", desired=2, placement=(), details={"profile_drift": {"state": "cleared"}}
+    )
+    garbage = decision(action="hold", desired=2, placement=(), details={"profile_drift": "slow"})
+    assert sent(on, 0, cleared, garbage) == []
+    built = parse_settings([{"type": "log", "profile_drift": False}], "c.yaml")
+    assert built[0].profile_drift is False
+
+
+def test_log_notifier_writes_the_drift_once() -> None:
+    """The log line for a drifting hold carries the finding and the re-profile command, once."""
+    buf = io.StringIO()
+    log = structlog.wrap_logger(
+        structlog.PrintLogger(buf),
+        processors=[structlog.processors.add_log_level, structlog.processors.JSONRenderer()],
+    )
+    (n,) = build(
+        parse_settings([{"type": "log"}], "c.yaml"), log=log, registry=CollectorRegistry(), host="h"
+    )
+    for t in range(0, 60, 5):
+        n.notify([drifting()], float(t))
+    lines = [json.loads(x) for x in buf.getvalue().splitlines()]
+    (rec,) = [x for x in lines if x["event"] == "recommendation"]
+    assert rec["action"] == "hold"
+    assert rec["profile_drift"].startswith("llama-8b: p95 1817 ms") and rec["drift_ratio"] == 1.6
+    assert rec["drift_news"] is True
+    assert rec["reprofile"].startswith("triton-autoscaler profile --triton 127.0.0.1:8000")
+    assert "--model llama-8b --slo-ms 500" in rec["reprofile"]

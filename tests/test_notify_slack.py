@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from autoscaler.notify import Context, blocks_for, build, close_all, parse_settings
-from autoscaler.notify.testing import Receiver, decision
+from autoscaler.notify.testing import Receiver, decision, drifting
 
 TOKEN_PATH = "/services/TSLACKTEST/BSLACKTEST/slackTestToken"
 
@@ -132,6 +132,55 @@ def test_message_shapes_for_scale_down_and_capacity() -> None:
         assert len(m["blocks"][0]["text"]["text"]) <= 150
         assert len(m["blocks"][1]["fields"]) <= 10
         assert all(len(b["text"]["text"]) <= 3000 for b in m["blocks"][2:4])
+
+
+def test_drifting_hold_reaches_slack_once(
+    receiver: Receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hold whose profile drifts is posted once, saying the drift and how to re-profile."""
+    n, reg = make(receiver.url(TOKEN_PATH), tmp_path, monkeypatch)
+    hold = decision("quiet", action="hold", desired=2, placement=())
+    for t in range(0, 300, 5):  # five minutes of ticks: the same drift episode throughout
+        n.notify([drifting(), hold], 1.7e9 + t)
+    (req,) = receiver.wait_for(1)
+    wait_until(lambda: count(reg, "sent") == 1)
+    close_all([n], 1)
+    assert len(receiver.requests) == 1
+    msg = json.loads(req.body)
+    assert msg["text"] == (
+        ":warning: Profile drift for llama-8b: slower than profiled (×1.60); "
+        "holding at 2 instance(s) on gpu-7"
+    )
+    text = all_text(msg)
+    assert "*Profile drift:* llama-8b: p95 1817 ms at ~4.0 requests per instance" in text
+    assert "triton-autoscaler profile --triton 127.0.0.1:8000 --model llama-8b" in text
+    assert "Nothing to apply" not in text and "quiet" not in text
+
+
+def test_drift_message_shapes() -> None:
+    """A drifting scale-up keeps its apply command and adds the drift; a hold reminder says so."""
+    ctx = Context("gpu-7")
+    up = blocks_for(
+        drifting(action="scale_up", desired=4),
+        context=ctx,
+        reminder=False,
+        now=0.0,
+        drift_news=True,
+    )
+    assert up["text"] == ":arrow_up: Scale up llama-8b: 2 → 4 instances (profile drifting) on gpu-7"
+    up_text = all_text(up)
+    assert "/v2/repository/models/llama-8b/load" in up_text
+    assert "*Profile drift:*" in up_text and "--slo-ms 500" in up_text
+    again = blocks_for(drifting(), context=ctx, reminder=True, now=0.0)
+    assert again["text"].startswith(":warning: Reminder: Profile drift for llama-8b")
+    assert "reminder: profile still drifting" in all_text(again)
+    long = drifting()
+    long.details["profile_drift"]["message"] = "<x>" * 2000
+    cut = blocks_for(long, context=ctx, reminder=False, now=0.0)
+    assert all(len(b["text"]["text"]) <= 3000 for b in cut["blocks"][2:5])
+    assert "&lt;x&gt;" in all_text(cut)  # mrkdwn control characters escaped
+    plain = blocks_for(decision(), context=ctx, reminder=False, now=0.0)
+    assert "Profile drift" not in all_text(plain) and len(plain["blocks"]) == 5
 
 
 def test_slack_500_retried(

@@ -6,8 +6,9 @@
     ...
     close_all(notifiers, timeout_s=3)  # on shutdown
 
-Each notifier sends scale_up / scale_down / capacity_exhausted decisions (never
-holds) once per change, plus reminders; delivery runs on one worker thread per
+Each notifier sends scale_up / scale_down / capacity_exhausted decisions once
+per change, plus reminders, and a model's decision (a hold included) once when
+its profile starts drifting (see _dedup); delivery runs on one worker thread per
 notifier behind a bounded queue, so `notify()` never waits on the network.
 docs/notifications.md has the settings, the payload schema and HMAC verification.
 """

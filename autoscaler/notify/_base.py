@@ -57,7 +57,9 @@ class QueuedNotifier(Generic[P]):
         self.name = name
         self.context = context
         self._log = log
-        self._dedup = Deduplicator(settings.actions, settings.remind_after_s)
+        self._dedup = Deduplicator(
+            settings.actions, settings.remind_after_s, profile_drift=settings.profile_drift
+        )
         self.delivery: Delivery[P] = Delivery(
             name,
             self.send,

@@ -92,11 +92,57 @@ def gpu_line(d: Decision) -> str:
     )
 
 
+def drift_of(d: Decision) -> dict[str, Any] | None:
+    """The decision's `details.profile_drift` (DriftFinding.to_json()) while drifting, else None.
+
+    The daemon attaches it only while a model drifts; anything else under that key
+    (a cleared finding, a value that is not a mapping) is not drift news.
+    """
+    found = d.details.get("profile_drift") if d.details else None
+    if isinstance(found, dict) and found.get("state", "drifting") == "drifting":
+        return found
+    return None
+
+
+def drift_summary(drift: dict[str, Any]) -> str:
+    """`slower than profiled (×1.60)`: the finding's direction and ratio, for a title."""
+    direction = drift.get("direction")
+    ratio = drift.get("ratio")
+    text = f"{direction} than profiled" if direction in ("slower", "faster") else "off its profile"
+    if isinstance(ratio, int | float) and math.isfinite(ratio):
+        text += f" (×{ratio:.2f})"
+    return text
+
+
+def drift_message(drift: dict[str, Any]) -> str:
+    """The finding's own sentence, or the summary when it has none."""
+    message = drift.get("message")
+    return message if isinstance(message, str) and message else drift_summary(drift)
+
+
 def headline(d: Decision) -> str:
     if d.action is Action.capacity_exhausted:
         return f"Capacity exhausted for {d.model} at {d.current_instances} instance(s)"
+    if d.action not in (Action.scale_up, Action.scale_down):
+        # Only a drifting profile makes a hold worth a message (see _dedup).
+        drift = drift_of(d)
+        if drift is None:
+            return f"Hold {d.model} at {d.current_instances} instance(s)"
+        return (
+            f"Profile drift for {d.model}: {drift_summary(drift)}; "
+            f"holding at {d.current_instances} instance(s)"
+        )
     verb = "Scale up" if d.action is Action.scale_up else "Scale down"
     return f"{verb} {d.model}: {d.current_instances} → {d.desired_instances} instances"
+
+
+def reprofile_how(d: Decision, *, triton_url: str = "127.0.0.1:8000") -> str:
+    """The command that measures `d.model` again: drift never changes targets by itself."""
+    slo = f" --slo-ms {d.slo_p95_ms:g}" if d.slo_p95_ms is not None else ""
+    return (
+        f"triton-autoscaler profile --triton {shlex.quote(triton_url)} "
+        f"--model {shlex.quote(d.model)}{slo} --out {shlex.quote(d.model + '.yaml')}"
+    )
 
 
 @dataclass(frozen=True)

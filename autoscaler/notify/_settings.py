@@ -59,11 +59,16 @@ class _Common(_Strict):
     actions: list[NotifiedAction] = Field(
         default_factory=lambda: list(NOTIFIED_ACTIONS),
         min_length=1,
-        description="which decisions are sent (holds never are)",
+        description="which decisions are sent (holds only for profile drift)",
     )
     remind_after_s: Annotated[float, Field(gt=0, le=30 * 86400)] | None = Field(
         default=1800.0,
         description="re-send an unchanged recommendation after this long; null: never",
+    )
+    profile_drift: bool = Field(
+        default=True,
+        description="also send a model's decision (a hold included) once when its profile "
+        "starts drifting; false: drift only shows in messages sent anyway",
     )
 
 

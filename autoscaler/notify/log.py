@@ -1,7 +1,7 @@
 """`type: log`: one structured log line per recommendation (read with journalctl).
 
 The daemon already logs every decision on every tick; this notifier logs the
-deduplicated recommendations with the way to apply them, so that
+deduplicated recommendations (and profile drift news) with the way to apply them, so that
 `journalctl -u triton-autoscaler | grep recommendation` reads like the Slack channel.
 Logging is local and fast, so it happens on the tick, without a queue.
 """
@@ -13,7 +13,15 @@ from typing import Any
 from autoscaler.notify._base import Context
 from autoscaler.notify._dedup import Deduplicator
 from autoscaler.notify._delivery import NotifyMetrics
-from autoscaler.notify._format import apply_how, concurrency_line, gpu_line, latency_line
+from autoscaler.notify._format import (
+    apply_how,
+    concurrency_line,
+    drift_message,
+    drift_of,
+    gpu_line,
+    latency_line,
+    reprofile_how,
+)
 from autoscaler.notify._settings import LogSettings
 from autoscaler.policy.decision import Decision
 
@@ -33,7 +41,9 @@ class LogNotifier:
         self.context = context
         self._log = log
         self._metrics = metrics
-        self._dedup = Deduplicator(settings.actions, settings.remind_after_s)
+        self._dedup = Deduplicator(
+            settings.actions, settings.remind_after_s, profile_drift=settings.profile_drift
+        )
         metrics.start(name)
 
     def notify(self, decisions: list[Decision], now: float) -> None:
@@ -42,6 +52,16 @@ class LogNotifier:
             how = apply_how(
                 d, triton_url=self.context.triton_url, config_path=self.context.config_path
             )
+            drift = drift_of(d)
+            extra: dict[str, Any] = {}
+            if drift is not None:
+                # The finding's sentence and the command that fixes it, like Slack's message.
+                extra = {
+                    "profile_drift": drift_message(drift),
+                    "drift_ratio": drift.get("ratio"),
+                    "drift_news": pick.drift_news,
+                    "reprofile": reprofile_how(d, triton_url=self.context.triton_url),
+                }
             if self._log is not None:
                 getattr(self._log, self.level)(
                     "recommendation",
@@ -57,6 +77,7 @@ class LogNotifier:
                     reason=d.reason,
                     apply=how.command or how.hint,
                     reminder=pick.reminder,
+                    **extra,
                 )
             self._metrics.results.labels(self.name, "sent").inc()
 

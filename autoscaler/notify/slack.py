@@ -24,11 +24,14 @@ from autoscaler.notify._delivery import Attempt, NotifyMetrics, http_attempt
 from autoscaler.notify._format import (
     apply_how,
     concurrency_line,
+    drift_message,
+    drift_of,
     gpu_line,
     headline,
     iso_utc,
     latency_line,
     redact_url,
+    reprofile_how,
 )
 from autoscaler.notify._settings import SlackSettings
 from autoscaler.policy.decision import Action, Decision
@@ -64,9 +67,16 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def blocks_for(d: Decision, *, context: Context, reminder: bool, now: float) -> dict[str, Any]:
-    """`{"text": fallback, "blocks": [...]}` for one decision (pure: tests read it)."""
+def blocks_for(
+    d: Decision, *, context: Context, reminder: bool, now: float, drift_news: bool = False
+) -> dict[str, Any]:
+    """`{"text": fallback, "blocks": [...]}` for one decision (pure: tests read it).
+
+    `drift_news`: this message is the first about the model's current profile drift
+    (its recommendation may have been sent before; the fallback text says why again).
+    """
     how = apply_how(d, triton_url=context.triton_url, config_path=context.config_path)
+    drift = drift_of(d)
     title = headline(d)
     fields = [
         ("Model", f"`{d.model}`"),
@@ -79,9 +89,19 @@ def blocks_for(d: Decision, *, context: Context, reminder: bool, now: float) -> 
     apply_text = f"*To apply:* {how.hint}"
     if how.command:
         apply_text += f"\n```{how.command}```"
+    if drift is not None:
+        # The fix for drift is a new profile, whatever the instance count does.
+        fix = (
+            "*To fix the profile:* measure the model again and use the new profile "
+            "(docs/profiling.md); targets are never changed automatically:\n"
+            f"```{reprofile_how(d, triton_url=context.triton_url)}```"
+        )
+        # A hold has nothing else to apply; a recommendation keeps its own instructions.
+        apply_text = fix if d.action is Action.hold else f"{apply_text}\n{fix}"
     note = f"rule `{d.rule.value}` · decided {iso_utc(d.as_of or now)}"
     if reminder:
-        note += " · reminder: still recommended"
+        still = "profile still drifting" if d.action is Action.hold else "still recommended"
+        note += f" · reminder: {still}"
     blocks: list[dict[str, Any]] = [
         {
             "type": "header",
@@ -98,6 +118,18 @@ def blocks_for(d: Decision, *, context: Context, reminder: bool, now: float) -> 
             "type": "section",
             "text": {"type": "mrkdwn", "text": _cut(f"*Why:* {escape(d.reason)}", SECTION_MAX)},
         },
+    ]
+    if drift is not None:
+        blocks.append(
+            {
+                "type": "section",
+                "text": {
+                    "type": "mrkdwn",
+                    "text": _cut(f"*Profile drift:* {escape(drift_message(drift))}", SECTION_MAX),
+                },
+            }
+        )
+    blocks += [
         {
             "type": "section",
             "text": {"type": "mrkdwn", "text": _cut(escape(apply_text), SECTION_MAX)},
@@ -105,7 +137,9 @@ def blocks_for(d: Decision, *, context: Context, reminder: bool, now: float) -> 
         {"type": "context", "elements": [{"type": "mrkdwn", "text": escape(note)}]},
     ]
     prefix = "Reminder: " if reminder else ""
-    text = f"{ICON.get(d.action, '')} {prefix}{title} on {context.host}".strip()
+    suffix = " (profile drifting)" if drift_news and d.action is not Action.hold else ""
+    icon = ICON.get(d.action, ":warning:" if drift is not None else "")
+    text = f"{icon} {prefix}{title}{suffix} on {context.host}".strip()
     return {"text": text, "blocks": blocks}
 
 
@@ -153,7 +187,13 @@ class SlackNotifier(QueuedNotifier[dict[str, Any]]):
         super().__init__(name, settings, metrics=metrics, log=log, context=context)
 
     def payload(self, pick: Pick, now: float) -> dict[str, Any]:
-        return blocks_for(pick.decision, context=self.context, reminder=pick.reminder, now=now)
+        return blocks_for(
+            pick.decision,
+            context=self.context,
+            reminder=pick.reminder,
+            now=now,
+            drift_news=pick.drift_news,
+        )
 
     def send(self, payload: dict[str, Any]) -> Attempt:
         try:

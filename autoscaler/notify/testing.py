@@ -169,3 +169,29 @@ def decision(
     return Decision(
         model=model, current_instances=current, desired_instances=desired, action=act, **fields
     )
+
+
+def drifting(since: float = 70.0, **kw: Any) -> Decision:
+    """A hold (unless told otherwise) carrying `details.profile_drift` as the daemon attaches it.
+
+    The finding has exactly the keys of `DriftFinding.to_json()` (docs/profiling.md).
+    """
+    finding = {
+        "state": "drifting",
+        "direction": "slower",
+        "ratio": 1.6,
+        "observed_ms": 1816.8,
+        "expected_ms": 1135.5,
+        "basis": "p95",
+        "per_instance_concurrency": 4.0,
+        "target_concurrency": 4.0,
+        "profile_p95_ms": 1135.52,
+        "samples": 13,
+        "span_s": 60.0,
+        "since": since,
+        "message": "llama-8b: p95 1817 ms at ~4.0 requests per instance vs 1136 ms in the "
+        "profile (×1.60; 13 samples over 60 s): the model is slower than profiled, re-profile it",
+    }
+    fields: dict[str, Any] = {"action": "hold", "desired": 2, "placement": ()}
+    fields.update(kw)
+    return decision(details={"profile_drift": finding}, **fields)
