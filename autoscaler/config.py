@@ -10,13 +10,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from autoscaler.catalog import Catalog, load_catalog, read_yaml_documents, validation_error
 from autoscaler.errors import ConfigError
 from autoscaler.notify import NotifierList
 from autoscaler.policy.core import ModelTarget
 from autoscaler.profiles import Name, ScalingPolicy
+from autoscaler.telemetry.promql import check_label_name, check_selector
 
 CONFIG_KIND = "autoscaler-config"
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -37,11 +45,113 @@ class TritonSection(_Strict):
     config_max_age_s: Annotated[float, Field(ge=0, le=3600)] = 60.0
 
 
+def _nonblank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("a query may not be blank")
+    return text
+
+
+Selector = Annotated[str, Field(max_length=1000), AfterValidator(check_selector)]
+LabelName = Annotated[str, Field(max_length=200), AfterValidator(check_label_name)]
+PromQL = Annotated[str, Field(min_length=1, max_length=4000), AfterValidator(_nonblank)]
+# ModelCounters fields, as in autoscaler.telemetry.triton.COUNTERS (a test keeps them equal)
+TritonCounter = Literal[
+    "request_success",
+    "request_failure",
+    "request_duration_us",
+    "queue_duration_us",
+    "compute_input_duration_us",
+    "compute_infer_duration_us",
+    "compute_output_duration_us",
+    "inference_count",
+    "execution_count",
+]
+SEL = "__SEL__"  # autoscaler.telemetry.prometheus.SEL
+
+
+class PrometheusTritonSection(_Strict):
+    """Triton's series in Prometheus; unset queries keep the built-in ones."""
+
+    counters: dict[TritonCounter, PromQL] = Field(default_factory=dict)
+    pending: PromQL | None = None
+    p95_request: PromQL | None = None
+    p95_queue: PromQL | None = None
+    as_of: PromQL | None = None
+    model_label: LabelName = "model"
+    version_label: LabelName = "version"
+
+    def overrides(self) -> dict[str, Any]:
+        """Keyword arguments for `TritonQueries` but the selector (what is set here)."""
+        out: dict[str, Any] = {
+            "model_label": self.model_label,
+            "version_label": self.version_label,
+        }
+        if self.counters:
+            out["counters"] = dict(self.counters)
+        for k in ("pending", "p95_request", "p95_queue", "as_of"):
+            if getattr(self, k) is not None:
+                out[k] = getattr(self, k)
+        return out
+
+
+class PrometheusDcgmSection(_Strict):
+    """The DCGM exporter's series in Prometheus; unset fields keep the built-in ones."""
+
+    used: PromQL | None = Field(default=None, description="default DCGM_FI_DEV_FB_USED (MiB)")
+    free: PromQL | None = Field(default=None, description="default DCGM_FI_DEV_FB_FREE (MiB)")
+    reserved: PromQL | None = Field(
+        default=None, description="default DCGM_FI_DEV_FB_RESERVED (MiB)"
+    )
+    util: PromQL | None = Field(default=None, description="default DCGM_FI_DEV_GPU_UTIL (%)")
+    hostname_labels: Annotated[list[LabelName], Field(min_length=1, max_length=8)] | None = None
+    uuid_labels: Annotated[list[LabelName], Field(min_length=1, max_length=8)] | None = None
+    index_label: LabelName | None = None
+    name_label: LabelName | None = None
+
+    def overrides(self) -> dict[str, Any]:
+        """Keyword arguments for `DcgmQueries` (what is set here)."""
+        return {
+            k: tuple(v) if isinstance(v, list) else v
+            for k, v in self.model_dump().items()
+            if v is not None
+        }
+
+
+class PrometheusSection(_Strict):
+    """The `prometheus` sources' settings (telemetry.models / gpus: prometheus)."""
+
+    selector: Selector = Field(
+        default="",
+        description='label matchers picking one Triton\'s series, e.g. instance="10.0.0.5:8002"',
+    )
+    triton: PrometheusTritonSection = PrometheusTritonSection()
+    dcgm: PrometheusDcgmSection = PrometheusDcgmSection()
+
+    @model_validator(mode="after")
+    def _selector_has_a_place(self) -> PrometheusSection:
+        # a query of one's own without the placeholder would silently ignore the
+        # selector and add up every Triton's series again
+        if not self.selector:
+            return self
+        t = self.triton
+        own = {f"counters.{k}": v for k, v in t.counters.items()}
+        own |= {k: getattr(t, k) for k in ("pending", "p95_request", "p95_queue", "as_of")}
+        for name, query in own.items():
+            if query is not None and SEL not in query:
+                raise ValueError(
+                    f"triton.{name} has no {SEL} placeholder, so the selector would not apply "
+                    f"to it: write the metric as metric{{{SEL}}} "
+                    f'(or metric{{quantile="0.95",{SEL}}})'
+                )
+        return self
+
+
 class TelemetrySection(_Strict):
     models: Literal["triton", "prometheus"] = "triton"
     gpus: Literal["nvml", "prometheus", "simulated", "none"] = "nvml"
     prometheus_url: str | None = None
     hostname: str | None = Field(default=None, description="DCGM series filter")
+    prometheus: PrometheusSection = PrometheusSection()
     simulated_gpus: Annotated[int, Field(ge=1, le=64)] = 4
     simulated_gpu_memory_gb: PositiveFloat = 80.0
 

@@ -225,7 +225,7 @@ def test_record_time_parsing() -> None:
 
 
 def test_record_refuses_an_existing_file_and_bad_range(tmp_path: Path) -> None:
-    """record never overwrites a trace and needs end after start."""
+    """record never overwrites a trace, needs end after start and a valid --selector."""
     out = tmp_path / "t.jsonl"
     out.write_text("x")
     code, _, err = invoke(
@@ -252,6 +252,20 @@ def test_record_refuses_an_existing_file_and_bad_range(tmp_path: Path) -> None:
         str(tmp_path / "n.jsonl"),
     )
     assert code == 2 and "after --start" in err
+    code, _, err = invoke(
+        "record",
+        "--prometheus",
+        "http://127.0.0.1:9",
+        "--start",
+        "0",
+        "--end",
+        "10",
+        "--selector",
+        "job=triton",
+        "--out",
+        str(tmp_path / "s.jsonl"),
+    )
+    assert code == 2 and "'--selector': label values must be quoted" in err, err
 
 
 def test_missing_optional_dependency_is_a_clear_error() -> None:

@@ -45,6 +45,21 @@ def run(*args: str) -> Any:
         (["--ticks", "0"], "--ticks'"),
         (["--models", "triton", "--gpus", "none"], "the triton source needs a Triton URL"),
         (["--models", "prometheus", "--gpus", "none"], "needs a Prometheus URL"),
+        (
+            [
+                "--prometheus",
+                "http://127.0.0.1:1",
+                "--gpus",
+                "none",
+                "--prometheus-selector",
+                "j=x",
+            ],
+            "option '--prometheus-selector': label values must be quoted: write j=\"x\"",
+        ),
+        (
+            ["--triton", "127.0.0.1:1", "--gpus", "none", "--prometheus-selector", 'j="x"'],
+            "it needs --models prometheus",
+        ),
     ],
 )
 def test_bad_options_are_config_errors(args: list[str], message: str) -> None:

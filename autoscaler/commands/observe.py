@@ -90,6 +90,13 @@ def observe(
     gpus: Annotated[
         str, typer.Option("--gpus", help="GPU source: nvml, prometheus, simulated or none.")
     ] = "nvml",
+    prometheus_selector: Annotated[
+        str,
+        typer.Option(
+            "--prometheus-selector",
+            help='Label matchers picking one Triton in Prometheus, e.g. instance="10.0.0.5:8002".',
+        ),
+    ] = "",
     hostname: Annotated[
         str | None, typer.Option("--hostname", help="Only this host's DCGM series (prometheus).")
     ] = None,
@@ -125,11 +132,17 @@ def observe(
     for name, table, what in ((src_name, MODEL_SOURCES, "--models"), (gpus, GPU_SOURCES, "--gpus")):
         if name not in table:
             raise ConfigError("unknown source", field=what, value=name, allowed=table.keys())
+    if prometheus_selector and src_name != "prometheus":
+        raise ConfigError(
+            "picks Triton's series in Prometheus: it needs --models prometheus",
+            field="--prometheus-selector",
+        )
     read_timeout = timeout if timeout is not None else min(2.0, interval / 2)
     opts = SourceOptions(
         triton_url=triton,
         metrics_url=metrics_url,
         prometheus_url=prometheus,
+        prometheus_selector=prometheus_selector,
         hostname=hostname,
         timeout_s=read_timeout,
         simulated_gpus=simulated_gpus,

@@ -21,6 +21,7 @@ import typer
 from autoscaler.commands._common import parse_pairs, positive_int
 from autoscaler.commands.simulate import check_format, progress_bar
 from autoscaler.errors import ConfigError
+from autoscaler.telemetry.promql import check_selector
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -80,6 +81,10 @@ def record(
     if out.exists():
         raise ConfigError("the trace file exists; choose a new name", file=out)
     counts = parse_pairs(instances or [], "--instances", positive_int, "N", "a positive number")
+    try:
+        selector = check_selector(selector)
+    except ValueError as exc:
+        raise ConfigError(str(exc), field="--selector", value=selector) from None
     with progress_bar(fmt != "json", "recording") as bar:
         res = run_record(
             prometheus,

@@ -23,6 +23,7 @@ from autoscaler.errors import ConfigError
 from autoscaler.notify import DEFAULT_CONFIG_PATH, close_all
 from autoscaler.notify import build as build_notifiers
 from autoscaler.telemetry.base import Collector, Combined, SourceOptions, gpu_source, model_source
+from autoscaler.telemetry.promql import check_selector
 from autoscaler.telemetry.snapshot import Snapshot
 
 GB = 1_000_000_000
@@ -40,10 +41,19 @@ def run(
     profile: Annotated[
         list[str] | None, typer.Option(help="MODEL=PROFILE model profile name; repeatable.")
     ] = None,
+    models: Annotated[
+        str | None, typer.Option(help="Model telemetry: triton (default) or prometheus.")
+    ] = None,
     gpus: Annotated[
         str | None, typer.Option(help="GPU telemetry: nvml, prometheus, simulated or none.")
     ] = None,
     prometheus: Annotated[str | None, typer.Option(help="Prometheus base URL.")] = None,
+    prometheus_selector: Annotated[
+        str | None,
+        typer.Option(
+            help='Label matchers picking one Triton in Prometheus, e.g. instance="10.0.0.5:8002".'
+        ),
+    ] = None,
     mode: Annotated[str | None, typer.Option(help="recommend (default) or apply.")] = None,
     once: Annotated[bool, typer.Option(help="Decide once, print JSON lines, exit.")] = False,
     record: Annotated[Path | None, typer.Option(help="Append the telemetry trace here.")] = None,
@@ -77,8 +87,10 @@ def run(
             target=target,
             slo_ms=slo_ms,
             profile=profile,
+            models=models,
             gpus=gpus,
             prometheus=prometheus,
+            prometheus_selector=prometheus_selector,
             mode=mode,
             record=record,
             listen=listen,
@@ -180,10 +192,27 @@ def _apply_flags(data: dict[str, Any], **flags: Any) -> dict[str, Any]:
         d.setdefault("triton", {})["url"] = flags["triton"]
     if flags["metrics_url"]:
         d.setdefault("triton", {})["metrics_url"] = flags["metrics_url"]
+    if flags["models"]:
+        d.setdefault("telemetry", {})["models"] = flags["models"]
     if flags["gpus"]:
         d.setdefault("telemetry", {})["gpus"] = flags["gpus"]
     if flags["prometheus"]:
         d.setdefault("telemetry", {})["prometheus_url"] = flags["prometheus"]
+    if flags["prometheus_selector"] is not None:
+        try:
+            sel = check_selector(flags["prometheus_selector"])
+        except ValueError as exc:
+            raise ConfigError(
+                str(exc), field="--prometheus-selector", value=flags["prometheus_selector"]
+            ) from None
+        tel = d.setdefault("telemetry", {})
+        if tel.get("models", "triton") != "prometheus":
+            raise ConfigError(
+                "picks Triton's series in Prometheus: it needs the prometheus model source "
+                "(--models prometheus, or telemetry.models: prometheus in the config)",
+                field="--prometheus-selector",
+            )
+        tel["prometheus"] = {**tel.get("prometheus", {}), "selector": sel}
     if flags["mode"]:
         d["mode"] = flags["mode"]
     if flags["record"]:
@@ -261,6 +290,9 @@ def make_collector(
         metrics_url=cfg.triton.metrics_url,
         prometheus_url=t.prometheus_url,
         hostname=t.hostname,
+        prometheus_selector=t.prometheus.selector,
+        prometheus_triton=t.prometheus.triton.overrides(),
+        prometheus_dcgm=t.prometheus.dcgm.overrides(),
         timeout_s=cfg.triton.timeout_s,
         config_max_age_s=cfg.triton.config_max_age_s,
         simulated_gpus=t.simulated_gpus,

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from autoscaler.errors import ConfigError
 from autoscaler.telemetry.snapshot import Snapshot
+
+if TYPE_CHECKING:
+    from autoscaler.telemetry.prometheus import TritonQueries
 
 
 @runtime_checkable
@@ -115,6 +118,11 @@ class SourceOptions:
     metrics_url: str | None = None  # Triton /metrics; derived from triton_url when None
     prometheus_url: str | None = None
     hostname: str | None = None  # DCGM series filter (Hostname / hostname label)
+    # prometheus sources: label matchers picking one Triton's series (`job="triton"`),
+    # and keyword overrides for TritonQueries / DcgmQueries (config telemetry.prometheus)
+    prometheus_selector: str = ""
+    prometheus_triton: Mapping[str, Any] | None = None
+    prometheus_dcgm: Mapping[str, Any] | None = None
     timeout_s: float = 1.0  # per read; keep it below the tick interval
     # triton source: keep model configs up to this long (0: read them every tick).
     # Whoever sets it must call Combined.invalidate(model) after changing a model.
@@ -153,7 +161,26 @@ def _prom_models(o: SourceOptions) -> Collector:
     # Prometheus has no instance counts (no Triton metric carries them): read the
     # model configs from Triton itself when its URL is known.
     configs = TritonConfigReader(o.triton_url, timeout_s=o.timeout_s) if o.triton_url else None
-    return PrometheusModelSource(o.prometheus_url, timeout_s=o.timeout_s, configs=configs)
+    return PrometheusModelSource(
+        o.prometheus_url, timeout_s=o.timeout_s, queries=triton_queries(o), configs=configs
+    )
+
+
+def triton_queries(o: SourceOptions) -> TritonQueries:
+    """The Triton PromQL the options ask for: built-in queries with the overrides applied."""
+    from autoscaler.telemetry.prometheus import TritonQueries
+    from autoscaler.telemetry.promql import check_selector
+
+    kw = dict(o.prometheus_triton or {})
+    try:
+        kw["selector"] = check_selector(o.prometheus_selector)
+    except ValueError as exc:
+        raise ConfigError(
+            str(exc), field="--prometheus-selector", value=o.prometheus_selector
+        ) from None
+    if "counters" in kw:  # a partial set of counter queries keeps the others
+        kw["counters"] = {**TritonQueries().counters, **kw["counters"]}
+    return TritonQueries(**kw)
 
 
 def _prom_gpus(o: SourceOptions) -> Collector:
@@ -161,7 +188,14 @@ def _prom_gpus(o: SourceOptions) -> Collector:
 
     if not o.prometheus_url:
         raise ConfigError("the prometheus source needs a Prometheus URL", field="--prometheus")
-    return PrometheusGpuSource(o.prometheus_url, timeout_s=o.timeout_s, hostname=o.hostname)
+    from autoscaler.telemetry.prometheus import DcgmQueries
+
+    return PrometheusGpuSource(
+        o.prometheus_url,
+        timeout_s=o.timeout_s,
+        hostname=o.hostname,
+        queries=DcgmQueries(**(o.prometheus_dcgm or {})),
+    )
 
 
 def _nvml(o: SourceOptions) -> Collector:
