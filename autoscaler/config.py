@@ -186,6 +186,14 @@ class HttpSection(_Strict):
     unhealthy_after_s: Annotated[float, Field(gt=0, le=86400)] = 60.0
 
 
+class LoggingSection(_Strict):
+    # changes: a model's decision is logged when its action, counts or rule change,
+    # and again every decision_reminder_s as a sign of life; every_tick: every
+    # decision of every tick (at 500 models and 5 s ticks, 100 lines a second).
+    decisions: Literal["changes", "every_tick"] = "changes"
+    decision_reminder_s: Annotated[float, Field(gt=0, le=86400, allow_inf_nan=False)] = 300.0
+
+
 class DaemonConfig(_Strict):
     kind: Literal["autoscaler-config"] = "autoscaler-config"
     mode: Literal["recommend", "apply"] = "recommend"
@@ -198,6 +206,7 @@ class DaemonConfig(_Strict):
     max_changes_per_tick: Annotated[int, Field(ge=1, le=1024)] = 4
     models: dict[Name, ModelSection] = Field(default_factory=dict)
     http: HttpSection = HttpSection()
+    logging: LoggingSection = LoggingSection()
     record: Path | None = Field(default=None, description="append the telemetry trace here")
     notifiers: NotifierList = Field(
         default_factory=list, description="where recommendations go (docs/notifications.md)"

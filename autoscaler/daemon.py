@@ -29,9 +29,6 @@ from autoscaler.telemetry.window import WindowSettings, WindowTracker, derive
 
 PolicyFn = Callable[[PolicyContext, Any], tuple[list[Decision], Any]]
 
-# An unchanged decision is logged again after this long (a sign of life per model).
-DECISION_LOG_EVERY_S = 300.0
-
 
 class ApplyOutcome(Protocol):
     ok: bool
@@ -290,14 +287,18 @@ class Autoscaler:
 
     def _worth_logging(self, d: Decision, now: float) -> bool:
         """Log a decision when it differs from the last one logged for the model, or
-        every DECISION_LOG_EVERY_S as a reminder.
+        every logging.decision_reminder_s as a reminder (logging.decisions: changes,
+        the default); with logging.decisions: every_tick, always.
 
         At 500 models every decision every 5 s is 100 lines a second for journald and
         8 ms of each tick (the tick benchmark), almost all of them "steady" again.
         """
+        opts = self.resolved.config.logging
+        if opts.decisions == "every_tick":
+            return True
         key = (d.action, d.current_instances, d.desired_instances, d.rule)
         last = self._logged.get(d.model)
-        if last is not None and last[0] == key and now - last[1] < DECISION_LOG_EVERY_S:
+        if last is not None and last[0] == key and now - last[1] < opts.decision_reminder_s:
             return False
         self._logged[d.model] = (key, now)
         return True
