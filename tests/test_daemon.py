@@ -212,6 +212,7 @@ def test_example_config_parses_with_documented_defaults() -> None:
     assert missing == []
     r = resolve(cfg)
     assert cfg.mode == "recommend" and cfg.http.listen == "127.0.0.1:9108"
+    assert cfg.logging.decisions == "changes" and cfg.logging.decision_reminder_s == 300
     assert r.targets["nemo-gpt-5b"].optimal_concurrency == 4
     assert r.targets["nemo-gpt-20b"].memory_per_instance_gb == 44.76
     assert r.policy.tick_interval_s == 5
@@ -385,3 +386,31 @@ def test_unchanged_decisions_are_logged_once_then_as_a_reminder() -> None:
     logged = [kw["rule"] for e, kw in log.lines if e == "decision"]
     # first sight (no window yet) at 0, steady from 5 s, a reminder at 305 s (605 > 600)
     assert logged[0] == "invalid_telemetry" and logged[1:] == ["steady", "steady"]
+
+
+def test_decision_logging_every_tick_and_a_shorter_reminder() -> None:
+    """logging.decisions: every_tick logs all 121 ticks; a 60 s reminder repeats steady ones."""
+    daemon, _cluster, _act = make(mode="recommend", conc=4.0, logging={"decisions": "every_tick"})
+    daemon.log = log = Lines()
+    step(daemon, 0, 600)
+    assert sum(1 for e, _ in log.lines if e == "decision") == 121
+    daemon, _cluster, _act = make(mode="recommend", conc=4.0, logging={"decision_reminder_s": 60})
+    daemon.log = log = Lines()
+    step(daemon, 0, 600)
+    at = [kw["rule"] for e, kw in log.lines if e == "decision"]
+    # invalid at 0, steady at 5 s, then a reminder every 60 s: 65, 125, ..., 545
+    assert at[0] == "invalid_telemetry" and at[1:] == ["steady"] * 10
+
+
+@pytest.mark.parametrize(
+    ("logging", "needle"),
+    [
+        ({"decisions": "sometimes"}, "field 'logging.decisions'"),
+        ({"decision_reminder_s": 0}, "field 'logging.decision_reminder_s'"),
+        ({"decision_reminder_s": "5m"}, "field 'logging.decision_reminder_s'"),
+    ],
+)
+def test_bad_logging_settings(logging: dict, needle: str) -> None:  # type: ignore[type-arg]
+    """A bad logging setting names its field."""
+    with pytest.raises(ConfigError, match=needle):
+        parse_config({"models": {"nemo-gpt-5b": {}}, "logging": logging}, "cfg.yaml")
