@@ -1,8 +1,4 @@
-"""Drift in the daemon: logged once, exported as a ratio, attached to the recommendation.
-
-Skipped until `autoscaler/daemon.py` carries the drift lines (see docs/profiling.md,
-"In the daemon"); from then on it guards them.
-"""
+"""Drift in the daemon: logged once, exported as a ratio, attached to the recommendation."""
 
 from __future__ import annotations
 
@@ -55,8 +51,6 @@ def run(p95_ms: float) -> tuple[list[TickReport], Log, float | None]:
         log=log,
         started_at=0,
     )
-    if not hasattr(daemon, "drift"):
-        pytest.skip("autoscaler/daemon.py does not run the DriftTracker yet")
     reports = [daemon.tick(float(t)) for t in range(0, 300, 5)]
     ratio = daemon.metrics.registry.get_sample_value(
         "triton_autoscaler_profile_drift_ratio", {"model": "nemo-gpt-5b"}
