@@ -805,6 +805,10 @@ def test_install_guide_refers_to_files_that_exist() -> None:
     text = (DEPLOY / "INSTALL.md").read_text(encoding="utf-8")
     for path in set(re.findall(r"\bdeploy/[\w./-]+\w", text)):
         assert (ROOT / path).exists(), path
+    links = set(re.findall(r"\]\((\.\./[^)#\s]+)", text))  # relative links, e.g. to docs/
+    assert "../docs/notifications.md" in links
+    for link in links:
+        assert (DEPLOY / link).exists(), link
     for must in (INSTALLED_EXEC, "/etc/triton-autoscaler/config.yaml", "LoadCredential="):
         assert must in text
     assert "systemctl enable --now triton-autoscaler" in text
