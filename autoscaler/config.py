@@ -266,14 +266,26 @@ def resolve(cfg: DaemonConfig, source: str | Path = "<config>") -> Resolved:
         prof_name = m.profile or name
         field = f"models.{name}.profile"
         if prof_name not in cat.models:
-            if m.optimal_concurrency is None or m.memory_per_instance_gb is None:
+            if m.optimal_concurrency is None and m.memory_per_instance_gb is None:
                 raise ConfigError(
                     f"no model profile '{prof_name}': name a known profile, or give both "
-                    "optimal_concurrency and memory_per_instance_gb",
+                    "optimal_concurrency and memory_per_instance_gb "
+                    f"(run: --target {name}=C --memory-gb {name}=GB)",
                     file=source,
                     field=field,
                     allowed=cat.models,
                 )
+            for key, flag, unit in (
+                ("optimal_concurrency", "--target", "C"),
+                ("memory_per_instance_gb", "--memory-gb", "GB"),
+            ):
+                if getattr(m, key) is None:
+                    raise ConfigError(
+                        f"no model profile '{prof_name}' to take {key} from: set it "
+                        f"(run: {flag} {name}={unit}), or name a profile (--profile {name}=NAME)",
+                        file=source,
+                        field=f"models.{name}.{key}",
+                    )
             opt_c: float | None = m.optimal_concurrency
             mem = m.memory_per_instance_gb
         else:

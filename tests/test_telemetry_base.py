@@ -218,23 +218,6 @@ def test_counter_names_in_config_match_the_triton_source() -> None:
     assert CONFIG_SEL == SEL
 
 
-def test_prometheus_selector_flag() -> None:
-    """`run --prometheus-selector` sets the config; a bad one, or one not for prometheus, fails."""
-    from autoscaler.commands.run import _apply_flags
-
-    flags = dict.fromkeys(
-        ("triton", "metrics_url", "target", "slo_ms", "profile", "gpus", "prometheus", "mode"),
-    ) | dict.fromkeys(("record", "listen", "policies", "interval"))
-    d = _apply_flags(
-        {}, **flags | {"models": "prometheus", "prometheus_selector": '{job="triton"}'}
-    )
-    assert d["telemetry"]["prometheus"]["selector"] == 'job="triton"'
-    with pytest.raises(ConfigError, match=r"option '--prometheus-selector': label values must be"):
-        _apply_flags({}, **flags | {"models": "prometheus", "prometheus_selector": "job=triton"})
-    with pytest.raises(ConfigError, match="needs the prometheus model source"):
-        _apply_flags({}, **flags | {"models": None, "prometheus_selector": 'job="triton"'})
-
-
 def test_bad_selector_in_source_options_is_a_config_error() -> None:
     """Built from options (as `observe` does), a bad selector names --prometheus-selector."""
     o = SourceOptions(prometheus_url="http://127.0.0.1:9090", prometheus_selector="job")

@@ -38,6 +38,12 @@ def run(
         typer.Option(help="MODEL=CONCURRENCY optimal concurrency per instance; repeatable."),
     ] = None,
     slo_ms: Annotated[list[str] | None, typer.Option(help="MODEL=MS p95 SLO; repeatable.")] = None,
+    memory_gb: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="MODEL=GB GPU memory per instance (needed without a profile); repeatable."
+        ),
+    ] = None,
     profile: Annotated[
         list[str] | None, typer.Option(help="MODEL=PROFILE model profile name; repeatable.")
     ] = None,
@@ -86,6 +92,7 @@ def run(
             metrics_url=metrics_url,
             target=target,
             slo_ms=slo_ms,
+            memory_gb=memory_gb,
             profile=profile,
             models=models,
             gpus=gpus,
@@ -227,14 +234,19 @@ def _apply_flags(data: dict[str, Any], **flags: Any) -> dict[str, Any]:
         flags["target"] or [], "--target", positive_float, "CONCURRENCY", "a positive number"
     )
     slos = parse_pairs(flags["slo_ms"] or [], "--slo-ms", positive_float, "MS", "a positive number")
+    memory = parse_pairs(
+        flags["memory_gb"] or [], "--memory-gb", positive_float, "GB", "a positive number"
+    )
     profiles = parse_pairs(flags["profile"] or [], "--profile", str, "PROFILE", "a name")
     models: dict[str, Any] = {k: dict(v) for k, v in d.get("models", {}).items()}
-    for name in [*targets, *slos, *profiles]:
+    for name in [*targets, *slos, *memory, *profiles]:
         models.setdefault(name, {})
     for name, v in targets.items():
         models[name]["optimal_concurrency"] = v
     for name, v in slos.items():
         models[name]["slo_p95_ms"] = v
+    for name, v in memory.items():
+        models[name]["memory_per_instance_gb"] = v
     for name, prof in profiles.items():
         models[name]["profile"] = prof
     if models:
