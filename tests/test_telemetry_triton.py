@@ -638,20 +638,6 @@ def test_metrics_are_read_however_the_body_is_framed(pages: ThreadingHTTPServer,
     assert pages.connections == expected  # type: ignore[attr-defined]
 
 
-def test_the_kept_receive_buffer_is_overwritten_grown_and_shrunk(
-    pages: ThreadingHTTPServer,
-) -> None:
-    """A dirtied, an outgrown and an oversized kept buffer all still give the exact page."""
-    client = MetricsClient(f"http://127.0.0.1:{pages.server_address[1]}/metrics")
-    n = len(fetch_text(client, 2.0).encode())
-    client.buffer(n)[:] = b"x" * n  # dirty: every byte must be received again
-    assert fetch_text(client, 2.0) == REAL_SCRAPE
-    assert len(client.buffer(10 * n)) == 10 * n  # outgrown: replaced by a larger one
-    assert fetch_text(client, 2.0) == REAL_SCRAPE  # 10× too large: replaced by a smaller one
-    assert len(client._buf) < 2 * n
-    client.close()
-
-
 def test_a_body_cut_short_is_a_read_error(pages: ThreadingHTTPServer) -> None:
     """Fewer bytes than Content-Length, then a hang-up → 'cannot read' with the count."""
     pages.mode = "short"  # type: ignore[attr-defined]
