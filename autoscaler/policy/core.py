@@ -594,7 +594,8 @@ def _place(
     # left no GPU with the 44.76 GB a fourth 20B instance needs (capacity exhausted with
     # 120 GB free in total). Filling the fullest GPU that fits keeps the big holes, and
     # packs like the design: one 20B and two 5B per H100.
-    res = pack(items, bins, headroom_gb=pol.gpu_headroom_gb, fit=Fit.best)
+    # in place: what fits is taken from the shared bins at once, so the next model sees it
+    res = pack(items, bins, headroom_gb=pol.gpu_headroom_gb, fit=Fit.best, in_place=True)
     fitted = len(res.placed)
     if fitted == 0:
         # How much hardware the full wish needs: pack it onto fresh GPUs of this size.
@@ -625,12 +626,10 @@ def _place(
             extra_servers_needed=servers,
         )
         return d, st
-    # commit the placement into the shared bins so the next model sees it
     by_index = {b.index: b for b in bins}
     slots: dict[int, int] = {}
-    for item, idx in res.placed:
+    for _item, idx in res.placed:
         slots[idx] = slots.get(idx, 0) + 1
-        by_index[idx].used_gb += item.memory_gb
     placement = tuple(
         PlacementSlot(
             gpu=i,
