@@ -483,7 +483,7 @@ class GcClock:
 
 def _daemon(n: int, port: int, stages: Stages) -> Any:
     from autoscaler import logs
-    from autoscaler.commands.run import make_collector
+    from autoscaler.commands.run import make_collector, tune_gc
     from autoscaler.config import parse_config, resolve
     from autoscaler.daemon import Autoscaler
     from autoscaler.daemon_metrics import DaemonMetrics
@@ -544,6 +544,7 @@ def _daemon(n: int, port: int, stages: Stages) -> Any:
     d.metrics.observe = stages.wrap("metrics", d.metrics.observe)  # type: ignore[method-assign]
     d._log = stages.wrap("log", d._log)  # type: ignore[method-assign]
     holder["d"] = d
+    tune_gc()  # as `run` does before its first tick
     return d
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import pytest
 
-from autoscaler.commands.run import _apply_flags
+from autoscaler.commands.run import _apply_flags, tune_gc
 from autoscaler.config import parse_config, resolve
 from autoscaler.errors import ConfigError
 
@@ -83,3 +84,15 @@ def test_prometheus_selector_flag() -> None:
         _apply_flags({}, **NO_FLAGS | {"models": "prometheus", "prometheus_selector": "job=triton"})
     with pytest.raises(ConfigError, match="needs the prometheus model source"):
         _apply_flags({}, **NO_FLAGS | {"prometheus_selector": 'job="triton"'})
+
+
+def test_tune_gc_raises_the_young_threshold_and_freezes_startup_objects() -> None:
+    """After tune_gc the young generation collects every 10,000 allocations, startup frozen."""
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold() == (10_000, 10, 10)
+        assert gc.get_freeze_count() > 1000  # the imported modules' objects at least
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

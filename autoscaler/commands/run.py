@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import socket
@@ -167,6 +168,7 @@ def run(
         close_all(old, timeout_s=2.0)
         log.info("reloaded", mode=c.mode, models=sorted(new.targets))
 
+    tune_gc()
     notify = _sd_notifier()
     try:
         run_forever(
@@ -180,6 +182,24 @@ def run(
         notify("STOPPING=1")
         close_all(daemon.notifiers, timeout_s=3.0)
         srv.shutdown()
+
+
+def tune_gc() -> None:
+    """Fewer garbage collections for a daemon that allocates much per tick, once built.
+
+    A tick at 500 models makes and drops hundreds of thousands of objects (the
+    parsed page, samples, decisions, log records): with Python's default
+    thresholds (700, 10, 10) the collector ran ~15 young collections and a full
+    one every ~10 ticks, ~7 ms of CPU a tick on average (`python -m bench tick`,
+    3.5 ms median). Almost all of those objects are freed by reference counting,
+    so a young collection every 10,000 net allocations instead of 700 finds the
+    same garbage far less often: ~1.5 ms a tick on average, no full collection
+    in 60 ticks, +1.5 MB RSS. `freeze` first moves what startup made (modules,
+    config, the policy) out of every later collection's way.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
 
 
 def decide_once(daemon: Autoscaler, window_s: float) -> list[Any]:
