@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import types
@@ -304,6 +305,32 @@ def test_fast_and_careful_paths_agree(tmp_path: Path) -> None:
     assert _eq(trace._fast_snapshot(json.loads(json.dumps(snapshot_to_json(SNAPS[0])))), SNAPS[0])
     with pytest.raises(ValueError):
         trace._fast_snapshot(json.loads(json.dumps(snapshot_to_json(SNAPS[3]))))  # "NaN"
+
+
+def test_fast_path_builds_what_the_constructors_build() -> None:
+    """Samples built without __init__ equal, hash and replace like constructed ones."""
+    for cls in (ModelSample, ModelCounters):  # nothing in __init__ that the fast path skips
+        assert not hasattr(cls, "__post_init__") and "__slots__" not in vars(cls)
+    want = SNAPS[0].models["nemo-gpt-5b"]  # type: ignore[index]
+    got = trace._fast_snapshot(json.loads(json.dumps(snapshot_to_json(SNAPS[0])))).models
+    m = got["nemo-gpt-5b"]  # type: ignore[index]
+    assert m == want and hash(m) == hash(want) and m.counters == want.counters
+    assert m.instances == 5 and dataclasses.replace(m, version="3").counters == want.counters
+
+
+def test_fast_path_keeps_each_lines_own_instance_groups() -> None:
+    """Group tuples shared between lines never mix: each line reads back its own groups."""
+    groups = [
+        (InstanceGroup(1, "KIND_GPU", (0,)),),
+        (InstanceGroup(2, "KIND_GPU", (0, 1)),),
+        (InstanceGroup(1, "KIND_GPU", (1,)),),
+        (InstanceGroup(1, "KIND_GPU", (0,)), InstanceGroup(1, "KIND_CPU")),
+        (InstanceGroup(1, "KIND_GPU", (0,)),),
+    ]
+    for gs in groups:
+        snap = Snapshot(taken_at=1.0, models={"m": ModelSample(name="m", instance_groups=gs)})
+        got = trace._fast_snapshot(json.loads(json.dumps(snapshot_to_json(snap))))
+        assert got.models["m"].instance_groups == gs  # type: ignore[index]
 
 
 def test_orjson_when_present_falls_back_to_json(monkeypatch: pytest.MonkeyPatch) -> None:
