@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -172,3 +173,20 @@ def test_progress_bar_moves_in_steps_on_a_terminal(
     monkeypatch.setattr(replay_command, "_on_terminal", lambda: True)
     replay_cli(str(trace), "--config", str(cfg))
     assert len(seen) == len(snaps) // 2 and seen[-1] == 1.0
+
+
+def test_replay_collects_garbage_less_often_and_restores_the_thresholds() -> None:
+    """While replaying the young threshold is 50,000; after it, also after an error, as before."""
+    snaps, resolved = telemetry(models=1, minutes=1)
+    before = gc.get_threshold()
+    seen: list[tuple[int, int, int]] = []
+    replay(snaps, resolved, on_decision=lambda _d: seen.append(gc.get_threshold()))
+    assert seen and all(t[0] == max(before[0], 50_000) for t in seen)
+    assert gc.get_threshold() == before
+
+    def fail(_d: object) -> None:
+        raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError):
+        replay(snaps, resolved, on_decision=fail)
+    assert gc.get_threshold() == before

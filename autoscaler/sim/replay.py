@@ -13,10 +13,12 @@ in O(models) per tick), and the Prometheus series are not kept per decision
 
 from __future__ import annotations
 
+import gc
 import math
 import statistics
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -129,6 +131,9 @@ class ReplaySummary:
         }
 
 
+_ACTION_NAME = {a: a.value for a in Action}
+
+
 def _close_minute(ms: ModelSummary) -> None:
     d = ms._last
     if d is None:
@@ -146,6 +151,30 @@ def _close_minute(ms: ModelSummary) -> None:
         ms.minutes_above_slo += 1
 
 
+# The cyclic garbage collector's first threshold while replaying (Python's default: 700).
+GC_YOUNG_THRESHOLD = 50_000
+
+
+@contextmanager
+def _rarer_collections() -> Iterator[None]:
+    """Run the cyclic collector 70× less often meanwhile; the thresholds come back after.
+
+    A replay allocates a few hundred thousand short-lived objects a minute of trace
+    (snapshots, windows, decisions) and keeps an hour of the drift picture and a
+    window's history alive. With the default 700 the collector ran 2,784 times in
+    2 h of 100 models, 23 of them over the whole heap: ≈ 1 s of 10.9 s CPU. Almost
+    nothing here is cyclic (reference counting frees it at once), so collecting every
+    50,000 allocations costs nothing in memory (78 MB peak either way) and saves that
+    second (the same run: 9.8 s).
+    """
+    old = gc.get_threshold()
+    gc.set_threshold(max(old[0], GC_YOUNG_THRESHOLD), *old[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+
+
 def replay(
     snapshots: Iterable[Snapshot],
     resolved: Resolved,
@@ -154,13 +183,24 @@ def replay(
     progress: Callable[[int], None] | None = None,
 ) -> ReplaySummary:
     """Tick the live pipeline once per snapshot; `on_decision` sees every decision."""
+    with _rarer_collections():
+        return _replay(snapshots, resolved, on_decision, progress)
+
+
+def _replay(
+    snapshots: Iterable[Snapshot],
+    resolved: Resolved,
+    on_decision: Callable[[Decision], None] | None,
+    progress: Callable[[int], None] | None,
+) -> ReplaySummary:
     collector = TraceCollector()
     daemon: Autoscaler | None = None
     summary = ReplaySummary()
     gaps: list[float] = []
     prev_t: float | None = None
     minute: int | None = None
-    last: list[Decision] = []
+    models = summary.models
+    last: list[tuple[ModelSummary, Decision]] = []  # the previous tick's decisions
     for snap in snapshots:
         t = snap.taken_at
         if prev_t is not None and t < prev_t:
@@ -180,22 +220,27 @@ def replay(
             if len(gaps) > 64:
                 del gaps[:32]
             dt = min(t - prev_t, 2 * statistics.median(gaps))
-            for d in last:
-                ms = summary.models[d.model]
+            for ms, d in last:
                 ms.recorded_instance_s += d.current_instances * dt
                 ms.recommended_instance_s += d.desired_instances * dt
         m = math.floor(t / 60.0)
         if minute is not None and m != minute:
-            for ms in summary.models.values():
+            for ms in models.values():
                 _close_minute(ms)
         minute = m
+        # Once per model and tick (1.7 M times in a day of 100 models), so kept lean:
+        # no summary built just to be thrown away (setdefault's default was, each
+        # time), and the action's name from a dict (Enum.value is a property).
+        last = []
         for d in decisions:
-            ms = summary.models.setdefault(d.model, ModelSummary(d.model))
-            ms.actions[d.action.value] += 1
-            ms._last = d
+            of = models.get(d.model)
+            if of is None:
+                of = models[d.model] = ModelSummary(d.model)
+            of.actions[_ACTION_NAME[d.action]] += 1
+            of._last = d
+            last.append((of, d))
             if on_decision is not None:
                 on_decision(d)
-        last = decisions
         prev_t = t
         summary.snapshots += 1
         summary.end = t
