@@ -26,6 +26,8 @@ from bench.soak import (
     GPU_FAULTS,
     MODEL,
     MODEL_FAULTS,
+    CollectFaults,
+    PhasedCollector,
     SoakResult,
     kill9_mid_apply,
     load_cycles,
@@ -126,6 +128,29 @@ def test_soak_oracle_catches_an_apply_on_invalid_data() -> None:
     assert result.violations > 0
     assert any("invalid_telemetry" in v for v in result.violation_examples)
     assert any("faulty this tick" in v for v in result.violation_examples)
+
+
+def test_a_config_500_is_faulty_data_only_on_a_tick_that_fetched_a_config() -> None:
+    """Configs are kept between ticks: a config_500 tick that read none served nothing wrong."""
+    f = CollectFaults(index="config_500")
+    assert f.model_part_ok(MODEL)
+    f.config_500_served = True
+    assert not f.model_part_ok(MODEL)
+    assert not CollectFaults(index="index_500").model_part_ok(MODEL)
+
+
+def test_the_phased_collector_passes_invalidate_on() -> None:
+    """The daemon's invalidate after an apply reaches the real collector's kept configs."""
+    seen: list[str | None] = []
+
+    class Inner:
+        def invalidate(self, model: str | None = None) -> None:
+            seen.append(model)
+
+    phased = PhasedCollector(Inner(), None, None)  # type: ignore[arg-type]
+    phased.invalidate("a")
+    phased.invalidate()
+    assert seen == ["a", None]
 
 
 @pytest.mark.triton
