@@ -180,11 +180,12 @@ class _Model:
     # the samples' ratios, kept sorted as samples come and go: the verdict's median is
     # then an index, not a sort of up to 60 values (5 min of 5 s ticks) every tick
     ratios: list[float] = field(default_factory=list)
-    picture: dict[int, deque[tuple[float, float, Basis]]] = field(default_factory=dict)
-    # the bin of every picture entry, in arrival order: forgetting pops only what
-    # expired, instead of visiting every bin each tick (in the 100-model replay
-    # benchmark an overloaded model had ~65 bins, up to 281: 7 of the tracker's 8 µs)
-    picture_order: deque[int] = field(default_factory=deque)
+    # the latency picture as (time, whole requests per instance, latency, basis), in
+    # arrival order: forgetting pops only what expired, and the bins are made only
+    # when someone asks for the picture. (Kept per bin, every tick visited every
+    # bin: in the 100-model replay benchmark an overloaded model had ~65 bins, up to
+    # 281, 7 of the tracker's 8 µs a model-tick.)
+    picture: deque[tuple[float, int, float, Basis]] = field(default_factory=deque)
     drifting_since: float | None = None
     ratio: float | None = None  # latest median, when there were enough samples
     changed: bool = True  # samples came or went since the last verdict
@@ -257,13 +258,15 @@ class DriftTracker:
         st = self._models.get(model)
         if st is None:
             return []
+        bins: dict[int, list[tuple[float, Basis]]] = {}
+        for _, c, v, b in st.picture:
+            bins.setdefault(c, []).append((v, b))
         out = []
-        for c in sorted(st.picture):
-            entries = st.picture[c]
-            if entries:
-                basis = entries[-1][2]
-                vals = [v for _, v, b in entries if b == basis]
-                out.append(PictureBin(c, len(vals), statistics.median(vals), basis))
+        for c in sorted(bins):
+            entries = bins[c]
+            basis = entries[-1][1]
+            vals = [v for v, b in entries if b == basis]
+            out.append(PictureBin(c, len(vals), statistics.median(vals), basis))
         return out
 
     # -- internals ------------------------------------------------------------------
@@ -290,12 +293,7 @@ class DriftTracker:
             # NaN would also break the sorted ratios' order; it is no evidence anyway
             return
         per_instance = conc / w.instances
-        key = max(0, round(per_instance))
-        bin_ = st.picture.get(key)
-        if bin_ is None:
-            bin_ = st.picture[key] = deque()
-        bin_.append((now, observed, basis))
-        st.picture_order.append(key)
+        st.picture.append((now, max(0, round(per_instance)), observed, basis))
         if abs(per_instance / ref.target_concurrency - 1) > cfg.band:
             return
         expected = ref.expected(per_instance, basis)
@@ -313,19 +311,11 @@ class DriftTracker:
             # one value equal to the sample's goes (which one does not matter to the median)
             del st.ratios[bisect_left(st.ratios, old.ratio)]
             st.changed = True
-        # The oldest entry overall is the front of the bin at the front of the order
-        # (both are in arrival order). Should the clock step back, a bin's front can be
-        # older than the overall oldest: it then waits for the entries before it, at
-        # most an hour, where visiting every bin would drop it a little sooner.
-        order, picture = st.picture_order, st.picture
-        while order:
-            entries = picture[order[0]]
-            if entries[0][0] >= picture_cut:
-                break
-            entries.popleft()
-            if not entries:
-                del picture[order[0]]
-            order.popleft()
+        # arrival order, as the samples: should the clock step back, an entry older
+        # than one before it waits for that one (an hour at most)
+        picture = st.picture
+        while picture and picture[0][0] < picture_cut:
+            picture.popleft()
 
     def _judge(self, name: str, st: _Model, ref: DriftReference, now: float) -> DriftFinding | None:
         cfg = self.settings
