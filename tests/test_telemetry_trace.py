@@ -309,8 +309,6 @@ def test_fast_and_careful_paths_agree(tmp_path: Path) -> None:
 
 def test_fast_path_builds_what_the_constructors_build() -> None:
     """Samples built without __init__ equal, hash and replace like constructed ones."""
-    for cls in (ModelSample, ModelCounters):  # nothing in __init__ that the fast path skips
-        assert not hasattr(cls, "__post_init__") and "__slots__" not in vars(cls)
     want = SNAPS[0].models["nemo-gpt-5b"]  # type: ignore[index]
     got = trace._fast_snapshot(json.loads(json.dumps(snapshot_to_json(SNAPS[0])))).models
     m = got["nemo-gpt-5b"]  # type: ignore[index]

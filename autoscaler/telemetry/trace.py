@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import IO, Any, TypeVar
 
 from autoscaler import __version__
+from autoscaler._frozen import maker
 from autoscaler.errors import ConfigError
 from autoscaler.telemetry.snapshot import (
     GpuSample,
@@ -255,6 +256,10 @@ _FLOAT_OR_NONE = frozenset((float, type(None)))
 _INT_OR_NONE = frozenset((int, type(None)))
 _STR = frozenset((str,))
 _INT = frozenset((int,))
+# Samples and counters: a day of 100 models reads 1.7 M of each, and their frozen
+# __init__ sets field by field (ModelCounters: 1.08 µs; from the dict: 0.19 µs)
+_new_sample = maker(ModelSample)
+_new_counters = maker(ModelCounters)
 # InstanceGroups are the same few values on every line: one object each
 _GROUPS: dict[tuple[Any, ...], InstanceGroup] = {}
 # ... and a model's groups, one group in the usual case: one tuple each
@@ -326,34 +331,20 @@ def _fast_model(name: str, m: dict[str, Any]) -> ModelSample:
         or (missing and not _STR.issuperset(map(type, missing)))
     ):
         raise ValueError("not as written")
-    return _built(
-        ModelSample,
+    return _new_sample(
         {
             "name": name,
             "version": version,
             "ready": ready,
             "instance_groups": _fast_groups(m["instance_groups"]),
-            "counters": None if c is None else _built(ModelCounters, c),
+            # the line's own dict (fresh from the parser, exactly the fields, checked)
+            "counters": None if c is None else _new_counters(c),
             "pending_requests": pend,
             "p95_request_us": p95,
             "p95_queue_us": p95q,
             "missing_series": tuple(missing),
         },
     )
-
-
-def _built(cls: type[_T], values: dict[str, Any]) -> _T:
-    """An instance of a frozen dataclass from its checked field values, without __init__.
-
-    A frozen dataclass's __init__ sets each field through object.__setattr__: for
-    ModelCounters (9 fields) that is 1.08 µs against 0.19 µs here, and a day of
-    100 models reads 1.7 M samples and 1.7 M counters. Only for classes whose
-    __init__ does nothing else (no __post_init__, no conversion: the caller checked
-    every type), and `values` holds every field: tests pin both.
-    """
-    obj = object.__new__(cls)
-    obj.__dict__.update(values)
-    return obj
 
 
 def _fast_groups(gs: list[dict[str, Any]]) -> tuple[InstanceGroup, ...]:
