@@ -360,6 +360,8 @@ def test_decision_json_has_every_field_as_asdict_would() -> None:
     ref["placement"] = [asdict(p) for p in d.placement]
     j = d.to_json()
     assert list(j) == list(ref) and j == ref
+    assert d.placement
+    assert [list(p) for p in j["placement"]] == [list(p) for p in ref["placement"]]
     j["details"]["profile_drift"]["levels"].append(3)  # a copy, not the decision's own
     assert d.details["profile_drift"]["levels"] == [1, 2]
 
