@@ -14,8 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 from autoscaler._frozen import maker
 from autoscaler.placement import Fit, GpuBin, Item, pack
@@ -157,7 +156,19 @@ def _reserve_in_flight(ctx: PolicyContext, bins: list[GpuBin]) -> None:
                 b.used_gb += slot.instances * t.memory_per_instance_gb
 
 
-class _Make(Protocol):
+# A Decision per model per tick: 500 models made 500 frozen __init__ calls (≈ 2.5 µs
+# each); see autoscaler/_frozen.py.
+_new_decision = maker(Decision)
+
+
+class _Out:
+    """Makes one model's decision of this tick: what is fixed per model is bound once."""
+
+    __slots__ = ("now", "t", "target_c", "w")
+
+    def __init__(self, t: ModelTarget, w: ModelWindow | None, target_c: float, now: float):
+        self.t, self.w, self.target_c, self.now = t, w, target_c, now
+
     def __call__(
         self,
         action: Action,
@@ -169,53 +180,32 @@ class _Make(Protocol):
         placement: tuple[PlacementSlot, ...] = (),
         extra_gpus_needed: int | None = None,
         extra_servers_needed: int | None = None,
-    ) -> Decision: ...
-
-
-# A Decision per model per tick: 500 models made 500 frozen __init__ calls (≈ 2.5 µs
-# each); see autoscaler/_frozen.py.
-_new_decision = maker(Decision)
-
-
-def _decision(
-    t: ModelTarget,
-    w: ModelWindow | None,
-    target_c: float,
-    now: float,
-    action: Action,
-    desired: int,
-    rule: Rule,
-    reason: str,
-    *,
-    current_instances: int | None = None,
-    placement: tuple[PlacementSlot, ...] = (),
-    extra_gpus_needed: int | None = None,
-    extra_servers_needed: int | None = None,
-) -> Decision:
-    obs = p95 = None
-    if w is not None and w.valid:
-        obs, p95 = observed(w), w.p95_ms
-    if current_instances is None:
-        current_instances = w.instances if w else 0
-    return _new_decision(
-        {
-            "model": t.model,
-            "current_instances": current_instances,
-            "desired_instances": desired,
-            "action": action,
-            "observed_concurrency": obs,
-            "target_concurrency": target_c,
-            "p95_ms": p95,
-            "rule": rule,
-            "reason": reason,
-            "placement": placement,
-            "slo_p95_ms": t.slo_p95_ms,
-            "as_of": w.as_of if w else now,
-            "extra_gpus_needed": extra_gpus_needed,
-            "extra_servers_needed": extra_servers_needed,
-            "details": {},
-        }
-    )
+    ) -> Decision:
+        t, w, target_c, now = self.t, self.w, self.target_c, self.now
+        obs = p95 = None
+        if w is not None and w.valid:
+            obs, p95 = observed(w), w.p95_ms
+        if current_instances is None:
+            current_instances = w.instances if w else 0
+        return _new_decision(
+            {
+                "model": t.model,
+                "current_instances": current_instances,
+                "desired_instances": desired,
+                "action": action,
+                "observed_concurrency": obs,
+                "target_concurrency": target_c,
+                "p95_ms": p95,
+                "rule": rule,
+                "reason": reason,
+                "placement": placement,
+                "slo_p95_ms": t.slo_p95_ms,
+                "as_of": w.as_of if w else now,
+                "extra_gpus_needed": extra_gpus_needed,
+                "extra_servers_needed": extra_servers_needed,
+                "details": {},
+            }
+        )
 
 
 def observed(w: ModelWindow) -> float | None:
@@ -366,7 +356,7 @@ def _decide_model(
     lo = pol.min_instances if t.min_instances is None else t.min_instances
     hi = pol.max_instances if t.max_instances is None else t.max_instances
 
-    out = partial(_decision, t, w, target_c, now)
+    out = _Out(t, w, target_c, now)
 
     # 1. Never act on data we cannot trust.
     conc = observed(w) if w is not None and w.valid else None
@@ -585,7 +575,7 @@ def _place(
     want: int,
     rule: Rule,
     reason: str,
-    make: _Make,
+    make: _Out,
 ) -> tuple[Decision, ModelState]:
     """Place `new − current` instances on observed GPUs, in place (bins are shared)."""
     pol = ctx.policy
