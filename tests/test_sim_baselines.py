@@ -124,6 +124,51 @@ def test_kpa_panics_at_twice_and_never_shrinks_in_panic() -> None:
     assert (d[0].action, d[0].desired_instances) == (Action.scale_down, 2)
 
 
+def test_kpa_derives_over_the_scenario_kpa_windows() -> None:
+    """KPA's stable and panic windows are the scenario's `baselines.kpa` ones, not ours."""
+    body = {"slo_p95_ms": 1500, "workload": {"kind": "closed", "users": 4}}
+    scn = Scenario.model_validate(
+        {
+            "name": "kpa-windows",
+            "duration_s": 120,
+            "baselines": {"kpa": {"stable_window_s": 30, "panic_window_s": 10}},
+            "models": {M: body},
+        }
+    )
+    setup = resolve_scenario(scn, ROOT)
+    seen: dict[str, list[PolicyContext]] = {"kpa": [], "ours": []}
+    real = dict(baselines.REGISTRY)
+
+    def spying(name: str) -> Any:
+        def make(s: SimSetup) -> baselines.PolicyPlugin:
+            plug = real[name](s)
+            inner = plug.fn
+
+            def fn(c: PolicyContext, state: Any) -> tuple[list[Decision], Any]:
+                seen[name].append(c)
+                return inner(c, state)
+
+            plug.fn = fn
+            return plug
+
+        return make
+
+    for name in seen:
+        baselines.REGISTRY[name] = spying(name)
+    try:
+        for name in seen:
+            run_policy(setup, name)
+    finally:
+        baselines.REGISTRY.update(real)
+    last = seen["kpa"][-1]
+    assert (last.stable[M].window_s, last.panic[M].window_s) == (30.0, 10.0)
+    assert last.policy.stable_window_s == 30.0  # panic lasts a KPA stable window
+    ours = seen["ours"][-1]
+    assert (ours.stable[M].window_s, ours.panic[M].window_s) == (60.0, 6.0)
+    with pytest.raises(ValueError, match="panic_window_s"):
+        Scenario.model_validate({**scn.model_dump(), "baselines": {"kpa": {"panic_window_s": 90}}})
+
+
 def test_static_sizes_the_peak_with_the_seed_rule() -> None:
     """16 users at the peak / 4 per instance = 4 instances, from the start, never changed."""
     setup = small_setup()

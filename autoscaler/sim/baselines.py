@@ -6,14 +6,15 @@
   tolerance 0.1, 5 min scale-down stabilisation, 15 s period, its default
   rate limits: up by max(100 %, 4 pods) and down by 100 % per period);
 - `kpa`: Knative's KPA on concurrency (target 70 % of the optimal
-  concurrency, 60 s stable / 6 s panic windows, panic at 2×, scale down at
-  most by half per decision, no scale to zero);
+  concurrency, 60 s stable / 6 s panic windows by default, its own
+  `baselines.kpa` settings whatever the scaling policy's windows, panic at
+  2×, scale down at most by half per decision, no scale to zero);
 - `oracle`: knows the load of every coming minute and runs, each minute, the
   fewest instances that meet the SLO at that load in steady state, started
   ahead of their start-up delay: the lower bound the others are measured by.
 
 Baselines read the same `PolicyContext` the daemon builds (the same windows of
-the same Triton counters); only `ours` is the product. Unknown names are a
+the same Triton counters; KPA's of its own lengths); only `ours` is the product. Unknown names are a
 ConfigError listing the known ones.
 """
 
@@ -45,6 +46,9 @@ class PolicyPlugin:
     state: Any
     initial_instances: dict[str, int]
     description: str = ""
+    # (stable, panic) window lengths in s that the daemon derives for this policy;
+    # None: the scenario's scaling policy's (KPA has windows of its own)
+    windows: tuple[float, float] | None = None
 
 
 def _decision(
@@ -291,7 +295,8 @@ def _kpa(setup: SimSetup) -> PolicyPlugin:
 
     def fn(ctx: PolicyContext, state: dict[str, _KpaModel]) -> tuple[list[Decision], Any]:
         out = []
-        stable_s = ctx.policy.stable_window_s
+        # the daemon derives ctx.stable / ctx.panic over these (PolicyPlugin.windows)
+        stable_s = cfg.stable_window_s
         for name in sorted(ctx.targets):
             t = ctx.targets[name]
             w = ctx.stable.get(name)
@@ -348,7 +353,9 @@ def _kpa(setup: SimSetup) -> PolicyPlugin:
         {},
         dict(setup.initial_instances),
         f"KPA-like: concurrency target {cfg.target_utilization:.0%} of optimal, "
-        f"panic at {cfg.panic_threshold:g}×, stable/panic windows of the scenario policy",
+        f"panic at {cfg.panic_threshold:g}×, {cfg.stable_window_s:g} s stable / "
+        f"{cfg.panic_window_s:g} s panic windows",
+        windows=(cfg.stable_window_s, cfg.panic_window_s),
     )
 
 

@@ -76,8 +76,15 @@ def run_policy(
         seed=scn.seed,
         initial_instances=plugin.initial_instances,
     )
+    resolved = setup.resolved
+    if plugin.windows is not None:  # a baseline with windows of its own (KPA)
+        stable_s, panic_s = plugin.windows
+        windowed = resolved.policy.model_copy(
+            update={"stable_window_s": stable_s, "panic_window_s": panic_s}
+        )
+        resolved = resolved.model_copy(update={"policy": windowed})
     daemon = Autoscaler(
-        setup.resolved,
+        resolved,
         cluster,
         actuator=cluster,
         policy_fn=plugin.fn,

@@ -162,6 +162,15 @@ class KpaSettings(_Strict):
     panic_threshold: Annotated[float, Field(ge=1)] = 2.0
     max_scale_down_rate: Annotated[float, Field(ge=1)] = 2.0
 
+    @model_validator(mode="after")
+    def _windows(self) -> KpaSettings:
+        if self.panic_window_s > self.stable_window_s:
+            raise ValueError(
+                f"panic_window_s ({self.panic_window_s}) must be ≤ stable_window_s "
+                f"({self.stable_window_s})"
+            )
+        return self
+
 
 class BaselineSettings(_Strict):
     hpa: HpaSettings = HpaSettings()
