@@ -3,10 +3,12 @@
 `/metrics` gives the cumulative per-model counters, the pending-request gauge and,
 when the server runs with `--metrics-config summary_latencies=true`, latency
 summaries. No metric says how many instances a model has or whether it is ready,
-so those come from `GET v2/models/NAME/config` and the repository index through
-tritonclient. Counters are summed per model over `gpu_uuid` (and `reason` for
-failures, and over versions): models loaded at start may lack the `gpu_uuid`
-label while later ones have it, so only the sum is stable.
+so those come from `GET v2/models/NAME/config` and the repository index (the
+HTTP/REST API tritonclient speaks, over a kept-alive connection of our own: see
+`TritonConfigReader` and docs/telemetry.md for why not tritonclient). Counters
+are summed per model over `gpu_uuid` (and `reason` for failures, and over
+versions): models loaded at start may lack the `gpu_uuid` label while later ones
+have it, so only the sum is stable.
 """
 
 from __future__ import annotations
