@@ -70,11 +70,23 @@ class DemoResult:
     trace: Path | None = None
     plot: Path | None = None
     log: Path | None = None
+    schedule: dict[str, list[tuple[float, int]]] = field(default_factory=lambda: SCHEDULE)
+    # Ctrl-C stopped the load early; what ran so far is still summarised and plotted.
+    interrupted: bool = False
 
 
-def clients_at(model: str, t: float) -> int:
+def scaled_schedule(time_scale: float = 1.0) -> dict[str, list[tuple[float, int]]]:
+    """SCHEDULE with every step time multiplied by `time_scale` (1.0: the demo as shown)."""
+    if time_scale <= 0:
+        raise ValueError(f"time_scale must be > 0, not {time_scale:g}")
+    return {m: [(at * time_scale, c) for at, c in steps] for m, steps in SCHEDULE.items()}
+
+
+def clients_at(
+    model: str, t: float, schedule: dict[str, list[tuple[float, int]]] = SCHEDULE
+) -> int:
     n = 0
-    for at, c in SCHEDULE[model]:
+    for at, c in schedule[model]:
         if t >= at:
             n = c
     return n
@@ -98,16 +110,23 @@ def demo_config(http_url: str, metrics_url: str) -> Resolved:
 
 
 def run_demo(
-    out_dir: Path, console: Console, duration_s: float = DURATION_S, plot: bool = True
+    out_dir: Path,
+    console: Console,
+    duration_s: float = DURATION_S,
+    plot: bool = True,
+    time_scale: float = 1.0,
 ) -> DemoResult:
-    """Start everything, drive the load, tick the daemon live, clean up, summarise."""
-    from autoscaler.commands.run import live_daemon
-    from autoscaler.testing.emulated_models import emulated
-    from autoscaler.testing.triton_server import TritonServer
+    """Start everything, drive the load, tick the daemon live, clean up, summarise.
 
+    `time_scale` < 1 runs the load schedule faster (tests: 0.5 puts the climb at
+    10 s instead of 20 s); the daemon's policy timings are not scaled. Ctrl-C
+    (KeyboardInterrupt) once the load runs stops it early: everything is cleaned
+    up as at the end, the trace, plot and summary of what ran are still written,
+    and the result says `interrupted`. Before the load starts it propagates.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     trace_path, log_path = out_dir / "demo-trace.jsonl", out_dir / "demo-daemon.log"
-    res = DemoResult(trace=trace_path, log=log_path)
+    res = DemoResult(trace=trace_path, log=log_path, schedule=scaled_schedule(time_scale))
     for p in (trace_path, log_path):
         p.unlink(missing_ok=True)
     console.print(
@@ -116,6 +135,25 @@ def run_demo(
         "in 1.05 s), 4 simulated H100 80 GB; the daemon in apply mode.\n"
         f"Shortened timings for the demo: {DEMO_POLICY}."
     )
+    try:
+        _run(res, console, duration_s, trace_path, log_path)
+    finally:
+        logs.configure("auto")
+    if plot and res.rows:
+        res.plot = out_dir / "demo.png"
+        plot_demo(res, res.plot)
+    _print_summary(res, console)
+    return res
+
+
+def _run(
+    res: DemoResult, console: Console, duration_s: float, trace_path: Path, log_path: Path
+) -> None:
+    """Triton, the daemon and the load, ticked live; all of it stopped on the way out."""
+    from autoscaler.commands.run import live_daemon
+    from autoscaler.testing.emulated_models import emulated
+    from autoscaler.testing.triton_server import TritonServer
+
     with contextlib.ExitStack() as stack:
         console.print("starting Triton …")
         server = stack.enter_context(TritonServer([emulated(m) for m in MODELS]))
@@ -131,30 +169,32 @@ def run_demo(
         if daemon.actuator is None:
             raise RuntimeError("Triton is not in explicit model-control mode; see the log")
         gen = LoadGenerator(server.http_url, max_duration_s=duration_s + 5, drain_s=5)
-        for m, steps in SCHEDULE.items():
+        for m, steps in res.schedule.items():
             gen.schedule_clients(m, steps)
         stack.enter_context(gen)
         start = gen.started_at or time.time()
         tick_s = resolved.policy.tick_interval_s
-        with _live(console) as show:
-            next_tick = time.time()
-            while (now := time.time()) - start < duration_s:
-                if now < next_tick:
-                    time.sleep(min(0.2, next_tick - now))
-                    continue
-                next_tick += tick_s
-                report = daemon.tick(now)
-                _collect(res, report, start)
-                show(_table(res, now - start, report))
-        gen.stop()
+        try:
+            with _live(console) as show:
+                next_tick = time.time()
+                while (now := time.time()) - start < duration_s:
+                    if now < next_tick:
+                        time.sleep(min(0.2, next_tick - now))
+                        continue
+                    next_tick += tick_s
+                    report = daemon.tick(now)
+                    _collect(res, report, start)
+                    show(_table(res, now - start, report))
+            gen.stop()
+        except KeyboardInterrupt:
+            res.interrupted = True
+            console.print(
+                f"[yellow]interrupted[/] at t = {time.time() - start:.0f} s: stopping the "
+                "load, the daemon and Triton; the summary so far follows"
+            )
+            gen.stop()
         console.print(f"load finished: {gen.sent} requests sent")
         _summarise(res, gen, start)
-    logs.configure("auto")
-    if plot:
-        res.plot = out_dir / "demo.png"
-        plot_demo(res, res.plot)
-    _print_summary(res, console)
-    return res
 
 
 @contextlib.contextmanager
@@ -182,7 +222,7 @@ def _collect(res: DemoResult, report: TickReport, start: float) -> None:
             Row(
                 t=report.now - start,
                 model=d.model,
-                clients=clients_at(d.model, report.now - start),
+                clients=clients_at(d.model, report.now - start, res.schedule),
                 concurrency=d.observed_concurrency,
                 current=d.current_instances,
                 desired=d.desired_instances,
@@ -226,7 +266,7 @@ def _table(res: DemoResult, t: float, report: TickReport) -> Table:
         )
         table.add_row(
             d.model,
-            str(clients_at(d.model, t)),
+            str(clients_at(d.model, t, res.schedule)),
             f"{_fmt(d.observed_concurrency, '.1f')} / {d.target_concurrency:g}",
             arrow,
             f"{_fmt(d.p95_ms)} / {_fmt(d.slo_p95_ms)}",
@@ -293,6 +333,8 @@ def _print_summary(res: DemoResult, console: Console) -> None:
         )
         summ.add_row(m, str(s["requests"]), str(s["failed"]), _fmt(s["p95_ms"]), ups or "—")
     console.print(summ)
+    if res.interrupted:
+        console.print("[yellow]interrupted[/]: the figures above cover the run up to Ctrl-C")
     console.print(f"trace: {res.trace}\nplot: {res.plot}\ndaemon log: {res.log}")
     console.print(
         "\n[bold]Try next[/]:\n"
@@ -344,5 +386,11 @@ def plot_demo(res: DemoResult, path: Path) -> None:
 
 def result_json(res: DemoResult) -> str:
     return json.dumps(
-        {"actions": res.actions, "per_model": res.per_model, "trace": str(res.trace)}, indent=2
+        {
+            "actions": res.actions,
+            "per_model": res.per_model,
+            "trace": str(res.trace),
+            "interrupted": res.interrupted,
+        },
+        indent=2,
     )
