@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autoscaler.telemetry.base import Combined, NoSource, SourceOptions, model_source
-from autoscaler.telemetry.snapshot import InstanceGroup, ModelSample
+from autoscaler.telemetry.snapshot import InstanceGroup, ModelCounters, ModelSample
 from autoscaler.telemetry.triton import (
     COUNTERS,
     PENDING,
@@ -988,3 +988,30 @@ def test_kept_http_answers_that_are_not_http_are_read_errors(answer: bytes, erro
         reader.read(0.0)
     reader.close()
     srv.close()
+
+
+def _served(done: float) -> ModelSample:
+    c = ModelCounters(
+        request_success=done,
+        request_failure=0.0,
+        request_duration_us=1e6 * done,
+        queue_duration_us=0.0,
+    )
+    return ModelSample(name="b", counters=c)
+
+
+def test_counters_going_down_refetch_that_models_config(repo: tuple[_RepoState, str]) -> None:
+    """A reloaded model or restarted Triton (counters went down) has its kept config re-read."""
+    state, url = repo
+    col = TritonCollector(url, metrics_url="http://127.0.0.1:1/metrics", config_max_age_s=60)
+    col._forget_reloaded({"b": _served(500.0)})
+    col._configs.read(0.0)
+    state.take()
+    state.counts["b"] = 1  # Triton restarted with the repository's config
+    col._forget_reloaded({"b": ModelSample(name="b")})  # a read without counters: no verdict
+    col._forget_reloaded({"b": _served(520.0)})  # still growing: the copy is kept
+    assert _counts(col._configs.read(5.0))["b"] == 2 and state.take() == []
+    col._forget_reloaded({"b": _served(3.0)})  # went down: reloaded
+    assert _counts(col._configs.read(10.0))["b"] == 1
+    assert state.take() == ["b"]
+    col.close()

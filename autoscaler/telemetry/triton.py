@@ -1054,14 +1054,42 @@ class TritonCollector:
         self.quantile = quantile
         self._metrics = MetricsClient(self.metrics_url)
         self._configs = TritonConfigReader(url, timeout_s=timeout_s, max_age_s=config_max_age_s)
+        self._completed: dict[str, float] = {}  # per model: requests completed, last read
 
     def collect(self, now: float) -> Snapshot:
         try:
             metrics = parse_metrics(fetch_text(self._metrics, self.timeout_s), self.quantile)
+            if self._configs.max_age_s > 0:
+                self._forget_reloaded(metrics)
             states = self._configs.read(now)
         except TelemetryReadError as exc:
             return failed(now, SOURCE, str(exc))
         return Snapshot(taken_at=now, models=merge_config(metrics, states), sources=(SOURCE,))
+
+    def _forget_reloaded(self, metrics: Mapping[str, ModelSample]) -> None:
+        """Re-read the config of a model whose counters went down, in this same collect.
+
+        Counters restart from zero when a model is reloaded or Triton restarts, and
+        then its instance count may be another one (a restarted Triton serves the
+        repository's config): the kept config would be wrong for up to its max age,
+        although the repository index looks the same. The 12,000-tick soak saw it
+        after injected Triton restarts: 29 applies refused as stale ("Triton serves
+        1 instance(s), the decision assumed 8"), each made on a count up to 60 s old.
+        """
+        last = self._completed
+        now: dict[str, float] = {}
+        for name, m in metrics.items():
+            before = last.get(name)
+            c = m.counters
+            if c is None:  # no counters this time: compare the next ones with the last
+                if before is not None:
+                    now[name] = before
+                continue
+            done = c.request_success + c.request_failure
+            if before is not None and done < before:
+                self._configs.invalidate(name)
+            now[name] = done
+        self._completed = now
 
     def invalidate(self, model: str | None = None) -> None:
         """Read `model`'s config (every model's, with None) again on the next collect."""
