@@ -3,9 +3,11 @@
 One snapshot is what a tick makes of one scrape: `parse_metrics(page)`, the
 join with the model configs (`merge_config`, instance counts), and `derive`
 over the stable (60 s) and burst (6 s) windows of the last 60 s of snapshots
-taken 5 s apart, as `Autoscaler.tick` does. The page is bench_tick's synthetic
-one (every per-model family incl. the five summaries, `gpu_uuid`-labelled);
-its counters advance 5 s per snapshot, so every window is valid.
+taken 5 s apart, as `Autoscaler.tick` does (in a `WindowTracker`, the daemon's
+history, which indexes each snapshot per model as it is appended). The page is
+bench_tick's synthetic one (every per-model family incl. the five summaries,
+`gpu_uuid`-labelled); its counters advance 5 s per snapshot, so every window is
+valid.
 
 For comparison, `parse_metrics_full` — prometheus_client's parser over every
 line of the page, which `parse_metrics` was until it learnt to read only the
@@ -20,7 +22,6 @@ import argparse
 import math
 import sys
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -32,7 +33,7 @@ from autoscaler.telemetry.triton import (
     parse_metrics,
     parse_metrics_full,
 )
-from autoscaler.telemetry.window import WindowSettings, derive
+from autoscaler.telemetry.window import WindowSettings, WindowTracker, derive
 from bench._common import Contention, Figure, machine_facts, say, stats, write_result
 from bench.bench_tick import T0, TICK_S, MetricsPage, SynthModel, synth_models
 
@@ -63,7 +64,8 @@ def measure(
     models = synth_models(n)
     page = MetricsPage(models)
     states = _states(models)
-    history: deque[Snapshot] = deque()
+    # the daemon's own history: snapshots indexed per model as they are appended
+    history = WindowTracker()
     parse_s: list[float] = []
     derive_s: list[float] = []
     size = 0
@@ -77,8 +79,7 @@ def measure(
         snap = Snapshot(taken_at=t, models=merge_config(parsed, states), sources=("triton",))
         c1 = time.process_time()
         history.append(snap)
-        while history and history[0].taken_at < t - keep_s:
-            history.popleft()
+        history.drop_before(t - keep_s)
         stable = derive(history, t, stable_cfg)
         derive(history, t, panic_cfg)
         c2 = time.process_time()
@@ -175,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         f"In one process, for 1, 50 and 500 models: bench_tick's synthetic page is rendered at "
         f"a fake time advancing {TICK_S:g} s per snapshot (rendering not timed); "
         f"time.process_time() around parse_metrics + merge_config (the parse) and around "
-        f"derive over the 60 s and 6 s windows of the snapshots the daemon keeps (the derive). "
+        f"derive over the 60 s and 6 s windows of the snapshots the daemon keeps, in a "
+        f"WindowTracker as the daemon keeps them (the derive; append included). "
         f"{warmup} warm-up snapshots fill the window, then {runs} measured; medians and p99 "
         f"(linear interpolation); snapshots/s = 1 / median(parse + derive)."
     )
