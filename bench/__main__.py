@@ -254,6 +254,8 @@ def _reaction_extra(doc: dict[str, Any]) -> list[str]:
         )
     out += ["", "Changes applied (seconds from the step):", ""]
     slow = [a for r in runs for a in r["applies"] if a["duration_s"] > 10]
+    # a load_model still running when the run ended (it took longer than the run's rest)
+    stuck = [r for r in runs if r.get("tick_still_applying_at_end")]
     for r in runs:
         acts = ", ".join(
             f"{a['t']:+.1f} s {a['from']}→{a['to']} (load_model {a['duration_s']:g} s)"
@@ -262,27 +264,31 @@ def _reaction_extra(doc: dict[str, Any]) -> list[str]:
         )
         out.append(f"- {r['policy']} (run {r.get('rep', 1)}): {acts or 'none'}")
     out += [f"- {r['policy']} (run {r['rep']}) failed: {r['error']}" for r in broken]
-    if not slow:
+    if not slow and not stuck:
         out += [
             "",
             "Not in these runs, but seen in earlier runs of this benchmark and by hand on the "
             "same machine (Triton 2.51, Python backend, CPU): an in-place instance change under "
             "load sometimes blocks `load_model` for 60–200 s (73 s, 76 s, 193 s, and once past "
             "the end of the run) although the new instances serve within seconds; the config "
-            "shows the new count only when it returns, the daemon's tick waits on it, and a few "
-            "requests in flight at the change hang until the clients' 60 s timeout.",
+            "shows the new count only when it returns, the daemon holds the model meanwhile, and "
+            "a few requests in flight at the change hang until the clients' 60 s timeout.",
         ]
-    if slow:
-        n_steps = sum(len(r["applies"]) for r in runs)
-        took = ", ".join(f"{a['duration_s']:g}" for a in slow)
+    if slow or stuck:
+        n_steps = sum(len(r["applies"]) for r in runs) + len(stuck)
+        took = ", ".join(
+            [f"{a['duration_s']:g} s" for a in slow]
+            + [f"past the end of {r['policy']} run {r.get('rep', 1)}" for r in stuck]
+        )
         out += [
             "",
-            f"In {len(slow)} of {n_steps} instance changes (warm-up included), Triton's in-place "
-            f"`load_model` took {took} s to return "
+            f"In {len(slow) + len(stuck)} of {n_steps} instance changes (warm-up included), "
+            f"Triton's in-place `load_model` took long to return ({took}) "
             "although the clients' throughput shows the new instances serving within seconds "
-            "(the Serving column); until it returns the config does not show the new count, and "
-            "the daemon's tick, which applies synchronously, waits. Requests in flight at the "
-            "change can hang until the clients' 60 s timeout (the Failed column).",
+            "(the Serving column); until it returns the config does not show the new count and "
+            "the daemon holds the model (rule apply_in_flight; the apply runs off the tick, so "
+            "ticks go on). Requests in flight at the change can hang until the clients' 60 s "
+            "timeout (the Failed column).",
         ]
     return out
 

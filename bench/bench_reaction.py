@@ -431,8 +431,15 @@ def main(argv: list[str] | None = None) -> int:
                 "time_to_ready_s",
                 "; ".join(
                     f"run {r['rep']}: {r['instances_before_step']} → {r['instances_final']} "
-                    "instances, load_model took "
-                    + ", ".join(f"{x['duration_s']:g} s" for x in r["applies"] if x["t"] > 0)
+                    "instances, load_model "
+                    + (
+                        "took "
+                        + ", ".join(f"{x['duration_s']:g} s" for x in r["applies"] if x["t"] > 0)
+                        if any(x["t"] > 0 for x in r["applies"])
+                        else "had not returned at the end of the run"
+                        if r.get("tick_still_applying_at_end")
+                        else "not called"
+                    )
                     for r in mine
                 ),
             ),
