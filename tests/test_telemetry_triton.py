@@ -33,7 +33,6 @@ from autoscaler.telemetry.triton import (
     TelemetryReadError,
     TritonCollector,
     TritonConfigReader,
-    _KeptHttp,
     _MetricsReader,
     derive_metrics_url,
     fetch_text,
@@ -883,111 +882,6 @@ def test_a_connection_closed_while_idle_is_reopened(repo: tuple[_RepoState, str]
         assert _counts(reader.read(float(t))) == {"a": 1, "b": 2, "c": 1}
     assert state.take() == ["a"] * 3 + ["b"] * 3 + ["c"] * 3
     reader.close()
-
-
-# -- _KeptHttp: the config reader's hand-read HTTP, against canned answers ---------------
-
-
-class _Canned:
-    """A TCP server answering each request with `answer` (bytes), then maybe hanging up."""
-
-    def __init__(self, answer: bytes, hang_up: bool = False) -> None:
-        self.answer, self.hang_up = answer, hang_up
-        self.requests: list[bytes] = []
-        self.connections = 0
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                conn, _ = self.sock.accept()
-                self.connections += 1
-                threading.Thread(target=self._one, args=(conn,), daemon=True).start()
-
-    def _one(self, conn: socket.socket) -> None:
-        with conn, contextlib.suppress(OSError):
-            data = b""
-            while True:
-                while b"\r\n\r\n" not in data:
-                    more = conn.recv(4096)
-                    if not more:
-                        return
-                    data += more
-                req, _, data = data.partition(b"\r\n\r\n")
-                self.requests.append(req)
-                conn.sendall(self.answer)
-                if self.hang_up:
-                    return
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-_BODY = b'{"name": "a", "instance_group": [{"count": 3}]}'
-_CHUNKED = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (_BODY[:10], _BODY[10:])) + b"0\r\n\r\n"
-
-
-@pytest.mark.parametrize(
-    ("answer", "hang_up", "connections"),
-    [
-        (b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(_BODY), _BODY), False, 1),
-        (b"HTTP/1.1 200 OK\r\ncontent-length:%d\r\nX: y\r\n\r\n%s" % (len(_BODY), _BODY), False, 1),
-        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + _CHUNKED, False, 1),
-        (
-            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s"
-            % (len(_BODY), _BODY),
-            False,
-            1,
-        ),
-        (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + _BODY, True, 3),  # ends by closing
-        (b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(_BODY), _BODY), True, 3),
-        (b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(_BODY), _BODY), True, 3),
-    ],
-)
-def test_kept_http_reads_every_framing_and_reconnects(
-    answer: bytes, hang_up: bool, connections: int
-) -> None:
-    """Lengths, chunks, interim answers, close-delimited and HTTP/1.0 bodies; reopened as needed."""
-    srv = _Canned(answer, hang_up)
-    http = _KeptHttp(f"127.0.0.1:{srv.port}", 2.0)
-    for _ in range(3):
-        assert http.request("GET", "/v2/models/a/config") == (200, _BODY)
-    http.close()
-    srv.close()
-    assert srv.connections == connections
-    assert srv.requests[0].startswith(b"GET /v2/models/a/config HTTP/1.1\r\nHost: 127.0.0.1:")
-
-
-def test_kept_http_sends_an_empty_post() -> None:
-    """The index POST says Content-Length: 0 (Triton waits for a body otherwise)."""
-    srv = _Canned(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]")
-    http = _KeptHttp(f"127.0.0.1:{srv.port}", 2.0)
-    assert http.request("POST", "/v2/repository/index") == (200, b"[]")
-    http.close()
-    srv.close()
-    assert b"\r\nContent-Length: 0" in srv.requests[0]
-
-
-@pytest.mark.parametrize(
-    ("answer", "error"),
-    [
-        (b"SSH-2.0-OpenSSH\r\n\r\n", "BadStatusLine"),
-        (b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{}", "IncompleteRead"),
-        (b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n{}", "Content-Length"),
-        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "ValueError"),
-        (b"", "RemoteDisconnected"),
-    ],
-)
-def test_kept_http_answers_that_are_not_http_are_read_errors(answer: bytes, error: str) -> None:
-    """Garbage, short bodies, bad lengths or chunks, no answer → a TelemetryReadError naming it."""
-    srv = _Canned(answer, hang_up=True)
-    reader = TritonConfigReader(f"127.0.0.1:{srv.port}", timeout_s=2.0)
-    with pytest.raises(TelemetryReadError, match=error):
-        reader.read(0.0)
-    reader.close()
-    srv.close()
 
 
 def _served(done: float) -> ModelSample:

@@ -261,144 +261,6 @@ def _short(exc: BaseException) -> str:
     return text[:200]
 
 
-class _KeptHttp:
-    """HTTP/1.1 requests on one kept-alive socket, the answer read by hand.
-
-    For the config reader's many small requests (~53 config GETs a tick at 500
-    models with configs kept 30–60 s): http.client spends ~60 µs of CPU on each,
-    most of it making a socket file and parsing the headers with the email
-    package; writing the request and reading the answer straight off the socket
-    takes ~16 µs, the two system calls and the wake-up that any client pays.
-    Content-Length, chunked and read-until-close bodies are all read; any answer
-    that is not HTTP raises http.client's exceptions, as http.client would.
-    """
-
-    def __init__(self, host_port: str, timeout_s: float) -> None:
-        host, _, port = host_port.rpartition(":")
-        self.address = (host.strip("[]"), int(port))
-        self.host_port = host_port
-        self.timeout_s = timeout_s
-        self.sock: socket.socket | None = None
-        self._buf = b""  # received, not yet consumed
-
-    def request(self, method: str, path: str) -> tuple[int, bytes]:
-        """(status, body) of one request; reopens a kept connection the server closed idle."""
-        head = (
-            f"{method} {path} HTTP/1.1\r\nHost: {self.host_port}\r\n"
-            "Accept-Encoding: identity\r\n"
-            + ("Content-Length: 0\r\n" if method == "POST" else "")
-            + "\r\n"
-        ).encode("latin-1")
-        for attempt in (0, 1):
-            reused = self.sock is not None
-            if self.sock is None:
-                self.sock = socket.create_connection(self.address, self.timeout_s)
-                self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                self._buf = b""
-            try:
-                self.sock.sendall(head)
-                return self._answer(method)
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-                self.close()
-                if not reused or attempt:  # a kept connection may have been closed: retry once
-                    raise
-            except BaseException:
-                self.close()  # mid-answer: the connection's state is unknown
-                raise
-        raise AssertionError("unreachable: the second attempt returns or raises")
-
-    def _more(self) -> bytes:
-        assert self.sock is not None
-        data = self.sock.recv(65536)
-        if not data:
-            raise http.client.IncompleteRead(self._buf)
-        return data
-
-    def _line(self, limit: int = 65536) -> bytes:
-        while (end := self._buf.find(b"\r\n")) < 0:
-            if len(self._buf) > limit:
-                raise http.client.LineTooLong("header line")
-            self._buf += self._more()
-        line, self._buf = self._buf[:end], self._buf[end + 2 :]
-        return line
-
-    def _take(self, n: int) -> bytes:
-        while len(self._buf) < n:
-            self._buf += self._more()
-        out, self._buf = self._buf[:n], self._buf[n:]
-        return out
-
-    def _answer(self, method: str) -> tuple[int, bytes]:
-        while True:
-            if not self._buf:
-                assert self.sock is not None
-                self._buf = self.sock.recv(65536)
-                if not self._buf:
-                    raise http.client.RemoteDisconnected(
-                        "Remote end closed connection without response"
-                    )
-            status_line = self._line()
-            version, _, rest = status_line.partition(b" ")
-            code = rest[:3]
-            if not version.startswith(b"HTTP/1.") or len(code) != 3 or not code.isdigit():
-                raise http.client.BadStatusLine(status_line[:100].decode("latin-1"))
-            status = int(code)
-            length: int | None = None
-            chunked = False
-            close = version == b"HTTP/1.0"
-            headers = 0
-            while line := self._line():
-                headers += 1
-                if headers > 100:
-                    raise http.client.HTTPException("got more than 100 headers")
-                name, _, value = line.partition(b":")
-                name = name.strip().lower()
-                value = value.strip().lower()
-                if name == b"content-length":
-                    if not value.isdigit() or (length is not None and int(value) != length):
-                        raise http.client.HTTPException(f"bad Content-Length {value[:40]!r}")
-                    length = int(value)
-                elif name == b"transfer-encoding":
-                    chunked = b"chunked" in value
-                elif name == b"connection":
-                    tokens = {t.strip() for t in value.split(b",")}
-                    close = b"close" in tokens or (close and b"keep-alive" not in tokens)
-            if 100 <= status < 200:
-                continue  # an interim answer (100 Continue): the real one follows
-            break
-        if method == "HEAD" or status in (204, 304):
-            body = b""
-        elif chunked:
-            parts = []
-            while size := int(self._line().split(b";", 1)[0], 16):  # ValueError if not hex
-                if size < 0:
-                    raise http.client.HTTPException(f"bad chunk size {size}")
-                parts.append(self._take(size))
-                if self._take(2) != b"\r\n":
-                    raise http.client.HTTPException("bad chunk end")
-            while self._line():
-                pass  # trailers
-            body = b"".join(parts)
-        elif length is not None:
-            body = self._take(length)
-        else:  # the body ends when the server closes the connection
-            assert self.sock is not None
-            parts = [self._buf]
-            while data := self.sock.recv(65536):
-                parts.append(data)
-            body, self._buf, close = b"".join(parts), b"", True
-        if close or self._buf:  # closing, or bytes nobody asked for: start afresh next time
-            self.close()
-        return status, body
-
-    def close(self) -> None:
-        if self.sock is not None:
-            with contextlib.suppress(OSError):
-                self.sock.close()
-            self.sock = None
-        self._buf = b""
-
-
 @dataclass
 class _Acc:
     """Per-model sums while parsing."""
@@ -847,11 +709,10 @@ class TritonConfigReader:
     """Every model in the repository index, and the instance groups of the ready ones.
 
     Two plain HTTP calls on one kept-alive connection, as tritonclient.http would
-    make them: `POST v2/repository/index` and `GET v2/models/NAME/config` (read
-    by `_KeptHttp`: ~16 µs of CPU a request, where http.client and tritonclient
-    take ~55 µs and `requests` ~450 µs; and without tritonclient's gevent and
-    numpy, ~20 MB that a daemon which only recommends never needs — the actuator
-    still uses tritonclient).
+    make them: `POST v2/repository/index` and `GET v2/models/NAME/config` (through
+    http.client: as cheap per request as tritonclient, ~55 µs of CPU, without its
+    gevent and numpy, ~20 MB that a daemon which only recommends never needs — the
+    actuator still uses tritonclient; `requests` costs ~450 µs a request).
 
     With `max_age_s` > 0 a model's config is kept between reads (the index is read
     every time) and fetched again when its index entries (versions, states,
@@ -867,7 +728,7 @@ class TritonConfigReader:
         self.timeout_s = timeout_s
         self.max_age_s = max_age_s
         self._base = f"http://{self.url}/v2"
-        self._conn: _KeptHttp | None = None  # kept alive between reads
+        self._conn: http.client.HTTPConnection | None = None  # kept alive between reads
         # model → (its index entries, when its config was fetched, its state with groups)
         self._kept: dict[str, _Kept] = {}
         self._epoch = 0  # bumped by invalidate: a read that saw it change keeps nothing
@@ -956,16 +817,23 @@ class TritonConfigReader:
     def _call(self, method: str, path: str) -> Any:
         """One request on the kept connection (a fresh one if the server closed it idle)."""
         url = self._base + path
-        if self._conn is None:
-            self._conn = _KeptHttp(self.url, self.timeout_s)
-        try:
-            status, body = self._conn.request(method, "/v2" + path)
-        except TimeoutError:
-            raise TelemetryReadError(f"timed out after {self.timeout_s:g} s") from None
-        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
-            raise TelemetryReadError(f"{type(e).__name__}: {e}") from None
-        except (http.client.HTTPException, OSError, ValueError) as exc:
-            raise TelemetryReadError(f"{type(exc).__name__}: {_short(exc)}") from None
+        for attempt in (0, 1):
+            reused = self._conn is not None
+            if self._conn is None:
+                self._conn = http.client.HTTPConnection(self.url, timeout=self.timeout_s)
+            try:
+                self._conn.request(method, "/v2" + path, body=b"" if method == "POST" else None)
+                resp = self._conn.getresponse()
+                status, body = resp.status, resp.read()
+                break
+            except TimeoutError:
+                raise TelemetryReadError(f"timed out after {self.timeout_s:g} s") from None
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
+                self._reset_connection()
+                if not reused or attempt:  # a kept connection may have been closed: retry once
+                    raise TelemetryReadError(f"{type(e).__name__}: {e}") from None
+            except (http.client.HTTPException, OSError) as exc:
+                raise TelemetryReadError(f"{type(exc).__name__}: {_short(exc)}") from None
         if status != 200:
             raise TelemetryReadError(f"HTTP {status} from {url}: {_error_text(body)}")
         try:
@@ -976,7 +844,9 @@ class TritonConfigReader:
     def _reset_connection(self) -> None:
         # a connection broken mid-answer must not poison the next read
         if self._conn is not None:
-            self._conn.close()
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
 
     def close(self) -> None:
         self._reset_connection()
