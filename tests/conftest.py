@@ -25,6 +25,12 @@ def _require_triton() -> None:
 
 
 @pytest.fixture
+def triton_installed() -> None:
+    """For tests that start Triton themselves: skip without the `[triton]` extra."""
+    _require_triton()
+
+
+@pytest.fixture
 def triton_factory() -> Iterator[TritonFactory]:
     """Per-test Triton servers (for tests that kill or restart theirs)."""
     _require_triton()

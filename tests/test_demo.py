@@ -24,11 +24,6 @@ from rich.console import Console
 
 from autoscaler.demo import MODELS, run_demo
 from autoscaler.telemetry.trace import iter_trace
-from autoscaler.testing.triton_server import (
-    TritonNotInstalled,
-    TritonUnavailable,
-    find_installation,
-)
 
 pytestmark = pytest.mark.triton
 
@@ -37,17 +32,6 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # The processes a demo's Triton consists of (the stub's name is cut to 15
 # characters in /proc/PID/comm, so the command line is what is matched).
 TRITON_NAMES = ("tritonserver", "triton_python_backend_stub")
-
-
-@pytest.fixture
-def triton_installed() -> None:
-    """Skip when the `[triton]` extra is not installed; a broken install fails."""
-    try:
-        find_installation()
-    except TritonNotInstalled as exc:
-        pytest.skip(f"real Triton server not available: {exc}")
-    except TritonUnavailable as exc:
-        pytest.fail(f"the [triton] extra is installed but unusable: {exc}")
 
 
 def test_shortened_demo_scales_up_with_no_failed_request(
