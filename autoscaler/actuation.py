@@ -341,6 +341,22 @@ def _shrink_gpu_groups(groups: list[dict[str, Any]], remove: int) -> list[dict[s
 
 
 # -- Triton --------------------------------------------------------------------------------
+def grpc_host_port(url: str) -> str:
+    """'grpc://h:8001', 'h:8001' or 'h' → 'h:8001' (Triton's gRPC port is 8001 by default)."""
+    from urllib.parse import urlsplit
+
+    text = url.strip()
+    parts = urlsplit(text if "://" in text else "//" + text)
+    try:
+        port = parts.port or 8001
+    except ValueError:
+        raise ValueError(f"not a host:port address: {url!r}") from None
+    host = parts.hostname or ""
+    if not host or any(c.isspace() for c in host) or parts.path not in ("", "/"):
+        raise ValueError(f"not a host:port address: {url!r}")
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _describe(exc: BaseException) -> str:
     """One line for an exception: Triton's own message when it sent one."""
     from tritonclient.utils import InferenceServerException
@@ -374,6 +390,7 @@ class TritonActuator:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         verify_timeout_s: float = DEFAULT_VERIFY_TIMEOUT_S,
         poll_interval_s: float = VERIFY_POLL_S,
+        grpc_url: str | None = None,
     ) -> None:
         from autoscaler.telemetry.triton import http_host_port
 
@@ -385,6 +402,25 @@ class TritonActuator:
             self.url = http_host_port(url)
         except ValueError as exc:
             raise ConfigError(str(exc), field="triton url", value=url) from None
+        # With a gRPC address, load_model goes over gRPC: Triton 2.51 runs an HTTP
+        # load on one of its HTTP worker threads for as long as it waits (minutes
+        # under a backlog, docs/reliability.md); in one pair of such stalls 5 of
+        # 1,018 client requests hit their 60 s timeout with the load over HTTP, 0
+        # of 1,015 with it over gRPC.
+        self.grpc_url: str | None = None
+        if grpc_url:
+            try:
+                import tritonclient.grpc  # noqa: F401
+            except ImportError:
+                raise ConfigError(
+                    "needs the gRPC client: pip install 'tritonclient[grpc]'",
+                    field="triton grpc_url",
+                    value=grpc_url,
+                ) from None
+            try:
+                self.grpc_url = grpc_host_port(grpc_url)
+            except ValueError as exc:
+                raise ConfigError(str(exc), field="triton grpc_url", value=grpc_url) from None
         self.timeout_s = float(timeout_s)
         self.verify_timeout_s = float(verify_timeout_s)
         self.poll_interval_s = float(poll_interval_s)
@@ -401,6 +437,22 @@ class TritonActuator:
         return tritonclient.http.InferenceServerClient(
             self.url, connection_timeout=min(t, PROBE_TIMEOUT_S), network_timeout=t
         )
+
+    def _load(
+        self, client: tritonclient.http.InferenceServerClient, model: str, config: str
+    ) -> None:
+        """`load_model(model, config=...)`, over gRPC when an address was given."""
+        if self.grpc_url is None:
+            client.load_model(model, config=config)
+            return
+        import tritonclient.grpc
+
+        grpc_client = tritonclient.grpc.InferenceServerClient(self.grpc_url)
+        try:
+            grpc_client.load_model(model, config=config, client_timeout=self.timeout_s)
+        finally:
+            with contextlib.suppress(Exception):
+                grpc_client.close()
 
     # -- model control mode -------------------------------------------------------------
     def check_model_control(self) -> tuple[bool, str]:
@@ -532,7 +584,7 @@ class TritonActuator:
             except ValueError as exc:
                 return self._failed(decision, now, started, str(exc), previous=previous)
             try:
-                client.load_model(model, config=json.dumps(target))
+                self._load(client, model, json.dumps(target))
             except Exception as exc:
                 text = _describe(exc)
                 if NOT_EXPLICIT_MARKER in text:
@@ -601,7 +653,7 @@ class TritonActuator:
         # dropped connection leaves the outcome unknown: loading the previous
         # config again makes it certain (and is a no-op when nothing changed).
         try:
-            client.load_model(decision.model, config=json.dumps(before))
+            self._load(client, decision.model, json.dumps(before))
         except Exception as exc:
             now_total = self._read_total(client, decision.model)
             state = (

@@ -36,6 +36,12 @@ class _Strict(BaseModel):
 
 class TritonSection(_Strict):
     url: str = Field(default="127.0.0.1:8000", description="Triton HTTP endpoint, host:port")
+    grpc_url: str | None = Field(
+        default=None,
+        description="Triton gRPC endpoint, host:port; when set, apply mode sends load_model "
+        "there, so that a long load does not tie up one of Triton's HTTP worker threads "
+        "(needs tritonclient[grpc])",
+    )
     metrics_url: str | None = Field(default=None, description="default: http://HOST:8002/metrics")
     timeout_s: Annotated[float, Field(gt=0, le=60)] = 1.0
     # Model configs (instance groups) are re-read when the repository index changes,

@@ -10,17 +10,21 @@ requests are handed to an instance only when it is free, and the instance's own
 payloads go first.
 
 Real Triton, the emulated 5B at full speed (277 ms a request), 16 closed-loop
-clients on one instance (a backlog of ~15). About 40 s in all.
+clients on one instance (a backlog of ~15). About 30 s in all.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 
+from autoscaler.actuation import TritonActuator
+from autoscaler.errors import ConfigError
 from autoscaler.loadgen import LoadGenerator
+from autoscaler.policy.decision import Action, Decision, Rule
 from autoscaler.testing.emulated_models import emulated
 from autoscaler.testing.triton_server import TritonFactory, TritonServer
 
@@ -98,3 +102,38 @@ def test_without_rate_limiting_a_stalled_scale_up_ends_when_the_backlog_drains(
         # The retiring clients finish the request they are in (≤ 16 × 277 ms queued).
         assert after < 10.0, f"load_model returned {after:.1f} s after the backlog drained"
     assert server.instance_count(MODEL) == 4
+
+
+def test_grpc_url_is_checked() -> None:
+    """A gRPC address is kept as host:port; one that is not an address is a ConfigError."""
+    assert TritonActuator("127.0.0.1:8000", grpc_url="127.0.0.1:8001").grpc_url == "127.0.0.1:8001"
+    assert TritonActuator("127.0.0.1:8000", grpc_url="h").grpc_url == "h:8001"
+    assert TritonActuator("127.0.0.1:8000").grpc_url is None
+    with pytest.raises(ConfigError):
+        TritonActuator("127.0.0.1:8000", grpc_url="no port here")
+
+
+@triton
+def test_apply_over_grpc_changes_the_count(triton_factory: TritonFactory) -> None:
+    """With grpc_url the actuator's load_model goes over gRPC and the new count reads back."""
+    server = _start(triton_factory)
+    actuator = TritonActuator(server.http_url, grpc_url=server.grpc_url)
+    decision = Decision(
+        model=MODEL,
+        current_instances=1,
+        desired_instances=2,
+        action=Action.scale_up,
+        observed_concurrency=8.0,
+        target_concurrency=4.0,
+        p95_ms=None,
+        rule=Rule.concurrency,
+        reason="test",
+    )
+    res = actuator.apply(decision, 0.0)
+    assert res.ok and res.applied, res
+    assert server.instance_count(MODEL) == 2
+    # The gRPC port really was used: with a wrong one the load fails and nothing changes.
+    wrong = TritonActuator(server.http_url, grpc_url=f"127.0.0.1:{server.metrics_port}")
+    bad = wrong.apply(replace(decision, current_instances=2, desired_instances=3), 0.0)
+    assert not bad.ok
+    assert server.instance_count(MODEL) == 2

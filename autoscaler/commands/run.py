@@ -343,7 +343,7 @@ def make_actuator(cfg: DaemonConfig, log: Any) -> Any:
         return None
     from autoscaler.actuation import TritonActuator
 
-    act = TritonActuator(cfg.triton.url)
+    act = TritonActuator(cfg.triton.url, grpc_url=cfg.triton.grpc_url)
     ok, why = act.check_model_control()
     if not ok:
         log.warning("apply_unavailable_falling_back_to_recommend", reason=why)
