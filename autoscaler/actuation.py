@@ -341,22 +341,6 @@ def _shrink_gpu_groups(groups: list[dict[str, Any]], remove: int) -> list[dict[s
 
 
 # -- Triton --------------------------------------------------------------------------------
-def grpc_host_port(url: str) -> str:
-    """'grpc://h:8001', 'h:8001' or 'h' → 'h:8001' (Triton's gRPC port is 8001 by default)."""
-    from urllib.parse import urlsplit
-
-    text = url.strip()
-    parts = urlsplit(text if "://" in text else "//" + text)
-    try:
-        port = parts.port or 8001
-    except ValueError:
-        raise ValueError(f"not a host:port address: {url!r}") from None
-    host = parts.hostname or ""
-    if not host or any(c.isspace() for c in host) or parts.path not in ("", "/"):
-        raise ValueError(f"not a host:port address: {url!r}")
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def _describe(exc: BaseException) -> str:
     """One line for an exception: Triton's own message when it sent one."""
     from tritonclient.utils import InferenceServerException
@@ -418,7 +402,7 @@ class TritonActuator:
                     value=grpc_url,
                 ) from None
             try:
-                self.grpc_url = grpc_host_port(grpc_url)
+                self.grpc_url = http_host_port(grpc_url, default_port=8001)
             except ValueError as exc:
                 raise ConfigError(str(exc), field="triton grpc_url", value=grpc_url) from None
         self.timeout_s = float(timeout_s)

@@ -65,16 +65,24 @@ class TelemetryReadError(Exception):
     """A read that failed; the message is the reason shown to the user."""
 
 
-def http_host_port(url: str) -> str:
-    """'http://h:8000/' or 'h:8000' → 'h:8000' (tritonclient.http wants no scheme)."""
+def http_host_port(url: str, default_port: int = 8000) -> str:
+    """'http://h:8000/' or 'h:8000' → 'h:8000' (tritonclient wants no scheme).
+
+    Also for Triton's gRPC address (any scheme, `default_port` 8001).
+    """
     text = url.strip()
     if "://" not in text:
         text = "http://" + text
     parts = urlsplit(text)
-    if not parts.hostname:
+    try:
+        port = parts.port or default_port
+    except ValueError:  # a port that is not a number, or out of range
+        raise ValueError(f"not a host:port URL: {url!r}") from None
+    host = parts.hostname or ""
+    if not host or any(c.isspace() for c in host):
         raise ValueError(f"not a host:port URL: {url!r}")
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return f"{host}:{parts.port or 8000}"
+    host = f"[{host}]" if ":" in host else host
+    return f"{host}:{port}"
 
 
 def derive_metrics_url(triton_url: str) -> str:
