@@ -8,7 +8,6 @@ SIGHUP (reload) and SIGTERM/SIGINT (stop between ticks).
 
 from __future__ import annotations
 
-import math
 import signal
 import threading
 import time
@@ -167,8 +166,7 @@ class Autoscaler:
                 level = "warning" if f.state == "drifting" else "info"
                 self._log(level, "profile_drift", model=f.model, **f.to_json())
         for name in self.drift_refs:
-            ratio = self.drift.ratio(name)
-            self.metrics.drift.labels(name).set(math.nan if ratio is None else ratio)
+            self.metrics.set_drift(name, self.drift.ratio(name))
         gpu_reason = "" if snap.gpus is not None else ("; ".join(snap.errors) or "not read")
         ctx = PolicyContext(
             now=now,

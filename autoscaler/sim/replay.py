@@ -5,10 +5,9 @@ recommend mode: nothing is applied, exactly as a daemon in recommend mode would
 have run) at the time it was taken. The decisions are what the daemon would
 have printed; the summary adds them up per model.
 
-Two things differ from a live daemon, neither of which a decision can see: the
-history is a `WindowTracker` (the same windows as `derive` over a plain list,
-in O(models) per tick), and the Prometheus series are not kept per decision
-(nothing serves /metrics during a replay).
+One thing differs from a live daemon, and no decision can see it: the
+Prometheus series are not kept per decision (nothing serves /metrics during a
+replay).
 """
 
 from __future__ import annotations
@@ -20,16 +19,13 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, cast
-
-from prometheus_client import Gauge
+from typing import Any
 
 from autoscaler.config import Resolved
 from autoscaler.daemon import Autoscaler
 from autoscaler.daemon_metrics import DaemonMetrics
 from autoscaler.policy.decision import Action, Decision
 from autoscaler.telemetry.snapshot import Snapshot
-from autoscaler.telemetry.window import WindowTracker
 
 
 class TraceCollector:
@@ -45,27 +41,12 @@ class TraceCollector:
         return self.current
 
 
-class _NoSeries:
-    """A labelled Prometheus series that keeps nothing."""
-
-    def labels(self, *_values: str) -> _NoSeries:
-        return self
-
-    def set(self, _value: float) -> None:
-        return None
-
-
 class _ReplayMetrics(DaemonMetrics):
     """The daemon's metrics without the per-model series: a replay serves no /metrics.
 
     Nothing reads them, and setting them for every model and tick cost up to a
     fifth of a replay's time (the decision gauges) and 3 % (the drift gauge).
-    Both ways the daemon sets the drift gauge are covered.
     """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.drift = cast(Gauge, _NoSeries())
 
     def observe(self, d: Decision) -> None:
         return
@@ -78,11 +59,7 @@ def replay_daemon(resolved: Resolved, collector: TraceCollector, started_at: flo
     """The daemon replay ticks: recommend mode, indexed history, no per-decision series."""
     cfg = resolved.config.model_copy(update={"mode": "recommend", "record": None})
     resolved = resolved.model_copy(update={"config": cfg})
-    daemon = Autoscaler(resolved, collector, started_at=started_at, metrics=_ReplayMetrics())
-    if not isinstance(daemon.history, WindowTracker):
-        # the same snapshots as the daemon's deque; `derive` reads them per model
-        cast(Any, daemon).history = WindowTracker(daemon.history)
-    return daemon
+    return Autoscaler(resolved, collector, started_at=started_at, metrics=_ReplayMetrics())
 
 
 @dataclass
