@@ -26,7 +26,7 @@ from autoscaler.errors import ConfigError
 from autoscaler.loadgen import LoadGenerator
 from autoscaler.policy.decision import Action, Decision, Rule
 from autoscaler.testing.emulated_models import emulated
-from autoscaler.testing.triton_server import TritonFactory, TritonServer
+from autoscaler.testing.triton_server import DEFAULT_RATE_LIMIT, TritonFactory, TritonServer
 
 MODEL = "nemo-gpt-5b"
 CLIENTS = 16
@@ -34,8 +34,10 @@ CLIENTS = 16
 triton = pytest.mark.triton
 
 
-def _start(factory: TritonFactory, *extra: str) -> TritonServer:
-    server = factory([emulated(MODEL)], extra_args=list(extra))
+def _start(
+    factory: TritonFactory, *extra: str, rate_limit: str | None = DEFAULT_RATE_LIMIT
+) -> TritonServer:
+    server = factory([emulated(MODEL)], extra_args=list(extra), rate_limit=rate_limit)
     # The first load with a config is a full reload (actuation.py): do it before the
     # backlog, so that the change under test is in place, as for a running daemon.
     server.set_instances(MODEL, 1)
@@ -59,7 +61,8 @@ def test_scale_up_under_a_backlog_returns_promptly_with_rate_limiting(
     triton_factory: TritonFactory,
 ) -> None:
     """--rate-limit=execution_count: an in-place 1 → 4 under a backlog returns within seconds."""
-    server = _start(triton_factory, "--rate-limit=execution_count", "--log-verbose=1")
+    server = _start(triton_factory, "--log-verbose=1")  # the harness's default flag
+    assert "--rate-limit=execution_count" in server._command()
     with LoadGenerator(server.http_url, max_duration_s=120.0, drain_s=2) as gen:
         gen.set_clients(MODEL, CLIENTS)
         time.sleep(3.0)  # the backlog builds: one request served every 277 ms
@@ -85,7 +88,8 @@ def test_without_rate_limiting_a_stalled_scale_up_ends_when_the_backlog_drains(
     condition. When the race goes the other way the load is simply quick, which
     is also accepted.
     """
-    server = _start(triton_factory, "--log-verbose=1")
+    server = _start(triton_factory, "--log-verbose=1", rate_limit=None)
+    assert not any(a.startswith("--rate-limit") for a in server._command())
     with LoadGenerator(server.http_url, max_duration_s=120.0, drain_s=2) as gen:
         gen.set_clients(MODEL, CLIENTS)
         time.sleep(3.0)
