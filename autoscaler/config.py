@@ -22,7 +22,7 @@ from pydantic import (
 from autoscaler.catalog import Catalog, load_catalog, read_yaml_documents, validation_error
 from autoscaler.errors import ConfigError
 from autoscaler.notify import NotifierList
-from autoscaler.policy.core import ModelTarget
+from autoscaler.policy.target import ModelTarget, service_model
 from autoscaler.profiles import Name, ScalingPolicy
 from autoscaler.telemetry.promql import check_label_name, check_selector
 
@@ -295,6 +295,7 @@ def resolve(cfg: DaemonConfig, source: str | Path = "<config>") -> Resolved:
             opt_c: float | None = m.optimal_concurrency
             mem = m.memory_per_instance_gb
             startup = None
+            service = None
         else:
             prof = cat.models[prof_name]
             opt_c = m.optimal_concurrency or (prof.optimum.concurrency if prof.optimum else None)
@@ -307,6 +308,7 @@ def resolve(cfg: DaemonConfig, source: str | Path = "<config>") -> Resolved:
                 )
             mem = m.memory_per_instance_gb or prof.instance_memory()[0]
             startup = prof.startup_s
+            service = service_model(prof)
         assert opt_c is not None and mem is not None  # both checked above
         targets[name] = ModelTarget(
             model=name,
@@ -316,6 +318,7 @@ def resolve(cfg: DaemonConfig, source: str | Path = "<config>") -> Resolved:
             min_instances=m.min_instances,
             max_instances=m.max_instances,
             startup_s=startup,
+            service=service,
         )
         lo = policy.min_instances if m.min_instances is None else m.min_instances
         hi = policy.max_instances if m.max_instances is None else m.max_instances

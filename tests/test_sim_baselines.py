@@ -42,7 +42,7 @@ def window(instances: int, concurrency: float, now: float = 0.0, **extra: float)
         instances=instances,
         concurrency=concurrency,
         p95_ms=1000.0,
-        extra=dict(extra),
+        **extra,  # type: ignore[arg-type]
     )
 
 
@@ -59,9 +59,14 @@ def ctx(now: float, w: ModelWindow, panic: ModelWindow | None = None) -> PolicyC
 
 
 def busy(util: float, instances: int) -> dict[str, float]:
-    """Window extras for instances busy `util` of the time (sequential, 277 ms)."""
+    """Window figures for instances busy `util` of the time (sequential, 277 ms)."""
     rate = util * instances / 0.277
-    return {"inferences_per_s": rate, "avg_batch": 1.0, "avg_compute_infer_ms": 277.0}
+    return {
+        "inferences_per_s": rate,
+        "avg_batch": 1.0,
+        "execution_ms": 277.0,
+        "busy_share": util,
+    }
 
 
 def test_registry_lists_names_and_rejects_unknown() -> None:
@@ -81,9 +86,10 @@ def test_ours_is_the_live_decide() -> None:
 
 
 def test_busy_fraction_undoes_per_request_compute() -> None:
-    """A batch of 16 adds 16 × 1.05 s of compute; busy time counts it once."""
-    w = window(1, 16.0, inferences_per_s=14.5, avg_batch=16.0, avg_compute_infer_ms=16 * 1050.0)
+    """A batch of 16 adds 16 × 1.05 s of compute; busy time (the window's) counts it once."""
+    w = window(1, 16.0, inferences_per_s=14.5, avg_batch=16.0, busy_share=14.5 / 16 * 1.05)
     assert busy_fraction(w) == pytest.approx(14.5 / 16 * 1.05)
+    assert busy_fraction(window(0, 16.0, busy_share=0.5)) == 0.0  # no instance: nothing busy
 
 
 def test_hpa_tolerance_period_and_limits() -> None:

@@ -59,7 +59,7 @@ class _Latest:
         return {n: m.instances for n, m in self.models.items() if m.ready}
 
     def busy(self) -> dict[str, float]:
-        return {n: w.extra.get("instance_busy", 0.0) for n, w in self.windows.items() if w.valid}
+        return {n: w.busy_share or 0.0 for n, w in self.windows.items() if w.valid}
 
     def close(self) -> None:
         close = getattr(self.inner, "close", None)
@@ -315,7 +315,7 @@ def _window_json(w: ModelWindow) -> dict[str, Any]:
         "avg_queue_ms": _f(w.avg_queue_ms, 1),
         "failure_rate": _f(w.failure_rate, 4),
         "pending_requests": _f(w.pending_requests),
-        "window_s": _f(w.extra.get("span_s"), 2),
+        "window_s": _f(w.span_s, 2),
     }
 
 

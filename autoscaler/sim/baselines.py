@@ -194,20 +194,12 @@ class _HpaModel:
 
 
 def busy_fraction(w: ModelWindow) -> float:
-    """Share of time an instance executes, from Triton's compute counters.
+    """Share of time an instance executes, from Triton's compute counters (`busy_share`).
 
-    Triton adds an execution's compute time to each request in it, so the time
-    instances were busy is Δcompute_infer / average batch: per instance and
-    second, what DCGM's GPU utilisation shows for a pod running one instance
-    (≈ 99 % for 5B at its optimum, ≈ 95 % for 20B: Table 10 has 99 and 93.5).
+    Per instance and second, what DCGM's GPU utilisation shows for a pod running one
+    instance (≈ 99 % for 5B at its optimum, ≈ 95 % for 20B: Table 10 has 99 and 93.5).
     """
-    ex = w.extra
-    if not w.instances or "avg_compute_infer_ms" not in ex or "inferences_per_s" not in ex:
-        return 0.0
-    batch = max(ex.get("avg_batch", 1.0), 1.0)
-    execs_per_s = ex["inferences_per_s"] / batch
-    per_execution_s = ex["avg_compute_infer_ms"] / 1000.0 / batch
-    return per_execution_s * execs_per_s / w.instances
+    return w.busy_share if w.busy_share is not None and w.instances else 0.0
 
 
 def _hpa(setup: SimSetup) -> PolicyPlugin:

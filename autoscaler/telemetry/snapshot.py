@@ -8,7 +8,7 @@ Times are Unix seconds passed in as values (never read from a clock here).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 
 
@@ -133,4 +133,15 @@ class ModelWindow:
     # from the pending gauge and the compute-duration counters; None if not known.
     # Unlike `concurrency` it does not lag or overshoot when a queue builds or drains.
     in_server: float | None = None
-    extra: dict[str, float] = field(default_factory=dict)
+    # Requests that arrived per second: answered and failed ones plus the growth of the
+    # queue over the window (what clients sent, whether or not it was served yet).
+    arrival_rps: float | None = None
+    p95_queue_ms: float | None = None  # from Triton's queue summary, when exported
+    span_s: float | None = None  # seconds between the window's first and last read
+    inferences_per_s: float | None = None
+    avg_batch: float | None = None  # inferences per execution (1 for sequential models)
+    # Compute time of one execution: a request's (sequential) or a whole batch's.
+    execution_ms: float | None = None
+    # Share of the time each instance spent executing (executions × execution_ms /
+    # span / instances): what GPU utilisation shows for one instance per GPU.
+    busy_share: float | None = None

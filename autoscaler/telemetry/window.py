@@ -192,7 +192,13 @@ def _invalid(
             "failure_rate": None,
             "pending_requests": latest.pending_requests if latest else None,
             "in_server": None,
-            "extra": {},
+            "arrival_rps": None,
+            "p95_queue_ms": None,
+            "span_s": None,
+            "inferences_per_s": None,
+            "avg_batch": None,
+            "execution_ms": None,
+            "busy_share": None,
         }
     )
 
@@ -308,19 +314,19 @@ def _figures(
     queue_us = b.queue_duration_us - a.queue_duration_us
     infer = b.inference_count - a.inference_count
     execs = b.execution_count - a.execution_count
-    extra: dict[str, float] = {"span_s": span}
-    if infer > 0:
-        extra["inferences_per_s"] = infer / span
-    if execs > 0:
-        extra["avg_batch"] = infer / execs
-        compute_us = (b.compute_infer_duration_us - a.compute_infer_duration_us) / execs
-        extra["avg_compute_infer_ms"] = compute_us / 1000.0
-    infer_us = b.compute_infer_duration_us - a.compute_infer_duration_us
     instances = end.instances
-    if instances > 0:
-        # share of time each instance spends computing (what drives GPU utilisation)
-        extra["instance_busy"] = infer_us / (span * 1e6 * instances)
+    execution_ms = busy_share = None
+    if infer > 0:
+        # Triton adds an execution's compute time to every request in it, so per
+        # inference this is the time of the execution a request rode in (S, or B)
+        execution_ms = (b.compute_infer_duration_us - a.compute_infer_duration_us) / infer / 1e3
+        if instances > 0 and execs > 0:
+            busy_share = execs * execution_ms / 1e3 / (span * instances)
+    arrival_rps = (ok + fail) / span
+    if start.pending_requests is not None and end.pending_requests is not None:
+        arrival_rps = max(0.0, arrival_rps + (end.pending_requests - start.pending_requests) / span)
     p95 = end.p95_request_us
+    p95q = end.p95_queue_us
     return _new_window(
         {
             "model": name,
@@ -338,7 +344,13 @@ def _figures(
             "failure_rate": fail / (ok + fail) if ok + fail > 0 else None,
             "pending_requests": end.pending_requests,
             "in_server": busy,
-            "extra": extra,
+            "arrival_rps": arrival_rps,
+            "p95_queue_ms": p95q / 1000.0 if p95q is not None and math.isfinite(p95q) else None,
+            "span_s": span,
+            "inferences_per_s": infer / span if infer > 0 else None,
+            "avg_batch": infer / execs if execs > 0 else None,
+            "execution_ms": execution_ms,
+            "busy_share": busy_share,
         }
     )
 
