@@ -33,7 +33,7 @@ from autoscaler.policy.core import ModelTarget, PolicyContext, PolicyState, deci
 from autoscaler.policy.decision import Action, Decision, Rule
 from autoscaler.sim.engine import SimCluster, SimModelSpec
 from autoscaler.sim.scenario import SimSetup
-from autoscaler.sim.workload import ClosedLoop, OpenLoop, Schedule, Workload
+from autoscaler.sim.workload import ClosedLoop, OpenLoop, RequestTrace, Schedule, Workload
 from autoscaler.telemetry.snapshot import ModelWindow
 
 PolicyFn = Callable[[PolicyContext, Any], tuple[list[Decision], Any]]
@@ -385,7 +385,9 @@ def _quantize(level: float, integer: bool) -> float:
 def _steady_at(w: Workload, level: float) -> Workload:
     if isinstance(w, ClosedLoop):
         return ClosedLoop(Schedule.constant(level), w.think_time_s, w.think)
-    assert isinstance(w, OpenLoop)
+    if isinstance(w, RequestTrace):
+        # a request trace has no arrival process to hold steady: Poisson at its level
+        return OpenLoop(Schedule.constant(level))
     return OpenLoop(Schedule.constant(level), w.arrival, w.burstiness)
 
 
