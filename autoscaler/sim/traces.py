@@ -29,7 +29,7 @@ import json
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -381,3 +381,70 @@ def _shifted(req: Requests, shift_s: float, span_s: float) -> Requests:
     if span_s > 0:
         t = np.where(t >= span_s, t - span_s, t)
     return req.with_times(t)
+
+
+# -- writing --------------------------------------------------------------------------------
+
+WriteFormat = Literal["csv", "jsonl", "azure"]
+# Azure's traces have no zone and 7 fractional digits; written from this instant on
+AZURE_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def write_request_trace(path: Path, models: Mapping[str, Requests], fmt: WriteFormat) -> int:
+    """Write requests as a trace file `read_request_trace` reads back; returns the rows written.
+
+    `csv` / `jsonl`: ours (`time` in seconds with µs, `model`, then `input_tokens`,
+    `output_tokens` or `service_ms` where the requests carry them). `azure`: one
+    model's requests as `TIMESTAMP,ContextTokens,GeneratedTokens` from 2026-01-01
+    (Azure's format has neither a model column nor service times).
+    """
+    rows: list[tuple[float, str, int | None, int | None, float | None]] = []
+    for m, req in models.items():
+        for i in range(len(req)):
+            rows.append(
+                (
+                    float(req.t_s[i]),
+                    m,
+                    None if req.input_tokens is None else int(req.input_tokens[i]),
+                    None if req.output_tokens is None else int(req.output_tokens[i]),
+                    None if req.service_ms is None else float(req.service_ms[i]),
+                )
+            )
+    rows.sort(key=lambda r: r[0])
+    has_in = any(r[2] is not None for r in rows)
+    has_out = any(r[3] is not None for r in rows)
+    has_svc = any(r[4] is not None for r in rows)
+    if fmt == "azure":
+        if len(models) != 1 or not (has_in and has_out):
+            raise ValueError(
+                "Azure's format holds one model's requests with input and output tokens"
+            )
+        lines = ["TIMESTAMP,ContextTokens,GeneratedTokens"]
+        for t, _, inp, out, _ in rows:
+            stamp = (AZURE_EPOCH + timedelta(seconds=t)).strftime("%Y-%m-%d %H:%M:%S.%f")
+            lines.append(f"{stamp}0,{inp},{out}")
+    elif fmt == "csv":
+        cols = ["time", "model"]
+        cols += ["input_tokens"] if has_in else []
+        cols += ["output_tokens"] if has_out else []
+        cols += ["service_ms"] if has_svc else []
+        lines = [",".join(cols)]
+        for t, m, inp, out, svc in rows:
+            cells = [f"{t:.6f}", m]
+            cells += [str(inp)] if has_in else []
+            cells += [str(out)] if has_out else []
+            cells += [f"{svc:.3f}"] if has_svc else []
+            lines.append(",".join(cells))
+    else:
+        lines = []
+        for t, m, inp, out, svc in rows:
+            rec: dict[str, object] = {"time": round(t, 6), "model": m}
+            if has_in:
+                rec["input_tokens"] = inp
+            if has_out:
+                rec["output_tokens"] = out
+            if has_svc:
+                rec["service_ms"] = round(svc or 0.0, 3)
+            lines.append(json.dumps(rec))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return len(rows)
