@@ -464,7 +464,8 @@ def _oracle(setup: SimSetup) -> PolicyPlugin:
         "oracle", lambda name, now: want(name, now - epoch), "oracle: the coming load needs"
     )
 
-    init = {m: want(m, 0.0) for m in setup.models}
+    # what the first minutes need, cut to what the GPUs hold (larger needs fail to apply)
+    init = fit_counts(setup, {m: want(m, 0.0) for m in setup.models})
     return PolicyPlugin(
         "oracle",
         fn,

@@ -14,7 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    model_validator,
+)
 
 from autoscaler.catalog import Catalog, read_yaml_documents, validation_error
 from autoscaler.config import DaemonConfig, Resolved, parse_config, resolve
@@ -106,7 +114,32 @@ class WeekSpec(_Strict):
     week: Body
 
 
-ScheduleIn = NonNeg | PointsSpec | DiurnalSpec | FlashSpec | WeekSpec
+SHAPES = {"points": PointsSpec, "diurnal": DiurnalSpec, "flash": FlashSpec, "week": WeekSpec}
+
+
+def _shape(value: Any) -> str | None:
+    """Which schedule a value is: a number, or a mapping named by its shape's key."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return "number"
+    if isinstance(value, dict):
+        return next((k for k in SHAPES if k in value), None)
+    return next((k for k, cls in SHAPES.items() if isinstance(value, cls)), None)
+
+
+# tagged by `_shape`, so a bad `week:` is reported as the week's problem, not as "not a number"
+ScheduleIn = Annotated[
+    Annotated[NonNeg, Tag("number")]
+    | Annotated[PointsSpec, Tag("points")]
+    | Annotated[DiurnalSpec, Tag("diurnal")]
+    | Annotated[FlashSpec, Tag("flash")]
+    | Annotated[WeekSpec, Tag("week")],
+    Discriminator(
+        _shape,
+        custom_error_type="schedule",
+        custom_error_message="a schedule is a number or a mapping with one of: "
+        + ", ".join(SHAPES),
+    ),
+]
 
 
 def to_schedule(spec: ScheduleIn, duration_s: float) -> Schedule:

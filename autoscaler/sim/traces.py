@@ -16,10 +16,13 @@ Three file formats, told apart by their header (CSV) or keys (JSON):
   (BurstGPT's README); their service time is unknown, so they are left out
   and counted (`RequestFile.dropped`).
 
-Times are made relative to the file's earliest request, so all models of a
-file keep their alignment. `fit_to_run` then cuts the run's window out of a
-trace and scales it onto the scenario (see its docstring). A bad row is one
-error naming the file, line, field and what is allowed.
+Times given as clock times (ISO 8601, or Unix seconds: numbers from 1e8 on)
+are made relative to the file's earliest request; numbers below that are
+seconds from the trace's start and kept (BurstGPT's, ours), so a lull before
+the first request stays. All models of a file keep their alignment.
+`fit_to_run` then cuts the run's window out of a trace and scales it onto the
+scenario (see its docstring). A bad row is one error naming the file, line,
+field and what is allowed.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ from autoscaler.sim.workload import Requests
 TraceFormat = Literal["requests", "azure", "burstgpt"]
 # Rows of a file without a model column: any model of a scenario may read them.
 ANY_MODEL = "*"
+# Numeric times this large (1973 on) are Unix times, not seconds from a trace's start.
+UNIX_SECONDS_FROM = 1e8
 
 AZURE = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 BURSTGPT = ("Timestamp", "Model", "Request tokens", "Response tokens")
@@ -81,8 +86,9 @@ def _where(path: Path, line: int) -> str:
     return f"{path}:{line}"
 
 
-def parse_time(raw: object, path: Path, line: int, field: str) -> float:
-    """Seconds (a number) or an ISO 8601 time (no zone: UTC), as Unix seconds."""
+def parse_time(raw: object, path: Path, line: int, field: str) -> tuple[float, bool]:
+    """Seconds (a number) or an ISO 8601 time (no zone: UTC) as Unix seconds; and which."""
+    absolute = False
     if isinstance(raw, int | float) and not isinstance(raw, bool):
         value = float(raw)
     else:
@@ -102,12 +108,12 @@ def parse_time(raw: object, path: Path, line: int, field: str) -> float:
                 ) from None
             if stamp.tzinfo is None:
                 stamp = stamp.replace(tzinfo=UTC)
-            value = stamp.timestamp()
+            value, absolute = stamp.timestamp(), True
     if not math.isfinite(value):
         raise ConfigError(
             "not a time", file=_where(path, line), field=field, value=raw, allowed="finite seconds"
         )
-    return value
+    return value, absolute
 
 
 def parse_count(raw: object, path: Path, line: int, field: str) -> int:
@@ -267,6 +273,7 @@ def read_request_trace(path: Path) -> RequestFile:
     outputs: dict[str, list[int]] = {}
     services: dict[str, list[float]] = {}
     dropped = 0
+    absolute = False
     for line, row in rows:
 
         def get(col: str, line: int = line, row: dict[str, object] = row) -> object:
@@ -277,7 +284,8 @@ def read_request_trace(path: Path) -> RequestFile:
                 )
             return raw
 
-        t = parse_time(get(cols.time), path, line, cols.time)
+        t, stamped = parse_time(get(cols.time), path, line, cols.time)
+        absolute = absolute or stamped
         model = str(get(cols.model)).strip() if cols.model else ANY_MODEL
         if cols.output_tokens:
             out = parse_count(get(cols.output_tokens), path, line, cols.output_tokens)
@@ -300,7 +308,18 @@ def read_request_trace(path: Path) -> RequestFile:
             + (f" ({dropped} failed ones left out)" if dropped else ""),
             file=path,
         )
-    t0 = min(min(ts) for ts in times.values())
+    first = min(min(ts) for ts in times.values())
+    # clock times (ISO 8601, or Unix seconds) start at the first request; seconds from
+    # the trace's start are kept, so a lull before the first request stays
+    t0 = first if absolute or first >= UNIX_SECONDS_FROM else 0.0
+    if t0 == 0.0 and first < 0:
+        raise ConfigError(
+            "times before the trace's start",
+            file=path,
+            field=cols.time,
+            value=first,
+            allowed="seconds ≥ 0 from the trace's start, or clock times",
+        )
 
     def arr(d: dict[str, list[int]] | dict[str, list[float]], m: str) -> np.ndarray | None:
         return np.asarray(d[m]) if m in d else None
