@@ -241,6 +241,25 @@ BAD = {
         },
         ["first_day"],
     ),
+    "a million requests a second": (
+        {"kind": "open", "rate": 1e6},
+        ["≈ 1.2e+08 requests", "up to 5e+07"],
+    ),
+    "microsecond bursts": (
+        {
+            "kind": "open",
+            "on_off": {
+                "burst_s": {"lognormal": {"median": 1e-6, "cv": 1}},
+                "silence_s": {"lognormal": {"median": 1e-6, "cv": 1}},
+                "burst_rate": {"lognormal": {"median": 50, "cv": 0.5}},
+            },
+        },
+        ["more than 1000000 bursts", "on_off"],
+    ),
+    "noise steps under a second": (
+        {"kind": "open", "rate": 5, "noise": {"cv": 0.2, "step_s": 0.001}},
+        ["noise.step_s", "greater than or equal to 1"],
+    ),
     "negative rate factor": (
         {"kind": "requests", "trace": "azure.csv", "rate_factor": -2},
         ["rate_factor"],

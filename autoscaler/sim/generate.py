@@ -36,13 +36,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Generated values above this are input errors (tokens, seconds, requests/s alike).
+LARGEST = 1e9
+# More bursts and silences than this in a run: lengths of microseconds, not a workload.
+MAX_SEGMENTS = 1_000_000
+
+
 class Lognormal(_Strict):
-    median: PosFloat
+    median: Annotated[float, Field(gt=0, le=LARGEST)]
     cv: Annotated[float, Field(gt=0, le=10)]
 
 
 class Pareto(_Strict):
-    min: PosFloat
+    min: Annotated[float, Field(gt=0, le=LARGEST)]
     alpha: Annotated[float, Field(gt=0, le=10, description="tail index: P(X > x) = (min/x)^alpha")]
 
 
@@ -52,7 +58,7 @@ class DistSpec(_Strict):
     lognormal: Lognormal | None = None
     pareto: Pareto | None = None
     min: NonNeg | None = None
-    max: PosFloat | None = None
+    max: Annotated[float, Field(gt=0, le=LARGEST)] | None = None
 
     @model_validator(mode="after")
     def _one(self) -> DistSpec:
@@ -74,7 +80,7 @@ def draw(spec: DistSpec, rng: np.random.Generator, n: int) -> np.ndarray:
         # inverse CDF: P(X > x) = (min/x)^alpha
         x = spec.pareto.min * (1.0 - rng.random(n)) ** (-1.0 / spec.pareto.alpha)
     lo = -math.inf if spec.min is None else spec.min
-    hi = math.inf if spec.max is None else spec.max
+    hi = LARGEST if spec.max is None else spec.max
     clipped: np.ndarray = np.clip(x, lo, hi)
     return clipped
 
@@ -82,7 +88,9 @@ def draw(spec: DistSpec, rng: np.random.Generator, n: int) -> np.ndarray:
 class NoiseSpec(_Strict):
     cv: Annotated[float, Field(gt=0, le=3, description="of the factor the rate is multiplied by")]
     corr_s: PosFloat = Field(default=300.0, description="correlation time of the factor")
-    step_s: PosFloat = Field(default=60.0, description="the factor changes every step_s")
+    step_s: Annotated[float, Field(ge=1, le=86400)] = Field(
+        default=60.0, description="the factor changes every step_s"
+    )
 
 
 def with_noise(
@@ -134,6 +142,11 @@ def on_off_schedule(spec: OnOffSpec, duration_s: float, rng: np.random.Generator
     pts: list[tuple[float, float]] = [(0.0, spec.silence_rate)]
     t = float(draw(spec.silence_s, rng, 1)[0]) * float(rng.random())
     while t < duration_s:
+        if len(pts) > 2 * MAX_SEGMENTS:
+            raise ValueError(
+                f"more than {MAX_SEGMENTS} bursts in {duration_s:g} s: burst and silence lengths "
+                "must be seconds, not less"
+            )
         on = float(draw(spec.burst_s, rng, 1)[0])
         rate = float(draw(spec.burst_rate, rng, 1)[0])
         pts.append((t, rate))

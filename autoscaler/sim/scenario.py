@@ -41,6 +41,7 @@ from autoscaler.sim.generate import (
 from autoscaler.sim.traces import RequestFile, fit_to_run, read_request_trace
 from autoscaler.sim.warmstart import initial_counts
 from autoscaler.sim.workload import (
+    MAX_REQUESTS,
     ClosedLoop,
     OpenLoop,
     Requests,
@@ -48,6 +49,7 @@ from autoscaler.sim.workload import (
     Schedule,
     Workload,
     diurnal,
+    expected_requests,
     flash_crowd,
     load_rate_trace,
     open_loop_arrivals,
@@ -483,12 +485,23 @@ def _workload(
             )
         rate = rates[key]
     elif spec.on_off is not None:
-        rate = on_off_schedule(spec.on_off, duration_s, model_rng(scn.seed, model, "on_off"))
+        try:
+            rate = on_off_schedule(spec.on_off, duration_s, model_rng(scn.seed, model, "on_off"))
+        except ValueError as exc:
+            raise ConfigError(str(exc), file=source, field=f"{field}.on_off") from None
     else:
         assert spec.rate is not None
         rate = to_schedule(spec.rate, duration_s)
     if spec.noise is not None:
         rate = with_noise(rate, spec.noise, duration_s, model_rng(scn.seed, model, "noise"))
+    expected = expected_requests(rate, duration_s)
+    if expected > MAX_REQUESTS:
+        raise ConfigError(
+            f"the rate makes ≈ {expected:.3g} requests in {duration_s:g} s; the simulator holds "
+            f"up to {MAX_REQUESTS:.0e} per model and run",
+            file=source,
+            field=field,
+        )
     load = OpenLoop(rate, spec.arrival, spec.burstiness)
     if spec.tokens is None:
         return load
@@ -531,5 +544,12 @@ def _request_trace(
             f"{scn.duration_s:g} s × time_scale {spec.time_scale:g})",
             file=path,
             field=f"models.{model}.workload.start_s",
+        )
+    if len(fitted) > MAX_REQUESTS:
+        raise ConfigError(
+            f"{len(fitted)} requests in the run; the simulator holds up to {MAX_REQUESTS:.0e} "
+            "per model and run",
+            file=path,
+            field=f"models.{model}.workload.rate_factor",
         )
     return RequestTrace(fitted)

@@ -305,6 +305,16 @@ class OpenLoop:
         return self.rate.peak(until_s) * latency_s
 
 
+# Open-loop requests one run may hold (16 bytes each: 0.8 GB, ~50 s per policy at 1 µs).
+MAX_REQUESTS = 50_000_000
+
+
+def expected_requests(rate: Schedule, duration_s: float) -> float:
+    """∫ rate over [0, duration_s] on the Λ grid: how many requests an open loop makes."""
+    grid = np.arange(0.0, duration_s + LAMBDA_GRID_S, LAMBDA_GRID_S)
+    return float(rate.many(grid[:-1] + LAMBDA_GRID_S / 2).sum() * LAMBDA_GRID_S)
+
+
 def open_loop_arrivals(load: OpenLoop, duration_s: float, rng: np.random.Generator) -> np.ndarray:
     """Every arrival time of an open-loop load in [0, duration_s], sorted (one vectorised pass).
 
