@@ -294,6 +294,7 @@ def resolve(cfg: DaemonConfig, source: str | Path = "<config>") -> Resolved:
                     )
             opt_c: float | None = m.optimal_concurrency
             mem = m.memory_per_instance_gb
+            startup = None
         else:
             prof = cat.models[prof_name]
             opt_c = m.optimal_concurrency or (prof.optimum.concurrency if prof.optimum else None)
@@ -305,6 +306,7 @@ def resolve(cfg: DaemonConfig, source: str | Path = "<config>") -> Resolved:
                     field=f"models.{name}.optimal_concurrency",
                 )
             mem = m.memory_per_instance_gb or prof.instance_memory()[0]
+            startup = prof.startup_s
         assert opt_c is not None and mem is not None  # both checked above
         targets[name] = ModelTarget(
             model=name,
@@ -313,6 +315,7 @@ def resolve(cfg: DaemonConfig, source: str | Path = "<config>") -> Resolved:
             slo_p95_ms=m.slo_p95_ms,
             min_instances=m.min_instances,
             max_instances=m.max_instances,
+            startup_s=startup,
         )
         lo = policy.min_instances if m.min_instances is None else m.min_instances
         hi = policy.max_instances if m.max_instances is None else m.max_instances

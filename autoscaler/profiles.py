@@ -99,6 +99,11 @@ class ModelProfile(Strict):
     memory: Memory | None = None
     optimum: Optimum | None = None
     service: Service | None = None
+    startup_s: PositiveFloat | None = Field(
+        default=None,
+        description="seconds from load_model until a new instance serves (measured); "
+        "default: an estimate from its memory (instance_startup_s)",
+    )
 
     @model_validator(mode="after")
     def _need_size(self) -> ModelProfile:
@@ -126,6 +131,17 @@ class ModelProfile(Strict):
         return estimate_memory_gb(self.parameters_b), Source(
             kind=SourceKind.estimate, ref=f"{GB_PER_BILLION_PARAMS} GB per 1B parameters"
         )
+
+    def instance_startup_s(self) -> tuple[float, SourceKind]:
+        """Seconds a new instance takes to serve: the profile's measured figure, else an estimate.
+
+        The estimate is 10 s of process and CUDA start-up plus the weights read at
+        1 GB/s (`default_startup_s`): 5B ≈ 22 s, 20B ≈ 55 s. No table of the design
+        gives load times; measure them (`startup_s` in the profile).
+        """
+        if self.startup_s is not None:
+            return self.startup_s, SourceKind.measured
+        return default_startup_s(self.instance_memory()[0]), SourceKind.estimate
 
     def estimate_warnings(self) -> list[str]:
         """Why the 2.1 GB/B rule is unreliable for this model, if it is used."""
@@ -169,6 +185,15 @@ class ModelProfile(Strict):
             batches = max(1, math.ceil(per_instance / self.service.max_batch_size))
             return opt.p95_ms * batches
         return opt.p95_ms * max(per_instance, 1.0) / opt.concurrency
+
+
+def default_startup_s(memory_gb: float) -> float:
+    """Seconds before a new instance serves: 10 s of start-up plus weights at 1 GB/s.
+
+    An assumption, not a measurement (no table gives load times): 5B ≈ 22 s,
+    20B ≈ 55 s. Profiles (`startup_s`) and scenarios (`sim.startup_s`) override it.
+    """
+    return round(10.0 + memory_gb, 1)
 
 
 def estimate_memory_gb(parameters_b: float) -> float:

@@ -415,6 +415,30 @@ def test_model_with_a_change_in_flight_holds() -> None:
     assert "applying 1 → 4" in d.reason and "started 25 s ago" in d.reason
 
 
+@pytest.mark.parametrize(
+    ("age_s", "pending", "rule"),
+    [
+        (25.0, 12.0, Rule.apply_in_flight),  # the new instances may still be loading
+        (44.0, 12.0, Rule.apply_in_flight),  # 5B starts in ≈ 22.4 s: under 2 × that
+        (46.0, 12.0, Rule.apply_stalled),  # past 2 × start-up with a queue: behind it
+        (300.0, 0.0, Rule.apply_in_flight),  # slow, but nothing queues: not that stall
+        (300.0, None, Rule.apply_in_flight),  # no pending gauge: cannot tell
+    ],
+)
+def test_a_change_waiting_behind_the_queue_is_called_so(
+    age_s: float, pending: float | None, rule: Rule
+) -> None:
+    """A change in flight far past an instance's start-up, requests queued: apply_stalled."""
+    busy = one(ctx(0, win(16, 1)))[0]
+    stalled = replace(win(16, 1, 100.0), pending_requests=pending)
+    d, _ = one(replace(ctx(100.0, stalled), in_flight={"nemo-gpt-5b": (busy, 100.0 - age_s)}))
+    assert (d.action, d.rule, d.current_instances) == (Action.hold, rule, 1)
+    assert T5B.expected_startup_s() == pytest.approx(22.4)
+    if rule is Rule.apply_stalled:
+        assert f"has taken {age_s:.0f} s" in d.reason and "12 requests wait" in d.reason
+        assert "--rate-limit=execution_count" in d.reason
+
+
 def test_in_flight_instances_reserve_their_gpu_memory() -> None:
     """A 20B still loading on gpu0 keeps a 5B from being placed in the same hole."""
     t20 = ModelTarget("nemo-gpt-20b", optimal_concurrency=16, memory_per_instance_gb=44.76)

@@ -410,6 +410,12 @@ class _Progress:
             ),
         )
 
+    def level_retried(self, concurrency: int, attempt: int, why: str) -> None:
+        self.progress.console.print(
+            f"{self.model} c={concurrency}: {why}; measuring the level again from idle "
+            f"(run {attempt + 1})"
+        )
+
     def level_done(self, index: int, point: ProfilePoint) -> None:
         self.progress.update(
             self.task,

@@ -19,7 +19,7 @@ from typing import Any
 from autoscaler._frozen import maker
 from autoscaler.placement import Fit, GpuBin, Item, pack
 from autoscaler.policy.decision import Action, Decision, PlacementSlot, Rule
-from autoscaler.profiles import ScalingPolicy
+from autoscaler.profiles import ScalingPolicy, default_startup_s
 from autoscaler.telemetry.snapshot import GpuSample, ModelWindow
 
 
@@ -33,6 +33,15 @@ class ModelTarget:
     slo_p95_ms: float | None = None
     min_instances: int | None = None  # None: the policy's
     max_instances: int | None = None
+    startup_s: float | None = None  # measured load_model → serving; None: estimated
+
+    def expected_startup_s(self) -> float:
+        """How long a new instance takes to serve: measured, else the memory-based estimate."""
+        return (
+            self.startup_s
+            if self.startup_s is not None
+            else default_startup_s(self.memory_per_instance_gb)
+        )
 
 
 @dataclass(frozen=True)
@@ -475,6 +484,8 @@ def _decide_model(
         drop += 1
     history = (*st.history[drop:], (now, want, backlog))
     st = _evolve(st, history=history, panic_until=panic_until)
+    if t.model in ctx.in_flight:
+        return _hold_in_flight(ctx, t, w, current, want, out), st
     if want < current:
         drained = limited and u is not None
         peak = max(n for _, n, b in history if not (drained and b))
@@ -503,18 +514,6 @@ def _decide_model(
 
     # 7. Hands off while a change is being applied, after a failed apply, and for a
     # while after a successful one.
-    if t.model in ctx.in_flight:
-        busy, since = ctx.in_flight[t.model]
-        return (
-            out(
-                Action.hold,
-                current,
-                Rule.apply_in_flight,
-                f"hold: applying {busy.current_instances} → {busy.desired_instances} "
-                f"(started {now - since:.0f} s ago; would go {current} → {want})",
-            ),
-            st,
-        )
     if st.backoff_until is not None and now < st.backoff_until:
         return (
             out(
@@ -563,6 +562,41 @@ def _decide_model(
             st,
         )
     return _place(ctx, t, st, bins, current, new, want, rule, reason + step_note, out)
+
+
+# A change still in flight this many times the model's expected instance start-up after
+# it was sent, while requests wait in Triton's queue, waits behind that queue rather than
+# for its instances: with --rate-limit=execution_count an in-place change returns once
+# the new instances have started (0.4-1.6 s measured here for emulated models, plus the
+# instance's own load); Triton 2.51 without it returns only when the queue happens to be
+# empty (docs/reliability.md). Twice the estimate leaves room for an estimate that is off
+# by half (the default is 10 s + 1 s per GB, not a measurement).
+STALL_FACTOR = 2.0
+
+
+def _hold_in_flight(
+    ctx: PolicyContext, t: ModelTarget, w: ModelWindow, current: int, want: int, out: _Out
+) -> Decision:
+    busy, since = ctx.in_flight[t.model]
+    age = ctx.now - since
+    change = f"applying {busy.current_instances} → {busy.desired_instances}"
+    queued = w.pending_requests or 0.0
+    startup = t.expected_startup_s()
+    if age > STALL_FACTOR * startup and queued > 0:
+        return out(
+            Action.hold,
+            current,
+            Rule.apply_stalled,
+            f"hold: {change} has taken {age:.0f} s (a new instance starts in ≈ {startup:.0f} s) "
+            f"while {queued:.0f} requests wait in Triton's queue: the change waits behind the "
+            "queue; start Triton with --rate-limit=execution_count (docs/reliability.md)",
+        )
+    return out(
+        Action.hold,
+        current,
+        Rule.apply_in_flight,
+        f"hold: {change} (started {age:.0f} s ago; would go {current} → {want})",
+    )
 
 
 def _place(

@@ -26,6 +26,9 @@ class Rule(StrEnum):
     cooldown = "cooldown"
     backoff = "backoff"  # a failed apply: hands off for a while
     apply_in_flight = "apply_in_flight"  # an earlier change to this model is still being applied
+    # ... and has taken far longer than an instance's start-up while requests queue: the
+    # in-place change waits behind the model's queue (Triton without rate limiting)
+    apply_stalled = "apply_stalled"
     min_instances = "min_instances"
     max_instances = "max_instances"
     capacity = "capacity"  # not enough GPU memory for the instances wanted

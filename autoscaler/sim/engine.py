@@ -42,7 +42,12 @@ import numpy as np
 
 from autoscaler.placement import Fit, GpuBin, Item, pack
 from autoscaler.policy.decision import Decision
-from autoscaler.profiles import BatchedService, ModelProfile, SequentialService
+from autoscaler.profiles import (
+    BatchedService,
+    ModelProfile,
+    SequentialService,
+    default_startup_s,
+)
 from autoscaler.sim.service import INPUT_TOKEN_WEIGHT, jitter, request_work_s
 from autoscaler.sim.workload import (
     ClosedLoop,
@@ -161,7 +166,9 @@ class SimModelSpec:
                 max_queue_delay_ms=svc.max_queue_delay_ms,
                 release_ms=_release_ms(profile, svc),
             )
-        kw["startup_s"] = default_startup_s(mem)
+        kw["startup_s"] = (
+            profile.startup_s if profile.startup_s is not None else default_startup_s(mem)
+        )
         kw.update({k: v for k, v in overrides.items() if v is not None})
         return cls(name=name or profile.name, memory_gb=mem, **kw)
 
@@ -173,15 +180,6 @@ def _release_ms(profile: ModelProfile, svc: BatchedService) -> float:
     batch = min(opt.concurrency, svc.max_batch_size)
     cycle_ms = batch / opt.throughput_rps * 1000.0
     return max(0.0, round(cycle_ms - svc.batch_time_ms, 2))
-
-
-def default_startup_s(memory_gb: float) -> float:
-    """Seconds before a new instance serves: 10 s of start-up plus weights at 1 GB/s.
-
-    An assumption, not a measurement (no table gives load times): 5B ≈ 22 s,
-    20B ≈ 55 s. Scenarios override it per model (`sim.startup_s`).
-    """
-    return round(10.0 + memory_gb, 1)
 
 
 def p95(values: np.ndarray) -> float:
