@@ -107,18 +107,21 @@ def per_request(duration_s: float) -> list[dict[str, Any]]:
             "nemo-gpt-20b",
             OpenLoop(Schedule.constant(50.0)),
             6,
+            True,
         ),
         (
-            "1.3B code bursts with tokens",
+            "1.3B code bursts with tokens (9 req/s on average)",
             "nemo-gpt-1.3b",
             RequestTrace(_code_bursts(duration_s)),
             32,
+            False,
         ),
         (
             "5B closed loop, 60 users, 1 s think",
             "nemo-gpt-5b",
             ClosedLoop(Schedule.constant(60), 1.0),
             18,
+            False,
         ),
     ]
     rows = []
