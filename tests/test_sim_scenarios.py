@@ -17,7 +17,7 @@ from autoscaler.sim.baselines import make_policy, policy_names
 from autoscaler.sim.runner import run_policy
 from autoscaler.sim.scenario import Scenario, load_scenario, resolve_scenario
 from autoscaler.sim.traces import write_request_trace
-from autoscaler.sim.warmstart import _minutes_ok
+from autoscaler.sim.warmstart import minutes_ok
 from autoscaler.sim.workload import Requests
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,8 +76,8 @@ def test_warm_start_is_sized_on_the_first_minutes_and_shared(tmp_path: Path) -> 
     # 20 req/s × 277 ms = 5.5 busy instances: at least 6, whatever the first second said
     assert n >= 6
     # the fewest: one fewer misses the SLO in some of the first 5 minutes
-    assert _minutes_ok(setup, {"nemo-gpt-5b": n}, 300.0)["nemo-gpt-5b"]
-    assert not _minutes_ok(setup, {"nemo-gpt-5b": n - 1}, 300.0)["nemo-gpt-5b"]
+    assert minutes_ok(setup, {"nemo-gpt-5b": n}, 300.0)["nemo-gpt-5b"]
+    assert not minutes_ok(setup, {"nemo-gpt-5b": n - 1}, 300.0)["nemo-gpt-5b"]
     for name in ("ours", "hpa", "kpa"):
         assert make_policy(name, setup).initial_instances == {"nemo-gpt-5b": n}, name
     # and the run starts there (the first tick's count, before any decision applies)

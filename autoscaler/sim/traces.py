@@ -325,24 +325,12 @@ def read_request_trace(path: Path) -> RequestFile:
         return np.asarray(d[m]) if m in d else None
 
     models = {
-        m: _unsorted(
+        m: Requests.from_rows(
             np.asarray(ts, dtype=float) - t0, arr(inputs, m), arr(outputs, m), arr(services, m)
         )
         for m, ts in times.items()
     }
     return RequestFile(path, fmt, models, dropped)
-
-
-def _unsorted(
-    t: np.ndarray, inp: np.ndarray | None, out: np.ndarray | None, svc: np.ndarray | None
-) -> Requests:
-    """Requests from rows in file order, sorted by time (a row keeps its sizes)."""
-    order = np.argsort(t, kind="stable")
-
-    def o(a: np.ndarray | None) -> np.ndarray | None:
-        return None if a is None else a[order]
-
-    return Requests(t[order], o(inp), o(out), o(svc))
 
 
 # -- fitting a trace to a run ---------------------------------------------------------------

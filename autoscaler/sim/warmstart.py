@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 WARM_WINDOW_S = 300.0
 
 
-def _minutes_ok(setup: SimSetup, counts: dict[str, int], window_s: float) -> dict[str, bool]:
+def minutes_ok(setup: SimSetup, counts: dict[str, int], window_s: float) -> dict[str, bool]:
     """Whether each model, at its fixed count, meets its SLO in every scored minute."""
     tick = setup.tick_s
     cluster = SimCluster(
@@ -74,7 +74,7 @@ def warm_counts(
     # invariant: hi[m] meets the SLO, or it is the max (nothing within bounds does)
     while any(lo[m] < hi[m] for m in setup.models):
         mid = {m: (lo[m] + hi[m]) // 2 for m in setup.models}
-        ok = _minutes_ok(setup, mid, window)
+        ok = minutes_ok(setup, mid, window)
         for m in setup.models:
             if lo[m] >= hi[m]:
                 continue

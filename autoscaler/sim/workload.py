@@ -415,9 +415,23 @@ class Requests:
 
     def with_times(self, t_s: np.ndarray) -> Requests:
         """The same requests at other times, sorted again; each keeps its sizes."""
-        return _sorted(
-            np.asarray(t_s, dtype=float), self.input_tokens, self.output_tokens, self.service_ms
-        )
+        return Requests.from_rows(t_s, self.input_tokens, self.output_tokens, self.service_ms)
+
+    @staticmethod
+    def from_rows(
+        t_s: np.ndarray,
+        input_tokens: np.ndarray | None = None,
+        output_tokens: np.ndarray | None = None,
+        service_ms: np.ndarray | None = None,
+    ) -> Requests:
+        """Requests from rows in any order: sorted by time (stable), each row's sizes kept."""
+        t = np.asarray(t_s, dtype=float)
+        order = np.argsort(t, kind="stable")
+
+        def o(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else np.asarray(a)[order]
+
+        return Requests(t[order], o(input_tokens), o(output_tokens), o(service_ms))
 
     @staticmethod
     def concat(parts: Sequence[Requests]) -> Requests:
@@ -432,23 +446,12 @@ class Requests:
             cols = [getattr(p, name) for p in parts]
             return None if any(c is None for c in cols) else np.concatenate(cols)
 
-        return _sorted(
+        return Requests.from_rows(
             np.concatenate([p.t_s for p in parts]),
             cat("input_tokens"),
             cat("output_tokens"),
             cat("service_ms"),
         )
-
-
-def _sorted(
-    t: np.ndarray, inp: np.ndarray | None, out: np.ndarray | None, svc: np.ndarray | None
-) -> Requests:
-    order = np.argsort(t, kind="stable")
-
-    def o(a: np.ndarray | None) -> np.ndarray | None:
-        return None if a is None else a[order]
-
-    return Requests(t[order], o(inp), o(out), o(svc))
 
 
 # Bins of a request trace's observed rate (its `level`, plots, the load column):
@@ -469,10 +472,11 @@ class RequestTrace:
         """The observed arrival rate in `RATE_BIN_S` bins (requests/s, step)."""
         t = self.requests.t_s
         end = float(t[-1]) if len(t) else 0.0
+        # at least one bin, the last request inside one; 0 after the last bin
         edges = np.arange(0.0, end + RATE_BIN_S + 1e-9, RATE_BIN_S)
-        counts, _ = np.histogram(t, bins=edges) if len(edges) > 1 else (np.zeros(1), edges)
+        counts, _ = np.histogram(t, bins=edges)
         pts = [(float(e), float(c) / RATE_BIN_S) for e, c in zip(edges[:-1], counts, strict=True)]
-        pts.append((float(edges[-1]) if len(edges) > 1 else RATE_BIN_S, 0.0))
+        pts.append((float(edges[-1]), 0.0))
         return Schedule(tuple(pts), "step")
 
     def level(self, t: float) -> float:
