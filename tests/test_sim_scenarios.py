@@ -85,6 +85,23 @@ def test_warm_start_is_sized_on_the_first_minutes_and_shared(tmp_path: Path) -> 
     assert run.series.instances["nemo-gpt-5b"][0] == n
 
 
+@pytest.mark.parametrize("arrival", ["poisson", "bursty"])
+def test_a_shorter_run_sees_the_first_requests_of_the_longer(arrival: str) -> None:
+    """The warm start's 5-minute runs face exactly the run's first requests and sizes."""
+    from autoscaler.catalog import load_catalog
+    from autoscaler.sim.engine import ModelQueue, SimModelSpec
+    from autoscaler.sim.workload import OpenLoop, diurnal
+
+    spec = SimModelSpec.from_profile(load_catalog().model("nemo-gpt-5b"))
+    w = OpenLoop(diurnal(2, 24, 50400), arrival, 2.0)  # type: ignore[arg-type]
+    short, day = ModelQueue(spec, w, 300, 7), ModelQueue(spec, w, 86400, 7)
+    assert short.requests is not None and day.requests is not None
+    n = len(short.requests)
+    assert n > 500 and day.requests.t_s[n] > 300
+    assert np.array_equal(short.requests.t_s, day.requests.t_s[:n])
+    assert np.array_equal(short.request_service_s(), day.request_service_s()[:n])
+
+
 def test_explicit_initial_instances_win_and_must_fit(tmp_path: Path) -> None:
     """initial_instances overrides the warm start; more than the GPUs hold is an error."""
     closed = {"kind": "closed", "users": 4}
