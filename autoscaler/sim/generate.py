@@ -137,22 +137,37 @@ def on_off_schedule(spec: OnOffSpec, duration_s: float, rng: np.random.Generator
     """A step schedule of bursts and silences over [0, duration_s].
 
     The run starts at a uniformly random point of a silence (a random phase),
-    then bursts and silences alternate.
+    then bursts and silences alternate; each burst's length, rate and the
+    silence after it are drawn together, in blocks.
     """
-    pts: list[tuple[float, float]] = [(0.0, spec.silence_rate)]
-    t = float(draw(spec.silence_s, rng, 1)[0]) * float(rng.random())
+    first = float(draw(spec.silence_s, rng, 1)[0]) * float(rng.random())
+    starts: list[np.ndarray] = []
+    ends: list[np.ndarray] = []
+    rates: list[np.ndarray] = []
+    t, block, count = first, 256, 0
     while t < duration_s:
-        if len(pts) > 2 * MAX_SEGMENTS:
+        if count >= MAX_SEGMENTS:
             raise ValueError(
                 f"more than {MAX_SEGMENTS} bursts in {duration_s:g} s: burst and silence lengths "
                 "must be seconds, not less"
             )
-        on = float(draw(spec.burst_s, rng, 1)[0])
-        rate = float(draw(spec.burst_rate, rng, 1)[0])
-        pts.append((t, rate))
-        t += on
-        pts.append((t, spec.silence_rate))
-        t += float(draw(spec.silence_s, rng, 1)[0])
+        on = draw(spec.burst_s, rng, block)
+        rate = draw(spec.burst_rate, rng, block)
+        off = draw(spec.silence_s, rng, block)
+        begin = t + np.concatenate(([0.0], np.cumsum(on + off)[:-1]))
+        keep = begin < duration_s
+        starts.append(begin[keep])
+        ends.append((begin + on)[keep])
+        rates.append(rate[keep])
+        count += int(keep.sum())
+        t = float(begin[-1] + on[-1] + off[-1])
+        block = min(block * 2, MAX_SEGMENTS)
+    pts: list[tuple[float, float]] = [(0.0, spec.silence_rate)]
+    if starts:
+        b0, b1, r = np.concatenate(starts), np.concatenate(ends), np.concatenate(rates)
+        for x0, x1, v in zip(b0.tolist(), b1.tolist(), r.tolist(), strict=True):
+            pts.append((x0, v))
+            pts.append((x1, spec.silence_rate))
     return Schedule(tuple(pts), "step")
 
 
