@@ -1,6 +1,6 @@
 """`python -m bench [NAME …] [--quick]`: run the benchmarks, then regenerate docs/benchmarks.md.
 
-Names: tick, parse, reaction, sim (bench/bench_sim.py, when present). Each runs
+Names: tick, parse, reaction, sim (bench/bench_sim.py, when present), requests. Each runs
 in a process of its own (clean memory figures, no state shared between them)
 and writes bench/results/<name>.json; docs/benchmarks.md is then rebuilt from
 every results file there. `--docs` only rebuilds the page.
@@ -19,7 +19,7 @@ from typing import Any
 from bench._common import CONTENDED_CORES, ROOT, load_results, machine_line, say
 
 DOC = ROOT / "docs" / "benchmarks.md"
-ORDER = ("tick", "parse", "reaction", "sim")
+ORDER = ("tick", "parse", "reaction", "sim", "requests")
 
 
 def commands(quick: bool) -> dict[str, list[str]]:
@@ -28,6 +28,7 @@ def commands(quick: bool) -> dict[str, list[str]]:
     sim = ROOT / "bench" / "bench_sim.py"
     if sim.is_file():
         out["sim"] = [sys.executable, str(sim)]  # its own interface (another module's)
+    out["requests"] = [sys.executable, "-m", "bench.bench_requests", *q]
     return out
 
 

@@ -270,7 +270,7 @@ def test_scenario_errors_name_the_field(tmp_path: Path) -> None:
         "  nemo-gpt-5b:\n    slo_p95_ms: 100\n"
         "    workload: {kind: open, rate: 3, trace: r.csv}\n"
     )
-    with pytest.raises(ConfigError, match="exactly one of 'rate' and 'trace'"):
+    with pytest.raises(ConfigError, match="exactly one of 'rate', 'trace' and 'on_off'"):
         load_scenario(bad)
 
 

@@ -33,7 +33,7 @@ from autoscaler.policy.core import ModelTarget, PolicyContext, PolicyState, deci
 from autoscaler.policy.decision import Action, Decision, Rule
 from autoscaler.sim.engine import SimCluster, SimModelSpec
 from autoscaler.sim.scenario import SimSetup
-from autoscaler.sim.workload import ClosedLoop, OpenLoop, Schedule, Workload
+from autoscaler.sim.workload import ClosedLoop, OpenLoop, RequestTrace, Schedule, Workload
 from autoscaler.telemetry.snapshot import ModelWindow
 
 PolicyFn = Callable[[PolicyContext, Any], tuple[list[Decision], Any]]
@@ -377,7 +377,9 @@ def _quantize(level: float, integer: bool) -> float:
 def _steady_at(w: Workload, level: float) -> Workload:
     if isinstance(w, ClosedLoop):
         return ClosedLoop(Schedule.constant(level), w.think_time_s, w.think)
-    assert isinstance(w, OpenLoop)
+    if isinstance(w, RequestTrace):
+        # a request trace has no arrival process to hold steady: Poisson at its level
+        return OpenLoop(Schedule.constant(level))
     return OpenLoop(Schedule.constant(level), w.arrival, w.burstiness)
 
 
@@ -454,7 +456,8 @@ def _oracle(setup: SimSetup) -> PolicyPlugin:
         "oracle", lambda name, now: want(name, now - epoch), "oracle: the coming load needs"
     )
 
-    init = {m: want(m, 0.0) for m in setup.models}
+    # what the first minutes need, cut to what the GPUs hold (larger needs fail to apply)
+    init = fit_counts(setup, {m: want(m, 0.0) for m in setup.models})
     return PolicyPlugin(
         "oracle",
         fn,

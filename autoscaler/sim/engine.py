@@ -10,16 +10,22 @@ the instance count, new instances serving only after a start-up delay). So
 Each model is an exact event-driven FIFO queue in front of its instances:
 
 - sequential service: an instance serves one request at a time; service times
-  are lognormal around the profile's `service_time_ms` with a small CV;
+  are lognormal around the profile's `service_time_ms` with a small CV, or
+  each request's own (from its tokens: `autoscaler.sim.service`);
 - dynamic batching: a free instance takes up to `max_batch_size` queued
   requests at once, waiting at most `max_queue_delay_ms` after the oldest for
-  the batch to fill (Triton's dynamic batcher without preferred sizes).
+  the batch to fill (Triton's dynamic batcher without preferred sizes); the
+  batch runs as long as its largest request.
 
-The queue is Kiefer–Wolfowitz's: a heap of instance free times, so one event
-costs one `heapreplace` (O(log instances)); arrivals, completions and queue
-time-outs are processed in time order between two ticks. ~1 µs per request in
-CPython, which keeps 50 requests/s × 4 models × 24 h (17 M requests) at ~20 s.
-Counters are harvested once per tick with numpy.
+Open-loop arrivals (a rate schedule's or a request trace's) are one array for
+the whole run, each with its service time drawn in arrival order: every
+policy faces the same requests with the same sizes. A request joins the queue
+with its service time; the queue is Kiefer–Wolfowitz's: a heap of instance
+free times, so one event costs one `heapreplace` (O(log instances));
+arrivals, completions and queue time-outs (only where a model's queue policy
+sets one: `timeout_s`) are processed in time order between two ticks. ~1 µs
+per request in CPython, which keeps 50 requests/s × 4 models × 24 h (17 M
+requests) at ~20 s. Counters are harvested once per tick with numpy.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, Literal
 
 import numpy as np
@@ -41,7 +48,15 @@ from autoscaler.profiles import (
     SequentialService,
     default_startup_s,
 )
-from autoscaler.sim.workload import ArrivalStream, ClosedLoop, OpenLoop, Workload
+from autoscaler.sim.service import INPUT_TOKEN_WEIGHT, jitter, request_work_s
+from autoscaler.sim.workload import (
+    ClosedLoop,
+    OpenLoop,
+    Requests,
+    RequestTrace,
+    Workload,
+    open_loop_arrivals,
+)
 from autoscaler.telemetry.snapshot import (
     GpuSample,
     InstanceGroup,
@@ -74,7 +89,12 @@ class SimModelSpec:
     `service_ms` is the time from an execution's start until its responses go
     out (per request when sequential, per batch when batched); `release_ms` is
     how long the instance stays busy after that before it can start the next
-    execution (see `from_profile` for Table 10's 20B).
+    execution (see `from_profile` for Table 10's 20B). `timeout_s`: a request
+    that waited this long in the queue is dropped, as a model config's queue
+    policy (`default_timeout_microseconds`) makes Triton do; None (the
+    default) means none, as Triton has none unless a model sets it.
+    `input_token_weight`: what a prompt token costs in decode steps when
+    service times come from tokens (`autoscaler.sim.service`).
     """
 
     name: str
@@ -86,16 +106,19 @@ class SimModelSpec:
     release_ms: float = 0.0
     service_cv: float = 0.03
     startup_s: float = 30.0
-    timeout_s: float = 30.0
+    timeout_s: float | None = None
     max_queue_size: int | None = None
+    input_token_weight: float = INPUT_TOKEN_WEIGHT
 
     def __post_init__(self) -> None:
         if not (self.service_ms > 0 and math.isfinite(self.service_ms)):
             raise ValueError(f"{self.name}: service_ms must be > 0")
         if self.service_cv < 0 or self.release_ms < 0 or self.startup_s < 0:
             raise ValueError(f"{self.name}: service_cv, release_ms, startup_s must be ≥ 0")
-        if self.timeout_s <= 0:
-            raise ValueError(f"{self.name}: timeout_s must be > 0")
+        if self.timeout_s is not None and self.timeout_s <= 0:
+            raise ValueError(f"{self.name}: timeout_s must be > 0 (or None: no time-out)")
+        if self.input_token_weight < 0:
+            raise ValueError(f"{self.name}: input_token_weight must be ≥ 0")
         if self.mode == "sequential" and self.max_batch_size != 1:
             raise ValueError(f"{self.name}: sequential service has max_batch_size 1")
 
@@ -206,20 +229,27 @@ class ModelQueue:
         self._svc_rng = np.random.default_rng(svc_seed)
         self._think_rng = np.random.default_rng(think_seed)
         self.closed = isinstance(workload, ClosedLoop)
-        self._stream = (
-            ArrivalStream(workload, duration_s, np.random.default_rng(arr_seed))
-            if isinstance(workload, OpenLoop)
-            else None
-        )
+        self.requests: Requests | None = None  # open loop: every arrival of the run
+        self._arr_t: np.ndarray = np.empty(0)
+        self._arr_s: np.ndarray = np.empty(0)
+        if isinstance(workload, OpenLoop):
+            times = open_loop_arrivals(workload, duration_s, np.random.default_rng(arr_seed))
+            self._set_requests(Requests(times))
+        elif isinstance(workload, RequestTrace):
+            self._set_requests(workload.requests)
+        self._cursor = 0  # index of the next open-loop arrival
         self.free: list[float] = []  # heap: when each instance can start its next execution
         self.starting: list[float] = []  # ready times of instances still starting up
         self.queue: deque[float] = deque()  # arrival times of queued requests
+        # each queued request's service time (sequential), or its batch time if it ran
+        # alone (batched: a batch runs as long as its largest request)
+        self.queue_s: deque[float] = deque()
         self.ready: list[float] = []  # heap: when each idle closed-loop user sends again
         self.users = 0
         self.retire = 0  # closed-loop users to drop at their next completion
         self.now = 0.0
         self._open: list[float] = []
-        self._open_i = 0
+        self._open_s: list[float] = []
         self._svc: list[float] = []
         self._si = 0
         self._think: list[float] = []
@@ -300,6 +330,33 @@ class ModelQueue:
             self.retire += leave - thinking
         self.users = n
 
+    def _set_requests(self, req: Requests) -> None:
+        """Open loop: the run's arrivals and each one's service, fixed before the run.
+
+        Sequential: a request's service is its base time (from its tokens or
+        given; else the profile's) times the profile's jitter, drawn in arrival
+        order. Batched: its base time; a batch draws its jitter when it starts.
+        """
+        spec = self.spec
+        mean_s = spec.service_ms / 1000.0
+        base = request_work_s(req, mean_s, spec.input_token_weight)
+        n = len(req)
+        if spec.mode == "batched":
+            svc = np.full(n, mean_s) if base is None else base
+        elif base is None:
+            svc = mean_s * jitter(self._svc_rng, spec.service_cv, n)
+        elif req.service_ms is not None:
+            svc = base  # measured per request: used as given
+        else:
+            svc = base * jitter(self._svc_rng, spec.service_cv, n)
+        self.requests = req
+        self._arr_t = req.t_s
+        self._arr_s = svc
+
+    def request_service_s(self) -> np.ndarray:
+        """Open loop: each request's service time in s (batched: its batch time if alone)."""
+        return self._arr_s
+
     def _draw_service(self) -> None:
         cv = self.spec.service_cv
         mean = self.spec.service_ms / 1000.0
@@ -323,13 +380,13 @@ class ModelQueue:
     # -- events up to T ----------------------------------------------------------------
     def advance(self, until: float) -> None:
         """Process every event in (now, until]: arrivals, dispatches, time-outs."""
-        if self._stream is not None:
-            if self._open_i >= len(self._open):
-                self._open, self._open_i = [], 0
-            else:
-                self._open = self._open[self._open_i :]
-                self._open_i = 0
-            self._open.extend(self._stream.between(self.now, until))
+        if self.requests is not None:
+            i0 = self._cursor
+            i1 = int(np.searchsorted(self._arr_t, until, side="right"))
+            # every arrival up to `until` is taken in this call (the loops run to it)
+            self._open = self._arr_t[i0:i1].tolist()
+            self._open_s = self._arr_s[i0:i1].tolist()
+            self._cursor = i1
         if self.spec.mode == "sequential":
             self._advance_sequential(until)
         else:
@@ -348,11 +405,11 @@ class ModelQueue:
 
     def _advance_sequential(self, until: float) -> None:
         # Locals: this loop runs once per request (~17 M times for the day benchmark).
-        free, q, ready = self.free, self.queue, self.ready
+        free, q, qs, ready = self.free, self.queue, self.queue_s, self.ready
         closed = self.closed
-        opn, oi, on = self._open, self._open_i, len(self._open)
+        opn, ops, oi, on = self._open, self._open_s, 0, len(self._open)
         svc, si, ns = self._svc, self._si, len(self._svc)
-        tau = self.spec.timeout_s
+        tau = INF if self.spec.timeout_s is None else self.spec.timeout_s
         maxq = self.spec.max_queue_size or 0
         c_end, c_lat, c_q = self._c_end.append, self._c_lat.append, self._c_q.append
         fail, tout = self._fail_t.append, self._tout_t.append
@@ -364,20 +421,17 @@ class ModelQueue:
             a = (ready[0] if ready else INF) if closed else (opn[oi] if oi < on else INF)
             f = free[0] if free else INF
             if q:
-                h = q[0] + tau  # the head times out in the queue (Triton rejects it)
+                h = q[0] + tau  # the head times out in the queue (a queue policy's time-out)
                 if h < f and h <= a and h <= until:
                     q.popleft()
+                    qs.popleft()
                     tout(h)
                     if closed:
                         rearm(h)
                     continue
                 if f <= a and f <= until:
                     qa = q.popleft()
-                    if si >= ns:
-                        self._draw_service()
-                        svc, si, ns = self._svc, 0, len(self._svc)
-                    s = svc[si]
-                    si += 1
+                    s = qs.popleft()
                     d = f + s
                     hreplace(free, d)
                     c_end(d)
@@ -391,14 +445,15 @@ class ModelQueue:
                 break
             if closed:
                 hpop(ready)
-            else:
-                oi += 1
-            if not q and f <= a:
                 if si >= ns:
                     self._draw_service()
                     svc, si, ns = self._svc, 0, len(self._svc)
                 s = svc[si]
                 si += 1
+            else:
+                s = ops[oi]
+                oi += 1
+            if not q and f <= a:
                 d = a + s
                 hreplace(free, d)
                 c_end(d)
@@ -413,17 +468,19 @@ class ModelQueue:
                     rearm(a + REJECT_BACKOFF_S)
             else:
                 q.append(a)
-        self._open_i, self._si = oi, si
+                qs.append(s)
+        self._si = si
         self._busy_s += busy
 
     def _advance_batched(self, until: float) -> None:
-        free, q, ready = self.free, self.queue, self.ready
+        free, q, qs, ready = self.free, self.queue, self.queue_s, self.ready
         closed = self.closed
-        opn, oi, on = self._open, self._open_i, len(self._open)
-        tau = self.spec.timeout_s
+        opn, ops, oi, on = self._open, self._open_s, 0, len(self._open)
+        tau = INF if self.spec.timeout_s is None else self.spec.timeout_s
         bmax = self.spec.max_batch_size
         delay = self.spec.max_queue_delay_ms / 1000.0
         release = self.spec.release_ms / 1000.0
+        mean_s = self.spec.service_ms / 1000.0
         maxq = self.spec.max_queue_size or 0
         c_end, c_lat, c_q = self._c_end.append, self._c_lat.append, self._c_q.append
         fail, tout = self._fail_t.append, self._tout_t.append
@@ -445,20 +502,25 @@ class ModelQueue:
                 h = q[0] + tau
                 if h < td and h <= a and h <= until:
                     q.popleft()
+                    qs.popleft()
                     tout(h)
                     if closed:
                         rearm(h)
                     continue
                 if td <= a and td <= until:
+                    k = min(len(q), bmax)
+                    largest = max(islice(qs, k)) if k > 1 else qs[0]
                     if self._si >= len(self._svc):
                         self._draw_service()
-                    bt = self._svc[self._si]
+                    # the profile's batch time with its jitter, scaled to the largest
+                    # request (exactly the draw when requests carry no sizes)
+                    bt = self._svc[self._si] * (largest / mean_s)
                     self._si += 1
                     d = td + bt
                     hreplace(free, d + release)
-                    k = min(len(q), bmax)
                     for _ in range(k):
                         qa = q.popleft()
+                        qs.popleft()
                         c_end(d)
                         c_lat(d - qa)
                         c_q(td - qa)
@@ -473,7 +535,9 @@ class ModelQueue:
                 break
             if closed:
                 hpop(ready)
+                s = mean_s
             else:
+                s = ops[oi]
                 oi += 1
             if maxq and len(q) >= maxq:
                 fail(a)
@@ -481,7 +545,7 @@ class ModelQueue:
                     rearm(a + REJECT_BACKOFF_S)
             else:
                 q.append(a)
-        self._open_i = oi
+                qs.append(s)
         self._busy_s += busy
 
     # -- counters -------------------------------------------------------------------
