@@ -65,7 +65,7 @@ def drive(q: ModelQueue, k0: int, k1: int, tick: float = 5.0) -> list[tuple[Any,
 def test_a_fork_does_what_the_original_does_and_leaves_it_alone(
     label: str, spec: SimModelSpec, load: Workload
 ) -> None:
-    """Forked mid-run, the copy sees the same requests and service times; the original is untouched."""
+    """Forked mid-run, the copy sees the same arrivals and service times; the original is intact."""
     ref = ModelQueue(spec, load, 300, seed=11)
     orig = ModelQueue(spec, load, 300, seed=11)
     expected = drive(ref, 0, 40)
