@@ -12,7 +12,7 @@ from autoscaler.policy.core import ModelTarget, PolicyContext, decide
 from autoscaler.policy.decision import Action, Decision
 from autoscaler.profiles import ScalingPolicy
 from autoscaler.sim import baselines
-from autoscaler.sim.baselines import busy_fraction, make_policy, oracle_needs, static_counts
+from autoscaler.sim.baselines import busy_fraction, make_policy, static_counts
 from autoscaler.sim.runner import run_policy
 from autoscaler.sim.scenario import Scenario, SimSetup, load_scenario, resolve_scenario
 from autoscaler.telemetry.snapshot import ModelWindow
@@ -191,24 +191,6 @@ def test_static_is_cut_to_what_the_server_holds() -> None:
     assert counts["nemo-gpt-20b"] < 4 or counts["nemo-gpt-5b"] < 16
     mem = 44.76 * counts["nemo-gpt-20b"] + 12.41 * counts["nemo-gpt-5b"]
     assert mem <= 4 * (80 - 2 - 0.6)
-
-
-def test_oracle_needs_follow_the_load_and_meet_the_slo() -> None:
-    """4 users need 1 instance, 16 need 4 (p95 ≈ 4 × 277 ms ≤ 1500 ms); the step is at minute 2."""
-    needs = oracle_needs(small_setup(), M)
-    assert list(needs[:2]) == [1, 1] and set(needs[2:10]) == {4}
-    assert baselines.steady_ok(small_setup().specs[0], small_setup().workloads[M], 16, 4, 1500)
-    assert not baselines.steady_ok(small_setup().specs[0], small_setup().workloads[M], 16, 3, 1500)
-
-
-def test_oracle_scales_ahead_of_the_start_up_delay() -> None:
-    """With a 60 s start-up the oracle has the new instances ready when the step comes."""
-    setup = small_setup(sim={"startup_s": 60})
-    run = run_policy(setup, "oracle")
-    up = next(a for a in run.actions if a.new > a.previous)
-    assert 120 - 60 - 15 <= up.t <= 120 - 60
-    minute2 = run.series.minute_p95_ms[M][2]
-    assert minute2 <= 1500
 
 
 def test_baselines_run_through_the_live_pipeline() -> None:
