@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,9 +29,15 @@ from autoscaler.telemetry.base import failed
 from autoscaler.telemetry.snapshot import GpuSample, ModelCounters, ModelSample, Snapshot
 from autoscaler.telemetry.triton import (
     COUNTERS,
+    HISTOGRAM_BUCKET,
+    LATENCY_COUNTERS,
+    NAMESPACE_LABEL,
     REQUIRED,
     TelemetryReadError,
     TritonConfigReader,
+    histogram_of,
+    keep_apart,
+    le_bound,
     merge_config,
 )
 
@@ -81,10 +87,15 @@ class TritonQueries:
     p95_queue: str = (
         f'max without (gpu_uuid) (nv_inference_queue_summary_us{{quantile="0.95",{SEL}}})'
     )
+    # cumulative first-response histogram buckets (`histogram_latencies=true`), `le` kept
+    histogram: str = f"sum without (gpu_uuid) ({HISTOGRAM_BUCKET}{{{SEL}}})"
     # the scrape time of the counters (the oldest, should targets differ)
     as_of: str = f"min(timestamp(nv_inference_request_success{{{SEL}}}))"
     model_label: str = "model"
     version_label: str = "version"
+    # Triton's --model-namespacing label (a Kubernetes scrape that also sets
+    # `namespace` renames Triton's to `exported_namespace`: set that here then)
+    namespace_label: str = NAMESPACE_LABEL
 
     def render(self, template: str) -> str:
         return template.replace(SEL, self.selector.strip().strip("{}"))
@@ -246,10 +257,11 @@ class PrometheusModelSource:
             pending = r.query(q.render(q.pending))
             p95_req = r.query(q.render(q.p95_request))
             p95_queue = r.query(q.render(q.p95_queue))
+            histogram = r.query(q.render(q.histogram))
             as_of = r.query(q.render(q.as_of))
         except TelemetryReadError as exc:
             return failed(now, SOURCE, str(exc))
-        models = self._models(counters, pending, p95_req, p95_queue)
+        models = self._models(counters, pending, p95_req, p95_queue, histogram)
         if not models:
             what = q.render(q.counters["request_success"])
             return failed(now, SOURCE, f"no Triton series in {self.url} for {what} (target down?)")
@@ -272,13 +284,15 @@ class PrometheusModelSource:
         pending: list[dict[str, Any]],
         p95_req: list[dict[str, Any]],
         p95_queue: list[dict[str, Any]],
+        histogram: list[dict[str, Any]] | None = None,
     ) -> dict[str, ModelSample]:
-        ml, vl = self.q.model_label, self.q.version_label
+        vl = self.q.version_label
+        key = self._key
         sums: dict[str, dict[str, float]] = {}
         versions: dict[str, set[str]] = {}
         for fld, result in counters.items():
             for s in result:
-                name = s.get("metric", {}).get(ml)
+                name = key(s.get("metric", {}))
                 if name is None:
                     continue
                 # several series per model remain when versions or targets differ
@@ -286,33 +300,55 @@ class PrometheusModelSource:
                 sums[name][fld] = sums[name].get(fld, 0.0) + _value(s)
                 versions.setdefault(name, set()).add(s["metric"].get(vl, ""))
         required = {COUNTERS[m]: m for m in REQUIRED}
-        pend = _by_model(pending, ml, sum)
-        p95r = _by_model(p95_req, ml, max)  # quantiles cannot be added: keep the worst
-        p95q = _by_model(p95_queue, ml, max)
+        timed = [COUNTERS[m] for m in LATENCY_COUNTERS]
+        pend = _by_model(pending, key, sum)
+        p95r = _by_model(p95_req, key, max)  # quantiles cannot be added: keep the worst
+        p95q = _by_model(p95_queue, key, max)
+        buckets: dict[str, dict[float, float]] = {}
+        for s in histogram or ():
+            labels = s.get("metric", {})
+            name, bound, v = key(labels), le_bound(labels.get("le")), _value(s)
+            if name is not None and bound is not None and math.isfinite(v):
+                b = buckets.setdefault(name, {})
+                b[bound] = b.get(bound, 0.0) + v  # versions and targets add up
         out: dict[str, ModelSample] = {}
         for name, got in sums.items():
             missing = tuple(metric for fld, metric in required.items() if fld not in got)
             out[name] = ModelSample(
                 name=name,
                 version=max(versions[name] - {""}, key=_version_key, default="1"),
-                counters=None if missing else ModelCounters(**got),
+                counters=None
+                if missing
+                else ModelCounters(**{f: got.get(f, 0.0) for f in COUNTERS.values()}),
                 pending_requests=pend.get(name),
                 p95_request_us=p95r.get(name),
                 p95_queue_us=p95q.get(name),
                 missing_series=missing,
+                latency_counters=all(f in got for f in timed),
+                first_response_histogram=histogram_of(buckets.get(name)),
             )
-        return out
+        return keep_apart(out)
+
+    def _key(self, labels: Mapping[str, str]) -> str | None:
+        """The model of a series (`NAMESPACE::NAME` under Triton's model namespacing)."""
+        name = labels.get(self.q.model_label)
+        if name is None:
+            return None
+        ns = labels.get(self.q.namespace_label)
+        return f"{ns}::{name}" if ns else name
 
 
 def _version_key(v: str) -> tuple[bool, int, str]:
     return (v.isdigit(), int(v) if v.isdigit() else 0, v)
 
 
-def _by_model(result: list[dict[str, Any]], label: str, combine: Any) -> dict[str, float]:
+def _by_model(
+    result: list[dict[str, Any]], key: Callable[[Mapping[str, str]], str | None], combine: Any
+) -> dict[str, float]:
     """Per-model value, combining several series (versions, targets); NaN = unknown."""
     values: dict[str, list[float]] = {}
     for s in result:
-        name = s.get("metric", {}).get(label)
+        name = key(s.get("metric", {}))
         v = _value(s)
         if name is not None and math.isfinite(v):
             values.setdefault(name, []).append(v)

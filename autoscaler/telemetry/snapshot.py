@@ -60,6 +60,19 @@ class ModelCounters:
 
 
 @dataclass(frozen=True)
+class LatencyHistogram:
+    """A cumulative Prometheus histogram: requests with latency ≤ each bound, since start.
+
+    Triton's `nv_inference_first_response_histogram_ms` (`histogram_latencies=true`),
+    summed over `gpu_uuid` and versions. `bounds_ms` ascend and end with +inf;
+    `counts` are cumulative (the `le` buckets), so counts[-1] is every request.
+    """
+
+    bounds_ms: tuple[float, ...]
+    counts: tuple[float, ...]
+
+
+@dataclass(frozen=True)
 class ModelSample:
     name: str
     version: str = "1"
@@ -71,6 +84,15 @@ class ModelSample:
     p95_queue_us: float | None = None
     # Required counter series the source did not find (why `counters` is None).
     missing_series: tuple[str, ...] = ()
+    # False when Triton exports no latency counters (`--metrics-config
+    # counter_latencies=false`): the duration fields of `counters` are then 0.0
+    # placeholders, not measurements; the counts are real.
+    latency_counters: bool = True
+    # Triton's first-response latency histogram, when it exports one (else None).
+    first_response_histogram: LatencyHistogram | None = None
+    # Why Triton's API cannot address this model by its name (two models of the same
+    # name from different repositories under --model-namespacing); "" when it can.
+    unaddressable: str = ""
 
     # cached: the window and the policy ask ~4 times per model and tick (500 models:
     # 2000 walks of the groups a tick); a frozen sample's groups never change
@@ -134,3 +156,6 @@ class ModelWindow:
     # Unlike `concurrency` it does not lag or overshoot when a queue builds or drains.
     in_server: float | None = None
     extra: dict[str, float] = field(default_factory=dict)
+    # What is estimated rather than measured in this window, one sentence each (e.g.
+    # no latency counters: requests in flight are an upper bound); () when nothing is.
+    degraded: tuple[str, ...] = ()
