@@ -169,7 +169,10 @@ def _busy_us(a: ModelSample, b: ModelSample, gap: float) -> float:
 
     Without latency counters (`counter_latencies=false` removes the compute ones
     too) every instance is taken to be busy for the whole gap, at the interval's
-    average batch (inferences / executions): an upper bound of what executes, as
+    average batch (inferences / executions; 1 when they do not move: Triton core's
+    MetricModelReporter::IncrementCounter returns early for *every* counter when
+    latency counters are off, so on Triton up to at least 2.51 the success,
+    inference and execution counts stay 0): an upper bound of what executes, as
     Triton counts executing requests nowhere. With the pending gauge it keeps the
     in-flight figure from ever reading low: 5B with 16 users on one instance reads
     15 queued + 1 executing = 16, as measured; idle instances read 1 each, so
@@ -185,9 +188,10 @@ def _busy_us(a: ModelSample, b: ModelSample, gap: float) -> float:
 
 
 NO_LATENCY_COUNTERS = (
-    "no latency counters (Triton runs with --metrics-config counter_latencies=false): "
-    "requests in flight are the pending gauge plus every instance busy at the average "
-    "batch, an upper bound; latency and queue time are unknown"
+    "no latency counters (Triton runs with --metrics-config counter_latencies=false, "
+    "which also stops its request and inference counts): requests in flight are the "
+    "pending gauge plus every instance busy, an upper bound; throughput, latency and "
+    "queue time are unknown"
 )
 
 
@@ -425,7 +429,8 @@ def _figures(
             "reason": "",
             "instances": instances,
             "ready": end.ready,
-            "throughput_rps": ok / span,
+            # counts that do not move without latency counters are Triton's, not idleness
+            "throughput_rps": ok / span if timed or ok > 0 else None,
             "avg_latency_ms": dur_us / ok / 1000.0 if ok > 0 and timed else None,
             "avg_queue_ms": queue_us / ok / 1000.0 if ok > 0 and timed else None,
             "concurrency": dur_us / (span * 1e6) if timed else None,
