@@ -60,6 +60,13 @@ class DcgmQueries:
     uuid_labels: tuple[str, ...] = ("UUID", "uuid")  # `uuid` with the old namespace
     index_label: str = "gpu"
     name_label: str = "modelName"
+    # MIG: each GPU instance has series of its own, with the parent's UUID
+    mig_id_label: str = "GPU_I_ID"
+    mig_profile_label: str = "GPU_I_PROFILE"
+    # Kubernetes: labels dcgm-exporter adds to a copy of a GPU's series per pod using
+    # it (--kubernetes; with --kubernetes-virtual-gpus one per sharing pod, and FB_USED
+    # / GPU_UTIL per pod are that pod's processes only)
+    pod_labels: tuple[str, ...] = ("pod", "pod_name", "pod_uid")
 
 
 def _triton_counter_queries() -> dict[str, str]:
@@ -177,34 +184,59 @@ class PrometheusGpuSource:
             series = {k: r.query(getattr(self.q, k)) for k in ("used", "free", "reserved", "util")}
         except TelemetryReadError as exc:
             return failed(now, SOURCE, str(exc))
-        rows: dict[tuple[str, str], dict[str, Any]] = {}
+        q = self.q
+        # (host, UUID, GPU instance id) → kind → (device-level values, per-pod values)
+        seen: dict[_GpuKey, dict[str, tuple[list[float], list[float]]]] = {}
+        labels_of: dict[_GpuKey, Mapping[str, str]] = {}
         for kind, result in series.items():
             for s in result:
                 labels = s.get("metric", {})
-                host = _first(labels, self.q.hostname_labels)
+                host = _first(labels, q.hostname_labels)
                 if self.hostname is not None and host != self.hostname:
                     continue
-                uuid = _first(labels, self.q.uuid_labels)
-                row = rows.setdefault((host, uuid), {"labels": labels})
-                row[kind] = _value(s)
-        if not rows:
+                gi = labels.get(q.mig_id_label, "")
+                key = (host, _first(labels, q.uuid_labels), gi)
+                device, per_pod = seen.setdefault(key, {}).setdefault(kind, ([], []))
+                (per_pod if any(p in labels for p in q.pod_labels) else device).append(_value(s))
+                # the labels of a device-level series where there is one (deterministic)
+                if key not in labels_of or not any(p in labels for p in q.pod_labels):
+                    labels_of[key] = labels
+        if not seen:
             where = f" for host {self.hostname!r}" if self.hostname else ""
             return failed(now, SOURCE, f"no DCGM series{where} in {self.url} ({self.q.used})")
+        # a MIG GPU's slices are its bins: a series of the parent itself is left out
+        sliced = {(h, u) for h, u, gi in seen if gi}
+        keys = [k for k in seen if k[2] or (k[0], k[1]) not in sliced]
+        keys.sort(key=lambda k: _order(labels_of[k], q, k[2]))
         gpus, errors = [], []
-        for (host, uuid), row in sorted(rows.items(), key=lambda kv: _order(kv[1], self.q)):
+        mig_hosts = {h for h, _, gi in keys if gi}
+        position: dict[str, int] = {}
+        for key in keys:
+            host, uuid, gi = key
+            row = {kind: _pick(kind, *vals) for kind, vals in seen[key].items()}
             if "used" not in row or "free" not in row:
                 errors.append(f"{SOURCE}: GPU {uuid} on {host!r} lacks FB used/free; left out")
                 continue
-            gpus.append(self._sample(host, uuid, row))
+            index = int(labels_of[key].get(q.index_label, -1))
+            if host in mig_hosts:  # slices of one GPU share its `gpu` label
+                index = position[host] = position.get(host, -1) + 1
+            gpus.append(self._sample(host, uuid, gi, index, row, labels_of[key]))
         return Snapshot(taken_at=now, gpus=tuple(gpus), errors=tuple(errors), sources=(SOURCE,))
 
-    def _sample(self, host: str, uuid: str, row: Mapping[str, Any]) -> GpuSample:
+    def _sample(
+        self,
+        host: str,
+        uuid: str,
+        gi: str,
+        index: int,
+        row: Mapping[str, float],
+        labels: Mapping[str, str],
+    ) -> GpuSample:
         used_mib, free_mib = round(row["used"]), round(row["free"])
         reserved_mib = round(row.get("reserved", 0.0))
         util = row.get("util")
-        labels = row["labels"]
         return GpuSample(
-            index=int(labels.get(self.q.index_label, -1)),
+            index=index,
             uuid=uuid,
             name=labels.get(self.q.name_label, ""),
             memory_total_bytes=(used_mib + free_mib + reserved_mib) * MIB,
@@ -213,7 +245,25 @@ class PrometheusGpuSource:
             memory_free_bytes=free_mib * MIB,
             utilization=None if util is None or not math.isfinite(util) else util / 100.0,
             hostname=host,
+            mig_profile=labels.get(self.q.mig_profile_label, "") if gi else "",
+            gpu_instance_id=int(gi) if gi.isdigit() else None,
         )
+
+
+_GpuKey = tuple[str, str, str]
+
+
+def _pick(kind: str, device: list[float], per_pod: list[float]) -> float:
+    """One value per GPU and field, whatever the order of the series.
+
+    dcgm-exporter in Kubernetes repeats a GPU's series once per pod using it; with
+    virtual GPUs FB_USED and GPU_UTIL per pod hold only that pod's processes, beside
+    the GPU's own series (no pod labels), which is the one taken. Without one, copies
+    of the device value agree; if they do not, the cautious one: the most used,
+    reserved or busy, the least free.
+    """
+    vals = device or per_pod
+    return min(vals) if kind == "free" else max(vals)
 
 
 def _first(labels: Mapping[str, str], names: tuple[str, ...]) -> str:
@@ -223,10 +273,13 @@ def _first(labels: Mapping[str, str], names: tuple[str, ...]) -> str:
     return ""
 
 
-def _order(row: Mapping[str, Any], q: DcgmQueries) -> tuple[str, int]:
-    labels = row["labels"]
+def _order(labels: Mapping[str, str], q: DcgmQueries, gi: str) -> tuple[str, int, int]:
     idx = labels.get(q.index_label, "")
-    return (_first(labels, q.hostname_labels), int(idx) if str(idx).isdigit() else 1 << 30)
+    return (
+        _first(labels, q.hostname_labels),
+        int(idx) if str(idx).isdigit() else 1 << 30,
+        int(gi) if gi.isdigit() else -1,
+    )
 
 
 class PrometheusModelSource:

@@ -23,6 +23,12 @@ class GpuSample:
     utilization: float | None  # 0.0–1.0 (DCGM's percent and NVML's percent are converted)
     process_memory_bytes: int | None = None  # memory of the Triton process(es), where known
     hostname: str = ""
+    # A MIG GPU instance is a GPU of its own here (its own memory bin): its profile
+    # (e.g. "3g.40gb") and GPU instance id on the parent GPU `uuid` names; "" / None
+    # for a whole GPU. `index` is then the slice's place in the host's order of
+    # (parent GPU, GPU instance), as nvidia-smi -L lists MIG devices.
+    mig_profile: str = ""
+    gpu_instance_id: int | None = None
 
     @property
     def memory_total_gb(self) -> float:

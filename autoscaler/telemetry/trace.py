@@ -92,6 +92,8 @@ def _gpu_json(g: GpuSample) -> dict[str, Any]:
         "utilization": None if g.utilization is None else _num(g.utilization),
         "process_memory_bytes": g.process_memory_bytes,
         "hostname": g.hostname,
+        **({"mig_profile": g.mig_profile} if g.mig_profile else {}),
+        **({} if g.gpu_instance_id is None else {"gpu_instance_id": g.gpu_instance_id}),
     }
 
 
@@ -238,6 +240,10 @@ def _gpu(v: Any, w: str) -> GpuSample:
         utilization=_at(w + "utilization", _opt, g.get("utilization")),
         process_memory_bytes=None if proc is None else _at(w + "process_memory_bytes", int, proc),
         hostname=str(g.get("hostname", "")),
+        mig_profile=str(g.get("mig_profile", "")),
+        gpu_instance_id=None
+        if g.get("gpu_instance_id") is None
+        else _at(w + "gpu_instance_id", int, g["gpu_instance_id"]),
     )
 
 
@@ -341,6 +347,8 @@ def _fast_gpu(g: dict[str, Any]) -> GpuSample:
         utilization=g["utilization"],
         process_memory_bytes=g["process_memory_bytes"],
         hostname=g["hostname"],
+        mig_profile=g.get("mig_profile", ""),
+        gpu_instance_id=g.get("gpu_instance_id"),
     )
     if (
         not _INT.issuperset(map(type, (out.index, out.memory_total_bytes, out.memory_used_bytes)))
@@ -348,6 +356,8 @@ def _fast_gpu(g: dict[str, Any]) -> GpuSample:
         or not _STR.issuperset(map(type, (out.uuid, out.name, out.hostname)))
         or not _FLOAT_OR_NONE.issuperset((type(out.utilization),))
         or not _INT_OR_NONE.issuperset((type(out.process_memory_bytes),))
+        or type(out.mig_profile) is not str
+        or type(out.gpu_instance_id) not in _INT_OR_NONE
     ):
         raise ValueError("not as written")
     return out
