@@ -305,6 +305,7 @@ def _window_json(w: ModelWindow) -> dict[str, Any]:
     return {
         "valid": w.valid,
         "reason": w.reason,
+        "degraded": list(w.degraded),
         "ready": w.ready,
         "instances": w.instances,
         "concurrency": _f(observed(w)),
@@ -363,6 +364,8 @@ def render(snap: Snapshot, windows: Mapping[str, ModelWindow], title: str = "") 
     models.add_column("status")
     for name, w in sorted(windows.items()):
         status = "ok" if w.valid else f"[yellow]{w.reason}[/]"
+        if w.valid and w.degraded:
+            status = f"ok, [yellow]degraded: {'; '.join(w.degraded)}[/]"
         if not w.ready:
             status = "[red]not ready[/]" + ("" if w.valid else f" {w.reason}")
         models.add_row(name, *(f(w) for _, f in cols), status)

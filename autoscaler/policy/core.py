@@ -188,8 +188,12 @@ class _Out:
     ) -> Decision:
         t, w, target_c, now = self.t, self.w, self.target_c, self.now
         obs = p95 = None
+        details: dict[str, Any] = {}
         if w is not None and w.valid:
             obs, p95 = observed(w), w.p95_ms
+            if w.degraded:  # what the figures behind this decision only estimate
+                details["degraded"] = list(w.degraded)
+                reason = f"{reason} [degraded: {'; '.join(w.degraded)}]"
         if current_instances is None:
             current_instances = w.instances if w else 0
         return _new_decision(
@@ -208,7 +212,7 @@ class _Out:
                 "as_of": w.as_of if w else now,
                 "extra_gpus_needed": extra_gpus_needed,
                 "extra_servers_needed": extra_servers_needed,
-                "details": {},
+                "details": details,
                 "figures": figures,
             }
         )
