@@ -34,6 +34,7 @@ from autoscaler.telemetry.triton import (
     TritonConfigReader,
     merge_config,
 )
+from autoscaler.transport import NO_SECURITY, Security
 
 SOURCE = "prometheus"
 MIB = 1024**2
@@ -90,15 +91,19 @@ class TritonQueries:
         return template.replace(SEL, self.selector.strip().strip("{}"))
 
 
-def _client(url: str, timeout_s: float) -> Any:
+def _client(url: str, timeout_s: float, security: Security = NO_SECURITY) -> Any:
     from prometheus_api_client import PrometheusConnect
     from urllib3.util.retry import Retry
 
     # The client's default retries 3 times with 1 s backoff on connection errors
     # and 5xx: with Prometheus down that is ~6 s per query, far past one tick.
-    # One try; the next tick is the retry.
+    # One try; the next tick is the retry. The session verifies TLS (the system's
+    # CAs or tls.ca_file), presents the client certificate and sends the credential.
     return PrometheusConnect(
-        url=url, disable_ssl=True, retry=Retry(total=0, raise_on_status=False), timeout=timeout_s
+        url=url,
+        session=security.session(),
+        retry=Retry(total=0, raise_on_status=False),
+        timeout=timeout_s,
     )
 
 
@@ -130,10 +135,25 @@ def _reason(url: str, promql: str, exc: Exception) -> str:
 
     if isinstance(exc, requests.Timeout):
         return f"timed out querying {url}"
+    if isinstance(exc, requests.exceptions.SSLError):
+        return f"TLS with {url} failed: {tls_reason(exc)}"
     if isinstance(exc, requests.ConnectionError):
         return f"cannot reach Prometheus at {url}"
     text = str(exc).strip().replace("\n", " ")[:200]
+    for code, what in (("401", "needs credentials"), ("403", "refused the credentials")):
+        if text.startswith(f"HTTP Status Code {code}"):
+            return f"Prometheus at {url} {what} (HTTP {code}): see telemetry.prometheus.auth"
     return f"query {promql!r} failed at {url}: {type(exc).__name__}: {text}"
+
+
+def tls_reason(exc: BaseException) -> str:
+    """The line of a TLS failure that says why (e.g. 'certificate verify failed: ...')."""
+    text = str(exc)
+    for marker in ("CERTIFICATE_VERIFY_FAILED", "certificate verify failed"):
+        if marker in text:
+            tail = text.split(marker, 1)[1].strip(" ]:)('\"")
+            return f"certificate verify failed: {tail.split(')')[0].strip(' ()')}".rstrip(": ")
+    return text.replace("\n", " ")[:200]
 
 
 def _value(series: Mapping[str, Any]) -> float:
@@ -153,12 +173,13 @@ class PrometheusGpuSource:
         hostname: str | None = None,
         queries: DcgmQueries | None = None,
         client: Any = None,
+        security: Security = NO_SECURITY,
     ) -> None:
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
         self.hostname = hostname
         self.q = queries or DcgmQueries()
-        self._client = client or _client(self.url, timeout_s)
+        self._client = client or _client(self.url, timeout_s, security)
 
     def collect(self, now: float) -> Snapshot:
         r = _Reader(self._client, self.url, self.timeout_s, now)
@@ -231,12 +252,13 @@ class PrometheusModelSource:
         queries: TritonQueries | None = None,
         configs: TritonConfigReader | None = None,
         client: Any = None,
+        security: Security = NO_SECURITY,
     ) -> None:
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
         self.q = queries or TritonQueries()
         self.configs = configs
-        self._client = client or _client(self.url, timeout_s)
+        self._client = client or _client(self.url, timeout_s, security)
 
     def collect(self, now: float) -> Snapshot:
         r = _Reader(self._client, self.url, self.timeout_s, now)
