@@ -25,15 +25,12 @@ from autoscaler.errors import ConfigError
 
 def refuse_existing(path: Path, *, force: bool, what: str = "the output file") -> None:
     """A ConfigError when `path` exists and `force` is not set (checked before any work)."""
-    if path.exists() and not force:
+    if path.exists() and not path.is_dir() and not force:
         raise ConfigError(
             f"{what} exists: pass --force to overwrite it, or choose another name", file=path
         )
-    if path.exists() and path.is_dir():
+    if path.is_dir():
         raise ConfigError(f"{what} is a directory", file=path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise ConfigError("its directory does not exist", file=path)
 
 
 @contextlib.contextmanager

@@ -29,8 +29,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from autoscaler.commands._common import catalog_from
+from autoscaler.commands._common import catalog_from, stdout_console
 from autoscaler.errors import ConfigError
+from autoscaler.files import refuse_existing
 from autoscaler.profiles import ModelProfile
 from autoscaler.profiling.model_analyzer import import_results
 from autoscaler.profiling.optimum import OptimumChoice, ProfilePoint, choose_optimum
@@ -64,6 +65,7 @@ SloMs = Annotated[
     ),
 ]
 Out = Annotated[Path | None, typer.Option("--out", help="Write the model profile (YAML) here.")]
+Force = Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")]
 PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Write a PNG plot here.")]
 NameOpt = Annotated[
     str | None, typer.Option("--name", help="Profile name (default: the model's, lowercased).")
@@ -123,10 +125,13 @@ def sweep(
     parameters_b: ParamsOpt = None,
     memory_gb: MemOpt = None,
     policies: Policies = None,
+    force: Force = False,
 ) -> None:
     """Sweep concurrency levels on a live Triton model and choose its optimum."""
     if ctx.invoked_subcommand is not None:
         return
+    if out is not None:  # before a sweep of minutes, not after it
+        refuse_existing(out, force=force, what="the profile")
     if not triton:
         raise ConfigError(
             "is required (Triton's HTTP endpoint, e.g. 127.0.0.1:8000)", field="--triton"
@@ -157,7 +162,7 @@ def sweep(
         close = getattr(gpu, "close", None)
         if callable(close):
             close()
-    console = Console()
+    console = stdout_console()
     render_points(result.points, console, title=f"Sweep of {model} on {result.url}")
     for note in (result.stopped_early, *result.notes):
         if note:
@@ -218,13 +223,15 @@ def import_cmd(
     parameters_b: ParamsOpt = None,
     memory_gb: MemOpt = None,
     policies: Policies = None,
+    force: Force = False,
 ) -> None:
     """Import Triton Model Analyzer results into a model profile, with the same optimum rule."""
+    refuse_existing(out, force=force, what="the profile")
     _check_slo(slo_ms)
     profile_name = _profile_name(name, model)
     base = _base(base_profile, profile_name, policies)
     imported = import_results(inference_csv, model, gpu_csv=gpu_csv, config=config)
-    console = Console()
+    console = stdout_console()
     shown = f" (config {imported.config})" if imported.config else ""
     render_points(imported.points, console, title=f"Model Analyzer results for {model}{shown}")
     for note in imported.notes:

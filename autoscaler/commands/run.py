@@ -7,6 +7,7 @@ import difflib
 import errno
 import gc
 import json
+import math
 import os
 import socket
 import sys
@@ -183,7 +184,7 @@ def run(
         resolved,
         log,
         metrics=metrics,
-        recorder=make_recorder(cfg.record),
+        recorder=make_recorder(cfg.record, source),
         notifiers=[] if once else make_notifiers(cfg),  # --once sends nothing
         background_apply=not once,
         endpoints=endpoints,
@@ -385,8 +386,11 @@ def _apply_flags(data: dict[str, Any], **flags: Any) -> dict[str, Any]:
         d.setdefault("http", {})["listen"] = flags["listen"]
     if flags["policies"]:
         d["policies_dirs"] = [*d.get("policies_dirs", []), *flags["policies"]]
-    if flags["interval"] is not None:  # 0 is refused by the policy's check, not ignored
-        d.setdefault("policy_overrides", {})["tick_interval_s"] = flags["interval"]
+    if flags["interval"] is not None:  # 0 used to be ignored silently
+        iv = flags["interval"]
+        if not (iv > 0 and math.isfinite(iv)):
+            raise ConfigError("must be a positive number of seconds", field="--interval", value=iv)
+        d.setdefault("policy_overrides", {})["tick_interval_s"] = iv
     _apply_security_flags(d, flags)
     targets = parse_pairs(
         flags["target"] or [], "--target", positive_float, "CONCURRENCY", "a positive number"
@@ -547,13 +551,62 @@ def make_actuator(cfg: DaemonConfig, log: Any, endpoints: Endpoints | None = Non
     return act
 
 
-def make_recorder(path: Path | None) -> Callable[[Snapshot], None] | None:
+def make_recorder(
+    path: Path | None, source: str = "<config>"
+) -> Callable[[Snapshot], None] | None:
+    """The daemon's trace (config `record:`): appended to, one flushed line per tick."""
     if path is None:
         return None
     from autoscaler.telemetry.trace import TraceWriter
 
-    writer = TraceWriter(path)
+    try:
+        writer = TraceWriter(path)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot open the trace for appending: {exc.strerror or exc}",
+            file=source,
+            field="record",
+            value=str(path),
+        ) from None
     return writer.write
+
+
+def check_listen(listen: str, source: str = "<config>") -> str:
+    """Whether `run` could listen on http.listen here: '' if so, else a note.
+
+    Raises a ConfigError when it never could (not an address of this machine);
+    returns a note when the port is taken now (a running daemon holds its own
+    port while its next config is validated, so that is no error).
+    """
+    from autoscaler.transport import parse_listen
+
+    host, port = parse_listen(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind((host, port))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return f"http.listen {listen} is in use now (by the running daemon?)"
+        if isinstance(exc, socket.gaierror) or exc.errno in (
+            errno.EADDRNOTAVAIL,
+            errno.EAFNOSUPPORT,
+        ):
+            raise ConfigError(
+                f"cannot listen there: {exc.strerror or exc} (not an address of this machine)",
+                file=source,
+                field="http.listen",
+                value=listen,
+            ) from None
+        if exc.errno == errno.EACCES:
+            raise ConfigError(
+                "cannot listen there: permission denied (ports below 1024 need privileges)",
+                file=source,
+                field="http.listen",
+                value=listen,
+            ) from None
+        return f"http.listen {listen}: {exc.strerror or exc}"
+    return ""
 
 
 def _sd_notifier() -> Callable[[str], None]:
