@@ -33,6 +33,7 @@ from autoscaler.telemetry.triton import (
     TelemetryReadError,
     TritonConfigReader,
     merge_config,
+    tls_reason,
 )
 from autoscaler.transport import NO_SECURITY, Security
 
@@ -144,16 +145,6 @@ def _reason(url: str, promql: str, exc: Exception) -> str:
         if text.startswith(f"HTTP Status Code {code}"):
             return f"Prometheus at {url} {what} (HTTP {code}): see telemetry.prometheus.auth"
     return f"query {promql!r} failed at {url}: {type(exc).__name__}: {text}"
-
-
-def tls_reason(exc: BaseException) -> str:
-    """The line of a TLS failure that says why (e.g. 'certificate verify failed: ...')."""
-    text = str(exc)
-    for marker in ("CERTIFICATE_VERIFY_FAILED", "certificate verify failed"):
-        if marker in text:
-            tail = text.split(marker, 1)[1].strip(" ]:)('\"")
-            return f"certificate verify failed: {tail.split(')')[0].strip(' ()')}".rstrip(": ")
-    return text.replace("\n", " ")[:200]
 
 
 def _value(series: Mapping[str, Any]) -> float:

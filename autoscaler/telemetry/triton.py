@@ -265,6 +265,8 @@ def _fetch_with_requests(session: requests.Session, url: str, timeout_s: float) 
                     raise TelemetryReadError(f"timed out after {timeout_s:g} s reading {url}")
     except (requests.Timeout, urllib3.exceptions.TimeoutError):
         raise TelemetryReadError(f"timed out after {timeout_s:g} s reading {url}") from None
+    except requests.exceptions.SSLError as exc:
+        raise TelemetryReadError(f"TLS with {url} failed: {tls_reason(exc)}") from None
     except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
         raise TelemetryReadError(f"cannot read {url}: {_short(exc)}") from None
     try:
@@ -276,6 +278,20 @@ def _fetch_with_requests(session: requests.Session, url: str, timeout_s: float) 
 def _short(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     # urllib3 messages repeat the URL and the pool object; the tail is the cause
+    if "Caused by" in text:
+        text = text.split("Caused by", 1)[1].strip(" ()")
+    if "Failed to establish a new connection: " in text:
+        text = text.split("Failed to establish a new connection: ", 1)[1].strip(" ()'\"")
+    return text[:200]
+
+
+def tls_reason(exc: BaseException) -> str:
+    """The part of a TLS failure that says why (e.g. 'certificate verify failed: ...')."""
+    text = str(exc).replace("\n", " ")
+    for marker in ("CERTIFICATE_VERIFY_FAILED]", "certificate verify failed"):
+        if marker in text:
+            tail = text.split(marker, 1)[1].split("(_ssl.c")[0].strip(" ]:)('\"")
+            return f"certificate verify failed: {tail}".rstrip(": ")
     if "Caused by" in text:
         text = text.split("Caused by", 1)[1].strip(" ()")
     return text[:200]
