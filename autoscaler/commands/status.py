@@ -69,7 +69,7 @@ def status(
     base = daemon_url(url, config)
     doc = fetch(f"{base}/status", timeout)
     if fmt == "json":
-        typer.echo(json.dumps(doc, indent=2))
+        typer.echo(json.dumps(doc, indent=2, ensure_ascii=False))
     elif fmt == "csv":
         rows = [
             {**m, "apply_in_flight": _in_flight_text(m.get("apply_in_flight"))}
@@ -94,7 +94,7 @@ def explain(
     base = daemon_url(url, config)
     doc = fetch(f"{base}/status/{quote(model, safe='')}", timeout, model=model)
     if fmt == "json":
-        typer.echo(json.dumps(doc, indent=2))
+        typer.echo(json.dumps(doc, indent=2, ensure_ascii=False))
     else:
         render_explain(doc)
     if not doc.get("healthy", False):

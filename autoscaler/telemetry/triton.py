@@ -288,10 +288,10 @@ def _short(exc: BaseException) -> str:
 def tls_reason(exc: BaseException) -> str:
     """The part of a TLS failure that says why (e.g. 'certificate verify failed: ...')."""
     text = str(exc).replace("\n", " ")
-    for marker in ("CERTIFICATE_VERIFY_FAILED]", "certificate verify failed"):
-        if marker in text:
-            tail = text.split(marker, 1)[1].split("(_ssl.c")[0].strip(" ]:)('\"")
-            return f"certificate verify failed: {tail}".rstrip(": ")
+    marker = "certificate verify failed"
+    if marker in text:
+        tail = text.rsplit(marker, 1)[1].split("(_ssl.c")[0].strip(" ]:)('\"")
+        return f"{marker}: {tail}".rstrip(": ")
     if "Caused by" in text:
         text = text.split("Caused by", 1)[1].strip(" ()")
     return text[:200]
