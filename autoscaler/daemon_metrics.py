@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -219,6 +220,16 @@ class _Server(ThreadingHTTPServer):
     metrics: DaemonMetrics
     health: Callable[[], tuple[bool, str]]
     status: Callable[[str | None], dict[str, Any]] | None
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One line, never a traceback; nothing for a client that went away mid-answer."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | TimeoutError):
+            return
+        print(
+            f"http: error answering {client_address[0]}: {type(exc).__name__}: {exc}",
+            file=sys.stderr,
+        )
 
 
 class _Server6(_Server):

@@ -350,3 +350,21 @@ def test_port_in_use_is_one_line_and_exit_1(tmp_path: Path) -> None:
     assert p.returncode == 1, p.stderr
     assert f"error: cannot listen on 127.0.0.1:{port} (http.listen / --listen): " in p.stderr
     assert "Address already in use" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_endpoint_error_is_one_line_not_a_traceback(capfd: pytest.CaptureFixture[str]) -> None:
+    """A failure while answering (here a broken status callable) is one line on stderr."""
+
+    def broken(model: str | None) -> dict[str, Any]:
+        raise RuntimeError("status is broken")
+
+    srv, _ = serve("127.0.0.1:0", DaemonMetrics(), lambda: (True, "ok"), broken)
+    try:
+        with pytest.raises((urllib.error.URLError, ConnectionError)):
+            urllib.request.urlopen(f"http://127.0.0.1:{srv.server_address[1]}/status", timeout=5)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    err = capfd.readouterr().err
+    assert "http: error answering 127.0.0.1: RuntimeError: status is broken" in err
+    assert "Traceback" not in err
