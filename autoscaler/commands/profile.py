@@ -33,8 +33,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from autoscaler.commands._common import catalog_from
+from autoscaler.commands._common import catalog_from, stdout_console
 from autoscaler.errors import ConfigError
+from autoscaler.files import refuse_existing
 from autoscaler.profiles import ModelProfile
 from autoscaler.profiling.model_analyzer import import_results
 from autoscaler.profiling.optimum import OptimumChoice, ProfilePoint, choose_optimum
@@ -69,6 +70,7 @@ SloMs = Annotated[
     ),
 ]
 Out = Annotated[Path | None, typer.Option("--out", help="Write the model profile (YAML) here.")]
+Force = Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")]
 PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Write a PNG plot here.")]
 NameOpt = Annotated[
     str | None, typer.Option("--name", help="Profile name (default: the model's, lowercased).")
@@ -128,10 +130,13 @@ def sweep(
     parameters_b: ParamsOpt = None,
     memory_gb: MemOpt = None,
     policies: Policies = None,
+    force: Force = False,
 ) -> None:
     """Sweep concurrency levels on a live Triton model and choose its optimum."""
     if ctx.invoked_subcommand is not None:
         return
+    if out is not None:  # before a sweep of minutes, not after it
+        refuse_existing(out, force=force, what="the profile")
     if not triton:
         raise ConfigError(
             "is required (Triton's HTTP endpoint, e.g. 127.0.0.1:8000)", field="--triton"
@@ -162,7 +167,7 @@ def sweep(
         close = getattr(gpu, "close", None)
         if callable(close):
             close()
-    console = Console()
+    console = stdout_console()
     render_points(result.points, console, title=f"Sweep of {model} on {result.url}")
     for note in (result.stopped_early, *result.notes):
         if note:
@@ -256,6 +261,7 @@ def import_cmd(
     parameters_b: ParamsOpt = None,
     memory_gb: MemOpt = None,
     policies: Policies = None,
+    force: Force = False,
 ) -> None:
     """Import Model Analyzer or perf_analyzer results into a model profile, with the same rule."""
     if (inference_csv is None) == (perf_analyzer is None):
@@ -263,10 +269,11 @@ def import_cmd(
             "give one of --inference-csv (Model Analyzer) or --perf-analyzer (perf_analyzer)",
             field="--inference-csv",
         )
+    refuse_existing(out, force=force, what="the profile")
     _check_slo(slo_ms)
     profile_name = _profile_name(name, model)
     base = _base(base_profile, profile_name, policies)
-    console = Console()
+    console = stdout_console()
     max_batch_size: int | None = None
     if perf_analyzer is not None:
         pa = import_perf_analyzer(perf_analyzer, instances=instances)

@@ -27,7 +27,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from autoscaler.commands._common import catalog_from
+from autoscaler.commands._common import catalog_from, stdout_console
 from autoscaler.errors import ConfigError
 
 FORMATS = ("table", "json")
@@ -195,7 +195,7 @@ def _fixed(
             r = ref.get(key)
             cells += ["—", "—"] if r is None else [f"{r:g}", f"{(val - r) / r:+.1%}"]
         table.add_row(*cells)
-    Console().print(table)
+    stdout_console().print(table)
 
 
 def _scenario(
@@ -237,7 +237,7 @@ def _scenario(
         doc["written"] = [str(p) for p in written]
         typer.echo(json.dumps(doc, indent=2))
         return
-    render(res.cards, scn.name, scn.description, Console())
+    render(res.cards, scn.name, scn.description, stdout_console())
     for p in written:
         typer.echo(f"wrote {p}")
 

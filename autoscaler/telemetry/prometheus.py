@@ -39,7 +39,9 @@ from autoscaler.telemetry.triton import (
     keep_apart,
     le_bound,
     merge_config,
+    tls_reason,
 )
+from autoscaler.transport import NO_SECURITY, Security
 
 SOURCE = "prometheus"
 MIB = 1024**2
@@ -108,15 +110,19 @@ class TritonQueries:
         return template.replace(SEL, self.selector.strip().strip("{}"))
 
 
-def _client(url: str, timeout_s: float) -> Any:
+def _client(url: str, timeout_s: float, security: Security = NO_SECURITY) -> Any:
     from prometheus_api_client import PrometheusConnect
     from urllib3.util.retry import Retry
 
     # The client's default retries 3 times with 1 s backoff on connection errors
     # and 5xx: with Prometheus down that is ~6 s per query, far past one tick.
-    # One try; the next tick is the retry.
+    # One try; the next tick is the retry. The session verifies TLS (the system's
+    # CAs or tls.ca_file), presents the client certificate and sends the credential.
     return PrometheusConnect(
-        url=url, disable_ssl=True, retry=Retry(total=0, raise_on_status=False), timeout=timeout_s
+        url=url,
+        session=security.session(),
+        retry=Retry(total=0, raise_on_status=False),
+        timeout=timeout_s,
     )
 
 
@@ -148,9 +154,14 @@ def _reason(url: str, promql: str, exc: Exception) -> str:
 
     if isinstance(exc, requests.Timeout):
         return f"timed out querying {url}"
+    if isinstance(exc, requests.exceptions.SSLError):
+        return f"TLS with {url} failed: {tls_reason(exc)}"
     if isinstance(exc, requests.ConnectionError):
         return f"cannot reach Prometheus at {url}"
     text = str(exc).strip().replace("\n", " ")[:200]
+    for code, what in (("401", "needs credentials"), ("403", "refused the credentials")):
+        if text.startswith(f"HTTP Status Code {code}"):
+            return f"Prometheus at {url} {what} (HTTP {code}): see telemetry.prometheus.auth"
     return f"query {promql!r} failed at {url}: {type(exc).__name__}: {text}"
 
 
@@ -171,12 +182,13 @@ class PrometheusGpuSource:
         hostname: str | None = None,
         queries: DcgmQueries | None = None,
         client: Any = None,
+        security: Security = NO_SECURITY,
     ) -> None:
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
         self.hostname = hostname
         self.q = queries or DcgmQueries()
-        self._client = client or _client(self.url, timeout_s)
+        self._client = client or _client(self.url, timeout_s, security)
 
     def collect(self, now: float) -> Snapshot:
         r = _Reader(self._client, self.url, self.timeout_s, now)
@@ -295,12 +307,13 @@ class PrometheusModelSource:
         queries: TritonQueries | None = None,
         configs: TritonConfigReader | None = None,
         client: Any = None,
+        security: Security = NO_SECURITY,
     ) -> None:
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
         self.q = queries or TritonQueries()
         self.configs = configs
-        self._client = client or _client(self.url, timeout_s)
+        self._client = client or _client(self.url, timeout_s, security)
 
     def collect(self, now: float) -> Snapshot:
         r = _Reader(self._client, self.url, self.timeout_s, now)

@@ -39,6 +39,7 @@ from autoscaler.telemetry.snapshot import (
     ModelSample,
     Snapshot,
 )
+from autoscaler.transport import NO_SECURITY, Security
 
 SOURCE = "triton"
 
@@ -98,19 +99,30 @@ def http_host_port(url: str, default_port: int = 8000) -> str:
     return f"{host}:{port}"
 
 
+def url_scheme(url: str) -> str:
+    """'https' for an https:// endpoint, else 'http' (a bare host:port is plain HTTP)."""
+    return "https" if url.strip().lower().startswith("https://") else "http"
+
+
 def derive_metrics_url(triton_url: str) -> str:
-    """Triton serves /metrics on its own port (8002 by default) on the same host."""
+    """Triton serves /metrics on its own port (8002 by default) on the same host and scheme."""
     host = http_host_port(triton_url).rsplit(":", 1)[0]
-    return f"http://{host}:{DEFAULT_METRICS_PORT}/metrics"
+    return f"{url_scheme(triton_url)}://{host}:{DEFAULT_METRICS_PORT}/metrics"
 
 
 class MetricsClient:
-    """GETs of one `/metrics` URL on a kept-alive connection (see `fetch_text`)."""
+    """GETs of one `/metrics` URL on a kept-alive connection (see `fetch_text`).
 
-    def __init__(self, url: str) -> None:
+    `security` adds the credential's header to every request and, for https, the
+    CA bundle and client certificate (the server's certificate is always verified).
+    """
+
+    def __init__(self, url: str, security: Security = NO_SECURITY) -> None:
         self.url = url
         parts = urlsplit(url)
         self.plain = parts.scheme == "http"
+        self.security = security
+        self._headers = security.plain_headers()
         self._netloc = parts.netloc
         self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self._conn: http.client.HTTPConnection | None = None
@@ -118,7 +130,7 @@ class MetricsClient:
 
     def session(self) -> requests.Session:
         if self._session is None:
-            self._session = requests.Session()
+            self._session = self.security.session()
         return self._session
 
     def response(self, timeout_s: float) -> tuple[http.client.HTTPResponse, socket.socket]:
@@ -131,7 +143,7 @@ class MetricsClient:
             elif self._conn.sock is not None:
                 self._conn.sock.settimeout(timeout_s)
             try:
-                self._conn.request("GET", self._path)
+                self._conn.request("GET", self._path, headers=self._headers)
                 # getresponse drops conn.sock when the server says it will close
                 sock = self._conn.sock
                 resp = self._conn.getresponse()
@@ -266,6 +278,8 @@ def _fetch_with_requests(session: requests.Session, url: str, timeout_s: float) 
                     raise TelemetryReadError(f"timed out after {timeout_s:g} s reading {url}")
     except (requests.Timeout, urllib3.exceptions.TimeoutError):
         raise TelemetryReadError(f"timed out after {timeout_s:g} s reading {url}") from None
+    except requests.exceptions.SSLError as exc:
+        raise TelemetryReadError(f"TLS with {url} failed: {tls_reason(exc)}") from None
     except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
         raise TelemetryReadError(f"cannot read {url}: {_short(exc)}") from None
     try:
@@ -277,6 +291,20 @@ def _fetch_with_requests(session: requests.Session, url: str, timeout_s: float) 
 def _short(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     # urllib3 messages repeat the URL and the pool object; the tail is the cause
+    if "Caused by" in text:
+        text = text.split("Caused by", 1)[1].strip(" ()")
+    if "Failed to establish a new connection: " in text:
+        text = text.split("Failed to establish a new connection: ", 1)[1].strip(" ()'\"")
+    return text[:200]
+
+
+def tls_reason(exc: BaseException) -> str:
+    """The part of a TLS failure that says why (e.g. 'certificate verify failed: ...')."""
+    text = str(exc).replace("\n", " ")
+    marker = "certificate verify failed"
+    if marker in text:
+        tail = text.rsplit(marker, 1)[1].split("(_ssl.c")[0].strip(" ]:)('\"")
+        return f"{marker}: {tail}".rstrip(": ")
     if "Caused by" in text:
         text = text.split("Caused by", 1)[1].strip(" ()")
     return text[:200]
@@ -864,11 +892,22 @@ class TritonConfigReader:
     every read fetches every config.
     """
 
-    def __init__(self, url: str, timeout_s: float = 1.0, *, max_age_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        timeout_s: float = 1.0,
+        *,
+        max_age_s: float = 0.0,
+        security: Security = NO_SECURITY,
+    ) -> None:
         self.url = http_host_port(url)
         self.timeout_s = timeout_s
         self.max_age_s = max_age_s
-        self._base = f"http://{self.url}/v2"
+        self.scheme = url_scheme(url)
+        self._base = f"{self.scheme}://{self.url}/v2"
+        self._headers = security.plain_headers()
+        # https: one verifying context for the reader's life (hostname checked)
+        self._tls = security.ssl_context() if self.scheme == "https" else None
         self._conn: http.client.HTTPConnection | None = None  # kept alive between reads
         # model → (its index entries, when its config was fetched, its state with groups)
         self._kept: dict[str, _Kept] = {}
@@ -969,9 +1008,14 @@ class TritonConfigReader:
         for attempt in (0, 1):
             reused = self._conn is not None
             if self._conn is None:
-                self._conn = http.client.HTTPConnection(self.url, timeout=self.timeout_s)
+                self._conn = self._connect()
             try:
-                self._conn.request(method, "/v2" + path, body=b"" if method == "POST" else None)
+                self._conn.request(
+                    method,
+                    "/v2" + path,
+                    body=b"" if method == "POST" else None,
+                    headers=self._headers,
+                )
                 resp = self._conn.getresponse()
                 status, body = resp.status, resp.read()
                 break
@@ -989,6 +1033,27 @@ class TritonConfigReader:
             return json.loads(body)
         except ValueError:
             raise TelemetryReadError(f"{url} did not answer JSON: {body[:100]!r}") from None
+
+    def _connect(self) -> http.client.HTTPConnection:
+        if self._tls is not None:
+            return http.client.HTTPSConnection(
+                self.url, timeout=self.timeout_s, context=self._tls
+            )
+        return http.client.HTTPConnection(self.url, timeout=self.timeout_s)
+
+    def config(self, model: str) -> dict[str, Any]:
+        """The model's config as Triton serves it (`GET v2/models/NAME/config`).
+
+        Raises TelemetryReadError with the reason.
+        """
+        try:
+            config = self._call("GET", f"/models/{quote(model, safe='')}/config")
+        except TelemetryReadError as exc:
+            self._reset_connection()
+            raise TelemetryReadError(f"cannot read the config of {model!r}: {exc}") from None
+        if not isinstance(config, dict):
+            raise TelemetryReadError(f"the config of {model!r} is not an object")
+        return config
 
     def _reset_connection(self) -> None:
         # a connection broken mid-answer must not poison the next read
@@ -1074,13 +1139,16 @@ class TritonCollector:
         timeout_s: float = 1.0,
         quantile: float = 0.95,
         config_max_age_s: float = 0.0,
+        security: Security = NO_SECURITY,
     ) -> None:
         self.url = http_host_port(url)
         self.metrics_url = metrics_url or derive_metrics_url(url)
         self.timeout_s = timeout_s
         self.quantile = quantile
-        self._metrics = MetricsClient(self.metrics_url)
-        self._configs = TritonConfigReader(url, timeout_s=timeout_s, max_age_s=config_max_age_s)
+        self._metrics = MetricsClient(self.metrics_url, security)
+        self._configs = TritonConfigReader(
+            url, timeout_s=timeout_s, max_age_s=config_max_age_s, security=security
+        )
         self._completed: dict[str, float] = {}  # per model: requests completed, last read
 
     def collect(self, now: float) -> Snapshot:

@@ -116,6 +116,19 @@ def in_server(name: str, snapshots: Sequence[Snapshot], since: float, now: float
     reads as 8.4 executing on top of the batch still running. Nothing can execute
     beyond instances × average batch (1 × 16 for 20B, 4 × 1 for four 5B instances),
     so the executing part is capped there.
+
+    The pending gauge is one instant, and an instant between two batches is not the
+    interval: on the real server, 16 closed-loop clients on one 20B instance showed
+    0 pending in almost every read (Triton's own queue time: 0.03 requests waiting
+    on average), but 16 in a read that fell in the few ms after a batch returned,
+    when all 16 clients had sent again and the next batch was not yet dispatched.
+    Weighting that read by its whole 1 s interval added 16 / 6 = 2.7 to a 6 s window:
+    18.7 in flight for 16 clients, one instance too many. So a queue counts over an
+    interval only as far as it was there at both ends (`_queued`); a rise within the
+    interval counts at once, too, but only beyond one batch per instance — that much
+    may be the next batch gathering while the last one returns. A real surge on the
+    5B (3 → 15 queued behind one instance) reads 3 + (12 − 1) = 14 in its first
+    interval and 15 from the next; a burst of 16 on the 20B between batches reads 0.
     """
     pend = weight = busy_us = infers = execs = inst_s = 0.0
     prev: tuple[float, ModelSample] | None = None
@@ -135,7 +148,7 @@ def in_server(name: str, snapshots: Sequence[Snapshot], since: float, now: float
                 d_exe = cur.counters.execution_count - a.counters.execution_count
                 ok = min(d_busy, d_inf, d_exe) >= 0  # a reset inside: skip that interval
                 if ok and math.isfinite(d_busy) and math.isfinite(cur.pending_requests):
-                    pend += cur.pending_requests * dt
+                    pend += _queued(a, cur, d_inf, d_exe) * dt
                     weight += dt
                     busy_us += d_busy
                     infers += d_inf
@@ -146,6 +159,27 @@ def in_server(name: str, snapshots: Sequence[Snapshot], since: float, now: float
     if weight <= 0 or last is None:
         return None
     return _in_server_value(pend, weight, busy_us, infers, execs, inst_s)
+
+
+def _queued(a: ModelSample, b: ModelSample, d_inf: float, d_exe: float) -> float:
+    """Requests queued over the interval from read `a` to read `b` (see `in_server`).
+
+    The queue seen at both ends counts in full; what rose in between counts beyond
+    one batch per instance (the interval's average batch, or the model's since it
+    was loaded when no batch ended in the interval).
+    """
+    q1 = b.pending_requests
+    assert q1 is not None
+    q0 = a.pending_requests
+    if q0 is None or not math.isfinite(q0):
+        q0 = 0.0
+    if d_exe > 0:
+        batch = d_inf / d_exe
+    else:
+        c = b.counters
+        batch = c.inference_count / c.execution_count if c and c.execution_count > 0 else 1.0
+    held = min(q0, q1)
+    return held + max(0.0, q1 - held - b.instances * max(batch, 1.0))
 
 
 def _in_server_value(
@@ -569,7 +603,7 @@ class _Track:
                 b_exe = c.execution_count - a.counters.execution_count
                 ok = min(b_busy, b_inf, b_exe) >= 0
                 if ok and math.isfinite(b_busy) and math.isfinite(m.pending_requests):
-                    pend = m.pending_requests * gap
+                    pend = _queued(a, m, b_inf, b_exe) * gap
                     dt = gap
                     d_busy, d_inf, d_exe = b_busy, b_inf, b_exe
                     inst = m.instances * gap
