@@ -169,7 +169,7 @@ def test_run_once_diff_prints_the_instance_group_change(
         gen.stop()
     print(out)
     assert code == 3, err
-    assert out.startswith(f"# {MODEL}: scale_up 1 → 4 (concurrency: concurrency ")
+    assert out.startswith(f"# {MODEL}: scale_up 1 → 4 (concurrency: requests in the server ")
     assert f"--- {MODEL}/config instance_group (now)" in out
     assert f"+++ {MODEL}/config instance_group (wanted)" in out
     assert '-    "count": 1,' in out and '+    "count": 4,' in out
@@ -307,7 +307,7 @@ def test_profile_out_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
     assert code == 2 and "the profile exists: pass --force" in err and out.read_text() == "mine\n"
     code, _, err = cli(*args, "--force")
     assert code == 0, err
-    assert "imported from Triton Model Analyzer results" in out.read_text()
+    assert "imported from Model Analyzer results" in out.read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu.csv", "inf.csv", "p.yaml"]
 
 

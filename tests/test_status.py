@@ -286,7 +286,7 @@ def test_status_and_explain_against_a_running_daemon(
     assert m["placement"] and m["apply_in_flight"] is None  # recommend: nothing applied
     assert code_e == 0
     assert f"{MODEL}: scale_up 1 → 2 (rule concurrency" in out_e
-    assert "reason: concurrency" in out_e and "observed concurrency:" in out_e
+    assert "reason: requests in the server" in out_e and "observed concurrency:" in out_e
     assert "placement: +1 on GPU" in out_e
     assert "Traceback" not in log.read_text()
 
