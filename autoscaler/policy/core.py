@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from autoscaler._frozen import maker
 from autoscaler.placement import Fit, GpuBin, Item, pack
@@ -40,7 +40,7 @@ from autoscaler.policy.demand import (
     demand_of,
     observe,
 )
-from autoscaler.policy.queueing import Batched, instances_for, p95_ms, wait_p95_s
+from autoscaler.policy.queueing import Batched, instances_for, wait_p95_s
 from autoscaler.policy.target import ModelTarget
 from autoscaler.profiles import ScalingPolicy
 from autoscaler.telemetry.snapshot import GpuSample, ModelWindow
@@ -66,7 +66,8 @@ class PolicyContext:
 
 @dataclass(frozen=True)
 class ModelState:
-    # (time, wanted instances) of recent ticks: the scale-down stabilisation window
+    # (time, wanted instances) of the scale-down stabilisation window, as a falling
+    # staircase: only the wishes that can still be its highest (`_window_max`)
     history: tuple[tuple[float, int], ...] = ()
     last_change_at: float | None = None
     backoff_until: float | None = None
@@ -161,8 +162,9 @@ def _reserve_in_flight(ctx: PolicyContext, bins: list[GpuBin]) -> None:
 
 
 # A Decision per model per tick: 500 models made 500 frozen __init__ calls (≈ 2.5 µs
-# each); see autoscaler/_frozen.py.
+# each); see autoscaler/_frozen.py. Its Figures likewise.
 _new_decision = maker(Decision)
+_new_figures = maker(Figures)
 
 
 class _Out:
@@ -285,8 +287,7 @@ def _correct(
 # -- stages 3-4: capacity, headroom and forecast → the count the demand needs --------------
 
 
-@dataclass(frozen=True)
-class Sizing:
+class Sizing(NamedTuple):
     want: int
     rule: Rule
     reason: str
@@ -326,33 +327,39 @@ def _size(
     # Up on the last seconds (two ticks agreeing), down no further than the minute says:
     # the minute lags a surge, and its first ticks cover a few seconds only (two 20B
     # batches more or less in a 5 s window is ±20 % of the requests counted).
-    closed_want = n_pop_now if n_pop_now > min(n_pop, current) else min(n_pop, current)
+    low = n_pop if n_pop < current else current
+    closed_want = n_pop_now if n_pop_now > low else low
     closed_rule = Rule.panic if n_pop_now > n_pop else Rule.concurrency
-    closed_reason = (
-        f"requests in the server {max(d.in_server, recent_in_server):.1f} / target "
-        f"{target_c:g} per instance → {closed_want} instance{_plural(closed_want)}"
-    )
+
+    def closed_reason() -> str:
+        return (
+            f"requests in the server {max(d.in_server, recent_in_server):.1f} / target "
+            f"{target_c:g} per instance → {closed_want} instance{_plural(closed_want)}"
+        )
+
     headroom = mem.excess_rps(pol.slo_attainment_target)
-    forecast = d.arrival_rps + max(0.0, mem.trend_rps_per_s) * horizon_s
-    sized_for = max(d.arrival_rps + headroom, forecast)
-    v = min(VARIABILITY_MAX, max(VARIABILITY_MIN, mem.variability_for(pol.slo_attainment_target)))
+    trend = mem.trend_rps_per_s
+    forecast = d.arrival_rps + trend * horizon_s if trend > 0 else d.arrival_rps
+    sized_for = d.arrival_rps + headroom if headroom + d.arrival_rps > forecast else forecast
+    v = mem.variability_for(pol.slo_attainment_target)
+    v = VARIABILITY_MIN if v < VARIABILITY_MIN else VARIABILITY_MAX if v > VARIABILITY_MAX else v
     svc, slo = t.service, t.slo_p95_ms
 
     def figures(n: int) -> Figures:
-        p95s: tuple[tuple[int, float], ...] = ()
-        if svc is not None:
-            p95s = tuple((k, p95_ms(svc, k, sized_for, v)) for k in (n - 1, n, n + 1) if k >= 1)
-        return Figures(
-            loop=mem.loop.value,
-            arrival_rps=d.arrival_rps,
-            recent_rps=d.recent_rps,
-            in_server=d.in_server,
-            headroom_rps=headroom,
-            forecast_rps=forecast,
-            sized_for_rps=sized_for,
-            horizon_s=horizon_s,
-            variability=v,
-            p95_ms=p95s,
+        return _new_figures(
+            {
+                "loop": mem.loop.value,
+                "arrival_rps": d.arrival_rps,
+                "recent_rps": d.recent_rps,
+                "in_server": d.in_server,
+                "headroom_rps": headroom,
+                "forecast_rps": forecast,
+                "sized_for_rps": sized_for,
+                "horizon_s": horizon_s,
+                "variability": v,
+                "instances": n,
+                "service": svc,
+            }
         )
 
     # No capacity idle: the rate that got through is what the instances could serve,
@@ -362,11 +369,11 @@ def _size(
     # known to be closed, such a reading may add instances but not remove them.
     if mem.loop is Loop.unknown and d.no_idle and svc is not None and slo is not None:
         if closed_want > current:
-            return Sizing(closed_want, closed_rule, closed_reason, figures(closed_want))
-        why = f"no instance idle: the rate says only that demand ≥ capacity ({closed_reason})"
+            return Sizing(closed_want, closed_rule, closed_reason(), figures(closed_want))
+        why = f"no instance idle: the rate says only that demand ≥ capacity ({closed_reason()})"
         return Sizing(current, Rule.concurrency, why, figures(current))
     if svc is None or slo is None or mem.loop is Loop.closed:
-        return Sizing(closed_want, closed_rule, closed_reason, figures(closed_want))
+        return Sizing(closed_want, closed_rule, closed_reason(), figures(closed_want))
     # A backlog left by a burst must drain within the horizon too: Q queued requests
     # need Q / horizon per second of capacity beyond the arrivals (345M flash crowd:
     # 600 queued, 18 s → +33 req/s).
@@ -402,8 +409,26 @@ def _size(
     )
     # An open loop over its capacity: its backlog in the server is a lower bound too.
     if d.no_idle and closed_want > open_want:
-        return Sizing(closed_want, closed_rule, closed_reason, figures(closed_want))
+        return Sizing(closed_want, closed_rule, closed_reason(), figures(closed_want))
     return Sizing(open_want, open_rule, open_reason, figures(open_want))
+
+
+def _window_max(
+    history: tuple[tuple[float, int], ...], expired: float, now: float, want: int
+) -> tuple[tuple[float, int], ...]:
+    """The wishes that can still be the window's highest, oldest first; [0] is the highest.
+
+    A wish at or below a later one can never be the highest again, so only a falling
+    staircase is kept (a sliding-window maximum): at a steady count one entry instead of
+    60 ticks of 300 s, and the highest is read off the front instead of a walk.
+    """
+    drop = 0
+    while drop < len(history) and history[drop][0] <= expired:
+        drop += 1
+    keep = len(history)
+    while keep > drop and history[keep - 1][1] <= want:
+        keep -= 1
+    return (*history[drop:keep], (now, want))
 
 
 # -- the chain for one model ------------------------------------------------------------------
@@ -501,18 +526,13 @@ def _decide_model(
 
     # 7. Scale-down stabilisation: the highest wish over the window wins, so a short
     # dip never removes instances. (Open loops also hold their burst headroom, stage 4.)
-    horizon_t = now - pol.scale_down_stabilization_s
-    # in time order: drop the expired head (one entry a tick at a steady cadence)
-    drop = 0
-    while drop < len(st.history) and st.history[drop][0] <= horizon_t:
-        drop += 1
-    history = (*st.history[drop:], (now, want))
+    history = _window_max(st.history, now - pol.scale_down_stabilization_s, now, want)
     st = _evolve(st, history=history, demand=mem)
-    make = _Out(t, w, target_c, now)
+    make = out
     if t.model in ctx.in_flight:
         return _hold_in_flight(ctx, t, w, current, want, make), st
     if want < current:
-        peak = max(n for _, n in history)
+        peak = history[0][1]
         if peak >= current:
             return (
                 make(

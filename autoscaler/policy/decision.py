@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from autoscaler.policy.queueing import ServiceModel, p95_ms
+
 
 class Action(StrEnum):
     scale_up = "scale_up"
@@ -56,9 +58,12 @@ class PlacementSlot:
 
 @dataclass(frozen=True)
 class Figures:
-    """The numbers a decision was made from (item 6 of the policy: every decision explains
-    itself). Rates in requests/s; `p95_ms` holds the capacity model's predictions at
-    n − 1, n and n + 1 instances for `sized_for_rps` (n = the decision's count)."""
+    """The numbers a decision was made from (every decision explains itself).
+
+    Rates in requests/s. `predicted_p95_ms()` gives the capacity model's p95 at
+    n − 1, n and n + 1 instances for `sized_for_rps` (n = `instances`); it is worked
+    out when asked for (JSON, logs, `explain`), not on every tick.
+    """
 
     loop: str  # open | closed | unknown (policy.demand)
     arrival_rps: float  # the minute's
@@ -69,7 +74,19 @@ class Figures:
     sized_for_rps: float  # what the open-loop sizing used
     horizon_s: float  # an instance's start-up plus a tick
     variability: float  # Allen–Cunneen's v after the online correction (1 = M/M/n)
-    p95_ms: tuple[tuple[int, float], ...] = ()  # (instances, predicted p95), inf = overload
+    instances: int = 0  # the count the figures are about
+    service: ServiceModel | None = None  # the capacity model's view of the model
+
+    def predicted_p95_ms(self) -> tuple[tuple[int, float], ...]:
+        """(instances, predicted p95 ms) at n − 1, n, n + 1; inf = overloaded; () if no model."""
+        if self.service is None:
+            return ()
+        n = self.instances
+        return tuple(
+            (k, p95_ms(self.service, k, self.sized_for_rps, self.variability))
+            for k in (n - 1, n, n + 1)
+            if k >= 1
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -83,7 +100,8 @@ class Figures:
             "horizon_s": round(self.horizon_s, 1),
             "variability": round(self.variability, 3),
             "p95_ms": {
-                str(n): (None if p == float("inf") else round(p, 1)) for n, p in self.p95_ms
+                str(n): (None if p == float("inf") else round(p, 1))
+                for n, p in self.predicted_p95_ms()
             },
         }
 

@@ -44,6 +44,7 @@ import bisect
 import math
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 from statistics import NormalDist
 
 from autoscaler.policy.queueing import Batched, ServiceModel
@@ -75,6 +76,11 @@ class Demand:
     # no capacity stood idle in either window: instances always busy (and, batched, their
     # batches full) — with a queue that holds still, the mark of a closed loop
     no_idle: bool = False
+
+
+@lru_cache(maxsize=64)
+def _z(attainment: float) -> float:
+    return NormalDist().inv_cdf(attainment)
 
 
 def _in_server(w: ModelWindow, service: ServiceModel | None) -> float:
@@ -183,8 +189,7 @@ class DemandMemory:
         minutes' v roughly normal, mean + Φ⁻¹(attainment)·sd is exceeded by a share
         1 − attainment of them (z = 2.33 at 0.99).
         """
-        z = NormalDist().inv_cdf(attainment)
-        return self.variability + z * math.sqrt(max(0.0, self.variability_var))
+        return self.variability + _z(attainment) * math.sqrt(max(0.0, self.variability_var))
 
     def excess_rps(self, attainment: float) -> float:
         """The excess only a share 1 − `attainment` of past minutes went beyond (0 if none)."""
