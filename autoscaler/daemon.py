@@ -194,6 +194,7 @@ class Autoscaler:
             check_gpu_memory=check_gpus,
             gpus_per_server=cfg.gpus_per_server,
             in_flight=in_flight,
+            placements=gpu_placements(snap),
         )
         decisions, self.state = self.policy_fn(ctx, self.state)
         decisions = [
@@ -400,6 +401,18 @@ class Autoscaler:
     def _log(self, level: str, event: str, **kw: Any) -> None:
         if self.log is not None:
             getattr(self.log, level)(event, **kw)
+
+
+def gpu_placements(snap: Snapshot) -> dict[str, dict[int, int]]:
+    """model → {GPU index: instances} from the instance groups that name their GPUs."""
+    out: dict[str, dict[int, int]] = {}
+    for name, m in (snap.models or {}).items():
+        for g in m.instance_groups:
+            if g.kind == "KIND_GPU" and g.gpus:
+                per = out.setdefault(name, {})
+                for i in g.gpus:
+                    per[i] = per.get(i, 0) + g.count
+    return out
 
 
 def _log_fields(d: Decision) -> dict[str, Any]:

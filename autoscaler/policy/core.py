@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 from autoscaler._frozen import maker
 from autoscaler.placement import Fit, GpuBin, Item, pack
 from autoscaler.policy.decision import Action, Decision, Figures, PlacementSlot, Rule
+from autoscaler.policy.defrag import plan_room
 from autoscaler.policy.demand import (
     POISSON_PEAK_Z,
     Demand,
@@ -62,6 +63,9 @@ class PolicyContext:
     # started): those models hold, and the memory their new instances will take is
     # reserved before anything else is placed.
     in_flight: Mapping[str, tuple[Decision, float]] = field(default_factory=dict)
+    # Where each model's instances are: model → {GPU index: instances} (from Triton's
+    # instance groups); what defragmentation plans moves from. Empty: not known.
+    placements: Mapping[str, Mapping[int, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -680,13 +684,34 @@ def _place(
             if gpus_needed
             else "a larger GPU"
         )
+        # Fragmented memory: enough free in total, but on no one GPU. Say which smaller
+        # instances to move to open a hole (policy.defrag); the moves are a
+        # recommendation, carried out by a person (or a later version), not applied here.
+        moves = ""
+        total_free = sum(max(0.0, b.free_gb(pol.gpu_headroom_gb)) for b in bins)
+        if total_free + 1e-9 >= t.memory_per_instance_gb and ctx.placements:
+            plan = plan_room(
+                bins,
+                ctx.placements,
+                {m: x.memory_per_instance_gb for m, x in ctx.targets.items()},
+                t.memory_per_instance_gb,
+                pol.gpu_headroom_gb,
+                t.model,
+            )
+            if plan is not None and plan[1]:
+                gpu, steps = plan
+                moves = (
+                    f"; {total_free:.1f} GB are free in all: move "
+                    + ", ".join(m.describe() for m in steps)
+                    + f" (each added before it is removed) and gpu{gpu} takes it"
+                )
         d = make(
             Action.capacity_exhausted,
             current,
             Rule.capacity,
             f"capacity exhausted: {reason}, but no GPU has {t.memory_per_instance_gb:g} GB free "
             f"after {pol.gpu_headroom_gb:g} GB headroom ({free or 'no GPUs'}); "
-            f"the demand needs {need}",
+            f"the demand needs {need}{moves}",
             extra_gpus_needed=gpus_needed,
             extra_servers_needed=servers,
             figures=figures,
