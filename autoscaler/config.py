@@ -21,6 +21,7 @@ from pydantic import (
 
 from autoscaler.catalog import Catalog, load_catalog, read_yaml_documents, validation_error
 from autoscaler.errors import ConfigError
+from autoscaler.kubernetes.settings import KubernetesSection, check_config, replica_policy
 from autoscaler.notify import NotifierList
 from autoscaler.policy.core import ModelTarget
 from autoscaler.profiles import Name, ScalingPolicy
@@ -217,11 +218,23 @@ class DaemonConfig(_Strict):
     notifiers: NotifierList = Field(
         default_factory=list, description="where recommendations go (docs/notifications.md)"
     )
+    kubernetes: KubernetesSection | None = Field(
+        default=None, description="Kubernetes mode: pods scaled by KEDA/HPA (docs/kubernetes.md)"
+    )
 
     @model_validator(mode="after")
     def _need_models(self) -> DaemonConfig:
         if not self.models:
             raise ValueError("'models' is empty: name at least one model to watch")
+        if self.kubernetes is not None:
+            check_config(
+                self.kubernetes,
+                mode=self.mode,
+                models_source=self.telemetry.models,
+                gpus_source=self.telemetry.gpus,
+                models=self.models,
+                policy_overrides=self.policy_overrides,
+            )
         return self
 
 
@@ -267,6 +280,8 @@ def resolve(cfg: DaemonConfig, source: str | Path = "<config>") -> Resolved:
         policy = ScalingPolicy.model_validate({**base.model_dump(), **cfg.policy_overrides})
     except ValidationError as exc:
         raise validation_error(exc, source, prefix="policy_overrides") from exc
+    if cfg.kubernetes is not None:
+        policy = replica_policy(policy)  # the HPA's behavior limits the pods' pace
     targets: dict[str, ModelTarget] = {}
     for name, m in cfg.models.items():
         prof_name = m.profile or name

@@ -112,7 +112,7 @@ def run(
     metrics = DaemonMetrics()
 
     def make_notifiers(c: DaemonConfig) -> list[Notifier]:
-        return list(  # list(): the daemon's list[Notifier] is invariant
+        return decision_sinks(c, metrics) + list(  # list(): list[Notifier] is invariant
             build_notifiers(
                 c.notifiers,
                 log=log,
@@ -313,6 +313,15 @@ def live_daemon(
     return daemon
 
 
+def decision_sinks(cfg: DaemonConfig, metrics: DaemonMetrics) -> list[Notifier]:
+    """What else reads every tick's decisions: Kubernetes mode's replica gauges."""
+    if cfg.kubernetes is None:
+        return []
+    from autoscaler.kubernetes.replicas import ReplicaExporter
+
+    return [ReplicaExporter.from_settings(metrics, cfg.kubernetes)]
+
+
 def make_collector(
     cfg: DaemonConfig, resolved: Resolved, instances: Callable[[], dict[str, int]]
 ) -> Collector:
@@ -334,6 +343,20 @@ def make_collector(
             n: int(tg.memory_per_instance_gb * GB) for n, tg in resolved.targets.items()
         },
     )
+    if cfg.kubernetes is not None:  # pods × instances per pod (autoscaler/kubernetes/pods.py)
+        from autoscaler.kubernetes.pods import PodModelSource
+        from autoscaler.telemetry.base import triton_queries
+
+        assert t.prometheus_url is not None  # the config's checks require it
+        k = cfg.kubernetes
+        pods = PodModelSource(
+            t.prometheus_url,
+            instances_per_pod={d.model: d.instances_per_pod for d in k.deployments.values()},
+            pod_label=k.pod_label,
+            timeout_s=cfg.triton.timeout_s,
+            queries=triton_queries(opts),
+        )
+        return Combined(pods, gpu_source(t.gpus, opts))
     return Combined(model_source(t.models, opts), gpu_source(t.gpus, opts))
 
 
