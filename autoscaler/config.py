@@ -21,6 +21,7 @@ from pydantic import (
 
 from autoscaler.catalog import Catalog, load_catalog, read_yaml_documents, validation_error
 from autoscaler.errors import ConfigError
+from autoscaler.fleet.settings import FleetSection
 from autoscaler.kubernetes.settings import KubernetesSection, check_config, replica_policy
 from autoscaler.notify import NotifierList
 from autoscaler.policy.core import ModelTarget
@@ -221,11 +222,20 @@ class DaemonConfig(_Strict):
     kubernetes: KubernetesSection | None = Field(
         default=None, description="Kubernetes mode: pods scaled by KEDA/HPA (docs/kubernetes.md)"
     )
+    fleet: FleetSection | None = Field(
+        default=None, description="name servers with room when this one is full (docs/fleet.md)"
+    )
 
     @model_validator(mode="after")
     def _need_models(self) -> DaemonConfig:
         if not self.models:
             raise ValueError("'models' is empty: name at least one model to watch")
+        if self.fleet is not None and not (
+            self.fleet.prometheus_url or self.telemetry.prometheus_url
+        ):
+            raise ValueError(
+                "fleet needs a Prometheus: set fleet.prometheus_url (or telemetry.prometheus_url)"
+            )
         if self.kubernetes is not None:
             check_config(
                 self.kubernetes,

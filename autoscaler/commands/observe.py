@@ -94,7 +94,8 @@ def observe(
         str,
         typer.Option(
             "--prometheus-selector",
-            help='Label matchers picking one Triton in Prometheus, e.g. instance="10.0.0.5:8002".',
+            help='Label matchers picking one Triton in Prometheus, e.g. instance="10.0.0.5:8002" '
+            '(with --fleet: the daemons\' series, e.g. job="triton-autoscaler").',
         ),
     ] = "",
     hostname: Annotated[
@@ -125,9 +126,45 @@ def observe(
         list[Path] | None,
         typer.Option("--policies", help="Extra policies directory (simulated GPU memory)."),
     ] = None,
+    fleet: Annotated[
+        bool,
+        typer.Option(
+            "--fleet",
+            help="Every server's daemon through one Prometheus (--prometheus): instances, "
+            "p95 vs SLO, last decision, free GPU memory (docs/fleet.md).",
+        ),
+    ] = False,
+    server_label: Annotated[
+        str,
+        typer.Option("--server-label", help="With --fleet: the label naming a server."),
+    ] = "instance",
 ) -> None:
     """Show per-model concurrency, throughput, p95, queue time, instances and per-GPU memory."""
     _check(fmt, interval, window, timeout, ticks, duration, simulated_gpus)
+    if fleet:
+        from autoscaler.commands.fleet import observe_fleet
+
+        for flag, given in (
+            ("--triton", triton),
+            ("--metrics-url", metrics_url),
+            ("--models", models),
+            ("--record", record),
+        ):
+            if given:
+                raise ConfigError(
+                    "watches one Triton; --fleet reads the daemons' series", field=flag
+                )
+        observe_fleet(
+            prometheus,
+            selector=prometheus_selector,
+            server_label=server_label,
+            fmt=fmt,
+            interval=interval,
+            ticks=ticks,
+            duration=duration,
+            timeout=timeout,
+        )
+        return
     src_name = models or ("triton" if triton else "prometheus" if prometheus else "none")
     for name, table, what in ((src_name, MODEL_SOURCES, "--models"), (gpus, GPU_SOURCES, "--gpus")):
         if name not in table:

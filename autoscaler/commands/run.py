@@ -18,11 +18,12 @@ from autoscaler import logs
 from autoscaler.applier import BackgroundApplier, InlineApplier
 from autoscaler.commands._common import parse_pairs, positive_float
 from autoscaler.config import DaemonConfig, Resolved, load_config, parse_config, resolve
-from autoscaler.daemon import Autoscaler, Notifier, run_forever
+from autoscaler.daemon import Autoscaler, Notifier, PolicyFn, run_forever
 from autoscaler.daemon_metrics import DaemonMetrics, serve
 from autoscaler.errors import ConfigError
 from autoscaler.notify import DEFAULT_CONFIG_PATH, close_all
 from autoscaler.notify import build as build_notifiers
+from autoscaler.policy.core import decide
 from autoscaler.telemetry.base import Collector, Combined, SourceOptions, gpu_source, model_source
 from autoscaler.telemetry.promql import check_selector
 from autoscaler.telemetry.snapshot import Snapshot
@@ -164,6 +165,7 @@ def run(
         new_collector = make_collector(c, new, lambda: daemon.instances)
         new_actuator = make_actuator(c, log)
         daemon.reload(new, new_collector, new_actuator)
+        daemon.policy_fn = policy_for(new)
         old, daemon.notifiers = daemon.notifiers, new_notifiers
         close_all(old, timeout_s=2.0)
         log.info("reloaded", mode=c.mode, models=sorted(new.targets))
@@ -302,6 +304,7 @@ def live_daemon(
     daemon = Autoscaler(
         resolved,
         collector,
+        policy_fn=policy_for(resolved),
         actuator=actuator,
         metrics=metrics or DaemonMetrics(),
         log=log,
@@ -311,6 +314,30 @@ def live_daemon(
     )
     holder["d"] = daemon
     return daemon
+
+
+def policy_for(resolved: Resolved) -> PolicyFn:
+    """The policy, and with a `fleet` section, servers with room named on capacity alarms."""
+    f = resolved.config.fleet
+    if f is None:
+        return decide
+    from autoscaler.fleet.room import RoomAdvisor, with_room
+    from autoscaler.fleet.view import FleetReader
+
+    url = f.prometheus_url or resolved.config.telemetry.prometheus_url
+    assert url is not None  # the config's checks require one
+    reader = FleetReader(
+        url, selector=f.selector, server_label=f.server_label, timeout_s=f.timeout_s
+    )
+    advisor = RoomAdvisor(
+        reader,
+        memory_gb={n: t.memory_per_instance_gb for n, t in resolved.targets.items()},
+        headroom_gb=resolved.policy.gpu_headroom_gb,
+        server=f.server,
+        refresh_s=f.refresh_s,
+        stale_after_s=f.stale_after_s,
+    )
+    return with_room(decide, advisor)
 
 
 def decision_sinks(cfg: DaemonConfig, metrics: DaemonMetrics) -> list[Notifier]:

@@ -71,7 +71,7 @@ class PrometheusServer:
     ) -> None:
         exe = binary()
         if exe is None:
-            raise RuntimeError("the prometheus binary is not installed (apt-get install prometheus)")
+            raise RuntimeError("no prometheus binary (apt-get install prometheus)")
         self.exe = exe
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
