@@ -116,7 +116,8 @@ def test_last_decision_keeps_one_series_per_model() -> None:
     lines = [x for x in _text(metrics) if x.startswith("triton_autoscaler_last_decision{")]
     assert lines == [
         'triton_autoscaler_last_decision{action="hold",model="n",rule="steady"} 1.0',
-        'triton_autoscaler_last_decision{action="capacity_exhausted",model="m",rule="capacity"} 1.0',
+        "triton_autoscaler_last_decision"
+        '{action="capacity_exhausted",model="m",rule="capacity"} 1.0',
     ]
 
 
