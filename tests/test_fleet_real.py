@@ -183,8 +183,17 @@ def test_size_from_prometheus_places_what_is_missing_on_servers_with_room(
     assert now["sizing"] == ref.to_json()
     assert now["servers_needed"] == ref.servers
     assert now["queries"] <= 20
-    # the default, the last day's peak, is at least what is in flight now
-    peak = cli("size", "--from-prometheus", fleet.prom.url, *common, "--format", "json")
+    # the default, the last day's peak, is at least what is in flight now; without a
+    # selector it is read from the shipped recording rule's fleet-wide series
+    peak = cli(
+        "size", "--from-prometheus", fleet.prom.url, "--server-label", "server", "--format", "json"
+    )
     assert peak["at"]["label"] == "peak"
+    assert not [w for w in peak["warnings"] if "sum_by_model" in w], peak["warnings"]
     p5 = next(d for d in peak["demand"] if d["model"] == B5)
     assert p5["concurrency"] >= demand[B5]["concurrency"] - 3
+    # with a selector, from every daemon's series (said so)
+    raw = cli("size", "--from-prometheus", fleet.prom.url, *common, "--format", "json")
+    assert any("every daemon's series" in w for w in raw["warnings"])
+    r5 = next(d for d in raw["demand"] if d["model"] == B5)
+    assert r5["concurrency"] == pytest.approx(p5["concurrency"], abs=3)

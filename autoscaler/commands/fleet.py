@@ -10,6 +10,7 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console, Group
@@ -19,7 +20,13 @@ from rich.text import Text
 from autoscaler.commands._common import catalog_from
 from autoscaler.errors import ConfigError
 from autoscaler.fleet.plan import FleetPlan, parse_at, read_plan
-from autoscaler.fleet.view import STALE_AFTER_S, FleetReader, FleetView
+from autoscaler.fleet.view import (
+    STALE_AFTER_S,
+    FleetModel,
+    FleetReader,
+    FleetServer,
+    FleetView,
+)
 
 
 def _console() -> Console:
@@ -77,45 +84,109 @@ def _cell(v: float | None, fmt: str) -> str:
     return "-" if v is None else format(v, fmt)
 
 
+# A table row per model is readable for a few servers; past this many rows (64 servers ×
+# 50 models is 3,200) the table shows one row per server and only the models that need
+# a look, and `--format json` has every one.
+FULL_TABLE_ROWS = 60
+ATTENTION_ROWS = 40
+
+
+def _attention(m: FleetModel) -> int:
+    """How much a model needs a look (0: not at all), for ordering the short table."""
+    if m.action == "capacity_exhausted":
+        return 5
+    if m.telemetry_valid is False:
+        return 4
+    ratio = m.p95_over_slo
+    if ratio is not None and ratio > 1:
+        return 3
+    c, d = m.current_instances, m.desired_instances
+    if c is not None and d is not None and c != d:
+        return 2
+    return 0
+
+
 def render_view(view: FleetView, stale_after_s: float = STALE_AFTER_S) -> Group:
     stamp = time.strftime("%H:%M:%S", time.localtime(view.at))
     stale = [s for s in view.servers if s.stale(view.at, stale_after_s)]
-    n_models = len({m.model for s in view.servers for m in s.models})
+    rows = [(s, m) for s in view.servers for m in s.models]
+    n_models = len({m.model for _, m in rows})
     head = Text(
         f"{stamp}  fleet: {len(view.servers)} server(s)"
         + (f", {len(stale)} stale" if stale else "")
         + f" · {n_models} model(s) · {view.queries} queries in {view.query_s:.2f} s",
         style="bold",
     )
-    models = Table(title="Models", title_justify="left")
+    parts: list[Any] = [head]
+    if len(rows) <= FULL_TABLE_ROWS:
+        parts.append(_models_table("Models", rows))
+    else:
+        parts.append(_servers_table(view))
+        todo = sorted(
+            ((s, m) for s, m in rows if _attention(m)),
+            key=lambda sm: (-_attention(sm[1]), sm[0].name, sm[1].model),
+        )
+        title = f"Models that need a look ({len(todo)} of {len(rows)})"
+        parts.append(_models_table(title, todo[:ATTENTION_ROWS]))
+        if len(todo) > ATTENTION_ROWS:
+            parts.append(Text(f"… {len(todo) - ATTENTION_ROWS} more: --format json lists all"))
+    parts.append(_gpus_table(view, stale_after_s))
+    return Group(*parts)
+
+
+def _models_table(title: str, rows: list[tuple[FleetServer, FleetModel]]) -> Table:
+    models = Table(title=title, title_justify="left")
     for col in ("server", "model", "inst", "desired", "conc", "p95 ms", "SLO ms", "p95/SLO"):
         models.add_column(col, justify="left" if col in ("server", "model") else "right")
     models.add_column("last decision")
+    for s, m in rows:
+        ratio = m.p95_over_slo
+        r = _cell(ratio, ".2f")
+        if ratio is not None and ratio > 1:
+            r = f"[red]{r}[/]"
+        want = _cell(m.desired_instances, "d")
+        if m.growing:
+            want = f"[green]{want}[/]"
+        last = f"{m.action or '-'} ({m.rule or '-'})"
+        if m.action == "capacity_exhausted":
+            last = f"[red]{last}[/]"
+        if m.telemetry_valid is False:
+            last += " [yellow]telemetry invalid[/]"
+        models.add_row(
+            s.name,
+            m.model,
+            _cell(m.current_instances, "d"),
+            want,
+            _cell(m.observed_concurrency, ".1f"),
+            _cell(m.p95_ms, ".0f"),
+            _cell(m.slo_p95_ms, "g"),
+            r,
+            last,
+        )
+    return models
+
+
+def _servers_table(view: FleetView) -> Table:
+    t = Table(title="Servers", title_justify="left")
+    for col in ("server", "models", "instances", "desired", "over SLO", "capacity alarms"):
+        t.add_column(col, justify="left" if col == "server" else "right")
     for s in view.servers:
-        for m in s.models:
-            ratio = m.p95_over_slo
-            r = _cell(ratio, ".2f")
-            if ratio is not None and ratio > 1:
-                r = f"[red]{r}[/]"
-            want = _cell(m.desired_instances, "d")
-            if m.growing:
-                want = f"[green]{want}[/]"
-            last = f"{m.action or '-'} ({m.rule or '-'})"
-            if m.action == "capacity_exhausted":
-                last = f"[red]{last}[/]"
-            if m.telemetry_valid is False:
-                last += " [yellow]telemetry invalid[/]"
-            models.add_row(
-                s.name,
-                m.model,
-                _cell(m.current_instances, "d"),
-                want,
-                _cell(m.observed_concurrency, ".1f"),
-                _cell(m.p95_ms, ".0f"),
-                _cell(m.slo_p95_ms, "g"),
-                r,
-                last,
-            )
+        now = sum(m.current_instances or 0 for m in s.models)
+        want = sum(m.desired_instances or 0 for m in s.models)
+        over = sum(1 for m in s.models if (m.p95_over_slo or 0) > 1)
+        full = sum(1 for m in s.models if m.action == "capacity_exhausted")
+        t.add_row(
+            s.name,
+            str(len(s.models)),
+            str(now),
+            f"[green]{want}[/]" if want > now else str(want),
+            f"[red]{over}[/]" if over else "0",
+            f"[red]{full}[/]" if full else "0",
+        )
+    return t
+
+
+def _gpus_table(view: FleetView, stale_after_s: float) -> Table:
     gpus = Table(title="GPU memory free (GB)", title_justify="left")
     for col in ("server", "mode", "tick age s", "GPUs", "free per GPU", "free total"):
         gpus.add_column(col, justify="right" if col in ("tick age s", "GPUs") else "left")
@@ -130,7 +201,7 @@ def render_view(view: FleetView, stale_after_s: float = STALE_AFTER_S) -> Group:
         gpus.add_row(
             s.name, s.mode or "-", age_text, str(len(s.gpus)), per, f"{total:.1f}" if free else "-"
         )
-    return Group(head, models, gpus)
+    return gpus
 
 
 # -- size --from-prometheus ----------------------------------------------------------------

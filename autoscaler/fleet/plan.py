@@ -27,7 +27,7 @@ import math
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,6 +40,9 @@ from autoscaler.sizing import Demand, SizingResult, concurrency_for_slo, size
 from autoscaler.telemetry.prometheus import SEL
 
 CONCURRENCY = "triton_autoscaler_observed_concurrency"
+# deploy/prometheus/rules.yml records the fleet-wide sum per model: a day's peak is
+# then a scan of 50 series instead of every server's (64 × 50 at 10 s: seconds).
+RECORDED = "triton_autoscaler:observed_concurrency:sum_by_model"
 SLO = "triton_autoscaler_slo_p95_ms"
 # The daemons' concurrency is already a 60 s average: a 1-minute subquery step sees
 # every value it held, at 1,440 points a day per model.
@@ -49,28 +52,36 @@ _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 @dataclass(frozen=True)
 class At:
-    """When the demand is read: `label` as given, the query and its evaluation time."""
+    """When the demand is read: `label` as given, the queries and their evaluation time.
+
+    `query` reads the daemons' own series (the selector applies); `recorded`, for
+    a peak, reads the recording rule's series instead (no selector: it has only
+    `model`) and is tried first.
+    """
 
     label: str
     time: float
     query: str  # with __SEL__
     meaning: str
+    recorded: str | None = None
 
 
 def parse_at(text: str, now: float) -> At:
     """`peak`, `now`, `YYYY-MM-DD` or an ISO time; a clear error for anything else."""
     sum_now = f"sum by (model) ({CONCURRENCY}{{{SEL}}})"
 
-    def peak(span: str) -> str:
-        # The subquery's steps fall on whole minutes, up to 60 s before the
-        # evaluation time: `> now or now` adds the value at that time, so a peak
-        # going on right now counts (max(peak, now) per model, in one query).
-        return f"max_over_time({sum_now}[{span}:{STEP}]) > {sum_now} or {sum_now}"
+    def peak(span: str) -> tuple[str, str]:
+        # The subquery's steps fall on whole minutes, and rule evaluations every
+        # evaluation_interval, up to a step before the evaluation time: `> now or
+        # now` adds the value at that time, so a peak going on right now counts
+        # (max(peak, now) per model, in one query).
+        raw = f"max_over_time({sum_now}[{span}:{STEP}]) > {sum_now} or {sum_now}"
+        rec = f"max_over_time({RECORDED}[{span}]) > {sum_now} or {sum_now}"
+        return raw, rec
 
     if text == "peak":
-        return At(
-            "peak", now, peak("1d"), "the peak of the last 24 h (fleet-wide sum, 1-minute steps)"
-        )
+        raw, rec = peak("1d")
+        return At("peak", now, raw, "the peak of the last 24 h (fleet-wide sum)", rec)
     if text == "now":
         return At("now", now, sum_now, "now")
     try:
@@ -79,8 +90,8 @@ def parse_at(text: str, now: float) -> At:
             if start > now:
                 raise ConfigError("that day has not begun", field="--at", value=text)
             end = min(start + 86400.0, now)
-            span = max(60, int(end - start))
-            return At(text, end, peak(f"{span}s"), f"the peak of {text} (UTC)")
+            raw, rec = peak(f"{max(60, int(end - start))}s")
+            return At(text, end, raw, f"the peak of {text} (UTC)", rec)
         t = datetime.fromisoformat(text)
     except ValueError:
         raise ConfigError(
@@ -188,12 +199,33 @@ def users_for(concurrency: float, optimal: int) -> int:
     return max(1, math.ceil(concurrency - CEIL_SLACK * optimal))
 
 
-def read_demand(
-    reader: FleetReader, at: At
-) -> tuple[dict[str, float], dict[str, float], int, float]:
-    """(concurrency per model, SLO per model, queries, seconds) at `at`."""
+@dataclass(frozen=True)
+class DemandRead:
+    concurrency: dict[str, float]
+    slos: dict[str, float]
+    queries: int
+    seconds: float
+    notes: tuple[str, ...]
+
+
+def read_demand(reader: FleetReader, at: At) -> DemandRead:
+    """Concurrency and SLO per model at `at`: the recorded series first, for a peak."""
     t0 = time.perf_counter()
-    conc = reader.query(reader.render(at.query), at.time)
+    queries, notes = 0, []
+    conc: list[dict[str, Any]] = []
+    if at.recorded is not None and not reader.selector:
+        conc = reader.query(reader.render(at.recorded), at.time)
+        queries += 1
+        if not conc:
+            notes.append(
+                f"no {RECORDED} series (deploy/prometheus/rules.yml not loaded?): the peak "
+                "was read from every daemon's series, which is slow on a large fleet"
+            )
+    elif at.recorded is not None:
+        notes.append(f"with a selector the peak is read from every daemon's series, not {RECORDED}")
+    if not conc:
+        conc = reader.query(reader.render(at.query), at.time)
+        queries += 1
     slo = reader.query(reader.render(f"max by (model) ({SLO}{{{SEL}}})"), at.time)
     out: dict[str, float] = {}
     for s in conc:
@@ -205,7 +237,7 @@ def read_demand(
         for s in slo
         if "model" in s.get("metric", {}) and math.isfinite(float(s["value"][1]))
     }
-    return out, slos, 2, time.perf_counter() - t0
+    return DemandRead(out, slos, queries + 1, time.perf_counter() - t0, tuple(notes))
 
 
 def plan(
@@ -328,18 +360,19 @@ def read_plan(
     gpus_per_server: int,
     headroom_gb: float,
 ) -> FleetPlan:
-    """Demand and fleet from Prometheus, then `plan` (len(ROOM_PARTS) + 2 queries)."""
-    conc, slos, n, s = read_demand(reader, at)
+    """Demand and fleet from Prometheus, then `plan` (len(ROOM_PARTS) + 2 or 3 queries)."""
+    demand = read_demand(reader, at)
     view = reader.read(parts=ROOM_PARTS)  # the fleet as it is now, whenever the demand was
-    return plan(
+    p = plan(
         at,
-        conc,
-        slos,
+        demand.concurrency,
+        demand.slos,
         view,
         models,
         gpu,
         gpus_per_server,
         headroom_gb,
-        queries=n + view.queries,
-        query_s=s + view.query_s,
+        queries=demand.queries + view.queries,
+        query_s=demand.seconds + view.query_s,
     )
+    return replace(p, warnings=demand.notes + p.warnings)

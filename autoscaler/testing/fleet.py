@@ -29,7 +29,10 @@ from autoscaler.testing.emulated_models import EmulatedModel
 from autoscaler.testing.prometheus_server import PrometheusServer, ScrapeJob
 from autoscaler.testing.triton_server import TritonServer
 
-JOB = "triton-autoscaler"
+JOB = "triton-autoscaler"  # the job name deploy/prometheus/rules.yml expects
+# The shipped rules (their fleet-wide demand series feeds `size --from-prometheus`),
+# where this runs from a checkout.
+RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "rules.yml"
 # The default policy's rules with windows short enough for a test (as test_e2e_daemon).
 FAST = {
     "tick_interval_s": 1,
@@ -100,7 +103,12 @@ class EmulatedFleet:
             targets=(),
             groups=[([s.listen], {"server": name}) for name, s in self.servers.items()],
         )
-        self.prom = PrometheusServer(self.workdir / "prometheus", [job], scrape_interval="1s")
+        self.prom = PrometheusServer(
+            self.workdir / "prometheus",
+            [job],
+            scrape_interval="1s",
+            rule_files=[RULES] if RULES.is_file() else [],
+        )
         self.prom.start()
         for server in self.servers.values():
             server.daemon = live_daemon(resolve(self.config(server)), None, metrics=server.metrics)

@@ -68,6 +68,7 @@ class PrometheusServer:
         scrape_interval: str = "500ms",
         extra_args: Sequence[str] = (),
         tsdb: Path | None = None,
+        rule_files: Sequence[Path] = (),
     ) -> None:
         exe = binary()
         if exe is None:
@@ -81,6 +82,7 @@ class PrometheusServer:
         self.tsdb = tsdb or workdir / "data"
         self.config = workdir / "prometheus.yml"
         self.jobs = list(jobs)
+        self.rule_files = [str(Path(r).resolve()) for r in rule_files]
         self._write_config()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -89,13 +91,16 @@ class PrometheusServer:
         return f"http://127.0.0.1:{self.port}"
 
     def _write_config(self) -> None:
-        cfg = {
+        cfg: dict[str, Any] = {
             "global": {
                 "scrape_interval": self.scrape_interval,
                 "scrape_timeout": self.scrape_interval,  # at most the interval
+                "evaluation_interval": self.scrape_interval,  # rules as often as scrapes
             },
             "scrape_configs": [j.config() for j in self.jobs],
         }
+        if self.rule_files:
+            cfg["rule_files"] = self.rule_files
         self.config.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
     def start(self, ready_timeout_s: float = 60.0) -> PrometheusServer:
