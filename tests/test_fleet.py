@@ -15,7 +15,7 @@ from autoscaler.catalog import load_catalog
 from autoscaler.config import parse_config, resolve
 from autoscaler.errors import ConfigError
 from autoscaler.fleet.plan import parse_at, plan, users_for
-from autoscaler.fleet.room import RoomAdvisor, room_for, with_room
+from autoscaler.fleet.room import RoomAdvisor, RoomLookup, room_for, with_room
 from autoscaler.fleet.view import FleetUnavailable, FleetView, assemble
 from autoscaler.policy.core import PolicyContext, PolicyState, decide
 from autoscaler.policy.decision import Action, Decision, Rule
@@ -284,3 +284,13 @@ def test_fleet_commands_fail_with_one_clear_line(args: list[str], words: str) ->
     res = run_cli(*args)
     assert res.returncode == 2, (res.stdout, res.stderr)
     assert words in res.stderr and "Traceback" not in res.stderr
+
+
+def test_advisor_lookup_is_a_room_lookup_a_policy_can_take() -> None:
+    """`RoomAdvisor.lookup` answers (model, GB, instances, now) → RoomAnswer, or None."""
+    view = fleet({"b": {"gpus": [(80, 79.0)], "models": {B5: (1, 1)}}})
+    lookup: RoomLookup = RoomAdvisor(Reads(view), memory_gb={}, headroom_gb=2.0, server="a").lookup
+    answer = lookup(B20, 44.76, 2, NOW)
+    assert answer is not None and [(s.server, s.fits) for s in answer.servers] == [("b", 1)]
+    none: RoomLookup = RoomAdvisor(Reads(None, "down"), memory_gb={}, headroom_gb=2.0).lookup
+    assert none(B5, 12.41, 1, NOW) is None

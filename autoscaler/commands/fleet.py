@@ -253,7 +253,7 @@ def render_plan(p: FleetPlan, console: Console) -> None:
             style="bold",
         )
     )
-    demand = Table(title="Demand per model (fleet-wide requests in flight)", title_justify="left")
+    demand = Table(title="Demand (fleet-wide requests in flight)", title_justify="left")
     for col in ("model", "in flight", "users", "SLO ms"):
         demand.add_column(col, justify="left" if col == "model" else "right")
     for d in p.demand:

@@ -105,9 +105,13 @@ class RoomAnswer:
 
 
 class RoomLookup(Protocol):
-    """What a policy needs to name a server with room (a typed input it can take)."""
+    """What a policy needs to name a server with room (a typed input it can take):
+    servers with room for `instances` of `model` at `now`, or None without fleet data.
+    `RoomAdvisor.lookup` is one."""
 
-    def __call__(self, model: str, memory_gb: float, instances: int) -> RoomAnswer | None: ...
+    def __call__(
+        self, model: str, memory_gb: float, instances: int, now: float
+    ) -> RoomAnswer | None: ...
 
 
 def room_for(
@@ -206,6 +210,21 @@ class RoomAdvisor:
             self.view = None  # too old to name a server on
         return self.view
 
+    def lookup(self, model: str, memory_gb: float, instances: int, now: float) -> RoomAnswer | None:
+        """Servers with room for `instances` of `model` (a `RoomLookup`); None without data."""
+        view = self._fleet(now)
+        if view is None:
+            return None
+        return room_for(
+            view,
+            model,
+            memory_gb,
+            instances,
+            headroom_gb=self.headroom_gb,
+            exclude=self.server,
+            stale_after_s=self.stale_after_s,
+        )
+
     def advise(
         self,
         decisions: Sequence[Decision],
@@ -221,25 +240,17 @@ class RoomAdvisor:
             d.action is Action.capacity_exhausted and d.model in self.memory_gb for d in decisions
         ):
             return list(decisions)
-        view = self._fleet(now)
         out = []
         for d in decisions:
             if d.action is not Action.capacity_exhausted or d.model not in self.memory_gb:
                 out.append(d)
                 continue
-            if view is None:
+            wanted = (missing or {}).get(d.model) or missing_instances(d)
+            answer = self.lookup(d.model, self.memory_gb[d.model], wanted, now)
+            if answer is None:
                 why = self.error or "not read yet"
                 out.append(replace(d, reason=f"{d.reason}; fleet data unavailable: {why}"))
                 continue
-            answer = room_for(
-                view,
-                d.model,
-                self.memory_gb[d.model],
-                (missing or {}).get(d.model) or missing_instances(d),
-                headroom_gb=self.headroom_gb,
-                exclude=self.server,
-                stale_after_s=self.stale_after_s,
-            )
             out.append(
                 replace(
                     d,
