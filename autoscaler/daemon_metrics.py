@@ -145,6 +145,8 @@ class DaemonMetrics:
         )
         self._last: dict[str, tuple[str, str]] = {}  # model → (action, rule) exported
         self._gpus: set[tuple[str, str]] = set()
+        self._gpu_total = _Children(self.gpu_total)
+        self._gpu_free = _Children(self.gpu_free)
         # the per-model series that every tick sets, by label values
         self._decisions = _Children(self.decisions)
         self._valid = _Children(self.valid)
@@ -211,17 +213,21 @@ class DaemonMetrics:
         """Per-GPU total and free memory; a failed read (None) makes free NaN (unknown)."""
         if gpus is None:
             for key in self._gpus:
-                self.gpu_free.labels(*key).set(math.nan)
+                self._gpu_free(*key).set(math.nan)
             return
         seen = set()
         for gpu in gpus:
             key = (str(gpu.index), gpu.uuid)
             seen.add(key)
-            self.gpu_total.labels(*key).set(gpu.memory_total_bytes)
-            self.gpu_free.labels(*key).set(gpu.memory_free_bytes)
+            self._gpu_total(*key).set(gpu.memory_total_bytes)
+            self._gpu_free(*key).set(gpu.memory_free_bytes)
         for key in self._gpus - seen:  # a GPU no longer reported is not "full" or "free"
-            self.gpu_total.remove(*key)
-            self.gpu_free.remove(*key)
+            for metric, children in (
+                (self.gpu_total, self._gpu_total),
+                (self.gpu_free, self._gpu_free),
+            ):
+                metric.remove(*key)
+                children.children.pop(key, None)
         self._gpus = seen
 
     def set_drift(self, model: str, ratio: float | None) -> None:
