@@ -3,6 +3,7 @@ demand and placement, the commands' errors. tests/test_fleet_real.py runs them o
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -21,6 +22,8 @@ from autoscaler.policy.core import PolicyContext, PolicyState, decide
 from autoscaler.policy.decision import Action, Decision, Rule
 from autoscaler.sizing import Demand, size
 from autoscaler.telemetry.snapshot import GpuSample, ModelWindow
+from autoscaler.testing.prometheus_server import PrometheusServer
+from autoscaler.testing.prometheus_server import binary as prometheus_binary
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = 1_800_000_000.0
@@ -294,3 +297,19 @@ def test_advisor_lookup_is_a_room_lookup_a_policy_can_take() -> None:
     assert answer is not None and [(s.server, s.fits) for s in answer.servers] == [("b", 1)]
     none: RoomLookup = RoomAdvisor(Reads(None, "down"), memory_gb={}, headroom_gb=2.0).lookup
     assert none(B5, 12.41, 1, NOW) is None
+
+
+@pytest.mark.prometheus
+@pytest.mark.skipif(prometheus_binary() is None, reason="needs the prometheus binary")
+def test_a_prometheus_without_daemons_is_said_so(tmp_path: Path) -> None:
+    """A real, empty Prometheus: the view is empty with a note; the plan refuses (exit 2)."""
+    with PrometheusServer(tmp_path) as prom:
+        res = run_cli(
+            "observe", "--fleet", "--prometheus", prom.url, "--format", "json", "--ticks", "1"
+        )
+        assert res.returncode == 0, res.stderr
+        assert json.loads(res.stdout)["servers"] == []
+        assert "no triton_autoscaler_* series" in res.stderr
+        res = run_cli("size", "--from-prometheus", prom.url)
+        assert res.returncode == 2 and "Traceback" not in res.stderr
+        assert "no triton_autoscaler_observed_concurrency series" in res.stderr

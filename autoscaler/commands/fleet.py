@@ -64,6 +64,13 @@ def observe_fleet(
     try:
         while True:
             view = reader.read()
+            if not view.servers and n == 0:
+                sel = f" with {selector}" if selector else ""
+                typer.echo(
+                    f"note: no triton_autoscaler_* series{sel} in {prometheus}: is Prometheus "
+                    "scraping the daemons (deploy/prometheus/prometheus.yml)?",
+                    err=True,
+                )
             if fmt == "json":
                 typer.echo(json.dumps(view.to_json(), allow_nan=False))
             else:

@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from autoscaler.errors import ConfigError
-from autoscaler.fleet.view import ROOM_PARTS, FleetReader, FleetView
+from autoscaler.fleet.view import ROOM_PARTS, FleetReader, FleetUnavailable, FleetView
 from autoscaler.placement import Fit, GpuBin, Item, pack
 from autoscaler.policy.core import CEIL_SLACK
 from autoscaler.profiles import GpuProfile, ModelProfile
@@ -362,6 +362,12 @@ def read_plan(
 ) -> FleetPlan:
     """Demand and fleet from Prometheus, then `plan` (len(ROOM_PARTS) + 2 or 3 queries)."""
     demand = read_demand(reader, at)
+    if not demand.concurrency:
+        sel = f" with {reader.selector}" if reader.selector else ""
+        raise FleetUnavailable(
+            f"fleet: no {CONCURRENCY} series{sel} in {reader.url} {at.meaning}: is "
+            "Prometheus scraping the daemons (deploy/prometheus/prometheus.yml)?"
+        )
     view = reader.read(parts=ROOM_PARTS)  # the fleet as it is now, whenever the demand was
     p = plan(
         at,
