@@ -645,6 +645,15 @@ class TritonActuator:
                 if now_total is not None
                 else "its instance count is unknown"
             )
+            if not _answered(exc) and not _unreachable(exc):
+                # Triton loads one model's configs one after another: a restore sent
+                # while the timed-out change still runs waits for it, then runs. Seen
+                # here (an instance that takes 6 s to start, a 2 s timeout): the count
+                # went 1 → 2 when the change finished and back to 1 a second later.
+                state = (
+                    f"Triton runs the restore after the change it is still applying, so "
+                    f"expect {previous} instance(s) once both finish ({state} now)"
+                )
             return self._failed(
                 decision,
                 now,

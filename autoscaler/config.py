@@ -24,7 +24,7 @@ from autoscaler.errors import ConfigError
 from autoscaler.fleet.settings import FleetSection
 from autoscaler.kubernetes.settings import KubernetesSection, check_config, replica_policy
 from autoscaler.notify import NotifierList
-from autoscaler.policy.core import ModelTarget
+from autoscaler.policy.target import ModelTarget, service_model
 from autoscaler.profiles import Name, ScalingPolicy
 from autoscaler.telemetry.promql import check_label_name, check_selector
 
@@ -319,6 +319,8 @@ def resolve(cfg: DaemonConfig, source: str | Path = "<config>") -> Resolved:
                     )
             opt_c: float | None = m.optimal_concurrency
             mem = m.memory_per_instance_gb
+            startup = None
+            service = None
         else:
             prof = cat.models[prof_name]
             opt_c = m.optimal_concurrency or (prof.optimum.concurrency if prof.optimum else None)
@@ -330,6 +332,8 @@ def resolve(cfg: DaemonConfig, source: str | Path = "<config>") -> Resolved:
                     field=f"models.{name}.optimal_concurrency",
                 )
             mem = m.memory_per_instance_gb or prof.instance_memory()[0]
+            startup = prof.startup_s
+            service = service_model(prof)
         assert opt_c is not None and mem is not None  # both checked above
         targets[name] = ModelTarget(
             model=name,
@@ -338,6 +342,8 @@ def resolve(cfg: DaemonConfig, source: str | Path = "<config>") -> Resolved:
             slo_p95_ms=m.slo_p95_ms,
             min_instances=m.min_instances,
             max_instances=m.max_instances,
+            startup_s=startup,
+            service=service,
         )
         lo = policy.min_instances if m.min_instances is None else m.min_instances
         hi = policy.max_instances if m.max_instances is None else m.max_instances

@@ -20,7 +20,7 @@ from autoscaler.applier import Actuator, Applier, Finished, InlineApplier
 from autoscaler.config import Resolved
 from autoscaler.daemon_metrics import DaemonMetrics
 from autoscaler.policy.core import PolicyContext, PolicyState, decide, record_outcome
-from autoscaler.policy.decision import Decision
+from autoscaler.policy.decision import Decision, Rule
 from autoscaler.profiling.drift import DriftTracker, references_from
 from autoscaler.telemetry.base import Collector
 from autoscaler.telemetry.snapshot import ModelWindow, Snapshot
@@ -191,10 +191,13 @@ class Autoscaler:
         ]
         report = TickReport(now=now, decisions=decisions, snapshot=snap)
         report.applied.extend((f.decision, f.result) for f in finished)
+        self.metrics.set_in_flight({m: since for m, (_, since) in in_flight.items()}, now)
         for d in decisions:
             self.metrics.observe(d)
             if self.log is not None and self._worth_logging(d, now):
-                self._log("info", "decision", mode=self.mode, **_log_fields(d))
+                # a change waiting behind the request queue needs a person (Triton's flags)
+                level = "warning" if d.rule is Rule.apply_stalled else "info"
+                self._log(level, "decision", mode=self.mode, **_log_fields(d))
         if self.mode == "apply" and self.actuator is not None:
             self._apply(decisions, now, report)
         for n in self.notifiers:

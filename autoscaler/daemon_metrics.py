@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -147,6 +147,14 @@ class DaemonMetrics:
         self._gpus: set[tuple[str, str]] = set()
         self._gpu_total = _Children(self.gpu_total)
         self._gpu_free = _Children(self.gpu_free)
+        self.in_flight = Gauge(
+            f"{PREFIX}_apply_in_flight_seconds",
+            "How long the model's instance change has been running in Triton (0: none); "
+            "a hold with rule apply_stalled says it waits behind the request queue",
+            m,
+            registry=r,
+        )
+        self._in_flight_models: set[str] = set()
         # the per-model series that every tick sets, by label values
         self._decisions = _Children(self.decisions)
         self._valid = _Children(self.valid)
@@ -229,6 +237,14 @@ class DaemonMetrics:
                 metric.remove(*key)
                 children.children.pop(key, None)
         self._gpus = seen
+
+    def set_in_flight(self, since: Mapping[str, float], now: float) -> None:
+        """`apply_in_flight_seconds` per model from when each change in flight started."""
+        for model in self._in_flight_models - since.keys():
+            self.in_flight.labels(model).set(0)
+        for model, t0 in since.items():
+            self.in_flight.labels(model).set(max(0.0, now - t0))
+        self._in_flight_models = set(since)
 
     def set_drift(self, model: str, ratio: float | None) -> None:
         """`profile_drift_ratio` of `model` (NaN when unknown), as `drift.labels(model).set`."""

@@ -146,7 +146,10 @@ def test_scale_down_after_load_falls() -> None:
     cluster.loads["nemo-gpt-5b"].concurrency = 2.0
     step(daemon, 105, 900)
     downs = [(t, d.desired_instances) for t, d in act.calls if d.action is Action.scale_down]
-    assert [n for _, n in downs] == [3, 2, 1]
+    # 2 requests in flight at 1.1 s each: 1.8 req/s. Nothing said the load was a closed
+    # loop (the scripted double has no queue gauge), so the open model sizes it: one 5B
+    # instance would give p95 ≈ 1.55 s against 1.5 s, two ≈ 0.4 s.
+    assert [n for _, n in downs] == [3, 2]
     assert downs[0][0] >= 100 + 300
 
 

@@ -59,7 +59,7 @@ class _Latest:
         return {n: m.instances for n, m in self.models.items() if m.ready}
 
     def busy(self) -> dict[str, float]:
-        return {n: w.extra.get("instance_busy", 0.0) for n, w in self.windows.items() if w.valid}
+        return {n: w.busy_share or 0.0 for n, w in self.windows.items() if w.valid}
 
     def close(self) -> None:
         close = getattr(self.inner, "close", None)
@@ -342,6 +342,7 @@ def _window_json(w: ModelWindow) -> dict[str, Any]:
     return {
         "valid": w.valid,
         "reason": w.reason,
+        "degraded": list(w.degraded),
         "ready": w.ready,
         "instances": w.instances,
         "concurrency": _f(observed(w)),
@@ -352,7 +353,7 @@ def _window_json(w: ModelWindow) -> dict[str, Any]:
         "avg_queue_ms": _f(w.avg_queue_ms, 1),
         "failure_rate": _f(w.failure_rate, 4),
         "pending_requests": _f(w.pending_requests),
-        "window_s": _f(w.extra.get("span_s"), 2),
+        "window_s": _f(w.span_s, 2),
     }
 
 
@@ -400,6 +401,8 @@ def render(snap: Snapshot, windows: Mapping[str, ModelWindow], title: str = "") 
     models.add_column("status")
     for name, w in sorted(windows.items()):
         status = "ok" if w.valid else f"[yellow]{w.reason}[/]"
+        if w.valid and w.degraded:
+            status = f"ok, [yellow]degraded: {'; '.join(w.degraded)}[/]"
         if not w.ready:
             status = "[red]not ready[/]" + ("" if w.valid else f" {w.reason}")
         models.add_row(name, *(f(w) for _, f in cols), status)

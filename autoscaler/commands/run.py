@@ -398,7 +398,31 @@ def make_actuator(cfg: DaemonConfig, log: Any) -> Any:
     if not ok:
         log.warning("apply_unavailable_falling_back_to_recommend", reason=why)
         return None
+    warn_about_rate_limit(cfg.triton.url, log)
     return act
+
+
+def warn_about_rate_limit(triton_url: str, log: Any) -> None:
+    """Say at start-up whether Triton schedules with --rate-limit=execution_count.
+
+    Without it, Triton 2.51 finishes an in-place instance change only when the model's
+    queue drains: under load (when scaling up matters) that can take minutes
+    (docs/reliability.md). Read from the local server's command line when it can be.
+    """
+    from autoscaler.triton_flags import RECOMMENDED_RATE_LIMIT, rate_limit_setting
+
+    setting = rate_limit_setting(triton_url)
+    if setting.value is None:
+        log.info("triton_rate_limit_unknown", how_to_check=setting.how)
+    elif not setting.recommended:
+        log.warning(
+            "triton_rate_limit_not_recommended",
+            rate_limit=setting.value,
+            recommended=RECOMMENDED_RATE_LIMIT,
+            read_from=setting.how,
+            why="without it an in-place instance change waits until the model's request "
+            "queue drains (minutes under load); see docs/reliability.md",
+        )
 
 
 def make_recorder(path: Path | None) -> Callable[[Snapshot], None] | None:

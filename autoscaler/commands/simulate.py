@@ -209,6 +209,7 @@ def _scenario(
     record: Path | None = None,
 ) -> None:
     from autoscaler.sim.baselines import check_names
+    from autoscaler.sim.capacity import require_fit
     from autoscaler.sim.report import run_scenario, write_results
     from autoscaler.sim.scenario import load_scenario, resolve_scenario
 
@@ -227,6 +228,7 @@ def _scenario(
     if record is not None and record.exists():
         raise ConfigError("the trace file exists; choose a new name", file=record)
     setup = resolve_scenario(scn, path.parent)
+    require_fit(setup)  # one line and exit 2, before any policy runs
     with progress_bar(fmt != "json", scn.name) as bar:
         res = run_scenario(setup, names, progress=bar, record=record)
     written = write_results(res, out, plots=plots) if out is not None else []

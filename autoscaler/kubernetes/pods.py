@@ -39,7 +39,7 @@ from autoscaler.telemetry.prometheus import (
     _version_key,
 )
 from autoscaler.telemetry.snapshot import InstanceGroup, ModelCounters, ModelSample, Snapshot
-from autoscaler.telemetry.triton import COUNTERS, REQUIRED, TelemetryReadError
+from autoscaler.telemetry.triton import COUNTERS, LATENCY_COUNTERS, REQUIRED, TelemetryReadError
 
 SOURCE = "kubernetes"
 _FIELDS = tuple(f.name for f in fields(ModelCounters))
@@ -125,9 +125,15 @@ class PodModelSource:
                 f"for {what} (no pod ready?)",
             )
         ml = q.model_label
-        pend = _by_model(pending, ml, sum)
-        p95r = _by_model(p95_req, ml, max)  # quantiles cannot be added: the worst pod
-        p95q = _by_model(p95_queue, ml, max)
+
+        def key(labels: Mapping[str, str]) -> str | None:
+            # The model label alone: in a cluster `namespace` is the pods' Kubernetes
+            # namespace (Triton's own model-namespacing label is then exported_namespace)
+            return labels.get(ml)
+
+        pend = _by_model(pending, key, sum)
+        p95r = _by_model(p95_req, key, max)  # quantiles cannot be added: the worst pod
+        p95q = _by_model(p95_queue, key, max)
         stamp = _value(as_of[0]) if as_of else None
         models_time = stamp if stamp is not None and math.isfinite(stamp) else now
         models: dict[str, ModelSample] = {}
@@ -156,6 +162,11 @@ class PodModelSource:
                 pending_requests=pend.get(model),
                 p95_request_us=p95r.get(model),
                 p95_queue_us=p95q.get(model),
+                # Triton with counter_latencies=false exports no durations: said, as
+                # the prometheus source says it (the window then degrades)
+                latency_counters=all(
+                    COUNTERS[m] in v for m in LATENCY_COUNTERS for v in complete.values()
+                ),
             )
         return Snapshot(
             taken_at=now,
