@@ -98,6 +98,7 @@ def kubernetes() -> None:
             with LoadGenerator(dep.pods[b].http_url, max_duration_s=200) as gen_b:
                 gen_a.set_clients(model, 16)
                 gen_b.set_clients(model, 16)
+                time.sleep(20)  # pod a's queue drained to its 16, the 10 s window past the move
                 d = dep.tick_until(
                     lambda d: d.current_instances == 2 and d.desired_instances == 8, 60
                 )
