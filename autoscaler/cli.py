@@ -18,6 +18,7 @@ import typer
 
 from autoscaler import __version__
 from autoscaler.commands import demo as demo_cmd
+from autoscaler.commands import kubernetes as kubernetes_cmd
 from autoscaler.commands import observe as observe_cmd
 from autoscaler.commands import profile as profile_cmd
 from autoscaler.commands import record as record_cmd
@@ -72,6 +73,7 @@ app.add_typer(profile_cmd.app, name="profile")
 app.command("simulate")(simulate_cmd.simulate)
 app.command("replay")(replay_cmd.replay)
 app.command("record")(record_cmd.record)
+app.add_typer(kubernetes_cmd.app, name="kubernetes")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,6 +22,8 @@ from pydantic import (
 
 from autoscaler.catalog import Catalog, load_catalog, read_yaml_documents, validation_error
 from autoscaler.errors import ConfigError
+from autoscaler.fleet.settings import FleetSection
+from autoscaler.kubernetes.settings import KubernetesSection, check_config, replica_policy
 from autoscaler.notify import NotifierList
 from autoscaler.policy.target import ModelTarget, service_model
 from autoscaler.profiles import Name, ScalingPolicy
@@ -278,11 +280,32 @@ class DaemonConfig(_Strict):
     notifiers: NotifierList = Field(
         default_factory=list, description="where recommendations go (docs/notifications.md)"
     )
+    kubernetes: KubernetesSection | None = Field(
+        default=None, description="Kubernetes mode: pods scaled by KEDA/HPA (docs/kubernetes.md)"
+    )
+    fleet: FleetSection | None = Field(
+        default=None, description="name servers with room when this one is full (docs/fleet.md)"
+    )
 
     @model_validator(mode="after")
     def _need_models(self) -> DaemonConfig:
         if not self.models:
             raise ValueError("'models' is empty: name at least one model to watch")
+        if self.fleet is not None and not (
+            self.fleet.prometheus_url or self.telemetry.prometheus_url
+        ):
+            raise ValueError(
+                "fleet needs a Prometheus: set fleet.prometheus_url (or telemetry.prometheus_url)"
+            )
+        if self.kubernetes is not None:
+            check_config(
+                self.kubernetes,
+                mode=self.mode,
+                models_source=self.telemetry.models,
+                gpus_source=self.telemetry.gpus,
+                models=self.models,
+                policy_overrides=self.policy_overrides,
+            )
         return self
 
 
@@ -357,6 +380,8 @@ def resolve(cfg: DaemonConfig, source: str | Path = "<config>") -> Resolved:
         policy = ScalingPolicy.model_validate({**base.model_dump(), **cfg.policy_overrides})
     except ValidationError as exc:
         raise validation_error(exc, source, prefix="policy_overrides") from exc
+    if cfg.kubernetes is not None:
+        policy = replica_policy(policy)  # the HPA's behavior limits the pods' pace
     targets: dict[str, ModelTarget] = {}
     # With no GPU watched (telemetry.gpus: none) nothing is placed on a GPU, so a
     # model needs no memory figure: 0 GB per instance, never used for a decision.

@@ -149,6 +149,8 @@ class Autoscaler:
             self.metrics.telemetry_errors.labels("models").inc()
         if check_gpus and snap.gpus is None:
             self.metrics.telemetry_errors.labels("gpus").inc()
+        if check_gpus:  # per-GPU memory for the fleet view (docs/fleet.md)
+            self.metrics.observe_gpus(snap.gpus)
         if snap.errors:
             self._log("warning", "telemetry_error", errors=list(snap.errors))
         if snap.models is not None and (snap.gpus is not None or not check_gpus):

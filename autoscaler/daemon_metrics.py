@@ -1,9 +1,12 @@
 """The daemon's own /metrics (Prometheus format), /healthz and /status, on 127.0.0.1 by default.
 
 `triton_autoscaler_desired_instances` is the series a Kubernetes user points KEDA
-or an HPA at. Every series name is listed in docs/metrics.md; /status and
-/status/MODEL (JSON, autoscaler/status.py) are what `triton-autoscaler status`
-and `explain` read (docs/operations.md).
+or an HPA at in the per-server setup; in Kubernetes mode it is
+`triton_autoscaler_desired_replicas` (docs/kubernetes.md). `last_decision` and the
+`gpu_memory_*` gauges feed the fleet view and planner (docs/fleet.md). Every series
+name is listed in docs/metrics.md; /status and /status/MODEL (JSON,
+autoscaler/status.py) are what `triton-autoscaler status` and `explain` read
+(docs/operations.md).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from autoscaler.policy.decision import Action, Decision
+from autoscaler.telemetry.snapshot import GpuSample
 
 PREFIX = "triton_autoscaler"
 
@@ -113,6 +117,43 @@ class DaemonMetrics:
             m,
             registry=r,
         )
+        # One series per model: 1 for the (action, rule) of its latest decision. The
+        # reason text itself is no label (unbounded values); action × rule is 4 × 14 at
+        # most, and the series of the previous pair is removed when it changes.
+        self.last_decision = Gauge(
+            f"{PREFIX}_last_decision",
+            "1 for the action and rule of the model's latest decision",
+            ("model", "action", "rule"),
+            registry=r,
+        )
+        g = ("gpu", "uuid")
+        self.gpu_total = Gauge(
+            f"{PREFIX}_gpu_memory_total_bytes", "Memory of each GPU watched", g, registry=r
+        )
+        self.gpu_free = Gauge(
+            f"{PREFIX}_gpu_memory_free_bytes",
+            "Free memory of each GPU watched, as last read; NaN when the last read failed",
+            g,
+            registry=r,
+        )
+        k = ("deployment", "model")
+        self.desired_replicas = Gauge(
+            f"{PREFIX}_desired_replicas",
+            "Kubernetes mode: pods the deployment needs for the demand now, before any "
+            "rate limit (ceil(desired instances / instances per pod))",
+            k,
+            registry=r,
+        )
+        self.current_replicas = Gauge(
+            f"{PREFIX}_current_replicas",
+            "Kubernetes mode: pods whose Triton reports the model",
+            k,
+            registry=r,
+        )
+        self._last: dict[str, tuple[str, str]] = {}  # model → (action, rule) exported
+        self._gpus: set[tuple[str, str]] = set()
+        self._gpu_total = _Children(self.gpu_total)
+        self._gpu_free = _Children(self.gpu_free)
         self.in_flight = Gauge(
             f"{PREFIX}_apply_in_flight_seconds",
             "How long the model's instance change has been running in Triton (0: none); "
@@ -146,6 +187,13 @@ class DaemonMetrics:
     def observe(self, d: Decision) -> None:
         m = d.model
         self._decisions(m, d.action.value, d.rule.value).inc()
+        pair = (d.action.value, d.rule.value)
+        old = self._last.get(m)
+        if old != pair:
+            if old is not None:
+                self.last_decision.remove(m, *old)
+            self.last_decision.labels(m, *pair).set(1)
+            self._last[m] = pair
         row = self._rows.get(m)
         if d.rule.value == "invalid_telemetry":
             # Keep the last good figures: a KEDA/HPA target reading desired = 0 during a
@@ -175,6 +223,27 @@ class DaemonMetrics:
             if last is None or v != last[i]:
                 children[i].set(v)
         self._rows[m] = (children, values)
+
+    def observe_gpus(self, gpus: tuple[GpuSample, ...] | None) -> None:
+        """Per-GPU total and free memory; a failed read (None) makes free NaN (unknown)."""
+        if gpus is None:
+            for key in self._gpus:
+                self._gpu_free(*key).set(math.nan)
+            return
+        seen = set()
+        for gpu in gpus:
+            key = (str(gpu.index), gpu.uuid)
+            seen.add(key)
+            self._gpu_total(*key).set(gpu.memory_total_bytes)
+            self._gpu_free(*key).set(gpu.memory_free_bytes)
+        for key in self._gpus - seen:  # a GPU no longer reported is not "full" or "free"
+            for metric, children in (
+                (self.gpu_total, self._gpu_total),
+                (self.gpu_free, self._gpu_free),
+            ):
+                metric.remove(*key)
+                children.children.pop(key, None)
+        self._gpus = seen
 
     def set_in_flight(self, since: Mapping[str, float], now: float) -> None:
         """`apply_in_flight_seconds` per model from when each change in flight started."""

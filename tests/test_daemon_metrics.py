@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 
@@ -22,6 +23,12 @@ def _reference_observe(metrics: DaemonMetrics, d: Decision) -> None:
     """DaemonMetrics.observe as it was, with a `.labels(...)` lookup for every series."""
     m = d.model
     metrics.decisions.labels(m, d.action.value, d.rule.value).inc()
+    for action in Action:  # one last_decision series per model: the latest pair
+        for rule in Rule:
+            if (action, rule) != (d.action, d.rule):
+                with contextlib.suppress(KeyError):
+                    metrics.last_decision.remove(m, action.value, rule.value)
+    metrics.last_decision.labels(m, d.action.value, d.rule.value).set(1)
     if d.rule.value == "invalid_telemetry":
         metrics.valid.labels(m).set(0)
         return
@@ -96,3 +103,40 @@ def test_telemetry_valid_comes_back_when_the_figures_repeat() -> None:
         metrics.observe(d)
         assert f'triton_autoscaler_telemetry_valid{{model="m"}} {valid}' in _text(metrics)
         assert 'triton_autoscaler_current_instances{model="m"} 2.0' in _text(metrics)
+
+
+def test_last_decision_keeps_one_series_per_model() -> None:
+    """last_decision names the latest (action, rule) of each model; the old pair is removed."""
+    metrics = DaemonMetrics(CollectorRegistry())
+    up = Decision("m", 1, 4, Action.scale_up, 16.0, 4.0, 900.0, Rule.panic, "burst")
+    full = Decision("m", 4, 4, Action.capacity_exhausted, 20.0, 4.0, 900.0, Rule.capacity, "full")
+    other = Decision("n", 1, 1, Action.hold, 1.0, 4.0, 300.0, Rule.steady, "steady")
+    for d in (up, other, full):
+        metrics.observe(d)
+    lines = [x for x in _text(metrics) if x.startswith("triton_autoscaler_last_decision{")]
+    assert lines == [
+        'triton_autoscaler_last_decision{action="hold",model="n",rule="steady"} 1.0',
+        "triton_autoscaler_last_decision"
+        '{action="capacity_exhausted",model="m",rule="capacity"} 1.0',
+    ]
+
+
+def test_gpu_memory_series_follow_the_reads() -> None:
+    """GPU totals and free memory per GPU; a failed read makes free NaN; a gone GPU goes."""
+    from autoscaler.telemetry.snapshot import GpuSample
+
+    def gpu(i: int, free: int) -> GpuSample:
+        return GpuSample(i, f"GPU-{i}", "H100", 80 * 10**9, 80 * 10**9 - free, free, 0.5)
+
+    metrics = DaemonMetrics(CollectorRegistry())
+    metrics.observe_gpus((gpu(0, 10**9), gpu(1, 2 * 10**9)))
+    text = "\n".join(_text(metrics))
+    assert 'triton_autoscaler_gpu_memory_free_bytes{gpu="1",uuid="GPU-1"} 2e+09' in text
+    assert 'triton_autoscaler_gpu_memory_total_bytes{gpu="0",uuid="GPU-0"} 8e+10' in text
+    metrics.observe_gpus(None)
+    text = "\n".join(_text(metrics))
+    assert 'triton_autoscaler_gpu_memory_free_bytes{gpu="1",uuid="GPU-1"} NaN' in text
+    metrics.observe_gpus((gpu(0, 3 * 10**9),))
+    text = "\n".join(_text(metrics))
+    assert 'uuid="GPU-1"' not in text
+    assert 'triton_autoscaler_gpu_memory_free_bytes{gpu="0",uuid="GPU-0"} 3e+09' in text

@@ -536,6 +536,7 @@ def test_dashboard_and_keda_promql_parse(tmp_path: Path) -> None:
     """Every dashboard query and the KEDA query parse as PromQL (promtool, as recording rules)."""
     exprs = [grafana_to_promql(e) for e in dashboard_exprs(dashboard()) if "label_values" not in e]
     exprs.append(keda_trigger()["metadata"]["query"])
+    exprs.append(adapter_query('deployment="triton-nemo-gpt-5b"'))
     rules = [{"record": f"check:expr_{i}", "expr": e} for i, e in enumerate(exprs)]
     f = tmp_path / "exprs.yml"
     f.write_text(yaml.safe_dump({"groups": [{"name": "parse", "rules": rules}]}))
@@ -651,7 +652,14 @@ def test_kubernetes_manifests_validate_against_schemas() -> None:
         pytest.fail(f"kubernetes-validate is not installed (the [dev] extra): {exc}")
     docs = k8s_docs()
     kinds = {d["kind"] for _, d in docs}
-    assert {"Namespace", "ConfigMap", "Deployment", "Service", "ScaledObject"} <= kinds
+    assert {
+        "Namespace",
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "ScaledObject",
+        "HorizontalPodAutoscaler",
+    } <= kinds
     for _, d in docs:
         for v in K8S_VERSIONS:
             if d["kind"] == "ScaledObject":
@@ -742,8 +750,28 @@ def keda_trigger() -> dict[str, Any]:
     return trigger
 
 
+def k8s_config() -> Any:
+    from autoscaler.config import parse_config, resolve
+
+    cm = k8s_doc("ConfigMap", "triton-autoscaler")
+    return resolve(parse_config(yaml.safe_load(cm["data"]["config.yaml"]), "configmap"))
+
+
+def adapter_query(matchers: str) -> str:
+    """prometheus-adapter's metricsQuery as the adapter fills it for an External metric.
+
+    Its Go template gets <<.Series>> (the metric name) and <<.LabelMatchers>> (the HPA's
+    metric selector as `name="value"` matchers, joined by commas; `namespaced: false`
+    adds no namespace), as in its pkg/naming/metrics_query.go BuildExternal.
+    """
+    cm = k8s_doc("ConfigMap", "prometheus-adapter")
+    rule = yaml.safe_load(cm["data"]["config.yaml"])["externalRules"][0]
+    q: str = rule["metricsQuery"]
+    return q.replace("<<.Series>>", rule["name"]["as"]).replace("<<.LabelMatchers>>", matchers)
+
+
 def test_keda_scaled_object_structure() -> None:
-    """The ScaledObject is well formed and scales the Triton Deployment on desired instances."""
+    """The ScaledObject is well formed and scales the Triton Deployment on desired replicas."""
     import jsonschema
 
     so = k8s_doc("ScaledObject", "triton-nemo-gpt-5b")
@@ -759,20 +787,100 @@ def test_keda_scaled_object_structure() -> None:
     assert "replicas" not in target["spec"]  # the HPA owns it
     t = keda_trigger()
     assert t["type"] == "prometheus" and t["metricType"] == "AverageValue"  # fallback needs it
-    assert float(t["metadata"]["threshold"]) > 0
+    assert t["metadata"]["threshold"] == "1"  # replicas = ceil(desired_replicas / 1)
     assert metric_names(t["metadata"]["query"]) <= daemon_series()
-    assert "triton_autoscaler_desired_instances" in metric_names(t["metadata"]["query"])
-    # The replica bounds and the server are the autoscaler's own settings for the model.
-    cfg = yaml.safe_load(k8s_doc("ConfigMap", "triton-autoscaler")["data"]["config.yaml"])
-    model = re.search(r'model="([^"]+)"', t["metadata"]["query"])
-    assert model and model.group(1) in cfg["models"]
-    m = cfg["models"][model.group(1)]
+    assert "triton_autoscaler_desired_replicas" in metric_names(t["metadata"]["query"])
+    # The replica bounds, the Deployment and the server are the config's.
+    resolved = k8s_config()
+    cfg = resolved.config
+    assert cfg.kubernetes is not None
+    dep = cfg.kubernetes.deployments[spec["scaleTargetRef"]["name"]]
+    m = cfg.models[dep.model]
     assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (
-        m["min_instances"],
-        m["max_instances"],
+        m.min_instances,
+        m.max_instances,
     )
-    assert t["metadata"]["serverAddress"] == cfg["telemetry"]["prometheus_url"]
-    assert model.group(1) in " ".join(target["spec"]["template"]["spec"]["containers"][0]["args"])
+    assert dep.instances_per_pod == 1
+    assert t["metadata"]["serverAddress"] == cfg.telemetry.prometheus_url
+    assert f'model="{dep.model}"' in t["metadata"]["query"]
+    assert dep.model in " ".join(target["spec"]["template"]["spec"]["containers"][0]["args"])
+
+
+def test_hpa_reads_the_adapters_external_metric() -> None:
+    """The HPA alternative: autoscaling/v2 on the External metric the adapter serves,
+    the same bounds and behavior as the ScaledObject, and the same query shape."""
+    hpa = k8s_doc("HorizontalPodAutoscaler", "triton-nemo-gpt-5b")
+    so = k8s_doc("ScaledObject", "triton-nemo-gpt-5b")
+    spec = hpa["spec"]
+    assert spec["scaleTargetRef"] == so["spec"]["scaleTargetRef"]
+    assert (spec["minReplicas"], spec["maxReplicas"]) == (
+        so["spec"]["minReplicaCount"],
+        so["spec"]["maxReplicaCount"],
+    )
+    assert spec["behavior"] == so["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    ext = spec["metrics"][0]["external"]
+    assert spec["metrics"][0]["type"] == "External"
+    assert ext["target"] == {"type": "AverageValue", "averageValue": "1"}
+    cm = k8s_doc("ConfigMap", "prometheus-adapter")
+    rule = yaml.safe_load(cm["data"]["config.yaml"])["externalRules"][0]
+    assert rule["name"]["as"] == ext["metric"]["name"] == "triton_autoscaler_desired_replicas"
+    assert re.fullmatch(rule["name"]["matches"], ext["metric"]["name"])
+    # filled as the adapter fills it, the query is KEDA's (model matcher aside: the join
+    # on `model` pairs each Deployment's series with its own validity)
+    labels = ext["metric"]["selector"]["matchLabels"]
+    filled = adapter_query(",".join(f'{k}="{v}"' for k, v in labels.items()))
+    keda = keda_trigger()["metadata"]["query"].replace('{model="nemo-gpt-5b"}', "")
+    assert filled == keda
+
+
+def test_shipped_scalers_are_generated_from_the_configmap(tmp_path: Path) -> None:
+    """keda-scaledobject.yaml, hpa-external.yaml and prometheus-adapter.yaml are exactly what
+    `kubernetes manifests` makes of the ConfigMap's config; a config change shows."""
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "autoscaler",
+            "kubernetes",
+            "manifests",
+            "--config",
+            "deploy/kubernetes/autoscaler.yaml",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    names = ("keda-scaledobject.yaml", "hpa-external.yaml", "prometheus-adapter.yaml")
+    for name in names:
+        assert (tmp_path / name).read_text() == (K8S / name).read_text(), (
+            f"deploy/kubernetes/{name} is out of step with the ConfigMap: regenerate it with "
+            "triton-autoscaler kubernetes manifests --config deploy/kubernetes/autoscaler.yaml "
+            "--out deploy/kubernetes"
+        )
+    # max_instances 16 → 12 in a copy of the config: both scalers follow
+    text = (K8S / "autoscaler.yaml").read_text().replace("max_instances: 16", "max_instances: 12")
+    (tmp_path / "changed.yaml").write_text(text)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "autoscaler",
+            "kubernetes",
+            "manifests",
+            "--config",
+            str(tmp_path / "changed.yaml"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "maxReplicaCount: 12" in res.stdout and "maxReplicas: 12" in res.stdout
 
 
 def test_kubernetes_daemon_runs_recommend_mode_against_prometheus() -> None:
@@ -782,7 +890,8 @@ def test_kubernetes_daemon_runs_recommend_mode_against_prometheus() -> None:
     cm = k8s_doc("ConfigMap", "triton-autoscaler")
     cfg = parse_config(yaml.safe_load(cm["data"]["config.yaml"]), "configmap")
     assert cfg.mode == "recommend"
-    assert (cfg.telemetry.models, cfg.telemetry.gpus) == ("prometheus", "prometheus")
+    assert (cfg.telemetry.models, cfg.telemetry.gpus) == ("prometheus", "none")
+    assert cfg.kubernetes is not None  # Kubernetes mode: pods × instances per pod
     assert set(resolve(cfg).targets) == set(cfg.models)
     dep = k8s_doc("Deployment", "triton-autoscaler")
     pod = dep["spec"]["template"]["spec"]

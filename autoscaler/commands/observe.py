@@ -99,7 +99,8 @@ def observe(
         str,
         typer.Option(
             "--prometheus-selector",
-            help='Label matchers picking one Triton in Prometheus, e.g. instance="10.0.0.5:8002".',
+            help='Label matchers picking one Triton in Prometheus, e.g. instance="10.0.0.5:8002" '
+            '(with --fleet: the daemons\' series, e.g. job="triton-autoscaler").',
         ),
     ] = "",
     hostname: Annotated[
@@ -149,9 +150,45 @@ def observe(
     prometheus_token_file: Annotated[
         Path | None, typer.Option(help="File holding a bearer token for Prometheus.")
     ] = None,
+    fleet: Annotated[
+        bool,
+        typer.Option(
+            "--fleet",
+            help="Every server's daemon through one Prometheus (--prometheus): instances, "
+            "p95 vs SLO, last decision, free GPU memory (docs/fleet.md).",
+        ),
+    ] = False,
+    server_label: Annotated[
+        str,
+        typer.Option("--server-label", help="With --fleet: the label naming a server."),
+    ] = "instance",
 ) -> None:
     """Show per-model concurrency, throughput, p95, queue time, instances and per-GPU memory."""
     _check(fmt, interval, window, timeout, ticks, duration, simulated_gpus)
+    if fleet:
+        from autoscaler.commands.fleet import observe_fleet
+
+        for flag, given in (
+            ("--triton", triton),
+            ("--metrics-url", metrics_url),
+            ("--models", models),
+            ("--record", record),
+        ):
+            if given:
+                raise ConfigError(
+                    "watches one Triton; --fleet reads the daemons' series", field=flag
+                )
+        observe_fleet(
+            prometheus,
+            selector=prometheus_selector,
+            server_label=server_label,
+            fmt=fmt,
+            interval=interval,
+            ticks=ticks,
+            duration=duration,
+            timeout=timeout,
+        )
+        return
     src_name = models or ("triton" if triton else "prometheus" if prometheus else "none")
     for flag, url in (("--triton", triton), ("--metrics-url", metrics_url)):
         if url is not None:

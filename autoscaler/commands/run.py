@@ -30,11 +30,12 @@ from autoscaler.config import (
     parse_config,
     resolve,
 )
-from autoscaler.daemon import Autoscaler, Notifier, TickReport, run_forever
+from autoscaler.daemon import Autoscaler, Notifier, PolicyFn, TickReport, run_forever
 from autoscaler.daemon_metrics import DaemonMetrics, serve
 from autoscaler.errors import EXIT_CHANGES, EXIT_FAILURE, ConfigError, RuntimeFailure
 from autoscaler.notify import DEFAULT_CONFIG_PATH, close_all
 from autoscaler.notify import build as build_notifiers
+from autoscaler.policy.core import decide
 from autoscaler.policy.decision import Decision, Rule
 from autoscaler.telemetry.base import Collector, Combined, SourceOptions, gpu_source, model_source
 from autoscaler.telemetry.promql import check_selector
@@ -168,7 +169,7 @@ def run(
     metrics = DaemonMetrics()
 
     def make_notifiers(c: DaemonConfig) -> list[Notifier]:
-        return list(  # list(): the daemon's list[Notifier] is invariant
+        return decision_sinks(c, metrics) + list(  # list(): list[Notifier] is invariant
             build_notifiers(
                 c.notifiers,
                 log=log,
@@ -240,6 +241,7 @@ def run(
         new_collector = make_collector(c, new, lambda: daemon.instances, new_endpoints)
         new_actuator = make_actuator(c, log, new_endpoints)
         daemon.reload(new, new_collector, new_actuator)
+        daemon.policy_fn = policy_for(new)
         old, daemon.notifiers = daemon.notifiers, new_notifiers
         close_all(old, timeout_s=2.0)
         log.info("reloaded", mode=c.mode, models=sorted(new.targets))
@@ -495,6 +497,7 @@ def live_daemon(
     daemon = Autoscaler(
         resolved,
         collector,
+        policy_fn=policy_for(resolved),
         actuator=actuator,
         metrics=metrics or DaemonMetrics(),
         log=log,
@@ -504,6 +507,39 @@ def live_daemon(
     )
     holder["d"] = daemon
     return daemon
+
+
+def policy_for(resolved: Resolved) -> PolicyFn:
+    """The policy, and with a `fleet` section, servers with room named on capacity alarms."""
+    f = resolved.config.fleet
+    if f is None:
+        return decide
+    from autoscaler.fleet.room import RoomAdvisor, with_room
+    from autoscaler.fleet.view import FleetReader
+
+    url = f.prometheus_url or resolved.config.telemetry.prometheus_url
+    assert url is not None  # the config's checks require one
+    reader = FleetReader(
+        url, selector=f.selector, server_label=f.server_label, timeout_s=f.timeout_s
+    )
+    advisor = RoomAdvisor(
+        reader,
+        memory_gb={n: t.memory_per_instance_gb for n, t in resolved.targets.items()},
+        headroom_gb=resolved.policy.gpu_headroom_gb,
+        server=f.server,
+        refresh_s=f.refresh_s,
+        stale_after_s=f.stale_after_s,
+    )
+    return with_room(decide, advisor)
+
+
+def decision_sinks(cfg: DaemonConfig, metrics: DaemonMetrics) -> list[Notifier]:
+    """What else reads every tick's decisions: Kubernetes mode's replica gauges."""
+    if cfg.kubernetes is None:
+        return []
+    from autoscaler.kubernetes.replicas import ReplicaExporter
+
+    return [ReplicaExporter.from_settings(metrics, cfg.kubernetes)]
 
 
 def make_collector(
@@ -533,6 +569,20 @@ def make_collector(
             n: int(tg.memory_per_instance_gb * GB) for n, tg in resolved.targets.items()
         },
     )
+    if cfg.kubernetes is not None:  # pods × instances per pod (autoscaler/kubernetes/pods.py)
+        from autoscaler.kubernetes.pods import PodModelSource
+        from autoscaler.telemetry.base import triton_queries
+
+        assert t.prometheus_url is not None  # the config's checks require it
+        k = cfg.kubernetes
+        pods = PodModelSource(
+            t.prometheus_url,
+            instances_per_pod={d.model: d.instances_per_pod for d in k.deployments.values()},
+            pod_label=k.pod_label,
+            timeout_s=cfg.triton.timeout_s,
+            queries=triton_queries(opts),
+        )
+        return Combined(pods, gpu_source(t.gpus, opts))
     return Combined(model_source(t.models, opts), gpu_source(t.gpus, opts))
 
 

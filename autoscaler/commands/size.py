@@ -26,9 +26,9 @@ from autoscaler.sizing import size as run_sizing
 
 def size(
     demand: Annotated[
-        list[str],
+        list[str] | None,
         typer.Option("--demand", "-d", help="MODEL=USERS (concurrent users); repeatable."),
-    ],
+    ] = None,
     slo_ms: Annotated[
         list[str] | None,
         typer.Option("--slo-ms", help="MODEL=MS p95 latency SLO; raises instances if needed."),
@@ -51,9 +51,63 @@ def size(
     fmt: Annotated[
         str, typer.Option("--format", help="table, json (everything) or csv (one row per model).")
     ] = "table",
+    from_prometheus: Annotated[
+        str | None,
+        typer.Option(
+            "--from-prometheus",
+            help="Size the fleet for the demand this Prometheus recorded from the daemons "
+            "(instead of --demand), and place what is missing on its servers (docs/fleet.md).",
+        ),
+    ] = None,
+    at: Annotated[
+        str,
+        typer.Option(help="With --from-prometheus: peak (last 24 h), now, YYYY-MM-DD or a time."),
+    ] = "peak",
+    prometheus_selector: Annotated[
+        str,
+        typer.Option(
+            help='With --from-prometheus: the daemons\' series, e.g. job="triton-autoscaler".'
+        ),
+    ] = "",
+    server_label: Annotated[
+        str, typer.Option(help="With --from-prometheus: the label naming a server.")
+    ] = "instance",
 ) -> None:
     """Answer "how many GPUs and servers for N users of model X?" from the sizing rules."""
     check_format(fmt)
+    if from_prometheus is not None:
+        if demand or slo_ms:
+            raise ConfigError(
+                "the demand comes from Prometheus with --from-prometheus; drop --demand/--slo-ms",
+                field="--from-prometheus",
+            )
+        if fmt == "csv":
+            raise ConfigError(
+                "--from-prometheus prints a table or json",
+                field="--format",
+                value=fmt,
+                allowed="table, json",
+            )
+        from autoscaler.commands.fleet import size_from_prometheus
+
+        size_from_prometheus(
+            from_prometheus,
+            at=at,
+            gpu=gpu,
+            gpus_per_server=gpus_per_server,
+            server=server,
+            headroom_gb=headroom_gb,
+            policies=policies,
+            selector=prometheus_selector,
+            server_label=server_label,
+            fmt=fmt,
+        )
+        return
+    if not demand:
+        raise ConfigError(
+            "say what to size: --demand MODEL=USERS (repeatable), or --from-prometheus URL",
+            field="--demand",
+        )
     users = parse_pairs(demand, "--demand", positive_int, "USERS", "a positive whole number")
     slos = parse_pairs(slo_ms or [], "--slo-ms", positive_float, "MS", "a positive number")
     for name in slos:

@@ -76,13 +76,24 @@ def latency_line(d: Decision) -> str:
     return f"p95 {num(d.p95_ms, 'ms')} vs {slo}"
 
 
+def room_of(d: Decision) -> dict[str, Any] | None:
+    """The best server with room (`details.room_elsewhere`, autoscaler/fleet/room.py), or None."""
+    found = d.details.get("room_elsewhere") if d.details else None
+    servers = found.get("servers") if isinstance(found, dict) else None
+    if isinstance(servers, list) and servers and isinstance(servers[0], dict):
+        return servers[0]
+    return None
+
+
 def gpu_line(d: Decision) -> str:
     if d.action is Action.capacity_exhausted:
+        room = room_of(d)
+        elsewhere = f"; {room.get('server')} has room for {room.get('fits')}" if room else ""
         if d.extra_gpus_needed:
             servers = d.extra_servers_needed
             more = f" ({servers} more server{'s' if servers != 1 else ''})" if servers else ""
-            return f"no GPU has room: {d.extra_gpus_needed} more GPU(s) needed{more}"
-        return "no GPU has room for one more instance"
+            return f"no GPU has room: {d.extra_gpus_needed} more GPU(s) needed{more}{elsewhere}"
+        return f"no GPU has room for one more instance{elsewhere}"
     if not d.placement:
         return "no new instances placed" if d.action is Action.scale_down else "not checked"
     return "; ".join(
@@ -174,6 +185,15 @@ def apply_how(
     several GPUs use `mode: apply`, which picks the GPUs (see autoscaler.actuation).
     """
     if d.action is Action.capacity_exhausted:
+        room = room_of(d)
+        if room is not None:
+            serves = "" if room.get("serves_model") else " (load the model there first)"
+            return ApplyHow(
+                f"No change on this server applies this: {room.get('server')} has room for "
+                f"{room.get('fits')} more instance(s) of {d.model}{serves}; send part of the "
+                "traffic there, or add GPU capacity here.",
+                None,
+            )
         return ApplyHow(
             "No config change applies this: add GPU capacity (or move another model away), "
             "or accept the latency; the autoscaler scales up as soon as memory frees.",

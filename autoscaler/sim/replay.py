@@ -25,7 +25,7 @@ from autoscaler.config import Resolved
 from autoscaler.daemon import Autoscaler
 from autoscaler.daemon_metrics import DaemonMetrics
 from autoscaler.policy.decision import Action, Decision
-from autoscaler.telemetry.snapshot import Snapshot
+from autoscaler.telemetry.snapshot import GpuSample, Snapshot
 
 
 class TraceCollector:
@@ -52,6 +52,9 @@ class _ReplayMetrics(DaemonMetrics):
         return
 
     def set_drift(self, model: str, ratio: float | None) -> None:
+        return
+
+    def observe_gpus(self, gpus: tuple[GpuSample, ...] | None) -> None:
         return
 
 

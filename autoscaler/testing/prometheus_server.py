@@ -1,0 +1,198 @@
+"""Start Debian's `prometheus` on 127.0.0.1 with a config and TSDB of its own.
+
+For tests, benchmarks and documented runs that need a real Prometheus scraping
+real targets (Tritons, daemons) or serving a backfilled TSDB. Scrape jobs are
+given as `ScrapeJob`s; `set_jobs` rewrites the config and reloads it (SIGHUP),
+as service discovery would when a pod comes or goes. Prometheus hands new
+targets to its scrape loop on a ~5 s throttle, so `wait_scraped` waits for
+fresh samples rather than for readiness alone.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import yaml
+
+
+def binary() -> str | None:
+    """The `prometheus` binary on PATH (Debian's package), or None."""
+    return shutil.which("prometheus")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class ScrapeJob:
+    """One job: targets on loopback, with labels added to every series they carry."""
+
+    name: str
+    targets: Sequence[str]
+    labels: Mapping[str, str] = field(default_factory=dict)
+    # several label sets in one job (one per pod): (targets, labels) pairs
+    groups: Sequence[tuple[Sequence[str], Mapping[str, str]]] = ()
+
+    def config(self) -> dict[str, Any]:
+        statics: list[dict[str, Any]] = []
+        if self.targets:
+            statics.append({"targets": list(self.targets), "labels": dict(self.labels)})
+        for targets, labels in self.groups:
+            statics.append({"targets": list(targets), "labels": dict(labels)})
+        return {"job_name": self.name, "static_configs": statics}
+
+
+class PrometheusServer:
+    """One `prometheus` process; restartable; stops on exit of a `with` block."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        jobs: Sequence[ScrapeJob] = (),
+        *,
+        scrape_interval: str = "500ms",
+        extra_args: Sequence[str] = (),
+        tsdb: Path | None = None,
+        rule_files: Sequence[Path] = (),
+    ) -> None:
+        exe = binary()
+        if exe is None:
+            raise RuntimeError("no prometheus binary (apt-get install prometheus)")
+        self.exe = exe
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.scrape_interval = scrape_interval
+        self.extra_args = list(extra_args)
+        self.tsdb = tsdb or workdir / "data"
+        self.config = workdir / "prometheus.yml"
+        self.jobs = list(jobs)
+        self.rule_files = [str(Path(r).resolve()) for r in rule_files]
+        self._write_config()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _write_config(self) -> None:
+        cfg: dict[str, Any] = {
+            "global": {
+                "scrape_interval": self.scrape_interval,
+                "scrape_timeout": self.scrape_interval,  # at most the interval
+                "evaluation_interval": self.scrape_interval,  # rules as often as scrapes
+            },
+            "scrape_configs": [j.config() for j in self.jobs],
+        }
+        if self.rule_files:
+            cfg["rule_files"] = self.rule_files
+        self.config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+    def start(self, ready_timeout_s: float = 60.0) -> PrometheusServer:
+        log = (self.workdir / "prometheus.log").open("ab")
+        self.proc = subprocess.Popen(
+            [
+                self.exe,
+                f"--config.file={self.config}",
+                f"--storage.tsdb.path={self.tsdb}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--log.level=warn",
+                *self.extra_args,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        self.wait(lambda: self._get("/-/ready") is not None, "ready", ready_timeout_s)
+        return self
+
+    def set_jobs(self, jobs: Sequence[ScrapeJob]) -> None:
+        """Rewrite the scrape config and reload it (SIGHUP), like service discovery would."""
+        self.jobs = list(jobs)
+        self._write_config()
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGHUP)
+
+    def query(self, promql: str, at: float | None = None) -> list[dict[str, Any]]:
+        """An instant query's result (the API's `data.result`); raises on an error answer."""
+        params = {"query": promql}
+        if at is not None:
+            params["time"] = f"{at:.3f}"
+        body = self._get("/api/v1/query?" + urllib.parse.urlencode(params))
+        if body is None:
+            raise RuntimeError(f"prometheus did not answer {promql!r}")
+        doc = json.loads(body)
+        if doc.get("status") != "success":
+            raise RuntimeError(f"query {promql!r} failed: {doc}")
+        result: list[dict[str, Any]] = doc["data"]["result"]
+        return result
+
+    def wait_scraped(self, targets: int, timeout_s: float = 30.0) -> None:
+        """Until `targets` targets were scraped within the last second.
+
+        Freshness matters after a restart or reload: the TSDB still answers
+        `up == 1` from before until new scrapes replace it.
+        """
+        fresh = "time() - timestamp(up == 1) < 1"
+        self.wait(lambda: len(self.query(fresh)) >= targets, f"{targets} targets up", timeout_s)
+
+    def wait(self, check: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc is None or self.proc.poll() is not None:
+                raise RuntimeError(f"prometheus exited while waiting for {what}:\n{self.log()}")
+            try:
+                if check():
+                    return
+            except (OSError, RuntimeError, ValueError):
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"prometheus not {what} after {timeout_s} s:\n{self.log()}")
+
+    def _get(self, path: str) -> str | None:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=5) as r:
+                text: str = r.read().decode()
+                return text
+        except OSError:
+            return None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def log(self) -> str:
+        path = self.workdir / "prometheus.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+    def __enter__(self) -> PrometheusServer:
+        return self.start() if self.proc is None else self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

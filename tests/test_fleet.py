@@ -1,0 +1,315 @@
+"""The fleet's parts alone: assembling the view, the room lookup and its advisor, the planner's
+demand and placement, the commands' errors. tests/test_fleet_real.py runs them on real servers."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from autoscaler.catalog import load_catalog
+from autoscaler.config import parse_config, resolve
+from autoscaler.errors import ConfigError
+from autoscaler.fleet.plan import parse_at, plan, users_for
+from autoscaler.fleet.room import RoomAdvisor, RoomLookup, room_for, with_room
+from autoscaler.fleet.view import FleetUnavailable, FleetView, assemble
+from autoscaler.policy.core import PolicyContext, PolicyState, decide
+from autoscaler.policy.decision import Action, Decision, Rule
+from autoscaler.sizing import Demand, size
+from autoscaler.telemetry.snapshot import GpuSample, ModelWindow
+from autoscaler.testing.prometheus_server import PrometheusServer
+from autoscaler.testing.prometheus_server import binary as prometheus_binary
+
+ROOT = Path(__file__).resolve().parents[1]
+NOW = 1_800_000_000.0
+B5, B20 = "nemo-gpt-5b", "nemo-gpt-20b"
+
+
+def series(server: str, value: float, **labels: str) -> dict[str, Any]:
+    return {"metric": {"server": server, **labels}, "value": [NOW, repr(value)]}
+
+
+def fleet(
+    servers: dict[str, dict[str, Any]], tick_age_s: float = 3.0, label: str = "server"
+) -> FleetView:
+    """A view from API-shaped answers: per server {"gpus": [(total GB, free GB)], "models":
+    {model: (current, desired)}}."""
+    r: dict[str, list[dict[str, Any]]] = {k: [] for k in ("current", "desired", "gpu_total")}
+    r |= {"gpu_free": [], "tick": [], "decision": [], "p95": [], "slo": []}
+    for name, s in servers.items():
+        r["tick"].append(series(name, NOW - s.get("age", tick_age_s)))
+        for i, (total, free) in enumerate(s.get("gpus", [])):
+            gpu = {"gpu": str(i), "uuid": f"GPU-{name}-{i}"}
+            r["gpu_total"].append(series(name, total * 1e9, **gpu))
+            r["gpu_free"].append(series(name, math.nan if free is None else free * 1e9, **gpu))
+        for model, (cur, want) in s.get("models", {}).items():
+            r["current"].append(series(name, cur, model=model))
+            r["desired"].append(series(name, want, model=model))
+            r["decision"].append(series(name, 1, model=model, action="hold", rule="steady"))
+    return FleetView(NOW, label, assemble(r, label), len(r), 0.01)
+
+
+def test_assemble_groups_by_server_and_reads_nan_as_unknown() -> None:
+    r = {
+        "current": [series("b", 2, model=B5), series("a", 1, model=B5), series("a", 1, model=B20)],
+        "p95": [series("a", 2100.0, model=B5)],
+        "slo": [series("a", 1500.0, model=B5)],
+        "decision": [series("a", 1, model=B5, action="capacity_exhausted", rule="capacity")],
+        "gpu_total": [series("a", 80e9, gpu="1", uuid="u1"), series("a", 80e9, gpu="0", uuid="u0")],
+        "gpu_free": [
+            series("a", math.nan, gpu="1", uuid="u1"),
+            series("a", 3e9, gpu="0", uuid="u0"),
+        ],
+        "tick": [series("a", NOW - 2), series("c", NOW - 600)],
+        "mode": [{"metric": {"server": "a", "mode": "apply"}, "value": [NOW, "1"]}],
+        "valid": [{"metric": {"model": B5}, "value": [NOW, "1"]}],  # no server label: left out
+    }
+    servers = {s.name: s for s in assemble(r, "server")}
+    assert list(servers) == ["a", "b", "c"]
+    a = servers["a"]
+    assert [m.model for m in a.models] == [B20, B5]
+    m = a.model(B5)
+    assert m is not None and m.p95_over_slo == pytest.approx(1.4)
+    assert (m.action, m.rule, m.telemetry_valid) == ("capacity_exhausted", "capacity", None)
+    assert [(g.index, g.free_gb) for g in a.gpus] == [(0, 3.0), (1, None)]
+    assert a.mode == "apply" and not a.stale(NOW) and servers["c"].stale(NOW)
+    assert servers["b"].stale(NOW)  # no tick seen at all
+    view = FleetView(NOW, "server", tuple(servers.values()), 8, 0.0)
+    assert [s.name for s in view.live()] == ["a"]
+    assert view.instances() == {B5: 1, B20: 1}  # b and c are not live
+    j = view.to_json()
+    assert j["servers"][0]["gpus"][1]["free_gb"] is None and j["servers"][2]["stale"]
+
+
+def test_room_for_ranks_servers_that_serve_the_model_and_are_not_growing() -> None:
+    view = fleet(
+        {
+            "full": {"gpus": [(80, 1.0)], "models": {B5: (6, 8)}},
+            "idle": {"gpus": [(80, 79.5), (80, 79.5)]},  # room for 12, does not serve the 5B
+            "serves": {"gpus": [(80, 40.0)], "models": {B5: (3, 3)}},  # room for 3
+            "busy": {"gpus": [(80, 60.0)], "models": {B5: (1, 2)}},  # wants more itself
+            "gone": {"gpus": [(80, 79.5)], "age": 600},  # daemon not ticking
+            "unknown": {"gpus": [(80, None)], "models": {B5: (1, 1)}},  # GPU read failed
+        }
+    )
+    ans = room_for(view, B5, 12.41, 5, headroom_gb=2.0, exclude="full")
+    assert [(s.server, s.fits) for s in ans.servers] == [("serves", 3), ("busy", 4), ("idle", 5)]
+    assert ans.looked_at == 4  # "full" left out, "gone" not live
+    first = ans.servers[0]
+    assert first.serves_model and not first.growing and first.slots[0].instances == 3
+    assert ans.sentence().startswith("room elsewhere: serves fits 3 of 5 (gpu0 +3); busy fits 4")
+    none = room_for(view, B20, 44.76, 1, headroom_gb=2.0, exclude="idle")
+    assert none.servers == () or all(s.server != "idle" for s in none.servers)
+    tight = room_for(fleet({"x": {"gpus": [(80, 14.0)]}}), B5, 12.41, 1, headroom_gb=2.0)
+    assert tight.servers == ()  # 14 − 2 headroom < 12.41
+    assert tight.sentence().startswith("no other server has room for one more nemo-gpt-5b")
+
+
+class Reads:
+    """What RoomAdvisor asks of a FleetReader: `read(at, parts)`; counts the reads."""
+
+    def __init__(self, view: FleetView | None, error: str = "") -> None:
+        self.view, self.error, self.calls = view, error, 0
+
+    def read(self, at: float | None = None, parts: Any = ()) -> FleetView:
+        self.calls += 1
+        if self.view is None:
+            raise FleetUnavailable(self.error)
+        return FleetView(at or NOW, "server", self.view.servers, 5, 0.0)
+
+
+def _full(model: str = B5) -> Decision:
+    return Decision(
+        model, 3, 3, Action.capacity_exhausted, 32.0, 4.0, 3000.0, Rule.capacity, "no room"
+    )
+
+
+def test_advisor_reads_the_fleet_only_for_capacity_alarms_and_at_most_every_refresh() -> None:
+    view = fleet({"a": {"gpus": [(40, 1.0)]}, "b": {"gpus": [(80, 67.0)], "models": {B5: (1, 1)}}})
+    reads = Reads(view)
+    adv = RoomAdvisor(reads, memory_gb={B5: 12.41}, headroom_gb=2.0, server="a", refresh_s=30)
+    steady = Decision(B5, 1, 1, Action.hold, 2.0, 4.0, 900.0, Rule.steady, "steady")
+    assert adv.advise([steady], NOW) == [steady] and reads.calls == 0
+    out = adv.advise([_full()], NOW, {B5: 5})[0]
+    assert reads.calls == 1 and "room elsewhere: b fits 5 of 5" in out.reason
+    assert out.details["room_elsewhere"]["servers"][0]["server"] == "b"
+    adv.advise([_full()], NOW + 10)
+    assert reads.calls == 1  # within refresh_s: the same data
+    adv.advise([_full()], NOW + 31)
+    assert reads.calls == 2
+    # without the policy's count, the concurrency rule's: ceil(32 / 4 − 0.05) − 3 = 5
+    assert adv.advise([_full()], NOW + 32)[0].details["room_elsewhere"]["instances"] == 5
+
+
+def test_advisor_says_when_the_fleet_cannot_be_read() -> None:
+    adv = RoomAdvisor(
+        Reads(None, "fleet: cannot reach Prometheus"), memory_gb={B5: 12.41}, headroom_gb=2.0
+    )
+    out = adv.advise([_full()], NOW)[0]
+    assert out.reason.endswith("fleet data unavailable: fleet: cannot reach Prometheus")
+    assert "room_elsewhere" not in out.details
+
+
+def test_with_room_asks_for_the_policys_full_answer() -> None:
+    """3 instances on one full 40 GB GPU, 32 in flight: the policy wants 8 (5 more); the
+    advisor looks for room for those 5, found by running the same policy without the
+    memory check and step limit."""
+    resolved = resolve(parse_config({"telemetry": {"gpus": "simulated"}, "models": {B5: {}}}))
+
+    def w(window_s: float) -> ModelWindow:
+        return ModelWindow(
+            B5,
+            NOW,
+            window_s,
+            True,
+            instances=3,
+            concurrency=32.0,
+            in_server=32.0,
+            throughput_rps=10.8,
+            avg_latency_ms=3000.0,
+            avg_queue_ms=2700.0,
+            pending_requests=29.0,
+        )
+
+    gpu = GpuSample(0, "GPU-a-0", "sim", 40 * 10**9, 38 * 10**9, 2 * 10**9, 1.0)
+    ctx = PolicyContext(
+        now=NOW,
+        policy=resolved.policy,
+        targets=resolved.targets,
+        stable={B5: w(60)},
+        panic={B5: w(6)},
+        gpus=(gpu,),
+    )
+    view = fleet({"b": {"gpus": [(80, 79.0)], "models": {B5: (1, 1)}}})
+    adv = RoomAdvisor(Reads(view), memory_gb={B5: 12.41}, headroom_gb=2.0, server="a")
+    plain, _ = decide(ctx, PolicyState())
+    ours, _ = with_room(decide, adv)(ctx, PolicyState())
+    assert plain[0].action is Action.capacity_exhausted
+    assert ours[0].reason.startswith(plain[0].reason)  # the policy's words, then the room
+    assert ours[0].details["room_elsewhere"]["instances"] == 5
+    assert "b fits 5 of 5" in ours[0].reason
+
+
+# -- the planner ---------------------------------------------------------------------------
+
+
+def test_parse_at() -> None:
+    assert (
+        parse_at("now", NOW).query
+        == "sum by (model) (triton_autoscaler_observed_concurrency{__SEL__})"
+    )
+    peak = parse_at("peak", NOW)
+    assert "[1d:1m]" in peak.query and peak.time == NOW
+    day = parse_at("2027-01-14", NOW)  # NOW is 2027-01-15 08:00 UTC
+    assert "[86400s:1m]" in day.query and day.time == 1_800_000_000 - 8 * 3600 - 0
+    t = parse_at("2027-01-15T06:30:00+01:00", NOW)
+    assert t.time == NOW - 8 * 3600 + 5.5 * 3600 and "max_over_time" not in t.query
+    for bad, words in (
+        ("yesterday", "not a time"),
+        ("2030-01-01", "not begun"),
+        ("2030-01-01T00:00", "future"),
+    ):
+        with pytest.raises(ConfigError, match=words) as err:
+            parse_at(bad, NOW)
+        assert "--at" in str(err.value)
+
+
+def test_users_round_like_the_policy() -> None:
+    assert [users_for(c, 4) for c in (0.0, 15.98, 16.07, 16.3, 31.8)] == [1, 16, 16, 17, 32]
+
+
+def test_plan_sizes_like_size_and_places_on_live_servers_then_new_ones() -> None:
+    cat = load_catalog([])
+    gpu = cat.gpu("h100-80gb")
+    view = fleet(
+        {
+            "a": {"gpus": [(80, 0.5)], "models": {B5: (6, 6)}},
+            "b": {"gpus": [(80, 40.0)], "models": {B20: (1, 1)}},  # room for 3 5B
+            "old": {"gpus": [(80, 79.5)], "age": 900},
+        }
+    )
+    conc = {B5: 64.1, B20: 16.0, "mystery": 3.0}
+    p = plan(parse_at("now", NOW), conc, {B5: 100.0}, view, cat.models, gpu, 4, 2.0)
+    assert [m for m, _ in p.skipped] == ["mystery"]
+    assert any("SLO left out" in w and B5 in w for w in p.warnings)  # 100 ms < one request
+    assert any("old" in w for w in p.warnings)
+    ref = size([Demand(B20, 16), Demand(B5, 64)], cat.models, gpu, 4, 2.0)
+    assert p.sizing is not None and p.sizing.to_json() == ref.to_json()
+    assert p.servers_needed == ref.servers == 1 and p.servers_now == 2  # 243 GB: 4 GPUs
+    ch = {c.model: c for c in p.changes}
+    assert (ch[B5].current_instances, ch[B5].needed_instances) == (6, 16)
+    on_b = [x for x in ch[B5].add if x.server == "b"]
+    new = [x for x in ch[B5].add if x.new_server]
+    assert sum(x.instances for x in on_b) == 3 and sum(x.instances for x in new) == 7
+    assert p.new_servers == 1  # 7 × 12.41 GB on fresh 80 GB GPUs: 2 GPUs, one server of 4
+    assert ch[B20].add == () and ch[B20].remove == 0
+    j = p.to_json()
+    assert j["servers_needed"] == 1 and j["changes"][1]["add"][0]["server"] in ("b", "new-1")
+
+
+# -- the commands --------------------------------------------------------------------------
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "autoscaler", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["size"], "--demand MODEL=USERS (repeatable), or --from-prometheus URL"),
+        (
+            ["size", "--from-prometheus", "http://127.0.0.1:9", "-d", "nemo-gpt-5b=4"],
+            "drop --demand",
+        ),
+        (["size", "--from-prometheus", "http://127.0.0.1:9", "--at", "soon"], "'--at': not a time"),
+        (["observe", "--fleet"], "'--prometheus'"),
+        (["observe", "--fleet", "--prometheus", "http://x", "--triton", "h:1"], "'--triton'"),
+        (["size", "--from-prometheus", "http://127.0.0.1:9"], "cannot reach Prometheus"),
+        (
+            ["observe", "--fleet", "--prometheus", "http://127.0.0.1:9", "--server-label", "a-b"],
+            "not a Prometheus label name",
+        ),
+    ],
+)
+def test_fleet_commands_fail_with_one_clear_line(args: list[str], words: str) -> None:
+    res = run_cli(*args)
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert words in res.stderr and "Traceback" not in res.stderr
+
+
+def test_advisor_lookup_is_a_room_lookup_a_policy_can_take() -> None:
+    """`RoomAdvisor.lookup` answers (model, GB, instances, now) → RoomAnswer, or None."""
+    view = fleet({"b": {"gpus": [(80, 79.0)], "models": {B5: (1, 1)}}})
+    lookup: RoomLookup = RoomAdvisor(Reads(view), memory_gb={}, headroom_gb=2.0, server="a").lookup
+    answer = lookup(B20, 44.76, 2, NOW)
+    assert answer is not None and [(s.server, s.fits) for s in answer.servers] == [("b", 1)]
+    none: RoomLookup = RoomAdvisor(Reads(None, "down"), memory_gb={}, headroom_gb=2.0).lookup
+    assert none(B5, 12.41, 1, NOW) is None
+
+
+@pytest.mark.prometheus
+@pytest.mark.skipif(prometheus_binary() is None, reason="needs the prometheus binary")
+def test_a_prometheus_without_daemons_is_said_so(tmp_path: Path) -> None:
+    """A real, empty Prometheus: the view is empty with a note; the plan refuses (exit 2)."""
+    with PrometheusServer(tmp_path) as prom:
+        res = run_cli(
+            "observe", "--fleet", "--prometheus", prom.url, "--format", "json", "--ticks", "1"
+        )
+        assert res.returncode == 0, res.stderr
+        assert json.loads(res.stdout)["servers"] == []
+        assert "no triton_autoscaler_* series" in res.stderr
+        res = run_cli("size", "--from-prometheus", prom.url)
+        assert res.returncode == 2 and "Traceback" not in res.stderr
+        assert "no triton_autoscaler_observed_concurrency series" in res.stderr

@@ -1,0 +1,201 @@
+"""The fleet view, the room lookup and the planner on several emulated servers.
+
+Three servers, each a real CPU Triton and its own daemon (simulated GPUs whose
+memory follows the instances), one real Prometheus scraping the daemons with a
+`server` label:
+
+- gpu-a: NeMo GPT 5B at 3 instances on one 40 GB GPU (full: a 4th does not fit);
+- gpu-b: 5B at 1 instance on 4 × 80 GB;
+- gpu-c: NeMo GPT 20B at 1 instance on 2 × 80 GB.
+
+32 clients on gpu-a's 5B want 8 instances: its daemon says capacity_exhausted,
+and names gpu-b (serves the 5B, room for the 5 missing). `observe --fleet` and
+`size --from-prometheus` (the CLI, as a user runs it) read the same fleet.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from autoscaler.catalog import load_catalog
+from autoscaler.fleet.view import FleetReader
+from autoscaler.loadgen import LoadGenerator
+from autoscaler.policy.decision import Action
+from autoscaler.sizing import Demand, size
+from autoscaler.testing.emulated_models import emulated
+from autoscaler.testing.fleet import JOB, EmulatedFleet, ServerSpec
+from autoscaler.testing.prometheus_server import binary
+from autoscaler.testing.triton_server import unavailable_reason
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [
+    pytest.mark.prometheus,
+    pytest.mark.triton,
+    pytest.mark.skipif(binary() is None, reason="needs the prometheus binary (apt prometheus)"),
+]
+B5, B20 = "nemo-gpt-5b", "nemo-gpt-20b"
+SPECS = [
+    ServerSpec(
+        "gpu-a", [emulated(B5, instances=3)], gpus=1, gpu_memory_gb=40, slo_p95_ms={B5: 1500}
+    ),
+    ServerSpec("gpu-b", [emulated(B5)], gpus=4, slo_p95_ms={B5: 1500}),
+    ServerSpec("gpu-c", [emulated(B20)], gpus=2),
+]
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatedFleet]:
+    why = unavailable_reason()
+    if why:
+        pytest.skip(f"real Triton server not available: {why}")
+    with EmulatedFleet(SPECS, tmp_path_factory.mktemp("fleet")) as f:
+        a, b = f.servers["gpu-a"].triton, f.servers["gpu-b"].triton
+        with (
+            LoadGenerator(a.http_url, max_duration_s=300) as ga,
+            LoadGenerator(b.http_url, max_duration_s=300) as gb,
+        ):
+            ga.set_clients(B5, 32)
+            gb.set_clients(B5, 4)
+            yield f
+
+
+def cli(*args: str) -> Any:
+    res = subprocess.run(
+        [sys.executable, "-m", "autoscaler", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+def test_a_full_server_names_a_server_with_room(fleet: EmulatedFleet) -> None:
+    a = fleet.servers["gpu-a"]
+    d = fleet.wait(
+        lambda: (
+            (x := a.last(B5)) is not None
+            and x.action is Action.capacity_exhausted
+            and "room elsewhere" in x.reason
+            and x
+        ),
+        "gpu-a's 5B capacity_exhausted with room named",
+        timeout_s=90,
+    )
+    print(f"\ngpu-a: {d.reason}")
+    room = d.details["room_elsewhere"]
+    # as many as the policy wants beyond the 3 there (its own answer, whatever its rule)
+    n = room["instances"]
+    assert 1 <= n <= 13  # at most max_instances (16) − the 3 there
+    best = room["servers"][0]
+    assert best["server"] == "gpu-b" and best["serves_model"] and best["fits"] == n
+    assert {s["server"] for s in room["servers"]} <= {"gpu-b", "gpu-c"}  # never itself
+    assert f"room elsewhere: gpu-b fits {n} of {n}" in d.reason
+
+
+def _settled(url: str) -> Any:
+    """The fleet view once Prometheus holds gpu-a's capacity alarm and every server's GPUs."""
+    reader = FleetReader(url, selector=f'job="{JOB}"', server_label="server")
+
+    def ready() -> bool:
+        v = reader.read()
+        a = next((s for s in v.servers if s.name == "gpu-a"), None)
+        m = a.model(B5) if a else None
+        return (
+            len(v.servers) == 3
+            and all(s.gpus for s in v.servers)
+            and m is not None
+            and m.action == "capacity_exhausted"
+            and (m.observed_concurrency or 0) > 30  # the 10 s window full of the 32 clients
+        )
+
+    return ready
+
+
+def test_observe_fleet_json(fleet: EmulatedFleet) -> None:
+    assert fleet.prom is not None
+    fleet.wait(_settled(fleet.prom.url), "the fleet view settled", timeout_s=90)
+    view = cli(
+        "observe",
+        "--fleet",
+        "--prometheus",
+        fleet.prom.url,
+        "--prometheus-selector",
+        f'job="{JOB}"',
+        "--server-label",
+        "server",
+        "--format",
+        "json",
+        "--ticks",
+        "1",
+    )
+    servers = {s["server"]: s for s in view["servers"]}
+    assert set(servers) == {"gpu-a", "gpu-b", "gpu-c"}
+    assert view["queries"] == 11 and not any(s["stale"] for s in servers.values())
+    a5 = next(m for m in servers["gpu-a"]["models"] if m["model"] == B5)
+    assert (a5["current_instances"], a5["action"], a5["rule"]) == (
+        3,
+        "capacity_exhausted",
+        "capacity",
+    )
+    assert a5["p95_over_slo"] > 1  # 32 clients on 3 instances: ≈ 3 s against 1.5 s
+    assert a5["observed_concurrency"] == pytest.approx(32, abs=2)
+    assert len(servers["gpu-a"]["gpus"]) == 1 and servers["gpu-a"]["gpus"][0]["free_gb"] < 2.5
+    assert len(servers["gpu-b"]["gpus"]) == 4 and len(servers["gpu-c"]["gpus"]) == 2
+    c20 = servers["gpu-c"]["models"][0]
+    assert (c20["model"], c20["current_instances"], c20["desired_instances"]) == (B20, 1, 1)
+    # 20B: 44.76 GB of the 80 GB GPU it sits on (plus 512 MiB the driver reserves)
+    used = [g["total_gb"] - g["free_gb"] for g in servers["gpu-c"]["gpus"]]
+    assert sorted(round(u, 1) for u in used) == [0.5, 45.3]
+
+
+def test_size_from_prometheus_places_what_is_missing_on_servers_with_room(
+    fleet: EmulatedFleet,
+) -> None:
+    assert fleet.prom is not None
+    fleet.wait(_settled(fleet.prom.url), "the fleet view settled", timeout_s=90)
+    common = ["--prometheus-selector", f'job="{JOB}"', "--server-label", "server"]
+    now = cli(
+        "size", "--from-prometheus", fleet.prom.url, "--at", "now", *common, "--format", "json"
+    )
+    demand = {d["model"]: d for d in now["demand"]}
+    # 32 + 4 clients of the 5B in flight; no 20B requests at all (sized for 1 user)
+    assert demand[B5]["concurrency"] == pytest.approx(36, abs=3)
+    assert demand[B20]["users"] == 1 and demand[B5]["slo_p95_ms"] == 1500
+    changes = {c["model"]: c for c in now["changes"]}
+    five = changes[B5]
+    assert five["current_instances"] == 4
+    added = sum(p["instances"] for p in five["add"])
+    assert added == five["needed_instances"] - 4 > 0
+    assert {p["server"] for p in five["add"]} <= {"gpu-b", "gpu-c"}  # gpu-a is full
+    assert not any(p["new_server"] for p in five["add"])  # room enough in the fleet
+    assert now["servers_now"] == 3 and now["new_servers_with_current_placement"] == 0
+    # the from-scratch answer is `size`'s own for the same users
+    cat = load_catalog([])
+    users = [Demand(m, d["users"], d["slo_p95_ms"]) for m, d in demand.items()]
+    ref = size(users, cat.models, cat.gpu("h100-80gb"), 4, 2.0)
+    assert now["sizing"] == ref.to_json()
+    assert now["servers_needed"] == ref.servers
+    assert now["queries"] <= 20
+    # the default, the last day's peak, is at least what is in flight now; without a
+    # selector it is read from the shipped recording rule's fleet-wide series
+    peak = cli(
+        "size", "--from-prometheus", fleet.prom.url, "--server-label", "server", "--format", "json"
+    )
+    assert peak["at"]["label"] == "peak"
+    assert not [w for w in peak["warnings"] if "sum_by_model" in w], peak["warnings"]
+    p5 = next(d for d in peak["demand"] if d["model"] == B5)
+    assert p5["concurrency"] >= demand[B5]["concurrency"] - 3
+    # with a selector, from every daemon's series (said so)
+    raw = cli("size", "--from-prometheus", fleet.prom.url, *common, "--format", "json")
+    assert any("every daemon's series" in w for w in raw["warnings"])
+    r5 = next(d for d in raw["demand"] if d["model"] == B5)
+    assert r5["concurrency"] == pytest.approx(p5["concurrency"], abs=3)
