@@ -309,7 +309,7 @@ def window(t: float, p95: float | None, conc: float = 4.0, **kw: object) -> Mode
         "concurrency": conc,
         "p95_ms": p95,
         "avg_latency_ms": None if p95 is None else p95 * 0.97,
-        "extra": {"span_s": 60.0},
+        "span_s": 60.0,
     }
     fields.update(kw)
     return ModelWindow("m", t, 60.0, **fields)  # type: ignore[arg-type]

@@ -18,10 +18,17 @@ class Action(StrEnum):
 class Rule(StrEnum):
     """Which rule produced the decision (stable names: dashboards and tests key on them)."""
 
-    concurrency = "concurrency"  # ceil(observed / (optimal × target utilisation))
-    panic = "panic"  # the short window saw a surge
-    utilization = "utilization"  # arrival-limited load: keep predicted busy share ≤ max
-    latency_guard = "latency_guard"  # p95 over SLO with queueing dominating
+    # closed loop (users who wait for answers): ceil(requests in the server / optimal
+    # concurrency × target utilisation), Table 11's rule; over the minute ...
+    concurrency = "concurrency"
+    panic = "panic"  # ... or over the last seconds, when they ask for more
+    # open loop: the fewest instances whose predicted p95 meets the SLO at the arrival
+    # rate of the last seconds (policy.queueing) ...
+    queueing = "queueing"
+    # ... or at the minute's rate plus the excess the burst pattern and the trend say may
+    # come within an instance's start-up (policy.demand)
+    headroom = "headroom"
+    latency_guard = "latency_guard"  # observed p95 over the SLO, and the queue explains it
     stabilization = "stabilization"  # scale-down held back by the window's highest wish
     cooldown = "cooldown"
     backoff = "backoff"  # a failed apply: hands off for a while
@@ -48,6 +55,40 @@ class PlacementSlot:
 
 
 @dataclass(frozen=True)
+class Figures:
+    """The numbers a decision was made from (item 6 of the policy: every decision explains
+    itself). Rates in requests/s; `p95_ms` holds the capacity model's predictions at
+    n − 1, n and n + 1 instances for `sized_for_rps` (n = the decision's count)."""
+
+    loop: str  # open | closed | unknown (policy.demand)
+    arrival_rps: float  # the minute's
+    recent_rps: float  # the last seconds'
+    in_server: float  # requests inside Triton, the minute's average
+    headroom_rps: float  # excess the burst pattern says may come within the horizon
+    forecast_rps: float  # the minute's rate carried along its trend over the horizon
+    sized_for_rps: float  # what the open-loop sizing used
+    horizon_s: float  # an instance's start-up plus a tick
+    variability: float  # Allen–Cunneen's v after the online correction (1 = M/M/n)
+    p95_ms: tuple[tuple[int, float], ...] = ()  # (instances, predicted p95), inf = overload
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "loop": self.loop,
+            "arrival_rps": round(self.arrival_rps, 3),
+            "recent_rps": round(self.recent_rps, 3),
+            "in_server": round(self.in_server, 3),
+            "headroom_rps": round(self.headroom_rps, 3),
+            "forecast_rps": round(self.forecast_rps, 3),
+            "sized_for_rps": round(self.sized_for_rps, 3),
+            "horizon_s": round(self.horizon_s, 1),
+            "variability": round(self.variability, 3),
+            "p95_ms": {
+                str(n): (None if p == float("inf") else round(p, 1)) for n, p in self.p95_ms
+            },
+        }
+
+
+@dataclass(frozen=True)
 class Decision:
     model: str
     current_instances: int
@@ -64,6 +105,7 @@ class Decision:
     extra_gpus_needed: int | None = None  # capacity_exhausted: GPUs missing for the demand
     extra_servers_needed: int | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    figures: Figures | None = None
 
     @property
     def changes(self) -> bool:
@@ -99,4 +141,5 @@ class Decision:
             "extra_gpus_needed": self.extra_gpus_needed,
             "extra_servers_needed": self.extra_servers_needed,
             "details": copy.deepcopy(self.details) if self.details else {},
+            "figures": self.figures.to_json() if self.figures is not None else None,
         }

@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from autoscaler.errors import AutoscalerError, ConfigError
+from autoscaler.errors import AutoscalerError, ConfigError, RuntimeFailure
 from autoscaler.loadgen import LoadGenerator, RequestRecord, percentile, summarize
 from autoscaler.profiling.optimum import ProfilePoint
 from autoscaler.telemetry.base import Collector
@@ -190,9 +190,9 @@ class TritonStats:
             if ready:
                 return
             index = self._client.get_model_repository_index()
-        except Exception as exc:
-            raise ConfigError(
-                f"cannot reach Triton at {self.url}: {_describe(exc)}", field="--triton"
+        except Exception as exc:  # down, not the input's fault: exit 1
+            raise RuntimeFailure(
+                f"cannot reach Triton at {self.url} (--triton): {_describe(exc)}"
             ) from None
         ready_names = sorted(
             str(m.get("name")) for m in index if str(m.get("state", "")).upper() == "READY"

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from autoscaler.errors import AutoscalerError
+from autoscaler.sim.capacity import require_fit
 from autoscaler.sim.report import ScenarioResult, run_scenario, write_results
 from autoscaler.sim.scenario import load_scenario, resolve_scenario
 from autoscaler.sim.score import Scorecard
@@ -93,12 +95,18 @@ def main(argv: list[str] | None = None) -> int:
     paths = sorted(args.scenarios.glob("*.yaml"))
     results = []
     for path in paths:
-        scn = load_scenario(path)
-        if args.only and scn.name not in args.only:
-            continue
         t0 = time.perf_counter()
-        setup = resolve_scenario(scn, path.parent)
-        res = run_scenario(setup, scn.policies)
+        try:
+            scn = load_scenario(path)
+            if args.only and scn.name not in args.only:
+                continue
+            setup = resolve_scenario(scn, path.parent)
+            require_fit(setup)
+            res = run_scenario(setup, scn.policies)
+        except AutoscalerError as exc:  # one line and exit 2, as the CLI does
+            msg = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+            print(f"error: {msg}", file=sys.stderr)
+            return exc.exit_code
         write_results(res, args.out, plots=not args.no_plots)
         results.append(res)
         print(

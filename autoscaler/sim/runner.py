@@ -23,6 +23,7 @@ import numpy as np
 
 from autoscaler.daemon import Autoscaler
 from autoscaler.sim.baselines import make_policy
+from autoscaler.sim.capacity import fit_to_gpus
 from autoscaler.sim.engine import ScaleAction, SeriesRecorder, SimCluster, SimModelSpec
 from autoscaler.sim.scenario import EPOCH, SimSetup
 from autoscaler.sim.workload import ClosedLoop, Schedule
@@ -63,6 +64,9 @@ def run_policy(
     started = time.perf_counter()
     plugin = make_policy(policy, setup)
     scn = setup.scenario
+    # first counts that do not fit together are cut (largest model first); a
+    # scenario that does not fit even at min_instances is a CapacityError
+    initial = fit_to_gpus(setup, plugin.initial_instances)
     cluster = SimCluster(
         setup.specs,
         setup.workloads,
@@ -74,7 +78,7 @@ def run_policy(
         interval_s=setup.tick_s,
         epoch=setup.epoch,
         seed=scn.seed,
-        initial_instances=plugin.initial_instances,
+        initial_instances=initial,
     )
     resolved = setup.resolved
     if plugin.windows is not None:  # a baseline with windows of its own (KPA)

@@ -195,6 +195,7 @@ class TritonServer:
         workdir: Path | None = None,
         extra_args: Sequence[str] = (),
         rate_limit: str | None = DEFAULT_RATE_LIMIT,
+        metrics_config: Sequence[str] = ("summary_latencies=true",),
     ) -> None:
         """`rate_limit`: Triton's `--rate-limit` mode; None leaves Triton's default (off),
         for tests of what the daemon does against a server run without it."""
@@ -209,6 +210,10 @@ class TritonServer:
         self.exit_timeout_s = exit_timeout_s
         self.extra_args = list(extra_args)
         self.rate_limit = rate_limit
+        # `--metrics-config` settings. Triton only ever turns a latency family *on*
+        # from these (a later `summary_latencies=false` does not undo an earlier
+        # `=true`), so a test that wants summaries off passes its own list here.
+        self.metrics_config = list(metrics_config)
         # Python-backend shared-memory regions get this prefix, so that regions a
         # SIGKILL leaves in /dev/shm (1 MiB+ each) can be removed afterwards.
         self._shm_prefix = f"triton_autoscaler_{os.getpid()}_{uuid.uuid4().hex[:8]}_"
@@ -412,7 +417,7 @@ class TritonServer:
             "--metrics-address=127.0.0.1",
             f"--metrics-port={self.metrics_port}",
             "--allow-metrics=true",
-            "--metrics-config=summary_latencies=true",
+            *(f"--metrics-config={c}" for c in self.metrics_config),
             f"--metrics-interval-ms={self.metrics_interval_ms:g}",
             f"--exit-timeout-secs={self.exit_timeout_s}",
             f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
