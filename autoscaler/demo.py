@@ -284,8 +284,9 @@ def _table(res: DemoResult, t: float, report: TickReport) -> Table:
 def _summarise(res: DemoResult, gen: LoadGenerator, start: float) -> None:
     """p95 before and after each applied scale-up, from the clients' own measurements."""
     records = gen.records()
+    end = time.time()
     for m in MODELS:
-        s = summarize(records, start, time.time(), m)
+        s = summarize(records, start, end, m)
         res.per_model[m] = {
             "requests": s.count,
             "failed": s.failures,
@@ -295,16 +296,30 @@ def _summarise(res: DemoResult, gen: LoadGenerator, start: float) -> None:
     for a in res.actions:
         if a["action"] != Action.scale_up.value or not a["ok"]:
             continue
-        t_abs = start + a["t"]
-        before = summarize(records, t_abs - 15, t_abs, a["model"])
-        after = summarize(records, t_abs + 10, t_abs + 25, a["model"])
-        res.per_model[a["model"]]["scale_ups"].append(
+        model, t_abs = a["model"], start + a["t"] + 0.05  # "t" is rounded to 0.1 s
+        # The windows are bounded by the model's other applied changes, so each holds
+        # one instance count: before = since the last change (at most 15 s); after =
+        # from the first answer to a request sent once this change had been applied
+        # (the queue built before it has been served by then), until the next change
+        # (at most 15 s). A change is reported on the tick after its load_model returned.
+        others = [b["t"] for b in res.actions if b["model"] == model and b["ok"] and b is not a]
+        prev = start + max((t for t in others if t <= a["t"]), default=0.0)
+        nxt = start + min((t for t in others if t > a["t"]), default=end - start)
+        before = summarize(records, max(prev, t_abs - 15), t_abs, model)
+        opened = min(
+            (r.end for r in records if r.model == model and r.ok and r.start >= t_abs),
+            default=None,
+        )
+        after_p95 = None
+        if opened is not None and opened < nxt:
+            after_p95 = summarize(records, opened, min(nxt, opened + 15), model).p95_ms
+        res.per_model[model]["scale_ups"].append(
             {
                 "t": a["t"],
                 "from": a["from"],
                 "to": a["to"],
                 "p95_before_ms": before.p95_ms,
-                "p95_after_ms": after.p95_ms,
+                "p95_after_ms": after_p95,
             }
         )
 

@@ -25,10 +25,11 @@ from autoscaler.actuation import (
     new_instance_groups,
 )
 from autoscaler.errors import ConfigError
-from autoscaler.loadgen import LoadGenerator, summarize
+from autoscaler.loadgen import LoadGenerator
 from autoscaler.policy.decision import Action, Decision, PlacementSlot, Rule
 from autoscaler.testing.emulated_models import INPUT_NAME, emulated
 from autoscaler.testing.triton_server import TritonFactory, TritonServer
+from autoscaler.testing.waiting import measure_window
 
 
 def cpu(count: int, **extra: Any) -> dict[str, Any]:
@@ -331,28 +332,29 @@ def test_scale_up_and_down_under_load_without_failures(server: TritonServer) -> 
     """1 → 3 → 1 with 8 closed-loop clients: applied, read back, throughput follows, 0 failed."""
     act = TritonActuator(server.http_url)
     results: list[ApplyResult] = []
-    with LoadGenerator(server.http_url, max_duration_s=60) as gen:
+    # The bound is a safety net: the run takes ≈ 15 s here and ends with gen.stop().
+    with LoadGenerator(server.http_url, max_duration_s=300) as gen:
         gen.set_clients(SCALED, 8)
-        time.sleep(3.0)
-        t_up = time.time()
-        results.append(act.apply(decision(SCALED, 1, 3), now=t_up))
+        # Each window opens at the first answer to a request sent after the last change
+        # (or the start) and spans a fixed number of answers (≈ 2 s at ~14.5/s per
+        # instance); its rate is over the time they really took (waiting.measure_window).
+        at_one = measure_window(gen, SCALED, after=time.time(), completions=30, timeout_s=60)
+        results.append(act.apply(decision(SCALED, 1, 3), now=time.time()))
         assert server.instance_count(SCALED) == 3
-        time.sleep(3.0)
-        t_down = time.time()
-        results.append(act.apply(decision(SCALED, 3, 1), now=t_down))
+        at_three = measure_window(gen, SCALED, after=time.time(), completions=90, timeout_s=60)
+        results.append(act.apply(decision(SCALED, 3, 1), now=time.time()))
         assert server.instance_count(SCALED) == 1
-        time.sleep(2.0)
+        # requests sent after the scale-down are answered too
+        after_down = measure_window(gen, SCALED, after=time.time(), completions=15, timeout_s=60)
         gen.stop()
     records = gen.records(SCALED)
     up, down = results
     for res, (prev, new) in zip(results, [(1, 3), (3, 1)], strict=True):
         assert (res.ok, res.applied, res.rolled_back, res.error) == (True, True, False, "")
         assert (res.previous_instances, res.new_instances) == (prev, new)
-    # Throughput follows the count: compare the second after warm-up at 1 instance
-    # with the settled window at 3 (each instance serves ~14.5/s here).
-    at_one = summarize(records, t_up - 2.0, t_up, SCALED)
-    at_three = summarize(records, t_up + up.duration_s + 0.5, t_down, SCALED)
+    # Throughput follows the count (each instance serves ~14.5/s here).
     assert at_three.throughput_rps > 1.8 * at_one.throughput_rps, (at_one, at_three)
+    assert after_down.count == 15
     assert len(records) > 100
     assert [r.error for r in records if not r.ok] == []
     print(
@@ -408,17 +410,42 @@ def test_change_that_does_not_read_back_is_rolled_back(server: TritonServer) -> 
     assert infer_ok(server, UNVERIFIED)
 
 
+class GatedActuator(TritonActuator):
+    """Signals `loading` when an apply has read the config and is about to load the new one;
+    after `hold()` the next apply also waits there until `proceed` is set."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.loading = threading.Event()
+        self.proceed = threading.Event()
+        self.proceed.set()
+
+    def hold(self) -> None:
+        self.loading.clear()
+        self.proceed.clear()
+
+    def target_config(self, current: Mapping[str, Any], decision: Decision) -> dict[str, Any]:
+        self.loading.set()
+        assert self.proceed.wait(60), "the test never let the change go on"
+        return super().target_config(current, decision)
+
+
 @pytest.mark.triton
 def test_second_change_while_one_is_in_flight_is_refused(server: TritonServer) -> None:
-    """While a scale-down runs (Triton waits for instances to finish), a second apply is refused."""
-    act = TritonActuator(server.http_url)
+    """While a scale-down is in flight (held between its config read and its load), a second
+    apply for the model is refused; the first then completes."""
+    act = GatedActuator(server.http_url)
     assert act.apply(decision(SPARE, 1, 3), now=0.0).ok
+    act.hold()
     first: list[ApplyResult] = []
     worker = threading.Thread(target=lambda: first.append(act.apply(decision(SPARE, 3, 1), 1.0)))
     worker.start()
-    time.sleep(0.3)  # removing instances takes ~2 s here; this lands inside it
-    second = act.apply(decision(SPARE, 3, 2), now=1.1)
-    worker.join(timeout=60)
+    try:
+        assert act.loading.wait(60), "the first apply never reached its load"
+        second = act.apply(decision(SPARE, 3, 2), now=1.1)
+    finally:
+        act.proceed.set()
+        worker.join(timeout=60)
     assert (second.ok, second.applied, second.error) == (
         False,
         False,
@@ -490,6 +517,8 @@ def test_triton_killed(triton_factory: TritonFactory) -> None:
         f"cannot read the config of 'm' from Triton at {url}: "
         "ConnectionRefusedError: [Errno 111] Connection refused"
     )
+    # connection refused comes back in milliseconds; 5 s is a safety bound, still
+    # below the 10 s connection time-out a hanging connect would wait out
     assert res.duration_s < 5.0
     ok, why = act.check_model_control()
     assert not ok and why.startswith(f"cannot reach Triton at {url}")
@@ -499,11 +528,13 @@ def test_triton_killed(triton_factory: TritonFactory) -> None:
 def test_triton_killed_during_a_change(triton_factory: TritonFactory) -> None:
     """Killed while a scale-down waits on Triton: ok=False, the reason, no exception."""
     server = triton_factory([emulated("nemo-gpt-5b", name="m", time_scale=TIME_SCALE, instances=3)])
-    act = TritonActuator(server.http_url)
+    act = GatedActuator(server.http_url)
     results: list[ApplyResult] = []
     worker = threading.Thread(target=lambda: results.append(act.apply(decision("m", 3, 1), 0.0)))
     worker.start()
-    time.sleep(0.5)
+    # The kill lands while Triton works on the load: it is sent right after the new
+    # config is made, and a 3 → 1 here takes ≈ 2 s (the emptied instances' processes end).
+    assert act.loading.wait(60), "the apply never reached its load"
     server.kill()
     worker.join(timeout=60)
     assert not worker.is_alive()

@@ -33,6 +33,7 @@ from autoscaler.loadgen import LoadGenerator
 from autoscaler.policy.decision import Action, Decision, Rule
 from autoscaler.testing.emulated_models import emulated
 from autoscaler.testing.triton_server import TritonFactory
+from autoscaler.testing.waiting import wait_for_completions
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "nemo-gpt-5b"
@@ -162,9 +163,11 @@ def test_run_once_diff_prints_the_instance_group_change(
     )
     code, out, err = cli("run", "--once", "--diff", "-c", str(cfg))
     assert code == 0 and out == "" and "no change wanted" in err, (out, err)
-    with LoadGenerator(server.http_url, max_duration_s=60) as gen:
+    with LoadGenerator(server.http_url, max_duration_s=300) as gen:
         gen.set_clients(MODEL, 16)
-        time.sleep(3)
+        # the queue built: every client has had two answers (2 × 16 × 69 ms ≈ 2.2 s), so
+        # each request in the server waited behind the 15 others
+        wait_for_completions(gen, MODEL, 32, after=0.0, timeout_s=120)
         code, out, err = cli("run", "--once", "--diff", "--mode", "apply", "-c", str(cfg))
         gen.stop()
     print(out)

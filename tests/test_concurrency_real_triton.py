@@ -33,6 +33,7 @@ from autoscaler.telemetry.triton import (
 from autoscaler.telemetry.window import WindowSettings, derive
 from autoscaler.testing.emulated_models import emulated
 from autoscaler.testing.triton_server import TritonFactory
+from autoscaler.testing.waiting import wait_for_completions
 
 pytestmark = pytest.mark.triton
 
@@ -90,7 +91,8 @@ def test_batching_model_is_not_over_read_between_batches(
 
     with LoadGenerator(server.http_url, max_duration_s=120, seed=3) as gen:
         gen.set_clients(MODEL, CLIENTS)
-        time.sleep(4.0)  # warm-up: the clients settle into full batches
+        # warm-up: the clients settle into full batches (three batches' answers, ≈ 3.2 s)
+        wait_for_completions(gen, MODEL, 3 * CLIENTS, after=0.0, timeout_s=120)
         start = time.time()
         # Read until ≥ 4 between-batch reads (pending > 0) came a tick after the start,
         # one of them enough to fool the old estimator; bounded at 90 s.

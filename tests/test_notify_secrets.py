@@ -6,7 +6,6 @@ import io
 import json
 import logging
 import socket
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from autoscaler.errors import ConfigError
 from autoscaler.notify import QueuedNotifier, build, close_all, parse_settings
 from autoscaler.notify.testing import Receiver, decision
+from autoscaler.testing.waiting import wait_until
 
 SLACK_TOKEN = "SlackSecretToken-8f2kQ"
 DEAD_TOKEN = "SlackDeadToken-Xy7"
@@ -79,10 +79,29 @@ def test_no_secret_in_logs_errors_metrics_or_repr(
             for n in notifiers:
                 n.notify(notifiers_ds, float(t))
         queued = [n for n in notifiers if isinstance(n, QueuedNotifier)]
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(n.delivery.pending() for n in queued):
-            time.sleep(0.02)
-        time.sleep(0.8)  # let the last attempts (timeouts of 0.3 s, retries) finish
+
+        def finished() -> dict[str, float]:
+            """Messages with a final result (sent, failed, abandoned), per queued notifier."""
+            return {
+                n.name: sum(
+                    reg.get_sample_value(
+                        "triton_autoscaler_notifications_total",
+                        {"notifier": n.name, "result": result},
+                    )
+                    or 0.0
+                    for result in ("sent", "failed", "abandoned")
+                )
+                for n in queued
+            }
+
+        # Every queued notifier ends with a result for both messages (the second tick's
+        # news is one message): its attempts, time-outs of 0.3 s and retries are over.
+        wait_until(
+            finished,
+            30.0,
+            "a final result for both messages on every queued notifier",
+            until=lambda done: len(done) == 4 and all(v == 2 for v in done.values()),
+        )
     finally:
         close_all(notifiers, timeout_s=1)
         for rx in (slack_rx, hook_rx, hang_rx):

@@ -15,6 +15,7 @@ from autoscaler.sim.realcheck import Plan, Step, compare, run_real, run_sim, tab
 from autoscaler.telemetry.triton import TritonCollector
 from autoscaler.testing.emulated_models import emulated
 from autoscaler.testing.triton_server import TritonFactory
+from autoscaler.testing.waiting import wait_for_completions
 
 pytestmark = pytest.mark.triton
 
@@ -64,15 +65,22 @@ def test_batched_compute_counter_is_per_request_on_real_triton(
     module_triton_factory: TritonFactory,
 ) -> None:
     """Triton adds a batch's compute time to each request in it, as the simulator does."""
-    model = emulated(B20, time_scale=0.2)  # 210 ms batches of up to 16
+    # 210 ms batches of up to 16 with the batcher's full 60 ms delay: time_scale=0.2 would
+    # also cut the delay to 12 ms, and on a loaded machine the 16 clients' resends spread
+    # wider than that, so the batch split into two halves that stayed apart (193 requests
+    # in 24 batches here); a 60 ms delay lets a late half join its batch.
+    model = emulated(B20, service_time_ms=210.0)
     server = module_triton_factory([model], metrics_interval_ms=500)
     source = TritonCollector(server.http_url, metrics_url=server.metrics_url)
-    with LoadGenerator(server.http_url, max_duration_s=8.0) as gen:
+    with LoadGenerator(server.http_url, max_duration_s=300.0) as gen:
         gen.set_clients(B20, 16)
-        time.sleep(2.0)
+        # two batches' answers first: the clients send in step from then on
+        wait_for_completions(gen, B20, 32, after=0.0, timeout_s=60)
         a = source.collect(time.time())
-        time.sleep(5.0)
+        # then 20 batches' worth (≈ 4.2 s at 210 ms a batch) between the two reads
+        wait_for_completions(gen, B20, 320, after=a.taken_at, timeout_s=120)
         b = source.collect(time.time())
+        gen.stop()
     ca = a.models[B20].counters if a.models else None
     cb = b.models[B20].counters if b.models else None
     assert ca is not None and cb is not None

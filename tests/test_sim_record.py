@@ -31,6 +31,7 @@ from autoscaler.telemetry.simulated import DcgmExporter, SimulatedGpus
 from autoscaler.telemetry.trace import read_trace
 from autoscaler.testing.emulated_models import emulated
 from autoscaler.testing.triton_server import TritonFactory, TritonServer
+from autoscaler.testing.waiting import wait_until
 
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = [
@@ -66,6 +67,13 @@ def _wait(check: object, what: str, proc: subprocess.Popen[bytes], timeout_s: fl
             pass
         time.sleep(0.2)
     raise AssertionError(f"prometheus: {what} not reached in {timeout_s} s")
+
+
+def _oldest_latest_scrape(url: str) -> float | None:
+    """The time of the least recent of the targets' latest scrapes (None before any)."""
+    r = requests.get(f"{url}/api/v1/query", params={"query": "min(timestamp(up))"}, timeout=1)
+    result = r.json()["data"]["result"]
+    return float(result[0]["value"][1]) if result else None
 
 
 @pytest.fixture(scope="module")
@@ -134,9 +142,22 @@ def history(
         gen = LoadGenerator(triton.http_url, max_duration_s=20.0)
         gen.schedule_clients(MODEL, [(0, 4), (10, 12)])
         gen.start()
-        assert gen.wait(40.0)
-        time.sleep(1.5)  # the last scrapes land
-        yield History(url, triton, start, time.time())
+        assert gen.wait(120.0)
+        ended = gen.ended_at
+        assert ended is not None
+        # the last scrapes land: every target scraped at least one interval after the
+        # load ended; the history ends at the oldest of those latest scrapes (+ 0.5 s, so
+        # that the last whole second `record` reads is covered for every target)
+        last = wait_until(
+            lambda: _oldest_latest_scrape(url),
+            30.0,
+            "a scrape of every target after the load ended",
+            until=lambda ts: ts is not None and ts > ended + 0.5,
+            interval_s=0.2,
+            ignore=(requests.RequestException,),
+        )
+        assert last is not None
+        yield History(url, triton, start, last + 0.5)
     finally:
         proc.terminate()
         proc.wait(timeout=20)

@@ -24,6 +24,7 @@ from autoscaler.telemetry.triton import TritonCollector
 from autoscaler.telemetry.window import WindowSettings, derive
 from autoscaler.testing.emulated_models import emulated, write_model_repository
 from autoscaler.testing.triton_server import TritonFactory, TritonServer
+from autoscaler.testing.waiting import wait_for_completions
 
 pytestmark = pytest.mark.triton
 
@@ -35,13 +36,16 @@ def _collect(server: TritonServer, model: str, seconds: float) -> list[Snapshot]
     col = TritonCollector(server.http_url, metrics_url=server.metrics_url, timeout_s=2.0)
     snaps: list[Snapshot] = []
     try:
-        with LoadGenerator(server.http_url, max_duration_s=seconds + 10, seed=3) as gen:
+        with LoadGenerator(server.http_url, max_duration_s=300, seed=3) as gen:
             gen.set_clients(model, CLIENTS)
-            time.sleep(1.0)  # the queue fills
-            end = time.time() + seconds
-            while time.time() < end:
+            # the queue fills: from the first answers on, 3 requests wait behind the one
+            # in service; ten answers per client (≈ 1.1 s) leave the start well behind
+            wait_for_completions(gen, model, 10 * CLIENTS, after=0.0, timeout_s=60)
+            # reads 0.5 s apart over `seconds` (counted: a slow read does not leave fewer)
+            for i in range(int(seconds / 0.5) + 1):
+                if i:
+                    time.sleep(0.5)
                 snaps.append(col.collect(time.time()))
-                time.sleep(0.5)
             gen.stop()
     finally:
         col.close()

@@ -562,8 +562,10 @@ def test_broken_metrics_endpoint_gives_a_failed_snapshot(
     assert snap.models is None and snap.taken_at == 123.0
     assert len(snap.errors) == 1 and snap.errors[0].startswith("triton: ")
     assert reason in snap.errors[0]
-    # the tick is never overrun by much: 0.3 s budget plus one 0.1 s dribble step
-    assert took < 0.8
+    # The tick is never overrun by much. Expected ≤ 0.4 s: the 0.3 s budget plus one
+    # 0.1 s dribble step. 1.2 s leaves a loaded machine room and stays below what a
+    # read without the budget would take (1.5 s for the slow answer, 3 s dribbled).
+    assert took < 1.2
 
 
 def test_connection_refused_gives_a_failed_snapshot() -> None:
