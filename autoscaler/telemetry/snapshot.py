@@ -71,6 +71,11 @@ class ModelSample:
     p95_queue_us: float | None = None
     # Required counter series the source did not find (why `counters` is None).
     missing_series: tuple[str, ...] = ()
+    # Instances serving now, where the source tells them from instances still loading
+    # (the simulator: a new instance serves only after its start-up delay). None: every
+    # configured instance serves, as with Triton, which swaps a model's config in only
+    # once load_model has loaded its instances.
+    ready_instances: int | None = None
 
     # cached: the window and the policy ask ~4 times per model and tick (500 models:
     # 2000 walks of the groups a tick); a frozen sample's groups never change
@@ -133,4 +138,6 @@ class ModelWindow:
     # from the pending gauge and the compute-duration counters; None if not known.
     # Unlike `concurrency` it does not lag or overshoot when a queue builds or drains.
     in_server: float | None = None
+    # The latest read's `ModelSample.ready_instances` (None: every instance serves).
+    ready_instances: int | None = None
     extra: dict[str, float] = field(default_factory=dict)

@@ -96,7 +96,7 @@ def _gpu_json(g: GpuSample) -> dict[str, Any]:
 
 def _model_json(m: ModelSample) -> dict[str, Any]:
     c = m.counters
-    return {
+    out = {
         "version": m.version,
         "ready": m.ready,
         "instance_groups": [
@@ -108,6 +108,9 @@ def _model_json(m: ModelSample) -> dict[str, Any]:
         "p95_queue_us": None if m.p95_queue_us is None else _num(m.p95_queue_us),
         "missing_series": list(m.missing_series),
     }
+    if m.ready_instances is not None:  # optional: only sources that know it write it
+        out["ready_instances"] = m.ready_instances
+    return out
 
 
 def snapshot_from_json(d: Mapping[str, Any]) -> Snapshot:
@@ -237,7 +240,16 @@ def _model(name: str, v: Any, w: str) -> ModelSample:
         p95_request_us=_at(w + "p95_request_us", _opt, m.get("p95_request_us")),
         p95_queue_us=_at(w + "p95_queue_us", _opt, m.get("p95_queue_us")),
         missing_series=_at(w + "missing_series", _strs, m.get("missing_series", ())),
+        ready_instances=_at(w + "ready_instances", _opt_int, m.get("ready_instances")),
     )
+
+
+def _opt_int(v: Any) -> int | None:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ValueError(f"not a count: {v!r}")
+    return v
 
 
 def _group(v: Any, w: str) -> InstanceGroup:
@@ -317,6 +329,7 @@ def _fast_model(name: str, m: dict[str, Any]) -> ModelSample:
     c = m["counters"]
     pend, p95, p95q = m["pending_requests"], m["p95_request_us"], m["p95_queue_us"]
     version, ready, missing = m["version"], m["ready"], m["missing_series"]
+    ready_n = m.get("ready_instances")
     if (
         (
             c is not None
@@ -329,6 +342,7 @@ def _fast_model(name: str, m: dict[str, Any]) -> ModelSample:
         or type(ready) is not bool
         or type(missing) is not list
         or (missing and not _STR.issuperset(map(type, missing)))
+        or type(ready_n) not in _INT_OR_NONE
     ):
         raise ValueError("not as written")
     return _new_sample(
@@ -343,6 +357,7 @@ def _fast_model(name: str, m: dict[str, Any]) -> ModelSample:
             "p95_request_us": p95,
             "p95_queue_us": p95q,
             "missing_series": tuple(missing),
+            "ready_instances": ready_n,
         },
     )
 

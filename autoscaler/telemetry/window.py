@@ -192,6 +192,7 @@ def _invalid(
             "failure_rate": None,
             "pending_requests": latest.pending_requests if latest else None,
             "in_server": None,
+            "ready_instances": latest.ready_instances if latest else None,
             "extra": {},
         }
     )
@@ -338,6 +339,7 @@ def _figures(
             "failure_rate": fail / (ok + fail) if ok + fail > 0 else None,
             "pending_requests": end.pending_requests,
             "in_server": busy,
+            "ready_instances": end.ready_instances,
             "extra": extra,
         }
     )
