@@ -88,6 +88,12 @@ def ready_instances(w: ModelWindow) -> int:
     return w.instances if w.ready_instances is None else w.ready_instances
 
 
+def divides_a_minute(tick_s: float) -> bool:
+    """The simulator scores whole minutes of ticks: 60 s must hold a whole number of them."""
+    n = 60.0 / tick_s
+    return abs(n - round(n)) < 1e-9
+
+
 def bounds(ctx: PolicyContext, t: ModelTarget) -> tuple[int, int]:
     lo = ctx.policy.min_instances if t.min_instances is None else t.min_instances
     hi = ctx.policy.max_instances if t.max_instances is None else t.max_instances
@@ -109,6 +115,7 @@ __all__ = [
     "PolicyPlugin",
     "bounds",
     "decision",
+    "divides_a_minute",
     "hold_invalid",
     "in_flight",
     "ready_instances",

@@ -21,6 +21,8 @@ from autoscaler.config import DaemonConfig, Resolved, parse_config, resolve
 from autoscaler.errors import ConfigError
 from autoscaler.profiles import Name
 from autoscaler.sim.engine import SimModelSpec
+from autoscaler.sim.hpa import HpaSettings
+from autoscaler.sim.kpa import KpaSettings
 from autoscaler.sim.workload import (
     ClosedLoop,
     OpenLoop,
@@ -145,31 +147,6 @@ class Hardware(_Strict):
     servers: Annotated[int, Field(ge=1, le=64)] = 1
     # CUDA context and Triton's own allocations on every GPU before any model
     base_used_gb: NonNeg = 0.6
-
-
-class HpaSettings(_Strict):
-    target_utilization: Annotated[float, Field(gt=0, le=1)] = 0.8
-    tolerance: Annotated[float, Field(ge=0, lt=1)] = 0.1
-    period_s: PosFloat = 15.0
-    scale_down_stabilization_s: NonNeg = 300.0
-
-
-class KpaSettings(_Strict):
-    # Knative's container-concurrency-target-percentage default is 70 %
-    target_utilization: Annotated[float, Field(gt=0, le=1)] = 0.7
-    stable_window_s: PosFloat = 60.0
-    panic_window_s: PosFloat = 6.0
-    panic_threshold: Annotated[float, Field(ge=1)] = 2.0
-    max_scale_down_rate: Annotated[float, Field(ge=1)] = 2.0
-
-    @model_validator(mode="after")
-    def _windows(self) -> KpaSettings:
-        if self.panic_window_s > self.stable_window_s:
-            raise ValueError(
-                f"panic_window_s ({self.panic_window_s}) must be ≤ stable_window_s "
-                f"({self.stable_window_s})"
-            )
-        return self
 
 
 class BaselineSettings(_Strict):
