@@ -331,8 +331,13 @@ def busy_fraction(w: ModelWindow) -> float:
 
 def serving_seconds(reads: Sequence[tuple[float, int]], since: float, until: float) -> float:
     """Instance-seconds the ready instances were there in [since, until], from the
-    ready count at each read (between two reads, the mean of the two counts)."""
+    ready count at each read (between two reads, the mean of the two counts; before
+    the first read, its count)."""
+    if not reads:
+        return 0.0
     total = 0.0
+    if reads[0][0] > since:
+        total += (min(reads[0][0], until) - since) * reads[0][1]
     for (t0, r0), (t1, r1) in pairwise(reads):
         a, b = max(t0, since), min(t1, until)
         if b > a:
