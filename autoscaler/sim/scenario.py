@@ -39,6 +39,7 @@ EPOCH = 1_767_225_600.0
 
 PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNeg = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class _Strict(BaseModel):
@@ -169,7 +170,21 @@ class Scenario(_Strict):
     policies_dirs: list[Path] = Field(default_factory=list)
     policies: list[str] = Field(default_factory=lambda: list(DEFAULT_POLICIES), min_length=1)
     baselines: BaselineSettings = BaselineSettings()
+    # what `simulate --sweep` varies: policy → {one setting: [values]} (autoscaler/sim/sweep.py)
+    sweep: dict[Name, dict[str, list[FiniteFloat]]] = Field(default_factory=dict)
     models: dict[Name, ScenarioModel] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_setting_each(self) -> Scenario:
+        for name, params in self.sweep.items():
+            if len(params) != 1:
+                raise ValueError(
+                    f"sweep.{name}: give exactly one setting to vary (got {len(params)})"
+                )
+            for param, values in params.items():
+                if not values:
+                    raise ValueError(f"sweep.{name}.{param}: give at least one value")
+        return self
 
 
 def load_scenario(path: Path) -> Scenario:
