@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['scenario']} ({r['duration_h']:g} h simulated)",
                 r["wall_s"],
                 "s",
-                note=f"{r['runs']} runs: "
+                note=f"{r['runs']} runs; points on the plot: "
                 + ", ".join(f"{k} {v}" for k, v in r["points"].items())
                 + f"; runs' own time {r['runs_cpu_s']} s",
             )
