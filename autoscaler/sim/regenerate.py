@@ -48,7 +48,6 @@ def frontier_headline(sweeps: list[SweepResult]) -> str:
         for st in sw.standing.get("instance_hours", []):
             at = st.baseline_attainment_at_ours_cost
             need = st.baseline_cost_for_ours_attainment
-            ratio = st.cost_ratio
             lines.append(
                 f"| {sw.name} | {st.baseline} | {st.ours_attainment_pct:.1f} at "
                 f"{st.ours_cost:.2f} | "
@@ -57,8 +56,8 @@ def frontier_headline(sweeps: list[SweepResult]) -> str:
                 + (
                     f"never (best {st.baseline_best_attainment_pct:.1f} %)"
                     if need is None
-                    else f"{need:.2f} (ours × {ratio:.2f})"
-                    if ratio is not None
+                    else f"{need:.2f} ({need / st.ours_cost:.2f}× ours)"
+                    if st.ours_cost > 0
                     else f"{need:.2f}"
                 )
                 + f" | {st.baseline_points} |"
