@@ -303,6 +303,7 @@ def _sweep(
     written = write_frontier(res, out, plots=plots) if out is not None else []
     if fmt == "json":
         doc = res.to_json()
+        doc["runs"] = res.runs  # not in frontier.json: it depends on runs reused
         doc["wall_s"] = round(res.wall_s, 2)
         doc["written"] = [str(p) for p in written]
         typer.echo(json.dumps(doc, indent=2))

@@ -357,7 +357,6 @@ class SweepResult:
             "description": scn.description,
             "duration_s": scn.duration_s,
             "seed": scn.seed,
-            "runs": self.runs,
             "ours": None if self.ours is None else self.ours.to_json(),
             "standing": {a: [s.to_json() for s in v] for a, v in self.standing.items()},
             "points": [
