@@ -16,6 +16,7 @@ checked by `test_invalid_telemetry_holds`.
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -418,3 +419,24 @@ def test_runs_at_its_own_tick_and_sees_starting_instances() -> None:
     assert any(
         (w.ready_instances or 0) < w.instances for c in seen for w in c.stable.values() if w.valid
     )
+
+
+def test_ready_instances_travel_through_a_trace() -> None:
+    """The simulator's ready count is written to a trace line and read back (fast and careful
+    readers); a line without it (any real source) reads as None: every instance serves."""
+    from autoscaler.telemetry.snapshot import ModelCounters, ModelSample, Snapshot
+    from autoscaler.telemetry.trace import snapshot_from_json, snapshot_to_json
+
+    counters = ModelCounters(1.0, 0.0, 1000.0, 10.0)
+    snap = Snapshot(
+        T0, models={M5: ModelSample(M5, counters=counters, ready_instances=2)}, sources=("sim",)
+    )
+    line = snapshot_to_json(snap)
+    assert line["models"][M5]["ready_instances"] == 2
+    assert snapshot_from_json(line).models[M5].ready_instances == 2  # type: ignore[index]
+    careful = json.loads(json.dumps(line).replace('"request_success": 1.0', '"request_success": 1'))
+    assert snapshot_from_json(careful).models[M5].ready_instances == 2  # type: ignore[index]
+    del line["models"][M5]["ready_instances"]
+    assert snapshot_from_json(line).models[M5].ready_instances is None  # type: ignore[index]
+    plain = snapshot_to_json(Snapshot(T0, models={M5: ModelSample(M5, counters=counters)}))
+    assert "ready_instances" not in plain["models"][M5]

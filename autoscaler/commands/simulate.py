@@ -319,7 +319,7 @@ def _sweep(
     for p in res.points:
         t.add_row(
             p.policy,
-            p.setting + (" (default)" if p.default else ""),
+            p.setting + (" (default)" if p.default and p.setting != "default" else ""),
             f"{p.attainment_pct:.1f}",
             f"{p.instance_hours:.2f}",
             f"{p.gpu_hours:.2f}",

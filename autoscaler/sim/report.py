@@ -197,7 +197,7 @@ def frontier_markdown(res: SweepResult) -> str:
     on = {(p.policy, p.setting) for n in {q.policy for q in res.points} for p in res.frontier(n)}
     for p in res.points:
         mark = "●" if (p.policy, p.setting) in on else ""
-        setting = p.setting + (" (default)" if p.default else "")
+        setting = p.setting + (" (default)" if p.default and p.setting != "default" else "")
         lines.append(
             f"| {p.policy} | {setting} | {p.attainment_pct:.1f} | {p.instance_hours:.2f} | "
             f"{p.gpu_hours:.2f} | {p.scale_actions} | {mark} |"
