@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from autoscaler.errors import ConfigError
 from autoscaler.policy.decision import Action, Decision, PlacementSlot
+from autoscaler.transport import NO_SECURITY, Security
 
 if TYPE_CHECKING:
     import tritonclient.http
@@ -375,8 +376,9 @@ class TritonActuator:
         verify_timeout_s: float = DEFAULT_VERIFY_TIMEOUT_S,
         poll_interval_s: float = VERIFY_POLL_S,
         grpc_url: str | None = None,
+        security: Security = NO_SECURITY,
     ) -> None:
-        from autoscaler.telemetry.triton import http_host_port
+        from autoscaler.telemetry.triton import http_host_port, url_scheme
 
         if not timeout_s > 0:
             raise ConfigError("must be positive", field="timeout_s", value=timeout_s)
@@ -386,12 +388,18 @@ class TritonActuator:
             self.url = http_host_port(url)
         except ValueError as exc:
             raise ConfigError(str(exc), field="triton url", value=url) from None
+        # https: verified against the system's CAs or tls.ca_file, with the client
+        # certificate if one is set; the credential's header goes with every call.
+        self.tls = url_scheme(url) == "https"
+        self.security = security
+        self._headers = security.plain_headers() or None
         # With a gRPC address, load_model goes over gRPC: Triton 2.51 runs an HTTP
         # load on one of its HTTP worker threads for as long as it waits (minutes
         # under a backlog, docs/reliability.md); in one pair of such stalls 5 of
         # 1,018 client requests hit their 60 s timeout with the load over HTTP, 0
         # of 1,015 with it over gRPC.
         self.grpc_url: str | None = None
+        self.grpc_tls = False
         if grpc_url:
             try:
                 import tritonclient.grpc  # noqa: F401
@@ -405,6 +413,7 @@ class TritonActuator:
                 self.grpc_url = http_host_port(grpc_url, default_port=8001)
             except ValueError as exc:
                 raise ConfigError(str(exc), field="triton grpc_url", value=grpc_url) from None
+            self.grpc_tls = grpc_url.strip().lower().startswith(("grpcs://", "https://"))
         self.timeout_s = float(timeout_s)
         self.verify_timeout_s = float(verify_timeout_s)
         self.poll_interval_s = float(poll_interval_s)
@@ -418,8 +427,17 @@ class TritonActuator:
         import tritonclient.http
 
         t = self.timeout_s if timeout_s is None else timeout_s
+        tls: dict[str, Any] = {}
+        if self.tls:
+            sec, opts = self.security, {}
+            if sec.ca_file is not None:
+                opts["ca_certs"] = str(sec.ca_file)
+            if sec.cert_file is not None:
+                opts["certfile"] = str(sec.cert_file)
+                opts["keyfile"] = str(sec.key_file or sec.cert_file)
+            tls = {"ssl": True, "ssl_options": opts, "insecure": False}
         return tritonclient.http.InferenceServerClient(
-            self.url, connection_timeout=min(t, PROBE_TIMEOUT_S), network_timeout=t
+            self.url, connection_timeout=min(t, PROBE_TIMEOUT_S), network_timeout=t, **tls
         )
 
     def _load(
@@ -427,13 +445,24 @@ class TritonActuator:
     ) -> None:
         """`load_model(model, config=...)`, over gRPC when an address was given."""
         if self.grpc_url is None:
-            client.load_model(model, config=config)
+            client.load_model(model, config=config, headers=self._headers)
             return
         import tritonclient.grpc
 
-        grpc_client = tritonclient.grpc.InferenceServerClient(self.grpc_url)
+        sec = self.security
+        tls: dict[str, Any] = {}
+        if self.grpc_tls:
+            tls = {
+                "ssl": True,
+                "root_certificates": str(sec.ca_file) if sec.ca_file else None,
+                "private_key": str(sec.key_file or sec.cert_file) if sec.cert_file else None,
+                "certificate_chain": str(sec.cert_file) if sec.cert_file else None,
+            }
+        grpc_client = tritonclient.grpc.InferenceServerClient(self.grpc_url, **tls)
         try:
-            grpc_client.load_model(model, config=config, client_timeout=self.timeout_s)
+            grpc_client.load_model(
+                model, config=config, client_timeout=self.timeout_s, headers=self._headers
+            )
         finally:
             with contextlib.suppress(Exception):
                 grpc_client.close()
@@ -450,7 +479,7 @@ class TritonActuator:
         client = None
         try:
             client = self._client(PROBE_TIMEOUT_S)
-            client.unload_model(probe)
+            client.unload_model(probe, headers=self._headers)
         except Exception as exc:
             text = _describe(exc)
             if NOT_EXPLICIT_MARKER in text:
@@ -531,7 +560,7 @@ class TritonActuator:
         client = self._client()
         try:
             try:
-                before = client.get_model_config(model)
+                before = client.get_model_config(model, headers=self._headers)
                 previous = instance_total(before)
             except Exception as exc:
                 return self._failed(
@@ -610,8 +639,12 @@ class TritonActuator:
         deadline = time.monotonic() + self.verify_timeout_s
         while True:
             try:
-                ready = bool(client.is_model_ready(model))
-                total = instance_total(client.get_model_config(model)) if ready else None
+                ready = bool(client.is_model_ready(model, headers=self._headers))
+                total = (
+                    instance_total(client.get_model_config(model, headers=self._headers))
+                    if ready
+                    else None
+                )
                 if ready and total == want:
                     return True, ""
                 last = f"ready={ready}, {total} instance(s), want {want}"
@@ -645,6 +678,15 @@ class TritonActuator:
                 if now_total is not None
                 else "its instance count is unknown"
             )
+            if not _answered(exc) and not _unreachable(exc):
+                # Triton loads one model's configs one after another: a restore sent
+                # while the timed-out change still runs waits for it, then runs. Seen
+                # here (an instance that takes 6 s to start, a 2 s timeout): the count
+                # went 1 → 2 when the change finished and back to 1 a second later.
+                state = (
+                    f"Triton runs the restore after the change it is still applying, so "
+                    f"expect {previous} instance(s) once both finish ({state} now)"
+                )
             return self._failed(
                 decision,
                 now,
@@ -671,7 +713,7 @@ class TritonActuator:
         self, client: tritonclient.http.InferenceServerClient, model: str
     ) -> int | None:
         try:
-            return instance_total(client.get_model_config(model))
+            return instance_total(client.get_model_config(model, headers=self._headers))
         except Exception:
             return None
 

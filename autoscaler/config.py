@@ -7,6 +7,7 @@ validate` accepts it. Per model, targets come from the model's profile in
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,12 +23,42 @@ from pydantic import (
 from autoscaler.catalog import Catalog, load_catalog, read_yaml_documents, validation_error
 from autoscaler.errors import ConfigError
 from autoscaler.notify import NotifierList
-from autoscaler.policy.core import ModelTarget
+from autoscaler.policy.target import ModelTarget, service_model
 from autoscaler.profiles import Name, ScalingPolicy
 from autoscaler.telemetry.promql import check_label_name, check_selector
+from autoscaler.transport import (
+    AuthSettings,
+    Security,
+    TlsSettings,
+    check_endpoint,
+    check_secure_url,
+    load_security,
+    parse_listen,
+)
 
 CONFIG_KIND = "autoscaler-config"
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+def _listen(text: str) -> str:
+    parse_listen(text)  # ValueError says what is wrong
+    return text
+
+
+def _grpc(text: str) -> str:
+    return check_endpoint(text, schemes=("grpc", "grpcs", "http", "https"))
+
+
+Endpoint = Annotated[str, Field(max_length=2000), AfterValidator(check_endpoint)]
+def _http_url(text: str) -> str:
+    if not text.strip().lower().startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://, e.g. http://127.0.0.1:9090")
+    return check_endpoint(text)
+
+
+HttpUrl = Annotated[str, Field(max_length=2000), AfterValidator(_http_url)]
+GrpcEndpoint = Annotated[str, Field(max_length=2000), AfterValidator(_grpc)]
+ListenAddress = Annotated[str, Field(max_length=300), AfterValidator(_listen)]
 
 
 class _Strict(BaseModel):
@@ -35,20 +66,40 @@ class _Strict(BaseModel):
 
 
 class TritonSection(_Strict):
-    url: str = Field(default="127.0.0.1:8000", description="Triton HTTP endpoint, host:port")
-    grpc_url: str | None = Field(
+    url: Endpoint = Field(
+        default="127.0.0.1:8000",
+        description="Triton HTTP endpoint: host:port, or https://host:port for TLS",
+    )
+    grpc_url: GrpcEndpoint | None = Field(
         default=None,
         description="Triton gRPC endpoint, host:port; when set, apply mode sends load_model "
         "there, so that a long load does not tie up one of Triton's HTTP worker threads "
         "(needs tritonclient[grpc])",
     )
-    metrics_url: str | None = Field(default=None, description="default: http://HOST:8002/metrics")
+    metrics_url: Endpoint | None = Field(
+        default=None, description="default: http(s)://HOST:8002/metrics, the scheme of url"
+    )
+    tls: TlsSettings | None = Field(default=None, description="for https:// (docs/operations.md)")
+    auth: AuthSettings | None = Field(
+        default=None, description="a credential sent to Triton (e.g. --http-restricted-api's)"
+    )
     timeout_s: Annotated[float, Field(gt=0, le=60)] = 1.0
     # Model configs (instance groups) are re-read when the repository index changes,
     # after an apply, and at the latest after this long (spread per model over half
     # to all of it); 0 reads every config every tick. At 500 models a config read
     # costs 60–120 µs of CPU: every tick that is 30–60 ms, at 60 s ≈ 6 ms a tick.
     config_max_age_s: Annotated[float, Field(ge=0, le=3600)] = 60.0
+
+    @model_validator(mode="after")
+    def _tls_needs_https(self) -> TritonSection:
+        urls = [u for u in (self.url, self.metrics_url, self.grpc_url) if u]
+        secure = [u for u in urls if u.strip().lower().startswith(("https://", "grpcs://"))]
+        if self.tls is not None and not secure:
+            raise ValueError(
+                "tls is set but no Triton address is https:// (or grpcs://): write "
+                "url: https://HOST:PORT, or drop tls"
+            )
+        return self
 
 
 def _nonblank(text: str) -> str:
@@ -132,6 +183,8 @@ class PrometheusSection(_Strict):
     )
     triton: PrometheusTritonSection = PrometheusTritonSection()
     dcgm: PrometheusDcgmSection = PrometheusDcgmSection()
+    tls: TlsSettings | None = Field(default=None, description="for https:// (docs/operations.md)")
+    auth: AuthSettings | None = Field(default=None, description="bearer or basic credential")
 
     @model_validator(mode="after")
     def _selector_has_a_place(self) -> PrometheusSection:
@@ -155,7 +208,7 @@ class PrometheusSection(_Strict):
 class TelemetrySection(_Strict):
     models: Literal["triton", "prometheus"] = "triton"
     gpus: Literal["nvml", "prometheus", "simulated", "none"] = "nvml"
-    prometheus_url: str | None = None
+    prometheus_url: HttpUrl | None = None
     hostname: str | None = Field(default=None, description="DCGM series filter")
     prometheus: PrometheusSection = PrometheusSection()
     simulated_gpus: Annotated[int, Field(ge=1, le=64)] = 4
@@ -167,6 +220,11 @@ class TelemetrySection(_Strict):
         if uses and not self.prometheus_url:
             raise ValueError(
                 f"telemetry.{uses[0]} is 'prometheus' but telemetry.prometheus_url is not set"
+            )
+        url = self.prometheus_url or ""
+        if self.prometheus.tls is not None and not url.lower().startswith("https://"):
+            raise ValueError(
+                "telemetry.prometheus.tls is set but telemetry.prometheus_url is not https://"
             )
         return self
 
@@ -188,7 +246,10 @@ class ModelSection(_Strict):
 
 
 class HttpSection(_Strict):
-    listen: str = Field(default="127.0.0.1:9108", description="host:port for /metrics, /healthz")
+    listen: ListenAddress = Field(
+        default="127.0.0.1:9108",
+        description="host:port for /metrics, /healthz and /status (port 0: any free one)",
+    )
     unhealthy_after_s: Annotated[float, Field(gt=0, le=86400)] = 60.0
 
 
@@ -235,6 +296,35 @@ class Resolved(BaseModel):
     catalog: Catalog
 
 
+@dataclass(frozen=True)
+class Endpoints:
+    """TLS files and credentials of the endpoints a config names, read and checked."""
+
+    triton: Security
+    prometheus: Security
+
+
+def load_endpoints(cfg: DaemonConfig, source: str | Path = "<config>") -> Endpoints:
+    """Read every file and secret the config names (`run` at start and on SIGHUP, `validate`).
+
+    A missing file, an empty secret, a CA bundle that is not PEM or a credential
+    over plain http to another machine is a ConfigError naming the field.
+    """
+    src = str(source)
+    t = cfg.triton
+    triton = load_security(t.tls, t.auth, url=t.url, source=src, prefix="triton")
+    if t.auth is not None:
+        for name in ("metrics_url", "grpc_url"):
+            url = getattr(t, name)
+            if url:
+                check_secure_url(url, source=src, field=f"triton.{name}")
+    p = cfg.telemetry.prometheus
+    prometheus = load_security(
+        p.tls, p.auth, url=cfg.telemetry.prometheus_url, source=src, prefix="telemetry.prometheus"
+    )
+    return Endpoints(triton=triton, prometheus=prometheus)
+
+
 def parse_config(data: Any, source: str | Path = "<config>") -> DaemonConfig:
     if not isinstance(data, dict):
         raise ConfigError("the config must be a YAML mapping", file=source)
@@ -268,15 +358,23 @@ def resolve(cfg: DaemonConfig, source: str | Path = "<config>") -> Resolved:
     except ValidationError as exc:
         raise validation_error(exc, source, prefix="policy_overrides") from exc
     targets: dict[str, ModelTarget] = {}
+    # With no GPU watched (telemetry.gpus: none) nothing is placed on a GPU, so a
+    # model needs no memory figure: 0 GB per instance, never used for a decision.
+    needs_memory = cfg.telemetry.gpus != "none"
     for name, m in cfg.models.items():
         prof_name = m.profile or name
         field = f"models.{name}.profile"
         if prof_name not in cat.models:
-            if m.optimal_concurrency is None and m.memory_per_instance_gb is None:
+            no_memory = m.memory_per_instance_gb is None or not needs_memory
+            if m.optimal_concurrency is None and no_memory:
+                what = (
+                    "give both optimal_concurrency and memory_per_instance_gb "
+                    f"(run: --target {name}=C --memory-gb {name}=GB)"
+                    if needs_memory
+                    else f"give optimal_concurrency (run: --target {name}=C)"
+                )
                 raise ConfigError(
-                    f"no model profile '{prof_name}': name a known profile, or give both "
-                    "optimal_concurrency and memory_per_instance_gb "
-                    f"(run: --target {name}=C --memory-gb {name}=GB)",
+                    f"no model profile '{prof_name}': name a known profile, or {what}",
                     file=source,
                     field=field,
                     allowed=cat.models,
@@ -285,6 +383,8 @@ def resolve(cfg: DaemonConfig, source: str | Path = "<config>") -> Resolved:
                 ("optimal_concurrency", "--target", "C"),
                 ("memory_per_instance_gb", "--memory-gb", "GB"),
             ):
+                if key == "memory_per_instance_gb" and not needs_memory:
+                    continue
                 if getattr(m, key) is None:
                     raise ConfigError(
                         f"no model profile '{prof_name}' to take {key} from: set it "
@@ -293,7 +393,9 @@ def resolve(cfg: DaemonConfig, source: str | Path = "<config>") -> Resolved:
                         field=f"models.{name}.{key}",
                     )
             opt_c: float | None = m.optimal_concurrency
-            mem = m.memory_per_instance_gb
+            mem = m.memory_per_instance_gb if m.memory_per_instance_gb is not None else 0.0
+            startup = None
+            service = None
         else:
             prof = cat.models[prof_name]
             opt_c = m.optimal_concurrency or (prof.optimum.concurrency if prof.optimum else None)
@@ -305,6 +407,8 @@ def resolve(cfg: DaemonConfig, source: str | Path = "<config>") -> Resolved:
                     field=f"models.{name}.optimal_concurrency",
                 )
             mem = m.memory_per_instance_gb or prof.instance_memory()[0]
+            startup = prof.startup_s
+            service = service_model(prof)
         assert opt_c is not None and mem is not None  # both checked above
         targets[name] = ModelTarget(
             model=name,
@@ -313,6 +417,8 @@ def resolve(cfg: DaemonConfig, source: str | Path = "<config>") -> Resolved:
             slo_p95_ms=m.slo_p95_ms,
             min_instances=m.min_instances,
             max_instances=m.max_instances,
+            startup_s=startup,
+            service=service,
         )
         lo = policy.min_instances if m.min_instances is None else m.min_instances
         hi = policy.max_instances if m.max_instances is None else m.max_instances
@@ -323,3 +429,4 @@ def resolve(cfg: DaemonConfig, source: str | Path = "<config>") -> Resolved:
                 field=f"models.{name}",
             )
     return Resolved(config=cfg, policy=policy, targets=targets, catalog=cat)
+

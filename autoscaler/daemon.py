@@ -20,8 +20,15 @@ from autoscaler.applier import Actuator, Applier, Finished, InlineApplier
 from autoscaler.config import Resolved
 from autoscaler.daemon_metrics import DaemonMetrics
 from autoscaler.policy.core import PolicyContext, PolicyState, decide, record_outcome
-from autoscaler.policy.decision import Decision
+from autoscaler.policy.decision import Decision, Rule
 from autoscaler.profiling.drift import DriftTracker, references_from
+from autoscaler.status import (
+    ApplyRecord,
+    DaemonState,
+    DecisionHistory,
+    model_status_json,
+    status_json,
+)
 from autoscaler.telemetry.base import Collector
 from autoscaler.telemetry.snapshot import ModelWindow, Snapshot
 from autoscaler.telemetry.window import WindowSettings, WindowTracker, derive
@@ -81,7 +88,13 @@ class Autoscaler:
         # indexed per model as snapshots arrive: each window is a few bisections
         self.history: WindowTracker = WindowTracker()
         self.mode = resolved.config.mode
-        self.last_good_at = started_at if started_at is not None else time.time()
+        self.started_at = started_at if started_at is not None else time.time()
+        # the unhealthy clock runs from start until the first valid telemetry
+        self.last_good_at = self.started_at
+        self.last_valid_at: float | None = None  # None: none since start (/healthz says so)
+        self.last_tick_at: float | None = None
+        self.last_errors: tuple[str, ...] = ()
+        self.decision_history = DecisionHistory()  # for /status and `explain`
         self.instances: dict[str, int] = {}  # latest known counts (feeds simulated GPUs)
         self._logged: dict[str, tuple[tuple[Any, ...], float]] = {}  # model → (key, at)
         self.drift = DriftTracker()  # is each profile's optimum still true? (reports only)
@@ -139,7 +152,9 @@ class Autoscaler:
         if snap.errors:
             self._log("warning", "telemetry_error", errors=list(snap.errors))
         if snap.models is not None and (snap.gpus is not None or not check_gpus):
-            self.last_good_at = now
+            self.last_good_at = self.last_valid_at = now
+        self.last_tick_at = now
+        self.last_errors = snap.errors
         for name, m in (snap.models or {}).items():
             self.instances[name] = m.instances
 
@@ -179,6 +194,7 @@ class Autoscaler:
             check_gpu_memory=check_gpus,
             gpus_per_server=cfg.gpus_per_server,
             in_flight=in_flight,
+            placements=gpu_placements(snap),
         )
         decisions, self.state = self.policy_fn(ctx, self.state)
         decisions = [
@@ -189,10 +205,14 @@ class Autoscaler:
         ]
         report = TickReport(now=now, decisions=decisions, snapshot=snap)
         report.applied.extend((f.decision, f.result) for f in finished)
+        self.metrics.set_in_flight({m: since for m, (_, since) in in_flight.items()}, now)
+        self.decision_history.update(now, decisions)
         for d in decisions:
             self.metrics.observe(d)
             if self.log is not None and self._worth_logging(d, now):
-                self._log("info", "decision", mode=self.mode, **_log_fields(d))
+                # a change waiting behind the request queue needs a person (Triton's flags)
+                level = "warning" if d.rule is Rule.apply_stalled else "info"
+                self._log(level, "decision", mode=self.mode, **_log_fields(d))
         if self.mode == "apply" and self.actuator is not None:
             self._apply(decisions, now, report)
         for n in self.notifiers:
@@ -253,6 +273,19 @@ class Autoscaler:
                 # was asked for: a 60 s load must not eat a 60 s cooldown.
                 self.state = record_outcome(self.state, d.model, now, ok, self.resolved.policy)
             self.metrics.applies.labels(d.model, "ok" if ok else "failed").inc()
+            self.decision_history.applied(
+                ApplyRecord(
+                    model=d.model,
+                    current_instances=d.current_instances,
+                    desired_instances=d.desired_instances,
+                    rule=d.rule.value,
+                    submitted_at=f.submitted_at,
+                    ended_at=now,
+                    ok=ok,
+                    error=str(getattr(res, "error", "")),
+                    duration_s=float(getattr(res, "duration_s", 0.0)),
+                )
+            )
             if ok:
                 self.instances[d.model] = d.desired_instances
                 self._log(
@@ -303,12 +336,55 @@ class Autoscaler:
 
     # -- health, reload ---------------------------------------------------------------
     def health(self, now: float | None = None) -> tuple[bool, str]:
+        """For /healthz: unhealthy once no valid telemetry came for http.unhealthy_after_s.
+
+        Before the first valid telemetry it says so ("none yet"), counting from start.
+        """
         now = time.time() if now is None else now
         limit = self.resolved.config.http.unhealthy_after_s
         age = now - self.last_good_at
+        if self.last_valid_at is None:
+            if age > limit:
+                return False, (
+                    f"unhealthy: no valid telemetry since start {age:.0f} s ago "
+                    f"(limit {limit:g} s)"
+                )
+            return True, (
+                f"starting: no valid telemetry yet ({age:.0f} s since start; unhealthy after "
+                f"{limit:g} s); mode {self.mode}"
+            )
         if age > limit:
             return False, f"unhealthy: no valid telemetry for {age:.0f} s (limit {limit:g} s)"
         return True, f"ok: last valid telemetry {age:.0f} s ago; mode {self.mode}"
+
+    # -- status (GET /status, /status/MODEL) ------------------------------------------
+    def daemon_state(self, now: float | None = None) -> DaemonState:
+        now = time.time() if now is None else now
+        healthy, why = self.health(now)
+        applier = self.applier
+        return DaemonState(
+            now=now,
+            started_at=self.started_at,
+            mode=self.mode,
+            policy=self.resolved.policy.name,
+            tick_interval_s=self.resolved.policy.tick_interval_s,
+            last_tick_at=self.last_tick_at,
+            last_valid_at=self.last_valid_at,
+            telemetry_errors=self.last_errors,
+            healthy=healthy,
+            health=why,
+            models=tuple(self.resolved.targets),
+            in_flight=applier.in_flight() if applier is not None else {},
+        )
+
+    def status(self, model: str | None = None, now: float | None = None) -> dict[str, Any]:
+        """The JSON of /status (model None) or /status/MODEL; KeyError for an unknown model."""
+        st = self.daemon_state(now)
+        if model is None:
+            return status_json(st, self.decision_history)
+        if model not in self.resolved.targets:
+            raise KeyError(model)
+        return model_status_json(st, self.decision_history, model)
 
     def reload(self, resolved: Resolved, collector: Collector | None, actuator: Any) -> None:
         with self._lock:
@@ -320,10 +396,23 @@ class Autoscaler:
             self.actuator = actuator
             self.mode = resolved.config.mode
             self.metrics.set_mode(self.mode)
+            self.decision_history.forget_except(resolved.targets)
 
     def _log(self, level: str, event: str, **kw: Any) -> None:
         if self.log is not None:
             getattr(self.log, level)(event, **kw)
+
+
+def gpu_placements(snap: Snapshot) -> dict[str, dict[int, int]]:
+    """model → {GPU index: instances} from the instance groups that name their GPUs."""
+    out: dict[str, dict[int, int]] = {}
+    for name, m in (snap.models or {}).items():
+        for g in m.instance_groups:
+            if g.kind == "KIND_GPU" and g.gpus:
+                per = out.setdefault(name, {})
+                for i in g.gpus:
+                    per[i] = per.get(i, 0) + g.count
+    return out
 
 
 def _log_fields(d: Decision) -> dict[str, Any]:

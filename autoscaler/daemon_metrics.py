@@ -1,16 +1,22 @@
-"""The daemon's own /metrics (Prometheus format) and /healthz, on 127.0.0.1 by default.
+"""The daemon's own /metrics (Prometheus format), /healthz and /status, on 127.0.0.1 by default.
 
 `triton_autoscaler_desired_instances` is the series a Kubernetes user points KEDA
-or an HPA at. Every series name is listed in docs/metrics.md.
+or an HPA at. Every series name is listed in docs/metrics.md; /status and
+/status/MODEL (JSON, autoscaler/status.py) are what `triton-autoscaler status`
+and `explain` read (docs/operations.md).
 """
 
 from __future__ import annotations
 
+import json
 import math
+import socket
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import unquote
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -107,6 +113,14 @@ class DaemonMetrics:
             m,
             registry=r,
         )
+        self.in_flight = Gauge(
+            f"{PREFIX}_apply_in_flight_seconds",
+            "How long the model's instance change has been running in Triton (0: none); "
+            "a hold with rule apply_stalled says it waits behind the request queue",
+            m,
+            registry=r,
+        )
+        self._in_flight_models: set[str] = set()
         # the per-model series that every tick sets, by label values
         self._decisions = _Children(self.decisions)
         self._valid = _Children(self.valid)
@@ -162,6 +176,14 @@ class DaemonMetrics:
                 children[i].set(v)
         self._rows[m] = (children, values)
 
+    def set_in_flight(self, since: Mapping[str, float], now: float) -> None:
+        """`apply_in_flight_seconds` per model from when each change in flight started."""
+        for model in self._in_flight_models - since.keys():
+            self.in_flight.labels(model).set(0)
+        for model, t0 in since.items():
+            self.in_flight.labels(model).set(max(0.0, now - t0))
+        self._in_flight_models = set(since)
+
     def set_drift(self, model: str, ratio: float | None) -> None:
         """`profile_drift_ratio` of `model` (NaN when unknown), as `drift.labels(model).set`."""
         self._drift(model).set(math.nan if ratio is None else ratio)
@@ -171,14 +193,32 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def do_GET(self) -> None:
-        if self.path.split("?")[0] == "/metrics":
+        path = self.path.split("?")[0]
+        if path == "/metrics":
             body = generate_latest(self.server.metrics.registry)
             self._send(200, body, CONTENT_TYPE_LATEST)
-        elif self.path.split("?")[0] == "/healthz":
+        elif path == "/healthz":
             ok, why = self.server.health()
             self._send(200 if ok else 503, (why + "\n").encode(), "text/plain; charset=utf-8")
+        elif self.server.status is not None and (path == "/status" or path.startswith("/status/")):
+            model = unquote(path[len("/status/") :]) if path.startswith("/status/") else None
+            self._status(model or None)
         else:
-            self._send(404, b"not found: try /metrics or /healthz\n", "text/plain")
+            self._send(404, b"not found: try /metrics, /healthz or /status\n", "text/plain")
+
+    def _status(self, model: str | None) -> None:
+        status = self.server.status
+        assert status is not None
+        try:
+            code, doc = 200, status(model)
+        except KeyError:
+            known = status(None).get("models", [])
+            code, doc = 404, {
+                "error": f"unknown model {model!r}",
+                "models": [m.get("model") for m in known],
+            }
+        body = json.dumps(doc, allow_nan=False, indent=1).encode() + b"\n"
+        self._send(code, body, "application/json")
 
     def _send(self, code: int, body: bytes, ctype: str) -> None:
         self.send_response(code)
@@ -195,15 +235,40 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     metrics: DaemonMetrics
     health: Callable[[], tuple[bool, str]]
+    status: Callable[[str | None], dict[str, Any]] | None
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One line, never a traceback; nothing for a client that went away mid-answer."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | TimeoutError):
+            return
+        print(
+            f"http: error answering {client_address[0]}: {type(exc).__name__}: {exc}",
+            file=sys.stderr,
+        )
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
 
 
 def serve(
-    listen: str, metrics: DaemonMetrics, health: Callable[[], tuple[bool, str]]
+    listen: str,
+    metrics: DaemonMetrics,
+    health: Callable[[], tuple[bool, str]],
+    status: Callable[[str | None], dict[str, Any]] | None = None,
 ) -> tuple[_Server, threading.Thread]:
-    """Start /metrics and /healthz on `host:port` (port 0 picks a free one)."""
-    host, _, port = listen.rpartition(":")
-    srv = _Server((host or "127.0.0.1", int(port)), _Handler)
-    srv.metrics, srv.health = metrics, health
+    """Start /metrics, /healthz and (given `status`) /status on `host:port`.
+
+    Port 0 picks a free one. `status(None)` is the daemon's JSON, `status(MODEL)`
+    one model's (KeyError: unknown). Raises OSError when the address cannot be
+    bound (in use, not on this machine); `parse_listen` has checked its form.
+    """
+    from autoscaler.transport import parse_listen
+
+    host, port = parse_listen(listen)
+    srv = (_Server6 if ":" in host else _Server)((host, port), _Handler)
+    srv.metrics, srv.health, srv.status = metrics, health, status
     th = threading.Thread(target=srv.serve_forever, name="metrics-http", daemon=True)
     th.start()
     return srv, th

@@ -1,4 +1,8 @@
-"""Errors a user can act on. Each one becomes one clear message and exit code 2."""
+"""Errors a user can act on, and the exit codes a script can trust (docs/operations.md).
+
+Each error becomes one clear line on stderr and its exit code; no input prints
+a traceback.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,18 @@ from typing import Any
 
 _MISSING: Any = object()
 
+# The exit codes of every command (the table in docs/operations.md).
+EXIT_OK = 0
+EXIT_FAILURE = 1  # it ran, but failed: telemetry never valid, an apply failed, unreachable
+EXIT_USAGE = 2  # bad input: an option, a config field, a file; nothing was done
+EXIT_CHANGES = 3  # `run --once --diff`: changes are wanted (like `diff`, `terraform plan`)
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as a shell reports it
+
 
 class AutoscalerError(Exception):
     """Base of every error that is the user's input, not our bug (exit code 2)."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 class ConfigError(AutoscalerError):
@@ -50,6 +61,12 @@ class ConfigError(AutoscalerError):
         if self.allowed:
             msg += f"; allowed: {self.allowed}"
         return msg
+
+
+class RuntimeFailure(AutoscalerError):
+    """The input was fine but the work failed (a port in use, Triton down): exit code 1."""
+
+    exit_code = EXIT_FAILURE
 
 
 class CapacityError(AutoscalerError):

@@ -99,6 +99,11 @@ class ModelProfile(Strict):
     memory: Memory | None = None
     optimum: Optimum | None = None
     service: Service | None = None
+    startup_s: PositiveFloat | None = Field(
+        default=None,
+        description="seconds from load_model until a new instance serves (measured); "
+        "default: an estimate from its memory (instance_startup_s)",
+    )
 
     @model_validator(mode="after")
     def _need_size(self) -> ModelProfile:
@@ -126,6 +131,17 @@ class ModelProfile(Strict):
         return estimate_memory_gb(self.parameters_b), Source(
             kind=SourceKind.estimate, ref=f"{GB_PER_BILLION_PARAMS} GB per 1B parameters"
         )
+
+    def instance_startup_s(self) -> tuple[float, SourceKind]:
+        """Seconds a new instance takes to serve: the profile's measured figure, else an estimate.
+
+        The estimate is 10 s of process and CUDA start-up plus the weights read at
+        1 GB/s (`default_startup_s`): 5B ≈ 22 s, 20B ≈ 55 s. No table of the design
+        gives load times; measure them (`startup_s` in the profile).
+        """
+        if self.startup_s is not None:
+            return self.startup_s, SourceKind.measured
+        return default_startup_s(self.instance_memory()[0]), SourceKind.estimate
 
     def estimate_warnings(self) -> list[str]:
         """Why the 2.1 GB/B rule is unreliable for this model, if it is used."""
@@ -171,6 +187,15 @@ class ModelProfile(Strict):
         return opt.p95_ms * max(per_instance, 1.0) / opt.concurrency
 
 
+def default_startup_s(memory_gb: float) -> float:
+    """Seconds before a new instance serves: 10 s of start-up plus weights at 1 GB/s.
+
+    An assumption, not a measurement (no table gives load times): 5B ≈ 22 s,
+    20B ≈ 55 s. Profiles (`startup_s`) and scenarios (`sim.startup_s`) override it.
+    """
+    return round(10.0 + memory_gb, 1)
+
+
 def estimate_memory_gb(parameters_b: float) -> float:
     """Table 9's rule of thumb: 2.1 GB per 1B parameters (5B → 10.5 GB; measured 12.41)."""
     return round(parameters_b * GB_PER_BILLION_PARAMS, 2)
@@ -203,12 +228,13 @@ class ScalingPolicy(Strict):
     tick_interval_s: Annotated[float, Field(ge=0.1, le=3600)] = 5.0
     stable_window_s: Annotated[float, Field(ge=1, le=3600)] = 60.0
     panic_window_s: Annotated[float, Field(ge=1, le=3600)] = 6.0
-    panic_threshold: Annotated[float, Field(ge=1.0, le=100)] = Field(
-        default=2.0, description="enter burst mode when the short window wants ≥ this × current"
-    )
     scale_down_stabilization_s: Annotated[float, Field(ge=0, le=86400)] = 300.0
     cooldown_s: Annotated[float, Field(ge=0, le=86400)] = 30.0
-    max_scale_up_step: Annotated[int, Field(ge=1, le=1024)] = 4
+    max_scale_up_step: Annotated[int, Field(ge=1, le=1024)] = Field(
+        default=4,
+        description="instances added per action, at most this many or as many as there "
+        "are (+100 %), whichever is more: the HPA's default scale-up behaviour",
+    )
     max_scale_down_step: Annotated[int, Field(ge=1, le=1024)] = 1
     min_instances: Annotated[int, Field(ge=0, le=1024)] = 1
     max_instances: Annotated[int, Field(ge=1, le=1024)] = 16
@@ -216,28 +242,36 @@ class ScalingPolicy(Strict):
     staleness_s: Annotated[float, Field(ge=0.1, le=3600)] = Field(
         default=15.0, description="telemetry older than this is not acted on"
     )
-    latency_guard_queue_fraction: Annotated[float, Field(ge=0, le=1)] = Field(
-        default=0.5,
-        description="p95 above SLO counts as queueing when queue time ≥ this share of latency",
-    )
     apply_backoff_s: Annotated[float, Field(ge=0, le=86400)] = 120.0
-    max_utilization: Annotated[float, Field(gt=0, lt=0.95)] = Field(
-        default=0.8,
-        description="arrival-limited (open-loop) load on unsaturated instances: no "
-        "scale-down that would make them busier than this share of the time (their queue "
-        "grows without bound near 1); scale-up past the middle of this and 0.95",
+    slo_attainment_target: Annotated[float, Field(ge=0.5, le=0.9999)] = Field(
+        default=0.99,
+        description="share of minutes whose p95 must meet the SLO: the policy holds the "
+        "headroom that past minutes' bursts say this share needs (policy.demand)",
     )
-    arrival_memory_s: Annotated[float, Field(ge=0, le=86400)] = Field(
+    demand_history_s: Annotated[float, Field(ge=300, le=7 * 86400)] | None = Field(
+        default=None,
+        description="how much per-minute demand history the burst pattern is read from; "
+        "default: 1 / (1 − slo_attainment_target) minutes (100 min at 0.99), the fewest in "
+        "which a share 1 − target of minutes is at least one minute",
+    )
+    loop_memory_s: Annotated[float, Field(ge=0, le=86400)] = Field(
         default=3600.0,
-        description="how long requests queueing beside idle instances mark a model's "
-        "load as arrival-limited (open loop, so max_utilization applies), and how long a "
-        "count that failed such a load is remembered as too few for it",
+        description="how long evidence that a model's load is an open or a closed loop "
+        "is kept (policy.demand)",
     )
     latency_guard_settle_s: Annotated[float, Field(ge=0, le=3600)] = Field(
         default=90.0,
-        description="no latency guard this long after the instance count changed: Triton's "
-        "p95 summary slides over ~60 s (seen: still 4459 ms 30 s after 1 → 4 instances)",
+        description="no latency guard and no correction of the capacity model this long "
+        "after the instance count changed: Triton's p95 summary slides over ~60 s (seen: "
+        "still 4459 ms 30 s after 1 → 4 instances)",
     )
+
+    @property
+    def history_s(self) -> float:
+        """`demand_history_s`, or the default derived from the attainment target."""
+        if self.demand_history_s is not None:
+            return self.demand_history_s
+        return min(7 * 86400.0, 60.0 / (1.0 - self.slo_attainment_target))
 
     @model_validator(mode="after")
     def _cross_fields(self) -> ScalingPolicy:

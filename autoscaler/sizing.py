@@ -131,16 +131,26 @@ def concurrency_for_slo(profile: ModelProfile, slo_p95_ms: float) -> tuple[int, 
     )
 
 
-def size_model(profile: ModelProfile, demand: Demand) -> ModelSizing:
+def sizable(models: dict[str, ModelProfile]) -> list[str]:
+    """The models `size` can answer for: those with a measured optimal concurrency."""
+    return sorted(n for n, p in models.items() if p.optimum is not None)
+
+
+def size_model(
+    profile: ModelProfile, demand: Demand, sizable_models: Sequence[str] = ()
+) -> ModelSizing:
     if demand.users <= 0:
         raise ConfigError("users must be a positive integer", field="users", value=demand.users)
     if profile.optimum is None:
+        # Its memory is known (or estimated at 2.1 GB/B), but instances = ceil(users /
+        # optimal concurrency) needs the optimum, which only a measurement gives.
         raise ConfigError(
-            f"model '{profile.name}' has no optimal concurrency per instance (no measured "
-            "Table 10 row); measure it with `triton-autoscaler profile` or set "
-            "'optimum.concurrency' and 'optimum.memory_gb' in a policies file of your own "
-            "(--policies DIR)",
-            field="optimum",
+            f"model '{profile.name}' has no measured optimal concurrency per instance, so "
+            "its instance count cannot be sized; measure it with `triton-autoscaler profile` "
+            "or set 'optimum.concurrency' and 'optimum.memory_gb' in a policies file of your "
+            "own (--policies DIR)",
+            field="demand",
+            allowed=", ".join(sizable_models) or None,
         )
     opt_c = profile.optimum.concurrency
     per_instance, slo_reason = opt_c, ""
@@ -209,8 +219,10 @@ def size(
             )
         seen.add(d.model)
         if d.model not in models:
-            raise ConfigError(f"unknown model '{d.model}'", field="demand", allowed=models)
-        sized.append(size_model(models[d.model], d))
+            raise ConfigError(
+                f"unknown model '{d.model}'", field="demand", allowed=sizable(models)
+            )
+        sized.append(size_model(models[d.model], d, sizable(models)))
     for m in sized:
         if m.memory_per_instance_gb > gpu.memory_gb - headroom_gb:
             raise too_big_error(m.name, m.memory_per_instance_gb, gpu, headroom_gb)

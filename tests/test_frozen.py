@@ -30,7 +30,7 @@ def _window_kwargs() -> dict[str, object]:
         "failure_rate": 0.0,
         "pending_requests": 3.0,
         "in_server": 4.1,
-        "extra": {"span_s": 60.0},
+        "span_s": 60.0,
     }
 
 

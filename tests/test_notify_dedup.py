@@ -159,3 +159,18 @@ def test_log_notifier_writes_the_drift_once() -> None:
     assert rec["drift_news"] is True
     assert rec["reprofile"].startswith("triton-autoscaler profile --triton 127.0.0.1:8000")
     assert "--model llama-8b --slo-ms 500" in rec["reprofile"]
+
+
+def test_a_change_waiting_behind_the_queue_is_sent_once_then_reminded() -> None:
+    """An apply_stalled hold is news once, reminded while it lasts, and news again next time."""
+    from autoscaler.policy.decision import Rule
+
+    dd = Deduplicator(ALL, remind_after_s=600)
+    stalled = decision(action="hold", current=1, desired=1, placement=(), rule=Rule.apply_stalled)
+    loading = decision(action="hold", current=1, desired=1, placement=(), rule=Rule.apply_in_flight)
+    assert sent(dd, 0, loading) == []  # an apply in flight is not news by itself
+    assert sent(dd, 50, stalled) == [("llama-8b", "hold", False)]
+    assert sent(dd, 55, stalled) == [] and sent(dd, 649, stalled) == []
+    assert sent(dd, 650, stalled) == [("llama-8b", "hold", True)]
+    assert sent(dd, 700, loading) == []  # the change ended or moved on: forgotten
+    assert sent(dd, 750, stalled) == [("llama-8b", "hold", False)]

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from itertools import pairwise
 
 import pytest
@@ -49,6 +48,7 @@ def win(
     p95: float | None = None,
     latency: float | None = None,
     queue: float | None = None,
+    p95q: float | None = None,
     valid: bool = True,
     reason: str = "",
 ) -> ModelWindow:
@@ -63,6 +63,7 @@ def win(
         p95_ms=p95,
         avg_latency_ms=latency,
         avg_queue_ms=queue,
+        p95_queue_ms=p95q,
     )
 
 
@@ -232,33 +233,39 @@ def test_latency_guard_adds_an_instance() -> None:
     t = replace(T5B, slo_p95_ms=1200)
     _, st = one(ctx(0, win(3.9, 1), target=t))  # first seen at t = 0
     late = POLICY.latency_guard_settle_s
-    d, _ = one(ctx(late, win(3.9, 1, p95=2400, latency=1500, queue=1100), target=t), st)
+    slow = win(3.9, 1, p95=2400, latency=1500, queue=1100, p95q=1300)
+    d, _ = one(ctx(late, slow, target=t), st)
     assert (d.action, d.desired_instances, d.rule) == (Action.scale_up, 2, Rule.latency_guard)
-    assert "SLO" in d.reason
+    assert "p95 2400 ms > SLO 1200 ms and requests queued 1300 ms" in d.reason
 
 
 def test_latency_guard_ignores_slow_compute() -> None:
-    """p95 over SLO but mostly compute (no queue): more instances would not help."""
+    """p95 over SLO, but the queue's p95 (100 ms) cannot explain 1200 ms over it."""
     t = replace(T5B, slo_p95_ms=1200)
     _, st = one(ctx(0, win(3.9, 1), target=t))
     late = POLICY.latency_guard_settle_s
-    d, _ = one(ctx(late, win(3.9, 1, p95=2400, latency=2300, queue=100), target=t), st)
+    slow = win(3.9, 1, p95=2400, latency=2300, queue=100, p95q=1199)
+    d, _ = one(ctx(late, slow, target=t), st)
     assert (d.action, d.rule) == (Action.hold, Rule.steady)
+    d, _ = one(ctx(late, replace(slow, p95_queue_ms=None), target=t), st)
+    assert (d.action, d.rule) == (Action.hold, Rule.steady)  # no queue summary: no guard
 
 
 def test_panic_window_answers_a_surge() -> None:
     """The stable window lags a surge; the short window sees it and scales at once."""
-    d, st = one(ctx(0, win(5, 1), panic=win(16, 1)))
+    d, _st = one(ctx(0, win(5, 1), panic=win(16, 1)))
     assert (d.action, d.desired_instances, d.rule) == (Action.scale_up, 4, Rule.panic)
-    assert st.get("nemo-gpt-5b").panic_until == pytest.approx(POLICY.stable_window_s)
+    assert "requests in the server 16.0 / target 4" in d.reason
 
 
-def test_panic_mode_blocks_scale_down() -> None:
-    """In burst mode nothing is removed even if the stable window says so."""
-    pol = POLICY.model_copy(update={"scale_down_stabilization_s": 0})
-    _, st = one(ctx(0, win(5, 1), panic=win(16, 1), policy=pol))
-    d, _ = one(ctx(10, win(4, 4), policy=pol), st)
-    assert (d.action, d.rule) == (Action.hold, Rule.panic)
+def test_a_surge_holds_its_instances_for_the_stabilisation_window() -> None:
+    """The surge's wish (4) stays the highest in the window: no scale-down before it expires."""
+    _, st = one(ctx(0, win(5, 1), panic=win(16, 1)))
+    d, st = one(ctx(10, win(4, 4)), st)
+    assert (d.action, d.rule) == (Action.hold, Rule.stabilization)
+    assert "4 wanted within the last 300 s" in d.reason
+    d, _ = one(ctx(POLICY.scale_down_stabilization_s + 1, win(4, 4)), st)
+    assert (d.action, d.desired_instances) == (Action.scale_down, 3)
 
 
 def test_cooldown_and_backoff() -> None:
@@ -327,7 +334,7 @@ def test_step_from_4_to_16_users_reaches_4_instances() -> None:
     """The design's 5B: a step to 16 users on 1 instance ends at exactly 4 instances."""
     changes = run_clock(lambda t: 4.0 if t < 50 else 16.0, start=1, seconds=600)
     assert [d.desired_instances for _, d in changes] == [4]
-    assert changes[0][0] == 50
+    assert changes[0][0] == 55  # the last seconds must read the surge on two ticks
 
 
 def test_decision_json_contract() -> None:
@@ -358,6 +365,8 @@ def test_decision_json_has_every_field_as_asdict_would() -> None:
     ref = asdict(d)
     ref["action"], ref["rule"] = d.action.value, d.rule.value
     ref["placement"] = [asdict(p) for p in d.placement]
+    assert d.figures is not None
+    ref["figures"] = d.figures.to_json()
     j = d.to_json()
     assert list(j) == list(ref) and j == ref
     assert d.placement
@@ -383,14 +392,14 @@ def test_panic_uses_requests_in_the_server_now(little: float, pending: float, wa
 def test_latency_guard_waits_after_a_restart() -> None:
     """A fresh daemon does not trust a lagging p95 on its first ticks (the count may be new)."""
     t = replace(T5B, slo_p95_ms=1500)
-    d, _ = one(ctx(0, win(15.9, 4, p95=4500, latency=1200, queue=900), target=t))
+    d, _ = one(ctx(0, win(15.9, 4, p95=4500, latency=1200, queue=900, p95q=3500), target=t))
     assert (d.action, d.rule) == (Action.hold, Rule.steady)
 
 
 def test_latency_guard_waits_after_a_change() -> None:
     """Right after the count changed, a lagging p95 summary does not add instances."""
     t = replace(T5B, slo_p95_ms=1200)
-    slow = win(7.9, 2, p95=2400, latency=1500, queue=1100)
+    slow = win(7.9, 2, p95=2400, latency=1500, queue=1100, p95q=1300)
     _, st = one(ctx(0, win(3.9, 1), target=t))  # seen at 1 instance
     d, st = one(ctx(10, slow, target=t), st)  # now 2: changed at t = 10
     assert (d.action, d.rule) == (Action.hold, Rule.steady)
@@ -413,6 +422,30 @@ def test_model_with_a_change_in_flight_holds() -> None:
     d, _ = one(c)
     assert (d.action, d.rule, d.desired_instances) == (Action.hold, Rule.apply_in_flight, 1)
     assert "applying 1 → 4" in d.reason and "started 25 s ago" in d.reason
+
+
+@pytest.mark.parametrize(
+    ("age_s", "pending", "rule"),
+    [
+        (25.0, 12.0, Rule.apply_in_flight),  # the new instances may still be loading
+        (44.0, 12.0, Rule.apply_in_flight),  # 5B starts in ≈ 22.4 s: under 2 × that
+        (46.0, 12.0, Rule.apply_stalled),  # past 2 × start-up with a queue: behind it
+        (300.0, 0.0, Rule.apply_in_flight),  # slow, but nothing queues: not that stall
+        (300.0, None, Rule.apply_in_flight),  # no pending gauge: cannot tell
+    ],
+)
+def test_a_change_waiting_behind_the_queue_is_called_so(
+    age_s: float, pending: float | None, rule: Rule
+) -> None:
+    """A change in flight far past an instance's start-up, requests queued: apply_stalled."""
+    busy = one(ctx(0, win(16, 1)))[0]
+    stalled = replace(win(16, 1, 100.0), pending_requests=pending)
+    d, _ = one(replace(ctx(100.0, stalled), in_flight={"nemo-gpt-5b": (busy, 100.0 - age_s)}))
+    assert (d.action, d.rule, d.current_instances) == (Action.hold, rule, 1)
+    assert T5B.expected_startup_s() == pytest.approx(22.4)
+    if rule is Rule.apply_stalled:
+        assert f"has taken {age_s:.0f} s" in d.reason and "12 requests wait" in d.reason
+        assert "--rate-limit=execution_count" in d.reason
 
 
 def test_in_flight_instances_reserve_their_gpu_memory() -> None:
@@ -449,238 +482,3 @@ def test_in_flight_instances_reserve_their_gpu_memory() -> None:
     }
     assert busy["nemo-gpt-20b"].rule is Rule.apply_in_flight
     assert busy["nemo-gpt-5b"].action is Action.capacity_exhausted
-
-
-# -- arrival-limited load: the utilisation floor ------------------------------------------
-
-S5B = 0.277  # 5B compute time per request (Table 10: 3.61 req/s on one instance)
-
-
-def load_win(
-    instances: int,
-    now: float,
-    *,
-    rate: float,
-    queue_s: float = 0.0,
-    pending: float = 0.0,
-    service_s: float = S5B,
-    batch: float = 1.0,
-    p95: float | None = None,
-) -> ModelWindow:
-    """A window as `window.derive` gives it for `rate` req/s, each computing `service_s`."""
-    latency = service_s + queue_s
-    return ModelWindow(
-        model="nemo-gpt-5b",
-        as_of=now,
-        window_s=60,
-        valid=True,
-        instances=instances,
-        throughput_rps=rate,
-        avg_latency_ms=latency * 1000,
-        avg_queue_ms=queue_s * 1000,
-        concurrency=rate * latency,
-        in_server=rate * latency,
-        p95_ms=p95 if p95 is not None else latency * 1000,
-        pending_requests=pending,
-        extra={
-            "inferences_per_s": rate,
-            "avg_batch": batch,
-            "avg_compute_infer_ms": service_s * 1000 * batch,
-        },
-    )
-
-
-@dataclass
-class OpenLoop:
-    """Poisson arrivals at `rate`/s on n instances of a 277 ms model (M/D/n, roughly).
-
-    Below utilisation 1 the mean wait is Sakasegawa's M/M/n figure halved for constant
-    service; at or above 1 the backlog grows by (rate − n / S) per second, and the
-    instances are all busy.
-    """
-
-    rate: float
-    backlog: float = 0.0
-    t: float = 0.0
-
-    def window(self, n: int, now: float) -> ModelWindow:
-        dt, self.t = now - self.t, now
-        rho = self.rate * S5B / n
-        if rho < 1 and self.backlog <= 0:
-            wq = S5B * rho ** (math.sqrt(2 * (n + 1)) - 1) / (n * (1 - rho)) / 2
-            return load_win(n, now, rate=self.rate, queue_s=wq, pending=self.rate * wq)
-        self.backlog = max(0.0, self.backlog + (self.rate - n / S5B) * dt)
-        served = n / S5B
-        return load_win(
-            n, now, rate=served, queue_s=self.backlog / served, pending=self.backlog + 1
-        )
-
-
-@dataclass
-class ClosedLoop:
-    """`users` zero-think clients (Table 10's perf_analyzer): each sends on the last answer."""
-
-    users: int
-
-    def window(self, n: int, now: float) -> ModelWindow:
-        busy = min(self.users, n)
-        queued = max(0, self.users - n)
-        wq = queued / (busy / S5B) if busy else 0.0
-        return load_win(n, now, rate=busy / S5B, queue_s=wq, pending=queued)
-
-
-World = Callable[[int, float], ModelWindow]
-
-
-def run_world(
-    world: World, start: int, seconds: float, policy: ScalingPolicy = POLICY, step: float = 5.0
-) -> tuple[list[tuple[float, Decision]], list[int], PolicyState]:
-    """Step a fake clock over a simulated load; both windows read it; changes apply at once."""
-    state, current, t = PolicyState(), start, 0.0
-    changes: list[tuple[float, Decision]] = []
-    counts: list[int] = []
-    while t <= seconds:
-        w = world(current, t)
-        d, state = one(ctx(t, w, panic=w, policy=policy), state)
-        if d.changes:
-            changes.append((t, d))
-            current = d.desired_instances
-            state = record_outcome(state, d.model, t, ok=True, policy=policy)
-        counts.append(current)
-        t += step
-    return changes, counts, state
-
-
-@pytest.mark.parametrize(
-    ("users", "start", "end"),
-    [
-        (16, 1, 4),  # the design's sizing: 16 / 4
-        (16, 8, 4),  # 8 instances all busy (2 users each): down to 4, not held by a floor
-        (16, 16, 4),  # one user per instance: busy 1.0, no queue, still a closed loop
-        (8, 16, 2),  # users left (64 → 8 in competing-5b-20b): busy 0.5, no queue → 2
-    ],
-)
-def test_zero_think_closed_loop_keeps_the_sizing_rule(users: int, start: int, end: int) -> None:
-    """Closed-loop users settle at users / 4 instances: the floor never holds them."""
-    changes, counts, state = run_world(ClosedLoop(users).window, start, 3600)
-    assert counts[-1] == end
-    assert all(d.rule is not Rule.utilization for _, d in changes)
-    assert state.get("nemo-gpt-5b").arrival_limited_until is None  # never seen as open loop
-    ups = [d for _, d in changes if d.action is Action.scale_up]
-    assert len(ups) <= 1  # one step up (1 → 4) and never again
-
-
-@pytest.mark.parametrize(
-    ("rate", "settle"),
-    [
-        (20.0, 7),  # 20 × 0.277 = 5.54 instances' worth; 5.54 / 0.8 → 7 (busy 0.79)
-        (24.0, 9),  # the day's peak: 6.65 / 0.8 → 9 (busy 0.74)
-        (3.3, 2),  # 0.91 / 0.8 → 2 (busy 0.46)
-        (2.0, 1),  # 0.55 / 0.8 → 1 (busy 0.55)
-    ],
-)
-def test_open_loop_settles_without_oscillating(rate: float, settle: int) -> None:
-    """Poisson arrivals from 16 instances: down to ceil(λS / 0.8), never into a runaway."""
-    changes, counts, _ = run_world(OpenLoop(rate).window, 16, 4 * 3600)
-    assert counts[-1] == settle
-    assert min(counts) == settle  # never below: the queue never ran away
-    assert all(d.action is Action.scale_down for _, d in changes)  # no panic, no way back up
-    assert changes[-1][0] < 3600  # settled within the first hour, then nothing
-
-
-def test_open_loop_utilisation_bands() -> None:
-    """Arrival-limited: down only to ≤ 0.8 busy, up only past 0.875 busy, hold between."""
-    pol = POLICY.model_copy(update={"scale_down_stabilization_s": 0})
-    state, t = PolicyState(), 0.0
-    # mark the load arrival-limited: 2 req/s on 1 instance, busy 0.55, 0.6 × S queued
-    for _ in range(15):
-        d, state = one(ctx(t, load_win(1, t, rate=2.0, queue_s=0.17, pending=1)), state)
-        t += 5
-    assert state.get("nemo-gpt-5b").arrival_limited_until is not None
-    cases = [
-        # (instances, req/s, action, desired)
-        (8, 23.8, Action.hold, 8),  # 6.59 executing / 8 = 0.82: above 0.8, below 0.875
-        (8, 26.0, Action.scale_up, 9),  # 7.2 / 8 = 0.90 → ceil(7.2 / 0.875) = 9
-        (9, 23.8, Action.hold, 9),  # 9 → 8 would make them 0.82 busy
-        (9, 23.0, Action.scale_down, 8),  # 6.37 / 8 = 0.80: allowed
-    ]
-    for n, rate, action, desired in cases:
-        # seen at n for long: the window describes this count
-        seen = replace(state.get("nemo-gpt-5b"), history=(), seen_instances=n, grew_at=-1e3)
-        st = state.with_model("nemo-gpt-5b", seen)
-        w = load_win(n, t, rate=rate, queue_s=0.01, pending=0)
-        d, _ = one(ctx(t, w, panic=w, policy=pol), st)
-        assert (n, rate, d.action, d.desired_instances) == (n, rate, action, desired)
-        if action is not Action.hold:
-            assert d.rule is Rule.utilization or action is Action.scale_down
-
-
-@pytest.mark.parametrize(
-    ("window", "limited"),
-    [
-        (load_win(1, 0, rate=2.0, queue_s=0.17, pending=1), True),  # M/D/1 at 0.55 busy
-        (load_win(16, 0, rate=28.9, queue_s=0.0, pending=0), False),  # 8 users on 16: no wait
-        (load_win(4, 0, rate=14.4, queue_s=0.83, pending=12), False),  # 16 users on 4: busy 1
-        (load_win(16, 0, rate=28.9, queue_s=0.5, pending=0), False),  # a queue that drained
-        (load_win(4, 0, rate=2.0, queue_s=0.3, pending=3, service_s=1.05, batch=8), False),
-    ],
-)
-def test_arrival_limited_evidence(window: ModelWindow, limited: bool) -> None:
-    """Only requests queueing beside idle instances, now and over the minute, mark a load."""
-    _, st = one(ctx(100, window, panic=window))
-    st = st.with_model("nemo-gpt-5b", replace(st.get("nemo-gpt-5b"), grew_at=-1000.0))
-    _, st = one(ctx(105, window, panic=window), st)
-    assert (st.get("nemo-gpt-5b").arrival_limited_until is not None) is limited
-
-
-def test_a_count_that_failed_the_slo_is_remembered() -> None:
-    """Latency guard 1 → 2 at 0.7 busy (bursty arrivals): 1 stays too few while the load does."""
-    t5 = replace(T5B, slo_p95_ms=1500)
-    state, t, current = PolicyState(), 0.0, 1
-    changes: list[tuple[float, int]] = []
-
-    def tick(rate: float, p95: float) -> None:
-        nonlocal state, t, current
-        w = load_win(current, t, rate=rate, queue_s=1.5 * S5B / current, pending=1, p95=p95)
-        d, state = one(ctx(t, w, panic=w, target=t5), state)
-        if d.changes:
-            changes.append((t, d.desired_instances))
-            current = d.desired_instances
-            state = record_outcome(state, d.model, t, ok=True, policy=POLICY)
-        t += 5
-
-    for _ in range(40):  # 200 s on one instance at 2.5 req/s (0.69 busy), p95 over the SLO
-        tick(2.5, 2400 if current == 1 else 900)
-    assert changes == [(90.0, 2)]  # the guard waits out its settle time, then adds one
-    for _ in range(240):  # 20 min at 2 instances: the floor alone would allow 1 (0.69 / 0.8)
-        tick(2.5, 900)
-    assert current == 2
-    for _ in range(240):  # the load falls to 1.5 req/s (0.42 busy): 1 instance is enough
-        tick(1.5, 900)
-    assert current == 1
-
-
-def test_a_drained_backlog_does_not_hold_instances() -> None:
-    """Open loop: panic to 16 for a backlog; once drained the floor decides, not its wishes."""
-    world = OpenLoop(3.0)
-    _, _, state = run_world(world.window, 2, 600)  # marked arrival-limited on 2 instances
-    assert state.get("nemo-gpt-5b").arrival_limited_until is not None
-    world.rate, world.backlog = 20.0, 500.0  # a crowd: 500 queued at once, 20 req/s after
-    state, current, t = state, 2, 605.0
-    counts, last_up = [], 0.0
-    while t <= 2400:
-        w = world.window(current, t)
-        d, state = one(ctx(t, w, panic=w), state)
-        if d.changes:
-            current = d.desired_instances
-            state = record_outcome(state, d.model, t, ok=True, policy=POLICY)
-            if d.action is Action.scale_up:
-                last_up = t
-        counts.append((t, current))
-        t += 5
-    assert max(n for _, n in counts) >= 10  # the burst window drained the backlog fast
-    assert counts[-1][1] == 7  # 5.54 / 0.8
-    # back at 7 before the 300 s stabilisation after the backlog's last wish had passed
-    # (seen: 7 at t = 820 s; 1055 s when the backlog's wishes count)
-    reached = next(t for t, n in counts if n == 7)
-    assert reached < last_up + POLICY.scale_down_stabilization_s

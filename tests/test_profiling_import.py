@@ -45,23 +45,24 @@ nemo-gpt-5b,1,16,nemo-gpt-5b_config_default,1:GPU,0,No,3.6,4522.9,4547.5,4444.0,
 nemo-gpt-5b,1,1,nemo-gpt-5b_config_default,1:GPU,0,Yes,3.6,289.7,291.2,280.6,0.1,0.05,276.9,0.05,276.4,4650
 nemo-gpt-5b,2,4,nemo-gpt-5b_config_default,1:GPU,0,Yes,7.0,1170.0,1190.0,1140.0,850.0,0.05,277.0,0.05,1136.0,4700
 """
-# metrics-model-gpu.csv: one row per GPU of the run; the instance lives on GPU-0.
+# metrics-model-gpu.csv: one row per GPU of the run; the instance lives on GPU-0. Memory is in
+# MiB as Model Analyzer's local mode writes it (DCGM's framebuffer fields) under an 'MB' header.
 GPU_HEADER = (
     "Model,GPU UUID,Batch,Concurrency,Model Config Path,Instance Group,"
     "Satisfies Constraints,GPU Memory Usage (MB),GPU Utilization (%),GPU Power Usage (W)"
 )
 GPU_ROWS = """\
-nemo-gpt-5b,GPU-0a1b,1,1,nemo-gpt-5b_config_default,1:GPU,Yes,12410,97,612
-nemo-gpt-5b,GPU-9f8e,1,1,nemo-gpt-5b_config_default,1:GPU,Yes,540,0,71
-nemo-gpt-5b,GPU-0a1b,1,2,nemo-gpt-5b_config_default,1:GPU,Yes,12410,99,640
-nemo-gpt-5b,GPU-9f8e,1,2,nemo-gpt-5b_config_default,1:GPU,Yes,540,0,71
-nemo-gpt-5b,GPU-0a1b,1,4,nemo-gpt-5b_config_default,1:GPU,Yes,12410,99,655
-nemo-gpt-5b,GPU-9f8e,1,4,nemo-gpt-5b_config_default,1:GPU,Yes,540,0,70
-nemo-gpt-5b,GPU-0a1b,1,8,nemo-gpt-5b_config_default,1:GPU,No,12450,99,660
-nemo-gpt-5b,GPU-9f8e,1,8,nemo-gpt-5b_config_default,1:GPU,No,540,0,71
-nemo-gpt-5b,GPU-0a1b,1,16,nemo-gpt-5b_config_default,1:GPU,No,12520,99,661
-nemo-gpt-5b,GPU-9f8e,1,16,nemo-gpt-5b_config_default,1:GPU,No,540,0,70
-nemo-gpt-5b,GPU-0a1b,1,8,nemo-gpt-5b_config_1,2:GPU,Yes,24820,99,650
+nemo-gpt-5b,GPU-0a1b,1,1,nemo-gpt-5b_config_default,1:GPU,Yes,11835.1,97,612
+nemo-gpt-5b,GPU-9f8e,1,1,nemo-gpt-5b_config_default,1:GPU,Yes,515.0,0,71
+nemo-gpt-5b,GPU-0a1b,1,2,nemo-gpt-5b_config_default,1:GPU,Yes,11835.1,99,640
+nemo-gpt-5b,GPU-9f8e,1,2,nemo-gpt-5b_config_default,1:GPU,Yes,515.0,0,71
+nemo-gpt-5b,GPU-0a1b,1,4,nemo-gpt-5b_config_default,1:GPU,Yes,11835.1,99,655
+nemo-gpt-5b,GPU-9f8e,1,4,nemo-gpt-5b_config_default,1:GPU,Yes,515.0,0,70
+nemo-gpt-5b,GPU-0a1b,1,8,nemo-gpt-5b_config_default,1:GPU,No,11873.2,99,660
+nemo-gpt-5b,GPU-9f8e,1,8,nemo-gpt-5b_config_default,1:GPU,No,515.0,0,71
+nemo-gpt-5b,GPU-0a1b,1,16,nemo-gpt-5b_config_default,1:GPU,No,11940.0,99,661
+nemo-gpt-5b,GPU-9f8e,1,16,nemo-gpt-5b_config_default,1:GPU,No,515.0,0,70
+nemo-gpt-5b,GPU-0a1b,1,8,nemo-gpt-5b_config_1,2:GPU,Yes,23670.2,99,650
 """
 
 
@@ -147,8 +148,8 @@ def test_import_errors_name_the_problem(csvs: tuple[Path, Path], tmp_path: Path)
     with pytest.raises(ConfigError, match="no rows for model 'gpt'") as exc:
         import_results(inf, "gpt")
     assert "nemo-gpt-20b, nemo-gpt-5b" in str(exc.value)
-    with pytest.raises(ConfigError, match="has 2:GPU"):
-        import_results(inf, "nemo-gpt-5b", config="nemo-gpt-5b_config_1")
+    two_inst = import_results(inf, "nemo-gpt-5b", config="nemo-gpt-5b_config_1")
+    assert two_inst.instances == 2 and two_inst.points[0].concurrency == 4  # c=8 over 2
     bad = tmp_path / "bad.csv"
     bad.write_text("Model,Concurrency,p99 Latency (ms)\nm,1,3\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="no column for throughput"):

@@ -23,7 +23,14 @@ from autoscaler.profiling.drift import (
     references_from,
 )
 from autoscaler.profiling.optimum import ProfilePoint, choose_optimum
-from autoscaler.profiling.sweep import ServerStats, WindowStats, parse_concurrency, stability
+from autoscaler.profiling.sweep import (
+    ModelInfo,
+    ServerStats,
+    WindowStats,
+    _split_batches,
+    parse_concurrency,
+    stability,
+)
 from autoscaler.profiling.writer import build_profile, profile_yaml, write_profile
 from autoscaler.telemetry.snapshot import ModelWindow
 
@@ -169,6 +176,31 @@ def test_stability_is_three_windows_within_ten_percent() -> None:
     assert stability([win(3.6, 1100), win(3.6, 1100)]) is None
 
 
+@pytest.mark.parametrize(
+    ("clients", "avg_batch", "max_batch", "delay_ms", "split"),
+    [
+        (16, 16.0, 16, 60.0, False),  # one whole batch a round
+        (16, 14.9, 16, 60.0, False),  # a straggler now and then
+        (16, 8.0, 16, 60.0, True),  # two groups of 8: the CI failure
+        (16, 11.9, 16, 60.0, True),  # below 0.75 × 16
+        (24, 12.0, 16, 60.0, False),  # 16 + 8 a round is what 24 clients make
+        (24, 6.0, 16, 60.0, True),
+        (8, 8.0, 16, 60.0, False),
+        (1, 1.0, 16, 60.0, False),
+        (16, 1.0, 0, None, False),  # sequential: nothing to split
+        (16, 4.0, 16, None, False),  # batching without a dynamic batcher: not our case
+    ],
+)
+def test_split_batches_tells_partial_batches_from_whole_ones(
+    clients: int, avg_batch: float, max_batch: int, delay_ms: float | None, split: bool
+) -> None:
+    point = ProfilePoint(clients, throughput_rps=10.0, avg_batch=avg_batch)
+    why = _split_batches(point, clients, ModelInfo(1, max_batch, delay_ms))
+    assert (why is not None) == split
+    if why is not None:
+        assert f"average batch {avg_batch:.1f}" in why
+
+
 def test_server_stats_sum_versions_and_compute_parts() -> None:
     """get_inference_statistics' JSON sums over versions; compute is input + infer + output."""
     part = {"count": 2, "ns": 10}
@@ -277,7 +309,7 @@ def window(t: float, p95: float | None, conc: float = 4.0, **kw: object) -> Mode
         "concurrency": conc,
         "p95_ms": p95,
         "avg_latency_ms": None if p95 is None else p95 * 0.97,
-        "extra": {"span_s": 60.0},
+        "span_s": 60.0,
     }
     fields.update(kw)
     return ModelWindow("m", t, 60.0, **fields)  # type: ignore[arg-type]
@@ -469,3 +501,49 @@ def test_model_profile_dump_matches_shipped_layout() -> None:
         "service",
     ]
     assert ModelProfile.model_validate(doc) == P20B
+
+
+def test_a_split_level_is_measured_again_and_a_persistent_split_is_noted() -> None:
+    """The sweep re-runs a level whose clients split into partial batches, at most twice."""
+    from autoscaler.profiling.sweep import SPLIT_RETRIES, QuietObserver, SweepSettings, _Sweep
+
+    class Gen:  # what `_level` uses of the load generator: clients and the idle check
+        sent, abandoned = 0, 0
+
+        def __init__(self) -> None:
+            self.levels: list[int] = []
+
+        def set_clients(self, model: str, n: int) -> None:
+            self.levels.append(n)
+
+        def records(self) -> list[object]:
+            return []
+
+    class Sweep(_Sweep):
+        def __init__(self, batches: list[float]) -> None:
+            super().__init__(
+                "h:1",
+                "m",
+                [16],
+                SweepSettings(),
+                None,  # type: ignore[arg-type]
+                ModelInfo(1, 16, 60.0),
+                None,
+                None,
+                QuietObserver(),
+                lambda: 0.0,
+            )
+            self.batches = batches
+
+        def _measure(self, gen: object, c: int, t0: float) -> ProfilePoint:
+            return ProfilePoint(c, throughput_rps=10.0, avg_batch=self.batches.pop(0))
+
+    gen = Gen()
+    healed = Sweep([8.0, 16.0])
+    point = healed._level(gen, 16)  # type: ignore[arg-type]
+    assert point.avg_batch == 16.0 and point.note == ""
+    assert gen.levels == [16, 0, 16, 0]  # each run from idle
+    stuck = Sweep([8.0] * (SPLIT_RETRIES + 1))
+    point = stuck._level(Gen(), 16)  # type: ignore[arg-type]
+    assert stuck.batches == [] and point.avg_batch == 8.0
+    assert "split into partial batches" in point.note and f"{SPLIT_RETRIES + 1} runs" in point.note

@@ -212,12 +212,15 @@ def test_drift_fires_for_a_slowed_model_and_stays_quiet_otherwise(server: Triton
 
 
 def test_profile_command_errors_are_one_clear_line(server: TritonServer) -> None:
-    """No server at the URL, or a model that is not loaded: a ConfigError saying which."""
+    """No server at the URL (a runtime failure, exit 1), or a model that is not loaded (a
+    ConfigError, exit 2): one line saying which."""
+    from autoscaler.errors import RuntimeFailure
+
     runner = CliRunner()
     res = runner.invoke(
         cli_app(), ["profile", "--triton", f"127.0.0.1:{free_port()}", "--model", "m"]
     )
-    assert isinstance(res.exception, ConfigError)
+    assert isinstance(res.exception, RuntimeFailure) and res.exception.exit_code == 1
     assert "cannot reach Triton" in str(res.exception)
     res = runner.invoke(cli_app(), ["profile", "--triton", server.http_url, "--model", "nope"])
     assert isinstance(res.exception, ConfigError)

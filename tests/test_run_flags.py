@@ -96,3 +96,38 @@ def test_tune_gc_raises_the_young_threshold_and_freezes_startup_objects() -> Non
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_tls_and_token_flags_go_to_the_https_endpoints() -> None:
+    """--ca-file / --client-cert / --client-key land in the tls of every https:// endpoint;
+    token files make bearer auth sections; with no https:// endpoint the TLS flags fail."""
+    d = _apply_flags(
+        {},
+        **NO_FLAGS
+        | {
+            "triton": "https://triton.internal:8443",
+            "prometheus": "http://127.0.0.1:9090",
+            "models": "prometheus",
+            "ca_file": "/etc/ca.pem",
+            "client_cert": "/etc/c.pem",
+            "triton_token_file": "/etc/t",
+            "prometheus_token_file": "/etc/p",
+        },
+    )
+    assert d["triton"]["tls"] == {"ca_file": "/etc/ca.pem", "cert_file": "/etc/c.pem"}
+    assert d["triton"]["auth"] == {"type": "bearer", "secret_file": "/etc/t"}
+    prom = d["telemetry"]["prometheus"]
+    assert "tls" not in prom  # its URL is plain http (loopback)
+    assert prom["auth"] == {"type": "bearer", "secret_file": "/etc/p"}
+    parse_config({**d, "models": {"nemo-gpt-5b": {}}})  # and the config takes it
+    with pytest.raises(ConfigError, match="option '--ca-file': no https:// endpoint"):
+        _apply_flags({}, **NO_FLAGS | {"triton": "127.0.0.1:8000", "ca_file": "/etc/ca.pem"})
+    assert "telemetry" not in _apply_flags({}, **NO_FLAGS)  # nothing given: nothing added
+
+
+def test_interval_zero_is_refused_not_ignored() -> None:
+    with pytest.raises(ConfigError, match="option '--interval': must be a positive number"):
+        _apply_flags({}, **NO_FLAGS | {"interval": 0.0})
+    assert _apply_flags({}, **NO_FLAGS | {"interval": 2.5})["policy_overrides"] == {
+        "tick_interval_s": 2.5
+    }

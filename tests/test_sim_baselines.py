@@ -11,7 +11,7 @@ from autoscaler.errors import ConfigError
 from autoscaler.policy.core import PolicyContext, decide
 from autoscaler.policy.decision import Decision
 from autoscaler.sim import baselines
-from autoscaler.sim.baselines import make_policy, oracle_needs, static_counts
+from autoscaler.sim.baselines import make_policy, static_counts
 from autoscaler.sim.runner import run_policy
 from autoscaler.sim.scenario import Scenario, SimSetup, load_scenario, resolve_scenario
 
@@ -110,24 +110,6 @@ def test_static_is_cut_to_what_the_server_holds() -> None:
     assert mem <= 4 * (80 - 2 - 0.6)
 
 
-def test_oracle_needs_follow_the_load_and_meet_the_slo() -> None:
-    """4 users need 1 instance, 16 need 4 (p95 ≈ 4 × 277 ms ≤ 1500 ms); the step is at minute 2."""
-    needs = oracle_needs(small_setup(), M)
-    assert list(needs[:2]) == [1, 1] and set(needs[2:10]) == {4}
-    assert baselines.steady_ok(small_setup().specs[0], small_setup().workloads[M], 16, 4, 1500)
-    assert not baselines.steady_ok(small_setup().specs[0], small_setup().workloads[M], 16, 3, 1500)
-
-
-def test_oracle_scales_ahead_of_the_start_up_delay() -> None:
-    """With a 60 s start-up the oracle has the new instances ready when the step comes."""
-    setup = small_setup(sim={"startup_s": 60})
-    run = run_policy(setup, "oracle")
-    up = next(a for a in run.actions if a.new > a.previous)
-    assert 120 - 60 - 15 <= up.t <= 120 - 60
-    minute2 = run.series.minute_p95_ms[M][2]
-    assert minute2 <= 1500
-
-
 def test_baselines_run_through_the_live_pipeline() -> None:
     """A policy plugged in by name gets the PolicyContext the daemon builds, every tick."""
     seen: list[PolicyContext] = []
@@ -187,7 +169,7 @@ def test_scenario_errors_name_the_field(tmp_path: Path) -> None:
         "  nemo-gpt-5b:\n    slo_p95_ms: 100\n"
         "    workload: {kind: open, rate: 3, trace: r.csv}\n"
     )
-    with pytest.raises(ConfigError, match="exactly one of 'rate' and 'trace'"):
+    with pytest.raises(ConfigError, match="exactly one of 'rate', 'trace' and 'on_off'"):
         load_scenario(bad)
 
 

@@ -770,12 +770,10 @@ def busy_window(instances: int, busy: float, ready: int | None = None, span: flo
         instances=instances,
         concurrency=busy * instances,
         ready_instances=ready,
-        extra={
-            "inferences_per_s": rate,
-            "avg_batch": 1.0,
-            "avg_compute_infer_ms": 277.0,
-            "span_s": span,
-        },
+        inferences_per_s=rate,
+        avg_batch=1.0,
+        execution_ms=277.0,
+        span_s=span,
     )
 
 
@@ -800,7 +798,7 @@ def small(**hpa: Any) -> Any:
 
 
 def test_busy_fraction_undoes_per_request_compute() -> None:
-    """A batch of 16 adds 16 × 1.05 s of compute; busy time counts it once."""
+    """A batch of 16 × 1.05 s is 1.05 s of one instance's time, not 16.8 s."""
     w = ModelWindow(
         MODEL,
         NOW,
@@ -808,12 +806,10 @@ def test_busy_fraction_undoes_per_request_compute() -> None:
         True,
         instances=1,
         concurrency=16.0,
-        extra={
-            "inferences_per_s": 14.5,
-            "avg_batch": 16.0,
-            "avg_compute_infer_ms": 16 * 1050.0,
-            "span_s": 15.0,
-        },
+        inferences_per_s=14.5,
+        avg_batch=16.0,
+        execution_ms=1050.0,
+        span_s=15.0,
     )
     assert busy_fraction(w) == pytest.approx(14.5 / 16 * 1.05)
 

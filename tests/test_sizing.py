@@ -81,9 +81,19 @@ def test_model_bigger_than_gpu_is_clear() -> None:
 
 
 def test_model_without_optimum_is_clear() -> None:
-    """Sizing BLOOM 7B (no Table 10 row) says how to get its optimal concurrency."""
-    with pytest.raises(ConfigError, match="no optimal concurrency"):
+    """Sizing BLOOM 7B (no Table 10 row) says how to get its optimal concurrency, and the
+    models it lists as allowed are only those it can size (llama-2-7b is not among them)."""
+    with pytest.raises(ConfigError, match="no measured optimal concurrency") as err:
         size([Demand("bloom-7b", 8)], CAT.models, H100, 4)
+    allowed = str(err.value).split("allowed: ", 1)[1].split(", ")
+    assert "nemo-gpt-5b" in allowed and "nemo-gpt-20b" in allowed
+    for name in allowed:  # every model it offers can be sized
+        assert size([Demand(name, 8)], CAT.models, H100, 4).total_instances >= 1
+    for name in ("bloom-7b", "llama-2-7b", "stable-diffusion-2.1"):
+        assert name not in allowed
+    with pytest.raises(ConfigError, match="unknown model 'gpt-99b'") as err:
+        size([Demand("gpt-99b", 8)], CAT.models, H100, 4)
+    assert str(err.value).split("allowed: ", 1)[1].split(", ") == allowed
 
 
 def test_estimated_memory_is_flagged() -> None:

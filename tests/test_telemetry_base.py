@@ -129,7 +129,8 @@ def test_config_selector_ends_up_in_every_triton_query() -> None:
     client = _Asked()
     col.models._client = client
     col.models.collect(1000.0)
-    assert len(client.asked) == 13  # 9 counters, pending, two p95s, the scrape time
+    # 9 counters, pending, two p95s, the latency histogram, the scrape time
+    assert len(client.asked) == 14
     assert all(sel + "}" in q for q in client.asked), client.asked
     assert 'nv_inference_request_summary_us{quantile="0.95",' + sel + "}" in " ".join(client.asked)
 

@@ -76,7 +76,8 @@ def test_unknown_gpu_source_lists_the_known_ones() -> None:
 
 
 def test_no_driver_shows_the_nvml_error_and_keeps_going() -> None:
-    """--gpus nvml without a driver: each tick shows the reason; the command does not fail."""
+    """--gpus nvml without a driver: each tick shows the reason and the command keeps going;
+    as every read failed, it ends with exit code 1 (a script must not take it for data)."""
     result = run(
         "--models",
         "none",
@@ -91,7 +92,8 @@ def test_no_driver_shows_the_nvml_error_and_keeps_going() -> None:
         "--format",
         "json",
     )
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output
+    assert "every read failed (2 of 2): nvml: NVML library not found" in str(result.exception)
     ticks = [json.loads(line) for line in result.output.splitlines()]
     assert len(ticks) == 2
     for t in ticks:

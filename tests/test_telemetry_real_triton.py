@@ -87,14 +87,15 @@ def test_derived_figures_agree_with_the_load_generator(server: TritonServer) -> 
     assert w.concurrency == pytest.approx(CLIENTS, rel=0.08)
     assert client.mean_ms is not None and client.p95_ms is not None
     assert w.avg_latency_ms == pytest.approx(client.mean_ms, rel=0.08)
-    compute_ms = w.extra["avg_compute_infer_ms"]
+    compute_ms = w.execution_ms
+    assert compute_ms is not None
     assert compute_ms == pytest.approx(SERVICE_MS, rel=0.10)
     assert w.avg_queue_ms == pytest.approx(client.mean_ms - compute_ms, rel=0.10)
     assert w.avg_queue_ms == pytest.approx((CLIENTS - 1) * SERVICE_MS, rel=0.10)  # 166 ms
     assert w.p95_ms is not None
     assert w.p95_ms == pytest.approx(client.p95_ms, rel=0.10)
     assert w.instances == 1 and w.failure_rate == 0.0
-    assert w.extra["instance_busy"] == pytest.approx(1.0, rel=0.08)  # one instance, never idle
+    assert w.busy_share == pytest.approx(1.0, rel=0.08)  # one instance, never idle
 
 
 def test_snapshot_carries_config_and_index(server: TritonServer) -> None:

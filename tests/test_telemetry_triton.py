@@ -156,11 +156,20 @@ def test_other_quantile_can_be_chosen() -> None:
 
 
 def test_missing_required_series_leave_counters_none() -> None:
-    """A model without its queue counter gets counters=None and names the missing series."""
-    text = "\n".join(line for line in REAL_SCRAPE.splitlines() if "queue_duration_us" not in line)
+    """A model without its success counter gets counters=None and names the missing series."""
+    text = "\n".join(line for line in REAL_SCRAPE.splitlines() if "request_success" not in line)
     s = parse_metrics(text)["nemo-gpt-5b"]
     assert s.counters is None
-    assert s.missing_series == ("nv_inference_queue_duration_us",)
+    assert s.missing_series == ("nv_inference_request_success",)
+
+
+def test_missing_latency_counters_keep_the_counts() -> None:
+    """Without a latency counter (counter_latencies=false) the counts stay, marked untimed."""
+    text = "\n".join(line for line in REAL_SCRAPE.splitlines() if "queue_duration_us" not in line)
+    s = _same(text)["nemo-gpt-5b"]
+    assert s.counters is not None and s.counters.request_success == 3
+    assert s.latency_counters is False and s.missing_series == ()
+    assert parse_metrics(REAL_SCRAPE)["nemo-gpt-5b"].latency_counters is True
 
 
 # -- parse_metrics (the fast path) against parse_metrics_full (prometheus_client) ----------

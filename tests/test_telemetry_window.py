@@ -84,10 +84,10 @@ def test_steady_load_figures_are_exact() -> None:
     assert w.p95_ms == pytest.approx(900.0)
     assert w.failure_rate == pytest.approx(0.0)
     assert w.instances == 2
-    assert w.extra["span_s"] == pytest.approx(10.0)
+    assert w.span_s == pytest.approx(10.0)
     # 4 req/s × 0.2 s of compute each, over 2 instances → each busy 40 % of the time
-    assert w.extra["instance_busy"] == pytest.approx(0.4)
-    assert w.extra["avg_compute_infer_ms"] == pytest.approx(200.0)
+    assert w.busy_share == pytest.approx(0.4)
+    assert w.execution_ms == pytest.approx(200.0)
 
 
 def test_window_uses_newest_read_at_or_before_its_start() -> None:
@@ -256,7 +256,7 @@ def test_reset_recovers_once_enough_time_has_passed() -> None:
     assert w.valid, w.reason
     assert w.throughput_rps == pytest.approx(4.0)
     assert w.concurrency == pytest.approx(2.0)
-    assert w.extra["span_s"] == pytest.approx(2.0)
+    assert w.span_s == pytest.approx(2.0)
 
 
 def test_failed_scrape_recovers_on_next_good_one() -> None:
@@ -292,7 +292,7 @@ def test_snapshots_after_now_are_ignored() -> None:
     steady(c, 8)
     at = c.snaps[3].taken_at
     w = derive(c.snaps, at, CFG)["a"]
-    assert w.as_of == at and w.extra["span_s"] == pytest.approx(6.0)
+    assert w.as_of == at and w.span_s == pytest.approx(6.0)
 
 
 def test_models_as_of_drives_rates() -> None:

@@ -26,7 +26,7 @@ from autoscaler.errors import ConfigError
 from autoscaler.loadgen import LoadGenerator
 from autoscaler.policy.decision import Action, Decision, Rule
 from autoscaler.testing.emulated_models import emulated
-from autoscaler.testing.triton_server import TritonFactory, TritonServer
+from autoscaler.testing.triton_server import DEFAULT_RATE_LIMIT, TritonFactory, TritonServer
 
 MODEL = "nemo-gpt-5b"
 CLIENTS = 16
@@ -34,8 +34,10 @@ CLIENTS = 16
 triton = pytest.mark.triton
 
 
-def _start(factory: TritonFactory, *extra: str) -> TritonServer:
-    server = factory([emulated(MODEL)], extra_args=list(extra))
+def _start(
+    factory: TritonFactory, *extra: str, rate_limit: str | None = DEFAULT_RATE_LIMIT
+) -> TritonServer:
+    server = factory([emulated(MODEL)], extra_args=list(extra), rate_limit=rate_limit)
     # The first load with a config is a full reload (actuation.py): do it before the
     # backlog, so that the change under test is in place, as for a running daemon.
     server.set_instances(MODEL, 1)
@@ -59,7 +61,8 @@ def test_scale_up_under_a_backlog_returns_promptly_with_rate_limiting(
     triton_factory: TritonFactory,
 ) -> None:
     """--rate-limit=execution_count: an in-place 1 → 4 under a backlog returns within seconds."""
-    server = _start(triton_factory, "--rate-limit=execution_count", "--log-verbose=1")
+    server = _start(triton_factory, "--log-verbose=1")  # the harness's default flag
+    assert "--rate-limit=execution_count" in server._command()
     with LoadGenerator(server.http_url, max_duration_s=120.0, drain_s=2) as gen:
         gen.set_clients(MODEL, CLIENTS)
         time.sleep(3.0)  # the backlog builds: one request served every 277 ms
@@ -85,7 +88,8 @@ def test_without_rate_limiting_a_stalled_scale_up_ends_when_the_backlog_drains(
     condition. When the race goes the other way the load is simply quick, which
     is also accepted.
     """
-    server = _start(triton_factory, "--log-verbose=1")
+    server = _start(triton_factory, "--log-verbose=1", rate_limit=None)
+    assert not any(a.startswith("--rate-limit") for a in server._command())
     with LoadGenerator(server.http_url, max_duration_s=120.0, drain_s=2) as gen:
         gen.set_clients(MODEL, CLIENTS)
         time.sleep(3.0)
@@ -137,3 +141,41 @@ def test_apply_over_grpc_changes_the_count(triton_factory: TritonFactory) -> Non
     bad = wrong.apply(replace(decision, current_instances=2, desired_instances=3), 0.0)
     assert not bad.ok
     assert server.instance_count(MODEL) == 2
+
+
+LOAD_S = 4.0  # each new instance's start-up (the emulated model sleeps in initialize)
+
+
+@triton
+def test_rollback_after_the_actuators_timeout_runs_after_the_change(
+    triton_factory: TritonFactory,
+) -> None:
+    """A change that outlasts the actuator's timeout, then its restore: what Triton does.
+
+    The actuator gives up on 1 → 2 after LOAD_S / 3 and loads the previous config
+    again; that restore also times out, because Triton applies one model's loads one
+    after another. Triton then finishes the change and runs the restore: the previous
+    count is where it ends, and the result said so. (Triton's log of such a run:
+    1 → 2 "successfully loaded" at +4.1 s, the restore's "loading" 1 ms later, done
+    1.2 s after that.)
+    """
+    slow = "slow-345m"
+    server = triton_factory(
+        [emulated("nemo-gpt-345m", name=slow, time_scale=0.1, load_time_s=LOAD_S)]
+    )
+    server.set_instances(slow, 1)  # the first load with a config is a full reload
+    actuator = TritonActuator(server.http_url, timeout_s=LOAD_S / 3, verify_timeout_s=0)
+    up = Decision(slow, 1, 2, Action.scale_up, 2.0, 4.0, None, Rule.panic, "test")
+    started = time.monotonic()
+    result = actuator.apply(up, 0.0)
+    assert not result.ok and not result.rolled_back
+    assert "timed out" in result.error.lower()
+    assert "runs the restore after the change" in result.error
+    assert "expect 1 instance(s) once both finish" in result.error
+    # A load of the same config queues behind both and returns once Triton is done
+    # with them: the change ran to its end (its new instance took LOAD_S to start),
+    # then the restore.
+    server.set_instances(slow, 1)
+    assert time.monotonic() - started >= LOAD_S
+    assert server.instance_count(slow) == 1
+    assert server.client().is_model_ready(slow)

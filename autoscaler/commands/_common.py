@@ -1,10 +1,14 @@
-"""Small helpers shared by commands: parsing KEY=VALUE options, loading the catalog."""
+"""Small helpers shared by commands: KEY=VALUE options, the catalog, output formats, files."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import csv
+import io
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from rich.console import Console
 
 from autoscaler.catalog import Catalog, load_catalog
 from autoscaler.errors import ConfigError
@@ -60,3 +64,36 @@ def positive_float(text: str) -> float:
 
 def catalog_from(policies: Sequence[Path] | None) -> Catalog:
     return load_catalog(list(policies or []))
+
+
+# -- output that a pipe cannot cut --------------------------------------------------------------
+# Piped or redirected, rich assumes 80 columns and cuts what does not fit ("nemo-g…",
+# "14.…"), which a script then reads as data. Off a terminal the console is this wide,
+# so a table is as wide as its content; on a terminal it is the terminal's width.
+PIPE_WIDTH = 1000
+
+
+def stdout_console() -> Console:
+    """The console for a command's output (stdout): never cuts a table in a pipe."""
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=PIPE_WIDTH)
+    return console
+
+
+def check_format(fmt: str, allowed: Sequence[str] = ("table", "json", "csv")) -> str:
+    if fmt not in allowed:
+        raise ConfigError(
+            "unknown output format", field="--format", value=fmt, allowed=", ".join(allowed)
+        )
+    return fmt
+
+
+def csv_text(columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> str:
+    """RFC 4180 CSV with a header row; None becomes an empty cell."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for row in rows:
+        w.writerow(["" if row.get(c) is None else row.get(c) for c in columns])
+    return buf.getvalue()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -9,9 +10,7 @@ import typer
 from rich.console import Console
 
 from autoscaler.demo import DURATION_S, result_json, run_demo
-
-# What a shell reports for a command stopped by Ctrl-C (128 + SIGINT).
-EXIT_INTERRUPTED = 130
+from autoscaler.errors import EXIT_INTERRUPTED, ConfigError
 
 
 def demo(
@@ -26,6 +25,13 @@ def demo(
     Ctrl-C stops it early: every process it started is stopped, and the trace, plot
     and summary of the run so far are still written (exit code 130).
     """
+    # checked before Triton starts: a bad value must not cost a server start and a traceback
+    if not (duration_s > 0 and math.isfinite(duration_s)):
+        raise ConfigError(
+            "must be a positive number of seconds", field="--duration-s", value=duration_s
+        )
+    if out.exists() and not out.is_dir():
+        raise ConfigError("exists and is not a directory", field="--out", value=str(out))
     console = Console()
     try:
         res = run_demo(out, console, duration_s=duration_s)

@@ -3,8 +3,12 @@
 Each tick reads one snapshot (models from Triton or Prometheus, GPUs from NVML,
 Prometheus/DCGM or a simulation), derives per-model figures over a sliding
 window, and shows them: a refreshing table on a terminal, one table per tick
-when piped (like `top -b`), or one JSON object per tick with `--format json`.
+when piped (like `top -b`, never cut to 80 columns), one JSON object per tick
+with `--format json`, or CSV rows (one per model per tick) with `--format csv`.
 `--record FILE` appends every raw snapshot to a trace (docs/trace-format.md).
+
+Exit code 1 when every read failed (Triton or Prometheus down, GPUs unreadable):
+a script that watched nothing is told so.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from autoscaler.errors import ConfigError
+from autoscaler.commands._common import PIPE_WIDTH, csv_text
+from autoscaler.errors import ConfigError, RuntimeFailure
 from autoscaler.policy.core import observed
 from autoscaler.telemetry.base import (
     GPU_SOURCES,
@@ -59,7 +64,7 @@ class _Latest:
         return {n: m.instances for n, m in self.models.items() if m.ready}
 
     def busy(self) -> dict[str, float]:
-        return {n: w.extra.get("instance_busy", 0.0) for n, w in self.windows.items() if w.valid}
+        return {n: w.busy_share or 0.0 for n, w in self.windows.items() if w.valid}
 
     def close(self) -> None:
         close = getattr(self.inner, "close", None)
@@ -101,7 +106,10 @@ def observe(
         str | None, typer.Option("--hostname", help="Only this host's DCGM series (prometheus).")
     ] = None,
     simulated_gpus: Annotated[
-        int, typer.Option("--simulated-gpus", help="How many simulated H100 80 GB GPUs.")
+        int,
+        typer.Option(
+            "--simulated-gpus", help="How many simulated H100 80 GB GPUs (80 × 10⁹ bytes each)."
+        ),
     ] = 4,
     interval: Annotated[float, typer.Option("--interval", help="Seconds between reads.")] = 2.0,
     window: Annotated[
@@ -111,7 +119,7 @@ def observe(
         float | None,
         typer.Option("--timeout", help="Seconds one read may take (default: half the interval)."),
     ] = None,
-    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
     record: Annotated[
         Path | None, typer.Option("--record", help="Append every raw snapshot to this trace file.")
     ] = None,
@@ -125,10 +133,41 @@ def observe(
         list[Path] | None,
         typer.Option("--policies", help="Extra policies directory (simulated GPU memory)."),
     ] = None,
+    ca_file: Annotated[
+        Path | None,
+        typer.Option(help="CA bundle (PEM) to verify https:// Triton and Prometheus against."),
+    ] = None,
+    client_cert: Annotated[
+        Path | None, typer.Option(help="Client certificate (PEM) for mutual TLS.")
+    ] = None,
+    client_key: Annotated[
+        Path | None, typer.Option(help="Its key (PEM); default: in --client-cert.")
+    ] = None,
+    triton_token_file: Annotated[
+        Path | None, typer.Option(help="File holding a bearer token for Triton.")
+    ] = None,
+    prometheus_token_file: Annotated[
+        Path | None, typer.Option(help="File holding a bearer token for Prometheus.")
+    ] = None,
 ) -> None:
     """Show per-model concurrency, throughput, p95, queue time, instances and per-GPU memory."""
     _check(fmt, interval, window, timeout, ticks, duration, simulated_gpus)
     src_name = models or ("triton" if triton else "prometheus" if prometheus else "none")
+    for flag, url in (("--triton", triton), ("--metrics-url", metrics_url)):
+        if url is not None:
+            _endpoint(flag, url)
+    if prometheus is not None:
+        _endpoint("--prometheus", prometheus, scheme_required=True)
+    tri_sec, prom_sec = _security(
+        triton,
+        metrics_url,
+        prometheus,
+        ca_file=ca_file,
+        client_cert=client_cert,
+        client_key=client_key,
+        triton_token_file=triton_token_file,
+        prometheus_token_file=prometheus_token_file,
+    )
     for name, table, what in ((src_name, MODEL_SOURCES, "--models"), (gpus, GPU_SOURCES, "--gpus")):
         if name not in table:
             raise ConfigError("unknown source", field=what, value=name, allowed=table.keys())
@@ -146,6 +185,8 @@ def observe(
         hostname=hostname,
         timeout_s=read_timeout,
         simulated_gpus=simulated_gpus,
+        triton_security=tri_sec,
+        prometheus_security=prom_sec,
     )
     latest = _Latest(model_source(src_name, opts))
     if gpus == "simulated":
@@ -165,8 +206,9 @@ def observe(
         meta = {"command": "observe", "models": src_name, "gpus": gpus, "interval_s": interval}
         writer = TraceWriter(record, meta=meta, created_at=time.time())
     show = _Shower(fmt, src_name, gpus)
+    reads = _Reads(models=src_name != "none", gpus=gpus != "none")
     try:
-        _loop(collector, latest, settings, interval, ticks, duration, show, writer)
+        _loop(collector, latest, settings, interval, ticks, duration, show, writer, reads)
     except KeyboardInterrupt:
         pass
     finally:
@@ -174,6 +216,68 @@ def observe(
         collector.close()
         if writer is not None:
             writer.close()
+    if reads.total and reads.good == 0:
+        raise RuntimeFailure(
+            f"every read failed ({reads.total} of {reads.total}): {reads.last_error or 'no data'}"
+        )
+
+
+class _Reads:
+    """How many reads gave every part asked for (a models source, a GPU source)."""
+
+    def __init__(self, *, models: bool, gpus: bool) -> None:
+        self.models, self.gpus = models, gpus
+        self.total = self.good = 0
+        self.last_error = ""
+
+    def count(self, snap: Snapshot) -> None:
+        self.total += 1
+        missing = (self.models and snap.models is None) or (self.gpus and snap.gpus is None)
+        if missing:
+            self.last_error = "; ".join(snap.errors) or self.last_error
+        else:
+            self.good += 1
+
+
+def _endpoint(flag: str, url: str, *, scheme_required: bool = False) -> None:
+    from autoscaler.transport import check_endpoint
+
+    try:
+        if scheme_required and not url.strip().lower().startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        check_endpoint(url)
+    except ValueError as exc:
+        raise ConfigError(str(exc), field=flag, value=url) from None
+
+
+def _security(
+    triton: str | None,
+    metrics_url: str | None,
+    prometheus: str | None,
+    **flags: Path | None,
+) -> tuple[Any, Any]:
+    """The TLS files and tokens of the flags, read and checked as `run` does."""
+    from autoscaler.config import TelemetrySection, TritonSection
+    from autoscaler.transport import load_security
+
+    data: dict[str, Any] = {"triton": {}, "telemetry": {}}
+    if triton:
+        data["triton"]["url"] = triton
+    if metrics_url:
+        data["triton"]["metrics_url"] = metrics_url
+    if prometheus:
+        data["telemetry"]["prometheus_url"] = prometheus
+    from autoscaler.commands.run import _apply_security_flags
+
+    _apply_security_flags(data, flags)
+    t = TritonSection.model_validate(data.get("triton", {}))
+    tel = TelemetrySection.model_validate(data.get("telemetry", {}))
+    src = "<command line>"
+    tri = load_security(t.tls, t.auth, url=triton, source=src, prefix="triton")
+    prom = load_security(
+        tel.prometheus.tls, tel.prometheus.auth, url=prometheus, source=src, prefix="prometheus"
+    )
+    return tri, prom
 
 
 def _check(
@@ -185,9 +289,9 @@ def _check(
     duration: float | None,
     simulated_gpus: int,
 ) -> None:
-    if fmt not in ("table", "json"):
+    if fmt not in ("table", "json", "csv"):
         raise ConfigError(
-            "unknown output format", field="--format", value=fmt, allowed="table, json"
+            "unknown output format", field="--format", value=fmt, allowed="table, json, csv"
         )
     for flag, v in (("--interval", interval), ("--window", window), ("--timeout", timeout)):
         if v is not None and not (v > 0 and math.isfinite(v)):
@@ -225,6 +329,7 @@ def _loop(
     duration: float | None,
     show: _Shower,
     writer: Any,
+    reads: _Reads,
 ) -> None:
     history: deque[Snapshot] = deque()
     start = time.monotonic()
@@ -232,6 +337,7 @@ def _loop(
     while True:
         now = time.time()
         snap = collector.collect(now)
+        reads.count(snap)
         if writer is not None:
             writer.write(snap)
         history.append(snap)
@@ -261,7 +367,8 @@ class _Shower:
         self.console = Console()
         if not self.console.is_terminal:
             # piped or redirected: rich would assume 80 columns and cut model names
-            self.console = Console(width=max(self.console.width, 132))
+            self.console = Console(width=PIPE_WIDTH)
+        self.csv_header = True
         self.title = f"models: {models} · gpus: {gpus}"
         self.live: Live | None = None
         if fmt == "table" and self.console.is_terminal:
@@ -271,6 +378,13 @@ class _Shower:
     def __call__(self, snap: Snapshot, windows: Mapping[str, ModelWindow]) -> None:
         if self.fmt == "json":
             typer.echo(json.dumps(tick_json(snap, windows), allow_nan=False))
+            return
+        if self.fmt == "csv":
+            text = csv_text(CSV_COLUMNS, csv_rows(snap, windows))
+            if not self.csv_header:
+                text = text.split("\n", 1)[1]
+            self.csv_header = False
+            typer.echo(text, nl=False)
             return
         view = render(snap, windows, self.title)
         if self.live is not None:
@@ -305,6 +419,7 @@ def _window_json(w: ModelWindow) -> dict[str, Any]:
     return {
         "valid": w.valid,
         "reason": w.reason,
+        "degraded": list(w.degraded),
         "ready": w.ready,
         "instances": w.instances,
         "concurrency": _f(observed(w)),
@@ -315,8 +430,33 @@ def _window_json(w: ModelWindow) -> dict[str, Any]:
         "avg_queue_ms": _f(w.avg_queue_ms, 1),
         "failure_rate": _f(w.failure_rate, 4),
         "pending_requests": _f(w.pending_requests),
-        "window_s": _f(w.extra.get("span_s"), 2),
+        "window_s": _f(w.span_s, 2),
     }
+
+
+# `--format csv`: one row per model per tick (GPUs are in --format json)
+CSV_COLUMNS = (
+    "taken_at",
+    "model",
+    "valid",
+    "ready",
+    "instances",
+    "concurrency",
+    "throughput_rps",
+    "p95_ms",
+    "avg_latency_ms",
+    "avg_queue_ms",
+    "pending_requests",
+    "failure_rate",
+    "reason",
+)
+
+
+def csv_rows(snap: Snapshot, windows: Mapping[str, ModelWindow]) -> list[dict[str, Any]]:
+    return [
+        {"taken_at": snap.taken_at, "model": name, **_window_json(w)}
+        for name, w in sorted(windows.items())
+    ]
 
 
 def _gpu_json(g: GpuSample) -> dict[str, Any]:
@@ -363,6 +503,8 @@ def render(snap: Snapshot, windows: Mapping[str, ModelWindow], title: str = "") 
     models.add_column("status")
     for name, w in sorted(windows.items()):
         status = "ok" if w.valid else f"[yellow]{w.reason}[/]"
+        if w.valid and w.degraded:
+            status = f"ok, [yellow]degraded: {'; '.join(w.degraded)}[/]"
         if not w.ready:
             status = "[red]not ready[/]" + ("" if w.valid else f" {w.reason}")
         models.add_row(name, *(f(w) for _, f in cols), status)

@@ -1,9 +1,13 @@
-"""`triton-autoscaler profile`: measure a model's optimal concurrency, or import Model Analyzer's.
+"""`triton-autoscaler profile`: measure a model's optimal concurrency, or import one measured.
+
+Imports read Model Analyzer's result CSVs or perf_analyzer's CSV.
 
     triton-autoscaler profile --triton HOST:8000 --model nemo-gpt-5b \\
         --concurrency 1:32 --slo-ms 1200 --out my-policies/nemo-gpt-5b.yaml --plot 5b.png
     triton-autoscaler profile import --inference-csv results/metrics-model-inference.csv \\
-        --gpu-csv results/metrics-model-gpu.csv --model nemo-gpt-5b --out my-policies/5b.yaml
+        --gpu-csv results/metrics-model-gpu.csv --server-csv results/metrics-server-only.csv \\
+        --model nemo-gpt-5b --out my-policies/5b.yaml
+    triton-autoscaler profile import --perf-analyzer pa.csv --model nemo-gpt-5b --out 5b.yaml
 
 Both end with the table of levels, the rule and the numbers behind the choice,
 and (with --out) a model profile in the `policies/` format.
@@ -29,11 +33,13 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from autoscaler.commands._common import catalog_from
+from autoscaler.commands._common import catalog_from, stdout_console
 from autoscaler.errors import ConfigError
+from autoscaler.files import refuse_existing
 from autoscaler.profiles import ModelProfile
 from autoscaler.profiling.model_analyzer import import_results
 from autoscaler.profiling.optimum import OptimumChoice, ProfilePoint, choose_optimum
+from autoscaler.profiling.perf_analyzer import import_csv as import_perf_analyzer
 from autoscaler.profiling.sweep import (
     SweepSettings,
     WindowStats,
@@ -64,6 +70,7 @@ SloMs = Annotated[
     ),
 ]
 Out = Annotated[Path | None, typer.Option("--out", help="Write the model profile (YAML) here.")]
+Force = Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")]
 PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Write a PNG plot here.")]
 NameOpt = Annotated[
     str | None, typer.Option("--name", help="Profile name (default: the model's, lowercased).")
@@ -123,10 +130,13 @@ def sweep(
     parameters_b: ParamsOpt = None,
     memory_gb: MemOpt = None,
     policies: Policies = None,
+    force: Force = False,
 ) -> None:
     """Sweep concurrency levels on a live Triton model and choose its optimum."""
     if ctx.invoked_subcommand is not None:
         return
+    if out is not None:  # before a sweep of minutes, not after it
+        refuse_existing(out, force=force, what="the profile")
     if not triton:
         raise ConfigError(
             "is required (Triton's HTTP endpoint, e.g. 127.0.0.1:8000)", field="--triton"
@@ -157,7 +167,7 @@ def sweep(
         close = getattr(gpu, "close", None)
         if callable(close):
             close()
-    console = Console()
+    console = stdout_console()
     render_points(result.points, console, title=f"Sweep of {model} on {result.url}")
     for note in (result.stopped_early, *result.notes):
         if note:
@@ -199,18 +209,51 @@ def sweep(
 
 @app.command("import")
 def import_cmd(
-    inference_csv: Annotated[
-        Path, typer.Option("--inference-csv", help="Model Analyzer's metrics-model-inference.csv.")
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            help="The model's name in the CSV (one of a multi-model run's names too); "
+            "with --perf-analyzer, the profile's name.",
+        ),
     ],
-    model: Annotated[str, typer.Option("--model", help="The model's name in the CSV.")],
     out: Annotated[Path, typer.Option("--out", help="Write the model profile (YAML) here.")],
+    inference_csv: Annotated[
+        Path | None,
+        typer.Option("--inference-csv", help="Model Analyzer's metrics-model-inference.csv."),
+    ] = None,
     gpu_csv: Annotated[
         Path | None, typer.Option("--gpu-csv", help="Model Analyzer's metrics-model-gpu.csv.")
     ] = None,
+    server_csv: Annotated[
+        Path | None,
+        typer.Option(
+            "--server-csv",
+            help="Model Analyzer's metrics-server-only.csv: GPU memory is taken net of it.",
+        ),
+    ] = None,
+    launch_mode: Annotated[
+        str,
+        typer.Option(
+            "--launch-mode",
+            help="Model Analyzer's triton_launch_mode: local, docker, c_api (GPU 'MB' are "
+            "MiB, from DCGM) or remote (10^6 bytes, from Triton).",
+        ),
+    ] = "local",
     config: Annotated[
         str | None,
         typer.Option("--config", help="Model config (Model Config Path) when there are several."),
     ] = None,
+    perf_analyzer: Annotated[
+        Path | None,
+        typer.Option("--perf-analyzer", help="perf_analyzer's CSV (perf_analyzer -f FILE.csv)."),
+    ] = None,
+    instances: Annotated[
+        int,
+        typer.Option(
+            "--instances", help="With --perf-analyzer: instances that served the run (default 1)."
+        ),
+    ] = 1,
     slo_ms: SloMs = None,
     plot: PlotOpt = None,
     name: NameOpt = None,
@@ -218,37 +261,70 @@ def import_cmd(
     parameters_b: ParamsOpt = None,
     memory_gb: MemOpt = None,
     policies: Policies = None,
+    force: Force = False,
 ) -> None:
-    """Import Triton Model Analyzer results into a model profile, with the same optimum rule."""
+    """Import Model Analyzer or perf_analyzer results into a model profile, with the same rule."""
+    if (inference_csv is None) == (perf_analyzer is None):
+        raise ConfigError(
+            "give one of --inference-csv (Model Analyzer) or --perf-analyzer (perf_analyzer)",
+            field="--inference-csv",
+        )
+    refuse_existing(out, force=force, what="the profile")
     _check_slo(slo_ms)
     profile_name = _profile_name(name, model)
     base = _base(base_profile, profile_name, policies)
-    imported = import_results(inference_csv, model, gpu_csv=gpu_csv, config=config)
-    console = Console()
-    shown = f" (config {imported.config})" if imported.config else ""
-    render_points(imported.points, console, title=f"Model Analyzer results for {model}{shown}")
-    for note in imported.notes:
-        console.print(f"[yellow]note:[/] {note}")
-    choice = choose_optimum(imported.points, slo_ms)
+    console = stdout_console()
+    max_batch_size: int | None = None
+    if perf_analyzer is not None:
+        pa = import_perf_analyzer(perf_analyzer, instances=instances)
+        points, notes, source = pa.points, pa.notes, perf_analyzer
+        title = f"perf_analyzer results for {model} ({pa.mode} sweep)"
+        tool, what = "perf_analyzer", f"{pa.mode} sweep, {instances} instance(s)"
+    else:
+        assert inference_csv is not None
+        imported = import_results(
+            inference_csv,
+            model,
+            gpu_csv=gpu_csv,
+            server_csv=server_csv,
+            config=config,
+            launch_mode=launch_mode,
+        )
+        points, notes, source = imported.points, imported.notes, inference_csv
+        max_batch_size = imported.max_batch_size
+        shown = f" (config {imported.config})" if imported.config else ""
+        title = f"Model Analyzer results for {model}{shown}"
+        tool = "Model Analyzer"
+        what = f"model config '{imported.config or '-'}', " + (
+            f"{imported.instances} instances, per instance"
+            if (imported.instances or 1) > 1
+            else "one instance"
+        )
+    render_points(points, console, title=title)
+    for note in notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+    choice = choose_optimum(points, slo_ms)
     _print_choice(choice, console)
     when = dt.datetime.now(dt.UTC)
-    ref = f"Model Analyzer import {when.date().isoformat()}: {inference_csv.name}"
+    ref = f"{tool} import {when.date().isoformat()}: {source.name}"
     prof = build_profile(
-        imported.points,
+        points,
         choice,
         name=profile_name,
         ref=ref,
         base=base,
         parameters_b=parameters_b,
         memory_gb=memory_gb,
-        max_batch_size=imported.max_batch_size,
+        max_batch_size=max_batch_size,
         dynamic_batching=None,  # not in the CSVs
     )
+    files = [str(p) for p in (inference_csv, gpu_csv, server_csv, perf_analyzer) if p]
     header = [
-        f"{prof.display_name or prof.name}: imported from Triton Model Analyzer results "
-        f"({inference_csv}{', ' + str(gpu_csv) if gpu_csv else ''}) on {when:%Y-%m-%d}.",
-        f"Model config '{imported.config or '-'}', one instance, batch 1; levels "
-        f"c = {', '.join(str(p.concurrency) for p in imported.points)}.",
+        f"{prof.display_name or prof.name}: imported from {tool} results "
+        f"({', '.join(files)}) on {when:%Y-%m-%d}.",
+        f"{what[0].upper()}{what[1:]}, batch 1; levels "
+        f"c = {', '.join(str(p.concurrency) for p in points)}.",
+        *notes,
         *choice.lines,
         *_base_note(base, prof),
     ]
@@ -257,7 +333,7 @@ def import_cmd(
     if plot is not None:
         from autoscaler.profiling.plot import plot_sweep
 
-        plot_sweep(imported.points, choice, plot, title=f"{model}: Model Analyzer results")
+        plot_sweep(points, choice, plot, title=f"{model}: {tool} results")
         console.print(f"wrote plot to {plot}")
 
 
@@ -408,6 +484,12 @@ class _Progress:
                 f"{self.model} c={concurrency}: window {number}, "
                 f"{window.throughput_rps:.2f}/s, p95 {_ms(window.p95_ms, 0)} ms{agree}"
             ),
+        )
+
+    def level_retried(self, concurrency: int, attempt: int, why: str) -> None:
+        self.progress.console.print(
+            f"{self.model} c={concurrency}: {why}; measuring the level again from idle "
+            f"(run {attempt + 1})"
         )
 
     def level_done(self, index: int, point: ProfilePoint) -> None:

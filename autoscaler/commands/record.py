@@ -20,7 +20,8 @@ import typer
 
 from autoscaler.commands._common import parse_pairs, positive_int
 from autoscaler.commands.simulate import check_format, progress_bar
-from autoscaler.errors import ConfigError
+from autoscaler.errors import ConfigError, RuntimeFailure
+from autoscaler.files import atomic_path, refuse_existing
 from autoscaler.telemetry.promql import check_selector
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -57,7 +58,9 @@ def record(
     ],
     start: Annotated[str, typer.Option(help="First snapshot time.")],
     end: Annotated[str, typer.Option(help="Last snapshot time.")],
-    out: Annotated[Path, typer.Option(help="Trace file to write (must not exist).")],
+    out: Annotated[
+        Path, typer.Option(help="Trace file to write (an existing one only with --force).")
+    ],
     step: Annotated[float, typer.Option(help="Seconds between snapshots (the tick).")] = 5.0,
     instances: Annotated[
         list[str] | None, typer.Option(help="MODEL=N instance count; repeatable.")
@@ -71,39 +74,73 @@ def record(
     gpus: Annotated[bool, typer.Option(help="Read DCGM exporter GPU series.")] = True,
     hostname: Annotated[str | None, typer.Option(help="DCGM Hostname filter.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    force: Annotated[bool, typer.Option(help="Overwrite --out if it exists.")] = False,
+    ca_file: Annotated[
+        Path | None, typer.Option(help="CA bundle (PEM) to verify an https:// Prometheus.")
+    ] = None,
+    client_cert: Annotated[
+        Path | None, typer.Option(help="Client certificate (PEM) for mutual TLS.")
+    ] = None,
+    client_key: Annotated[
+        Path | None, typer.Option(help="Its key (PEM); default: in --client-cert.")
+    ] = None,
+    prometheus_token_file: Annotated[
+        Path | None, typer.Option(help="File holding a bearer token for Prometheus.")
+    ] = None,
 ) -> None:
-    """Build a telemetry trace from a Prometheus server's history (for `replay`)."""
+    """Build a telemetry trace from a Prometheus server's history (for `replay`).
+
+    The trace is written whole or not at all: to a temporary file beside --out,
+    renamed at the end. Exit code 1 when Prometheus cannot be read or holds no
+    Triton series in the range (no file is left).
+    """
+    from autoscaler.commands.observe import _endpoint, _security
     from autoscaler.sim.record import record as run_record
 
     check_format(fmt)
     t0 = parse_time(start, "--start")
     t1 = parse_time(end, "--end")
-    if out.exists():
-        raise ConfigError("the trace file exists; choose a new name", file=out)
+    refuse_existing(out, force=force, what="the trace file")
+    _endpoint("--prometheus", prometheus, scheme_required=True)
+    _, security = _security(
+        None,
+        None,
+        prometheus,
+        ca_file=ca_file,
+        client_cert=client_cert,
+        client_key=client_key,
+        prometheus_token_file=prometheus_token_file,
+    )
     counts = parse_pairs(instances or [], "--instances", positive_int, "N", "a positive number")
     try:
         selector = check_selector(selector)
     except ValueError as exc:
         raise ConfigError(str(exc), field="--selector", value=selector) from None
-    with progress_bar(fmt != "json", "recording") as bar:
+    with atomic_path(out) as tmp, progress_bar(fmt != "json", "recording") as bar:
         res = run_record(
             prometheus,
             t0,
             t1,
             step,
-            out,
+            tmp,
             instances=counts,
             triton_url=triton,
             selector=selector,
             gpus=gpus,
             hostname=hostname,
             progress=lambda f: bar(out.name, f),
+            session=security.session(),
         )
+        if not res.models:  # a trace of nothing: no file, and say so
+            raise RuntimeFailure(
+                f"no Triton series in {prometheus} between --start and --end "
+                f"({res.snapshots} steps read); nothing written to {out}"
+            )
     if fmt == "json":
         typer.echo(
             json.dumps(
                 {
-                    "trace": str(res.path),
+                    "trace": str(out),
                     "snapshots": res.snapshots,
                     "models": res.models,
                     "range_queries": res.queries,
@@ -114,7 +151,7 @@ def record(
         return
     typer.echo(
         f"wrote {res.snapshots} snapshots of {len(res.models)} model(s) "
-        f"({', '.join(res.models) or 'none'}) to {res.path} with {res.queries} range queries"
+        f"({', '.join(res.models) or 'none'}) to {out} with {res.queries} range queries"
     )
     for w in res.warnings:
         typer.echo(f"warning: {w}", err=True)

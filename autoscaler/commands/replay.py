@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from autoscaler.commands._common import stdout_console
 from autoscaler.commands.simulate import check_format, progress_bar
 from autoscaler.config import load_config, resolve
 from autoscaler.errors import ConfigError
@@ -111,7 +111,7 @@ def replay(
     if fmt == "json":
         typer.echo(json.dumps({"summary": summary.to_json()}))
         return
-    console = Console()
+    console = stdout_console()
     if rows:
         t = Table(title=f"Decisions ({decisions})", title_justify="left")
         for col in ("as of (UTC)", "model", "action", "instances", "rule", "reason"):

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
+import errno
 import gc
 import json
+import math
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,12 +21,21 @@ import typer
 from autoscaler import logs
 from autoscaler.applier import BackgroundApplier, InlineApplier
 from autoscaler.commands._common import parse_pairs, positive_float
-from autoscaler.config import DaemonConfig, Resolved, load_config, parse_config, resolve
-from autoscaler.daemon import Autoscaler, Notifier, run_forever
+from autoscaler.config import (
+    DaemonConfig,
+    Endpoints,
+    Resolved,
+    load_config,
+    load_endpoints,
+    parse_config,
+    resolve,
+)
+from autoscaler.daemon import Autoscaler, Notifier, TickReport, run_forever
 from autoscaler.daemon_metrics import DaemonMetrics, serve
-from autoscaler.errors import ConfigError
+from autoscaler.errors import EXIT_CHANGES, EXIT_FAILURE, ConfigError, RuntimeFailure
 from autoscaler.notify import DEFAULT_CONFIG_PATH, close_all
 from autoscaler.notify import build as build_notifiers
+from autoscaler.policy.decision import Decision, Rule
 from autoscaler.telemetry.base import Collector, Combined, SourceOptions, gpu_source, model_source
 from autoscaler.telemetry.promql import check_selector
 from autoscaler.telemetry.snapshot import Snapshot
@@ -62,10 +75,43 @@ def run(
         ),
     ] = None,
     mode: Annotated[str | None, typer.Option(help="recommend (default) or apply.")] = None,
-    once: Annotated[bool, typer.Option(help="Decide once, print JSON lines, exit.")] = False,
+    once: Annotated[
+        bool,
+        typer.Option(
+            help="Decide once, print JSON lines, exit (1: telemetry never valid or an apply "
+            "failed)."
+        ),
+    ] = False,
+    diff: Annotated[
+        bool,
+        typer.Option(
+            help="With --once: apply nothing; print the instance_group change each model "
+            "would get and exit 3 when there is one."
+        ),
+    ] = False,
     record: Annotated[Path | None, typer.Option(help="Append the telemetry trace here.")] = None,
-    listen: Annotated[str | None, typer.Option(help="host:port for /metrics and /healthz.")] = None,
-    interval: Annotated[float | None, typer.Option(help="Seconds between ticks.")] = None,
+    listen: Annotated[
+        str | None, typer.Option(help="host:port for /metrics, /healthz and /status.")
+    ] = None,
+    interval: Annotated[
+        float | None, typer.Option(help="Seconds between ticks (> 0; policy tick_interval_s).")
+    ] = None,
+    ca_file: Annotated[
+        Path | None,
+        typer.Option(help="CA bundle (PEM) to verify https:// Triton and Prometheus against."),
+    ] = None,
+    client_cert: Annotated[
+        Path | None, typer.Option(help="Client certificate (PEM) for mutual TLS.")
+    ] = None,
+    client_key: Annotated[
+        Path | None, typer.Option(help="Its key (PEM); default: in --client-cert.")
+    ] = None,
+    triton_token_file: Annotated[
+        Path | None, typer.Option(help="File holding a bearer token for Triton.")
+    ] = None,
+    prometheus_token_file: Annotated[
+        Path | None, typer.Option(help="File holding a bearer token for Prometheus.")
+    ] = None,
     policies: Annotated[list[Path] | None, typer.Option(help="Extra policies directory.")] = None,
     log_format: Annotated[str, typer.Option(help="auto, json or console.")] = "auto",
 ) -> None:
@@ -77,11 +123,13 @@ def run(
             value=log_format,
             allowed="auto, json, console",
         )
+    if diff and not once:
+        raise ConfigError("needs --once (a plan of one decision)", field="--diff")
     logs.configure(log_format)  # type: ignore[arg-type]
     log = logs.get()
     source = str(config) if config else "<command line>"
 
-    def build() -> Resolved:
+    def build() -> tuple[Resolved, Endpoints]:
         if config is not None:
             cfg = load_config(config)
             data = cfg.model_dump(mode="python", exclude_unset=True)
@@ -104,10 +152,18 @@ def run(
             listen=listen,
             policies=policies,
             interval=interval,
+            ca_file=ca_file,
+            client_cert=client_cert,
+            client_key=client_key,
+            triton_token_file=triton_token_file,
+            prometheus_token_file=prometheus_token_file,
         )
-        return resolve(parse_config(data, source), source)
+        if diff:  # a plan: nothing is applied
+            data["mode"] = "recommend"
+        cfg = parse_config(data, source)
+        return resolve(cfg, source), load_endpoints(cfg, source)
 
-    resolved = build()
+    resolved, endpoints = build()
     cfg = resolved.config
     metrics = DaemonMetrics()
 
@@ -128,9 +184,10 @@ def run(
         resolved,
         log,
         metrics=metrics,
-        recorder=make_recorder(cfg.record),
+        recorder=make_recorder(cfg.record, source),
         notifiers=[] if once else make_notifiers(cfg),  # --once sends nothing
         background_apply=not once,
+        endpoints=endpoints,
     )
     resolved = daemon.resolved
     log.info(
@@ -142,27 +199,46 @@ def run(
         policy=resolved.policy.name,
     )
     if once:
-        for d in decide_once(daemon, resolved.policy.panic_window_s):
-            typer.echo(json.dumps(d.to_json()))
+        report = decide_once(daemon, resolved.policy.panic_window_s)
+        if diff:
+            code = print_diff(report.decisions, cfg, endpoints)
+        else:
+            for d in report.decisions:
+                typer.echo(json.dumps(d.to_json()))
+            code = 0
+        failed = once_failures(report)
+        if failed:
+            for line in failed:
+                typer.echo(f"error: {line}", err=True)
+            raise typer.Exit(EXIT_FAILURE)
+        if code:
+            raise typer.Exit(code)
         return
 
-    srv, _ = serve(cfg.http.listen, metrics, daemon.health)
+    try:
+        srv, _ = serve(cfg.http.listen, metrics, daemon.health, daemon.status)
+    except OSError as exc:
+        raise RuntimeFailure(
+            f"cannot listen on {cfg.http.listen} (http.listen / --listen): "
+            f"{exc.strerror or exc}"
+            + (" — another triton-autoscaler running?" if exc.errno == errno.EADDRINUSE else "")
+        ) from None
     log.info(
         "http",
         listen=f"{srv.server_address[0]!s}:{srv.server_address[1]}",
-        paths=["/metrics", "/healthz"],
+        paths=["/metrics", "/healthz", "/status"],
     )
 
     def reload() -> None:
         try:
-            new = build()
+            new, new_endpoints = build()
             new_notifiers = make_notifiers(new.config)  # re-reads rotated secrets
         except Exception as exc:  # an invalid new config never replaces the running one
             log.error("reload_refused", error=str(exc))
             return
         c = new.config
-        new_collector = make_collector(c, new, lambda: daemon.instances)
-        new_actuator = make_actuator(c, log)
+        new_collector = make_collector(c, new, lambda: daemon.instances, new_endpoints)
+        new_actuator = make_actuator(c, log, new_endpoints)
         daemon.reload(new, new_collector, new_actuator)
         old, daemon.notifiers = daemon.notifiers, new_notifiers
         close_all(old, timeout_s=2.0)
@@ -202,14 +278,76 @@ def tune_gc() -> None:
     gc.set_threshold(10_000, 10, 10)
 
 
-def decide_once(daemon: Autoscaler, window_s: float) -> list[Any]:
-    """Sample once a second over the short window, then return the last tick's decisions."""
+def decide_once(daemon: Autoscaler, window_s: float) -> TickReport:
+    """Sample once a second over the short window; the last tick's report, with every
+    apply made on the way (an inline applier: they have all ended)."""
     start = time.time()
     report = daemon.tick(start)
+    applied = list(report.applied)
     while time.time() - start < window_s:
         time.sleep(1.0)
         report = daemon.tick(time.time())
-    return report.decisions
+        applied.extend(report.applied)
+    report.applied[:] = applied
+    return report
+
+
+def once_failures(report: TickReport) -> list[str]:
+    """Why `run --once` must not exit 0: models without valid telemetry, failed applies."""
+    out = [
+        f"{d.model}: no valid telemetry: {d.reason}"
+        for d in report.decisions
+        if d.rule is Rule.invalid_telemetry
+    ]
+    for d, res in report.applied:
+        if not bool(getattr(res, "ok", False)):
+            out.append(f"{d.model}: apply failed: {getattr(res, 'error', '') or 'unknown error'}")
+    return out
+
+
+def print_diff(decisions: list[Decision], cfg: DaemonConfig, endpoints: Endpoints) -> int:
+    """`run --once --diff`: per model that would change, its instance_group now and after.
+
+    The groups are what the apply would load (`new_instance_groups` on the config
+    Triton serves now), as a unified diff. Returns 3 (EXIT_CHANGES) when a change is
+    wanted, else 0; an unreadable config is an error (exit 1).
+    """
+    from autoscaler.actuation import new_instance_groups
+    from autoscaler.telemetry.triton import TelemetryReadError, TritonConfigReader
+
+    changes = [d for d in decisions if d.changes]
+    if not changes:
+        typer.echo("no change wanted", err=True)
+        return 0
+    reader = TritonConfigReader(
+        cfg.triton.url, timeout_s=max(cfg.triton.timeout_s, 5.0), security=endpoints.triton
+    )
+    try:
+        for d in changes:
+            try:
+                current = reader.config(d.model)
+                after = new_instance_groups(current, d.desired_instances, d.placement)
+            except (TelemetryReadError, ValueError) as exc:
+                raise RuntimeFailure(f"{d.model}: cannot show the change: {exc}") from None
+            before_text = json.dumps(current.get("instance_group", []), indent=2).splitlines()
+            after_text = json.dumps(after, indent=2).splitlines()
+            head = (
+                f"{d.model}: {d.action.value} {d.current_instances} → {d.desired_instances} "
+                f"({d.rule.value}: {d.reason})"
+            )
+            typer.echo(f"# {head}")
+            for line in difflib.unified_diff(
+                before_text,
+                after_text,
+                fromfile=f"{d.model}/config instance_group (now)",
+                tofile=f"{d.model}/config instance_group (wanted)",
+                lineterm="",
+            ):
+                typer.echo(line)
+    finally:
+        reader.close()
+    print(f"{len(changes)} model(s) would change", file=sys.stderr)
+    return EXIT_CHANGES
 
 
 def _apply_flags(data: dict[str, Any], **flags: Any) -> dict[str, Any]:
@@ -248,8 +386,12 @@ def _apply_flags(data: dict[str, Any], **flags: Any) -> dict[str, Any]:
         d.setdefault("http", {})["listen"] = flags["listen"]
     if flags["policies"]:
         d["policies_dirs"] = [*d.get("policies_dirs", []), *flags["policies"]]
-    if flags["interval"]:
-        d.setdefault("policy_overrides", {})["tick_interval_s"] = flags["interval"]
+    if flags["interval"] is not None:  # 0 used to be ignored silently
+        iv = flags["interval"]
+        if not (iv > 0 and math.isfinite(iv)):
+            raise ConfigError("must be a positive number of seconds", field="--interval", value=iv)
+        d.setdefault("policy_overrides", {})["tick_interval_s"] = iv
+    _apply_security_flags(d, flags)
     targets = parse_pairs(
         flags["target"] or [], "--target", positive_float, "CONCURRENCY", "a positive number"
     )
@@ -274,6 +416,53 @@ def _apply_flags(data: dict[str, Any], **flags: Any) -> dict[str, Any]:
     return d
 
 
+def _apply_security_flags(d: dict[str, Any], flags: dict[str, Any]) -> None:
+    """--ca-file / --client-cert / --client-key go to every https:// endpoint's tls;
+    --triton-token-file / --prometheus-token-file make a bearer auth section."""
+    given = [
+        (key, flag)
+        for key, flag in (
+            ("ca_file", "ca_file"),
+            ("cert_file", "client_cert"),
+            ("key_file", "client_key"),
+        )
+        if flags.get(flag) is not None
+    ]
+    tls = {key: str(flags[flag]) for key, flag in given}
+    tri = d.setdefault("triton", {})
+    tel = d.setdefault("telemetry", {})
+    prom = tel.setdefault("prometheus", {})
+    if tls:
+        urls = {
+            "triton": [tri.get("url"), tri.get("metrics_url"), tri.get("grpc_url")],
+            "prometheus": [tel.get("prometheus_url")],
+        }
+        targets = [
+            name
+            for name, us in urls.items()
+            if any(str(u or "").lower().startswith(("https://", "grpcs://")) for u in us)
+        ]
+        if not targets:
+            flag = "--" + given[0][1].replace("_", "-")
+            raise ConfigError(
+                "no https:// endpoint to use it for: give --triton https://HOST:PORT or "
+                "--prometheus https://HOST:PORT",
+                field=flag,
+            )
+        for name in targets:
+            section = tri if name == "triton" else prom
+            section["tls"] = {**section.get("tls", {}), **tls}
+    for flag, section in (("triton_token_file", tri), ("prometheus_token_file", prom)):
+        if flags.get(flag) is not None:
+            section["auth"] = {"type": "bearer", "secret_file": str(flags[flag])}
+    if not prom:
+        del tel["prometheus"]
+    if not tel:
+        del d["telemetry"]
+    if not tri:
+        del d["triton"]
+
+
 def live_daemon(
     resolved: Resolved,
     log: Any,
@@ -282,6 +471,7 @@ def live_daemon(
     recorder: Callable[[Snapshot], None] | None = None,
     notifiers: list[Notifier] | None = None,
     background_apply: bool = True,
+    endpoints: Endpoints | None = None,
 ) -> Autoscaler:
     """The daemon as `run` builds it (also for the demo, benchmarks and tests).
 
@@ -293,8 +483,11 @@ def live_daemon(
     cfg = resolved.config
     holder: dict[str, Autoscaler] = {}
     # simulated GPUs follow the instance counts the daemon last saw
-    collector = make_collector(cfg, resolved, lambda: holder["d"].instances if holder else {})
-    actuator = make_actuator(cfg, log)
+    endpoints = endpoints or load_endpoints(cfg)
+    collector = make_collector(
+        cfg, resolved, lambda: holder["d"].instances if holder else {}, endpoints
+    )
+    actuator = make_actuator(cfg, log, endpoints)
     if actuator is None and cfg.mode == "apply":
         resolved = resolved.model_copy(
             update={"config": cfg.model_copy(update={"mode": "recommend"})}
@@ -314,9 +507,13 @@ def live_daemon(
 
 
 def make_collector(
-    cfg: DaemonConfig, resolved: Resolved, instances: Callable[[], dict[str, int]]
+    cfg: DaemonConfig,
+    resolved: Resolved,
+    instances: Callable[[], dict[str, int]],
+    endpoints: Endpoints | None = None,
 ) -> Collector:
     t = cfg.telemetry
+    endpoints = endpoints or load_endpoints(cfg)
     opts = SourceOptions(
         triton_url=cfg.triton.url,
         metrics_url=cfg.triton.metrics_url,
@@ -327,6 +524,8 @@ def make_collector(
         prometheus_dcgm=t.prometheus.dcgm.overrides(),
         timeout_s=cfg.triton.timeout_s,
         config_max_age_s=cfg.triton.config_max_age_s,
+        triton_security=endpoints.triton,
+        prometheus_security=endpoints.prometheus,
         simulated_gpus=t.simulated_gpus,
         simulated_gpu_memory_bytes=int(t.simulated_gpu_memory_gb * GB),
         instances=instances,
@@ -337,27 +536,101 @@ def make_collector(
     return Combined(model_source(t.models, opts), gpu_source(t.gpus, opts))
 
 
-def make_actuator(cfg: DaemonConfig, log: Any) -> Any:
+def make_actuator(cfg: DaemonConfig, log: Any, endpoints: Endpoints | None = None) -> Any:
     """The Triton actuator in apply mode, if Triton runs with explicit model control."""
     if cfg.mode != "apply":
         return None
     from autoscaler.actuation import TritonActuator
 
-    act = TritonActuator(cfg.triton.url, grpc_url=cfg.triton.grpc_url)
+    endpoints = endpoints or load_endpoints(cfg)
+    act = TritonActuator(cfg.triton.url, grpc_url=cfg.triton.grpc_url, security=endpoints.triton)
     ok, why = act.check_model_control()
     if not ok:
         log.warning("apply_unavailable_falling_back_to_recommend", reason=why)
         return None
+    warn_about_rate_limit(cfg.triton.url, log)
     return act
 
 
-def make_recorder(path: Path | None) -> Callable[[Snapshot], None] | None:
+def warn_about_rate_limit(triton_url: str, log: Any) -> None:
+    """Say at start-up whether Triton schedules with --rate-limit=execution_count.
+
+    Without it, Triton 2.51 finishes an in-place instance change only when the model's
+    queue drains: under load (when scaling up matters) that can take minutes
+    (docs/reliability.md). Read from the local server's command line when it can be.
+    """
+    from autoscaler.triton_flags import RECOMMENDED_RATE_LIMIT, rate_limit_setting
+
+    setting = rate_limit_setting(triton_url)
+    if setting.value is None:
+        log.info("triton_rate_limit_unknown", how_to_check=setting.how)
+    elif not setting.recommended:
+        log.warning(
+            "triton_rate_limit_not_recommended",
+            rate_limit=setting.value,
+            recommended=RECOMMENDED_RATE_LIMIT,
+            read_from=setting.how,
+            why="without it an in-place instance change waits until the model's request "
+            "queue drains (minutes under load); see docs/reliability.md",
+        )
+
+
+def make_recorder(
+    path: Path | None, source: str = "<config>"
+) -> Callable[[Snapshot], None] | None:
+    """The daemon's trace (config `record:`): appended to, one flushed line per tick."""
     if path is None:
         return None
     from autoscaler.telemetry.trace import TraceWriter
 
-    writer = TraceWriter(path)
+    try:
+        writer = TraceWriter(path)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot open the trace for appending: {exc.strerror or exc}",
+            file=source,
+            field="record",
+            value=str(path),
+        ) from None
     return writer.write
+
+
+def check_listen(listen: str, source: str = "<config>") -> str:
+    """Whether `run` could listen on http.listen here: '' if so, else a note.
+
+    Raises a ConfigError when it never could (not an address of this machine);
+    returns a note when the port is taken now (a running daemon holds its own
+    port while its next config is validated, so that is no error).
+    """
+    from autoscaler.transport import parse_listen
+
+    host, port = parse_listen(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind((host, port))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return f"http.listen {listen} is in use now (by the running daemon?)"
+        if isinstance(exc, socket.gaierror) or exc.errno in (
+            errno.EADDRNOTAVAIL,
+            errno.EAFNOSUPPORT,
+        ):
+            raise ConfigError(
+                f"cannot listen there: {exc.strerror or exc} (not an address of this machine)",
+                file=source,
+                field="http.listen",
+                value=listen,
+            ) from None
+        if exc.errno == errno.EACCES:
+            raise ConfigError(
+                "cannot listen there: permission denied (ports below 1024 need privileges)",
+                file=source,
+                field="http.listen",
+                value=listen,
+            ) from None
+        return f"http.listen {listen}: {exc.strerror or exc}"
+    return ""
 
 
 def _sd_notifier() -> Callable[[str], None]:

@@ -31,7 +31,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from autoscaler.commands._common import catalog_from
+from autoscaler.commands._common import catalog_from, stdout_console
 from autoscaler.errors import ConfigError
 
 FORMATS = ("table", "json")
@@ -229,7 +229,7 @@ def _fixed(
             r = ref.get(key)
             cells += ["—", "—"] if r is None else [f"{r:g}", f"{(val - r) / r:+.1%}"]
         table.add_row(*cells)
-    Console().print(table)
+    stdout_console().print(table)
 
 
 def _scenario(
@@ -243,6 +243,7 @@ def _scenario(
     record: Path | None = None,
 ) -> None:
     from autoscaler.sim.baselines import check_names
+    from autoscaler.sim.capacity import require_fit
     from autoscaler.sim.report import run_scenario, write_results
     from autoscaler.sim.scenario import resolve_scenario
 
@@ -254,6 +255,7 @@ def _scenario(
     if record is not None and record.exists():
         raise ConfigError("the trace file exists; choose a new name", file=record)
     setup = resolve_scenario(scn, path.parent)
+    require_fit(setup)  # one line and exit 2, before any policy runs
     with progress_bar(fmt != "json", scn.name) as bar:
         res = run_scenario(setup, names, progress=bar, record=record)
     written = write_results(res, out, plots=plots) if out is not None else []
@@ -262,7 +264,7 @@ def _scenario(
         doc["written"] = [str(p) for p in written]
         typer.echo(json.dumps(doc, indent=2))
         return
-    render(res.cards, scn.name, scn.description, Console())
+    render(res.cards, scn.name, scn.description, stdout_console())
     for p in written:
         typer.echo(f"wrote {p}")
 

@@ -10,7 +10,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from autoscaler.commands._common import catalog_from, parse_pairs, positive_float, positive_int
+from autoscaler.commands._common import (
+    catalog_from,
+    check_format,
+    csv_text,
+    parse_pairs,
+    positive_float,
+    positive_int,
+    stdout_console,
+)
 from autoscaler.errors import ConfigError
 from autoscaler.sizing import Demand, SizingResult
 from autoscaler.sizing import size as run_sizing
@@ -40,13 +48,12 @@ def size(
         list[Path] | None,
         typer.Option("--policies", help="Extra policies directory (adds/overrides by name)."),
     ] = None,
-    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    fmt: Annotated[
+        str, typer.Option("--format", help="table, json (everything) or csv (one row per model).")
+    ] = "table",
 ) -> None:
     """Answer "how many GPUs and servers for N users of model X?" from the sizing rules."""
-    if fmt not in ("table", "json"):
-        raise ConfigError(
-            "unknown output format", field="--format", value=fmt, allowed="table, json"
-        )
+    check_format(fmt)
     users = parse_pairs(demand, "--demand", positive_int, "USERS", "a positive whole number")
     slos = parse_pairs(slo_ms or [], "--slo-ms", positive_float, "MS", "a positive number")
     for name in slos:
@@ -72,8 +79,27 @@ def size(
     result = run_sizing(demands, cat.models, gpu_profile, per_server, headroom)
     if fmt == "json":
         typer.echo(json.dumps(result.to_json(), indent=2))
+    elif fmt == "csv":
+        typer.echo(csv_text(CSV_COLUMNS, result.to_json()["models"]), nl=False)
     else:
-        render_table(result, Console())
+        render_table(result, stdout_console())
+
+
+# `size --format csv`: the per-model table (placement and totals are in --format json)
+CSV_COLUMNS = (
+    "name",
+    "users",
+    "optimal_concurrency",
+    "concurrency_per_instance",
+    "instances",
+    "memory_per_instance_gb",
+    "memory_gb",
+    "estimated",
+    "memory_source",
+    "slo_p95_ms",
+    "expected_p95_ms",
+    "reason",
+)
 
 
 def render_table(r: SizingResult, console: Console) -> None:

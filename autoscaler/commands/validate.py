@@ -1,4 +1,11 @@
-"""`triton-autoscaler validate PATH...`: check policy files and daemon configs."""
+"""`triton-autoscaler validate PATH...`: check policy files and daemon configs.
+
+A daemon config gets every check `run` makes before it starts: fields, profiles,
+addresses and ports, the TLS files and secrets it names (read, never shown), the
+notifiers' secrets, the trace file, and whether http.listen is an address of
+this machine. So a config that validates starts (a port taken right now, e.g. by
+the running daemon, is a note, not an error).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +21,7 @@ from autoscaler.catalog import (
     read_yaml_documents,
     yaml_files,
 )
-from autoscaler.config import CONFIG_KIND, parse_config, resolve
+from autoscaler.config import CONFIG_KIND, DaemonConfig, load_endpoints, parse_config, resolve
 from autoscaler.errors import ConfigError
 
 
@@ -39,10 +46,48 @@ def validate(
         if root.is_file() and not read_yaml_documents(root):
             raise ConfigError("file holds no YAML document", file=root)
     cat.check_references()
+    notes: list[str] = []
     for root in paths:
         for path in yaml_files(root):
             for doc in read_yaml_documents(path):
                 if isinstance(doc, dict) and doc.get("kind") == CONFIG_KIND:
-                    resolve(parse_config(doc, path), path)
+                    cfg = parse_config(doc, path)
+                    resolve(cfg, path)
+                    notes += [f"{path}: {n}" for n in check_as_run_would(cfg, str(path)) if n]
                     configs += 1
+    for note in notes:
+        typer.echo(f"note: {note}", err=True)
     typer.echo(f"ok: {profiles} profile(s) and {configs} config(s) valid in {len(paths)} path(s)")
+
+
+def check_as_run_would(cfg: DaemonConfig, source: str) -> list[str]:
+    """`run`'s start-up checks beyond the fields: files, secrets, the trace, the address."""
+    from prometheus_client import CollectorRegistry
+
+    from autoscaler.commands.run import check_listen
+    from autoscaler.notify import build, close_all
+
+    load_endpoints(cfg, source)
+    # the notifiers exactly as `run` builds them (their secrets read), then closed
+    built = build(
+        cfg.notifiers, log=None, registry=CollectorRegistry(), host="validate", source=source
+    )
+    close_all(built, timeout_s=0.5)
+    _check_trace(cfg.record, source)
+    return [check_listen(cfg.http.listen, source)]
+
+
+def _check_trace(path: Path | None, source: str) -> None:
+    """The daemon appends to `record:`: its directory must exist, an existing file be a trace."""
+    if path is None:
+        return
+    from autoscaler.telemetry.trace import _read_header
+
+    if path.is_dir():
+        raise ConfigError("is a directory, not a trace file", file=source, field="record")
+    if not path.parent.is_dir():
+        raise ConfigError(
+            "its directory does not exist", file=source, field="record", value=str(path)
+        )
+    if path.exists() and path.stat().st_size > 0:
+        _read_header(path)  # TraceFormatError (a ConfigError) names the file and line

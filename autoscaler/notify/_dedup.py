@@ -23,6 +23,10 @@ A drift episode is identified by the finding's `since` (when it fired), so:
   a decision without one cannot tell "cleared" from "no samples lately". The
   daemon logs `profile_drift` with `state: cleared`, and
   `triton_autoscaler_profile_drift_ratio` shows it.
+
+A change that waits behind the model's request queue (a hold with rule
+`apply_stalled`: Triton runs without `--rate-limit=execution_count`) is sent once
+when it starts to wait, then reminded like a recommendation until the change ends.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from autoscaler.notify._format import drift_of
-from autoscaler.policy.decision import Action, Decision
+from autoscaler.policy.decision import Action, Decision, Rule
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ class Deduplicator:
         self.profile_drift = profile_drift
         self._sent: dict[str, _Sent] = {}
         self._drift: dict[str, _DriftSent] = {}
+        self._stalled: dict[str, float] = {}  # model → when its stall was last sent
 
     def _due(self, last_at: float, now: float) -> bool:
         return self.remind_after_s is not None and now - last_at >= self.remind_after_s
@@ -89,12 +94,20 @@ class Deduplicator:
                 elif self._due(prev.at, now):
                     prev.at = now
                     pick = Pick(d, reminder=True)
+            elif d.rule is Rule.apply_stalled:
+                self._sent.pop(d.model, None)
+                last = self._stalled.get(d.model)
+                if last is None or news or self._due(last, now):
+                    self._stalled[d.model] = now
+                    pick = Pick(d, reminder=last is not None and not news, drift_news=news)
             else:
                 self._sent.pop(d.model, None)
                 if news:
                     pick = Pick(d, reminder=False, drift_news=True)
                 elif drift is not None and seen is not None and self._due(seen.at, now):
                     pick = Pick(d, reminder=True)
+            if d.rule is not Rule.apply_stalled:
+                self._stalled.pop(d.model, None)
             if pick is None:
                 continue
             if drift is not None:
@@ -107,6 +120,8 @@ class Deduplicator:
         if model is None:
             self._sent.clear()
             self._drift.clear()
+            self._stalled.clear()
         else:
             self._sent.pop(model, None)
             self._drift.pop(model, None)
+            self._stalled.pop(model, None)

@@ -4,9 +4,21 @@ Pure: time comes in as `ctx.now`, nothing is read or written outside the
 arguments. The stages around it (collection, windowing, actuation) live
 elsewhere; the daemon, `replay` and the simulator all call `decide`.
 
-How the numbers work, on the design's NeMo GPT 5B (optimal concurrency 4):
-16 concurrent users → observed concurrency ≈ 16 (Little's law on Triton's
-request-duration counter) → desired = ceil(16 / (4 × 1.0)) = 4 instances.
+One model's decision is a chain of small stages (docs/policy.md):
+
+1. **gates on data** — never act on stale or invalid telemetry;
+2. **demand** (`policy.demand`) — arrival rate, requests in the server, whether the
+   load is an open or a closed loop, the per-minute history of bursts;
+3. **capacity** (`policy.queueing`) — the fewest instances whose predicted p95
+   meets the SLO: Table 11's rule for closed loops (16 users of the 5B / 4 → 4),
+   a queueing model for open ones, corrected online from the observed p95;
+4. **headroom and forecast** — the minute's rate plus the excess the burst pattern
+   and the trend say may arrive within an instance's start-up;
+5. **latency guard** — one more instance when the observed p95 misses the SLO
+   and the time requests queued explains the miss;
+6. **bounds**, 7. **stabilisation** (a scale-down waits for the highest wish of
+   the window), 8. **gates on actions** (an apply in flight, back-off, cooldown),
+9. **placement** on the GPUs' free memory, never overfilling one.
 """
 
 from __future__ import annotations
@@ -14,25 +26,25 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from autoscaler._frozen import maker
 from autoscaler.placement import Fit, GpuBin, Item, pack
-from autoscaler.policy.decision import Action, Decision, PlacementSlot, Rule
+from autoscaler.policy.decision import Action, Decision, Figures, PlacementSlot, Rule
+from autoscaler.policy.defrag import plan_room
+from autoscaler.policy.demand import (
+    POISSON_PEAK_Z,
+    Demand,
+    DemandMemory,
+    Loop,
+    confirmed_recent_in_server,
+    demand_of,
+    observe,
+)
+from autoscaler.policy.queueing import Batched, instances_for, wait_p95_s
+from autoscaler.policy.target import ModelTarget
 from autoscaler.profiles import ScalingPolicy
 from autoscaler.telemetry.snapshot import GpuSample, ModelWindow
-
-
-@dataclass(frozen=True)
-class ModelTarget:
-    """What the sizing rules say about one model (from its profile or the config)."""
-
-    model: str
-    optimal_concurrency: float
-    memory_per_instance_gb: float
-    slo_p95_ms: float | None = None
-    min_instances: int | None = None  # None: the policy's
-    max_instances: int | None = None
 
 
 @dataclass(frozen=True)
@@ -51,25 +63,22 @@ class PolicyContext:
     # started): those models hold, and the memory their new instances will take is
     # reserved before anything else is placed.
     in_flight: Mapping[str, tuple[Decision, float]] = field(default_factory=dict)
+    # Where each model's instances are: model → {GPU index: instances} (from Triton's
+    # instance groups); what defragmentation plans moves from. Empty: not known.
+    placements: Mapping[str, Mapping[int, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class ModelState:
-    # (time, wanted instances, wished while an arrival-limited load's instances were
-    # saturated) of recent ticks: the scale-down stabilisation window
-    history: tuple[tuple[float, int, bool], ...] = ()
-    panic_until: float | None = None
+    # (time, wanted instances) of the scale-down stabilisation window, as a falling
+    # staircase: only the wishes that can still be its highest (`_window_max`)
+    history: tuple[tuple[float, int], ...] = ()
     last_change_at: float | None = None
     backoff_until: float | None = None
     # the instance count last seen and when it last changed (by us, a person or a restart)
     seen_instances: int | None = None
     seen_change_at: float | None = None
-    grew_at: float | None = None  # when the count was last seen to grow (first sight too)
-    # until when the load counts as arrival-limited (see QUEUED_SHARE)
-    arrival_limited_until: float | None = None
-    # (when, count, load): counts the burst window or the latency guard had to leave
-    # while the load was arrival-limited, with the instances' worth of execution then
-    too_few: tuple[tuple[float, int, float], ...] = ()
+    demand: DemandMemory = field(default_factory=DemandMemory)
 
 
 _NEW = ModelState()
@@ -79,9 +88,9 @@ _STATE_FIELDS = frozenset(f.name for f in fields(ModelState))
 def _evolve(st: ModelState, **changes: Any) -> ModelState:
     """`dataclasses.replace` for the per-tick ModelState updates, without its field walk.
 
-    replace() looks up every field and calls __init__, which sets each of the nine
-    fields through object.__setattr__ (frozen): ≈ 4 µs; 500 models make ~670 such
-    updates a tick (2.7 ms of an 8 ms decide). Copying the instance dict is ≈ 0.6 µs.
+    replace() looks up every field and calls __init__, which sets each field through
+    object.__setattr__ (frozen): ≈ 4 µs; 500 models make one or two such updates a
+    tick each. Copying the instance dict is ≈ 0.6 µs.
     """
     assert changes.keys() <= _STATE_FIELDS, sorted(changes.keys() - _STATE_FIELDS)
     new = object.__new__(ModelState)
@@ -157,8 +166,9 @@ def _reserve_in_flight(ctx: PolicyContext, bins: list[GpuBin]) -> None:
 
 
 # A Decision per model per tick: 500 models made 500 frozen __init__ calls (≈ 2.5 µs
-# each); see autoscaler/_frozen.py.
+# each); see autoscaler/_frozen.py. Its Figures likewise.
 _new_decision = maker(Decision)
+_new_figures = maker(Figures)
 
 
 class _Out:
@@ -180,11 +190,16 @@ class _Out:
         placement: tuple[PlacementSlot, ...] = (),
         extra_gpus_needed: int | None = None,
         extra_servers_needed: int | None = None,
+        figures: Figures | None = None,
     ) -> Decision:
         t, w, target_c, now = self.t, self.w, self.target_c, self.now
         obs = p95 = None
+        details: dict[str, Any] = {}
         if w is not None and w.valid:
             obs, p95 = observed(w), w.p95_ms
+            if w.degraded:  # what the figures behind this decision only estimate
+                details["degraded"] = list(w.degraded)
+                reason = f"{reason} [degraded: {'; '.join(w.degraded)}]"
         if current_instances is None:
             current_instances = w.instances if w else 0
         return _new_decision(
@@ -203,7 +218,8 @@ class _Out:
                 "as_of": w.as_of if w else now,
                 "extra_gpus_needed": extra_gpus_needed,
                 "extra_servers_needed": extra_servers_needed,
-                "details": {},
+                "details": details,
+                "figures": figures,
             }
         )
 
@@ -228,123 +244,198 @@ def _want(concurrency: float, target: float) -> int:
     return max(0, math.ceil(concurrency / target - CEIL_SLACK))
 
 
-# The utilisation floor (step 2b of `_decide_model`): why the concurrency rule needs one.
+# -- stage 3b: the online correction of the capacity model ------------------------------
 #
-# Optimal concurrency is a closed-loop figure. Table 10 measured 5B with 4 clients that
-# send again the moment they get an answer: 1 request executing and 3 queued, p95
-# 1.1 s, the instance busy 100 % of the time. N such users keep N requests in flight,
-# so N / 4 instances is right for them. Open-loop arrivals (λ requests/s from many
-# independent users) do not wait for answers: with enough instances the queue is empty
-# and the requests in flight are only those executing, λ × S (5B at 24 req/s:
-# 24 × 0.277 s = 6.65). The concurrency rule then asks for ceil(6.65 / 4) = 2 instances
-# where 7 are needed just to keep up; shrinking towards 2 makes the queue grow without
-# bound, the burst window scales back up, and it repeats (16 → 7 → 16 instances in the
-# simulated day: 1312 actions, the SLO met in 82.9 % of minutes).
-#
-# Where the instances are not saturated, the load is set by arrivals: going from n to n'
-# instances raises the busy share from ρ to ρ × n / n'. The floor keeps it at or below
-# max_utilization (0.8: 6.65 / 0.8 → 9 instances, busy 0.74). It applies only to
-# loads seen to be arrival-limited, and only while the instances are not saturated:
-# a zero-think closed loop keeps every instance it has busy (16 users on 8 or on 16
-# 5B instances: busy 1.0), so there busy share × n says nothing about the load, and a
-# floor on it would want n / 0.8 > n instances, then more, forever.
-
-# A model whose instances are busy at least this share of the time is saturated:
-# requests wait for an instance, and what more instances would execute cannot be read
-# off what these execute (16 users on 4 5B instances: busy ≈ 1.0 and 3 queued each).
-SATURATED = 0.95
-# Executions serving more than this many requests on average: a batching model (the 20B
-# batches 16 per 1.05 s). Its busy time does not grow with the load — a batch of 1
-# takes as long as a batch of 16 — so busy share × n is not the load it carries; its
-# optimal concurrency is the batch size, so in-flight / optimal already measures how
-# full its batches are, and the concurrency rule alone sizes it.
-SEQUENTIAL_BATCH = 1.5
-# Evidence that a load is arrival-limited: requests queued for at least this share of
-# the compute time per request although the instances were idle ≥ 5 % of the time, over
-# the minute and in the last seconds, with requests queued right now. Requests wait
-# beside idle instances only when they arrive on their own schedule: in a zero-think
-# closed loop a request waits only while every instance is busy (16 users on 16 5B
-# instances: 0 ms queued; on 4: ≈ 830 ms queued, busy 1.0). An open-loop 5B at 2 req/s
-# on one instance (busy 0.55) queues ≈ 0.6 × 277 ms on average (M/D/1). The "right now"
-# part keeps out a minute that mixes a standing queue with the idle time after the load
-# fell (64 → 8 users on 16 instances: the minute shows both, the present no queue).
-QUEUED_SHARE = 0.05
-# A count that failed a load (see `_floor`) also fails 10 % less of it: Poisson counts
-# over the 60 s window move by more than that at 1 req/s.
-MEMORY_MARGIN = 0.1
+# Allen–Cunneen's v = (c_a² + c_s²)/2 is 0 for perfectly regular arrivals and service,
+# 1 for Poisson arrivals and exponential service, ~4 for bursty arrivals (c_a² ≈ 3) with
+# heavy-tailed LLM outputs (token CV 2.2: c_s² ≈ 4.8). The policy starts at 1 and moves
+# v towards observed wait / predicted wait (at v = 1), like NVIDIA Dynamo's planner
+# corrects its profile with observed / predicted latency, bounded to that range.
+VARIABILITY_MIN, VARIABILITY_MAX = 0.05, 4.0
+# Triton's p95 summary covers a sliding minute, so ticks 5 s apart see mostly the same
+# requests: each tick moves v by tick / (two summary windows), i.e. ~2 minutes to
+# follow a change, one minute's outlier moving it by at most half the way.
+VARIABILITY_MEMORY_S = 120.0
 
 
-def executing(w: ModelWindow) -> float | None:
-    """Instances' worth of execution the load needs: throughput × compute time per request.
+def _correct(
+    mem: DemandMemory, t: ModelTarget, w: ModelWindow, d: Demand, n: int, tick_s: float
+) -> DemandMemory:
+    """Move v towards what the observed p95 says, where the prediction is informative.
 
-    Only for a model that executes one request at a time; None for batching models or
-    without compute counters. 5B at 24 req/s × 0.277 s = 6.65 instances kept busy.
+    Informative: an open (or not yet known) loop, a p95 from Triton, and a predicted
+    wait at v = 1 that is finite and above zero (else observed and predicted are
+    both "no wait" and say nothing about v). Closed loops are not predicted by the
+    open-loop model (16 users keep 16 requests in the server whatever v is).
     """
-    ex = w.extra
-    if "avg_compute_infer_ms" not in ex or "inferences_per_s" not in ex:
-        return None
-    if ex.get("avg_batch", 1.0) > SEQUENTIAL_BATCH:
-        return None
-    return float(ex["inferences_per_s"] * ex["avg_compute_infer_ms"] / 1000.0)
+    svc = t.service
+    if svc is None or mem.loop is Loop.closed or w.p95_ms is None or n <= 0:
+        return mem
+    predicted = wait_p95_s(svc, n, d.arrival_rps, 1.0)
+    if not (0.0 < predicted < math.inf):
+        return mem
+    base_s = svc.batch_s if isinstance(svc, Batched) else svc.service_s
+    waited = max(0.0, w.p95_ms / 1000.0 - base_s)
+    target = min(VARIABILITY_MAX, max(VARIABILITY_MIN, waited / predicted))
+    step = min(1.0, tick_s / VARIABILITY_MEMORY_S)
+    # exponentially weighted mean and variance (West's incremental form)
+    diff = target - mem.variability
+    v = mem.variability + step * diff
+    var = (1.0 - step) * (mem.variability_var + step * diff * diff)
+    new = object.__new__(DemandMemory)
+    new.__dict__.update(mem.__dict__)
+    new.__dict__.update(variability=v, variability_var=var, variability_at=w.as_of)
+    return new
 
 
-@dataclass(frozen=True)
-class _Unsaturated:
-    minute: float  # instances' worth of execution over the stable window
-    recent: float  # ... over the panic window (the stable figure where it has none)
-    service_ms: float  # compute time per request
+# -- stages 3-4: capacity, headroom and forecast → the count the demand needs --------------
 
 
-def _unsaturated(w: ModelWindow, pw: ModelWindow | None) -> _Unsaturated | None:
-    """The load the instances carry, where they are not saturated (else None).
+class Sizing(NamedTuple):
+    want: int
+    rule: Rule
+    reason: str
+    figures: Figures
 
-    Both windows must say so: a 5B instance takes ≈ 22 s to load, so the minute after
-    1 → 4 instances for 16 users reads 3.4 executing / 4 = 0.85 busy while the last
-    seconds read 1.0.
+
+def _plural(n: int) -> str:
+    return "" if n == 1 else "s"
+
+
+def _size(
+    pol: ScalingPolicy,
+    t: ModelTarget,
+    d: Demand,
+    mem: DemandMemory,
+    current: int,
+    horizon_s: float,
+    hi: int,
+    recent_in_server: float,
+) -> Sizing:
+    """How many instances the demand needs, by the rule its kind of load calls for.
+
+    - closed loop: Table 11's rule on the requests in the server, over the minute and,
+      when more, over the last seconds (4 → 16 users on one 5B: 16 / 4 → 4 at once);
+    - open loop: the queueing model at the last seconds' rate, and at the minute's rate
+      plus headroom (burst excess, trend) for the horizon — whichever needs more;
+    - unknown: as an open loop (production traffic mostly is) while some capacity
+      stands idle, so that the measured rate is what was asked; while no capacity is
+      idle, up by the closed rule and never down. A closed loop is recognised
+      once a whole minute shows a queue that holds still (policy.demand); until then
+      a closed loop that never queues (8 users on 16 instances) is held at what its
+      rate would need if it were open: safe, not frugal.
     """
-    minute = executing(w)
-    n = w.instances
-    if minute is None or n <= 0 or minute / n >= SATURATED:
-        return None
-    recent = executing(pw) if pw is not None and pw.valid else None
-    if recent is None:
-        recent = minute
-    elif recent / n >= SATURATED:
-        return None
-    return _Unsaturated(minute, recent, float(w.extra["avg_compute_infer_ms"]))
+    target_c = t.optimal_concurrency * pol.target_utilization
+    n_pop = _want(d.in_server, target_c)
+    n_pop_now = _want(recent_in_server, target_c)
+    # Up on the last seconds (two ticks agreeing), down no further than the minute says:
+    # the minute lags a surge, and its first ticks cover a few seconds only (two 20B
+    # batches more or less in a 5 s window is ±20 % of the requests counted).
+    low = n_pop if n_pop < current else current
+    closed_want = n_pop_now if n_pop_now > low else low
+    closed_rule = Rule.panic if n_pop_now > n_pop else Rule.concurrency
+
+    def closed_reason() -> str:
+        return (
+            f"requests in the server {max(d.in_server, recent_in_server):.1f} / target "
+            f"{target_c:g} per instance → {closed_want} instance{_plural(closed_want)}"
+        )
+
+    headroom = mem.excess_rps(pol.slo_attainment_target)
+    trend = mem.trend_rps_per_s
+    forecast = d.arrival_rps + trend * horizon_s if trend > 0 else d.arrival_rps
+    sized_for = d.arrival_rps + headroom if headroom + d.arrival_rps > forecast else forecast
+    v = mem.variability_for(pol.slo_attainment_target)
+    v = VARIABILITY_MIN if v < VARIABILITY_MIN else VARIABILITY_MAX if v > VARIABILITY_MAX else v
+    svc, slo = t.service, t.slo_p95_ms
+
+    def figures(n: int) -> Figures:
+        return _new_figures(
+            {
+                "loop": mem.loop.value,
+                "arrival_rps": d.arrival_rps,
+                "recent_rps": d.recent_rps,
+                "in_server": d.in_server,
+                "headroom_rps": headroom,
+                "forecast_rps": forecast,
+                "sized_for_rps": sized_for,
+                "horizon_s": horizon_s,
+                "variability": v,
+                "instances": n,
+                "service": svc,
+            }
+        )
+
+    # No capacity idle: the rate that got through is what the instances could serve,
+    # not what was asked, so only the requests in the server say how much more is
+    # wanted. Sizing a closed loop from such a rate runs away (4 users on one 5B let
+    # 3.6 req/s through: "2 instances"; then 7.2: "3", ... to 16). Until the load is
+    # known to be closed, such a reading may add instances but not remove them.
+    if mem.loop is Loop.unknown and d.no_idle and svc is not None and slo is not None:
+        if closed_want > current:
+            return Sizing(closed_want, closed_rule, closed_reason(), figures(closed_want))
+        why = f"no instance idle: the rate says only that demand ≥ capacity ({closed_reason()})"
+        return Sizing(current, Rule.concurrency, why, figures(current))
+    if svc is None or slo is None or mem.loop is Loop.closed:
+        return Sizing(closed_want, closed_rule, closed_reason(), figures(closed_want))
+    # A backlog left by a burst must drain within the horizon too: Q queued requests
+    # need Q / horizon per second of capacity beyond the arrivals (345M flash crowd:
+    # 600 queued, 18 s → +33 req/s).
+    drain = (d.pending or 0.0) / horizon_s
+    # The last seconds' rate scatters by √(λ / window) around the minute's on its own
+    # (Poisson), which the queueing model already prices in: only what lies beyond that
+    # band (the same z as for the burst excess) is a surge. 20 req/s over 6 s: ±1.8, so
+    # up to 25.8 req/s is noise; a 10 → 80 req/s crowd is past it within a tick.
+    band = POISSON_PEAK_Z * math.sqrt(max(d.arrival_rps, 0.0) / pol.panic_window_s)
+    surge_rps = d.recent_rps if d.recent_rps > d.arrival_rps + band else d.arrival_rps
+    n_now = instances_for(svc, surge_rps + drain, slo, v, hi)
+    n_hold = instances_for(svc, sized_for, slo, v, hi)
+    short = n_now is None or n_hold is None  # not even max_instances meet the SLO
+    n_now = hi if n_now is None else n_now
+    n_hold = hi if n_hold is None else n_hold
+    if n_now >= n_hold:
+        open_want, open_rule = n_now, Rule.queueing
+        why = f"arrivals {surge_rps:.2f}/s" + (
+            f" + {drain:.2f}/s to drain {d.pending:.0f} queued within {horizon_s:.0f} s"
+            if drain > 0
+            else ""
+        )
+    else:
+        open_want, open_rule = n_hold, Rule.headroom
+        why = (
+            f"arrivals {d.arrival_rps:.2f}/s + {sized_for - d.arrival_rps:.2f}/s of "
+            f"{'burst headroom' if d.arrival_rps + headroom >= forecast else 'trend'} "
+            f"within {horizon_s:.0f} s"
+        )
+    open_reason = (
+        f"{why}: {open_want} instance{_plural(open_want)} keep the predicted p95 under "
+        f"{slo:g} ms (v {v:.2f})" + ("; not even max_instances would" if short else "")
+    )
+    # An open loop over its capacity: its backlog in the server is a lower bound too.
+    if d.no_idle and closed_want > open_want:
+        return Sizing(closed_want, closed_rule, closed_reason(), figures(closed_want))
+    return Sizing(open_want, open_rule, open_reason, figures(open_want))
 
 
-def _floor(
-    u: _Unsaturated, current: int, pol: ScalingPolicy, too_few: tuple[tuple[float, int, float], ...]
-) -> int:
-    """The fewest instances for an arrival-limited load `u` (see the notes above SATURATED).
+def _window_max(
+    history: tuple[tuple[float, int], ...], expired: float, now: float, want: int
+) -> tuple[tuple[float, int], ...]:
+    """The wishes that can still be the window's highest, oldest first; [0] is the highest.
 
-    - Scale-down: the busy share after it must stay ≤ max_utilization, on the minute's
-      load (5B, 6.65 executing: 9 instances; 9 → 8 would make them 0.83 busy).
-    - Scale-up: only for load that is there now as well as over the minute, and past
-      the middle of max_utilization and SATURATED (0.875): between 0.8 and 0.875 the
-      count holds. Without that band the day's peak flapped 8 ↔ 9 instances (6.4–6.5
-      executing, within the window's noise of 0.8 × 8): 51 actions instead of 23, at
-      1.17 instead of 1.12 × the oracle's instance-hours.
-    - Memory: a count the burst window or the latency guard had to leave for a load
-      (`too_few`) is too few for that load again for arrival_memory_s. 345M with bursty
-      arrivals (gap CV 2) at 10 req/s keeps one instance 0.7 busy, under 0.8, yet its p95
-      is 1015 ms against a 400 ms SLO; without the memory it went 1 → 2 → 1 every
-      five minutes (the SLO met in 81.7 % of minutes instead of 91.7 %, at 1.32 instead
-      of 1.38 × the oracle).
+    A wish at or below a later one can never be the highest again, so only a falling
+    staircase is kept (a sliding-window maximum): at a steady count one entry instead of
+    60 ticks of 300 s, and the highest is read off the front instead of a walk.
     """
+    drop = 0
+    while drop < len(history) and history[drop][0] <= expired:
+        drop += 1
+    keep = len(history)
+    while keep > drop and history[keep - 1][1] <= want:
+        keep -= 1
+    return (*history[drop:keep], (now, want))
 
-    def need(load: float, utilization: float) -> int:
-        n = _want(load, utilization)
-        for _, n_bad, load_bad in too_few:
-            if load >= load_bad * (1 - MEMORY_MARGIN):
-                n = max(n, n_bad + 1)
-        return n
 
-    floor = need(u.minute, pol.max_utilization)
-    if floor > current:
-        floor = max(current, need(min(u.minute, u.recent), (pol.max_utilization + SATURATED) / 2))
-    return floor
+# -- the chain for one model ------------------------------------------------------------------
 
 
 def _decide_model(
@@ -355,12 +446,10 @@ def _decide_model(
     target_c = t.optimal_concurrency * pol.target_utilization
     lo = pol.min_instances if t.min_instances is None else t.min_instances
     hi = pol.max_instances if t.max_instances is None else t.max_instances
-
     out = _Out(t, w, target_c, now)
 
     # 1. Never act on data we cannot trust.
-    conc = observed(w) if w is not None and w.valid else None
-    if w is None or not w.valid or conc is None:
+    if w is None or not w.valid or observed(w) is None:
         why = "no telemetry for this model" if w is None else (w.reason or "no concurrency")
         # an unreadable count is reported as the last one seen, never as 0
         cur = w.instances if w is not None and w.instances else (st.seen_instances or 0)
@@ -373,196 +462,185 @@ def _decide_model(
         # The first sight counts as a change: after a restart we do not know when the
         # count last changed, and Triton's p95 summary may still hold the queueing from
         # before it (a daemon restarted just after 1 → 4 went 4 → 5 on its first tick).
-        grew = st.seen_instances is None or current > st.seen_instances
-        st = _evolve(
-            st,
-            seen_instances=current,
-            seen_change_at=now,
-            grew_at=now if grew else st.grew_at,
-        )
+        st = _evolve(st, seen_instances=current, seen_change_at=now)
     if not w.ready:
         return out(Action.hold, current, Rule.invalid_telemetry, "hold: model not ready"), st
 
-    # 2. The concurrency rule, stable window.
-    stable_want = _want(conc, target_c)
-    rule = Rule.concurrency
-    reason = (
-        f"concurrency {conc:.1f} / target {target_c:g} per instance "
-        f"→ {stable_want} instance{'s' if stable_want != 1 else ''}"
-    )
-    want = stable_want
-
-    pw = ctx.panic.get(t.model)
-
-    # 2b. Utilisation floor for arrival-limited load (notes above SATURATED, `_floor`).
-    # Not on a window that saw a scale-up: it still averages the time before, queue and
-    # all (the minute after 1 → 4 instances for 16 users).
-    grown = st.grew_at is not None and now - st.grew_at < pol.stable_window_s
-    u = None if grown else _unsaturated(w, pw)
-    if (
-        u is not None
-        and (w.avg_queue_ms or 0.0) >= QUEUED_SHARE * u.service_ms
-        and (w.pending_requests or 0.0) > 0
-    ):
-        st = _evolve(st, arrival_limited_until=now + pol.arrival_memory_s)
-    limited = st.arrival_limited_until is not None and now < st.arrival_limited_until
-    if st.too_few:
-        st = _evolve(st, too_few=tuple(x for x in st.too_few if x[0] > now - pol.arrival_memory_s))
-    if limited and u is not None:
-        floor = _floor(u, current, pol, st.too_few)
-        if floor > want:
-            want, rule = floor, Rule.utilization
-            reason = (
-                f"arrival-limited: {u.minute:.2f} instances' worth of execution, at most "
-                f"{pol.max_utilization:.0%} busy each → {floor} "
-                f"instance{'s' if floor != 1 else ''} ({reason})"
-            )
-
-    # 3. Panic (burst) mode: the short window answers a surge in one or two ticks.
-    # E.g. 4 → 16 users on one 5B instance: the 6 s window sees ≈ 16 → wants 4 ≥ 2 × 1.
-    panic_until = st.panic_until if st.panic_until is not None and st.panic_until > now else None
-    panic_c = observed(pw) if pw is not None and pw.valid else None
-    if pw is not None and panic_c is not None:
-        panic_want = _want(panic_c, target_c)
-        if panic_want >= pol.panic_threshold * max(current, 1) and panic_want > current:
-            panic_until = now + pol.stable_window_s
-        if panic_until is not None and panic_want > want:
-            want = panic_want
-            rule = Rule.panic
-            reason = (
-                f"burst: requests in the server now {panic_c:.1f} / target {target_c:g} "
-                f"→ {panic_want} instances"
-            )
-
-    # 4. Latency guard: p95 over the SLO while requests mostly wait in the queue means
-    # too few instances, whatever the concurrency estimate says (5B at 16 users on one
-    # instance: p95 ≈ 4.4 s of which ≈ 4.2 s is queue).
-    # Not right after a change, though: Triton's p95 summary covers a sliding minute and
-    # would keep asking for more after the queue is gone (seen: 4 → 7 instances for 16
-    # clients on the real server before this settle time existed).
+    # 2. Demand, and what the model's recent past says about it.
+    d = demand_of(w, ctx.panic.get(t.model), t.service)
+    horizon = t.expected_startup_s() + pol.tick_interval_s
     changes = [x for x in (st.seen_change_at, st.last_change_at) if x is not None]
-    changed = max(changes, default=-math.inf)
-    settled = now - changed >= pol.latency_guard_settle_s
-    if settled and t.slo_p95_ms is not None and w.p95_ms is not None and w.p95_ms > t.slo_p95_ms:
-        queue_share = (w.avg_queue_ms or 0.0) / w.avg_latency_ms if w.avg_latency_ms else 0.0
-        if queue_share >= pol.latency_guard_queue_fraction and want <= current:
-            want = current + 1
-            rule = Rule.latency_guard
-            reason = (
-                f"p95 {w.p95_ms:.0f} ms > SLO {t.slo_p95_ms:g} ms with {queue_share:.0%} of the "
-                f"latency in the queue → one more instance"
-            )
+    since_change = now - max(changes, default=-math.inf)
+    mem = observe(
+        st.demand,
+        now,
+        d,
+        stable_window_s=pol.stable_window_s,
+        history_s=pol.history_s,
+        horizon_s=horizon,
+        loop_memory_s=pol.loop_memory_s,
+        max_batch=t.service.max_batch if isinstance(t.service, Batched) else 1,
+        one_count=since_change >= pol.stable_window_s,
+        noise_window_s=pol.panic_window_s,
+    )
+    # 3b. Correct the capacity model once Triton's p95 describes the present count.
+    settled = since_change >= pol.latency_guard_settle_s
+    if settled:
+        mem = _correct(mem, t, w, d, current, pol.tick_interval_s)
 
-    # 5. Bounds.
+    # 3-4. Capacity, headroom and forecast.
+    confirmed = confirmed_recent_in_server(st.demand, d)
+    sz = _size(pol, t, d, mem, current, horizon, hi, confirmed)
+    want, rule, reason = sz.want, sz.rule, sz.reason
+
+    # 5. Latency guard, where no capacity model predicts the p95 (closed or unknown
+    # loops, models without a service profile; an open loop's model is corrected from
+    # the observed p95 instead, stage 3b): the observed p95 misses the SLO and the time
+    # requests spent queued explains the miss (p95 of the queue ≥ p95 − SLO), so more
+    # instances would cut it; not right after a change (the p95 summary covers a
+    # sliding minute and would still show the queue that the change removed). The
+    # demo's 20B: 48 users on 3 instances, p95 1.96 s against 1.5 s, queue p95 ≈ 0.9 s
+    # ≥ 0.46 s → a fourth, and p95 ≈ 1.15 s after it.
+    slo = t.slo_p95_ms
+    p95, p95q = w.p95_ms, w.p95_queue_ms
+    surging = d.recent_in_server > confirmed  # a rise the next tick may confirm: wait
+    modelled = t.service is not None and t.slo_p95_ms is not None and mem.loop is Loop.open
+    if (
+        settled
+        and not surging
+        and not modelled
+        and slo is not None
+        and p95 is not None
+        and p95q is not None
+        and p95 > slo
+        and p95q >= p95 - slo
+        and want <= current
+    ):
+        want, rule = current + 1, Rule.latency_guard
+        reason = (
+            f"p95 {p95:.0f} ms > SLO {slo:g} ms and requests queued {p95q:.0f} ms "
+            f"(p95): one more instance ({reason})"
+        )
+
+    # 6. Bounds.
     if want > hi:
         want, rule, reason = hi, Rule.max_instances, reason + f"; capped at max_instances {hi}"
     if want < lo:
         want, rule, reason = lo, Rule.min_instances, reason + f"; raised to min_instances {lo}"
 
-    # 6. Scale-down stabilisation: the highest wish over the window wins, so a short dip
-    # never removes instances; in panic mode we never scale down at all.
-    horizon = now - pol.scale_down_stabilization_s
-    # For an arrival-limited load, wishes made while its instances were saturated were
-    # about a backlog, not a rate: once it has drained (not saturated any more) they
-    # stop counting, and the floor's wishes decide. A 345M flash crowd (10 → 80 req/s in
-    # 30 s) ran into 16 instances to drain ≈ 1000 queued requests; the floor needs 8,
-    # and 16 stayed five minutes more for nothing (1.54 → 1.38 × the oracle).
-    backlog = limited and u is None
-    # The history is in time order: drop the expired head (one entry a tick at a
-    # steady cadence) rather than re-filter ~60 entries on every tick.
-    drop = 0
-    while drop < len(st.history) and st.history[drop][0] <= horizon:
-        drop += 1
-    history = (*st.history[drop:], (now, want, backlog))
-    st = _evolve(st, history=history, panic_until=panic_until)
+    # 7. Scale-down stabilisation: the highest wish over the window wins, so a short
+    # dip never removes instances. (Open loops also hold their burst headroom, stage 4.)
+    history = _window_max(st.history, now - pol.scale_down_stabilization_s, now, want)
+    st = _evolve(st, history=history, demand=mem)
+    make = out
+    if t.model in ctx.in_flight:
+        return _hold_in_flight(ctx, t, w, current, want, make), st
     if want < current:
-        drained = limited and u is not None
-        peak = max(n for _, n, b in history if not (drained and b))
-        if panic_until is not None:
-            return out(Action.hold, current, Rule.panic, f"hold: in burst mode; {reason}"), st
+        peak = history[0][1]
         if peak >= current:
             return (
-                out(
+                make(
                     Action.hold,
                     current,
                     Rule.stabilization,
                     f"hold: {reason}, but {peak} wanted within the last "
                     f"{pol.scale_down_stabilization_s:g} s",
+                    figures=sz.figures,
                 ),
                 st,
             )
         want = peak
-
     if want == current:
-        return out(
-            Action.hold,
-            current,
-            rule if rule is not Rule.concurrency else Rule.steady,
-            f"steady: {reason}",
-        ), st
+        steady = rule if rule not in (Rule.concurrency, Rule.queueing) else Rule.steady
+        return make(Action.hold, current, steady, f"steady: {reason}", figures=sz.figures), st
 
-    # 7. Hands off while a change is being applied, after a failed apply, and for a
-    # while after a successful one.
-    if t.model in ctx.in_flight:
-        busy, since = ctx.in_flight[t.model]
-        return (
-            out(
-                Action.hold,
-                current,
-                Rule.apply_in_flight,
-                f"hold: applying {busy.current_instances} → {busy.desired_instances} "
-                f"(started {now - since:.0f} s ago; would go {current} → {want})",
-            ),
-            st,
-        )
+    # 8. Hands off after a failed apply, and for a while after a successful one.
     if st.backoff_until is not None and now < st.backoff_until:
         return (
-            out(
+            make(
                 Action.hold,
                 current,
                 Rule.backoff,
                 f"hold: last apply failed; back-off for {st.backoff_until - now:.0f} s more "
                 f"(would go {current} → {want})",
+                figures=sz.figures,
             ),
             st,
         )
     if st.last_change_at is not None and now - st.last_change_at < pol.cooldown_s:
         left = pol.cooldown_s - (now - st.last_change_at)
         return (
-            out(
+            make(
                 Action.hold,
                 current,
                 Rule.cooldown,
                 f"hold: cooldown {left:.0f} s after the last change (would go {current} → {want})",
+                figures=sz.figures,
             ),
             st,
         )
 
-    # 8. Scale down: capped step, always safe for memory.
+    # 9. Scale down: capped step, always safe for memory.
     if want < current:
         new = max(want, current - pol.max_scale_down_step)
-        return out(Action.scale_down, new, rule, reason), st
+        return make(Action.scale_down, new, rule, reason, figures=sz.figures), st
 
-    # 9. Scale up: capped step, and every new instance must fit a GPU.
-    # Remember a count that could not carry an arrival-limited load (see `_floor`).
-    if rule in (Rule.panic, Rule.latency_guard) and limited and u is not None:
-        st = _evolve(st, too_few=(*st.too_few, (now, current, u.minute)))
-    new = min(want, current + pol.max_scale_up_step)
-    step_note = f"; step capped at +{pol.max_scale_up_step}" if new < want else ""
+    # Scale up: capped step (the HPA's default behaviour: +max_scale_up_step or +100 %,
+    # whichever is more), and every new instance must fit a GPU.
+    step = max(pol.max_scale_up_step, current)
+    new = min(want, current + step)
+    step_note = f"; step capped at +{step}" if new < want else ""
     if not ctx.check_gpu_memory:
-        return out(Action.scale_up, new, rule, reason + step_note), st
+        return make(Action.scale_up, new, rule, reason + step_note, figures=sz.figures), st
     if bins is None:
         return (
-            out(
+            make(
                 Action.hold,
                 current,
                 Rule.gpu_telemetry,
                 f"hold: GPU telemetry unavailable ({ctx.gpu_reason or 'no data'}); "
                 f"no scale-up without knowing free memory (would go {current} → {new})",
+                figures=sz.figures,
             ),
             st,
         )
-    return _place(ctx, t, st, bins, current, new, want, rule, reason + step_note, out)
+    return _place(ctx, t, st, bins, current, new, want, rule, reason + step_note, make, sz.figures)
+
+
+# A change still in flight this many times the model's expected instance start-up after
+# it was sent, while requests wait in Triton's queue, waits behind that queue rather than
+# for its instances: with --rate-limit=execution_count an in-place change returns once
+# the new instances have started (0.4-1.6 s measured here for emulated models, plus the
+# instance's own load); Triton 2.51 without it returns only when the queue happens to be
+# empty (docs/reliability.md). Twice the estimate leaves room for an estimate that is off
+# by half (the default is 10 s + 1 s per GB, not a measurement).
+STALL_FACTOR = 2.0
+
+
+def _hold_in_flight(
+    ctx: PolicyContext, t: ModelTarget, w: ModelWindow, current: int, want: int, out: _Out
+) -> Decision:
+    """Hands off while a change is being applied: apply_in_flight, or apply_stalled."""
+    busy, since = ctx.in_flight[t.model]
+    age = ctx.now - since
+    change = f"applying {busy.current_instances} → {busy.desired_instances}"
+    queued = w.pending_requests or 0.0
+    startup = t.expected_startup_s()
+    if age > STALL_FACTOR * startup and queued > 0:
+        return out(
+            Action.hold,
+            current,
+            Rule.apply_stalled,
+            f"hold: {change} has taken {age:.0f} s (a new instance starts in ≈ {startup:.0f} s) "
+            f"while {queued:.0f} requests wait in Triton's queue: the change waits behind the "
+            "queue; start Triton with --rate-limit=execution_count (docs/reliability.md)",
+        )
+    return out(
+        Action.hold,
+        current,
+        Rule.apply_in_flight,
+        f"hold: {change} (started {age:.0f} s ago; would go {current} → {want})",
+    )
 
 
 def _place(
@@ -576,6 +654,7 @@ def _place(
     rule: Rule,
     reason: str,
     make: _Out,
+    figures: Figures,
 ) -> tuple[Decision, ModelState]:
     """Place `new − current` instances on observed GPUs, in place (bins are shared)."""
     pol = ctx.policy
@@ -605,15 +684,37 @@ def _place(
             if gpus_needed
             else "a larger GPU"
         )
+        # Fragmented memory: enough free in total, but on no one GPU. Say which smaller
+        # instances to move to open a hole (policy.defrag); the moves are a
+        # recommendation, carried out by a person (or a later version), not applied here.
+        moves = ""
+        total_free = sum(max(0.0, b.free_gb(pol.gpu_headroom_gb)) for b in bins)
+        if total_free + 1e-9 >= t.memory_per_instance_gb and ctx.placements:
+            plan = plan_room(
+                bins,
+                ctx.placements,
+                {m: x.memory_per_instance_gb for m, x in ctx.targets.items()},
+                t.memory_per_instance_gb,
+                pol.gpu_headroom_gb,
+                t.model,
+            )
+            if plan is not None and plan[1]:
+                gpu, steps = plan
+                moves = (
+                    f"; {total_free:.1f} GB are free in all: move "
+                    + ", ".join(m.describe() for m in steps)
+                    + f" (each added before it is removed) and gpu{gpu} takes it"
+                )
         d = make(
             Action.capacity_exhausted,
             current,
             Rule.capacity,
             f"capacity exhausted: {reason}, but no GPU has {t.memory_per_instance_gb:g} GB free "
             f"after {pol.gpu_headroom_gb:g} GB headroom ({free or 'no GPUs'}); "
-            f"the demand needs {need}",
+            f"the demand needs {need}{moves}",
             extra_gpus_needed=gpus_needed,
             extra_servers_needed=servers,
+            figures=figures,
         )
         return d, st
     by_index = {b.index: b for b in bins}
@@ -634,5 +735,5 @@ def _place(
     if fitted < new - current:
         reason += f"; only {fitted} of {new - current} new instances fit the GPUs' free memory"
         rule = Rule.capacity
-    d = make(Action.scale_up, current + fitted, rule, reason, placement=placement)
+    d = make(Action.scale_up, current + fitted, rule, reason, placement=placement, figures=figures)
     return d, st

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from autoscaler.policy.queueing import ServiceModel, p95_ms
+
 
 class Action(StrEnum):
     scale_up = "scale_up"
@@ -18,14 +20,24 @@ class Action(StrEnum):
 class Rule(StrEnum):
     """Which rule produced the decision (stable names: dashboards and tests key on them)."""
 
-    concurrency = "concurrency"  # ceil(observed / (optimal × target utilisation))
-    panic = "panic"  # the short window saw a surge
-    utilization = "utilization"  # arrival-limited load: keep predicted busy share ≤ max
-    latency_guard = "latency_guard"  # p95 over SLO with queueing dominating
+    # closed loop (users who wait for answers): ceil(requests in the server / optimal
+    # concurrency × target utilisation), Table 11's rule; over the minute ...
+    concurrency = "concurrency"
+    panic = "panic"  # ... or over the last seconds, when they ask for more
+    # open loop: the fewest instances whose predicted p95 meets the SLO at the arrival
+    # rate of the last seconds (policy.queueing) ...
+    queueing = "queueing"
+    # ... or at the minute's rate plus the excess the burst pattern and the trend say may
+    # come within an instance's start-up (policy.demand)
+    headroom = "headroom"
+    latency_guard = "latency_guard"  # observed p95 over the SLO, and the queue explains it
     stabilization = "stabilization"  # scale-down held back by the window's highest wish
     cooldown = "cooldown"
     backoff = "backoff"  # a failed apply: hands off for a while
     apply_in_flight = "apply_in_flight"  # an earlier change to this model is still being applied
+    # ... and has taken far longer than an instance's start-up while requests queue: the
+    # in-place change waits behind the model's queue (Triton without rate limiting)
+    apply_stalled = "apply_stalled"
     min_instances = "min_instances"
     max_instances = "max_instances"
     capacity = "capacity"  # not enough GPU memory for the instances wanted
@@ -45,6 +57,56 @@ class PlacementSlot:
 
 
 @dataclass(frozen=True)
+class Figures:
+    """The numbers a decision was made from (every decision explains itself).
+
+    Rates in requests/s. `predicted_p95_ms()` gives the capacity model's p95 at
+    n − 1, n and n + 1 instances for `sized_for_rps` (n = `instances`); it is worked
+    out when asked for (JSON, logs, `explain`), not on every tick.
+    """
+
+    loop: str  # open | closed | unknown (policy.demand)
+    arrival_rps: float  # the minute's
+    recent_rps: float  # the last seconds'
+    in_server: float  # requests inside Triton, the minute's average
+    headroom_rps: float  # excess the burst pattern says may come within the horizon
+    forecast_rps: float  # the minute's rate carried along its trend over the horizon
+    sized_for_rps: float  # what the open-loop sizing used
+    horizon_s: float  # an instance's start-up plus a tick
+    variability: float  # Allen–Cunneen's v after the online correction (1 = M/M/n)
+    instances: int = 0  # the count the figures are about
+    service: ServiceModel | None = None  # the capacity model's view of the model
+
+    def predicted_p95_ms(self) -> tuple[tuple[int, float], ...]:
+        """(instances, predicted p95 ms) at n − 1, n, n + 1; inf = overloaded; () if no model."""
+        if self.service is None:
+            return ()
+        n = self.instances
+        return tuple(
+            (k, p95_ms(self.service, k, self.sized_for_rps, self.variability))
+            for k in (n - 1, n, n + 1)
+            if k >= 1
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "loop": self.loop,
+            "arrival_rps": round(self.arrival_rps, 3),
+            "recent_rps": round(self.recent_rps, 3),
+            "in_server": round(self.in_server, 3),
+            "headroom_rps": round(self.headroom_rps, 3),
+            "forecast_rps": round(self.forecast_rps, 3),
+            "sized_for_rps": round(self.sized_for_rps, 3),
+            "horizon_s": round(self.horizon_s, 1),
+            "variability": round(self.variability, 3),
+            "p95_ms": {
+                str(n): (None if p == float("inf") else round(p, 1))
+                for n, p in self.predicted_p95_ms()
+            },
+        }
+
+
+@dataclass(frozen=True)
 class Decision:
     model: str
     current_instances: int
@@ -61,6 +123,7 @@ class Decision:
     extra_gpus_needed: int | None = None  # capacity_exhausted: GPUs missing for the demand
     extra_servers_needed: int | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    figures: Figures | None = None
 
     @property
     def changes(self) -> bool:
@@ -96,4 +159,5 @@ class Decision:
             "extra_gpus_needed": self.extra_gpus_needed,
             "extra_servers_needed": self.extra_servers_needed,
             "details": copy.deepcopy(self.details) if self.details else {},
+            "figures": self.figures.to_json() if self.figures is not None else None,
         }

@@ -274,11 +274,10 @@ class DriftTracker:
         cfg = self.settings
         if not w.valid or w.instances < 1:
             return
-        inside = getattr(w, "in_server", None)  # time-averaged, when the window has it
-        conc = inside if inside is not None else w.concurrency
+        conc = w.in_server if w.in_server is not None else w.concurrency
         if conc is None or w.throughput_rps is None:
             return
-        span = w.extra.get("span_s", w.window_s)
+        span = w.span_s if w.span_s is not None else w.window_s
         if w.throughput_rps * span < cfg.min_answers:
             return
         basis: Basis

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from autoscaler.catalog import parse_profile, validation_error
 from autoscaler.errors import ConfigError
+from autoscaler.files import write_text_atomic
 from autoscaler.profiles import (
     BatchedService,
     Memory,
@@ -208,10 +209,12 @@ def _wrap(line: str, width: int = 96) -> list[str]:
 
 
 def write_profile(path: Path, profile: ModelProfile, header: Sequence[str] = ()) -> Path:
+    """Write the profile whole or not at all (autoscaler.files); the caller has checked
+    that `path` may be overwritten (`--force`)."""
     text = profile_yaml(profile, header)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        write_text_atomic(path, text)
     except OSError as exc:
         raise ConfigError(f"cannot write the profile: {exc.strerror}", file=path) from None
     return path

@@ -10,33 +10,55 @@ the instance count, new instances serving only after a start-up delay). So
 Each model is an exact event-driven FIFO queue in front of its instances:
 
 - sequential service: an instance serves one request at a time; service times
-  are lognormal around the profile's `service_time_ms` with a small CV;
+  are lognormal around the profile's `service_time_ms` with a small CV, or
+  each request's own (from its tokens: `autoscaler.sim.service`);
 - dynamic batching: a free instance takes up to `max_batch_size` queued
   requests at once, waiting at most `max_queue_delay_ms` after the oldest for
-  the batch to fill (Triton's dynamic batcher without preferred sizes).
+  the batch to fill (Triton's dynamic batcher without preferred sizes); the
+  batch runs as long as its largest request.
 
-The queue is Kiefer–Wolfowitz's: a heap of instance free times, so one event
-costs one `heapreplace` (O(log instances)); arrivals, completions and queue
-time-outs are processed in time order between two ticks. ~1 µs per request in
-CPython, which keeps 50 requests/s × 4 models × 24 h (17 M requests) at ~20 s.
-Counters are harvested once per tick with numpy.
+Open-loop arrivals (a rate schedule's or a request trace's) are one array for
+the whole run, each with its service time drawn in arrival order: every
+policy faces the same requests with the same sizes. A request joins the queue
+with its service time; the queue is Kiefer–Wolfowitz's: a heap of instance
+free times, so one event costs one `heapreplace` (O(log instances));
+arrivals, completions and queue time-outs (only where a model's queue policy
+sets one: `timeout_s`) are processed in time order between two ticks. ~1 µs
+per request in CPython, which keeps 50 requests/s × 4 models × 24 h (17 M
+requests) at ~20 s. Counters are harvested once per tick with numpy.
 """
 
 from __future__ import annotations
 
+import copy
 import heapq
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, is_dataclass
+from itertools import islice
 from typing import Any, Literal
 
 import numpy as np
 
+from autoscaler.errors import CapacityError
 from autoscaler.placement import Fit, GpuBin, Item, pack
 from autoscaler.policy.decision import Decision
-from autoscaler.profiles import BatchedService, ModelProfile, SequentialService
-from autoscaler.sim.workload import ArrivalStream, ClosedLoop, OpenLoop, Workload
+from autoscaler.profiles import (
+    BatchedService,
+    ModelProfile,
+    SequentialService,
+    default_startup_s,
+)
+from autoscaler.sim.service import INPUT_TOKEN_WEIGHT, jitter, request_work_s
+from autoscaler.sim.workload import (
+    ClosedLoop,
+    OpenLoop,
+    Requests,
+    RequestTrace,
+    Workload,
+    open_loop_arrivals,
+)
 from autoscaler.telemetry.snapshot import (
     GpuSample,
     InstanceGroup,
@@ -69,7 +91,12 @@ class SimModelSpec:
     `service_ms` is the time from an execution's start until its responses go
     out (per request when sequential, per batch when batched); `release_ms` is
     how long the instance stays busy after that before it can start the next
-    execution (see `from_profile` for Table 10's 20B).
+    execution (see `from_profile` for Table 10's 20B). `timeout_s`: a request
+    that waited this long in the queue is dropped, as a model config's queue
+    policy (`default_timeout_microseconds`) makes Triton do; None (the
+    default) means none, as Triton has none unless a model sets it.
+    `input_token_weight`: what a prompt token costs in decode steps when
+    service times come from tokens (`autoscaler.sim.service`).
     """
 
     name: str
@@ -81,16 +108,19 @@ class SimModelSpec:
     release_ms: float = 0.0
     service_cv: float = 0.03
     startup_s: float = 30.0
-    timeout_s: float = 30.0
+    timeout_s: float | None = None
     max_queue_size: int | None = None
+    input_token_weight: float = INPUT_TOKEN_WEIGHT
 
     def __post_init__(self) -> None:
         if not (self.service_ms > 0 and math.isfinite(self.service_ms)):
             raise ValueError(f"{self.name}: service_ms must be > 0")
         if self.service_cv < 0 or self.release_ms < 0 or self.startup_s < 0:
             raise ValueError(f"{self.name}: service_cv, release_ms, startup_s must be ≥ 0")
-        if self.timeout_s <= 0:
-            raise ValueError(f"{self.name}: timeout_s must be > 0")
+        if self.timeout_s is not None and self.timeout_s <= 0:
+            raise ValueError(f"{self.name}: timeout_s must be > 0 (or None: no time-out)")
+        if self.input_token_weight < 0:
+            raise ValueError(f"{self.name}: input_token_weight must be ≥ 0")
         if self.mode == "sequential" and self.max_batch_size != 1:
             raise ValueError(f"{self.name}: sequential service has max_batch_size 1")
 
@@ -138,7 +168,9 @@ class SimModelSpec:
                 max_queue_delay_ms=svc.max_queue_delay_ms,
                 release_ms=_release_ms(profile, svc),
             )
-        kw["startup_s"] = default_startup_s(mem)
+        kw["startup_s"] = (
+            profile.startup_s if profile.startup_s is not None else default_startup_s(mem)
+        )
         kw.update({k: v for k, v in overrides.items() if v is not None})
         return cls(name=name or profile.name, memory_gb=mem, **kw)
 
@@ -150,15 +182,6 @@ def _release_ms(profile: ModelProfile, svc: BatchedService) -> float:
     batch = min(opt.concurrency, svc.max_batch_size)
     cycle_ms = batch / opt.throughput_rps * 1000.0
     return max(0.0, round(cycle_ms - svc.batch_time_ms, 2))
-
-
-def default_startup_s(memory_gb: float) -> float:
-    """Seconds before a new instance serves: 10 s of start-up plus weights at 1 GB/s.
-
-    An assumption, not a measurement (no table gives load times): 5B ≈ 22 s,
-    20B ≈ 55 s. Scenarios override it per model (`sim.startup_s`).
-    """
-    return round(10.0 + memory_gb, 1)
 
 
 def p95(values: np.ndarray) -> float:
@@ -174,6 +197,22 @@ def p95(values: np.ndarray) -> float:
     hi = min(lo + 1, n - 1)
     part = np.partition(values, (lo, hi))
     return float(part[lo] + (part[hi] - part[lo]) * (pos - lo))
+
+
+def minute_p95_ms(latencies_s: np.ndarray, failed: int, backlog: int) -> float:
+    """A minute's client-side p95 as the scorecard counts it (ms; inf: a miss whatever the SLO).
+
+    Failed requests count as infinitely late (a huge finite stand-in keeps numpy's
+    linear interpolation, the load generator's percentile, from making NaN); a
+    minute with no request but a backlog is infinitely late; one with neither is
+    NaN (not scored).
+    """
+    n = len(latencies_s) + failed
+    if n == 0:
+        return math.nan if backlog == 0 else math.inf
+    full = np.concatenate([latencies_s, np.full(failed, FAILED_S)]) if failed else latencies_s
+    p = float(np.percentile(full, 95))
+    return math.inf if p >= FAILED_S / 10 else p * 1000.0
 
 
 # -- one model's queue -------------------------------------------------------------------
@@ -208,20 +247,27 @@ class ModelQueue:
         self._svc_rng = np.random.default_rng(svc_seed)
         self._think_rng = np.random.default_rng(think_seed)
         self.closed = isinstance(workload, ClosedLoop)
-        self._stream = (
-            ArrivalStream(workload, duration_s, np.random.default_rng(arr_seed))
-            if isinstance(workload, OpenLoop)
-            else None
-        )
+        self.requests: Requests | None = None  # open loop: every arrival of the run
+        self._arr_t: np.ndarray = np.empty(0)
+        self._arr_s: np.ndarray = np.empty(0)
+        if isinstance(workload, OpenLoop):
+            times = open_loop_arrivals(workload, duration_s, np.random.default_rng(arr_seed))
+            self._set_requests(Requests(times))
+        elif isinstance(workload, RequestTrace):
+            self._set_requests(workload.requests)
+        self._cursor = 0  # index of the next open-loop arrival
         self.free: list[float] = []  # heap: when each instance can start its next execution
         self.starting: list[float] = []  # ready times of instances still starting up
         self.queue: deque[float] = deque()  # arrival times of queued requests
+        # each queued request's service time (sequential), or its batch time if it ran
+        # alone (batched: a batch runs as long as its largest request)
+        self.queue_s: deque[float] = deque()
         self.ready: list[float] = []  # heap: when each idle closed-loop user sends again
         self.users = 0
         self.retire = 0  # closed-loop users to drop at their next completion
         self.now = 0.0
         self._open: list[float] = []
-        self._open_i = 0
+        self._open_s: list[float] = []
         self._svc: list[float] = []
         self._si = 0
         self._think: list[float] = []
@@ -302,6 +348,33 @@ class ModelQueue:
             self.retire += leave - thinking
         self.users = n
 
+    def _set_requests(self, req: Requests) -> None:
+        """Open loop: the run's arrivals and each one's service, fixed before the run.
+
+        Sequential: a request's service is its base time (from its tokens or
+        given; else the profile's) times the profile's jitter, drawn in arrival
+        order. Batched: its base time; a batch draws its jitter when it starts.
+        """
+        spec = self.spec
+        mean_s = spec.service_ms / 1000.0
+        base = request_work_s(req, mean_s, spec.input_token_weight)
+        n = len(req)
+        if spec.mode == "batched":
+            svc = np.full(n, mean_s) if base is None else base
+        elif base is None:
+            svc = mean_s * jitter(self._svc_rng, spec.service_cv, n)
+        elif req.service_ms is not None:
+            svc = base  # measured per request: used as given
+        else:
+            svc = base * jitter(self._svc_rng, spec.service_cv, n)
+        self.requests = req
+        self._arr_t = req.t_s
+        self._arr_s = svc
+
+    def request_service_s(self) -> np.ndarray:
+        """Open loop: each request's service time in s (batched: its batch time if alone)."""
+        return self._arr_s
+
     def _draw_service(self) -> None:
         cv = self.spec.service_cv
         mean = self.spec.service_ms / 1000.0
@@ -325,13 +398,13 @@ class ModelQueue:
     # -- events up to T ----------------------------------------------------------------
     def advance(self, until: float) -> None:
         """Process every event in (now, until]: arrivals, dispatches, time-outs."""
-        if self._stream is not None:
-            if self._open_i >= len(self._open):
-                self._open, self._open_i = [], 0
-            else:
-                self._open = self._open[self._open_i :]
-                self._open_i = 0
-            self._open.extend(self._stream.between(self.now, until))
+        if self.requests is not None:
+            i0 = self._cursor
+            i1 = int(np.searchsorted(self._arr_t, until, side="right"))
+            # every arrival up to `until` is taken in this call (the loops run to it)
+            self._open = self._arr_t[i0:i1].tolist()
+            self._open_s = self._arr_s[i0:i1].tolist()
+            self._cursor = i1
         if self.spec.mode == "sequential":
             self._advance_sequential(until)
         else:
@@ -350,11 +423,11 @@ class ModelQueue:
 
     def _advance_sequential(self, until: float) -> None:
         # Locals: this loop runs once per request (~17 M times for the day benchmark).
-        free, q, ready = self.free, self.queue, self.ready
+        free, q, qs, ready = self.free, self.queue, self.queue_s, self.ready
         closed = self.closed
-        opn, oi, on = self._open, self._open_i, len(self._open)
+        opn, ops, oi, on = self._open, self._open_s, 0, len(self._open)
         svc, si, ns = self._svc, self._si, len(self._svc)
-        tau = self.spec.timeout_s
+        tau = INF if self.spec.timeout_s is None else self.spec.timeout_s
         maxq = self.spec.max_queue_size or 0
         c_end, c_lat, c_q = self._c_end.append, self._c_lat.append, self._c_q.append
         fail, tout = self._fail_t.append, self._tout_t.append
@@ -366,20 +439,17 @@ class ModelQueue:
             a = (ready[0] if ready else INF) if closed else (opn[oi] if oi < on else INF)
             f = free[0] if free else INF
             if q:
-                h = q[0] + tau  # the head times out in the queue (Triton rejects it)
+                h = q[0] + tau  # the head times out in the queue (a queue policy's time-out)
                 if h < f and h <= a and h <= until:
                     q.popleft()
+                    qs.popleft()
                     tout(h)
                     if closed:
                         rearm(h)
                     continue
                 if f <= a and f <= until:
                     qa = q.popleft()
-                    if si >= ns:
-                        self._draw_service()
-                        svc, si, ns = self._svc, 0, len(self._svc)
-                    s = svc[si]
-                    si += 1
+                    s = qs.popleft()
                     d = f + s
                     hreplace(free, d)
                     c_end(d)
@@ -393,14 +463,15 @@ class ModelQueue:
                 break
             if closed:
                 hpop(ready)
-            else:
-                oi += 1
-            if not q and f <= a:
                 if si >= ns:
                     self._draw_service()
                     svc, si, ns = self._svc, 0, len(self._svc)
                 s = svc[si]
                 si += 1
+            else:
+                s = ops[oi]
+                oi += 1
+            if not q and f <= a:
                 d = a + s
                 hreplace(free, d)
                 c_end(d)
@@ -415,17 +486,19 @@ class ModelQueue:
                     rearm(a + REJECT_BACKOFF_S)
             else:
                 q.append(a)
-        self._open_i, self._si = oi, si
+                qs.append(s)
+        self._si = si
         self._busy_s += busy
 
     def _advance_batched(self, until: float) -> None:
-        free, q, ready = self.free, self.queue, self.ready
+        free, q, qs, ready = self.free, self.queue, self.queue_s, self.ready
         closed = self.closed
-        opn, oi, on = self._open, self._open_i, len(self._open)
-        tau = self.spec.timeout_s
+        opn, ops, oi, on = self._open, self._open_s, 0, len(self._open)
+        tau = INF if self.spec.timeout_s is None else self.spec.timeout_s
         bmax = self.spec.max_batch_size
         delay = self.spec.max_queue_delay_ms / 1000.0
         release = self.spec.release_ms / 1000.0
+        mean_s = self.spec.service_ms / 1000.0
         maxq = self.spec.max_queue_size or 0
         c_end, c_lat, c_q = self._c_end.append, self._c_lat.append, self._c_q.append
         fail, tout = self._fail_t.append, self._tout_t.append
@@ -447,20 +520,25 @@ class ModelQueue:
                 h = q[0] + tau
                 if h < td and h <= a and h <= until:
                     q.popleft()
+                    qs.popleft()
                     tout(h)
                     if closed:
                         rearm(h)
                     continue
                 if td <= a and td <= until:
+                    k = min(len(q), bmax)
+                    largest = max(islice(qs, k)) if k > 1 else qs[0]
                     if self._si >= len(self._svc):
                         self._draw_service()
-                    bt = self._svc[self._si]
+                    # the profile's batch time with its jitter, scaled to the largest
+                    # request (exactly the draw when requests carry no sizes)
+                    bt = self._svc[self._si] * (largest / mean_s)
                     self._si += 1
                     d = td + bt
                     hreplace(free, d + release)
-                    k = min(len(q), bmax)
                     for _ in range(k):
                         qa = q.popleft()
+                        qs.popleft()
                         c_end(d)
                         c_lat(d - qa)
                         c_q(td - qa)
@@ -475,7 +553,9 @@ class ModelQueue:
                 break
             if closed:
                 hpop(ready)
+                s = mean_s
             else:
+                s = ops[oi]
                 oi += 1
             if maxq and len(q) >= maxq:
                 fail(a)
@@ -483,7 +563,7 @@ class ModelQueue:
                     rearm(a + REJECT_BACKOFF_S)
             else:
                 q.append(a)
-        self._open_i = oi
+                qs.append(s)
         self._busy_s += busy
 
     # -- counters -------------------------------------------------------------------
@@ -562,6 +642,125 @@ class ModelQueue:
             execution_count=self.executions,
         )
 
+    # -- one tick, and planning on copies (the oracle) -------------------------------------
+    def tick(self, until: float) -> TickStats:
+        """Run to `until` and harvest the interval since the last tick (what SimCluster does)."""
+        interval = until - self.now
+        self.advance(until)
+        return self.harvest(until, interval)
+
+    def follow_load(self, t: float) -> None:
+        """Closed loop: take the user count the workload has at `t` (open loop: nothing)."""
+        if isinstance(self.workload, ClosedLoop):
+            self.set_users(int(self.workload.level(t)), t)
+
+    def fork(self) -> ModelQueue:
+        """An independent copy: it and the original, driven alike, do exactly the same.
+
+        Random generators are copied with their state, so the copy draws the same
+        arrivals, service and think times as the original would: the oracle tries
+        instance counts on copies and the run it plans replays them. Every
+        attribute is copied by its type (see `_fork_value`); one of a type it does
+        not know is a TypeError, so a new kind of state cannot be shared by mistake.
+        """
+        return _fork_value(self)
+
+    def future_key(self) -> tuple[Any, ...]:
+        """All the state the rest of the run's scores depend on, at `now` (hashable).
+
+        Two queues of one model (same spec, workload and seed) with equal keys at
+        the same time evolve identically from then on under the same instance
+        counts: queued requests, when each instance is next free (idle ones as
+        `now`), instances starting, completions still to come, closed-loop users,
+        and where each random stream stands. Open-loop arrivals are the same in
+        every run (common random numbers), so only where the run stands in them (the
+        cursor) is part of it; completions already past belong to the interval being
+        scored, not to the future.
+        """
+        now = self.now
+        return (
+            tuple(self.queue),
+            tuple(self.queue_s),  # the queued requests' own service times (token traces)
+            self._cursor,  # the next open-loop arrival to come
+            tuple(sorted(max(f, now) for f in self.free)),
+            tuple(sorted(t for t in self.starting if t > now)),
+            tuple(
+                sorted(
+                    c for c in zip(self._c_end, self._c_lat, self._c_q, strict=True) if c[0] > now
+                )
+            ),
+            tuple(
+                sorted(
+                    x for x in zip(self._x_end, self._x_n, self._x_bt, strict=True) if x[0] > now
+                )
+            ),
+            tuple(sorted(self.ready)),
+            self.users,
+            self.retire,
+            _frozen_state(self._svc_rng),
+            self._si,
+            _frozen_state(self._think_rng),
+            self._ti,
+        )
+
+
+def _frozen(v: Any) -> Any:
+    if isinstance(v, dict):
+        return tuple((k, _frozen(x)) for k, x in sorted(v.items()))
+    if isinstance(v, np.ndarray):
+        return tuple(v.tolist())
+    return v
+
+
+def _frozen_state(g: np.random.Generator) -> Any:
+    """Where a random stream stands, hashable (a bit generator's state is a dict)."""
+    return _frozen(g.bit_generator.state)
+
+
+# Values a fork shares with its original: never changed in place by the engine
+# (numpy arrays included: the engine replaces them, it never writes into them).
+_SHARED = (int, float, bool, str, bytes, type(None), tuple, frozenset, np.ndarray)
+
+
+# A bit generator is built from a seed before its state is set: from this one, as
+# seeding from OS entropy or an int costs 2–3× more (≈ 60–90 µs against ≈ 30 µs).
+_FORK_SEED = np.random.SeedSequence(0)
+
+
+def _fork_rng(g: np.random.Generator) -> np.random.Generator:
+    bg = g.bit_generator
+    twin = np.random.Generator(type(bg)(_FORK_SEED))
+    twin.bit_generator.state = bg.state
+    return twin
+
+
+def _fork_value(v: Any) -> Any:
+    """A copy of `v` for `ModelQueue.fork`, by type.
+
+    Lists, deques and dicts are copied one level deep: the engine keeps only
+    numbers and immutable tuples in them. Frozen dataclasses (specs, workloads)
+    are shared; other objects (ModelQueue, ArrivalStream) are copied attribute
+    by attribute by these same rules.
+    """
+    if isinstance(v, _SHARED):
+        return v
+    if isinstance(v, list):
+        return v.copy()
+    if isinstance(v, deque):
+        return deque(v)
+    if isinstance(v, dict):
+        return dict(v)
+    if isinstance(v, np.random.Generator):
+        return _fork_rng(v)
+    if is_dataclass(v) and v.__dataclass_params__.frozen:  # type: ignore[union-attr]
+        return v
+    if hasattr(v, "__dict__"):
+        twin = copy.copy(v)
+        for k, x in vars(v).items():
+            setattr(twin, k, _fork_value(x))
+        return twin
+    raise TypeError(f"ModelQueue.fork does not know how to copy a {type(v).__name__}")
+
 
 # -- GPUs ------------------------------------------------------------------------------
 
@@ -638,6 +837,35 @@ class SimGpus:
             g = by_index[idx]
             g.instances[model] = g.instances.get(model, 0) + k
         return True, ""
+
+    def resize(self, model: str, n: int, hint: Sequence[tuple[int, int]] = ()) -> tuple[bool, str]:
+        """Make `model` hold `n` instances: place the new ones (may fail) or remove some."""
+        cur = self.count(model)
+        if n > cur:
+            return self.place(model, n - cur, hint)
+        if n < cur:
+            self.remove(model, cur - n)
+        return True, ""
+
+    def place_all(self, counts: Mapping[str, int]) -> tuple[bool, str]:
+        """Place a whole deployment, largest instances first, as sizing packs them.
+
+        (A 20B needs most of a GPU: placed after the small ones it may find no
+        GPU with room.) This is how a run's first instances are placed.
+        """
+        for name in sorted(counts, key=lambda m: (-self.memory[m], m)):
+            ok, why = self.place(name, counts[name])
+            if not ok:
+                return False, why
+        return True, ""
+
+    def copy(self) -> SimGpus:
+        """The same GPUs with the same instances on them, to try placements on."""
+        twin = copy.copy(self)
+        twin.gpus = [
+            SimGpu(g.index, g.memory_gb, g.base_used_gb, dict(g.instances)) for g in self.gpus
+        ]
+        return twin
 
     def remove(self, model: str, n: int) -> None:
         """Remove `n` instances, from the fullest GPUs first (frees whole GPUs sooner)."""
@@ -762,23 +990,24 @@ class SeriesRecorder:
         self._acc[model] = []
         lat = np.concatenate([s.latencies_s for s in acc]) if acc else np.empty(0)
         failed = sum(s.failed for s in acc)
-        n = len(lat) + failed
-        if n == 0:
-            p95 = math.nan if backlog == 0 else math.inf
-            mean = math.nan
-        else:
-            # failures count as infinitely late; a huge finite stand-in keeps numpy's
-            # linear interpolation (the load generator's percentile) from making NaN
-            full = np.concatenate([lat, np.full(failed, FAILED_S)]) if failed else lat
-            p95 = float(np.percentile(full, 95))
-            p95 = math.inf if p95 >= FAILED_S / 10 else p95 * 1000.0
-            mean = float(lat.mean()) * 1000.0 if len(lat) else math.nan
+        p95 = minute_p95_ms(lat, failed, backlog)
+        mean = float(lat.mean()) * 1000.0 if len(lat) else math.nan
         self.minute_p95_ms[model].append(p95)
         self.minute_mean_ms[model].append(mean)
         self.minute_completed[model].append(len(lat))
         self.minute_rejected[model].append(sum(s.rejected for s in acc))
         self.minute_timed_out[model].append(sum(s.timed_out for s in acc))
         self.minute_backlog[model].append(backlog)
+
+
+def model_queues(
+    specs: Sequence[SimModelSpec], workloads: Mapping[str, Workload], duration_s: float, seed: int
+) -> dict[str, ModelQueue]:
+    """Each model's queue and its seed: the same in every run of a scenario, any policy."""
+    return {
+        s.name: ModelQueue(s, workloads[s.name], duration_s, seed * 1000 + i)
+        for i, s in enumerate(specs)
+    }
 
 
 class SimCluster:
@@ -811,10 +1040,7 @@ class SimCluster:
         self.epoch = epoch
         self.interval_s = interval_s
         self.duration_s = duration_s
-        self.queues = {
-            s.name: ModelQueue(s, workloads[s.name], duration_s, seed * 1000 + i)
-            for i, s in enumerate(specs)
-        }
+        self.queues = model_queues(specs, workloads, duration_s, seed)
         self.gpus = SimGpus(
             gpus,
             gpu_memory_gb,
@@ -829,31 +1055,27 @@ class SimCluster:
         self._ticks_in_minute = 0
         self._last_p95: dict[str, tuple[float | None, float | None]] = {}
         self.last_stats: dict[str, TickStats] = {}
-        init = dict(initial_instances or {})
-        # largest instances first, as sizing packs them (a 20B needs most of a GPU)
-        for name in sorted(self.order, key=lambda m: -self.specs[m].memory_gb):
-            n = init.get(name, 1)
-            ok, why = self.gpus.place(name, n)
-            if not ok:
-                raise ValueError(f"initial instances do not fit the GPUs: {why}")
+        init = {m: (initial_instances or {}).get(m, 1) for m in self.order}
+        ok, why = self.gpus.place_all(init)
+        if not ok:
+            counts = ", ".join(f"{m} × {n}" for m, n in init.items())
+            raise CapacityError(f"initial instances ({counts}) do not fit the GPUs: {why}")
+        for name, n in init.items():
             # instances there at the start are already loaded
             self.queues[name].set_instances(n, 0.0, startup_s=0.0)
         self._set_load(0.0)
 
     # -- driving --------------------------------------------------------------------
     def _set_load(self, t: float) -> None:
-        for name, q in self.queues.items():
-            w = self.workloads[name]
-            if isinstance(w, ClosedLoop):
-                q.set_users(int(w.level(t)), t)
+        for q in self.queues.values():
+            q.follow_load(t)
 
     def advance(self, until: float) -> None:
         """Run every model to `until` (seconds from the start) and record the interval."""
         interval = until - self.now
         for name in self.order:
             q = self.queues[name]
-            q.advance(until)
-            st = q.harvest(until, interval)
+            st = q.tick(until)
             self.last_stats[name] = st
             self._busy[name] = q.busy_last_s
             self._last_p95[name] = q.summary_p95_us()
@@ -909,13 +1131,9 @@ class SimCluster:
     ) -> tuple[bool, str]:
         """Change `model` to `n` instances at `now_s` (seconds from the start)."""
         q = self.queues[model]
-        cur = q.instances
-        if n > cur:
-            ok, why = self.gpus.place(model, n - cur, hint)
-            if not ok:
-                return False, why
-        elif n < cur:
-            self.gpus.remove(model, cur - n)
+        ok, why = self.gpus.resize(model, n, hint)
+        if not ok:
+            return False, why
         q.set_instances(n, now_s)
         return True, ""
 

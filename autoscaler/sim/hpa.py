@@ -309,24 +309,21 @@ def rate_limit(
 def busy_seconds(w: ModelWindow) -> float:
     """Instance-seconds of execution in the window, from Triton's compute counters.
 
-    Triton adds an execution's compute time to each request in it, so a batch of 16
-    × 1.05 s adds 16.8 s: the time instances were busy is Δcompute per execution /
-    average batch, times the executions.
+    Triton adds an execution's compute time to each request in it (a batch of 16 ×
+    1.05 s adds 16.8 s), so the window's `execution_ms` is one execution's time and
+    the executions are inferences / average batch.
     """
-    ex = w.extra
-    if "avg_compute_infer_ms" not in ex or "inferences_per_s" not in ex or "span_s" not in ex:
+    if w.execution_ms is None or w.inferences_per_s is None or w.span_s is None:
         return 0.0
-    batch = max(ex.get("avg_batch", 1.0), 1.0)
-    executions = ex["inferences_per_s"] * ex["span_s"] / batch
-    return ex["avg_compute_infer_ms"] / 1000.0 / batch * executions
+    executions = w.inferences_per_s * w.span_s / max(w.avg_batch or 1.0, 1.0)
+    return executions * w.execution_ms / 1000.0
 
 
 def busy_fraction(w: ModelWindow) -> float:
     """Share of the window each configured instance executed (busy seconds / instances)."""
-    span = w.extra.get("span_s", 0.0)
-    if not w.instances or span <= 0:
+    if not w.instances or not w.span_s:
         return 0.0
-    return busy_seconds(w) / span / w.instances
+    return busy_seconds(w) / w.span_s / w.instances
 
 
 def serving_seconds(reads: Sequence[tuple[float, int]], since: float, until: float) -> float:
@@ -393,7 +390,7 @@ def hpa_plugin(setup: SimSetup) -> PolicyPlugin:
     ) -> Decision:
         now = ctx.now
         ready = ready_instances(w)
-        span = w.extra.get("span_s", 0.0)
+        span = w.span_s or 0.0
         serving = serving_seconds(st.reads, now - span, now)
         util = busy_seconds(w) / serving if serving > 0 else 0.0
         pods = [Pod(util)] * ready + [Pod(None, ready=False)] * max(cur - ready, 0)

@@ -26,7 +26,7 @@ from typing import Any
 
 import requests
 
-from autoscaler.errors import ConfigError
+from autoscaler.errors import ConfigError, RuntimeFailure
 from autoscaler.telemetry.base import Combined, NoSource
 from autoscaler.telemetry.snapshot import InstanceGroup, ModelSample, Snapshot
 from autoscaler.telemetry.trace import TraceWriter
@@ -44,12 +44,19 @@ class RangeClient:
     """
 
     def __init__(
-        self, url: str, start: float, end: float, step: float, timeout_s: float = 30.0
+        self,
+        url: str,
+        start: float,
+        end: float,
+        step: float,
+        timeout_s: float = 30.0,
+        session: requests.Session | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.start, self.end, self.step = start, end, step
         self.timeout_s = timeout_s
-        self.session = requests.Session()
+        # verifies TLS by default; `record` passes one with its CA bundle and credential
+        self.session = session or requests.Session()
         self._cache: dict[str, dict[int, list[dict[str, Any]]]] = {}
         self.queries = 0  # HTTP range queries made
 
@@ -84,12 +91,12 @@ class RangeClient:
             resp = self.session.get(
                 f"{self.url}/api/v1/query_range", params=params, timeout=self.timeout_s
             )
-        except requests.RequestException as exc:
-            raise ConfigError(f"cannot query Prometheus at {self.url}: {exc}") from None
+        except requests.RequestException as exc:  # down, or TLS refused: not the input's fault
+            raise RuntimeFailure(f"cannot query Prometheus at {self.url}: {exc}") from None
         try:
             body = resp.json()
         except ValueError:
-            raise ConfigError(
+            raise RuntimeFailure(
                 f"Prometheus at {self.url} answered HTTP {resp.status_code} with no JSON"
             ) from None
         if resp.status_code != 200 or body.get("status") != "success":
@@ -144,8 +151,12 @@ def record(
     gpus: bool = True,
     hostname: str | None = None,
     progress: Callable[[float], None] | None = None,
+    session: requests.Session | None = None,
 ) -> RecordResult:
-    """Write a trace of one snapshot per `step` over [start, end] (Unix seconds)."""
+    """Write a trace of one snapshot per `step` over [start, end] (Unix seconds).
+
+    `session` carries TLS settings and a credential (autoscaler.transport.Security).
+    """
     from autoscaler.telemetry.prometheus import (
         PrometheusGpuSource,
         PrometheusModelSource,
@@ -157,7 +168,7 @@ def record(
     if not step > 0:
         raise ConfigError("--step must be a positive number of seconds", field="--step", value=step)
     n = math.floor((end - start) / step + 1e-9) + 1
-    client = RangeClient(prometheus_url, start, end, step)
+    client = RangeClient(prometheus_url, start, end, step, session=session)
     models_src = PrometheusModelSource(
         prometheus_url, timeout_s=600.0, queries=TritonQueries(selector=selector), client=client
     )
@@ -177,7 +188,7 @@ def record(
         try:
             states = reader.read()
         except TelemetryReadError as exc:
-            raise ConfigError(f"--triton: {exc}") from None
+            raise RuntimeFailure(f"--triton: {exc}") from None
         finally:
             reader.close()
         current = {

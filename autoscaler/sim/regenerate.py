@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from autoscaler.errors import AutoscalerError
+from autoscaler.sim.capacity import require_fit
 from autoscaler.sim.report import (
     ScenarioResult,
     run_scenario,
@@ -147,18 +149,28 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     sweeps: list[SweepResult] = []
     for path in paths:
-        scn = load_scenario(path)
-        if args.only and scn.name not in args.only:
-            continue
         t0 = time.perf_counter()
-        setup = resolve_scenario(scn, path.parent)
-        res = run_scenario(setup, scn.policies)
+        try:
+            scn = load_scenario(path)
+            if args.only and scn.name not in args.only:
+                continue
+            setup = resolve_scenario(scn, path.parent)
+            require_fit(setup)
+            res = run_scenario(setup, scn.policies)
+        except AutoscalerError as exc:  # one line and exit 2, as the CLI does
+            msg = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+            print(f"error: {msg}", file=sys.stderr)
+            return exc.exit_code
         write_results(res, args.out, plots=not args.no_plots)
         results.append(res)
         note = f"{scn.name}: {len(scn.policies)} policies in {time.perf_counter() - t0:.1f} s"
         if not args.no_sweep:
             t1 = time.perf_counter()
-            plan = make_plan(scn, path.parent, list(scn.policies))
+            try:
+                plan = make_plan(scn, path.parent, list(scn.policies))
+            except AutoscalerError as exc:  # a bad `sweep:` section
+                print(f"error: {path}: {exc}", file=sys.stderr)
+                return exc.exit_code
             sw = run_sweep(plan, jobs=args.jobs, known={c.policy: c for c in res.cards})
             write_frontier(sw, args.out, plots=not args.no_plots)
             sweeps.append(sw)

@@ -23,6 +23,7 @@ import numpy as np
 
 from autoscaler.daemon import Autoscaler
 from autoscaler.sim.baselines import make_policy
+from autoscaler.sim.capacity import fit_to_gpus
 from autoscaler.sim.engine import ScaleAction, SeriesRecorder, SimCluster, SimModelSpec
 from autoscaler.sim.plugin import PolicyPlugin
 from autoscaler.sim.scenario import EPOCH, SimSetup
@@ -83,6 +84,9 @@ def run_plugin(
     started = time.perf_counter() if started is None else started
     scn = setup.scenario
     tick = plugin.tick_s if plugin.tick_s is not None else setup.tick_s
+    # first counts that do not fit together are cut (largest model first); a
+    # scenario that does not fit even at min_instances is a CapacityError
+    initial = fit_to_gpus(setup, plugin.initial_instances)
     cluster = SimCluster(
         setup.specs,
         setup.workloads,
@@ -94,7 +98,7 @@ def run_plugin(
         interval_s=tick,
         epoch=setup.epoch,
         seed=scn.seed,
-        initial_instances=plugin.initial_instances,
+        initial_instances=initial,
     )
     resolved = setup.resolved
     own: dict[str, float] = {}

@@ -14,23 +14,48 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    model_validator,
+)
 
 from autoscaler.catalog import Catalog, read_yaml_documents, validation_error
 from autoscaler.config import DaemonConfig, Resolved, parse_config, resolve
 from autoscaler.errors import ConfigError
 from autoscaler.profiles import Name
 from autoscaler.sim.engine import SimModelSpec
+from autoscaler.sim.generate import (
+    NoiseSpec,
+    OnOffSpec,
+    TokensSpec,
+    model_rng,
+    on_off_schedule,
+    token_counts,
+    with_noise,
+)
 from autoscaler.sim.hpa import HpaSettings
 from autoscaler.sim.kpa import KpaSettings
+from autoscaler.sim.traces import RequestFile, fit_to_run, read_request_trace
+from autoscaler.sim.warmstart import initial_counts
 from autoscaler.sim.workload import (
+    MAX_REQUESTS,
     ClosedLoop,
     OpenLoop,
+    Requests,
+    RequestTrace,
     Schedule,
     Workload,
     diurnal,
+    expected_requests,
     flash_crowd,
     load_rate_trace,
+    open_loop_arrivals,
+    week,
 )
 
 SCENARIO_KIND = "simulation-scenario"
@@ -80,7 +105,46 @@ class FlashSpec(_Strict):
     flash: Body
 
 
-ScheduleIn = NonNeg | PointsSpec | DiurnalSpec | FlashSpec
+class WeekSpec(_Strict):
+    class Body(_Strict):
+        low: NonNeg
+        high: NonNeg = Field(description="weekday peak")
+        weekend_high: NonNeg = Field(description="Saturday and Sunday peak")
+        peak_hour: Annotated[float, Field(ge=0, lt=24)] = 14.0
+        compress: Annotated[float, Field(ge=1, le=168)] = Field(
+            default=1.0, description="a day lasts 86400 / compress simulated seconds"
+        )
+        first_day: Annotated[int, Field(ge=0, le=6)] = Field(default=0, description="0 = Monday")
+
+    week: Body
+
+
+SHAPES = {"points": PointsSpec, "diurnal": DiurnalSpec, "flash": FlashSpec, "week": WeekSpec}
+
+
+def _shape(value: Any) -> str | None:
+    """Which schedule a value is: a number, or a mapping named by its shape's key."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return "number"
+    if isinstance(value, dict):
+        return next((k for k in SHAPES if k in value), None)
+    return next((k for k, cls in SHAPES.items() if isinstance(value, cls)), None)
+
+
+# tagged by `_shape`, so a bad `week:` is reported as the week's problem, not as "not a number"
+ScheduleIn = Annotated[
+    Annotated[NonNeg, Tag("number")]
+    | Annotated[PointsSpec, Tag("points")]
+    | Annotated[DiurnalSpec, Tag("diurnal")]
+    | Annotated[FlashSpec, Tag("flash")]
+    | Annotated[WeekSpec, Tag("week")],
+    Discriminator(
+        _shape,
+        custom_error_type="schedule",
+        custom_error_message="a schedule is a number or a mapping with one of: "
+        + ", ".join(SHAPES),
+    ),
+]
 
 
 def to_schedule(spec: ScheduleIn, duration_s: float) -> Schedule:
@@ -91,6 +155,9 @@ def to_schedule(spec: ScheduleIn, duration_s: float) -> Schedule:
     if isinstance(spec, DiurnalSpec):
         d = spec.diurnal
         return diurnal(d.low, d.high, d.peak_at_s, d.period_s, duration_s=duration_s)
+    if isinstance(spec, WeekSpec):
+        w = spec.week
+        return week(w.low, w.high, w.weekend_high, w.peak_hour, w.compress, w.first_day, duration_s)
     f = spec.flash
     return flash_crowd(f.base, f.peak, f.at_s, f.rise_s, f.hold_s, f.decay_s)
 
@@ -103,23 +170,53 @@ class ClosedLoopSpec(_Strict):
 
 
 class OpenLoopSpec(_Strict):
+    """Arrivals at a rate: a schedule, a rate trace or on/off bursts, with noise and tokens."""
+
     kind: Literal["open"] = "open"
     rate: ScheduleIn | None = Field(default=None, description="requests per second")
     trace: Path | None = Field(
         default=None, description="rate trace file (CSV/JSON: time, model, rate)"
     )
     trace_model: str | None = Field(default=None, description="model name in the trace")
+    on_off: OnOffSpec | None = Field(default=None, description="bursts and silences in turn")
+    noise: NoiseSpec | None = Field(default=None, description="multiplies the rate")
     arrival: Literal["poisson", "fixed", "bursty"] = "poisson"
     burstiness: Annotated[float, Field(ge=1.0, le=20.0)] = 3.0
+    tokens: TokensSpec | None = Field(
+        default=None, description="token counts per request (service times from them)"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> OpenLoopSpec:
-        if (self.rate is None) == (self.trace is None):
-            raise ValueError("give exactly one of 'rate' and 'trace'")
+        given = [k for k in ("rate", "trace", "on_off") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"give exactly one of 'rate', 'trace' and 'on_off' (got {given or 'none'})"
+            )
         return self
 
 
-WorkloadSpec = Annotated[ClosedLoopSpec | OpenLoopSpec, Field(discriminator="kind")]
+class RequestsSpec(_Strict):
+    """A request-level trace (each request replayed at its time), fitted to the run."""
+
+    kind: Literal["requests"] = "requests"
+    trace: Path = Field(
+        description="request trace: ours (CSV/JSON Lines), Azure LLM inference or BurstGPT"
+    )
+    trace_model: str | None = Field(
+        default=None, description="model name in the trace (BurstGPT: e.g. ChatGPT)"
+    )
+    start_s: NonNeg = Field(default=0.0, description="where the run starts, trace seconds")
+    time_scale: Annotated[float, Field(gt=0, le=1000)] = Field(
+        default=1.0, description="simulated seconds per trace second (0.5: twice as fast)"
+    )
+    rate_factor: Annotated[float, Field(gt=0, le=100)] = Field(
+        default=1.0, description="< 1 thins the requests, > 1 adds shifted copies"
+    )
+    copy_shift_s: NonNeg = Field(default=1.0, description="largest shift of an added copy")
+
+
+WorkloadSpec = Annotated[ClosedLoopSpec | OpenLoopSpec | RequestsSpec, Field(discriminator="kind")]
 
 
 class SimOverrides(_Strict):
@@ -128,9 +225,14 @@ class SimOverrides(_Strict):
     service_cv: Annotated[float, Field(ge=0, le=3)] | None = None
     startup_s: NonNeg | None = None
     release_ms: NonNeg | None = None
-    timeout_s: PosFloat | None = None
+    timeout_s: PosFloat | None = Field(
+        default=None, description="queue time-out (a model's queue policy); default: none"
+    )
     max_queue_size: Annotated[int, Field(ge=1)] | None = None
     memory_gb: PosFloat | None = None
+    input_token_weight: NonNeg | None = Field(
+        default=None, description="cost of a prompt token in decode steps (sim.service)"
+    )
 
 
 class ScenarioModel(_Strict):
@@ -299,7 +401,7 @@ def resolve_scenario(scn: Scenario, base_dir: Path | None = None) -> SimSetup:
     specs: list[SimModelSpec] = []
     workloads: dict[str, Workload] = {}
     latency: dict[str, float] = {}
-    traces: dict[Path, dict[str, Schedule]] = {}
+    traces: dict[Path, dict[str, Schedule] | RequestFile] = {}
     for name, m in scn.models.items():
         prof = cat.model(m.profile or name)
         if prof.service is None or prof.optimum is None:
@@ -320,11 +422,12 @@ def resolve_scenario(scn: Scenario, base_dir: Path | None = None) -> SimSetup:
                 release_ms=o.release_ms,
                 timeout_s=o.timeout_s,
                 max_queue_size=o.max_queue_size,
+                input_token_weight=o.input_token_weight,
             )
         )
         opt = prof.optimum
         latency[name] = (opt.client_wait_ms or opt.p95_ms or specs[-1].service_ms) / 1000.0
-        workloads[name] = _workload(m.workload, name, scn.duration_s, base, traces, source)
+        workloads[name] = _workload(m.workload, name, scn, base, traces, source)
     setup = SimSetup(
         scenario=scn,
         resolved=resolved,
@@ -337,41 +440,108 @@ def resolve_scenario(scn: Scenario, base_dir: Path | None = None) -> SimSetup:
         latency_s=latency,
         initial_instances={},
     )
-    init = {}
-    for name, m in scn.models.items():
-        if m.initial_instances is not None:
-            init[name] = m.initial_instances
-        else:
-            # start sized for the load at t = 0: no policy starts from a handicap
-            c0 = workloads[name].concurrency_estimate(0.0, latency[name])
-            init[name] = setup.sized_instances(name, c0)
-    return SimSetup(**{**setup.__dict__, "initial_instances": init})
+    explicit = {n: m.initial_instances for n, m in scn.models.items() if m.initial_instances}
+    return SimSetup(**{**setup.__dict__, "initial_instances": initial_counts(setup, explicit)})
 
 
 def _workload(
-    spec: ClosedLoopSpec | OpenLoopSpec,
+    spec: ClosedLoopSpec | OpenLoopSpec | RequestsSpec,
     model: str,
-    duration_s: float,
+    scn: Scenario,
     base: Path,
-    traces: dict[Path, dict[str, Schedule]],
+    traces: dict[Path, dict[str, Schedule] | RequestFile],
     source: str,
 ) -> Workload:
+    duration_s = scn.duration_s
+    field = f"models.{model}.workload"
     if isinstance(spec, ClosedLoopSpec):
         return ClosedLoop(to_schedule(spec.users, duration_s), spec.think_time_s, spec.think)
+    if isinstance(spec, RequestsSpec):
+        return _request_trace(spec, model, scn, base, traces)
     if spec.trace is not None:
         path = spec.trace if spec.trace.is_absolute() else base / spec.trace
         if path not in traces:
             traces[path] = load_rate_trace(path)
+        rates = traces[path]
+        if isinstance(rates, RequestFile):
+            raise ConfigError(
+                "a request trace cannot be a rate trace", file=path, field=f"{field}.trace"
+            )
         key = spec.trace_model or model
-        if key not in traces[path]:
+        if key not in rates:
             raise ConfigError(
                 f"the rate trace has no rows for model '{key}'",
                 file=path,
-                field=f"models.{model}.workload.trace_model",
-                allowed=traces[path],
+                field=f"{field}.trace_model",
+                allowed=rates,
             )
-        rate = traces[path][key]
+        rate = rates[key]
+    elif spec.on_off is not None:
+        try:
+            rate = on_off_schedule(spec.on_off, duration_s, model_rng(scn.seed, model, "on_off"))
+        except ValueError as exc:
+            raise ConfigError(str(exc), file=source, field=f"{field}.on_off") from None
     else:
         assert spec.rate is not None
         rate = to_schedule(spec.rate, duration_s)
-    return OpenLoop(rate, spec.arrival, spec.burstiness)
+    if spec.noise is not None:
+        rate = with_noise(rate, spec.noise, duration_s, model_rng(scn.seed, model, "noise"))
+    expected = expected_requests(rate, duration_s)
+    if expected > MAX_REQUESTS:
+        raise ConfigError(
+            f"the rate makes ≈ {expected:.3g} requests in {duration_s:g} s; the simulator holds "
+            f"up to {MAX_REQUESTS:.0e} per model and run",
+            file=source,
+            field=field,
+        )
+    load = OpenLoop(rate, spec.arrival, spec.burstiness)
+    if spec.tokens is None:
+        return load
+    # requests with token counts: generated here (the same for every policy)
+    times = open_loop_arrivals(load, duration_s, model_rng(scn.seed, model, "arrivals"))
+    inp, out = token_counts(spec.tokens, len(times), model_rng(scn.seed, model, "tokens"))
+    return RequestTrace(Requests(times, inp, out))
+
+
+def _request_trace(
+    spec: RequestsSpec,
+    model: str,
+    scn: Scenario,
+    base: Path,
+    traces: dict[Path, dict[str, Schedule] | RequestFile],
+) -> RequestTrace:
+    path = spec.trace if spec.trace.is_absolute() else base / spec.trace
+    if path not in traces:
+        traces[path] = read_request_trace(path)
+    file = traces[path]
+    if not isinstance(file, RequestFile):
+        raise ConfigError(
+            "a rate trace cannot be a request trace",
+            file=path,
+            field=f"models.{model}.workload.trace",
+        )
+    req = file.for_model(spec.trace_model or model, f"models.{model}.workload.trace_model")
+    fitted = fit_to_run(
+        req,
+        duration_s=scn.duration_s,
+        start_s=spec.start_s,
+        time_scale=spec.time_scale,
+        rate_factor=spec.rate_factor,
+        copy_shift_s=spec.copy_shift_s,
+        rng=model_rng(scn.seed, model, "rate_factor"),
+    )
+    if not len(fitted):
+        raise ConfigError(
+            f"no request of the trace falls in the run (from {spec.start_s:g} s of the trace, "
+            f"{scn.duration_s:g} s × time_scale {spec.time_scale:g})",
+            file=path,
+            field=f"models.{model}.workload.start_s",
+        )
+    if len(fitted) > MAX_REQUESTS:
+        raise ConfigError(
+            f"{len(fitted)} requests in the run; the simulator holds up to {MAX_REQUESTS:.0e} "
+            "per model and run",
+            file=path,
+            field=f"models.{model}.workload.rate_factor",
+        )
+    return RequestTrace(fitted)

@@ -1,7 +1,6 @@
-"""Workloads for the simulator: load levels over time and the arrivals they make.
+"""Workloads for the simulator: load levels over time and the requests they make.
 
-Two kinds of load per model, as the load generator (`autoscaler.loadgen`) makes
-them against a real Triton:
+Three kinds of load per model:
 
 - closed loop: N users, each sends a request, waits for the answer, thinks
   (exponential or fixed), and sends the next; N follows a schedule. Table 10's
@@ -9,10 +8,17 @@ them against a real Triton:
 - open loop: requests arrive at a rate that follows a schedule or a recorded
   rate trace (CSV/JSON: time, model, rate), whether earlier ones were answered
   or not: Poisson, evenly spaced, or bursty (gamma gaps with a CV above 1).
+- request trace: individual requests, each replayed at its own time, with
+  optional token counts or service times (`Requests`, read by
+  `autoscaler.sim.traces` or made by `autoscaler.sim.generate`).
+
+Open-loop arrivals are generated once for the whole run (`open_loop_arrivals`),
+so the simulator sees open loops and request traces alike: an array of
+arrival times that nothing a policy does can change.
 
 A `Schedule` is a list of (time, value) points with step or linear
 interpolation; the helpers build the shapes the shipped scenarios use (step,
-ramp, diurnal day, flash crowd). Times are seconds from the start of the run.
+ramp, diurnal day, week, flash crowd). Times are seconds from the start of the run.
 """
 
 from __future__ import annotations
@@ -21,8 +27,8 @@ import csv
 import itertools
 import json
 import math
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
@@ -130,6 +136,42 @@ def diurnal(
     end = duration_s if duration_s is not None else period_s
     ts = np.arange(0.0, end + step_s, step_s)
     vs = low + (high - low) * (1 + np.cos(2 * math.pi * (ts - peak_at_s) / period_s)) / 2
+    return Schedule(tuple(zip(ts.tolist(), vs.tolist(), strict=True)), "linear")
+
+
+WEEKDAYS = 5  # Monday … Friday; days 5 and 6 of each week are the weekend
+DAY_S = 86400.0
+
+
+def week(
+    low: float,
+    high: float,
+    weekend_high: float,
+    peak_hour: float = 14.0,
+    compress: float = 1.0,
+    first_day: int = 0,
+    duration_s: float | None = None,
+) -> Schedule:
+    """A week-shaped load: each day a cosine from `low` to that day's peak at `peak_hour`.
+
+    Weekdays peak at `high`, Saturday and Sunday at `weekend_high`; the low is
+    12 hours from the peak. `first_day` is the weekday of the run's start (0 =
+    Monday). `compress` plays the week faster: a day lasts 86 400 / compress
+    simulated seconds (7: a week in 24 h). Sampled every real minute and
+    joined linearly, as `diurnal` is; at midnight a weekday and a weekend day
+    differ by (1 − cos 30°)/2 ≈ 6.7 % of the difference of their peaks, joined
+    over that minute.
+    """
+    if compress <= 0:
+        raise ValueError("compress must be > 0")
+    day = DAY_S / compress
+    end = duration_s if duration_s is not None else 7 * day
+    step_s = 60.0 / compress
+    ts = np.arange(0.0, end + step_s, step_s)
+    days = np.floor(ts / day).astype(int) + first_day
+    hours = (ts % day) / day * 24.0
+    peak = np.where(days % 7 < WEEKDAYS, high, weekend_high)
+    vs = low + (peak - low) * (1 + np.cos(2 * math.pi * (hours - peak_hour) / 24.0)) / 2
     return Schedule(tuple(zip(ts.tolist(), vs.tolist(), strict=True)), "linear")
 
 
@@ -263,59 +305,198 @@ class OpenLoop:
         return self.rate.peak(until_s) * latency_s
 
 
-Workload = ClosedLoop | OpenLoop
+# Open-loop requests one run may hold (16 bytes each: 0.8 GB, ~50 s per policy at 1 µs).
+MAX_REQUESTS = 50_000_000
 
 
-@dataclass
-class ArrivalStream:
-    """Open-loop arrival times, generated one interval at a time (vectorised).
+def expected_requests(rate: Schedule, duration_s: float) -> float:
+    """∫ rate over [0, duration_s] on the Λ grid: how many requests an open loop makes."""
+    grid = np.arange(0.0, duration_s + LAMBDA_GRID_S, LAMBDA_GRID_S)
+    return float(rate.many(grid[:-1] + LAMBDA_GRID_S / 2).sum() * LAMBDA_GRID_S)
+
+
+def open_loop_arrivals(load: OpenLoop, duration_s: float, rng: np.random.Generator) -> np.ndarray:
+    """Every arrival time of an open-loop load in [0, duration_s], sorted (one vectorised pass).
 
     Arrivals are a unit-rate process in "Λ-time" (Λ = the cumulative rate)
     mapped back through Λ⁻¹: exact for a non-homogeneous Poisson process, and
-    the standard time-change for the renewal (fixed, bursty) ones.
+    the standard time-change for the renewal (fixed, bursty) ones. Generated
+    once for the whole run, so the arrivals are a plain array that does not
+    depend on anything the simulator or a policy does (and any interval of it
+    can be looked up again: `Requests.between`).
+    """
+    end = duration_s + 2 * LAMBDA_GRID_S
+    grid = np.arange(0.0, end + LAMBDA_GRID_S, LAMBDA_GRID_S)
+    mids = load.rate.many(grid[:-1] + LAMBDA_GRID_S / 2)
+    # a tiny slope keeps Λ strictly increasing, so Λ⁻¹ exists where the rate is 0
+    lam = np.concatenate(([0.0], np.cumsum(mids * LAMBDA_GRID_S))) + 1e-9 * grid
+    u_end = float(np.interp(duration_s, grid, lam))
+    if load.arrival == "fixed":
+        u = np.arange(0.5, u_end, 1.0)
+    else:
+        parts: list[np.ndarray] = []
+        u0 = 0.0
+        while u0 < u_end:
+            # expected count plus a margin: usually one draw
+            n = int((u_end - u0) * 1.1 + 5 * math.sqrt(u_end - u0) + 16)
+            if load.arrival == "poisson":
+                gaps = rng.exponential(1.0, n)
+            else:
+                cv2 = load.burstiness**2
+                gaps = rng.gamma(1.0 / cv2, cv2, n)
+            chunk = u0 + np.cumsum(gaps)
+            parts.append(chunk)
+            u0 = float(chunk[-1])
+        u = np.concatenate(parts)
+        u = u[: int(np.searchsorted(u, u_end, side="right"))]
+    times: np.ndarray = np.interp(u, lam, grid)
+    return times
+
+
+# -- request-level workloads -----------------------------------------------------------------
+
+
+def _column(values: np.ndarray | None, n: int, name: str) -> np.ndarray | None:
+    if values is None:
+        return None
+    arr = np.asarray(values)
+    if arr.shape != (n,):
+        raise ValueError(f"{name} has {arr.shape} values for {n} requests")
+    return arr
+
+
+@dataclass(frozen=True, eq=False)
+class Requests:
+    """Individual requests of one model, in time order: when each arrives and how big it is.
+
+    `t_s` are arrival times in seconds from the start of the run. Sizes are
+    optional: `input_tokens` / `output_tokens` (the service time then comes
+    from the tokens through the model's profile, `autoscaler.sim.service`), or
+    `service_ms` (each request's own service time, used as given). With
+    neither, each request gets the profile's service time with its small CV.
     """
 
-    load: OpenLoop
-    duration_s: float
-    rng: np.random.Generator
-    _grid: np.ndarray = field(init=False)
-    _lam: np.ndarray = field(init=False)
-    _next_u: float = field(init=False)
+    t_s: np.ndarray
+    input_tokens: np.ndarray | None = None
+    output_tokens: np.ndarray | None = None
+    service_ms: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        end = self.duration_s + 2 * LAMBDA_GRID_S
-        self._grid = np.arange(0.0, end + LAMBDA_GRID_S, LAMBDA_GRID_S)
-        mids = self.load.rate.many(self._grid[:-1] + LAMBDA_GRID_S / 2)
-        # a tiny slope keeps Λ strictly increasing, so Λ⁻¹ exists where the rate is 0
-        lam = np.concatenate(([0.0], np.cumsum(mids * LAMBDA_GRID_S)))
-        self._lam = lam + 1e-9 * self._grid
-        self._next_u = self._gap(1)[0] if self.load.arrival != "fixed" else 0.5
+        t = np.asarray(self.t_s, dtype=float)
+        if t.ndim != 1:
+            raise ValueError("arrival times must be one-dimensional")
+        if len(t) and (not np.isfinite(t).all() or (np.diff(t) < 0).any()):
+            raise ValueError("arrival times must be finite and in time order")
+        object.__setattr__(self, "t_s", t)
+        n = len(t)
+        for name in ("input_tokens", "output_tokens", "service_ms"):
+            object.__setattr__(self, name, _column(getattr(self, name), n, name))
+        if self.input_tokens is not None and self.output_tokens is None:
+            raise ValueError("input tokens without output tokens: give both, or output alone")
 
-    def _gap(self, n: int) -> np.ndarray:
-        kind = self.load.arrival
-        if kind == "poisson":
-            return self.rng.exponential(1.0, n)
-        if kind == "fixed":
-            return np.ones(n)
-        cv2 = self.load.burstiness**2
-        return self.rng.gamma(1.0 / cv2, cv2, n)
+    def __len__(self) -> int:
+        return len(self.t_s)
 
-    def between(self, t0: float, t1: float) -> list[float]:
-        """Arrival times in [t0, t1), sorted; call with consecutive intervals."""
-        u1 = float(np.interp(t1, self._grid, self._lam))
-        if self._next_u >= u1:
-            return []
-        # the arrival carried over from the last interval is the first of this one
-        us: list[np.ndarray] = [np.array([self._next_u])]
-        u = self._next_u
-        expect = max(8, int((u1 - u) * 1.25) + 8)
-        while u < u1:
-            chunk = u + np.cumsum(self._gap(expect))
-            us.append(chunk)
-            u = float(chunk[-1])
-        allu = np.concatenate(us)
-        cut = int(np.searchsorted(allu, u1, side="left"))
-        self._next_u = float(allu[cut])  # the last chunk ends at or past u1
-        keep = allu[:cut]
-        out: list[float] = np.interp(keep, self._lam, self._grid).tolist()
-        return out
+    def between(self, t0: float, t1: float) -> slice:
+        """Indices of the requests arriving in (t0, t1] (t0 < 0 includes time 0)."""
+        t = self.t_s
+        i0 = int(np.searchsorted(t, t0, side="right")) if t0 >= 0 else 0
+        return slice(i0, int(np.searchsorted(t, t1, side="right")))
+
+    def take(self, idx: np.ndarray | slice) -> Requests:
+        """The requests at `idx` (in the order given: keep it sorted by time)."""
+
+        def pick(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[idx]
+
+        return Requests(
+            self.t_s[idx], pick(self.input_tokens), pick(self.output_tokens), pick(self.service_ms)
+        )
+
+    def with_times(self, t_s: np.ndarray) -> Requests:
+        """The same requests at other times, sorted again; each keeps its sizes."""
+        return Requests.from_rows(t_s, self.input_tokens, self.output_tokens, self.service_ms)
+
+    @staticmethod
+    def from_rows(
+        t_s: np.ndarray,
+        input_tokens: np.ndarray | None = None,
+        output_tokens: np.ndarray | None = None,
+        service_ms: np.ndarray | None = None,
+    ) -> Requests:
+        """Requests from rows in any order: sorted by time (stable), each row's sizes kept."""
+        t = np.asarray(t_s, dtype=float)
+        order = np.argsort(t, kind="stable")
+
+        def o(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else np.asarray(a)[order]
+
+        return Requests(t[order], o(input_tokens), o(output_tokens), o(service_ms))
+
+    @staticmethod
+    def concat(parts: Sequence[Requests]) -> Requests:
+        """Several sets of requests of one model as one, in time order.
+
+        A size column is kept only when every part has it.
+        """
+        if not parts:
+            return Requests(np.empty(0))
+
+        def cat(name: str) -> np.ndarray | None:
+            cols = [getattr(p, name) for p in parts]
+            return None if any(c is None for c in cols) else np.concatenate(cols)
+
+        return Requests.from_rows(
+            np.concatenate([p.t_s for p in parts]),
+            cat("input_tokens"),
+            cat("output_tokens"),
+            cat("service_ms"),
+        )
+
+
+# Bins of a request trace's observed rate (its `level`, plots, the load column):
+# the simulator's default tick, so each tick's load is the arrivals of that tick.
+RATE_BIN_S = 5.0
+# Window of `peak_concurrency`: the scorecard's unit, a minute.
+PEAK_WINDOW_S = 60.0
+
+
+@dataclass(frozen=True, eq=False)
+class RequestTrace:
+    """Open loop from individual requests, replayed exactly: each arrives at its own time."""
+
+    requests: Requests
+
+    @cached_property
+    def rate(self) -> Schedule:
+        """The observed arrival rate in `RATE_BIN_S` bins (requests/s, step)."""
+        t = self.requests.t_s
+        end = float(t[-1]) if len(t) else 0.0
+        # at least one bin, the last request inside one; 0 after the last bin
+        edges = np.arange(0.0, end + RATE_BIN_S + 1e-9, RATE_BIN_S)
+        counts, _ = np.histogram(t, bins=edges)
+        pts = [(float(e), float(c) / RATE_BIN_S) for e, c in zip(edges[:-1], counts, strict=True)]
+        pts.append((float(edges[-1]), 0.0))
+        return Schedule(tuple(pts), "step")
+
+    def level(self, t: float) -> float:
+        return self.rate.at(t)
+
+    def concurrency_estimate(self, t: float, latency_s: float) -> float:
+        return self.rate.at(t) * latency_s
+
+    def peak_rate(self, until_s: float, window_s: float = PEAK_WINDOW_S) -> float:
+        """Most arrivals in any whole `window_s` of [0, until_s], per second."""
+        t = self.requests.t_s
+        t = t[t <= until_s]
+        if not len(t):
+            return 0.0
+        # the busiest window starts at an arrival: count the arrivals in [tᵢ, tᵢ + w)
+        ends = np.searchsorted(t, t + window_s, side="left")
+        return float((ends - np.arange(len(t))).max()) / window_s
+
+    def peak_concurrency(self, until_s: float, latency_s: float) -> float:
+        return self.peak_rate(until_s) * latency_s
+
+
+Workload = ClosedLoop | OpenLoop | RequestTrace

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from autoscaler.errors import ConfigError
 from autoscaler.telemetry.snapshot import Snapshot
+from autoscaler.transport import NO_SECURITY, Security
 
 if TYPE_CHECKING:
     from autoscaler.telemetry.prometheus import TritonQueries
@@ -124,12 +125,16 @@ class SourceOptions:
     prometheus_triton: Mapping[str, Any] | None = None
     prometheus_dcgm: Mapping[str, Any] | None = None
     timeout_s: float = 1.0  # per read; keep it below the tick interval
+    # TLS files and credentials (autoscaler.transport), per endpoint
+    triton_security: Security = NO_SECURITY
+    prometheus_security: Security = NO_SECURITY
     # triton source: keep model configs up to this long (0: read them every tick).
     # Whoever sets it must call Combined.invalidate(model) after changing a model.
     config_max_age_s: float = 0.0
     simulated_gpus: int = 4
     simulated_gpu_name: str = "NVIDIA H100 80GB HBM3"
-    simulated_gpu_memory_bytes: int = 80 * 1024**3
+    # GB = 10⁹ bytes everywhere: an "H100 80GB" is the 80 GB that `size` packs (h100-80gb)
+    simulated_gpu_memory_bytes: int = 80 * 10**9
     # For simulated GPUs: instances per model now, and bytes per instance.
     instances: Callable[[], Mapping[str, int]] | None = None
     instance_memory_bytes: Mapping[str, int] | None = None
@@ -149,6 +154,7 @@ def _triton(o: SourceOptions) -> Collector:
         metrics_url=o.metrics_url,
         timeout_s=o.timeout_s,
         config_max_age_s=o.config_max_age_s,
+        security=o.triton_security,
     )
 
 
@@ -160,9 +166,17 @@ def _prom_models(o: SourceOptions) -> Collector:
         raise ConfigError("the prometheus source needs a Prometheus URL", field="--prometheus")
     # Prometheus has no instance counts (no Triton metric carries them): read the
     # model configs from Triton itself when its URL is known.
-    configs = TritonConfigReader(o.triton_url, timeout_s=o.timeout_s) if o.triton_url else None
+    configs = (
+        TritonConfigReader(o.triton_url, timeout_s=o.timeout_s, security=o.triton_security)
+        if o.triton_url
+        else None
+    )
     return PrometheusModelSource(
-        o.prometheus_url, timeout_s=o.timeout_s, queries=triton_queries(o), configs=configs
+        o.prometheus_url,
+        timeout_s=o.timeout_s,
+        queries=triton_queries(o),
+        configs=configs,
+        security=o.prometheus_security,
     )
 
 
@@ -195,6 +209,7 @@ def _prom_gpus(o: SourceOptions) -> Collector:
         timeout_s=o.timeout_s,
         hostname=o.hostname,
         queries=DcgmQueries(**(o.prometheus_dcgm or {})),
+        security=o.prometheus_security,
     )
 
 

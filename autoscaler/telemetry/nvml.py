@@ -13,14 +13,25 @@ Failure handling, per the NVML errors that happen in practice:
   setups, per-process memory in some containers): that value is None;
 - per-process `usedGpuMemory` of None (NVML_VALUE_NOT_AVAILABLE): the Triton
   process memory is unknown (None), never a partial sum that looks exact.
+
+MIG: a GPU in MIG mode (`nvmlDeviceGetMigMode` current = 1) is reported as its
+MIG devices, each a GPU of its own (its own memory: a model instance lives in
+one slice): `nvmlDeviceGetMigDeviceHandleByIndex` over
+`nvmlDeviceGetMaxMigDeviceCount` (an empty slot raises NotFound), with the MIG
+device's UUID, memory and GPU instance id, the profile read from its name
+("NVIDIA H100 80GB HBM3 MIG 3g.40gb"); utilisation is not supported on MIG
+devices (None). Indices then follow nvidia-smi -L: GPUs in order, a MIG GPU's
+devices in MIG device order.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import re
 import socket
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +44,8 @@ SOURCE = "nvml"
 TRITON_PROCESSES = ("tritonserver", "triton_python_backend_stub")
 # /proc/PID/comm keeps only the first 15 characters of a process name.
 COMM_LEN = 15
+MIG_ENABLED = 1  # NVML_DEVICE_MIG_ENABLE
+_MIG_PROFILE = re.compile(r"\bMIG\s+(\S+)")
 
 
 def read_comm(pid: int) -> str | None:
@@ -92,14 +105,34 @@ class NvmlCollector:
         errors: list[str] = []
         for i in range(count):
             try:
-                gpus.append(self._read(nv, i))
+                gpus.extend(self._read_all(nv, i))
             except base as exc:
                 if isinstance(exc, self._err("GpuIsLost")):
                     errors.append(f"{SOURCE}: GPU {i} is lost (fell off the bus); left out")
                     self._reset()  # NVML needs a fresh init after a lost GPU
                 else:
                     errors.append(f"{SOURCE}: GPU {i} unreadable: {exc}; left out")
+        if any(g.gpu_instance_id is not None for g in gpus):
+            gpus = [replace(g, index=k) for k, g in enumerate(gpus)]
         return Snapshot(taken_at=now, gpus=tuple(gpus), errors=tuple(errors), sources=(SOURCE,))
+
+    def _read_all(self, nv: Any, i: int) -> list[GpuSample]:
+        """GPU i, or its MIG devices when it is in MIG mode."""
+        h = nv.nvmlDeviceGetHandleByIndex(i)
+        mode = getattr(nv, "nvmlDeviceGetMigMode", None)
+        current = self._optional(lambda: mode(h)[0]) if mode is not None else None
+        if current != MIG_ENABLED:
+            return [self._read(nv, i)]
+        out = []
+        for j in range(int(nv.nvmlDeviceGetMaxMigDeviceCount(h))):
+            try:
+                mh = nv.nvmlDeviceGetMigDeviceHandleByIndex(h, j)
+            except nv.NVMLError as exc:
+                if isinstance(exc, self._err("NotFound")):
+                    continue  # an empty slot
+                raise
+            out.append(self._read_handle(nv, mh, i, mig=True))
+        return out
 
     def _init_reason(self, exc: BaseException) -> str:
         if isinstance(exc, self._err("LibraryNotFound")):
@@ -111,14 +144,23 @@ class NvmlCollector:
         return f"cannot initialise NVML: {exc}"
 
     def _read(self, nv: Any, i: int) -> GpuSample:
-        h = nv.nvmlDeviceGetHandleByIndex(i)
+        return self._read_handle(nv, nv.nvmlDeviceGetHandleByIndex(i), i, mig=False)
+
+    def _read_handle(self, nv: Any, h: Any, i: int, *, mig: bool) -> GpuSample:
         total, free = self._memory(nv, h)
         util = self._optional(lambda: nv.nvmlDeviceGetUtilizationRates(h).gpu)
         name = self._optional(lambda: nv.nvmlDeviceGetName(h))
+        text = _text(name) if name is not None else "unknown"
+        gi: int | None = None
+        profile = ""
+        if mig:
+            gi = int(nv.nvmlDeviceGetGpuInstanceId(h))
+            found = _MIG_PROFILE.search(text)
+            profile = found[1] if found else ""
         return GpuSample(
             index=i,
             uuid=_text(nv.nvmlDeviceGetUUID(h)),
-            name=_text(name) if name is not None else "unknown",
+            name=text,
             memory_total_bytes=total,
             # Used includes the driver's reserved memory (NVML v2 reports it apart,
             # e.g. 608 MiB on an L40S), so that used + free = total as in v1.
@@ -127,6 +169,8 @@ class NvmlCollector:
             utilization=None if util is None else float(util) / 100.0,
             process_memory_bytes=self._process_memory(nv, h),
             hostname=self.hostname,
+            mig_profile=profile,
+            gpu_instance_id=gi,
         )
 
     def _memory(self, nv: Any, h: Any) -> tuple[int, int]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,11 +29,19 @@ from autoscaler.telemetry.base import failed
 from autoscaler.telemetry.snapshot import GpuSample, ModelCounters, ModelSample, Snapshot
 from autoscaler.telemetry.triton import (
     COUNTERS,
+    HISTOGRAM_BUCKET,
+    LATENCY_COUNTERS,
+    NAMESPACE_LABEL,
     REQUIRED,
     TelemetryReadError,
     TritonConfigReader,
+    histogram_of,
+    keep_apart,
+    le_bound,
     merge_config,
+    tls_reason,
 )
+from autoscaler.transport import NO_SECURITY, Security
 
 SOURCE = "prometheus"
 MIB = 1024**2
@@ -54,6 +62,13 @@ class DcgmQueries:
     uuid_labels: tuple[str, ...] = ("UUID", "uuid")  # `uuid` with the old namespace
     index_label: str = "gpu"
     name_label: str = "modelName"
+    # MIG: each GPU instance has series of its own, with the parent's UUID
+    mig_id_label: str = "GPU_I_ID"
+    mig_profile_label: str = "GPU_I_PROFILE"
+    # Kubernetes: labels dcgm-exporter adds to a copy of a GPU's series per pod using
+    # it (--kubernetes; with --kubernetes-virtual-gpus one per sharing pod, and FB_USED
+    # / GPU_UTIL per pod are that pod's processes only)
+    pod_labels: tuple[str, ...] = ("pod", "pod_name", "pod_uid")
 
 
 def _triton_counter_queries() -> dict[str, str]:
@@ -81,24 +96,33 @@ class TritonQueries:
     p95_queue: str = (
         f'max without (gpu_uuid) (nv_inference_queue_summary_us{{quantile="0.95",{SEL}}})'
     )
+    # cumulative first-response histogram buckets (`histogram_latencies=true`), `le` kept
+    histogram: str = f"sum without (gpu_uuid) ({HISTOGRAM_BUCKET}{{{SEL}}})"
     # the scrape time of the counters (the oldest, should targets differ)
     as_of: str = f"min(timestamp(nv_inference_request_success{{{SEL}}}))"
     model_label: str = "model"
     version_label: str = "version"
+    # Triton's --model-namespacing label (a Kubernetes scrape that also sets
+    # `namespace` renames Triton's to `exported_namespace`: set that here then)
+    namespace_label: str = NAMESPACE_LABEL
 
     def render(self, template: str) -> str:
         return template.replace(SEL, self.selector.strip().strip("{}"))
 
 
-def _client(url: str, timeout_s: float) -> Any:
+def _client(url: str, timeout_s: float, security: Security = NO_SECURITY) -> Any:
     from prometheus_api_client import PrometheusConnect
     from urllib3.util.retry import Retry
 
     # The client's default retries 3 times with 1 s backoff on connection errors
     # and 5xx: with Prometheus down that is ~6 s per query, far past one tick.
-    # One try; the next tick is the retry.
+    # One try; the next tick is the retry. The session verifies TLS (the system's
+    # CAs or tls.ca_file), presents the client certificate and sends the credential.
     return PrometheusConnect(
-        url=url, disable_ssl=True, retry=Retry(total=0, raise_on_status=False), timeout=timeout_s
+        url=url,
+        session=security.session(),
+        retry=Retry(total=0, raise_on_status=False),
+        timeout=timeout_s,
     )
 
 
@@ -130,9 +154,14 @@ def _reason(url: str, promql: str, exc: Exception) -> str:
 
     if isinstance(exc, requests.Timeout):
         return f"timed out querying {url}"
+    if isinstance(exc, requests.exceptions.SSLError):
+        return f"TLS with {url} failed: {tls_reason(exc)}"
     if isinstance(exc, requests.ConnectionError):
         return f"cannot reach Prometheus at {url}"
     text = str(exc).strip().replace("\n", " ")[:200]
+    for code, what in (("401", "needs credentials"), ("403", "refused the credentials")):
+        if text.startswith(f"HTTP Status Code {code}"):
+            return f"Prometheus at {url} {what} (HTTP {code}): see telemetry.prometheus.auth"
     return f"query {promql!r} failed at {url}: {type(exc).__name__}: {text}"
 
 
@@ -153,12 +182,13 @@ class PrometheusGpuSource:
         hostname: str | None = None,
         queries: DcgmQueries | None = None,
         client: Any = None,
+        security: Security = NO_SECURITY,
     ) -> None:
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
         self.hostname = hostname
         self.q = queries or DcgmQueries()
-        self._client = client or _client(self.url, timeout_s)
+        self._client = client or _client(self.url, timeout_s, security)
 
     def collect(self, now: float) -> Snapshot:
         r = _Reader(self._client, self.url, self.timeout_s, now)
@@ -166,34 +196,59 @@ class PrometheusGpuSource:
             series = {k: r.query(getattr(self.q, k)) for k in ("used", "free", "reserved", "util")}
         except TelemetryReadError as exc:
             return failed(now, SOURCE, str(exc))
-        rows: dict[tuple[str, str], dict[str, Any]] = {}
+        q = self.q
+        # (host, UUID, GPU instance id) → kind → (device-level values, per-pod values)
+        seen: dict[_GpuKey, dict[str, tuple[list[float], list[float]]]] = {}
+        labels_of: dict[_GpuKey, Mapping[str, str]] = {}
         for kind, result in series.items():
             for s in result:
                 labels = s.get("metric", {})
-                host = _first(labels, self.q.hostname_labels)
+                host = _first(labels, q.hostname_labels)
                 if self.hostname is not None and host != self.hostname:
                     continue
-                uuid = _first(labels, self.q.uuid_labels)
-                row = rows.setdefault((host, uuid), {"labels": labels})
-                row[kind] = _value(s)
-        if not rows:
+                gi = labels.get(q.mig_id_label, "")
+                key = (host, _first(labels, q.uuid_labels), gi)
+                device, per_pod = seen.setdefault(key, {}).setdefault(kind, ([], []))
+                (per_pod if any(p in labels for p in q.pod_labels) else device).append(_value(s))
+                # the labels of a device-level series where there is one (deterministic)
+                if key not in labels_of or not any(p in labels for p in q.pod_labels):
+                    labels_of[key] = labels
+        if not seen:
             where = f" for host {self.hostname!r}" if self.hostname else ""
             return failed(now, SOURCE, f"no DCGM series{where} in {self.url} ({self.q.used})")
+        # a MIG GPU's slices are its bins: a series of the parent itself is left out
+        sliced = {(h, u) for h, u, gi in seen if gi}
+        keys = [k for k in seen if k[2] or (k[0], k[1]) not in sliced]
+        keys.sort(key=lambda k: _order(labels_of[k], q, k[2]))
         gpus, errors = [], []
-        for (host, uuid), row in sorted(rows.items(), key=lambda kv: _order(kv[1], self.q)):
+        mig_hosts = {h for h, _, gi in keys if gi}
+        position: dict[str, int] = {}
+        for key in keys:
+            host, uuid, gi = key
+            row = {kind: _pick(kind, *vals) for kind, vals in seen[key].items()}
             if "used" not in row or "free" not in row:
                 errors.append(f"{SOURCE}: GPU {uuid} on {host!r} lacks FB used/free; left out")
                 continue
-            gpus.append(self._sample(host, uuid, row))
+            index = int(labels_of[key].get(q.index_label, -1))
+            if host in mig_hosts:  # slices of one GPU share its `gpu` label
+                index = position[host] = position.get(host, -1) + 1
+            gpus.append(self._sample(host, uuid, gi, index, row, labels_of[key]))
         return Snapshot(taken_at=now, gpus=tuple(gpus), errors=tuple(errors), sources=(SOURCE,))
 
-    def _sample(self, host: str, uuid: str, row: Mapping[str, Any]) -> GpuSample:
+    def _sample(
+        self,
+        host: str,
+        uuid: str,
+        gi: str,
+        index: int,
+        row: Mapping[str, float],
+        labels: Mapping[str, str],
+    ) -> GpuSample:
         used_mib, free_mib = round(row["used"]), round(row["free"])
         reserved_mib = round(row.get("reserved", 0.0))
         util = row.get("util")
-        labels = row["labels"]
         return GpuSample(
-            index=int(labels.get(self.q.index_label, -1)),
+            index=index,
             uuid=uuid,
             name=labels.get(self.q.name_label, ""),
             memory_total_bytes=(used_mib + free_mib + reserved_mib) * MIB,
@@ -202,7 +257,25 @@ class PrometheusGpuSource:
             memory_free_bytes=free_mib * MIB,
             utilization=None if util is None or not math.isfinite(util) else util / 100.0,
             hostname=host,
+            mig_profile=labels.get(self.q.mig_profile_label, "") if gi else "",
+            gpu_instance_id=int(gi) if gi.isdigit() else None,
         )
+
+
+_GpuKey = tuple[str, str, str]
+
+
+def _pick(kind: str, device: list[float], per_pod: list[float]) -> float:
+    """One value per GPU and field, whatever the order of the series.
+
+    dcgm-exporter in Kubernetes repeats a GPU's series once per pod using it; with
+    virtual GPUs FB_USED and GPU_UTIL per pod hold only that pod's processes, beside
+    the GPU's own series (no pod labels), which is the one taken. Without one, copies
+    of the device value agree; if they do not, the cautious one: the most used,
+    reserved or busy, the least free.
+    """
+    vals = device or per_pod
+    return min(vals) if kind == "free" else max(vals)
 
 
 def _first(labels: Mapping[str, str], names: tuple[str, ...]) -> str:
@@ -212,10 +285,13 @@ def _first(labels: Mapping[str, str], names: tuple[str, ...]) -> str:
     return ""
 
 
-def _order(row: Mapping[str, Any], q: DcgmQueries) -> tuple[str, int]:
-    labels = row["labels"]
+def _order(labels: Mapping[str, str], q: DcgmQueries, gi: str) -> tuple[str, int, int]:
     idx = labels.get(q.index_label, "")
-    return (_first(labels, q.hostname_labels), int(idx) if str(idx).isdigit() else 1 << 30)
+    return (
+        _first(labels, q.hostname_labels),
+        int(idx) if str(idx).isdigit() else 1 << 30,
+        int(gi) if gi.isdigit() else -1,
+    )
 
 
 class PrometheusModelSource:
@@ -231,12 +307,13 @@ class PrometheusModelSource:
         queries: TritonQueries | None = None,
         configs: TritonConfigReader | None = None,
         client: Any = None,
+        security: Security = NO_SECURITY,
     ) -> None:
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
         self.q = queries or TritonQueries()
         self.configs = configs
-        self._client = client or _client(self.url, timeout_s)
+        self._client = client or _client(self.url, timeout_s, security)
 
     def collect(self, now: float) -> Snapshot:
         r = _Reader(self._client, self.url, self.timeout_s, now)
@@ -246,10 +323,11 @@ class PrometheusModelSource:
             pending = r.query(q.render(q.pending))
             p95_req = r.query(q.render(q.p95_request))
             p95_queue = r.query(q.render(q.p95_queue))
+            histogram = r.query(q.render(q.histogram))
             as_of = r.query(q.render(q.as_of))
         except TelemetryReadError as exc:
             return failed(now, SOURCE, str(exc))
-        models = self._models(counters, pending, p95_req, p95_queue)
+        models = self._models(counters, pending, p95_req, p95_queue, histogram)
         if not models:
             what = q.render(q.counters["request_success"])
             return failed(now, SOURCE, f"no Triton series in {self.url} for {what} (target down?)")
@@ -272,13 +350,15 @@ class PrometheusModelSource:
         pending: list[dict[str, Any]],
         p95_req: list[dict[str, Any]],
         p95_queue: list[dict[str, Any]],
+        histogram: list[dict[str, Any]] | None = None,
     ) -> dict[str, ModelSample]:
-        ml, vl = self.q.model_label, self.q.version_label
+        vl = self.q.version_label
+        key = self._key
         sums: dict[str, dict[str, float]] = {}
         versions: dict[str, set[str]] = {}
         for fld, result in counters.items():
             for s in result:
-                name = s.get("metric", {}).get(ml)
+                name = key(s.get("metric", {}))
                 if name is None:
                     continue
                 # several series per model remain when versions or targets differ
@@ -286,33 +366,55 @@ class PrometheusModelSource:
                 sums[name][fld] = sums[name].get(fld, 0.0) + _value(s)
                 versions.setdefault(name, set()).add(s["metric"].get(vl, ""))
         required = {COUNTERS[m]: m for m in REQUIRED}
-        pend = _by_model(pending, ml, sum)
-        p95r = _by_model(p95_req, ml, max)  # quantiles cannot be added: keep the worst
-        p95q = _by_model(p95_queue, ml, max)
+        timed = [COUNTERS[m] for m in LATENCY_COUNTERS]
+        pend = _by_model(pending, key, sum)
+        p95r = _by_model(p95_req, key, max)  # quantiles cannot be added: keep the worst
+        p95q = _by_model(p95_queue, key, max)
+        buckets: dict[str, dict[float, float]] = {}
+        for s in histogram or ():
+            labels = s.get("metric", {})
+            name, bound, v = key(labels), le_bound(labels.get("le")), _value(s)
+            if name is not None and bound is not None and math.isfinite(v):
+                b = buckets.setdefault(name, {})
+                b[bound] = b.get(bound, 0.0) + v  # versions and targets add up
         out: dict[str, ModelSample] = {}
         for name, got in sums.items():
             missing = tuple(metric for fld, metric in required.items() if fld not in got)
             out[name] = ModelSample(
                 name=name,
                 version=max(versions[name] - {""}, key=_version_key, default="1"),
-                counters=None if missing else ModelCounters(**got),
+                counters=None
+                if missing
+                else ModelCounters(**{f: got.get(f, 0.0) for f in COUNTERS.values()}),
                 pending_requests=pend.get(name),
                 p95_request_us=p95r.get(name),
                 p95_queue_us=p95q.get(name),
                 missing_series=missing,
+                latency_counters=all(f in got for f in timed),
+                first_response_histogram=histogram_of(buckets.get(name)),
             )
-        return out
+        return keep_apart(out)
+
+    def _key(self, labels: Mapping[str, str]) -> str | None:
+        """The model of a series (`NAMESPACE::NAME` under Triton's model namespacing)."""
+        name = labels.get(self.q.model_label)
+        if name is None:
+            return None
+        ns = labels.get(self.q.namespace_label)
+        return f"{ns}::{name}" if ns else name
 
 
 def _version_key(v: str) -> tuple[bool, int, str]:
     return (v.isdigit(), int(v) if v.isdigit() else 0, v)
 
 
-def _by_model(result: list[dict[str, Any]], label: str, combine: Any) -> dict[str, float]:
+def _by_model(
+    result: list[dict[str, Any]], key: Callable[[Mapping[str, str]], str | None], combine: Any
+) -> dict[str, float]:
     """Per-model value, combining several series (versions, targets); NaN = unknown."""
     values: dict[str, list[float]] = {}
     for s in result:
-        name = s.get("metric", {}).get(label)
+        name = key(s.get("metric", {}))
         v = _value(s)
         if name is not None and math.isfinite(v):
             values.setdefault(name, []).append(v)

@@ -8,7 +8,7 @@ Times are Unix seconds passed in as values (never read from a clock here).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 
 
@@ -23,6 +23,12 @@ class GpuSample:
     utilization: float | None  # 0.0–1.0 (DCGM's percent and NVML's percent are converted)
     process_memory_bytes: int | None = None  # memory of the Triton process(es), where known
     hostname: str = ""
+    # A MIG GPU instance is a GPU of its own here (its own memory bin): its profile
+    # (e.g. "3g.40gb") and GPU instance id on the parent GPU `uuid` names; "" / None
+    # for a whole GPU. `index` is then the slice's place in the host's order of
+    # (parent GPU, GPU instance), as nvidia-smi -L lists MIG devices.
+    mig_profile: str = ""
+    gpu_instance_id: int | None = None
 
     @property
     def memory_total_gb(self) -> float:
@@ -60,6 +66,19 @@ class ModelCounters:
 
 
 @dataclass(frozen=True)
+class LatencyHistogram:
+    """A cumulative Prometheus histogram: requests with latency ≤ each bound, since start.
+
+    Triton's `nv_inference_first_response_histogram_ms` (`histogram_latencies=true`),
+    summed over `gpu_uuid` and versions. `bounds_ms` ascend and end with +inf;
+    `counts` are cumulative (the `le` buckets), so counts[-1] is every request.
+    """
+
+    bounds_ms: tuple[float, ...]
+    counts: tuple[float, ...]
+
+
+@dataclass(frozen=True)
 class ModelSample:
     name: str
     version: str = "1"
@@ -71,6 +90,15 @@ class ModelSample:
     p95_queue_us: float | None = None
     # Required counter series the source did not find (why `counters` is None).
     missing_series: tuple[str, ...] = ()
+    # False when Triton exports no latency counters (`--metrics-config
+    # counter_latencies=false`): the duration fields of `counters` are then 0.0
+    # placeholders, not measurements; the counts are real.
+    latency_counters: bool = True
+    # Triton's first-response latency histogram, when it exports one (else None).
+    first_response_histogram: LatencyHistogram | None = None
+    # Why Triton's API cannot address this model by its name (two models of the same
+    # name from different repositories under --model-namespacing); "" when it can.
+    unaddressable: str = ""
     # Instances serving now, where the source tells them from instances still loading
     # (the simulator: a new instance serves only after its start-up delay). None: every
     # configured instance serves, as with Triton, which swaps a model's config in only
@@ -138,6 +166,20 @@ class ModelWindow:
     # from the pending gauge and the compute-duration counters; None if not known.
     # Unlike `concurrency` it does not lag or overshoot when a queue builds or drains.
     in_server: float | None = None
+    # Requests that arrived per second: answered and failed ones plus the growth of the
+    # queue over the window (what clients sent, whether or not it was served yet).
+    arrival_rps: float | None = None
+    p95_queue_ms: float | None = None  # from Triton's queue summary, when exported
+    span_s: float | None = None  # seconds between the window's first and last read
+    inferences_per_s: float | None = None
+    avg_batch: float | None = None  # inferences per execution (1 for sequential models)
+    # Compute time of one execution: a request's (sequential) or a whole batch's.
+    execution_ms: float | None = None
+    # Share of the time each instance spent executing (executions × execution_ms /
+    # span / instances): what GPU utilisation shows for one instance per GPU.
+    busy_share: float | None = None
+    # What is estimated rather than measured in this window, one sentence each (e.g.
+    # no latency counters: requests in flight are an upper bound); () when nothing is.
+    degraded: tuple[str, ...] = ()
     # The latest read's `ModelSample.ready_instances` (None: every instance serves).
     ready_instances: int | None = None
-    extra: dict[str, float] = field(default_factory=dict)

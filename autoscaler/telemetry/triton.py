@@ -23,7 +23,7 @@ import threading
 import time
 import zlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -32,12 +32,22 @@ import urllib3
 from prometheus_client.parser import text_string_to_metric_families
 
 from autoscaler.telemetry.base import failed
-from autoscaler.telemetry.snapshot import InstanceGroup, ModelCounters, ModelSample, Snapshot
+from autoscaler.telemetry.snapshot import (
+    InstanceGroup,
+    LatencyHistogram,
+    ModelCounters,
+    ModelSample,
+    Snapshot,
+)
+from autoscaler.transport import NO_SECURITY, Security
 
 SOURCE = "triton"
 
-# Triton counter → ModelCounters field. The first four are required: without them
+# Triton counter → ModelCounters field. The first two are required: without them
 # no rate in window.py can be computed, so a model lacking one has counters=None.
+# The next two are the latency counters: absent under `--metrics-config
+# counter_latencies=false` (with the compute ones), when the model is kept with
+# `latency_counters=False` and 0.0 in their place.
 COUNTERS: dict[str, str] = {
     "nv_inference_request_success": "request_success",
     "nv_inference_request_failure": "request_failure",
@@ -49,15 +59,19 @@ COUNTERS: dict[str, str] = {
     "nv_inference_count": "inference_count",
     "nv_inference_exec_count": "execution_count",
 }
-REQUIRED = (
-    "nv_inference_request_success",
-    "nv_inference_request_failure",
-    "nv_inference_request_duration_us",
-    "nv_inference_queue_duration_us",
-)
+REQUIRED = ("nv_inference_request_success", "nv_inference_request_failure")
+LATENCY_COUNTERS = ("nv_inference_request_duration_us", "nv_inference_queue_duration_us")
 PENDING = "nv_inference_pending_request_count"
 REQUEST_SUMMARY = "nv_inference_request_summary_us"
 QUEUE_SUMMARY = "nv_inference_queue_summary_us"
+# `histogram_latencies=true`: request → first response, ms; buckets 100, 500, 2000,
+# 5000 by default, per model with `model_metrics { metric_control ... }` (Triton core
+# src/metrics.cc, metric_model_reporter.h). For a model that is not decoupled the
+# first response is the response.
+FIRST_RESPONSE_HISTOGRAM = "nv_inference_first_response_histogram_ms"
+HISTOGRAM_BUCKET = FIRST_RESPONSE_HISTOGRAM + "_bucket"
+# `--model-namespacing=true` adds this label (the model's repository) to every series
+NAMESPACE_LABEL = "namespace"
 DEFAULT_METRICS_PORT = 8002
 
 
@@ -85,19 +99,30 @@ def http_host_port(url: str, default_port: int = 8000) -> str:
     return f"{host}:{port}"
 
 
+def url_scheme(url: str) -> str:
+    """'https' for an https:// endpoint, else 'http' (a bare host:port is plain HTTP)."""
+    return "https" if url.strip().lower().startswith("https://") else "http"
+
+
 def derive_metrics_url(triton_url: str) -> str:
-    """Triton serves /metrics on its own port (8002 by default) on the same host."""
+    """Triton serves /metrics on its own port (8002 by default) on the same host and scheme."""
     host = http_host_port(triton_url).rsplit(":", 1)[0]
-    return f"http://{host}:{DEFAULT_METRICS_PORT}/metrics"
+    return f"{url_scheme(triton_url)}://{host}:{DEFAULT_METRICS_PORT}/metrics"
 
 
 class MetricsClient:
-    """GETs of one `/metrics` URL on a kept-alive connection (see `fetch_text`)."""
+    """GETs of one `/metrics` URL on a kept-alive connection (see `fetch_text`).
 
-    def __init__(self, url: str) -> None:
+    `security` adds the credential's header to every request and, for https, the
+    CA bundle and client certificate (the server's certificate is always verified).
+    """
+
+    def __init__(self, url: str, security: Security = NO_SECURITY) -> None:
         self.url = url
         parts = urlsplit(url)
         self.plain = parts.scheme == "http"
+        self.security = security
+        self._headers = security.plain_headers()
         self._netloc = parts.netloc
         self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self._conn: http.client.HTTPConnection | None = None
@@ -105,7 +130,7 @@ class MetricsClient:
 
     def session(self) -> requests.Session:
         if self._session is None:
-            self._session = requests.Session()
+            self._session = self.security.session()
         return self._session
 
     def response(self, timeout_s: float) -> tuple[http.client.HTTPResponse, socket.socket]:
@@ -118,7 +143,7 @@ class MetricsClient:
             elif self._conn.sock is not None:
                 self._conn.sock.settimeout(timeout_s)
             try:
-                self._conn.request("GET", self._path)
+                self._conn.request("GET", self._path, headers=self._headers)
                 # getresponse drops conn.sock when the server says it will close
                 sock = self._conn.sock
                 resp = self._conn.getresponse()
@@ -253,6 +278,8 @@ def _fetch_with_requests(session: requests.Session, url: str, timeout_s: float) 
                     raise TelemetryReadError(f"timed out after {timeout_s:g} s reading {url}")
     except (requests.Timeout, urllib3.exceptions.TimeoutError):
         raise TelemetryReadError(f"timed out after {timeout_s:g} s reading {url}") from None
+    except requests.exceptions.SSLError as exc:
+        raise TelemetryReadError(f"TLS with {url} failed: {tls_reason(exc)}") from None
     except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
         raise TelemetryReadError(f"cannot read {url}: {_short(exc)}") from None
     try:
@@ -264,6 +291,20 @@ def _fetch_with_requests(session: requests.Session, url: str, timeout_s: float) 
 def _short(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     # urllib3 messages repeat the URL and the pool object; the tail is the cause
+    if "Caused by" in text:
+        text = text.split("Caused by", 1)[1].strip(" ()")
+    if "Failed to establish a new connection: " in text:
+        text = text.split("Failed to establish a new connection: ", 1)[1].strip(" ()'\"")
+    return text[:200]
+
+
+def tls_reason(exc: BaseException) -> str:
+    """The part of a TLS failure that says why (e.g. 'certificate verify failed: ...')."""
+    text = str(exc).replace("\n", " ")
+    marker = "certificate verify failed"
+    if marker in text:
+        tail = text.rsplit(marker, 1)[1].split("(_ssl.c")[0].strip(" ]:)('\"")
+        return f"{marker}: {tail}".rstrip(": ")
     if "Caused by" in text:
         text = text.split("Caused by", 1)[1].strip(" ()")
     return text[:200]
@@ -278,6 +319,7 @@ class _Acc:
     pending: float | None = None
     p95_request_us: float | None = None
     p95_queue_us: float | None = None
+    buckets: dict[float, float] = field(default_factory=dict)  # le bound → cumulative count
 
 
 def parse_metrics(text: str, quantile: float = 0.95) -> dict[str, ModelSample]:
@@ -306,6 +348,8 @@ def parse_metrics_full(text: str, quantile: float = 0.95) -> dict[str, ModelSamp
     try:
         # The parser is lazy: malformed lines raise while iterating, so iterate here.
         for family in text_string_to_metric_families(text):
+            if family.type == "histogram" and family.name != FIRST_RESPONSE_HISTOGRAM:
+                continue
             for s in family.samples:
                 name = s.name
                 if family.type == "counter":
@@ -317,7 +361,53 @@ def parse_metrics_full(text: str, quantile: float = 0.95) -> dict[str, ModelSamp
                 _take(acc, name, s.labels, float(s.value), quantile)
     except ValueError as exc:
         raise TelemetryReadError(f"not Prometheus text format: {_short(exc)}") from None
-    return {name: _sample(name, a) for name, a in acc.items()}
+    return keep_apart({name: _sample(name, a) for name, a in acc.items()})
+
+
+def model_key(labels: Mapping[str, str]) -> str | None:
+    """The model a series belongs to: its name, or `NAMESPACE::NAME` under model namespacing.
+
+    `keep_apart` gives a namespaced model its plain name back when no other namespace
+    has a model of that name: Triton's API addresses it by name alone then.
+    """
+    model = labels.get("model")
+    if model is None:
+        return None
+    ns = labels.get(NAMESPACE_LABEL)
+    return f"{ns}::{model}" if ns else model
+
+
+def keep_apart(samples: dict[str, ModelSample]) -> dict[str, ModelSample]:
+    """Plain names for namespaced models whose name is unique; the others kept apart.
+
+    Two repositories with a model of the same name under `--model-namespacing`:
+    Triton keeps two models (series labelled `namespace`), but its HTTP API cannot
+    address either by name ("There are 2 identifiers of model 'm' in global map,
+    model namespace must be provided"), so their instance counts cannot be read or
+    changed: they are reported apart, each marked `unaddressable`.
+    """
+    if not any("::" in k for k in samples):
+        return samples
+    by_name: dict[str, list[str]] = {}
+    for key in samples:
+        by_name.setdefault(key.rpartition("::")[2], []).append(key)
+    out: dict[str, ModelSample] = {}
+    for key, m in samples.items():
+        name = key.rpartition("::")[2]
+        keys = by_name[name]
+        if "::" not in key or len(keys) == 1:
+            out[name] = replace(m, name=name) if m.name != name else m
+            continue
+        out[key] = replace(
+            m,
+            name=key,
+            unaddressable=(
+                f"{len(keys)} models named '{name}' from different repositories "
+                "(--model-namespacing): Triton's model API cannot tell them apart by name, "
+                "so their instances can be neither read nor changed"
+            ),
+        )
+    return out
 
 
 # -- the fast path of parse_metrics -------------------------------------------------------
@@ -351,6 +441,7 @@ def parse_metrics_full(text: str, quantile: float = 0.95) -> dict[str, ModelSamp
 _PREFIX = "nv_inference_"
 # Where each family's value goes in a per-model row.
 _FIELDS: tuple[str, ...] = (*COUNTERS, PENDING, REQUEST_SUMMARY, QUEUE_SUMMARY)
+_NAMES: tuple[str, ...] = (*_FIELDS, HISTOGRAM_BUCKET)
 _FIELD = {name: i for i, name in enumerate(_FIELDS)}
 _N_COUNTERS = len(COUNTERS)
 _NF = len(_FIELDS)
@@ -376,7 +467,7 @@ def _alternation(words: Iterable[str]) -> str:
 
 
 # One of our names, or one of them + _total (a full parse), as a whole metric name.
-_OUR_NAME = _PREFIX + _alternation(n[len(_PREFIX) :] for n in _FIELDS) + "(?:_total)?"
+_OUR_NAME = _PREFIX + _alternation(n[len(_PREFIX) :] for n in _NAMES) + "(?:_total)?"
 _NAME_END = "(?![a-zA-Z0-9_:])"
 # After a newline: a line starting with one of our names (group 1, the whole line);
 # or one that prometheus_client might read as ours some other way (group 1 empty).
@@ -395,7 +486,8 @@ _SERIES = re.compile(rf"([a-zA-Z_:][a-zA-Z0-9_:]*)\{{((?:{_LABEL_PAIR},)*{_LABEL
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="([^"]*)"')
 
 # How a series' value is used: (kind, slot in the rows, version slot, model index).
-_SKIP, _COUNTER, _GAUGE, _WORST = 0, 1, 2, 3
+# For a histogram bucket the slot indexes the reader's (model, bound) list instead.
+_SKIP, _COUNTER, _GAUGE, _WORST, _BUCKET = 0, 1, 2, 3, 4
 _Place = tuple[int, int, int, int]
 _SKIPPED: _Place = (_SKIP, 0, 0, 0)
 
@@ -422,19 +514,28 @@ class _MetricsReader:
         self.model_index: dict[str, int] = {}
         self.versions: list[tuple[int, str]] = []  # (model index, version label)
         self.version_index: dict[tuple[int, str], int] = {}
+        self.buckets: list[tuple[int, float]] = []  # (model index, le bound)
+        self.bucket_index: dict[tuple[int, float], int] = {}
 
     def place(self, name: str, labels: Mapping[str, str]) -> _Place:
         """Where a sample of `name` with `labels` goes (as `_take` would use it)."""
-        model = labels.get("model")
+        model = model_key(labels)
+        if name == HISTOGRAM_BUCKET and model is not None:
+            bound = le_bound(labels.get("le"))
+            if bound is None:
+                return _SKIPPED
+            mi = self._model(model)
+            bi = self.bucket_index.get((mi, bound))
+            if bi is None:
+                bi = self.bucket_index[(mi, bound)] = len(self.buckets)
+                self.buckets.append((mi, bound))
+            return (_BUCKET, bi, 0, mi)
         f = _FIELD.get(name)
         if model is None or f is None:
             return _SKIPPED  # server-wide series, or a name that is not ours
         if f > _N_COUNTERS and not _is_quantile(labels.get("quantile"), self.quantile):
             return _SKIPPED  # another quantile of the summaries
-        mi = self.model_index.get(model)
-        if mi is None:
-            mi = self.model_index[model] = len(self.models)
-            self.models.append(model)
+        mi = self._model(model)
         if f >= _N_COUNTERS:
             return (_GAUGE if f == _N_COUNTERS else _WORST, mi * _NF + f, 0, mi)
         pair = (mi, labels.get("version", ""))
@@ -444,13 +545,20 @@ class _MetricsReader:
             self.versions.append(pair)
         return (_COUNTER, mi * _NF + f, vi, mi)
 
+    def _model(self, model: str) -> int:
+        mi = self.model_index.get(model)
+        if mi is None:
+            mi = self.model_index[model] = len(self.models)
+            self.models.append(model)
+        return mi
+
     def _learn(self, series: str) -> _Place | None:
         """Where a canonical series goes (remembered); None if it is not canonical."""
         m = _SERIES.fullmatch(series)
         if m is None:
             return None
         name = m[1]
-        if name not in _FIELD:
+        if name not in _FIELD and name != HISTOGRAM_BUCKET:
             raise _FullParse  # NAME_total: its meaning depends on the TYPE line above
         pairs = _LABEL.findall(m[2])
         labels = dict(pairs)
@@ -502,6 +610,8 @@ class _MetricsReader:
                 old = vals[slot]
                 vals[slot] = (0.0 if old is None else old) + x
                 vseen[vi] = 1
+            elif kind == _BUCKET:
+                rows.bucket(slot, x)
             elif kind == _GAUGE:
                 old = vals[slot]
                 vals[slot] = (0.0 if old is None else old) + x
@@ -556,6 +666,7 @@ class _Rows:
     def __init__(self, reader: _MetricsReader) -> None:
         self.reader = reader
         self.vals: list[float | None] = []
+        self.bvals: dict[int, float] = {}  # bucket index → summed count (histograms are rare)
         self.vseen = bytearray()
         self.mseen = bytearray()
         self.order: list[int] = []
@@ -571,12 +682,21 @@ class _Rows:
         if len(self.vseen) < len(r.versions):
             self.vseen.extend(bytes(len(r.versions) - len(self.vseen)))
 
+    def bucket(self, bi: int, x: float) -> None:
+        self.bvals[bi] = self.bvals.get(bi, 0.0) + x  # summed over gpu_uuid and versions
+
     def add(self, where: _Place, x: float) -> None:
         """The fast loop's update, for a line prometheus_client read."""
         kind, slot, vi, mi = where
         if not kind:
             return
         self.grow()
+        if kind == _BUCKET:
+            if not self.mseen[mi]:
+                self.mseen[mi] = 1
+                self.order.append(mi)
+            self.bucket(slot, x)
+            return
         if not self.mseen[mi]:
             self.mseen[mi] = 1
             self.order.append(mi)
@@ -595,11 +715,16 @@ class _Rows:
             if seen:
                 mi, version = r.versions[vi]
                 versions.setdefault(mi, []).append(version)
+        buckets: dict[int, dict[float, float]] = {}
+        for bi, x in self.bvals.items():
+            mi, bound = r.buckets[bi]
+            buckets.setdefault(mi, {})[bound] = x
         out: dict[str, ModelSample] = {}
         for mi in self.order:
             name = r.models[mi]
             row = self.vals[mi * _NF : (mi + 1) * _NF]
             missing = tuple(m for m in REQUIRED if row[_FIELD[m]] is None)
+            latency = all(row[_FIELD[m]] is not None for m in LATENCY_COUNTERS)
             counters = None
             if not missing:
                 counters = ModelCounters(*(0.0 if v is None else v for v in row[:_N_COUNTERS]))
@@ -611,8 +736,10 @@ class _Rows:
                 p95_request_us=row[_N_COUNTERS + 1],
                 p95_queue_us=row[_N_COUNTERS + 2],
                 missing_series=missing,
+                latency_counters=latency,
+                first_response_histogram=histogram_of(buckets.get(mi)),
             )
-        return out
+        return keep_apart(out)
 
 
 _READERS: dict[float, _MetricsReader] = {}
@@ -632,9 +759,15 @@ def _reader(quantile: float) -> _MetricsReader:
 def _take(
     acc: dict[str, _Acc], name: str, labels: Mapping[str, str], value: float, q: float
 ) -> None:
-    model = labels.get("model")
+    model = model_key(labels)
     if model is None:
         return  # nv_gpu_*, nv_cpu_* and other server-wide series
+    if name == HISTOGRAM_BUCKET:
+        bound = le_bound(labels.get("le"))
+        if bound is not None:
+            a = acc.setdefault(model, _Acc())
+            a.buckets[bound] = a.buckets.get(bound, 0.0) + value
+        return
     if name in COUNTERS:
         a = acc.setdefault(model, _Acc())
         a.versions.add(labels.get("version", ""))
@@ -669,7 +802,8 @@ def _sample(name: str, a: _Acc) -> ModelSample:
     missing = tuple(m for m in REQUIRED if m not in a.sums)
     counters = None
     if not missing:
-        counters = ModelCounters(**{COUNTERS[k]: v for k, v in a.sums.items()})
+        # an absent latency counter is a 0.0 placeholder (latency_counters=False)
+        counters = ModelCounters(**{f: a.sums.get(m, 0.0) for m, f in COUNTERS.items()})
     return ModelSample(
         name=name,
         version=_latest(a.versions),
@@ -678,7 +812,28 @@ def _sample(name: str, a: _Acc) -> ModelSample:
         p95_request_us=a.p95_request_us,
         p95_queue_us=a.p95_queue_us,
         missing_series=missing,
+        latency_counters=all(m in a.sums for m in LATENCY_COUNTERS),
+        first_response_histogram=histogram_of(a.buckets),
     )
+
+
+def le_bound(le: str | None) -> float | None:
+    """A bucket's `le` label as a number ('+Inf' → inf); None if it is not one."""
+    if le is None:
+        return None
+    try:
+        v = float(le)
+    except ValueError:
+        return None
+    return None if math.isnan(v) else v
+
+
+def histogram_of(buckets: Mapping[float, float] | None) -> LatencyHistogram | None:
+    """Cumulative buckets in bound order; None without the +Inf bucket (not a histogram)."""
+    if not buckets or math.inf not in buckets:
+        return None
+    bounds = tuple(sorted(buckets))
+    return LatencyHistogram(bounds_ms=bounds, counts=tuple(buckets[b] for b in bounds))
 
 
 def _latest(versions: Iterable[str]) -> str:
@@ -697,6 +852,12 @@ class ModelState:
     ready: bool
     instance_groups: tuple[InstanceGroup, ...] = ()
     reason: str = ""
+    # Triton's answer when its API cannot address the model by name (namespacing)
+    unaddressable: str = ""
+
+
+# Triton's error for a model name that two namespaces (repositories) hold
+_AMBIGUOUS = "model namespace must be provided"
 
 
 # A kept config: (the model's index entries, when it was fetched, the state it gave).
@@ -731,11 +892,22 @@ class TritonConfigReader:
     every read fetches every config.
     """
 
-    def __init__(self, url: str, timeout_s: float = 1.0, *, max_age_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        timeout_s: float = 1.0,
+        *,
+        max_age_s: float = 0.0,
+        security: Security = NO_SECURITY,
+    ) -> None:
         self.url = http_host_port(url)
         self.timeout_s = timeout_s
         self.max_age_s = max_age_s
-        self._base = f"http://{self.url}/v2"
+        self.scheme = url_scheme(url)
+        self._base = f"{self.scheme}://{self.url}/v2"
+        self._headers = security.plain_headers()
+        # https: one verifying context for the reader's life (hostname checked)
+        self._tls = security.ssl_context() if self.scheme == "https" else None
         self._conn: http.client.HTTPConnection | None = None  # kept alive between reads
         # model → (its index entries, when its config was fetched, its state with groups)
         self._kept: dict[str, _Kept] = {}
@@ -783,7 +955,15 @@ class TritonConfigReader:
                 kept = self._kept.get(name)
                 if kept is None or kept[0] != sig or not self._fresh(name, kept[1], now):
                     self.fetches += 1
-                    config = self._call("GET", f"/models/{quote(name, safe='')}/config")
+                    try:
+                        config = self._call("GET", f"/models/{quote(name, safe='')}/config")
+                    except TelemetryReadError as exc:
+                        if _AMBIGUOUS not in str(exc):
+                            raise
+                        # two repositories hold a model of this name: this one model
+                        # cannot be read, the others can
+                        states[name] = ModelState(name, version, True, (), reason, str(exc))
+                        continue
                     if not isinstance(config, dict):
                         raise _BadAnswer(f"the config of {name!r} is not an object")
                     st = ModelState(name, version, True, instance_groups(config), reason)
@@ -828,9 +1008,14 @@ class TritonConfigReader:
         for attempt in (0, 1):
             reused = self._conn is not None
             if self._conn is None:
-                self._conn = http.client.HTTPConnection(self.url, timeout=self.timeout_s)
+                self._conn = self._connect()
             try:
-                self._conn.request(method, "/v2" + path, body=b"" if method == "POST" else None)
+                self._conn.request(
+                    method,
+                    "/v2" + path,
+                    body=b"" if method == "POST" else None,
+                    headers=self._headers,
+                )
                 resp = self._conn.getresponse()
                 status, body = resp.status, resp.read()
                 break
@@ -848,6 +1033,27 @@ class TritonConfigReader:
             return json.loads(body)
         except ValueError:
             raise TelemetryReadError(f"{url} did not answer JSON: {body[:100]!r}") from None
+
+    def _connect(self) -> http.client.HTTPConnection:
+        if self._tls is not None:
+            return http.client.HTTPSConnection(
+                self.url, timeout=self.timeout_s, context=self._tls
+            )
+        return http.client.HTTPConnection(self.url, timeout=self.timeout_s)
+
+    def config(self, model: str) -> dict[str, Any]:
+        """The model's config as Triton serves it (`GET v2/models/NAME/config`).
+
+        Raises TelemetryReadError with the reason.
+        """
+        try:
+            config = self._call("GET", f"/models/{quote(model, safe='')}/config")
+        except TelemetryReadError as exc:
+            self._reset_connection()
+            raise TelemetryReadError(f"cannot read the config of {model!r}: {exc}") from None
+        if not isinstance(config, dict):
+            raise TelemetryReadError(f"the config of {model!r} is not an object")
+        return config
 
     def _reset_connection(self) -> None:
         # a connection broken mid-answer must not poison the next read
@@ -879,6 +1085,11 @@ def merge_config(
     out: dict[str, ModelSample] = {}
     for name, st in states.items():
         m = metrics.get(name)
+        if st.unaddressable and m is None:
+            if any(k.endswith(f"::{name}") for k in metrics):
+                continue  # its namespaced series stand for it, kept apart
+            out[name] = ModelSample(name=name, version=st.version, unaddressable=st.unaddressable)
+            continue
         if m is None:
             # Listed but not loaded (or just loaded, before its series exist).
             out[name] = ModelSample(
@@ -899,6 +1110,9 @@ def merge_config(
             p95_request_us=m.p95_request_us,
             p95_queue_us=m.p95_queue_us,
             missing_series=m.missing_series,
+            latency_counters=m.latency_counters,
+            first_response_histogram=m.first_response_histogram,
+            unaddressable=m.unaddressable,
         )
     for name, m in metrics.items():
         out.setdefault(name, m)
@@ -925,13 +1139,16 @@ class TritonCollector:
         timeout_s: float = 1.0,
         quantile: float = 0.95,
         config_max_age_s: float = 0.0,
+        security: Security = NO_SECURITY,
     ) -> None:
         self.url = http_host_port(url)
         self.metrics_url = metrics_url or derive_metrics_url(url)
         self.timeout_s = timeout_s
         self.quantile = quantile
-        self._metrics = MetricsClient(self.metrics_url)
-        self._configs = TritonConfigReader(url, timeout_s=timeout_s, max_age_s=config_max_age_s)
+        self._metrics = MetricsClient(self.metrics_url, security)
+        self._configs = TritonConfigReader(
+            url, timeout_s=timeout_s, max_age_s=config_max_age_s, security=security
+        )
         self._completed: dict[str, float] = {}  # per model: requests completed, last read
 
     def collect(self, now: float) -> Snapshot:

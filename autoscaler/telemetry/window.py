@@ -14,8 +14,16 @@ Triton adds a request's duration when it completes, so a request that straddles
 (in-flight requests × their latency) / window, e.g. 4 × 1.1 s / 30 s ≈ 15 % at
 worst for NeMo 5B at its optimum, and about zero on average over many windows.
 
-p95 comes only from Triton's summaries (a sliding window inside Triton, not ours);
-without one it is None: a quantile cannot be recovered from sums and counts.
+p95 comes from Triton's summaries (a sliding window inside Triton, not ours)
+when it exports them; else from its first-response histogram (`histogram_latencies
+=true`) over this window, the buckets' differences interpolated as Prometheus's
+histogram_quantile does; without either it is None: a quantile cannot be
+recovered from sums and counts.
+
+Without latency counters (`counter_latencies=false`) latency, queue time and
+Little's-law concurrency are unknown (None); requests in flight are estimated
+from what remains, the pending gauge and the inference/execution counts, as an
+upper bound (every instance busy), and the window's `degraded` says so.
 
 Anything that would make these numbers wrong yields `valid=False` with a reason:
 a counter that went down (server restart, unload+load), a model that appeared or
@@ -108,6 +116,19 @@ def in_server(name: str, snapshots: Sequence[Snapshot], since: float, now: float
     reads as 8.4 executing on top of the batch still running. Nothing can execute
     beyond instances × average batch (1 × 16 for 20B, 4 × 1 for four 5B instances),
     so the executing part is capped there.
+
+    The pending gauge is one instant, and an instant between two batches is not the
+    interval: on the real server, 16 closed-loop clients on one 20B instance showed
+    0 pending in almost every read (Triton's own queue time: 0.03 requests waiting
+    on average), but 16 in a read that fell in the few ms after a batch returned,
+    when all 16 clients had sent again and the next batch was not yet dispatched.
+    Weighting that read by its whole 1 s interval added 16 / 6 = 2.7 to a 6 s window:
+    18.7 in flight for 16 clients, one instance too many. So a queue counts over an
+    interval only as far as it was there at both ends (`_queued`); a rise within the
+    interval counts at once, too, but only beyond one batch per instance — that much
+    may be the next batch gathering while the last one returns. A real surge on the
+    5B (3 → 15 queued behind one instance) reads 3 + (12 − 1) = 14 in its first
+    interval and 15 from the next; a burst of 16 on the 20B between batches reads 0.
     """
     pend = weight = busy_us = infers = execs = inst_s = 0.0
     prev: tuple[float, ModelSample] | None = None
@@ -122,12 +143,12 @@ def in_server(name: str, snapshots: Sequence[Snapshot], since: float, now: float
             t0, a = prev
             dt = t - t0
             if dt > 0 and cur.pending_requests is not None and a.counters and cur.counters:
-                d_busy = _compute_us(cur.counters) - _compute_us(a.counters)
+                d_busy = _busy_us(a, cur, dt)
                 d_inf = cur.counters.inference_count - a.counters.inference_count
                 d_exe = cur.counters.execution_count - a.counters.execution_count
                 ok = min(d_busy, d_inf, d_exe) >= 0  # a reset inside: skip that interval
                 if ok and math.isfinite(d_busy) and math.isfinite(cur.pending_requests):
-                    pend += cur.pending_requests * dt
+                    pend += _queued(a, cur, d_inf, d_exe) * dt
                     weight += dt
                     busy_us += d_busy
                     infers += d_inf
@@ -138,6 +159,27 @@ def in_server(name: str, snapshots: Sequence[Snapshot], since: float, now: float
     if weight <= 0 or last is None:
         return None
     return _in_server_value(pend, weight, busy_us, infers, execs, inst_s)
+
+
+def _queued(a: ModelSample, b: ModelSample, d_inf: float, d_exe: float) -> float:
+    """Requests queued over the interval from read `a` to read `b` (see `in_server`).
+
+    The queue seen at both ends counts in full; what rose in between counts beyond
+    one batch per instance (the interval's average batch, or the model's since it
+    was loaded when no batch ended in the interval).
+    """
+    q1 = b.pending_requests
+    assert q1 is not None
+    q0 = a.pending_requests
+    if q0 is None or not math.isfinite(q0):
+        q0 = 0.0
+    if d_exe > 0:
+        batch = d_inf / d_exe
+    else:
+        c = b.counters
+        batch = c.inference_count / c.execution_count if c and c.execution_count > 0 else 1.0
+    held = min(q0, q1)
+    return held + max(0.0, q1 - held - b.instances * max(batch, 1.0))
 
 
 def _in_server_value(
@@ -154,6 +196,86 @@ def _in_server_value(
 
 def _compute_us(c: ModelCounters) -> float:
     return c.compute_input_duration_us + c.compute_infer_duration_us + c.compute_output_duration_us
+
+
+def _busy_us(a: ModelSample, b: ModelSample, gap: float) -> float:
+    """Compute time spent between two reads: Δ of Triton's compute counters.
+
+    Without latency counters (`counter_latencies=false` removes the compute ones
+    too) every instance is taken to be busy for the whole gap, at the interval's
+    average batch (inferences / executions; 1 when they do not move: Triton core's
+    MetricModelReporter::IncrementCounter returns early for *every* counter when
+    latency counters are off, so on Triton up to at least 2.51 the success,
+    inference and execution counts stay 0): an upper bound of what executes, as
+    Triton counts executing requests nowhere. With the pending gauge it keeps the
+    in-flight figure from ever reading low: 5B with 16 users on one instance reads
+    15 queued + 1 executing = 16, as measured; idle instances read 1 each, so
+    scale-down goes to n / target at most (4 idle 5B → ceil(4 / 4) = 1).
+    """
+    assert a.counters is not None and b.counters is not None
+    if a.latency_counters and b.latency_counters:
+        return _compute_us(b.counters) - _compute_us(a.counters)
+    d_inf = b.counters.inference_count - a.counters.inference_count
+    d_exe = b.counters.execution_count - a.counters.execution_count
+    batch = d_inf / d_exe if d_exe > 0 else 1.0
+    return b.instances * gap * 1e6 * max(batch, 1.0)
+
+
+NO_LATENCY_COUNTERS = (
+    "no latency counters (Triton runs with --metrics-config counter_latencies=false, "
+    "which also stops its request and inference counts): requests in flight are the "
+    "pending gauge plus every instance busy, an upper bound; throughput, latency and "
+    "queue time are unknown"
+)
+
+
+def histogram_quantile(
+    q: float, bounds: Sequence[float], counts: Sequence[float]
+) -> tuple[float | None, bool]:
+    """The q-quantile of cumulative bucket counts, as Prometheus's histogram_quantile.
+
+    Linear within the bucket the rank falls in (from the bucket below's bound, 0 for
+    the first). In the +Inf bucket it is the highest finite bound, and the second
+    value says it is only a lower bound. (None, False) without observations.
+    """
+    total = counts[-1] if counts else 0.0
+    if not total > 0:
+        return None, False
+    rank = q * total
+    for i, b in enumerate(bounds):
+        if counts[i] >= rank:
+            if math.isinf(b):
+                return (bounds[i - 1] if i > 0 else None), True
+            lo = bounds[i - 1] if i > 0 else 0.0
+            below = counts[i - 1] if i > 0 else 0.0
+            inside = counts[i] - below
+            if inside <= 0 or b <= 0:
+                return b, False
+            return lo + (b - lo) * (rank - below) / inside, False
+    return None, False
+
+
+def _histogram_p95(start: ModelSample, end: ModelSample) -> tuple[float | None, str]:
+    """p95 in ms over the window from the first-response histogram, and how it was got."""
+    a, b = start.first_response_histogram, end.first_response_histogram
+    if b is None:
+        return None, ""
+    if a is None or a.bounds_ms != b.bounds_ms:
+        return None, "p95 unknown: the latency histogram's buckets changed in the window"
+    delta = [y - x for x, y in zip(a.counts, b.counts, strict=True)]
+    if any(d < 0 for d in delta):
+        return None, "p95 unknown: the latency histogram went down (reset) in the window"
+    p95, floor = histogram_quantile(0.95, b.bounds_ms, delta)
+    if p95 is None:
+        return None, ""
+    finite = [f"{x:g}" for x in b.bounds_ms if math.isfinite(x)]
+    how = (
+        "p95 from Triton's first-response histogram over the window (buckets "
+        f"{', '.join(finite)} ms), interpolated within its bucket"
+    )
+    if floor:
+        how += f"; above the last bucket, so at least {p95:g} ms"
+    return p95, how
 
 
 def _names(good: Sequence[Snapshot], latest: Snapshot) -> list[str]:
@@ -192,8 +314,15 @@ def _invalid(
             "failure_rate": None,
             "pending_requests": latest.pending_requests if latest else None,
             "in_server": None,
+            "arrival_rps": None,
+            "p95_queue_ms": None,
+            "span_s": None,
+            "inferences_per_s": None,
+            "avg_batch": None,
+            "execution_ms": None,
+            "busy_share": None,
+            "degraded": (),
             "ready_instances": latest.ready_instances if latest else None,
-            "extra": {},
         }
     )
 
@@ -209,6 +338,8 @@ def _one(name: str, good: Sequence[Snapshot], now: float, cfg: WindowSettings) -
         return _invalid(name, now, cfg, why, end)
     if not end.ready:
         return _invalid(name, now, cfg, "model not ready", end)
+    if end.unaddressable:
+        return _invalid(name, now, cfg, end.unaddressable, end)
     if end.counters is None:
         missing = ", ".join(end.missing_series) or "counters"
         return _invalid(name, now, cfg, f"missing series: {missing}", end)
@@ -303,25 +434,32 @@ def _figures(
 ) -> ModelWindow:
     a, b = start.counters, end.counters
     assert a is not None and b is not None
+    timed = start.latency_counters and end.latency_counters
+    degraded: list[str] = [] if timed else [NO_LATENCY_COUNTERS]
     ok = b.request_success - a.request_success
     fail = b.request_failure - a.request_failure
     dur_us = b.request_duration_us - a.request_duration_us
     queue_us = b.queue_duration_us - a.queue_duration_us
     infer = b.inference_count - a.inference_count
     execs = b.execution_count - a.execution_count
-    extra: dict[str, float] = {"span_s": span}
-    if infer > 0:
-        extra["inferences_per_s"] = infer / span
-    if execs > 0:
-        extra["avg_batch"] = infer / execs
-        compute_us = (b.compute_infer_duration_us - a.compute_infer_duration_us) / execs
-        extra["avg_compute_infer_ms"] = compute_us / 1000.0
-    infer_us = b.compute_infer_duration_us - a.compute_infer_duration_us
     instances = end.instances
-    if instances > 0:
-        # share of time each instance spends computing (what drives GPU utilisation)
-        extra["instance_busy"] = infer_us / (span * 1e6 * instances)
+    execution_ms = busy_share = None
+    if infer > 0 and timed:
+        # Triton adds an execution's compute time to every request in it, so per
+        # inference this is the time of the execution a request rode in (S, or B)
+        execution_ms = (b.compute_infer_duration_us - a.compute_infer_duration_us) / infer / 1e3
+        if instances > 0 and execs > 0:
+            busy_share = execs * execution_ms / 1e3 / (span * instances)
+    arrival_rps = (ok + fail) / span
+    if start.pending_requests is not None and end.pending_requests is not None:
+        arrival_rps = max(0.0, arrival_rps + (end.pending_requests - start.pending_requests) / span)
     p95 = end.p95_request_us
+    p95q = end.p95_queue_us
+    p95_ms = p95 / 1000.0 if p95 is not None and math.isfinite(p95) else None
+    if p95_ms is None and end.first_response_histogram is not None:
+        p95_ms, how = _histogram_p95(start, end)
+        if how:
+            degraded.append(how)
     return _new_window(
         {
             "model": name,
@@ -331,16 +469,24 @@ def _figures(
             "reason": "",
             "instances": instances,
             "ready": end.ready,
-            "throughput_rps": ok / span,
-            "avg_latency_ms": dur_us / ok / 1000.0 if ok > 0 else None,
-            "avg_queue_ms": queue_us / ok / 1000.0 if ok > 0 else None,
-            "concurrency": dur_us / (span * 1e6),
-            "p95_ms": p95 / 1000.0 if p95 is not None and math.isfinite(p95) else None,
+            # counts that do not move without latency counters are Triton's, not idleness
+            "throughput_rps": ok / span if timed or ok > 0 else None,
+            "avg_latency_ms": dur_us / ok / 1000.0 if ok > 0 and timed else None,
+            "avg_queue_ms": queue_us / ok / 1000.0 if ok > 0 and timed else None,
+            "concurrency": dur_us / (span * 1e6) if timed else None,
+            "p95_ms": p95_ms,
             "failure_rate": fail / (ok + fail) if ok + fail > 0 else None,
             "pending_requests": end.pending_requests,
             "in_server": busy,
+            "arrival_rps": arrival_rps,
+            "p95_queue_ms": p95q / 1000.0 if p95q is not None and math.isfinite(p95q) else None,
+            "span_s": span,
+            "inferences_per_s": infer / span if infer > 0 else None,
+            "avg_batch": infer / execs if execs > 0 else None,
+            "execution_ms": execution_ms,
+            "busy_share": busy_share,
+            "degraded": tuple(degraded),
             "ready_instances": end.ready_instances,
-            "extra": extra,
         }
     )
 
@@ -454,12 +600,12 @@ class _Track:
             gap = t - self.times[-1]
             if gap > 0 and m.pending_requests is not None and a.counters and c:
                 # in_server's arithmetic, term for term
-                b_busy = _compute_us(c) - _compute_us(a.counters)
+                b_busy = _busy_us(a, m, gap)
                 b_inf = c.inference_count - a.counters.inference_count
                 b_exe = c.execution_count - a.counters.execution_count
                 ok = min(b_busy, b_inf, b_exe) >= 0
                 if ok and math.isfinite(b_busy) and math.isfinite(m.pending_requests):
-                    pend = m.pending_requests * gap
+                    pend = _queued(a, m, b_inf, b_exe) * gap
                     dt = gap
                     d_busy, d_inf, d_exe = b_busy, b_inf, b_exe
                     inst = m.instances * gap
@@ -656,6 +802,8 @@ class WindowTracker(Sequence[Snapshot]):
             return _invalid(name, now, cfg, why, end)
         if not end.ready:
             return _invalid(name, now, cfg, "model not ready", end)
+        if end.unaddressable:
+            return _invalid(name, now, cfg, end.unaddressable, end)
         bad = tr.bad[e]
         if bad == "":
             missing = ", ".join(end.missing_series) or "counters"

@@ -30,6 +30,7 @@ OUTPUT_NAME = "OUTPUT0"
 PARAM_MODE = "emulated_mode"
 PARAM_SERVICE_MS = "service_time_ms"
 PARAM_TIME_SCALE = "time_scale"
+PARAM_LOAD_S = "load_time_s"
 
 # The model code every emulated model shares. It runs inside Triton's Python
 # backend stub (one process per instance), so it may only import numpy and
@@ -54,6 +55,8 @@ class TritonPythonModel:
         self.mode = params.get("emulated_mode", "sequential")
         scale = float(params.get("time_scale", "1"))
         self.sleep_s = float(params.get("service_time_ms", "0")) * scale / 1000.0
+        # an instance's start-up (weights read into GPU memory on a real server)
+        time.sleep(float(params.get("load_time_s", "0")))
 
     def execute(self, requests):
         if self.mode == "batched":
@@ -80,6 +83,9 @@ class EmulatedModel:
     the same shape of behaviour. `service_time_ms` overrides the profile's
     service (per request when sequential, per batch when batched), e.g. to make
     a model drift slower than its profile. `name` defaults to the profile name.
+    `load_time_s` is how long each instance takes to start (in `initialize`, so
+    Triton's `load_model` waits for it, as for a real model's weights); it is not
+    scaled by `time_scale`.
     """
 
     profile: ModelProfile
@@ -87,6 +93,7 @@ class EmulatedModel:
     time_scale: float = 1.0
     service_time_ms: float | None = None
     name: str | None = None
+    load_time_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.profile.service is None:
@@ -102,6 +109,8 @@ class EmulatedModel:
             self.service_time_ms >= 0 and math.isfinite(self.service_time_ms)
         ):
             raise ValueError(f"service_time_ms must be ≥ 0, got {self.service_time_ms}")
+        if not (self.load_time_s >= 0 and math.isfinite(self.load_time_s)):
+            raise ValueError(f"load_time_s must be ≥ 0, got {self.load_time_s}")
 
     @property
     def model_name(self) -> str:
@@ -142,6 +151,7 @@ class EmulatedModel:
                 PARAM_MODE: {"string_value": "batched" if self.batched else "sequential"},
                 PARAM_SERVICE_MS: {"string_value": repr(float(self.effective_service_ms()))},
                 PARAM_TIME_SCALE: {"string_value": repr(float(self.time_scale))},
+                PARAM_LOAD_S: {"string_value": repr(float(self.load_time_s))},
             },
         }
         svc = self.profile.service
@@ -165,6 +175,7 @@ def emulated(
     time_scale: float = 1.0,
     service_time_ms: float | None = None,
     name: str | None = None,
+    load_time_s: float = 0.0,
     policies_dirs: Iterable[Path] = (),
 ) -> EmulatedModel:
     """An `EmulatedModel` from a profile or a profile name looked up in the catalog."""
@@ -180,6 +191,7 @@ def emulated(
         time_scale=time_scale,
         service_time_ms=service_time_ms,
         name=name,
+        load_time_s=load_time_s,
     )
 
 

@@ -50,6 +50,18 @@ DEFAULT_STARTUP_TIMEOUT_S = 60.0
 # Triton waits this long for in-flight requests on SIGTERM (its default is 30 s;
 # an emulated 20B batch lasts 1.05 s, so 5 s drains it with margin).
 DEFAULT_EXIT_TIMEOUT_S = 5
+# Triton's scheduling of requests onto instances. "execution_count" hands a request to
+# an instance only when the instance is free, and an instance's own payloads (the INIT
+# and WARM_UP of a new instance, the EXIT of a removed one) go before queued requests.
+# Without it (Triton's default "off") an in-place change of the instance count under a
+# backlog returns only when the model's queue happens to be empty, i.e. when the load
+# drops (docs/reliability.md "Slow load_model": 51.5 s in one CI run, 73-193 s in
+# benchmark runs, and the cause of CI failures). Production deployments are told to
+# use the same flag (deploy/INSTALL.md); the harness runs Triton the same way.
+# Measured with the flag on this machine: 1 → 4 of the 5B under 16 clients 0.57-0.68 s
+# (4 of 4), 20B 1 → 4 under 64 clients 1.34-1.42 s; Table 10's rows unchanged
+# (5B 3.60/s p95 1114 ms at 4 clients; 20B 15.1/s p95 1064 ms at 16).
+DEFAULT_RATE_LIMIT = "execution_count"
 # How much of the log goes into an error message.
 LOG_TAIL_CHARS = 4000
 SHM_DIR = Path("/dev/shm")
@@ -182,7 +194,11 @@ class TritonServer:
         exit_timeout_s: int = DEFAULT_EXIT_TIMEOUT_S,
         workdir: Path | None = None,
         extra_args: Sequence[str] = (),
+        rate_limit: str | None = DEFAULT_RATE_LIMIT,
+        metrics_config: Sequence[str] = ("summary_latencies=true",),
     ) -> None:
+        """`rate_limit`: Triton's `--rate-limit` mode; None leaves Triton's default (off),
+        for tests of what the daemon does against a server run without it."""
         if models and model_repository is not None:
             raise ValueError("give emulated `models` or a `model_repository`, not both")
         self._inst = find_installation()
@@ -193,6 +209,11 @@ class TritonServer:
         self.startup_timeout_s = startup_timeout_s
         self.exit_timeout_s = exit_timeout_s
         self.extra_args = list(extra_args)
+        self.rate_limit = rate_limit
+        # `--metrics-config` settings. Triton only ever turns a latency family *on*
+        # from these (a later `summary_latencies=false` does not undo an earlier
+        # `=true`), so a test that wants summaries off passes its own list here.
+        self.metrics_config = list(metrics_config)
         # Python-backend shared-memory regions get this prefix, so that regions a
         # SIGKILL leaves in /dev/shm (1 MiB+ each) can be removed afterwards.
         self._shm_prefix = f"triton_autoscaler_{os.getpid()}_{uuid.uuid4().hex[:8]}_"
@@ -396,11 +417,12 @@ class TritonServer:
             "--metrics-address=127.0.0.1",
             f"--metrics-port={self.metrics_port}",
             "--allow-metrics=true",
-            "--metrics-config=summary_latencies=true",
+            *(f"--metrics-config={c}" for c in self.metrics_config),
             f"--metrics-interval-ms={self.metrics_interval_ms:g}",
             f"--exit-timeout-secs={self.exit_timeout_s}",
             f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
             "--log-verbose=0",
+            *([f"--rate-limit={self.rate_limit}"] if self.rate_limit else []),
             *self.extra_args,
         ]
         return cmd

@@ -1,0 +1,457 @@
+"""Request-level traces: read them (ours, Azure's and BurstGPT's formats) and fit them to a run.
+
+Three file formats, told apart by their header (CSV) or keys (JSON):
+
+- ours (CSV or JSON Lines / a JSON list): `time` (seconds, or ISO 8601), and
+  optionally `model`, `input_tokens` + `output_tokens` (or `output_tokens`
+  alone) or `service_ms`. Without a `model` column every row belongs to
+  whichever model the scenario reads the file for.
+- the Azure LLM inference traces (AzurePublicDataset, 2023 and 2024):
+  `TIMESTAMP,ContextTokens,GeneratedTokens`, one file per service, times like
+  `2023-11-16 18:15:46.6805900` (no zone: taken as UTC) or
+  `2024-05-10 00:00:00.009930+00:00`.
+- BurstGPT: `Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type`
+  (newer files add `Session ID`, `Elapsed time`), times in seconds. Rows
+  with 0 response tokens are requests that failed in the traced service
+  (BurstGPT's README); their service time is unknown, so they are left out
+  and counted (`RequestFile.dropped`).
+
+Times given as clock times (ISO 8601, or Unix seconds: numbers from 1e8 on)
+are made relative to the file's earliest request; numbers below that are
+seconds from the trace's start and kept (BurstGPT's, ours), so a lull before
+the first request stays. All models of a file keep their alignment.
+`fit_to_run` then cuts the run's window out of a trace and scales it onto the
+scenario (see its docstring). A bad row is one error naming the file, line,
+field and what is allowed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from autoscaler.errors import ConfigError
+from autoscaler.sim.workload import Requests
+
+TraceFormat = Literal["requests", "azure", "burstgpt"]
+# Rows of a file without a model column: any model of a scenario may read them.
+ANY_MODEL = "*"
+# Numeric times this large (1973 on) are Unix times, not seconds from a trace's start.
+UNIX_SECONDS_FROM = 1e8
+
+AZURE = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
+BURSTGPT = ("Timestamp", "Model", "Request tokens", "Response tokens")
+OURS_TIME = ("time", "timestamp")
+FORMATS_HELP = (
+    "time[,model][,input_tokens,output_tokens | ,output_tokens | ,service_ms] (ours, CSV or "
+    "JSON Lines); TIMESTAMP,ContextTokens,GeneratedTokens (Azure LLM inference traces); "
+    "Timestamp,Model,Request tokens,Response tokens,... (BurstGPT)"
+)
+
+
+@dataclass(frozen=True)
+class RequestFile:
+    """The requests of one trace file, per model (`ANY_MODEL` when it names none)."""
+
+    path: Path
+    format: TraceFormat
+    models: dict[str, Requests]
+    dropped: int = 0  # BurstGPT rows of failed requests (0 response tokens)
+
+    def for_model(self, key: str, field: str) -> Requests:
+        if key in self.models:
+            return self.models[key]
+        if ANY_MODEL in self.models:
+            return self.models[ANY_MODEL]
+        raise ConfigError(
+            f"the request trace has no rows for model '{key}'",
+            file=self.path,
+            field=field,
+            allowed=self.models,
+        )
+
+
+# -- one row --------------------------------------------------------------------------------
+
+
+def _where(path: Path, line: int) -> str:
+    return f"{path}:{line}"
+
+
+def parse_time(raw: object, path: Path, line: int, field: str) -> tuple[float, bool]:
+    """Seconds (a number) or an ISO 8601 time (no zone: UTC) as Unix seconds; and which."""
+    absolute = False
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        value = float(raw)
+    else:
+        text = str(raw).strip()
+        try:
+            value = float(text)
+        except ValueError:
+            try:
+                stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            except ValueError:
+                raise ConfigError(
+                    "not a time",
+                    file=_where(path, line),
+                    field=field,
+                    value=raw,
+                    allowed="seconds, or an ISO 8601 time such as 2023-11-16 18:15:46.68",
+                ) from None
+            if stamp.tzinfo is None:
+                stamp = stamp.replace(tzinfo=UTC)
+            value, absolute = stamp.timestamp(), True
+    if not math.isfinite(value):
+        raise ConfigError(
+            "not a time", file=_where(path, line), field=field, value=raw, allowed="finite seconds"
+        )
+    return value, absolute
+
+
+def parse_count(raw: object, path: Path, line: int, field: str) -> int:
+    """A token count: a whole number ≥ 0."""
+    try:
+        value = float(str(raw).strip()) if not isinstance(raw, int | float) else float(raw)
+    except ValueError:
+        value = math.nan
+    if isinstance(raw, bool) or not math.isfinite(value) or value < 0 or value != int(value):
+        raise ConfigError(
+            "not a token count",
+            file=_where(path, line),
+            field=field,
+            value=raw,
+            allowed="a whole number ≥ 0",
+        )
+    return int(value)
+
+
+def parse_service_ms(raw: object, path: Path, line: int, field: str) -> float:
+    try:
+        value = float(str(raw).strip()) if not isinstance(raw, int | float) else float(raw)
+    except ValueError:
+        value = math.nan
+    if isinstance(raw, bool) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(
+            "not a service time",
+            file=_where(path, line),
+            field=field,
+            value=raw,
+            allowed="milliseconds > 0",
+        )
+    return value
+
+
+# -- files ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Columns:
+    """Where a format keeps each field (None: it has none)."""
+
+    time: str
+    model: str | None
+    input_tokens: str | None
+    output_tokens: str | None
+    service_ms: str | None
+    failed_if_zero_output: bool = False
+
+
+def _columns_for(header: list[str], path: Path) -> tuple[TraceFormat, _Columns]:
+    have = set(header)
+    if set(AZURE) <= have:
+        return "azure", _Columns(AZURE[0], None, AZURE[1], AZURE[2], None)
+    if set(BURSTGPT) <= have:
+        return "burstgpt", _Columns(
+            BURSTGPT[0], BURSTGPT[1], BURSTGPT[2], BURSTGPT[3], None, failed_if_zero_output=True
+        )
+    time_col = next((c for c in OURS_TIME if c in have), None)
+    if time_col is None or "rate" in have:
+        hint = (
+            " (this is a rate trace, time,model,rate: give it to an open-loop workload, "
+            "kind: open, trace: ...)"
+            if "rate" in have
+            else ""
+        )
+        raise ConfigError(
+            f"not a request trace{hint}",
+            file=path,
+            field="header",
+            value=",".join(header),
+            allowed=FORMATS_HELP,
+        )
+    if "input_tokens" in have and "output_tokens" not in have:
+        raise ConfigError(
+            "input_tokens without output_tokens",
+            file=path,
+            field="header",
+            value=",".join(header),
+            allowed=FORMATS_HELP,
+        )
+    if "service_ms" in have and "output_tokens" in have:
+        raise ConfigError(
+            "give tokens or service_ms, not both",
+            file=path,
+            field="header",
+            value=",".join(header),
+            allowed=FORMATS_HELP,
+        )
+    return "requests", _Columns(
+        time_col,
+        "model" if "model" in have else None,
+        "input_tokens" if "input_tokens" in have else None,
+        "output_tokens" if "output_tokens" in have else None,
+        "service_ms" if "service_ms" in have else None,
+    )
+
+
+def _csv_rows(path: Path, text: str) -> tuple[list[str], Iterator[tuple[int, dict[str, object]]]]:
+    reader = csv.DictReader(text.splitlines())
+    header = [f.strip() for f in reader.fieldnames or []]
+    if not header:
+        raise ConfigError("the request trace is empty", file=path, allowed=FORMATS_HELP)
+    reader.fieldnames = header
+
+    def rows() -> Iterator[tuple[int, dict[str, object]]]:
+        for r in reader:
+            yield reader.line_num, r
+
+    return header, rows()
+
+
+def _json_rows(path: Path, text: str) -> tuple[list[str], Iterator[tuple[int, dict[str, object]]]]:
+    stripped = text.strip()
+    records: list[tuple[int, object]] = []
+    if stripped.startswith("["):
+        try:
+            records = list(enumerate(json.loads(stripped), start=1))
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"not JSON: {exc.msg}", file=_where(path, exc.lineno)) from None
+    else:
+        for i, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append((i, json.loads(line)))
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"not JSON: {exc.msg}", file=_where(path, i)) from None
+    if not records:
+        raise ConfigError("the request trace is empty", file=path, allowed=FORMATS_HELP)
+    objects: list[tuple[int, dict[str, object]]] = []
+    for n, rec in records:
+        if not isinstance(rec, Mapping):
+            raise ConfigError(
+                "each request must be a JSON object",
+                file=_where(path, n),
+                value=rec,
+                allowed=FORMATS_HELP,
+            )
+        objects.append((n, {str(k): v for k, v in rec.items()}))
+    return list(objects[0][1]), iter(objects)
+
+
+def read_request_trace(path: Path) -> RequestFile:
+    """Every request of a trace file, per model, times relative to its first request."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read request trace: {exc.strerror}", file=path) from None
+    except UnicodeDecodeError:
+        raise ConfigError("not a text file (UTF-8)", file=path, allowed=FORMATS_HELP) from None
+    is_json = path.suffix.lower() in (".json", ".jsonl", ".ndjson") or text.lstrip()[:1] in "[{"
+    header, rows = (_json_rows if is_json else _csv_rows)(path, text)
+    fmt, cols = _columns_for(header, path)
+    times: dict[str, list[float]] = {}
+    inputs: dict[str, list[int]] = {}
+    outputs: dict[str, list[int]] = {}
+    services: dict[str, list[float]] = {}
+    dropped = 0
+    absolute = False
+    for line, row in rows:
+
+        def get(col: str, line: int = line, row: dict[str, object] = row) -> object:
+            raw = row.get(col)
+            if raw is None or (isinstance(raw, str) and not raw.strip()):
+                raise ConfigError(
+                    "missing value", file=_where(path, line), field=col, allowed=FORMATS_HELP
+                )
+            return raw
+
+        t, stamped = parse_time(get(cols.time), path, line, cols.time)
+        absolute = absolute or stamped
+        model = str(get(cols.model)).strip() if cols.model else ANY_MODEL
+        if cols.output_tokens:
+            out = parse_count(get(cols.output_tokens), path, line, cols.output_tokens)
+            if cols.failed_if_zero_output and out == 0:
+                dropped += 1
+                continue
+            outputs.setdefault(model, []).append(out)
+        if cols.input_tokens:
+            inputs.setdefault(model, []).append(
+                parse_count(get(cols.input_tokens), path, line, cols.input_tokens)
+            )
+        if cols.service_ms:
+            services.setdefault(model, []).append(
+                parse_service_ms(get(cols.service_ms), path, line, cols.service_ms)
+            )
+        times.setdefault(model, []).append(t)
+    if not times:
+        raise ConfigError(
+            "the request trace has no requests"
+            + (f" ({dropped} failed ones left out)" if dropped else ""),
+            file=path,
+        )
+    first = min(min(ts) for ts in times.values())
+    # clock times (ISO 8601, or Unix seconds) start at the first request; seconds from
+    # the trace's start are kept, so a lull before the first request stays
+    t0 = first if absolute or first >= UNIX_SECONDS_FROM else 0.0
+    if t0 == 0.0 and first < 0:
+        raise ConfigError(
+            "times before the trace's start",
+            file=path,
+            field=cols.time,
+            value=first,
+            allowed="seconds ≥ 0 from the trace's start, or clock times",
+        )
+
+    def arr(d: dict[str, list[int]] | dict[str, list[float]], m: str) -> np.ndarray | None:
+        return np.asarray(d[m]) if m in d else None
+
+    models = {
+        m: Requests.from_rows(
+            np.asarray(ts, dtype=float) - t0, arr(inputs, m), arr(outputs, m), arr(services, m)
+        )
+        for m, ts in times.items()
+    }
+    return RequestFile(path, fmt, models, dropped)
+
+
+# -- fitting a trace to a run ---------------------------------------------------------------
+
+
+def fit_to_run(
+    req: Requests,
+    *,
+    duration_s: float,
+    start_s: float = 0.0,
+    time_scale: float = 1.0,
+    rate_factor: float = 1.0,
+    copy_shift_s: float = 1.0,
+    rng: np.random.Generator,
+) -> Requests:
+    """The requests of a run: a window of the trace, its clock scaled, its rate scaled.
+
+    1. Window: the requests from `start_s` (trace seconds after the first
+       request) for as long as the run lasts on the trace's clock.
+    2. `time_scale`: simulated seconds per trace second (0.5 plays the trace
+       twice as fast: twice the rate, bursts half as long).
+    3. `rate_factor`: the same traffic pattern with more or fewer requests.
+       Below 1, each request is kept with that probability (a seeded Bernoulli
+       thinning: exact for Poisson traffic, and it keeps every burst where it
+       was, lower). Above 1, the trace plus ⌊f⌋ − 1 copies of it, and one copy
+       thinned to the fractional part; each copy shifted by its own uniform
+       offset in [0, `copy_shift_s`) and wrapped around the window's end. A
+       copy stands for more users with the same pattern: the shift (1 s by
+       default) keeps everything slower than a second — minute-scale bursts,
+       the daily shape — where it was, while the copies' requests do not
+       arrive at the same instants. Each copy's requests keep their tokens.
+    """
+    if time_scale <= 0 or rate_factor <= 0 or copy_shift_s < 0:
+        raise ValueError("time_scale and rate_factor must be > 0, copy_shift_s ≥ 0")
+    span_trace = duration_s / time_scale
+    t = req.t_s
+    window = req.take(np.flatnonzero((t >= start_s) & (t < start_s + span_trace)))
+    base = window.with_times((window.t_s - start_s) * time_scale)
+    if not len(base) or rate_factor == 1.0:
+        return base
+    whole = math.floor(rate_factor)
+    frac = rate_factor - whole
+    span = min(duration_s, float(base.t_s[-1]) + 1e-9) if len(base) else duration_s
+    parts: list[Requests] = [base] if whole >= 1 else []
+    for _ in range(max(whole - 1, 0)):
+        parts.append(_shifted(base, rng.uniform(0.0, copy_shift_s), span))
+    if frac > 1e-12:
+        kept = base.take(np.flatnonzero(rng.random(len(base)) < frac))
+        parts.append(_shifted(kept, rng.uniform(0.0, copy_shift_s), span) if whole else kept)
+    return Requests.concat(parts)
+
+
+def _shifted(req: Requests, shift_s: float, span_s: float) -> Requests:
+    t = req.t_s + shift_s
+    if span_s > 0:
+        t = np.where(t >= span_s, t - span_s, t)
+    return req.with_times(t)
+
+
+# -- writing --------------------------------------------------------------------------------
+
+WriteFormat = Literal["csv", "jsonl", "azure"]
+# Azure's traces have no zone and 7 fractional digits; written from this instant on
+AZURE_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def write_request_trace(path: Path, models: Mapping[str, Requests], fmt: WriteFormat) -> int:
+    """Write requests as a trace file `read_request_trace` reads back; returns the rows written.
+
+    `csv` / `jsonl`: ours (`time` in seconds with µs, `model`, then `input_tokens`,
+    `output_tokens` or `service_ms` where the requests carry them). `azure`: one
+    model's requests as `TIMESTAMP,ContextTokens,GeneratedTokens` from 2026-01-01
+    (Azure's format has neither a model column nor service times).
+    """
+    rows: list[tuple[float, str, int | None, int | None, float | None]] = []
+    for m, req in models.items():
+        for i in range(len(req)):
+            rows.append(
+                (
+                    float(req.t_s[i]),
+                    m,
+                    None if req.input_tokens is None else int(req.input_tokens[i]),
+                    None if req.output_tokens is None else int(req.output_tokens[i]),
+                    None if req.service_ms is None else float(req.service_ms[i]),
+                )
+            )
+    rows.sort(key=lambda r: r[0])
+    has_in = any(r[2] is not None for r in rows)
+    has_out = any(r[3] is not None for r in rows)
+    has_svc = any(r[4] is not None for r in rows)
+    if fmt == "azure":
+        if len(models) != 1 or not (has_in and has_out):
+            raise ValueError(
+                "Azure's format holds one model's requests with input and output tokens"
+            )
+        lines = ["TIMESTAMP,ContextTokens,GeneratedTokens"]
+        for t, _, inp, out, _ in rows:
+            stamp = (AZURE_EPOCH + timedelta(seconds=t)).strftime("%Y-%m-%d %H:%M:%S.%f")
+            lines.append(f"{stamp}0,{inp},{out}")
+    elif fmt == "csv":
+        cols = ["time", "model"]
+        cols += ["input_tokens"] if has_in else []
+        cols += ["output_tokens"] if has_out else []
+        cols += ["service_ms"] if has_svc else []
+        lines = [",".join(cols)]
+        for t, m, inp, out, svc in rows:
+            cells = [f"{t:.6f}", m]
+            cells += [str(inp)] if has_in else []
+            cells += [str(out)] if has_out else []
+            cells += [f"{svc:.3f}"] if has_svc else []
+            lines.append(",".join(cells))
+    else:
+        lines = []
+        for t, m, inp, out, svc in rows:
+            rec: dict[str, object] = {"time": round(t, 6), "model": m}
+            if has_in:
+                rec["input_tokens"] = inp
+            if has_out:
+                rec["output_tokens"] = out
+            if has_svc:
+                rec["service_ms"] = round(svc or 0.0, 3)
+            lines.append(json.dumps(rec))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return len(rows)

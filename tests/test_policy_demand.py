@@ -1,0 +1,210 @@
+"""The demand stage (policy.demand): open/closed-loop evidence, burst excess, trend.
+
+Windows are built as `window.derive` gives them; memories are stepped on a fake clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from autoscaler.catalog import load_catalog
+from autoscaler.policy.demand import (
+    BUSY,
+    Demand,
+    DemandMemory,
+    Loop,
+    Minute,
+    _excess,
+    demand_of,
+    observe,
+)
+from autoscaler.policy.target import service_model
+from autoscaler.profiles import ScalingPolicy
+from autoscaler.telemetry.snapshot import ModelWindow
+
+CAT = load_catalog()
+S5B = service_model(CAT.model("nemo-gpt-5b"))
+S20B = service_model(CAT.model("nemo-gpt-20b"))
+
+
+def win(
+    *,
+    n: int,
+    rate: float,
+    queue_ms: float,
+    busy: float,
+    pending: float,
+    batch: float = 1.0,
+    in_server: float | None = None,
+) -> ModelWindow:
+    return ModelWindow(
+        "m",
+        0.0,
+        60.0,
+        True,
+        instances=n,
+        arrival_rps=rate,
+        throughput_rps=rate,
+        avg_queue_ms=queue_ms,
+        busy_share=busy,
+        avg_batch=batch,
+        pending_requests=pending,
+        in_server=in_server if in_server is not None else pending + busy * n,
+    )
+
+
+@pytest.mark.parametrize(
+    ("w", "service", "open_evidence"),
+    [
+        # Poisson at 2 req/s on one 5B (busy 0.55): waits ≈ 0.6 S beside idle time
+        (win(n=1, rate=2.0, queue_ms=170, busy=0.55, pending=1), S5B, True),
+        # 16 zero-think users on 4: 830 ms queued, but never an idle instance
+        (win(n=4, rate=14.4, queue_ms=830, busy=1.0, pending=12), S5B, False),
+        # 8 users on 16: idle instances, nobody waits
+        (win(n=16, rate=28.9, queue_ms=0.0, busy=0.5, pending=0), S5B, False),
+        # a queue that drained: waits in the window, none now
+        (win(n=16, rate=28.9, queue_ms=500, busy=0.5, pending=0), S5B, False),
+        # 20B open loop at 2 req/s: waits far beyond the batcher's 60 ms, batches of ~2
+        (win(n=1, rate=2.0, queue_ms=550, busy=0.95, pending=1, batch=2.2), S20B, True),
+        # 20B, 16 closed-loop users: ≈ 50 ms queued (the batcher's own delay), full batches
+        (win(n=1, rate=14.5, queue_ms=50, busy=0.95, pending=1, batch=16), S20B, False),
+    ],
+)
+def test_open_loop_evidence(w: ModelWindow, service: object, open_evidence: bool) -> None:
+    """Requests waited for an instance beside idle capacity, over the minute and now."""
+    assert service is not None
+    d = demand_of(w, w, service)  # type: ignore[arg-type]
+    assert d.waited_beside_idle is open_evidence
+
+
+def test_busy_threshold_sits_above_the_fastest_emulated_model() -> None:
+    """A fed instance of the 6.9 ms model (345M at time scale 0.1) is ≥ 95 % busy."""
+    dispatch_ms = 0.1  # Triton's hand-over between executions, seen well under 1 ms
+    assert 6.9 / (6.9 + dispatch_ms) >= BUSY
+
+
+def demand(
+    pending: float | None,
+    *,
+    rate: float = 10.0,
+    recent: float | None = None,
+    no_idle: bool = True,
+) -> Demand:
+    return Demand(rate, rate if recent is None else recent, 5.0, 5.0, pending, False, no_idle)
+
+
+def step(
+    mem: DemandMemory, t: float, d: Demand, *, one_count: bool = True, horizon_s: float = 27.0
+) -> DemandMemory:
+    return observe(
+        mem,
+        t,
+        d,
+        stable_window_s=60.0,
+        history_s=6000.0,
+        horizon_s=horizon_s,
+        loop_memory_s=3600.0,
+        max_batch=1,
+        one_count=one_count,
+    )
+
+
+def run(pendings: list[float | None], *, no_idle: bool = True, **kw: bool) -> DemandMemory:
+    mem = DemandMemory()
+    for i, p in enumerate(pendings):
+        mem = step(mem, 5.0 * i, demand(p, no_idle=no_idle), **kw)
+    return mem
+
+
+def test_a_queue_that_holds_still_for_a_minute_is_a_population() -> None:
+    """16 users on 4 instances: 12 queued at every read → closed loop."""
+    assert run([12.0] * 13).loop is Loop.closed
+    assert run([0.0] * 13).loop is Loop.closed  # 4 users on 4: none wait, none idle
+    assert run([12.0] * 6).loop is Loop.unknown  # not a whole minute of reads yet
+    assert run([12.0] * 6 + [0.0] + [12.0] * 6).loop is Loop.unknown  # one empty read
+    # an overloaded open loop: the backlog grows by 50 a tick, far beyond Poisson noise
+    assert run([12.0 + 50 * i for i in range(13)]).loop is Loop.unknown
+    # no evidence while the count changed within the window
+    assert run([12.0] * 13, one_count=False).loop is Loop.unknown
+    assert run([None] * 13).loop is Loop.unknown  # no pending gauge: nothing to read
+    assert run([12.0] * 13, no_idle=False).loop is Loop.unknown  # instances stood idle
+
+
+def test_evidence_is_kept_for_the_loop_memory_then_forgotten() -> None:
+    mem = run([12.0] * 13)
+    assert mem.loop is Loop.closed and mem.loop_at == 60.0
+    mem = step(mem, 65.0, demand(0.0))  # an empty read: no new evidence, kept
+    assert mem.loop is Loop.closed
+    mem = step(mem, 60.0 + 3600.1, demand(0.0))
+    assert mem.loop is Loop.unknown
+    mem = step(mem, 4000.0, replace(demand(1.0), waited_beside_idle=True))
+    assert mem.loop is Loop.unknown  # one tick of it may be a load that stepped up
+    mem = step(mem, 4005.0, replace(demand(1.0), waited_beside_idle=True))
+    assert (mem.loop, mem.loop_at) == (Loop.open, 4005.0)
+
+
+def test_minutes_are_closed_with_their_mean_and_peak() -> None:
+    mem = DemandMemory()
+    for i in range(25):  # 2 minutes of 5 s ticks: 10 req/s, the last seconds once at 30
+        mem = step(mem, 5.0 * i, demand(0.0, recent=30.0 if i == 7 else 10.0))
+    assert [(m.start, m.mean_rps, m.peak_rps) for m in mem.minutes] == [
+        (0.0, 10.0, 30.0),
+        (60.0, 10.0, 10.0),
+    ]
+
+
+def test_excess_is_the_rise_within_the_horizon_after_each_minute() -> None:
+    """Minute m's excess: peak of minutes m .. m + ceil(horizon / 60) minus m's mean."""
+    minutes = tuple(
+        Minute(60.0 * i, mean, peak)
+        for i, (mean, peak) in enumerate([(1, 2), (1, 50), (40, 60), (2, 3), (2, 3)])
+    )
+    # horizon 27 s: one minute ahead (the last minute has no next one yet):
+    # 50 − 1, 60 − 1, 60 − 40, 3 − 2, sorted
+    assert _excess(minutes, 27.0) == (1, 20, 49, 59)
+    assert _excess(minutes, 90.0) == (20, 59, 59)  # two minutes ahead
+
+
+@pytest.mark.parametrize(
+    ("count", "target", "expect"),
+    [
+        (100, 0.99, 98.0),  # 100 minutes: the 99th smallest of 0..99
+        (10, 0.99, 9.0),  # too few minutes to vouch for 99 %: the largest seen
+        (100, 0.9, 89.0),
+        (0, 0.99, 0.0),
+    ],
+)
+def test_excess_quantile(count: int, target: float, expect: float) -> None:
+    mem = DemandMemory(excess=tuple(float(i) for i in range(count)))
+    assert mem.excess_rps(target) == expect
+
+
+def test_on_off_bursts_leave_their_peak_as_the_headroom() -> None:
+    """Bursts of 200 req/s in one minute of every five: the 99 % excess is the burst."""
+    mem = DemandMemory()
+    t = 0.0
+    for minute in range(60):
+        burst = minute % 5 == 4
+        for _ in range(12):
+            recent = 200.0 if burst else 0.5
+            mem = step(mem, t, demand(0.0, rate=40.0 if burst else 0.5, recent=recent))
+            t += 5.0
+    assert mem.excess_rps(0.99) == pytest.approx(199.5)
+    assert mem.excess_rps(0.5) < 1.0  # half the minutes see no burst ahead
+
+
+def test_a_steady_rise_has_its_slope() -> None:
+    mem = DemandMemory()
+    for i in range(12 * 12):  # 12 minutes rising 1 req/s per minute
+        rate = i * 5.0 / 60.0
+        mem = step(mem, 5.0 * i, demand(0.0, rate=rate, recent=rate))
+    assert mem.trend_rps_per_s == pytest.approx(1 / 60, rel=0.01)
+
+
+def test_history_follows_the_attainment_target() -> None:
+    """By default as many minutes as make a share 1 − target of them one minute."""
+    assert ScalingPolicy(name="p").history_s == pytest.approx(6000.0)
+    assert ScalingPolicy(name="p", slo_attainment_target=0.95).history_s == pytest.approx(1200)
+    assert ScalingPolicy(name="p", demand_history_s=900).history_s == 900

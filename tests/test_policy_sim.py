@@ -1,0 +1,227 @@
+"""The policy on simulated Triton: closed loops stay exact, open loops sized by the model.
+
+Each test builds a small scenario, runs the live pipeline (`Autoscaler.tick`) against
+the simulator on a fake clock, and looks at the decisions and the per-minute p95 the
+clients saw. A few simulated minutes to an hour each; a second or two of CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from autoscaler.daemon import Autoscaler
+from autoscaler.policy.decision import Action, Decision, Rule
+from autoscaler.policy.queueing import instances_for
+from autoscaler.sim.baselines import make_policy
+from autoscaler.sim.engine import SimCluster
+from autoscaler.sim.scenario import Scenario, SimSetup, resolve_scenario
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def setup_of(duration_s: float, models: dict[str, Any], **scn: Any) -> SimSetup:
+    doc = {"name": "t", "duration_s": duration_s, "seed": 7, "models": models, **scn}
+    return resolve_scenario(Scenario.model_validate(doc), ROOT)
+
+
+@dataclass
+class Run:
+    decisions: list[tuple[float, Decision]] = field(default_factory=list)
+    counts: dict[str, list[int]] = field(default_factory=dict)
+    minute_p95: dict[str, list[float]] = field(default_factory=dict)
+
+    def changes(self, model: str) -> list[tuple[float, Decision]]:
+        return [(t, d) for t, d in self.decisions if d.model == model and d.changes]
+
+    def last(self, model: str) -> Decision:
+        return [d for _, d in self.decisions if d.model == model][-1]
+
+
+def run(setup: SimSetup, initial: dict[str, int] | None = None) -> Run:
+    plugin = make_policy("ours", setup)
+    scn = setup.scenario
+    cluster = SimCluster(
+        setup.specs,
+        setup.workloads,
+        gpus=setup.gpus,
+        gpu_memory_gb=setup.gpu_memory_gb,
+        gpus_per_server=setup.gpus_per_server,
+        duration_s=scn.duration_s,
+        interval_s=setup.tick_s,
+        epoch=setup.epoch,
+        seed=scn.seed,
+        initial_instances=initial or plugin.initial_instances,
+    )
+    daemon = Autoscaler(
+        setup.resolved,
+        cluster,
+        actuator=cluster,
+        policy_fn=plugin.fn,
+        policy_state=plugin.state,
+        started_at=setup.epoch,
+    )
+    out = Run()
+    n = math.floor(scn.duration_s / setup.tick_s + 1e-9)
+    for k in range(1, n + 1):
+        t = k * setup.tick_s
+        cluster.advance(t)
+        out.decisions.extend((t, d) for d in daemon.tick(setup.epoch + t).decisions)
+    out.counts = {m: list(cluster.series.instances[m]) for m in setup.models}
+    out.minute_p95 = {m: list(cluster.series.minute_p95_ms[m]) for m in setup.models}
+    return out
+
+
+def closed(points: list[list[float]]) -> dict[str, Any]:
+    return {"kind": "closed", "users": {"points": points, "interpolation": "step"}}
+
+
+def open_loop(rate: float, **kw: Any) -> dict[str, Any]:
+    return {"kind": "open", "rate": rate, **kw}
+
+
+# -- closed loops: Table 11's rule, exactly ------------------------------------------------
+
+
+def test_closed_loop_steps_to_users_over_optimum_in_one_step_and_back() -> None:
+    """4 → 16 users on the 5B: 1 → 4 at once (16 / 4); back to 4 users: down to 1."""
+    s = setup_of(
+        1500,
+        {"nemo-gpt-5b": {"slo_p95_ms": 1500, "workload": closed([[0, 4], [300, 16], [900, 4]])}},
+    )
+    r = run(s, {"nemo-gpt-5b": 1})
+    ups = [(t, d) for t, d in r.changes("nemo-gpt-5b") if d.action is Action.scale_up]
+    assert [(d.current_instances, d.desired_instances) for _, d in ups] == [(1, 4)]
+    assert ups[0][0] <= 300 + 2 * s.tick_s  # within two ticks of the step
+    assert ups[0][1].rule is Rule.panic
+    assert r.counts["nemo-gpt-5b"][-1] == 1
+    assert r.last("nemo-gpt-5b").figures is not None
+    assert r.last("nemo-gpt-5b").figures.loop == "closed"  # type: ignore[union-attr]
+
+
+def test_closed_loop_of_the_20b_is_sized_by_batches() -> None:
+    """16 → 48 users on the 20B: 1 → 3 (48 / 16) in one step; its p95 then meets 1.5 s."""
+    s = setup_of(
+        900, {"nemo-gpt-20b": {"slo_p95_ms": 1500, "workload": closed([[0, 16], [240, 48]])}}
+    )
+    r = run(s, {"nemo-gpt-20b": 1})
+    ups = [d for _, d in r.changes("nemo-gpt-20b") if d.action is Action.scale_up]
+    assert (ups[0].current_instances, ups[0].desired_instances) == (1, 3)
+    tail = r.minute_p95["nemo-gpt-20b"][-5:]
+    assert max(tail) <= 1500, tail
+
+
+def test_users_leaving_a_saturated_model_release_its_instances() -> None:
+    """64 users on 16 5B instances (seen saturated: a closed loop), then 8: down to 2."""
+    s = setup_of(
+        1800, {"nemo-gpt-5b": {"slo_p95_ms": 1500, "workload": closed([[0, 64], [300, 8]])}}
+    )
+    r = run(s, {"nemo-gpt-5b": 16})
+    assert r.counts["nemo-gpt-5b"][-1] == 2
+    assert all(d.action is Action.scale_down for _, d in r.changes("nemo-gpt-5b"))
+
+
+# -- open loops: the queueing model --------------------------------------------------------
+
+
+def test_poisson_load_settles_where_the_model_says_and_meets_the_slo() -> None:
+    """20 req/s on the 5B from 16 instances: down to the model's count, never oscillating."""
+    s = setup_of(3600, {"nemo-gpt-5b": {"slo_p95_ms": 1500, "workload": open_loop(20.0)}})
+    r = run(s, {"nemo-gpt-5b": 16})
+    d = r.last("nemo-gpt-5b")
+    assert d.figures is not None and d.figures.loop == "open"
+    # Poisson arrivals, near-constant service: v learned near (1 + 0.03²) / 2, plus the
+    # minutes' scatter at the 0.99 target
+    assert 0.3 < d.figures.variability < 1.2
+    settled = r.counts["nemo-gpt-5b"][-1]
+    svc = s.resolved.targets["nemo-gpt-5b"].service
+    assert svc is not None
+    model = instances_for(svc, d.figures.sized_for_rps, 1500, d.figures.variability, 16)
+    assert model is not None
+    # the model's count, or one more that the stabilisation window still holds
+    assert settled - model in (0, 1)
+    assert settled < math.ceil(20 * 0.277 / 0.8) + 1  # not more than a 0.8-busy rule would
+    ups = [x for _, x in r.changes("nemo-gpt-5b") if x.action is Action.scale_up]
+    assert len(ups) <= 1  # at most one correction back up on the way down
+    assert max(r.minute_p95["nemo-gpt-5b"][5:]) <= 1500
+
+
+def test_a_low_rate_on_the_20b_gets_the_instances_its_batches_need() -> None:
+    """2 req/s on one 20B: every request waits for the running batch (p95 ≈ 2.1 s); the
+    batched model adds instances until an arrival mostly finds one free (3 for 1.5 s)."""
+    s = setup_of(1800, {"nemo-gpt-20b": {"slo_p95_ms": 1500, "workload": open_loop(2.0)}})
+    r = run(s, {"nemo-gpt-20b": 1})
+    first = r.minute_p95["nemo-gpt-20b"][0]
+    assert first > 1900  # one instance: the wait for the running batch
+    ups = [(t, d) for t, d in r.changes("nemo-gpt-20b") if d.action is Action.scale_up]
+    assert ups[0][0] <= 60 and ups[0][1].rule is Rule.queueing  # within the first minute
+    # 3 instances predict p95 ≈ 1.4 s on average, but a minute of 120 requests scatters
+    # past 1.5 s in about one minute in four there: at the 0.99 target the correction
+    # (mean + 2.33 sd of the minutes' v) settles on 4
+    assert r.counts["nemo-gpt-20b"][-1] in (3, 4)
+    late = r.minute_p95["nemo-gpt-20b"][-20:]
+    assert sum(p > 1500 for p in late) <= 2, late  # the scatter the 0.99 target allows, ±chance
+
+
+def test_recurring_bursts_keep_their_capacity_through_the_lulls() -> None:
+    """Bursts of 100 req/s for 15 s every 10 minutes on the 1.3B (≈ 10 instances' worth,
+    over before a burst can be seen and a new instance's 14 s start-up done): at the 0.99
+    target the instances stay through the silences and the bursts are served; at 0.5
+    they go between bursts and every burst finds too few."""
+    burst = {
+        "points": [
+            [t, v]
+            for k in range(12)
+            for t, v in ((600.0 * k, 0.5), (600.0 * k + 570, 100.0), (600.0 * k + 585, 0.5))
+        ]
+    }
+    model = {"slo_p95_ms": 600, "max_instances": 24, "workload": {"kind": "open", "rate": burst}}
+    keep = run(setup_of(7200, {"nemo-gpt-1.3b": model}), {"nemo-gpt-1.3b": 12})
+    lean = run(
+        setup_of(
+            7200,
+            {"nemo-gpt-1.3b": model},
+            policy_overrides={"slo_attainment_target": 0.5},
+        ),
+        {"nemo-gpt-1.3b": 12},
+    )
+
+    def attainment(r: Run) -> float:
+        p = np.array(r.minute_p95["nemo-gpt-1.3b"][60:], dtype=float)  # the second hour
+        scored = ~np.isnan(p)
+        return float(np.mean(p[scored] <= 600))
+
+    def quiet_instances(r: Run) -> float:
+        c = r.counts["nemo-gpt-1.3b"][720:]  # the second hour, per tick
+        return float(np.mean([n for i, n in enumerate(c) if (i * 5) % 600 < 540]))
+
+    assert attainment(keep) > attainment(lean)
+    assert attainment(keep) >= 0.95
+    assert quiet_instances(keep) > quiet_instances(lean)
+    assert keep.last("nemo-gpt-1.3b").figures.headroom_rps > 30  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("cv", "low", "high"), [(0.03, 0.3, 1.2), (1.5, 1.5, 4.0)])
+def test_the_capacity_model_is_corrected_from_the_observed_p95(
+    cv: float, low: float, high: float
+) -> None:
+    """Near-constant service settles v near 0.5 (plus the minutes' scatter); heavy-tailed
+    service (c_s² = 2.25: v ≈ 1.6 on average) raises it, up to the bound of 4."""
+    s = setup_of(
+        2400,
+        {
+            "nemo-gpt-5b": {
+                "slo_p95_ms": 3000,
+                "workload": open_loop(10.0),
+                "sim": {"service_cv": cv},
+            }
+        },
+    )
+    r = run(s, {"nemo-gpt-5b": 4})
+    f = r.last("nemo-gpt-5b").figures
+    assert f is not None and low < f.variability <= high
