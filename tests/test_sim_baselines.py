@@ -8,14 +8,12 @@ from typing import Any
 import pytest
 
 from autoscaler.errors import ConfigError
-from autoscaler.policy.core import ModelTarget, PolicyContext, decide
-from autoscaler.policy.decision import Action, Decision
-from autoscaler.profiles import ScalingPolicy
+from autoscaler.policy.core import PolicyContext, decide
+from autoscaler.policy.decision import Decision
 from autoscaler.sim import baselines
-from autoscaler.sim.baselines import busy_fraction, make_policy, static_counts
+from autoscaler.sim.baselines import make_policy, static_counts
 from autoscaler.sim.runner import run_policy
 from autoscaler.sim.scenario import Scenario, SimSetup, load_scenario, resolve_scenario
-from autoscaler.telemetry.snapshot import ModelWindow
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ROOT / "simulations" / "scenarios"
@@ -33,42 +31,6 @@ def small_setup(**models: Any) -> SimSetup:
     return resolve_scenario(scn, ROOT)
 
 
-def window(instances: int, concurrency: float, now: float = 0.0, **extra: float) -> ModelWindow:
-    return ModelWindow(
-        M,
-        now,
-        60.0,
-        True,
-        instances=instances,
-        concurrency=concurrency,
-        p95_ms=1000.0,
-        **extra,  # type: ignore[arg-type]
-    )
-
-
-def ctx(now: float, w: ModelWindow, panic: ModelWindow | None = None) -> PolicyContext:
-    return PolicyContext(
-        now=now,
-        policy=ScalingPolicy(name="t"),
-        targets={M: ModelTarget(M, 4.0, 12.41, slo_p95_ms=1500.0)},
-        stable={M: w},
-        panic={M: panic or w},
-        gpus=None,
-        check_gpu_memory=False,
-    )
-
-
-def busy(util: float, instances: int) -> dict[str, float]:
-    """Window figures for instances busy `util` of the time (sequential, 277 ms)."""
-    rate = util * instances / 0.277
-    return {
-        "inferences_per_s": rate,
-        "avg_batch": 1.0,
-        "execution_ms": 277.0,
-        "busy_share": util,
-    }
-
-
 def test_registry_lists_names_and_rejects_unknown() -> None:
     """Every baseline is chosen by name; an unknown one is a ConfigError naming the known ones."""
     assert baselines.policy_names() == ["ours", "static", "hpa", "kpa", "oracle"]
@@ -83,51 +45,6 @@ def test_registry_lists_names_and_rejects_unknown() -> None:
 def test_ours_is_the_live_decide() -> None:
     """'ours' is autoscaler.policy.core.decide itself, not a copy."""
     assert make_policy("ours", small_setup()).fn is decide
-
-
-def test_busy_fraction_undoes_per_request_compute() -> None:
-    """A batch of 16 adds 16 × 1.05 s of compute; busy time (the window's) counts it once."""
-    w = window(1, 16.0, inferences_per_s=14.5, avg_batch=16.0, busy_share=14.5 / 16 * 1.05)
-    assert busy_fraction(w) == pytest.approx(14.5 / 16 * 1.05)
-    assert busy_fraction(window(0, 16.0, busy_share=0.5)) == 0.0  # no instance: nothing busy
-
-
-def test_hpa_tolerance_period_and_limits() -> None:
-    """Within 10 % of the target: hold; acts every 15 s; up by at most max(2×, +4)."""
-    plug = make_policy("hpa", small_setup())
-    st: Any = {}
-    d, st = plug.fn(ctx(0, window(4, 3.0, **busy(0.85, 4))), st)  # 0.85/0.8 = 1.06: tolerance
-    assert d[0].action is Action.hold
-    d, st = plug.fn(ctx(5, window(4, 3.0, **busy(1.0, 4))), st)  # 5 s later: not a period yet
-    assert d[0].action is Action.hold and "period" in d[0].reason
-    d, st = plug.fn(ctx(15, window(1, 9.0, **busy(1.0, 1))), st)  # 1.0/0.8 → ceil(1.25) = 2
-    assert (d[0].action, d[0].desired_instances) == (Action.scale_up, 2)
-    assert d[0].details["policy"] == "hpa"
-
-
-def test_hpa_scale_down_waits_for_the_stabilisation_window() -> None:
-    """A drop in utilisation shrinks only after the highest wish of the last 5 min has gone."""
-    plug = make_policy("hpa", small_setup())
-    st: Any = {}
-    _, st = plug.fn(ctx(0, window(8, 30.0, **busy(0.8, 8))), st)  # wants 8
-    d, st = plug.fn(ctx(15, window(8, 4.0, **busy(0.2, 8))), st)  # wants 2, but 8 within 5 min
-    assert d[0].action is Action.hold and d[0].rule.value == "stabilization"
-    d, st = plug.fn(ctx(315, window(8, 4.0, **busy(0.2, 8))), st)
-    assert (d[0].action, d[0].desired_instances) == (Action.scale_down, 2)
-
-
-def test_kpa_panics_at_twice_and_never_shrinks_in_panic() -> None:
-    """Burst window at ≥ 2× the ready instances: panic, keep the maximum for a stable window."""
-    plug = make_policy("kpa", small_setup())
-    st: Any = {}
-    target = 4 * 0.7  # Knative's 70 % of the optimal concurrency
-    d, st = plug.fn(ctx(0, window(1, 2.0), panic=window(1, 4 * target)), st)
-    assert d[0].rule.value == "panic" and d[0].desired_instances == 4
-    d, st = plug.fn(ctx(30, window(4, 2.0), panic=window(4, 2.0)), st)
-    assert d[0].desired_instances == 4  # still in panic: no scale-down
-    d, st = plug.fn(ctx(61, window(4, 2.0), panic=window(4, 2.0)), st)
-    # out of panic after 60 s without a burst; down by at most half per decision
-    assert (d[0].action, d[0].desired_instances) == (Action.scale_down, 2)
 
 
 def test_kpa_derives_over_the_scenario_kpa_windows() -> None:

@@ -1,11 +1,15 @@
 """`triton-autoscaler simulate`: score policies on a scenario, or measure one model at fixed load.
 
-Two modes:
+Three modes:
 
 - `simulate SCENARIO [--policy NAME ...] [--out DIR]`: run the scenario under
   each policy (the live pipeline on a simulated Triton) and print a scorecard;
   with `--out`, also write the scorecards, a Markdown summary, per-minute CSV
   and PNG plots under DIR/<scenario>/.
+- `simulate SCENARIO --sweep [--vary POLICY.PARAMETER=V1,V2,…] [--jobs N]`:
+  every policy over a range of its setting (static over N instances), the
+  SLO–cost frontier of each, and where ours stands against each baseline's
+  best settings at equal cost; with `--out`, frontier.json/.csv/.png.
 - `simulate --profile MODEL --concurrency N --duration S`: N closed-loop clients
   on one instance, like a Model Analyzer point; `--format json` prints p95_ms,
   throughput_rps, queue_ms and concurrency (Table 10's columns).
@@ -107,15 +111,38 @@ def simulate(
         list[Path] | None, typer.Option("--policies", help="Extra policies directory.")
     ] = None,
     fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    sweep: Annotated[
+        bool,
+        typer.Option(
+            "--sweep",
+            help="Run every policy over a range of its setting (static over N) and draw the "
+            "SLO–cost frontier; with --out, frontier.json/.csv/.png under DIR/<scenario>/.",
+        ),
+    ] = False,
+    vary: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--vary",
+            help="With --sweep: POLICY.PARAMETER=V1,V2,… (e.g. kpa.target_utilization="
+            "0.5,0.7,0.9; ours.<scaling-policy field>=…; static.instances=1,2,4); repeatable.",
+        ),
+    ] = None,
+    jobs: Annotated[
+        int, typer.Option("--jobs", help="With --sweep: runs side by side (processes).")
+    ] = 2,
 ) -> None:
     """Simulate Triton under load: score autoscaling policies, or reproduce a Table 10 point."""
     check_format(fmt)
     require("numpy", "the simulator")
     if out is not None and plots:
         require("matplotlib", "--out with plots (or add --no-plots)")
+    if (vary or jobs != 2) and not sweep:
+        raise ConfigError("--vary and --jobs go with --sweep", field="--vary" if vary else "--jobs")
     if profile is not None or concurrency is not None:
         if scenario is not None:
             raise ConfigError("give a SCENARIO or --profile/--concurrency, not both")
+        if sweep:
+            raise ConfigError("--sweep needs a SCENARIO, not --profile", field="--sweep")
         _fixed(profile, concurrency, duration or 600.0, instances, seed, policies, fmt)
         return
     if scenario is None:
@@ -123,6 +150,13 @@ def simulate(
             "nothing to simulate: give a SCENARIO file, or --profile MODEL --concurrency N",
             allowed="simulations/scenarios/*.yaml",
         )
+    if sweep:
+        if record is not None:
+            raise ConfigError("--record records one run; not with --sweep", field="--record")
+        if jobs < 1:
+            raise ConfigError("must be ≥ 1", field="--jobs", value=jobs)
+        _sweep(scenario, policy, vary or [], jobs, out, plots, seed, policies, fmt)
+        return
     _scenario(scenario, policy, out, plots, seed, policies, fmt, record)
 
 
@@ -211,16 +245,9 @@ def _scenario(
     from autoscaler.sim.baselines import check_names
     from autoscaler.sim.capacity import require_fit
     from autoscaler.sim.report import run_scenario, write_results
-    from autoscaler.sim.scenario import load_scenario, resolve_scenario
+    from autoscaler.sim.scenario import resolve_scenario
 
-    scn = load_scenario(path)
-    update: dict[str, Any] = {}
-    if seed is not None:
-        update["seed"] = seed
-    if policies:
-        update["policies_dirs"] = [*scn.policies_dirs, *policies]
-    if update:
-        scn = scn.model_copy(update=update)
+    scn = _load(path, seed, policies)
     names = list(policy) if policy else list(scn.policies)
     check_names(names)
     if record is not None and len(names) != 1:
@@ -240,6 +267,72 @@ def _scenario(
     render(res.cards, scn.name, scn.description, stdout_console())
     for p in written:
         typer.echo(f"wrote {p}")
+
+
+def _load(path: Path, seed: int | None, policies: list[Path] | None) -> Any:
+    from autoscaler.sim.scenario import load_scenario
+
+    scn = load_scenario(path)
+    update: dict[str, Any] = {}
+    if seed is not None:
+        update["seed"] = seed
+    if policies:
+        update["policies_dirs"] = [*scn.policies_dirs, *policies]
+    return scn.model_copy(update=update) if update else scn
+
+
+def _sweep(
+    path: Path,
+    policy: list[str] | None,
+    vary: list[str],
+    jobs: int,
+    out: Path | None,
+    plots: bool,
+    seed: int | None,
+    policies: list[Path] | None,
+    fmt: str,
+) -> None:
+    from autoscaler.sim.baselines import check_names
+    from autoscaler.sim.report import standing_lines, write_frontier
+    from autoscaler.sim.sweep import make_plan, parse_vary, run_sweep
+
+    scn = _load(path, seed, policies)
+    names = list(dict.fromkeys(policy)) if policy else list(scn.policies)
+    check_names(names)
+    plan = make_plan(scn, path.parent, names, [parse_vary(v) for v in vary])
+    with progress_bar(fmt != "json", f"{scn.name} sweep") as bar:
+        res = run_sweep(plan, jobs=jobs, progress=lambda done, total: bar("runs", done / total))
+    written = write_frontier(res, out, plots=plots) if out is not None else []
+    if fmt == "json":
+        doc = res.to_json()
+        doc["runs"] = res.runs  # not in frontier.json: it depends on runs reused
+        doc["wall_s"] = round(res.wall_s, 2)
+        doc["written"] = [str(p) for p in written]
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    console = Console()
+    t = Table(
+        title=f"{scn.name} sweep: {res.runs} runs in {res.wall_s:.1f} s ({jobs} at a time)",
+        title_justify="left",
+    )
+    for col in ("policy", "setting", "SLO met %", "instance-h", "GPU-h", "actions", "frontier"):
+        t.add_column(col, justify="left" if col in ("policy", "setting") else "right")
+    on = {(p.policy, p.setting) for n in {q.policy for q in res.points} for p in res.frontier(n)}
+    for p in res.points:
+        t.add_row(
+            p.policy,
+            p.setting + (" (default)" if p.default and p.setting != "default" else ""),
+            f"{p.attainment_pct:.1f}",
+            f"{p.instance_hours:.2f}",
+            f"{p.gpu_hours:.2f}",
+            str(p.scale_actions),
+            "●" if (p.policy, p.setting) in on else "",
+        )
+    console.print(t)
+    for line in standing_lines(res):
+        typer.echo(f"- {line}")
+    for path_ in written:
+        typer.echo(f"wrote {path_}")
 
 
 def render(cards: Any, name: str, description: str, console: Console) -> None:

@@ -1114,6 +1114,9 @@ class SimCluster:
                 pending_requests=float(len(q.queue)),
                 p95_request_us=p95,
                 p95_queue_us=p95q,
+                # what Kubernetes' readiness tells the HPA and Knative: instances
+                # still in their start-up delay are configured but not serving
+                ready_instances=q.ready_instances(now - self.epoch),
             )
         return Snapshot(
             taken_at=now,

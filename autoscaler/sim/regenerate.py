@@ -1,11 +1,14 @@
 """Regenerate the committed simulation results: `python -m autoscaler.sim.regenerate`.
 
-Runs every scenario in `simulations/scenarios/` under its policies, writes
-`simulations/results/<scenario>/` (scorecards, summary, per-minute CSV, plots)
-and `simulations/results/README.md`, and rewrites the results section of
-`docs/simulation.md` (between its `results:begin` / `results:end` markers).
-Runs are seeded, so the same code gives the same files (wall times are left
-out of them). About 3 minutes on a 2-core machine, most of it the 24 h day.
+Runs every scenario in `simulations/scenarios/` under its policies, then the
+sweep of every policy's setting (`autoscaler/sim/sweep.py`; `--no-sweep` skips
+it), writes `simulations/results/<scenario>/` (scorecards, summary, per-minute
+CSV, plots, frontier.json/.csv/.png) and `simulations/results/README.md`, and
+rewrites the results section of `docs/simulation.md` (between its
+`results:begin` / `results:end` markers). The headline compares ours with each
+baseline's *best* settings at ours' cost (its Pareto frontier), not with its
+default. Runs are seeded, so the same code gives the same files (wall times
+are left out of them).
 """
 
 from __future__ import annotations
@@ -14,18 +17,54 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from autoscaler.errors import AutoscalerError
 from autoscaler.sim.capacity import require_fit
-from autoscaler.sim.report import ScenarioResult, run_scenario, write_results
+from autoscaler.sim.report import (
+    ScenarioResult,
+    run_scenario,
+    standing_lines,
+    write_frontier,
+    write_results,
+)
 from autoscaler.sim.scenario import load_scenario, resolve_scenario
 from autoscaler.sim.score import Scorecard
+from autoscaler.sim.sweep import SweepResult, make_plan, run_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
 BEGIN = "<!-- results:begin (written by python -m autoscaler.sim.regenerate) -->"
 END = "<!-- results:end -->"
+
+
+def frontier_headline(sweeps: list[SweepResult]) -> str:
+    """Per scenario and baseline: ours against the baseline's best settings at equal cost."""
+    lines = [
+        "| scenario | baseline | ours: SLO met % at instance-h | baseline's best at ours' "
+        "instance-h: SLO met % | baseline's instance-h for ours' SLO met % | settings run |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for sw in sweeps:
+        for st in sw.standing.get("instance_hours", []):
+            at = st.baseline_attainment_at_ours_cost
+            need = st.baseline_cost_for_ours_attainment
+            lines.append(
+                f"| {sw.name} | {st.baseline} | {st.ours_attainment_pct:.1f} at "
+                f"{st.ours_cost:.2f} | "
+                + ("no setting this cheap" if at is None else f"{at:.1f}")
+                + " | "
+                + (
+                    f"never (best {st.baseline_best_attainment_pct:.1f} %)"
+                    if need is None
+                    else f"{need:.2f} ({need / st.ours_cost:.2f}× ours)"
+                    if st.ours_cost > 0
+                    else f"{need:.2f}"
+                )
+                + f" | {st.baseline_points} |"
+            )
+    return "\n".join(lines) + "\n"
 
 
 def headline(results: list[ScenarioResult]) -> str:
@@ -50,10 +89,22 @@ def _actions(c: Scorecard) -> str:
     return str(c.scale_actions) + (f" (+{c.failed_applies} failed)" if c.failed_applies else "")
 
 
-def standing(results: list[ScenarioResult]) -> str:
-    """Where `ours` stands per scenario: against the oracle and the best baseline."""
+def standing(results: list[ScenarioResult], sweeps: Sequence[SweepResult] = ()) -> str:
+    """Where `ours` stands per scenario: against the oracle and the best baseline (with a
+    sweep: against each baseline's best settings at equal cost)."""
+    by_name = {sw.name: sw for sw in sweeps}
     out = []
     for res in results:
+        sw = by_name.get(res.name)
+        if sw is not None and sw.ours is not None:
+            cards = {c.policy: c for c in res.cards}
+            ours = cards.get("ours")
+            head = f"- **{res.name}**: ours meets the SLO in {sw.ours.attainment_pct:.1f} % of "
+            head += f"minutes at {sw.ours.instance_hours:.2f} instance-h"
+            if ours is not None and ours.oracle_ratio is not None:
+                head += f" ({ours.oracle_ratio:.2f}× the oracle's)"
+            out.append(head + ". " + "; ".join(standing_lines(sw)) + ".")
+            continue
         cards = {c.policy: c for c in res.cards}
         ours = cards.get("ours")
         if ours is None:
@@ -91,9 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--docs", type=Path, default=ROOT / "docs" / "simulation.md")
     ap.add_argument("--only", action="append", default=[], help="scenario name; repeatable")
     ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument("--no-sweep", action="store_true", help="skip the frontier sweeps")
+    ap.add_argument("--jobs", type=int, default=2, help="sweep runs side by side (default 2)")
     args = ap.parse_args(argv)
     paths = sorted(args.scenarios.glob("*.yaml"))
     results = []
+    sweeps: list[SweepResult] = []
     for path in paths:
         t0 = time.perf_counter()
         try:
@@ -109,18 +163,31 @@ def main(argv: list[str] | None = None) -> int:
             return exc.exit_code
         write_results(res, args.out, plots=not args.no_plots)
         results.append(res)
-        print(
-            f"{scn.name}: {len(scn.policies)} policies in {time.perf_counter() - t0:.1f} s",
-            file=sys.stderr,
-        )
+        note = f"{scn.name}: {len(scn.policies)} policies in {time.perf_counter() - t0:.1f} s"
+        if not args.no_sweep:
+            t1 = time.perf_counter()
+            try:
+                plan = make_plan(scn, path.parent, list(scn.policies))
+            except AutoscalerError as exc:  # a bad `sweep:` section
+                print(f"error: {path}: {exc}", file=sys.stderr)
+                return exc.exit_code
+            sw = run_sweep(plan, jobs=args.jobs, known={c.policy: c for c in res.cards})
+            write_frontier(sw, args.out, plots=not args.no_plots)
+            sweeps.append(sw)
+            note += f"; sweep {sw.runs} runs in {time.perf_counter() - t1:.1f} s"
+        print(note, file=sys.stderr)
     if args.only:
         return 0  # a partial run leaves the summaries as they are
-    body = (
-        "Headline (generated; details and plots in `simulations/results/<scenario>/`):\n\n"
-        + headline(results)
-        + "\n"
-        + standing(results)
-    )
+    body = "Headline (generated; details and plots in `simulations/results/<scenario>/`):\n\n"
+    if sweeps:
+        body += (
+            "Ours against each baseline's best settings at equal cost: every baseline "
+            "runs over a range of its target (static over N instances), and its Pareto "
+            "frontier is read at ours' instance-hours (and for ours' SLO attainment); "
+            "`frontier.png` draws them all.\n\n" + frontier_headline(sweeps) + "\n"
+            "Every policy at the scenario's own settings:\n\n"
+        )
+    body += headline(results) + "\n" + standing(results, sweeps)
     readme = args.out / "README.md"
     readme.write_text(
         "# Simulation results\n\nRegenerate with `python -m autoscaler.sim.regenerate` "

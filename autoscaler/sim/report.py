@@ -18,9 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from autoscaler.sim.frontier import Cost
 from autoscaler.sim.runner import SimRun, run_policy
 from autoscaler.sim.scenario import SimSetup
 from autoscaler.sim.score import Scorecard, markdown, score, with_oracle_ratio
+from autoscaler.sim.sweep import SweepResult
 
 
 @dataclass
@@ -132,3 +134,76 @@ def _write_minutes(runs: Sequence[SimRun], path: Path) -> None:
                             failed,
                         ]
                     )
+
+
+# -- the frontier ----------------------------------------------------------------------------
+
+
+def write_frontier(res: SweepResult, out_dir: Path, *, plots: bool = True) -> list[Path]:
+    """`DIR/<scenario>/frontier.json`, `frontier.csv`, `frontier.md` (every run, and where
+    ours stands against each baseline's best settings) and, with plots, `frontier.png`."""
+    d = out_dir / res.name
+    d.mkdir(parents=True, exist_ok=True)
+    written = []
+    p = d / "frontier.json"
+    p.write_text(json.dumps(res.to_json(), indent=2) + "\n", encoding="utf-8")
+    written.append(p)
+    p = d / "frontier.md"
+    p.write_text(frontier_markdown(res), encoding="utf-8")
+    written.append(p)
+    p = d / "frontier.csv"
+    doc = res.to_json()
+    with p.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        cols = [
+            "policy",
+            "setting",
+            "default",
+            "slo_attainment_pct",
+            "instance_hours",
+            "gpu_hours",
+            "scale_actions",
+            "failed",
+            "pareto_instance_hours",
+            "pareto_gpu_hours",
+        ]
+        w.writerow(cols)
+        for row in doc["points"]:
+            w.writerow([row[c] for c in cols])
+    written.append(p)
+    if plots:
+        from autoscaler.sim.plots import plot_frontier
+
+        written.append(plot_frontier(res, d / "frontier.png"))
+    return written
+
+
+def standing_lines(res: SweepResult, axis: Cost = "instance_hours") -> list[str]:
+    """One sentence per baseline: ours against its best settings at equal cost."""
+    if res.ours is None:
+        return []
+    return [s.sentence() for s in res.standing.get(axis, [])]
+
+
+def frontier_markdown(res: SweepResult) -> str:
+    """The sweep as a table (every run) and where ours stands, for summaries."""
+    lines = [
+        f"### {res.name}: every setting (frontier: on the instance-hours Pareto frontier)",
+        "",
+        "| policy | setting | SLO met (% of minutes) | instance-h | GPU-h | scale actions "
+        "| frontier |",
+        "|---|---|---:|---:|---:|---:|:---:|",
+    ]
+    on = {(p.policy, p.setting) for n in {q.policy for q in res.points} for p in res.frontier(n)}
+    for p in res.points:
+        mark = "●" if (p.policy, p.setting) in on else ""
+        setting = p.setting + (" (default)" if p.default and p.setting != "default" else "")
+        lines.append(
+            f"| {p.policy} | {setting} | {p.attainment_pct:.1f} | {p.instance_hours:.2f} | "
+            f"{p.gpu_hours:.2f} | {p.scale_actions} | {mark} |"
+        )
+    sentences = standing_lines(res)
+    if sentences:
+        lines += ["", "Ours against each baseline's best settings at equal cost:", ""]
+        lines += [f"- {s}" for s in sentences]
+    return "\n".join(lines) + "\n"

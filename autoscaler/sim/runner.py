@@ -25,6 +25,7 @@ from autoscaler.daemon import Autoscaler
 from autoscaler.sim.baselines import make_policy
 from autoscaler.sim.capacity import fit_to_gpus
 from autoscaler.sim.engine import ScaleAction, SeriesRecorder, SimCluster, SimModelSpec
+from autoscaler.sim.plugin import PolicyPlugin
 from autoscaler.sim.scenario import EPOCH, SimSetup
 from autoscaler.sim.workload import ClosedLoop, Schedule
 from autoscaler.telemetry.snapshot import Snapshot
@@ -63,7 +64,26 @@ def run_policy(
     """Simulate the scenario with `policy` in the loop; returns the series for scoring."""
     started = time.perf_counter()
     plugin = make_policy(policy, setup)
+    return run_plugin(setup, plugin, progress=progress, recorder=recorder, started=started)
+
+
+def run_plugin(
+    setup: SimSetup,
+    plugin: PolicyPlugin,
+    *,
+    progress: Progress | None = None,
+    recorder: Callable[[Snapshot], None] | None = None,
+    started: float | None = None,
+) -> SimRun:
+    """Simulate the scenario with an already built policy (`run_policy` builds it by name).
+
+    The simulator advances, and the daemon ticks, every `plugin.tick_s` (a
+    baseline's own decision interval, e.g. Knative's 2 s) or else the scaling
+    policy's tick; the daemon derives the plugin's own windows where it has them.
+    """
+    started = time.perf_counter() if started is None else started
     scn = setup.scenario
+    tick = plugin.tick_s if plugin.tick_s is not None else setup.tick_s
     # first counts that do not fit together are cut (largest model first); a
     # scenario that does not fit even at min_instances is a CapacityError
     initial = fit_to_gpus(setup, plugin.initial_instances)
@@ -75,18 +95,19 @@ def run_policy(
         gpus_per_server=setup.gpus_per_server,
         base_used_gb=scn.hardware.base_used_gb,
         duration_s=scn.duration_s,
-        interval_s=setup.tick_s,
+        interval_s=tick,
         epoch=setup.epoch,
         seed=scn.seed,
         initial_instances=initial,
     )
     resolved = setup.resolved
-    if plugin.windows is not None:  # a baseline with windows of its own (KPA)
-        stable_s, panic_s = plugin.windows
-        windowed = resolved.policy.model_copy(
-            update={"stable_window_s": stable_s, "panic_window_s": panic_s}
-        )
-        resolved = resolved.model_copy(update={"policy": windowed})
+    own: dict[str, float] = {}
+    if plugin.windows is not None:  # a baseline with windows of its own (KPA, HPA)
+        own["stable_window_s"], own["panic_window_s"] = plugin.windows
+    if tick != setup.tick_s:
+        own["tick_interval_s"] = tick
+    if own:
+        resolved = resolved.model_copy(update={"policy": resolved.policy.model_copy(update=own)})
     daemon = Autoscaler(
         resolved,
         cluster,
@@ -96,7 +117,6 @@ def run_policy(
         started_at=setup.epoch,
         recorder=recorder,
     )
-    tick = setup.tick_s
     n = math.floor(scn.duration_s / tick + 1e-9)
     report_every = max(1, n // 200)
     decisions = 0
@@ -108,7 +128,7 @@ def run_policy(
             progress(k / n)
     return SimRun(
         scenario=scn.name,
-        policy=policy,
+        policy=plugin.name,
         description=plugin.description,
         models=setup.models,
         tick_s=tick,

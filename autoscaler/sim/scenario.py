@@ -38,6 +38,8 @@ from autoscaler.sim.generate import (
     token_counts,
     with_noise,
 )
+from autoscaler.sim.hpa import HpaSettings
+from autoscaler.sim.kpa import KpaSettings
 from autoscaler.sim.traces import RequestFile, fit_to_run, read_request_trace
 from autoscaler.sim.warmstart import initial_counts
 from autoscaler.sim.workload import (
@@ -62,6 +64,7 @@ EPOCH = 1_767_225_600.0
 
 PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNeg = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class _Strict(BaseModel):
@@ -249,31 +252,6 @@ class Hardware(_Strict):
     base_used_gb: NonNeg = 0.6
 
 
-class HpaSettings(_Strict):
-    target_utilization: Annotated[float, Field(gt=0, le=1)] = 0.8
-    tolerance: Annotated[float, Field(ge=0, lt=1)] = 0.1
-    period_s: PosFloat = 15.0
-    scale_down_stabilization_s: NonNeg = 300.0
-
-
-class KpaSettings(_Strict):
-    # Knative's container-concurrency-target-percentage default is 70 %
-    target_utilization: Annotated[float, Field(gt=0, le=1)] = 0.7
-    stable_window_s: PosFloat = 60.0
-    panic_window_s: PosFloat = 6.0
-    panic_threshold: Annotated[float, Field(ge=1)] = 2.0
-    max_scale_down_rate: Annotated[float, Field(ge=1)] = 2.0
-
-    @model_validator(mode="after")
-    def _windows(self) -> KpaSettings:
-        if self.panic_window_s > self.stable_window_s:
-            raise ValueError(
-                f"panic_window_s ({self.panic_window_s}) must be ≤ stable_window_s "
-                f"({self.stable_window_s})"
-            )
-        return self
-
-
 class BaselineSettings(_Strict):
     hpa: HpaSettings = HpaSettings()
     kpa: KpaSettings = KpaSettings()
@@ -294,7 +272,21 @@ class Scenario(_Strict):
     policies_dirs: list[Path] = Field(default_factory=list)
     policies: list[str] = Field(default_factory=lambda: list(DEFAULT_POLICIES), min_length=1)
     baselines: BaselineSettings = BaselineSettings()
+    # what `simulate --sweep` varies: policy → {one setting: [values]} (autoscaler/sim/sweep.py)
+    sweep: dict[Name, dict[str, list[FiniteFloat]]] = Field(default_factory=dict)
     models: dict[Name, ScenarioModel] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_setting_each(self) -> Scenario:
+        for name, params in self.sweep.items():
+            if len(params) != 1:
+                raise ValueError(
+                    f"sweep.{name}: give exactly one setting to vary (got {len(params)})"
+                )
+            for param, values in params.items():
+                if not values:
+                    raise ValueError(f"sweep.{name}.{param}: give at least one value")
+        return self
 
 
 def load_scenario(path: Path) -> Scenario:

@@ -99,6 +99,11 @@ class ModelSample:
     # Why Triton's API cannot address this model by its name (two models of the same
     # name from different repositories under --model-namespacing); "" when it can.
     unaddressable: str = ""
+    # Instances serving now, where the source tells them from instances still loading
+    # (the simulator: a new instance serves only after its start-up delay). None: every
+    # configured instance serves, as with Triton, which swaps a model's config in only
+    # once load_model has loaded its instances.
+    ready_instances: int | None = None
 
     # cached: the window and the policy ask ~4 times per model and tick (500 models:
     # 2000 walks of the groups a tick); a frozen sample's groups never change
@@ -176,3 +181,5 @@ class ModelWindow:
     # What is estimated rather than measured in this window, one sentence each (e.g.
     # no latency counters: requests in flight are an upper bound); () when nothing is.
     degraded: tuple[str, ...] = ()
+    # The latest read's `ModelSample.ready_instances` (None: every instance serves).
+    ready_instances: int | None = None

@@ -322,6 +322,7 @@ def _invalid(
             "execution_ms": None,
             "busy_share": None,
             "degraded": (),
+            "ready_instances": latest.ready_instances if latest else None,
         }
     )
 
@@ -485,6 +486,7 @@ def _figures(
             "execution_ms": execution_ms,
             "busy_share": busy_share,
             "degraded": tuple(degraded),
+            "ready_instances": end.ready_instances,
         }
     )
 
