@@ -159,7 +159,8 @@ def test_a_low_rate_on_the_20b_gets_the_instances_its_batches_need() -> None:
     first = r.minute_p95["nemo-gpt-20b"][0]
     assert first > 1900  # one instance: the wait for the running batch
     ups = [(t, d) for t, d in r.changes("nemo-gpt-20b") if d.action is Action.scale_up]
-    assert ups[0][0] <= 60 and ups[0][1].rule is Rule.queueing  # within the first minute
+    # once a whole window describes the one instance (the first 60 s hold), then at once
+    assert ups[0][0] <= 75 and ups[0][1].rule is Rule.queueing
     # 3 instances predict p95 ≈ 1.4 s on average, but a minute of 120 requests scatters
     # past 1.5 s in about one minute in four there: at the 0.99 target the correction
     # (mean + 2.33 sd of the minutes' v) settles on 4

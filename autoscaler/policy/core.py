@@ -311,6 +311,7 @@ def _size(
     horizon_s: float,
     hi: int,
     recent_in_server: float,
+    one_count: bool,
 ) -> Sizing:
     """How many instances the demand needs, by the rule its kind of load calls for.
 
@@ -411,6 +412,14 @@ def _size(
         f"{why}: {open_want} instance{_plural(open_want)} keep the predicted p95 under "
         f"{slo:g} ms (v {v:.2f})" + ("; not even max_instances would" if short else "")
     )
+    # A load not yet known to be open, read over a window that does not describe one
+    # instance count (the daemon's first minute, or just after a change), may hold
+    # instances but not add them: such a window mixes idle time from before the load
+    # with the rate the instances let through (the demo's first seconds: 4 users on
+    # one 5B read as 3.6 req/s "arriving", and asked for a second instance).
+    if mem.loop is Loop.unknown and not one_count and open_want > current:
+        open_want, open_rule = max(current, closed_want), Rule.concurrency
+        open_reason = f"held until a window describes {current} instance(s) ({open_reason})"
     # An open loop over its capacity: its backlog in the server is a lower bound too.
     if d.no_idle and closed_want > open_want:
         return Sizing(closed_want, closed_rule, closed_reason(), figures(closed_want))
@@ -490,7 +499,7 @@ def _decide_model(
 
     # 3-4. Capacity, headroom and forecast.
     confirmed = confirmed_recent_in_server(st.demand, d)
-    sz = _size(pol, t, d, mem, current, horizon, hi, confirmed)
+    sz = _size(pol, t, d, mem, current, horizon, hi, confirmed, since_change >= pol.stable_window_s)
     want, rule, reason = sz.want, sz.rule, sz.reason
 
     # 5. Latency guard, where no capacity model predicts the p95 (closed or unknown
