@@ -198,7 +198,7 @@ def test_selector_goes_into_every_query() -> None:
 
 def test_missing_triton_series_leave_counters_none() -> None:
     """A model without its success series → counters None, missing_series names it;
-    without a latency series (counter_latencies=false) the counts stay, marked untimed."""
+    without the latency series (counter_latencies=false) the counts stay, marked untimed."""
     q = TritonQueries()
     answers = _triton_answers(q)
     del answers[q.render(q.counters["request_failure"])]
@@ -211,6 +211,7 @@ def test_missing_triton_series_leave_counters_none() -> None:
     assert m.counters is None and m.missing_series == ("nv_inference_request_failure",)
     answers = _triton_answers(q)
     del answers[q.render(q.counters["queue_duration_us"])]
+    del answers[q.render(q.counters["request_duration_us"])]
     m = (
         PrometheusModelSource("http://p", queries=q, client=StandInClient(answers))
         .collect(0.0)
@@ -218,6 +219,16 @@ def test_missing_triton_series_leave_counters_none() -> None:
         or {}
     )["m"]
     assert m.counters is not None and not m.latency_counters and m.missing_series == ()
+    # one latency series without the other: a broken scrape, not the degraded mode
+    answers = _triton_answers(q)
+    del answers[q.render(q.counters["queue_duration_us"])]
+    m = (
+        PrometheusModelSource("http://p", queries=q, client=StandInClient(answers))
+        .collect(0.0)
+        .models
+        or {}
+    )["m"]
+    assert m.counters is None and m.missing_series == ("nv_inference_queue_duration_us",)
 
 
 def test_no_triton_series_is_a_failed_read() -> None:

@@ -164,12 +164,21 @@ def test_missing_required_series_leave_counters_none() -> None:
 
 
 def test_missing_latency_counters_keep_the_counts() -> None:
-    """Without a latency counter (counter_latencies=false) the counts stay, marked untimed."""
-    text = "\n".join(line for line in REAL_SCRAPE.splitlines() if "queue_duration_us" not in line)
+    """Without latency counters (counter_latencies=false) the counts stay, marked untimed."""
+    text = "\n".join(line for line in REAL_SCRAPE.splitlines() if "duration_us" not in line)
     s = _same(text)["nemo-gpt-5b"]
     assert s.counters is not None and s.counters.request_success == 3
     assert s.latency_counters is False and s.missing_series == ()
     assert parse_metrics(REAL_SCRAPE)["nemo-gpt-5b"].latency_counters is True
+
+
+def test_one_latency_counter_missing_is_a_broken_scrape() -> None:
+    """Triton exports its latency counters together: one without the other is a cut
+    scrape, whose queue time would read zero, so the sample is unusable, not degraded."""
+    text = "\n".join(line for line in REAL_SCRAPE.splitlines() if "queue_duration_us" not in line)
+    s = _same(text)["nemo-gpt-5b"]
+    assert s.counters is None
+    assert s.missing_series == ("nv_inference_queue_duration_us",)
 
 
 # -- parse_metrics (the fast path) against parse_metrics_full (prometheus_client) ----------

@@ -39,6 +39,7 @@ from autoscaler.telemetry.triton import (
     keep_apart,
     le_bound,
     merge_config,
+    partial_latency,
     tls_reason,
 )
 from autoscaler.transport import NO_SECURITY, Security
@@ -380,6 +381,7 @@ class PrometheusModelSource:
         out: dict[str, ModelSample] = {}
         for name, got in sums.items():
             missing = tuple(metric for fld, metric in required.items() if fld not in got)
+            missing += partial_latency({m for m in LATENCY_COUNTERS if COUNTERS[m] in got})
             out[name] = ModelSample(
                 name=name,
                 version=max(versions[name] - {""}, key=_version_key, default="1"),

@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -61,6 +61,20 @@ COUNTERS: dict[str, str] = {
 }
 REQUIRED = ("nv_inference_request_success", "nv_inference_request_failure")
 LATENCY_COUNTERS = ("nv_inference_request_duration_us", "nv_inference_queue_duration_us")
+
+
+def partial_latency(present: Container[str]) -> tuple[str, ...]:
+    """The latency counters missing from a model's scrape while others are there.
+
+    Triton exports them together or not at all (`--metrics-config
+    counter_latencies`), so none is the degraded mode, but some without the others
+    is a cut or broken scrape: those are missing series, and the model's sample is
+    unusable this tick (a window over it would read a queue time of zero).
+    """
+    absent = tuple(m for m in LATENCY_COUNTERS if m not in present)
+    return absent if len(absent) < len(LATENCY_COUNTERS) else ()
+
+
 PENDING = "nv_inference_pending_request_count"
 REQUEST_SUMMARY = "nv_inference_request_summary_us"
 QUEUE_SUMMARY = "nv_inference_queue_summary_us"
@@ -724,6 +738,7 @@ class _Rows:
             name = r.models[mi]
             row = self.vals[mi * _NF : (mi + 1) * _NF]
             missing = tuple(m for m in REQUIRED if row[_FIELD[m]] is None)
+            missing += partial_latency({m for m in LATENCY_COUNTERS if row[_FIELD[m]] is not None})
             latency = all(row[_FIELD[m]] is not None for m in LATENCY_COUNTERS)
             counters = None
             if not missing:
@@ -800,6 +815,7 @@ def _max(old: float | None, new: float) -> float:
 
 def _sample(name: str, a: _Acc) -> ModelSample:
     missing = tuple(m for m in REQUIRED if m not in a.sums)
+    missing += partial_latency(a.sums)
     counters = None
     if not missing:
         # an absent latency counter is a 0.0 placeholder (latency_counters=False)
@@ -1036,9 +1052,7 @@ class TritonConfigReader:
 
     def _connect(self) -> http.client.HTTPConnection:
         if self._tls is not None:
-            return http.client.HTTPSConnection(
-                self.url, timeout=self.timeout_s, context=self._tls
-            )
+            return http.client.HTTPSConnection(self.url, timeout=self.timeout_s, context=self._tls)
         return http.client.HTTPConnection(self.url, timeout=self.timeout_s)
 
     def config(self, model: str) -> dict[str, Any]:
