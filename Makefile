@@ -28,8 +28,13 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
+# Two phases (tests/conftest.py says why): everything but the timings of the real
+# server on three workers, then those alone.
+PYTEST_ARGS ?=
+
 unit: setup system-deps
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n 3 --dist loadgroup -m "not timing" $(PYTEST_ARGS)
+	$(BIN)/pytest -m timing $(PYTEST_ARGS)
 
 test: setup system-deps lint typecheck unit
 
