@@ -348,3 +348,60 @@ def test_simulate_sweep_bad_arguments_exit_2(tmp_path: Path, args: list[str], ma
     assert code == 2 and match in err
     code, _, err = invoke("simulate", "--profile", "nemo-gpt-5b", "--concurrency", "2", "--sweep")
     assert code == 2 and "--sweep needs a SCENARIO" in err
+
+
+# -- the README's scorecard ------------------------------------------------------------------
+
+
+def _standing(baseline: str, need: float | None, best: float) -> dict[str, Any]:
+    return {
+        "baseline": baseline,
+        "axis": "instance_hours",
+        "ours_slo_attainment_pct": 97.1,
+        "ours_cost": 40.0,
+        "baseline_attainment_at_ours_cost_pct": 80.0,
+        "baseline_cost_for_ours_attainment": need,
+        "cost_ratio": None,
+        "baseline_settings": 5,
+        "baseline_best_attainment_pct": best,
+    }
+
+
+def test_readme_scorecard_reads_ours_oracle_and_each_baselines_need(tmp_path: Path) -> None:
+    from autoscaler.sim.regenerate import main, readme_scorecard
+
+    cards = [
+        {"policy": "ours", "slo_attainment_pct": 97.1, "instance_hours": 40.0},
+        {"policy": "static", "slo_attainment_pct": 99.4, "instance_hours": 60.0},
+        {"policy": "oracle", "slo_attainment_pct": 100.0, "instance_hours": 32.0},
+    ]
+    (tmp_path / "index.json").write_text(json.dumps({"pair": {"scorecards": cards}}))
+    (tmp_path / "pair").mkdir()
+    standing_ = [_standing("static", 53.2, 100.0), _standing("kpa", None, 89.6)]
+    (tmp_path / "pair" / "frontier.json").write_text(
+        json.dumps({"standing": {"instance_hours": standing_}})
+    )
+    table = readme_scorecard(tmp_path)
+    row = table.splitlines()[2]
+    # ours 40 / oracle 32 = 1.25×; static 53.2 / 40 = 1.33×; hpa not swept; kpa never
+    assert row == "| pair | 97.1 | 40.00 (1.25×) | 100.0 | 1.33× ours | — | never (best 89.6 %) |"
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "intro\n<!-- scorecard:begin (written by python -m autoscaler.sim.regenerate) -->\nold\n"
+        "<!-- scorecard:end -->\nrest\n"
+    )
+    assert main(["--readme-only", "--out", str(tmp_path), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert row in text and "old" not in text and text.endswith("<!-- scorecard:end -->\nrest\n")
+    readme.write_text("no markers\n")
+    assert main(["--readme-only", "--out", str(tmp_path), "--readme", str(readme)]) == 2
+
+
+def test_readme_scorecard_is_in_step_with_the_committed_results() -> None:
+    from autoscaler.sim.regenerate import readme_scorecard
+
+    table = readme_scorecard(ROOT / "simulations" / "results")
+    assert table in (ROOT / "README.md").read_text(encoding="utf-8"), (
+        "README.md's scorecard is out of step with simulations/results/: "
+        "run python -m autoscaler.sim.regenerate --readme-only"
+    )

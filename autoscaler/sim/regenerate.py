@@ -5,7 +5,9 @@ sweep of every policy's setting (`autoscaler/sim/sweep.py`; `--no-sweep` skips
 it), writes `simulations/results/<scenario>/` (scorecards, summary, per-minute
 CSV, plots, frontier.json/.csv/.png) and `simulations/results/README.md`, and
 rewrites the results section of `docs/simulation.md` (between its
-`results:begin` / `results:end` markers). The headline compares ours with each
+`results:begin` / `results:end` markers) and the README's scorecard (between
+`scorecard:begin` / `scorecard:end`; `--readme-only` rewrites just that from the
+committed result files). The headline compares ours with each
 baseline's *best* settings at ours' cost (its Pareto frontier), not with its
 default. Runs are seeded, so the same code gives the same files (wall times
 are left out of them).
@@ -37,6 +39,9 @@ from autoscaler.sim.sweep import SweepResult, make_plan, run_sweep
 ROOT = Path(__file__).resolve().parents[2]
 BEGIN = "<!-- results:begin (written by python -m autoscaler.sim.regenerate) -->"
 END = "<!-- results:end -->"
+README_BEGIN = "<!-- scorecard:begin (written by python -m autoscaler.sim.regenerate) -->"
+README_END = "<!-- scorecard:end -->"
+BASELINES = ("static", "hpa", "kpa")
 
 
 def frontier_headline(sweeps: list[SweepResult]) -> str:
@@ -122,17 +127,71 @@ def standing(results: list[ScenarioResult], sweeps: Sequence[SweepResult] = ()) 
     return "\n".join(out) + "\n"
 
 
-def update_docs(doc: Path, body: str) -> bool:
+def readme_scorecard(out: Path) -> str:
+    """The README's compact scorecard, read from the result files under `out`.
+
+    One row per scenario: ours at its own settings (SLO attainment, instance-hours
+    against the oracle's) and, per baseline, the instance-hours its best settings
+    (its Pareto frontier over the sweep) need to meet the SLO as often as ours, as
+    a multiple of ours'. Above 1×, ours is cheaper for the same attainment; below,
+    that baseline beats ours on this scenario.
+    """
+    index = json.loads((out / "index.json").read_text(encoding="utf-8"))
+    lines = [
+        "| scenario | ours: SLO met % | ours: instance-h (× oracle) | oracle: SLO met % | "
+        + " | ".join(f"{b} needs" for b in BASELINES)
+        + " |",
+        "|---|---:|---:|---:|" + "---:|" * len(BASELINES),
+    ]
+    for name in sorted(index):
+        cards = {c["policy"]: c for c in index[name]["scorecards"]}
+        ours, oracle = cards.get("ours"), cards.get("oracle")
+        if ours is None:
+            continue
+        ratio = (
+            f" ({ours['instance_hours'] / oracle['instance_hours']:.2f}×)"
+            if oracle and oracle["instance_hours"] > 0
+            else ""
+        )
+        row = (
+            f"| {name} | {ours['slo_attainment_pct']:.1f} | {ours['instance_hours']:.2f}{ratio} | "
+            + (f"{oracle['slo_attainment_pct']:.1f}" if oracle else "—")
+            + " |"
+        )
+        standing: dict[str, dict[str, Any]] = {}
+        frontier = out / name / "frontier.json"
+        if frontier.exists():
+            doc = json.loads(frontier.read_text(encoding="utf-8"))
+            standing = {s["baseline"]: s for s in doc["standing"].get("instance_hours", [])}
+        for b in BASELINES:
+            st = standing.get(b)
+            if st is None:
+                cell = "—"
+            elif st["baseline_cost_for_ours_attainment"] is None:
+                cell = f"never (best {st['baseline_best_attainment_pct']:.1f} %)"
+            else:
+                cell = f"{st['baseline_cost_for_ours_attainment'] / st['ours_cost']:.2f}× ours"
+            row += f" {cell} |"
+        lines.append(row)
+    return "\n".join(lines) + "\n"
+
+
+def update_docs(doc: Path, body: str, begin: str = BEGIN, end: str = END) -> bool:
     """Replace the text between the markers; False when the markers are missing."""
     if not doc.exists():
         return False
     text = doc.read_text(encoding="utf-8")
-    if BEGIN not in text or END not in text:
+    if begin not in text or end not in text:
         return False
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    doc.write_text(f"{head}{BEGIN}\n{body}{END}{tail}", encoding="utf-8")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    doc.write_text(f"{head}{begin}\n{body}{end}{tail}", encoding="utf-8")
     return True
+
+
+def update_readme(readme: Path, out: Path) -> bool:
+    """Rewrite the README's scorecard from the result files (False: no markers)."""
+    return update_docs(readme, readme_scorecard(out), README_BEGIN, README_END)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,7 +203,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--no-sweep", action="store_true", help="skip the frontier sweeps")
     ap.add_argument("--jobs", type=int, default=2, help="sweep runs side by side (default 2)")
+    ap.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    ap.add_argument(
+        "--readme-only",
+        action="store_true",
+        help="only rewrite the README's scorecard from the result files in --out",
+    )
     args = ap.parse_args(argv)
+    if args.readme_only:
+        if not (args.out / "index.json").exists():
+            missing = args.out / "index.json"
+            print(f"error: {missing}: no results; run without --readme-only", file=sys.stderr)
+            return 2
+        if not update_readme(args.readme, args.out):
+            print(f"error: {args.readme}: no scorecard markers ({README_BEGIN!r})", file=sys.stderr)
+            return 2
+        return 0
     paths = sorted(args.scenarios.glob("*.yaml"))
     results = []
     sweeps: list[SweepResult] = []
@@ -200,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not update_docs(args.docs, body):
         print(f"note: {args.docs} has no results markers; not updated", file=sys.stderr)
+    if not update_readme(args.readme, args.out):
+        print(f"note: {args.readme} has no scorecard markers; not updated", file=sys.stderr)
     return 0
 
 
