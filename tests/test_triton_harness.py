@@ -256,6 +256,19 @@ def test_emulated_configs_follow_the_profiles() -> None:
     assert twenty["parameters"]["time_scale"] == {"string_value": "0.1"}
     text = emulated("nemo-gpt-20b").config_pbtxt()
     assert "max_queue_delay_microseconds: 60000" in text and "kind: KIND_CPU" in text
+
+
+def test_an_emulated_batchers_delay_can_be_set_and_the_simulated_twin_follows() -> None:
+    from autoscaler.sim.realcheck import sim_spec
+
+    m = emulated("nemo-gpt-20b", time_scale=0.5, max_queue_delay_ms=525.0)
+    assert m.config()["dynamic_batching"] == {"max_queue_delay_microseconds": 262500}
+    assert sim_spec(m).max_queue_delay_ms == pytest.approx(262.5)
+    assert sim_spec(emulated("nemo-gpt-20b")).max_queue_delay_ms == pytest.approx(60.0)
+    with pytest.raises(ValueError, match="batched models"):
+        emulated("nemo-gpt-5b", max_queue_delay_ms=10.0)
+    with pytest.raises(ValueError, match="≥ 0"):
+        emulated("nemo-gpt-20b", max_queue_delay_ms=-1.0)
     with pytest.raises(ValueError, match="no 'service'"):
         emulated("bloom-7b")  # Table 9 only: nothing to emulate
 

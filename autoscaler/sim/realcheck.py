@@ -77,13 +77,12 @@ def sim_spec(m: EmulatedModel) -> SimModelSpec:
     """The simulated twin of an emulated model."""
     service = m.effective_service_ms() * m.time_scale
     if m.batched:
-        svc: Any = m.profile.service
         return SimModelSpec(
             name=m.model_name,
             mode="batched",
             service_ms=service,
             max_batch_size=m.max_batch_size,
-            max_queue_delay_ms=svc.max_queue_delay_ms * m.time_scale,
+            max_queue_delay_ms=m.effective_queue_delay_ms() * m.time_scale,
             memory_gb=1.0,
             service_cv=EMULATED_CV,
             startup_s=REAL_STARTUP_S,

@@ -85,7 +85,8 @@ class EmulatedModel:
     a model drift slower than its profile. `name` defaults to the profile name.
     `load_time_s` is how long each instance takes to start (in `initialize`, so
     Triton's `load_model` waits for it, as for a real model's weights); it is not
-    scaled by `time_scale`.
+    scaled by `time_scale`. `max_queue_delay_ms` overrides a batched profile's
+    dynamic-batcher delay (before scaling).
     """
 
     profile: ModelProfile
@@ -94,6 +95,7 @@ class EmulatedModel:
     service_time_ms: float | None = None
     name: str | None = None
     load_time_s: float = 0.0
+    max_queue_delay_ms: float | None = None
 
     def __post_init__(self) -> None:
         if self.profile.service is None:
@@ -111,6 +113,13 @@ class EmulatedModel:
             raise ValueError(f"service_time_ms must be ≥ 0, got {self.service_time_ms}")
         if not (self.load_time_s >= 0 and math.isfinite(self.load_time_s)):
             raise ValueError(f"load_time_s must be ≥ 0, got {self.load_time_s}")
+        if self.max_queue_delay_ms is not None:
+            if not self.batched:
+                raise ValueError(
+                    f"max_queue_delay_ms is for batched models; '{self.model_name}' is sequential"
+                )
+            if not (self.max_queue_delay_ms >= 0 and math.isfinite(self.max_queue_delay_ms)):
+                raise ValueError(f"max_queue_delay_ms must be ≥ 0, got {self.max_queue_delay_ms}")
 
     @property
     def model_name(self) -> str:
@@ -135,6 +144,13 @@ class EmulatedModel:
         assert isinstance(svc, BatchedService)  # checked in __post_init__
         return svc.batch_time_ms
 
+    def effective_queue_delay_ms(self) -> float:
+        """The dynamic batcher's delay before scaling (0 for a sequential model)."""
+        if self.max_queue_delay_ms is not None:
+            return self.max_queue_delay_ms
+        svc = self.profile.service
+        return svc.max_queue_delay_ms if isinstance(svc, BatchedService) else 0.0
+
     def with_instances(self, n: int) -> EmulatedModel:
         return replace(self, instances=n)
 
@@ -154,12 +170,11 @@ class EmulatedModel:
                 PARAM_LOAD_S: {"string_value": repr(float(self.load_time_s))},
             },
         }
-        svc = self.profile.service
-        if isinstance(svc, BatchedService):
+        if self.batched:
             # The queue delay is scaled with the rest: at 60 ms vs a 1050 ms batch it
             # lets ~16 closed-loop clients gather into one batch; the note saw 2 ms
             # split the batches and halve throughput, so the ratio must be kept.
-            delay_us = round(svc.max_queue_delay_ms * 1000 * self.time_scale)
+            delay_us = round(self.effective_queue_delay_ms() * 1000 * self.time_scale)
             cfg["dynamic_batching"] = {"max_queue_delay_microseconds": delay_us}
         return cfg
 
@@ -177,6 +192,7 @@ def emulated(
     name: str | None = None,
     load_time_s: float = 0.0,
     policies_dirs: Iterable[Path] = (),
+    max_queue_delay_ms: float | None = None,
 ) -> EmulatedModel:
     """An `EmulatedModel` from a profile or a profile name looked up in the catalog."""
     if isinstance(model, str):
@@ -192,6 +208,7 @@ def emulated(
         service_time_ms=service_time_ms,
         name=name,
         load_time_s=load_time_s,
+        max_queue_delay_ms=max_queue_delay_ms,
     )
 
 
