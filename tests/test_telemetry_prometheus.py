@@ -22,6 +22,7 @@ from autoscaler.telemetry.prometheus import (
     PrometheusModelSource,
     TritonQueries,
 )
+from autoscaler.telemetry.snapshot import ModelSample
 
 
 class StandInClient:
@@ -196,38 +197,25 @@ def test_selector_goes_into_every_query() -> None:
     assert plain.render(plain.as_of) == "min(timestamp(nv_inference_request_success{}))"
 
 
+def _model_without(*counters: str) -> ModelSample:
+    """Model m as read through Prometheus when the given counter series are missing."""
+    q = TritonQueries()
+    answers = _triton_answers(q)
+    for name in counters:
+        del answers[q.render(q.counters[name])]
+    source = PrometheusModelSource("http://p", queries=q, client=StandInClient(answers))
+    return (source.collect(0.0).models or {})["m"]
+
+
 def test_missing_triton_series_leave_counters_none() -> None:
     """A model without its success series → counters None, missing_series names it;
     without the latency series (counter_latencies=false) the counts stay, marked untimed."""
-    q = TritonQueries()
-    answers = _triton_answers(q)
-    del answers[q.render(q.counters["request_failure"])]
-    m = (
-        PrometheusModelSource("http://p", queries=q, client=StandInClient(answers))
-        .collect(0.0)
-        .models
-        or {}
-    )["m"]
+    m = _model_without("request_failure")
     assert m.counters is None and m.missing_series == ("nv_inference_request_failure",)
-    answers = _triton_answers(q)
-    del answers[q.render(q.counters["queue_duration_us"])]
-    del answers[q.render(q.counters["request_duration_us"])]
-    m = (
-        PrometheusModelSource("http://p", queries=q, client=StandInClient(answers))
-        .collect(0.0)
-        .models
-        or {}
-    )["m"]
+    m = _model_without("queue_duration_us", "request_duration_us")
     assert m.counters is not None and not m.latency_counters and m.missing_series == ()
     # one latency series without the other: a broken scrape, not the degraded mode
-    answers = _triton_answers(q)
-    del answers[q.render(q.counters["queue_duration_us"])]
-    m = (
-        PrometheusModelSource("http://p", queries=q, client=StandInClient(answers))
-        .collect(0.0)
-        .models
-        or {}
-    )["m"]
+    m = _model_without("queue_duration_us")
     assert m.counters is None and m.missing_series == ("nv_inference_queue_duration_us",)
 
 
