@@ -211,9 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     if args.readme_only:
-        if not (args.out / "index.json").exists():
-            missing = args.out / "index.json"
-            print(f"error: {missing}: no results; run without --readme-only", file=sys.stderr)
+        index_file = args.out / "index.json"
+        if not index_file.exists():
+            print(f"error: {index_file}: no results; run without --readme-only", file=sys.stderr)
             return 2
         if not update_readme(args.readme, args.out):
             print(f"error: {args.readme}: no scorecard markers ({README_BEGIN!r})", file=sys.stderr)
