@@ -5,6 +5,7 @@ Windows are built as `window.derive` gives them; memories are stepped on a fake 
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -208,3 +209,30 @@ def test_history_follows_the_attainment_target() -> None:
     assert ScalingPolicy(name="p").history_s == pytest.approx(6000.0)
     assert ScalingPolicy(name="p", slo_attainment_target=0.95).history_s == pytest.approx(1200)
     assert ScalingPolicy(name="p", demand_history_s=900).history_s == 900
+
+
+@pytest.mark.parametrize(
+    ("minute_rps", "recent_rps", "stepped"),
+    [
+        (20.0, 20.0, False),
+        (20.0, 25.0, False),  # within 3.15 · √(20 / 6) = 5.75 req/s: Poisson scatter
+        (20.0, 26.0, True),  # beyond it: a surge
+        (20.0, 14.0, True),  # ... or a fall (the demo's 48 → 8 clients)
+        (0.0, 0.5, True),  # from silence any arrival is a step
+    ],
+)
+def test_a_step_in_the_rate_is_marked(minute_rps: float, recent_rps: float, stepped: bool) -> None:
+    """The last seconds' rate outside the minute's Poisson band marks when demand moved."""
+    mem = observe(
+        DemandMemory(),
+        100.0,
+        demand(0.0, rate=minute_rps, recent=recent_rps),
+        stable_window_s=60.0,
+        history_s=6000.0,
+        horizon_s=27.0,
+        loop_memory_s=3600.0,
+        max_batch=1,
+        one_count=True,
+        noise_window_s=6.0,
+    )
+    assert mem.demand_step_at == (100.0 if stepped else -math.inf)

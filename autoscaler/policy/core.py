@@ -33,13 +33,13 @@ from autoscaler.placement import Fit, GpuBin, Item, pack
 from autoscaler.policy.decision import Action, Decision, Figures, PlacementSlot, Rule
 from autoscaler.policy.defrag import plan_room
 from autoscaler.policy.demand import (
-    POISSON_PEAK_Z,
     Demand,
     DemandMemory,
     Loop,
     confirmed_recent_in_server,
     demand_of,
     observe,
+    poisson_band,
 )
 from autoscaler.policy.queueing import Batched, instances_for, wait_p95_s
 from autoscaler.policy.target import ModelTarget
@@ -387,7 +387,7 @@ def _size(
     # (Poisson), which the queueing model already prices in: only what lies beyond that
     # band (the same z as for the burst excess) is a surge. 20 req/s over 6 s: ±1.8, so
     # up to 25.8 req/s is noise; a 10 → 80 req/s crowd is past it within a tick.
-    band = POISSON_PEAK_Z * math.sqrt(max(d.arrival_rps, 0.0) / pol.panic_window_s)
+    band = poisson_band(d.arrival_rps, pol.panic_window_s)
     surge_rps = d.recent_rps if d.recent_rps > d.arrival_rps + band else d.arrival_rps
     n_now = instances_for(svc, surge_rps + drain, slo, v, hi)
     n_hold = instances_for(svc, sized_for, slo, v, hi)
@@ -493,7 +493,14 @@ def _decide_model(
         noise_window_s=pol.panic_window_s,
     )
     # 3b. Correct the capacity model once Triton's p95 describes the present count.
-    settled = since_change >= pol.latency_guard_settle_s
+    # ... and once it describes the present demand: the summary slides over ~60 s, so
+    # after a step in the rate it mixes two loads (the demo's 20B, 48 → 8 clients:
+    # a p95 of 1735 ms at 34 req/s was still shown 50 s later at 7 req/s and taught
+    # v 2.0, "5 instances" where 3 were idle). Both wait `latency_guard_settle_s`.
+    settled = (
+        since_change >= pol.latency_guard_settle_s
+        and now - mem.demand_step_at >= pol.latency_guard_settle_s
+    )
     if settled:
         mem = _correct(mem, t, w, d, current, pol.tick_interval_s)
 

@@ -179,6 +179,9 @@ class DemandMemory:
     variability: float = 1.0
     variability_var: float = 0.0
     variability_at: float | None = None
+    # when the last seconds' rate last stood outside the Poisson band of the window's
+    # (a step or a burst): Triton's p95 summary still mixes both levels for a while
+    demand_step_at: float = -math.inf
 
     def variability_for(self, attainment: float) -> float:
         """The v that a share `attainment` of minutes stays under: mean + z·sd.
@@ -282,6 +285,8 @@ def observe(
         changes["minute_sum"] = mem.minute_sum + d.arrival_rps
         if d.recent_rps > mem.minute_peak:
             changes["minute_peak"] = d.recent_rps
+    if abs(d.recent_rps - d.arrival_rps) > poisson_band(d.arrival_rps, noise_window_s):
+        changes["demand_step_at"] = now
     changes["prev_recent_in_server"] = d.recent_in_server
     changes["prev_waited_beside_idle"] = d.waited_beside_idle
     new = object.__new__(DemandMemory)
@@ -350,9 +355,18 @@ def _excess(
     for i in range(len(minutes) - k):
         peak = max(m.peak_rps for m in minutes[i : i + k + 1])
         mean = minutes[i].mean_rps
-        noise = POISSON_PEAK_Z * math.sqrt(max(mean, 0.0) / noise_window_s)
-        bisect.insort(out, max(0.0, peak - mean - noise))
+        bisect.insort(out, max(0.0, peak - mean - poisson_band(mean, noise_window_s)))
     return tuple(out)
+
+
+def poisson_band(rate_rps: float, window_s: float) -> float:
+    """How far a rate read over `window_s` strays from a steady `rate_rps` on its own.
+
+    Poisson counts over the window scatter by √(λ / window) req/s; a minute holds ~12
+    such reads (5 s ticks) and the largest passes λ + z·σ in 1 % of minutes for
+    z = POISSON_PEAK_Z. 24 req/s over 6 s: 6.3 req/s. Beyond it the rate moved.
+    """
+    return POISSON_PEAK_Z * math.sqrt(max(rate_rps, 0.0) / window_s)
 
 
 # See `_excess`: how many Poisson standard deviations the largest of a minute's
