@@ -33,6 +33,7 @@ from autoscaler.telemetry.prometheus import PrometheusGpuSource
 from autoscaler.telemetry.simulated import DcgmExporter, SimulatedGpus
 from autoscaler.telemetry.triton import TritonCollector
 from autoscaler.testing.emulated_models import emulated
+from autoscaler.testing.prometheus_server import PrometheusServer, ScrapeJob
 from autoscaler.testing.triton_server import TritonFactory, TritonServer
 from autoscaler.transport import NO_SECURITY, AuthSettings, Security, TlsSettings, load_security
 from tests.tls_helpers import Pki, TlsFront, make_pki
@@ -391,6 +392,52 @@ def test_prometheus_tls_client_cert_and_basic_auth(
     assert snap.gpus[0].memory_used_gb == pytest.approx(12.41 + 0.537, abs=0.01)
 
 
+@pytest.mark.prometheus
+def test_prometheus_behind_a_front_gets_the_bearer_token(
+    pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real Prometheus behind an HTTPS front that wants a bearer token (as an ingress or
+    oauth2-proxy puts one in front of it): 401 without the token, the GPUs read with it
+    from a file or the environment, and every query the source sent carried the header."""
+    if PROMETHEUS is None:
+        pytest.skip("needs the prometheus binary (apt prometheus)")
+    gpus = SimulatedGpus(2, hostname="gpu-b", layout=lambda: [{MODEL: 1}, {}])
+    gpus.memory = {MODEL: 12_410_000_000}
+    exporter = DcgmExporter(gpus).start()
+    job = ScrapeJob("dcgm", [f"127.0.0.1:{exporter.port}"])
+    try:
+        with PrometheusServer(tmp_path / "prom", [job]) as prom:
+            prom.wait_scraped(1)
+            front = TlsFront(prom.url.removeprefix("http://"), pki, token=TOKEN)
+            try:
+                url = front.url
+
+                def read(sec: Security) -> Any:
+                    src = PrometheusGpuSource(url, timeout_s=5.0, security=sec)
+                    return src.collect(time.time())
+
+                snap = read(security(ca=pki.ca))
+                assert snap.gpus is None and "needs credentials (HTTP 401)" in snap.errors[0]
+                (tmp_path / "token").write_text(TOKEN + "\n")
+                monkeypatch.setenv("TA_PROM_TOKEN", TOKEN)
+                for auth in (
+                    {"type": "bearer", "secret_file": str(tmp_path / "token")},
+                    {"type": "bearer", "secret_env": "TA_PROM_TOKEN"},
+                ):
+                    n = len(front.seen())
+                    snap = read(security(ca=pki.ca, auth=auth, url=url))
+                    assert snap.errors == (), snap.errors
+                    assert snap.gpus is not None
+                    assert [g.hostname for g in snap.gpus] == ["gpu-b", "gpu-b"]
+                    calls = front.seen()[n:]
+                    assert calls and all(p.startswith("/api/v1/") for _, p, _ in calls)
+                    assert all(h.get("Authorization") == f"Bearer {TOKEN}" for _, _, h in calls)
+            finally:
+                front.close()
+    finally:
+        exporter.stop()
+
+
 # -- no secret anywhere ------------------------------------------------------------------------
 
 
@@ -452,8 +499,10 @@ def test_daemon_logs_no_secret(
     out, err = capfd.readouterr()
     print(err[-3000:])
     lines = [json.loads(x) for x in out.splitlines()]
-    assert codes[0] in (0, None) and lines[0]["model"] == MODEL and lines[0]["rule"] != (
-        "invalid_telemetry"
+    assert (
+        codes[0] in (0, None)
+        and lines[0]["model"] == MODEL
+        and lines[0]["rule"] != ("invalid_telemetry")
     )
     assert codes[1] == 1 and "HTTP 401" in err  # the wrong token: refused, and said so
     everything = out + err

@@ -185,13 +185,17 @@ class _Handler(BaseHTTPRequestHandler):
             conn.request(self.command, self.path, body=body or None, headers=fwd)
             resp = conn.getresponse()
             data = resp.read()
-            self._reply(resp.status, data, resp.getheader("Content-Type") or "text/plain")
+            ctype = resp.getheader("Content-Type") or "text/plain"
+            # Prometheus gzips its answers for clients that accept it, as requests does
+            self._reply(resp.status, data, ctype, resp.getheader("Content-Encoding"))
         finally:
             conn.close()
 
-    def _reply(self, code: int, data: bytes, ctype: str) -> None:
+    def _reply(self, code: int, data: bytes, ctype: str, encoding: str | None = None) -> None:
         self.send_response(code)
         self.send_header("Content-Type", ctype)
+        if encoding:
+            self.send_header("Content-Encoding", encoding)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
