@@ -283,6 +283,35 @@ def test_triton_restricted_api_key_goes_as_a_header(
     assert not res.ok and "403" in res.error
 
 
+@pytest.mark.triton
+def test_apply_over_grpcs_is_verified(triton_factory: TritonFactory, pki: Pki) -> None:
+    """Triton's own gRPC TLS (`--grpc-use-ssl`): with `grpc_url: grpcs://…` the actuator's
+    load_model goes over it, verified against our CA; another CA is refused and the count
+    stays; the new count reads back."""
+    server = triton_factory(
+        [emulated(MODEL, time_scale=0.2)],
+        extra_args=[
+            "--grpc-use-ssl=true",
+            f"--grpc-server-cert={pki.server_cert}",
+            f"--grpc-server-key={pki.server_key}",
+            f"--grpc-root-cert={pki.ca}",
+        ],
+    )
+    grpcs = f"grpcs://{server.grpc_url}"
+    wrong = TritonActuator(server.http_url, grpc_url=grpcs, security=security(ca=pki.other_ca))
+    res = wrong.apply(decision(1, 2), now=0.0)
+    assert not res.ok and server.instance_count(MODEL) == 1, res
+    act = TritonActuator(server.http_url, grpc_url=grpcs, security=security(ca=pki.ca))
+    assert act.grpc_tls
+    res = act.apply(decision(1, 2), now=1.0)
+    assert res.ok and res.new_instances == 2, res
+    assert server.instance_count(MODEL) == 2
+    # the plain-text gRPC client cannot speak to the TLS port: the TLS really was in use
+    plain = TritonActuator(server.http_url, grpc_url=server.grpc_url)
+    assert not plain.apply(decision(2, 3), now=2.0).ok
+    assert server.instance_count(MODEL) == 2
+
+
 # -- Prometheus with TLS, client certificates and basic auth ------------------------------------
 
 
