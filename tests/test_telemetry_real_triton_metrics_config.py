@@ -15,14 +15,19 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from autoscaler.loadgen import LoadGenerator
+from autoscaler.telemetry.prometheus import PrometheusModelSource
 from autoscaler.telemetry.snapshot import Snapshot
 from autoscaler.telemetry.triton import TritonCollector
 from autoscaler.telemetry.window import WindowSettings, derive
 from autoscaler.testing.emulated_models import emulated, write_model_repository
+from autoscaler.testing.prometheus_server import PrometheusServer, ScrapeJob
+from autoscaler.testing.prometheus_server import binary as prometheus_binary
 from autoscaler.testing.triton_server import TritonFactory, TritonServer
 from autoscaler.testing.waiting import wait_for_completions
 
@@ -111,9 +116,18 @@ def test_histogram_latencies_on_this_triton(module_triton_factory: TritonFactory
         assert w.p95_ms is None
 
 
-def test_model_namespacing_keeps_same_named_models_apart(
+@dataclass(frozen=True)
+class Namespaced:
+    server: TritonServer
+    a: str  # the two models named 'm', as NAMESPACE::NAME
+    b: str
+
+
+@pytest.fixture(scope="module")
+def namespaced(
     module_triton_factory: TritonFactory, tmp_path_factory: pytest.TempPathFactory
-) -> None:
+) -> Namespaced:
+    """`--model-namespacing=true`, two repositories with a model 'm' each, and 'u'."""
     base = tmp_path_factory.mktemp("namespaces")
     repo_a = write_model_repository(
         [
@@ -137,6 +151,11 @@ def test_model_namespacing_keeps_same_named_models_apart(
             "--load-model=m",
         ],
     )
+    return Namespaced(server, f"{repo_a}::m", f"{repo_b}::m")
+
+
+def test_model_namespacing_keeps_same_named_models_apart(namespaced: Namespaced) -> None:
+    server, a, b = namespaced.server, namespaced.a, namespaced.b
     col = TritonCollector(server.http_url, metrics_url=server.metrics_url, timeout_s=2.0)
     try:
         snaps = [col.collect(float(t)) for t in (0, 1)]
@@ -144,10 +163,26 @@ def test_model_namespacing_keeps_same_named_models_apart(
         col.close()
     models = snaps[-1].models
     assert models is not None, snaps[-1].errors
-    a, b = f"{repo_a}::m", f"{repo_b}::m"
     assert sorted(models) == sorted([a, b, "u"])
     assert "2 models named 'm'" in models[a].unaddressable and models[b].unaddressable
     assert models["u"].instances == 2 and not models["u"].unaddressable
     w = derive(snaps, 1.0, WindowSettings(window_s=10, stale_after_s=5, min_span_s=0.5))
     assert not w[a].valid and "--model-namespacing" in w[a].reason
     assert w["u"].valid, w["u"].reason
+
+
+@pytest.mark.prometheus
+def test_model_namespacing_through_prometheus(namespaced: Namespaced, tmp_path: Path) -> None:
+    """The same server scraped by a real Prometheus: the `prometheus` source keys the two
+    'm's by Triton's `namespace` label as the direct source does, and marks them apart."""
+    if prometheus_binary() is None:
+        pytest.skip("needs the prometheus binary (apt prometheus)")
+    server, a, b = namespaced.server, namespaced.a, namespaced.b
+    job = ScrapeJob("triton", [f"127.0.0.1:{server.metrics_port}"])
+    with PrometheusServer(tmp_path / "prom", [job]) as prom:
+        prom.wait_scraped(1)
+        snap = PrometheusModelSource(prom.url, timeout_s=5.0).collect(time.time())
+    assert snap.models is not None, snap.errors
+    assert sorted(snap.models) == sorted([a, b, "u"])
+    assert "2 models named 'm'" in snap.models[a].unaddressable
+    assert snap.models[b].unaddressable and not snap.models["u"].unaddressable
