@@ -13,6 +13,8 @@ import math
 import pytest
 
 from autoscaler.catalog import load_catalog
+from autoscaler.policy.core import _correct
+from autoscaler.policy.demand import Demand, DemandMemory, Loop
 from autoscaler.policy.queueing import (
     Batched,
     Sequential,
@@ -21,7 +23,8 @@ from autoscaler.policy.queueing import (
     p95_ms,
     wait_p95_s,
 )
-from autoscaler.policy.target import service_model
+from autoscaler.policy.target import ModelTarget, service_model
+from autoscaler.telemetry.snapshot import ModelWindow
 
 CAT = load_catalog()
 S5B = service_model(CAT.model("nemo-gpt-5b"))
@@ -97,3 +100,76 @@ def test_overload_and_unreachable_slos() -> None:
     assert instances_for(S5B, 10.0, 200.0, 1.0, 64) is None  # 277 ms > 200 ms
     assert instances_for(S5B, 100.0, 1500.0, 1.0, 16) is None  # needs more than 16
     assert instances_for(S5B, 0.0, 1500.0, 1.0, 16) == 0
+
+
+# -- the online correction: v from the queue p95, the service tail from the rest --------------
+
+S5B_TARGET = ModelTarget(
+    "m", optimal_concurrency=4, memory_per_instance_gb=12.41, service=Sequential(0.277)
+)
+S20B_TARGET = ModelTarget(
+    "m",
+    optimal_concurrency=16,
+    memory_per_instance_gb=44.76,
+    service=Batched(batch_s=1.05, release_s=0.053, max_batch=16, queue_delay_s=0.06),
+)
+
+
+def _window(p95: float | None, q95: float | None) -> ModelWindow:
+    return ModelWindow("m", 100.0, 60.0, True, instances=8, p95_ms=p95, p95_queue_ms=q95)
+
+
+def _demand(rate: float) -> Demand:
+    return Demand(rate, rate, 0.0, 0.0, 0.0, False)
+
+
+OPEN = DemandMemory(loop=Loop.open)
+
+
+@pytest.mark.parametrize(
+    ("target", "n", "rate", "p95", "q95", "v_moves", "tail_moves"),
+    [
+        # exponential service on the 5B: p95 3 × 277 = 831 ms, a 2 req/s trickle on 8
+        # (no wait predicted, none seen): all of it is the service's own tail, v says nothing
+        (S5B_TARGET, 8, 2.0, 831.0, 0.0, 0, +1),
+        # 24 req/s on 8 (Erlang C predicts a wait p95 ≈ 0.26 s at v = 1): a queue p95 of
+        # 0.52 s doubles v's target; the rest of the p95 beyond 277 ms is tail
+        (S5B_TARGET, 8, 24.0, 1200.0, 520.0, +1, +1),
+        # ... and a queue p95 under the prediction lowers v
+        (S5B_TARGET, 8, 24.0, 700.0, 50.0, -1, +1),
+        # without a queue p95, the excess over the service time is read as waiting
+        (S5B_TARGET, 8, 24.0, 1200.0, None, +1, 0),
+        # the 20B at 2 req/s on 8: the predicted wait is under the batcher's 60 ms delay,
+        # which every request's queue time holds: no word on v, the tail still learnt
+        (S20B_TARGET, 8, 2.0, 1400.0, 60.0, 0, +1),
+    ],
+)
+def test_correction_learns_v_from_the_queue_and_the_tail_from_the_rest(
+    target: ModelTarget,
+    n: int,
+    rate: float,
+    p95: float,
+    q95: float | None,
+    v_moves: int,
+    tail_moves: int,
+) -> None:
+    after = _correct(OPEN, target, _window(p95, q95), _demand(rate), n, 5.0)
+
+    def sign(x: float) -> int:
+        return 0 if abs(x) < 1e-12 else (1 if x > 0 else -1)
+
+    assert sign(after.variability - OPEN.variability) == v_moves
+    assert sign(after.service_tail_s - OPEN.service_tail_s) == tail_moves
+
+
+def test_a_closed_loop_teaches_nothing() -> None:
+    closed = DemandMemory(loop=Loop.closed)
+    assert _correct(closed, S5B_TARGET, _window(2000.0, 1500.0), _demand(14.4), 4, 5.0) is closed
+
+
+def test_the_tail_takes_its_share_of_the_slo() -> None:
+    """24 req/s on the 5B within 1000 ms: 8 instances predict 760 ms (277 + a wait p95 of
+    483). With a learnt tail of 554 ms (exponential 277 ms service: p95 831 ms) the wait
+    must stay under 1000 − 554 − 277 = 169 ms: 9 give 492 − 277 = 215 ms, 10 give 102."""
+    assert instances_for(Sequential(0.277), 24.0, 1000.0, 1.0, 64) == 8
+    assert instances_for(Sequential(0.277), 24.0, 1000.0 - 554.0, 1.0, 64) == 10

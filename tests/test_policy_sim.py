@@ -207,12 +207,18 @@ def test_recurring_bursts_keep_their_capacity_through_the_lulls() -> None:
     assert keep.last("nemo-gpt-1.3b").figures.headroom_rps > 30  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize(("cv", "low", "high"), [(0.03, 0.3, 1.2), (1.5, 1.5, 4.0)])
+@pytest.mark.parametrize(
+    ("cv", "low", "high", "tail_low_ms", "tail_high_ms"),
+    [(0.03, 0.3, 1.2, 0.0, 60.0), (1.5, 1.5, 4.0, 400.0, 1500.0)],
+)
 def test_the_capacity_model_is_corrected_from_the_observed_p95(
-    cv: float, low: float, high: float
+    cv: float, low: float, high: float, tail_low_ms: float, tail_high_ms: float
 ) -> None:
     """Near-constant service settles v near 0.5 (plus the minutes' scatter); heavy-tailed
-    service (c_s² = 2.25: v ≈ 1.6 on average) raises it, up to the bound of 4."""
+    service (c_s² = 2.25: v ≈ 1.6 on average) raises it, up to the bound of 4. The
+    service time's own tail is learnt apart: ~0 for near-constant service, and for
+    c_s = 1.5 (the simulator's lognormal: p95 = 3.3 × the 277 ms mean, a tail of 640 ms)
+    several hundred ms."""
     s = setup_of(
         2400,
         {
@@ -226,6 +232,7 @@ def test_the_capacity_model_is_corrected_from_the_observed_p95(
     r = run(s, {"nemo-gpt-5b": 4})
     f = r.last("nemo-gpt-5b").figures
     assert f is not None and low < f.variability <= high
+    assert tail_low_ms <= f.service_tail_ms <= tail_high_ms
 
 
 def test_no_correction_while_the_p95_still_mixes_two_loads() -> None:

@@ -258,33 +258,68 @@ VARIABILITY_MIN, VARIABILITY_MAX = 0.05, 4.0
 VARIABILITY_MEMORY_S = 120.0
 
 
+def _ewm(mean: float, var: float, target: float, step: float) -> tuple[float, float]:
+    """One step of an exponentially weighted mean and variance (West's incremental form)."""
+    diff = target - mean
+    return mean + step * diff, (1.0 - step) * (var + step * diff * diff)
+
+
 def _correct(
     mem: DemandMemory, t: ModelTarget, w: ModelWindow, d: Demand, n: int, tick_s: float
 ) -> DemandMemory:
-    """Move v towards what the observed p95 says, where the prediction is informative.
+    """Move v and the service tail towards what the observed p95s say.
 
-    Informative: an open (or not yet known) loop, a p95 from Triton, and a predicted
-    wait at v = 1 that is finite and above zero (else observed and predicted are
-    both "no wait" and say nothing about v). Closed loops are not predicted by the
-    open-loop model (16 users keep 16 requests in the server whatever v is).
+    A request's p95 is its wait and its own service time, each with a tail. Triton
+    reports both the request p95 and the queue p95 (its summaries), so they are learnt
+    apart, each against what the model predicts for it:
+
+    - v from the queue p95 against the predicted wait p95 at v = 1, where that
+      prediction is informative: an open (or not yet known) loop and a predicted wait
+      above zero (else both are "no wait" and say nothing about v); for a batched model,
+      above the batcher's own delay, which every request's queue time holds;
+    - the service tail from request p95 − queue p95 − mean service: service times with
+      a CV of 1 (the 5B at 277 ms on average; lognormal in the simulator) have a p95 of
+      2.8 × 277 ≈ 770 ms, and charging those ~490 ms to waiting (what the model did
+      before it read the queue p95) taught v = 4, the bound, at 20 req/s on 8 instances
+      where M/G/n puts v near (1 + c_s²) / 2 = 1; it learns ≈ 1 and a tail of ≈ 0.5 s
+      now (tests/test_policy_sim.py). p95(wait + service) lies between the
+      larger and the sum of the two p95s, so this reads the tail low by at most the
+      queue p95; with v from the queue p95 the model then predicts the observed p95 at
+      the present count exactly, and sizes other counts with that tail added whole.
+
+    Without a queue p95 (histogram p95 only) the whole excess over the service time
+    and its learnt tail is read as waiting, as before. Closed loops are not predicted
+    by the open-loop model (16 users keep 16 requests in the server whatever v is).
     """
     svc = t.service
     if svc is None or mem.loop is Loop.closed or w.p95_ms is None or n <= 0:
         return mem
     predicted = wait_p95_s(svc, n, d.arrival_rps, 1.0)
-    if not (0.0 < predicted < math.inf):
+    if not predicted < math.inf:
         return mem
-    base_s = svc.batch_s if isinstance(svc, Batched) else svc.service_s
-    waited = max(0.0, w.p95_ms / 1000.0 - base_s)
-    target = min(VARIABILITY_MAX, max(VARIABILITY_MIN, waited / predicted))
     step = min(1.0, tick_s / VARIABILITY_MEMORY_S)
-    # exponentially weighted mean and variance (West's incremental form)
-    diff = target - mem.variability
-    v = mem.variability + step * diff
-    var = (1.0 - step) * (mem.variability_var + step * diff * diff)
+    base_s = svc.batch_s if isinstance(svc, Batched) else svc.service_s
+    p95_s = w.p95_ms / 1000.0
+    changes: dict[str, float | None] = {}
+    if w.p95_queue_ms is not None:
+        queue_s = w.p95_queue_ms / 1000.0
+        tail = max(0.0, p95_s - queue_s - base_s)
+        tail, tail_var = _ewm(mem.service_tail_s, mem.service_tail_var, tail, step)
+        changes.update(service_tail_s=tail, service_tail_var=tail_var)
+        floor = svc.queue_delay_s if isinstance(svc, Batched) else 0.0
+        waited = queue_s if predicted > floor else None
+    else:
+        waited = max(0.0, p95_s - base_s - mem.service_tail_s) if predicted > 0.0 else None
+    if waited is not None and predicted > 0.0:
+        target = min(VARIABILITY_MAX, max(VARIABILITY_MIN, waited / predicted))
+        v, var = _ewm(mem.variability, mem.variability_var, target, step)
+        changes.update(variability=v, variability_var=var)
+    if not changes:
+        return mem
+    changes["variability_at"] = w.as_of
     new = object.__new__(DemandMemory)
     new.__dict__.update(mem.__dict__)
-    new.__dict__.update(variability=v, variability_var=var, variability_at=w.as_of)
+    new.__dict__.update(changes)
     return new
 
 
@@ -348,6 +383,8 @@ def _size(
     sized_for = d.arrival_rps + headroom if headroom + d.arrival_rps > forecast else forecast
     v = mem.variability_for(pol.slo_attainment_target)
     v = VARIABILITY_MIN if v < VARIABILITY_MIN else VARIABILITY_MAX if v > VARIABILITY_MAX else v
+    # the service time's own tail takes its share of the SLO whatever the count
+    tail_ms = mem.service_tail_for(pol.slo_attainment_target) * 1000.0
     svc, slo = t.service, t.slo_p95_ms
 
     def figures(n: int) -> Figures:
@@ -362,6 +399,7 @@ def _size(
                 "sized_for_rps": sized_for,
                 "horizon_s": horizon_s,
                 "variability": v,
+                "service_tail_ms": tail_ms,
                 "instances": n,
                 "service": svc,
             }
@@ -389,8 +427,9 @@ def _size(
     # up to 25.8 req/s is noise; a 10 → 80 req/s crowd is past it within a tick.
     band = poisson_band(d.arrival_rps, pol.panic_window_s)
     surge_rps = d.recent_rps if d.recent_rps > d.arrival_rps + band else d.arrival_rps
-    n_now = instances_for(svc, surge_rps + drain, slo, v, hi)
-    n_hold = instances_for(svc, sized_for, slo, v, hi)
+    budget_ms = slo - tail_ms
+    n_now = instances_for(svc, surge_rps + drain, budget_ms, v, hi)
+    n_hold = instances_for(svc, sized_for, budget_ms, v, hi)
     short = n_now is None or n_hold is None  # not even max_instances meet the SLO
     n_now = hi if n_now is None else n_now
     n_hold = hi if n_hold is None else n_hold
@@ -410,7 +449,10 @@ def _size(
         )
     open_reason = (
         f"{why}: {open_want} instance{_plural(open_want)} keep the predicted p95 under "
-        f"{slo:g} ms (v {v:.2f})" + ("; not even max_instances would" if short else "")
+        f"{slo:g} ms (v {v:.2f}"
+        + (f", service tail {tail_ms:.0f} ms" if tail_ms >= 0.5 else "")
+        + ")"
+        + ("; not even max_instances would" if short else "")
     )
     # A load not yet known to be open, read over a window that does not describe one
     # instance count (the daemon's first minute, or just after a change), may hold

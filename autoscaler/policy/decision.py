@@ -74,6 +74,7 @@ class Figures:
     sized_for_rps: float  # what the open-loop sizing used
     horizon_s: float  # an instance's start-up plus a tick
     variability: float  # Allen–Cunneen's v after the online correction (1 = M/M/n)
+    service_tail_ms: float = 0.0  # the service time's p95 above its mean, as learnt
     instances: int = 0  # the count the figures are about
     service: ServiceModel | None = None  # the capacity model's view of the model
 
@@ -82,8 +83,9 @@ class Figures:
         if self.service is None:
             return ()
         n = self.instances
+        v, tail = self.variability, self.service_tail_ms
         return tuple(
-            (k, p95_ms(self.service, k, self.sized_for_rps, self.variability))
+            (k, p95_ms(self.service, k, self.sized_for_rps, v) + tail)
             for k in (n - 1, n, n + 1)
             if k >= 1
         )
@@ -99,6 +101,7 @@ class Figures:
             "sized_for_rps": round(self.sized_for_rps, 3),
             "horizon_s": round(self.horizon_s, 1),
             "variability": round(self.variability, 3),
+            "service_tail_ms": round(self.service_tail_ms, 1),
             "p95_ms": {
                 str(n): (None if p == float("inf") else round(p, 1))
                 for n, p in self.predicted_p95_ms()

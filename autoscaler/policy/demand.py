@@ -179,6 +179,10 @@ class DemandMemory:
     variability: float = 1.0
     variability_var: float = 0.0
     variability_at: float | None = None
+    # how far the service time's own 95th percentile lies above its mean (s), learnt
+    # from the request p95 less the queue p95 (core._correct); mean and variance as v's
+    service_tail_s: float = 0.0
+    service_tail_var: float = 0.0
     # when the last seconds' rate last stood outside the Poisson band of the window's
     # (a step or a burst): Triton's p95 summary still mixes both levels for a while
     demand_step_at: float = -math.inf
@@ -193,6 +197,10 @@ class DemandMemory:
         1 − attainment of them (z = 2.33 at 0.99).
         """
         return self.variability + _z(attainment) * math.sqrt(max(0.0, self.variability_var))
+
+    def service_tail_for(self, attainment: float) -> float:
+        """The service tail (s) that a share `attainment` of minutes stays under: mean + z·sd."""
+        return self.service_tail_s + _z(attainment) * math.sqrt(max(0.0, self.service_tail_var))
 
     def excess_rps(self, attainment: float) -> float:
         """The excess only a share 1 − `attainment` of past minutes went beyond (0 if none)."""
