@@ -185,6 +185,17 @@ def fleet() -> None:
             doc["servers"] = doc["servers"][:1]
             print("(the first server of the JSON, indented)")
             print(json.dumps(doc, indent=1))
+            section("observe --fleet --reasons")
+            cli(
+                "observe",
+                "--fleet",
+                "--prometheus",
+                f.prom.url,
+                *common,
+                "--ticks",
+                "1",
+                "--reasons",
+            )
             section("size --from-prometheus")
             cli("size", "--from-prometheus", f.prom.url, *common)
             cli("size", "--from-prometheus", f.prom.url, *common, "--at", "now", "--format", "json")

@@ -313,3 +313,33 @@ def test_a_prometheus_without_daemons_is_said_so(tmp_path: Path) -> None:
         res = run_cli("size", "--from-prometheus", prom.url)
         assert res.returncode == 2 and "Traceback" not in res.stderr
         assert "no triton_autoscaler_observed_concurrency series" in res.stderr
+
+
+def test_reasons_come_from_each_daemons_status_and_a_silent_one_is_named() -> None:
+    """One daemon's real /status server answers; one address refuses; one server has no
+    address: the first gets its models' reasons, the others say why and keep their figures."""
+    from dataclasses import replace
+
+    from autoscaler.daemon_metrics import DaemonMetrics, serve
+    from autoscaler.fleet.reasons import with_reasons
+    from autoscaler.testing.prometheus_server import free_port
+
+    def status(model: str | None) -> dict[str, Any]:
+        return {"models": [{"model": B5, "reason": "steady: arrivals 3.10/s: 1 instance …"}]}
+
+    srv, _ = serve("127.0.0.1:0", DaemonMetrics(), lambda: (True, "ok"), status)
+    try:
+        view = fleet({n: {"models": {B5: (1, 1)}} for n in ("up", "down", "unnamed")})
+        where = {"up": f"127.0.0.1:{srv.server_address[1]}", "down": f"127.0.0.1:{free_port()}"}
+        view = replace(
+            view, servers=tuple(replace(s, address=where.get(s.name)) for s in view.servers)
+        )
+        got = {s.name: s for s in with_reasons(view, timeout_s=2.0).servers}
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert got["up"].reasons_error is None
+    assert got["up"].models[0].reason == "steady: arrivals 3.10/s: 1 instance …"
+    assert got["down"].models[0].reason is None and "/status" in (got["down"].reasons_error or "")
+    assert "no address" in (got["unnamed"].reasons_error or "")
+    assert [s.models[0].current_instances for s in got.values()] == [1, 1, 1]

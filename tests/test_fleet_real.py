@@ -136,6 +136,7 @@ def test_observe_fleet_json(fleet: EmulatedFleet) -> None:
         "json",
         "--ticks",
         "1",
+        "--reasons",
     )
     servers = {s["server"]: s for s in view["servers"]}
     assert set(servers) == {"gpu-a", "gpu-b", "gpu-c"}
@@ -146,6 +147,11 @@ def test_observe_fleet_json(fleet: EmulatedFleet) -> None:
         "capacity_exhausted",
         "capacity",
     )
+    # --reasons: each daemon's /status, read at the address Prometheus scrapes it at
+    assert servers["gpu-a"]["address"] == fleet.servers["gpu-a"].listen
+    assert not any(s["reasons_error"] for s in servers.values())
+    assert a5["reason"].startswith("capacity exhausted"), a5["reason"]
+    assert all(m["reason"] for s in servers.values() for m in s["models"])
     assert a5["p95_over_slo"] > 1  # 32 clients on 3 instances: ≈ 3 s against 1.5 s
     assert a5["observed_concurrency"] == pytest.approx(32, abs=2)
     assert len(servers["gpu-a"]["gpus"]) == 1 and servers["gpu-a"]["gpus"][0]["free_gb"] < 2.5

@@ -14,12 +14,14 @@ from typing import Any
 
 import typer
 from rich.console import Console, Group
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from autoscaler.commands._common import catalog_from
 from autoscaler.errors import ConfigError
 from autoscaler.fleet.plan import FleetPlan, parse_at, read_plan
+from autoscaler.fleet.reasons import with_reasons
 from autoscaler.fleet.view import (
     STALE_AFTER_S,
     FleetModel,
@@ -49,6 +51,7 @@ def observe_fleet(
     ticks: int | None,
     duration: float | None,
     timeout: float | None,
+    reasons: bool = False,
 ) -> None:
     if not prometheus:
         raise ConfigError("--fleet reads the daemons' series from Prometheus", field="--prometheus")
@@ -64,6 +67,8 @@ def observe_fleet(
     try:
         while True:
             view = reader.read()
+            if reasons:
+                view = with_reasons(view, timeout_s=reader.timeout_s)
             if not view.servers and n == 0:
                 sel = f" with {selector}" if selector else ""
                 typer.echo(
@@ -138,6 +143,11 @@ def render_view(view: FleetView, stale_after_s: float = STALE_AFTER_S) -> Group:
         if len(todo) > ATTENTION_ROWS:
             parts.append(Text(f"… {len(todo) - ATTENTION_ROWS} more: --format json lists all"))
     parts.append(_gpus_table(view, stale_after_s))
+    unread = [s for s in view.servers if s.reasons_error]
+    for s in unread[:5]:
+        parts.append(Text(f"reasons not read from {s.name}: {s.reasons_error}", style="yellow"))
+    if len(unread) > 5:
+        parts.append(Text(f"… and from {len(unread) - 5} more server(s)", style="yellow"))
     return Group(*parts)
 
 
@@ -159,6 +169,8 @@ def _models_table(title: str, rows: list[tuple[FleetServer, FleetModel]]) -> Tab
             last = f"[red]{last}[/]"
         if m.telemetry_valid is False:
             last += " [yellow]telemetry invalid[/]"
+        if m.reason:
+            last += f": {escape(m.reason)}"
         models.add_row(
             s.name,
             m.model,

@@ -162,9 +162,21 @@ def observe(
         str,
         typer.Option("--server-label", help="With --fleet: the label naming a server."),
     ] = "instance",
+    reasons: Annotated[
+        bool,
+        typer.Option(
+            "--reasons",
+            help="With --fleet: each decision's reason too, from every daemon's /status "
+            "(one HTTP GET per server, at the address Prometheus scrapes it).",
+        ),
+    ] = False,
 ) -> None:
     """Show per-model concurrency, throughput, p95, queue time, instances and per-GPU memory."""
     _check(fmt, interval, window, timeout, ticks, duration, simulated_gpus)
+    if reasons and not fleet:
+        raise ConfigError(
+            "reads every daemon's /status across a fleet: add --fleet", field="--reasons"
+        )
     if fleet:
         from autoscaler.commands.fleet import observe_fleet
 
@@ -182,6 +194,7 @@ def observe(
             prometheus,
             selector=prometheus_selector,
             server_label=server_label,
+            reasons=reasons,
             fmt=fmt,
             interval=interval,
             ticks=ticks,

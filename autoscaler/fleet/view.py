@@ -70,6 +70,9 @@ class FleetModel:
     telemetry_valid: bool | None
     action: str | None  # of the last decision
     rule: str | None
+    # the last decision's reason, from the daemon's GET /status (fleet.reasons); None
+    # when not asked for or not read: Prometheus holds figures, never free text
+    reason: str | None = None
 
     @property
     def p95_over_slo(self) -> float | None:
@@ -92,6 +95,9 @@ class FleetServer:
     mode: str | None
     models: tuple[FleetModel, ...]
     gpus: tuple[FleetGpu, ...]
+    # where Prometheus scraped the daemon (its `instance` label: http.listen's host:port)
+    address: str | None = None
+    reasons_error: str | None = None  # why the reasons could not be read (fleet.reasons)
 
     def tick_age_s(self, now: float) -> float | None:
         return None if self.last_tick_at is None else max(0.0, now - self.last_tick_at)
@@ -159,9 +165,12 @@ class FleetView:
                             "telemetry_valid": m.telemetry_valid,
                             "action": m.action,
                             "rule": m.rule,
+                            "reason": m.reason,
                         }
                         for m in s.models
                     ],
+                    "address": s.address,
+                    "reasons_error": s.reasons_error,
                 }
                 for s in self.servers
             ],
@@ -234,6 +243,7 @@ def assemble(results: Mapping[str, list[dict[str, Any]]], label: str) -> tuple[F
     gpus: dict[str, dict[tuple[str, str], dict[str, float | None]]] = {}
     ticks: dict[str, float] = {}
     modes: dict[str, str] = {}
+    addresses: dict[str, str] = {}
     for part, result in results.items():
         for s in result:
             labels = s.get("metric", {})
@@ -245,8 +255,10 @@ def assemble(results: Mapping[str, list[dict[str, Any]]], label: str) -> tuple[F
                 gpus.setdefault(server, {}).setdefault(key, {})[part] = _num(s)
             elif part == "tick":
                 v = _num(s)
-                if v is not None:
-                    ticks[server] = max(v, ticks.get(server, v))
+                if v is not None and v >= ticks.get(server, v):
+                    ticks[server] = v
+                    if "instance" in labels:
+                        addresses[server] = labels["instance"]
             elif part == "mode":
                 modes[server] = labels.get("mode", "")
             elif "model" in labels:
@@ -270,7 +282,16 @@ def assemble(results: Mapping[str, list[dict[str, Any]]], label: str) -> tuple[F
                 gpus.get(name, {}).items(), key=lambda kv: (_int(kv[0][0]), kv[0][1])
             )
         )
-        out.append(FleetServer(name, ticks.get(name), modes.get(name), models, server_gpus))
+        out.append(
+            FleetServer(
+                name,
+                ticks.get(name),
+                modes.get(name),
+                models,
+                server_gpus,
+                address=addresses.get(name),
+            )
+        )
     return tuple(out)
 
 

@@ -94,7 +94,7 @@ class EmulatedFleet:
             triton = TritonServer(spec.models, metrics_interval_ms=500).start()
             metrics = DaemonMetrics()
             server = EmulatedServer(spec, triton, metrics, listen="")
-            srv, _ = serve("127.0.0.1:0", metrics, self._health(server))
+            srv, _ = serve("127.0.0.1:0", metrics, self._health(server), self._status(server))
             server.http = srv
             server.listen = f"127.0.0.1:{srv.server_address[1]}"
             self.servers[spec.name] = server
@@ -153,6 +153,18 @@ class EmulatedFleet:
             return server.daemon.health() if server.daemon else (True, "starting")
 
         return health
+
+    def _status(self, server: EmulatedServer) -> Any:
+        """GET /status as `run` serves it: the daemon's own answer once it exists."""
+
+        def status(model: str | None) -> dict[str, Any]:
+            if server.daemon is None:
+                if model is not None:
+                    raise KeyError(model)
+                return {"models": []}
+            return server.daemon.status(model)
+
+        return status
 
     def _ticks(self, server: EmulatedServer) -> None:
         assert server.daemon is not None
