@@ -236,3 +236,19 @@ def test_a_step_in_the_rate_is_marked(minute_rps: float, recent_rps: float, step
         noise_window_s=6.0,
     )
     assert mem.demand_step_at == (100.0 if stepped else -math.inf)
+
+
+@pytest.mark.parametrize(
+    ("variability", "excess"),
+    [
+        # Poisson (v ≤ 0.5): the band is 3.15 · √(24 / 6) = 6.3 req/s; a 34 req/s peak
+        # over a 24 req/s minute is 10 − 6.3 = 3.7 req/s of burst
+        (0.5, 10.0 - 6.3),
+        # v = 2 (bursty arrivals): the queueing model prices twice that scatter, 12.6
+        (2.0, 0.0),
+    ],
+)
+def test_scatter_the_queueing_model_prices_is_no_burst(variability: float, excess: float) -> None:
+    minutes = (Minute(0.0, 24.0, 34.0), Minute(60.0, 24.0, 25.0))
+    got = _excess(minutes, 27.0, noise_window_s=6.0, variability=variability)
+    assert got == (pytest.approx(excess, abs=0.01),)

@@ -115,8 +115,12 @@ S20B_TARGET = ModelTarget(
 )
 
 
-def _window(p95: float | None, q95: float | None) -> ModelWindow:
-    return ModelWindow("m", 100.0, 60.0, True, instances=8, p95_ms=p95, p95_queue_ms=q95)
+def _window(
+    p95: float | None, q95: float | None, avg_q: float | None = None, n: int = 8
+) -> ModelWindow:
+    return ModelWindow(
+        "m", 100.0, 60.0, True, instances=n, p95_ms=p95, p95_queue_ms=q95, avg_queue_ms=avg_q
+    )
 
 
 def _demand(rate: float) -> Demand:
@@ -127,33 +131,38 @@ OPEN = DemandMemory(loop=Loop.open)
 
 
 @pytest.mark.parametrize(
-    ("target", "n", "rate", "p95", "q95", "v_moves", "tail_moves"),
+    ("target", "n", "rate", "p95", "q95", "avg_q", "v_moves", "tail_moves"),
     [
         # exponential service on the 5B: p95 3 × 277 = 831 ms, a 2 req/s trickle on 8
         # (no wait predicted, none seen): all of it is the service's own tail, v says nothing
-        (S5B_TARGET, 8, 2.0, 831.0, 0.0, 0, +1),
-        # 24 req/s on 8 (Erlang C predicts a wait p95 ≈ 0.26 s at v = 1): a queue p95 of
-        # 0.52 s doubles v's target; the rest of the p95 beyond 277 ms is tail
-        (S5B_TARGET, 8, 24.0, 1200.0, 520.0, +1, +1),
-        # ... and a queue p95 under the prediction lowers v
-        (S5B_TARGET, 8, 24.0, 700.0, 50.0, -1, +1),
-        # without a queue p95, the excess over the service time is read as waiting
-        (S5B_TARGET, 8, 24.0, 1200.0, None, +1, 0),
+        (S5B_TARGET, 8, 2.0, 831.0, 0.0, 0.0, 0, +1),
+        # 24 req/s on 8: Allen–Cunneen's mean wait at v = 1 is 108 ms; 216 ms seen
+        # doubles v's target; the rest of the p95 beyond 277 ms and the queue p95 is tail
+        (S5B_TARGET, 8, 24.0, 1200.0, 520.0, 216.0, +1, +1),
+        # ... and a mean wait under the prediction lowers v
+        (S5B_TARGET, 8, 24.0, 700.0, 50.0, 20.0, -1, +1),
+        # no queue p95 and no mean queue time: the excess over the service time is read
+        # as waiting, against the predicted wait p95 (483 ms at v = 1)
+        (S5B_TARGET, 8, 24.0, 1200.0, None, None, +1, 0),
         # the 20B at 2 req/s on 8: the predicted wait is under the batcher's 60 ms delay,
         # which every request's queue time holds: no word on v, the tail still learnt
-        (S20B_TARGET, 8, 2.0, 1400.0, 60.0, 0, +1),
+        (S20B_TARGET, 8, 2.0, 1400.0, 60.0, 60.0, 0, +1),
+        # ... on one: every arrival waits for the running batch (p95 ≈ 1.05 s predicted);
+        # a queue p95 of 2.1 s doubles v's target
+        (S20B_TARGET, 1, 2.0, 3200.0, 2100.0, 1000.0, +1, +1),
     ],
 )
-def test_correction_learns_v_from_the_queue_and_the_tail_from_the_rest(
+def test_correction_learns_v_from_the_waits_and_the_tail_from_the_rest(
     target: ModelTarget,
     n: int,
     rate: float,
     p95: float,
     q95: float | None,
+    avg_q: float | None,
     v_moves: int,
     tail_moves: int,
 ) -> None:
-    after = _correct(OPEN, target, _window(p95, q95), _demand(rate), n, 5.0)
+    after = _correct(OPEN, target, _window(p95, q95, avg_q, n), _demand(rate), n, 5.0)
 
     def sign(x: float) -> int:
         return 0 if abs(x) < 1e-12 else (1 if x > 0 else -1)

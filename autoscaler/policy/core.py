@@ -41,7 +41,7 @@ from autoscaler.policy.demand import (
     observe,
     poisson_band,
 )
-from autoscaler.policy.queueing import Batched, instances_for, wait_p95_s
+from autoscaler.policy.queueing import Batched, Sequential, instances_for, wait_mean_s, wait_p95_s
 from autoscaler.policy.target import ModelTarget
 from autoscaler.profiles import ScalingPolicy
 from autoscaler.telemetry.snapshot import GpuSample, ModelWindow
@@ -264,32 +264,43 @@ def _ewm(mean: float, var: float, target: float, step: float) -> tuple[float, fl
     return mean + step * diff, (1.0 - step) * (var + step * diff * diff)
 
 
+# A predicted mean wait under this share of the service time (2.8 ms for the 5B) is
+# within what scheduling adds on its own (the busy threshold's hand-over, a client's
+# resend), so observed / predicted there would be noise over noise; the same floor
+# tells "requests waited" in policy.demand.
+MEASURABLE_WAIT_SHARE = 0.01
+
+
 def _correct(
     mem: DemandMemory, t: ModelTarget, w: ModelWindow, d: Demand, n: int, tick_s: float
 ) -> DemandMemory:
-    """Move v and the service tail towards what the observed p95s say.
+    """Move v and the service tail towards what the observed waits and p95s say.
 
-    A request's p95 is its wait and its own service time, each with a tail. Triton
-    reports both the request p95 and the queue p95 (its summaries), so they are learnt
-    apart, each against what the model predicts for it:
+    A request's p95 is its wait and its own service time, each with a tail; Triton
+    reports the window's mean queue time (counters), the queue p95 and the request
+    p95 (summaries), so they are learnt apart, each against what the model predicts:
 
-    - v from the queue p95 against the predicted wait p95 at v = 1, where that
-      prediction is informative: an open (or not yet known) loop and a predicted wait
-      above zero (else both are "no wait" and say nothing about v); for a batched model,
-      above the batcher's own delay, which every request's queue time holds;
+    - v, for a model that runs one request at a time, from the mean queue time
+      against Allen–Cunneen's mean wait at v = 1 (their textbook pairing, linear in
+      v) wherever that prediction is measurable (≥ MEASURABLE_WAIT_SHARE of a
+      service time). Fitting it on the queue p95 instead divided by a predicted p95
+      that goes to 0 as Erlang C nears 5 % (ln(C / 0.05)): at 16 instances for
+      25 req/s a few ms of observed queue p95 made v = 4, the bound, and v = 4 held
+      the 16 (`conversation-5b`). For a batched model v comes from the queue p95
+      against the predicted wait p95, where that lies above the batcher's own
+      delay, which every request's queue time holds.
     - the service tail from request p95 − queue p95 − mean service: service times with
       a CV of 1 (the 5B at 277 ms on average; lognormal in the simulator) have a p95 of
       2.8 × 277 ≈ 770 ms, and charging those ~490 ms to waiting (what the model did
-      before it read the queue p95) taught v = 4, the bound, at 20 req/s on 8 instances
-      where M/G/n puts v near (1 + c_s²) / 2 = 1; it learns ≈ 1 and a tail of ≈ 0.5 s
-      now (tests/test_policy_sim.py). p95(wait + service) lies between the
+      before it read the queue p95) taught v = 4 at 20 req/s on 8 instances where
+      M/G/n puts v near (1 + c_s²) / 2 = 1. p95(wait + service) lies between the
       larger and the sum of the two p95s, so this reads the tail low by at most the
-      queue p95; with v from the queue p95 the model then predicts the observed p95 at
-      the present count exactly, and sizes other counts with that tail added whole.
+      queue p95, and sizing adds it whole to the predicted wait p95.
 
-    Without a queue p95 (histogram p95 only) the whole excess over the service time
-    and its learnt tail is read as waiting, as before. Closed loops are not predicted
-    by the open-loop model (16 users keep 16 requests in the server whatever v is).
+    Without a queue p95 (histogram p95 only) the whole excess of the p95 over the
+    service time and its learnt tail is read as waiting, against the predicted wait
+    p95. Closed loops are not predicted by the open-loop model (16 users keep 16
+    requests in the server whatever v is): nothing is learnt from them.
     """
     svc = t.service
     if svc is None or mem.loop is Loop.closed or w.p95_ms is None or n <= 0:
@@ -301,17 +312,22 @@ def _correct(
     base_s = svc.batch_s if isinstance(svc, Batched) else svc.service_s
     p95_s = w.p95_ms / 1000.0
     changes: dict[str, float | None] = {}
+    target: float | None = None
     if w.p95_queue_ms is not None:
         queue_s = w.p95_queue_ms / 1000.0
         tail = max(0.0, p95_s - queue_s - base_s)
         tail, tail_var = _ewm(mem.service_tail_s, mem.service_tail_var, tail, step)
         changes.update(service_tail_s=tail, service_tail_var=tail_var)
-        floor = svc.queue_delay_s if isinstance(svc, Batched) else 0.0
-        waited = queue_s if predicted > floor else None
-    else:
-        waited = max(0.0, p95_s - base_s - mem.service_tail_s) if predicted > 0.0 else None
-    if waited is not None and predicted > 0.0:
-        target = min(VARIABILITY_MAX, max(VARIABILITY_MIN, waited / predicted))
+        if isinstance(svc, Batched) and predicted > svc.queue_delay_s:
+            target = queue_s / predicted
+    if isinstance(svc, Sequential) and w.avg_queue_ms is not None:
+        mean = wait_mean_s(svc, n, d.arrival_rps, 1.0)
+        if MEASURABLE_WAIT_SHARE * svc.service_s <= mean < math.inf:
+            target = w.avg_queue_ms / 1000.0 / mean
+    elif w.p95_queue_ms is None and predicted > 0.0:
+        target = max(0.0, p95_s - base_s - mem.service_tail_s) / predicted
+    if target is not None:
+        target = min(VARIABILITY_MAX, max(VARIABILITY_MIN, target))
         v, var = _ewm(mem.variability, mem.variability_var, target, step)
         changes.update(variability=v, variability_var=var)
     if not changes:
@@ -533,6 +549,7 @@ def _decide_model(
         max_batch=t.service.max_batch if isinstance(t.service, Batched) else 1,
         one_count=since_change >= pol.stable_window_s,
         noise_window_s=pol.panic_window_s,
+        variability=st.demand.variability,
     )
     # 3b. Correct the capacity model once Triton's p95 describes the present count.
     # ... and once it describes the present demand: the summary slides over ~60 s, so

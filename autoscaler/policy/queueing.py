@@ -119,6 +119,23 @@ def wait_p95_s(service: ServiceModel, n: int, rate_rps: float, variability: floa
     return variability * cycle / n * (1.0 - TAIL / c)
 
 
+def wait_mean_s(service: Sequential, n: int, rate_rps: float, variability: float) -> float:
+    """Allen–Cunneen's mean wait for an instance: C(n, a) · v · S / (n − a) (inf: overloaded).
+
+    The textbook use of v = (c_a² + c_s²) / 2 is this mean; `wait_p95_s` carries it
+    onto the exponential tail. Linear in v, so an observed mean wait over this at
+    v = 1 is v itself, well-conditioned wherever the predicted mean is measurable.
+    """
+    if n <= 0:
+        return math.inf if rate_rps > 0 else 0.0
+    a = rate_rps * service.service_s
+    if a >= n:
+        return math.inf
+    if a <= 0:
+        return 0.0
+    return erlang_c(n, a) * variability * service.service_s / (n - a)
+
+
 def p95_ms(service: ServiceModel, n: int, rate_rps: float, variability: float = 1.0) -> float:
     """Predicted p95 latency (ms) at `n` instances and `rate_rps` arrivals (inf: overloaded)."""
     wait = wait_p95_s(service, n, rate_rps, variability)
