@@ -80,6 +80,18 @@ def security(
     )
 
 
+def bearer_auths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: str
+) -> tuple[dict[str, str], ...]:
+    """TOKEN as a bearer credential both ways: from a file and from the environment."""
+    (tmp_path / "token").write_text(TOKEN + "\n")  # a trailing newline, as editors leave it
+    monkeypatch.setenv(env, TOKEN)
+    return (
+        {"type": "bearer", "secret_file": str(tmp_path / "token")},
+        {"type": "bearer", "secret_env": env},
+    )
+
+
 # -- settings --------------------------------------------------------------------------------
 
 
@@ -186,12 +198,7 @@ def test_triton_over_tls_is_verified_and_gets_the_token(
     snap = read(security(ca=pki.ca))
     assert snap.models is None and "HTTP 401" in snap.errors[0], snap.errors
 
-    (tmp_path / "token").write_text(TOKEN + "\n")  # a trailing newline, as editors leave it
-    monkeypatch.setenv("TA_TRITON_TOKEN", TOKEN)
-    for auth in (
-        {"type": "bearer", "secret_file": str(tmp_path / "token")},
-        {"type": "bearer", "secret_env": "TA_TRITON_TOKEN"},
-    ):
+    for auth in bearer_auths(tmp_path, monkeypatch, "TA_TRITON_TOKEN"):
         n = len(front.seen())
         snap = read(security(ca=pki.ca, auth=auth, url=url))
         assert snap.errors == () and MODEL in (snap.models or {})
@@ -447,12 +454,7 @@ def test_prometheus_behind_a_front_gets_the_bearer_token(
 
                 snap = read(security(ca=pki.ca))
                 assert snap.gpus is None and "needs credentials (HTTP 401)" in snap.errors[0]
-                (tmp_path / "token").write_text(TOKEN + "\n")
-                monkeypatch.setenv("TA_PROM_TOKEN", TOKEN)
-                for auth in (
-                    {"type": "bearer", "secret_file": str(tmp_path / "token")},
-                    {"type": "bearer", "secret_env": "TA_PROM_TOKEN"},
-                ):
+                for auth in bearer_auths(tmp_path, monkeypatch, "TA_PROM_TOKEN"):
                     n = len(front.seen())
                     snap = read(security(ca=pki.ca, auth=auth, url=url))
                     assert snap.errors == (), snap.errors
