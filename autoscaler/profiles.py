@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from enum import StrEnum
+from functools import lru_cache
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -187,6 +188,7 @@ class ModelProfile(Strict):
         return opt.p95_ms * max(per_instance, 1.0) / opt.concurrency
 
 
+@lru_cache(maxsize=1024)  # the policy asks for every model every tick
 def default_startup_s(memory_gb: float) -> float:
     """Seconds before a new instance serves: 10 s of start-up plus weights at 1 GB/s.
 
