@@ -13,7 +13,6 @@ reasons unknown and says why in `reasons_error`, the rest of the view unchanged.
 from __future__ import annotations
 
 import json
-import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -45,7 +44,7 @@ def _one(server: FleetServer, scheme: str, timeout_s: float) -> FleetServer:
     url = status_url(server.address, scheme)
     try:
         doc = _fetch(url, timeout_s)
-    except (OSError, ValueError, urllib.error.URLError) as exc:
+    except (OSError, ValueError) as exc:  # URLError is an OSError
         return replace(server, reasons_error=f"{url}: {type(exc).__name__}: {exc}")
     reasons = {
         str(m["model"]): str(m["reason"])

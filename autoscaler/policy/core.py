@@ -33,6 +33,7 @@ from autoscaler.placement import Fit, GpuBin, Item, pack
 from autoscaler.policy.decision import Action, Decision, Figures, PlacementSlot, Rule
 from autoscaler.policy.defrag import plan_room
 from autoscaler.policy.demand import (
+    MEASURABLE_WAIT_SHARE,
     Demand,
     DemandMemory,
     Loop,
@@ -264,13 +265,6 @@ def _ewm(mean: float, var: float, target: float, step: float) -> tuple[float, fl
     """One step of an exponentially weighted mean and variance (West's incremental form)."""
     diff = target - mean
     return mean + step * diff, (1.0 - step) * (var + step * diff * diff)
-
-
-# A predicted mean wait under this share of the service time (2.8 ms for the 5B) is
-# within what scheduling adds on its own (the busy threshold's hand-over, a client's
-# resend), so observed / predicted there would be noise over noise; the same floor
-# tells "requests waited" in policy.demand.
-MEASURABLE_WAIT_SHARE = 0.01
 
 
 def _correct(
