@@ -13,7 +13,7 @@ import math
 import pytest
 
 from autoscaler.catalog import load_catalog
-from autoscaler.policy.core import _correct
+from autoscaler.policy.core import P95_MIN_REQUESTS, _correct
 from autoscaler.policy.demand import Demand, DemandMemory, Loop
 from autoscaler.policy.queueing import (
     Batched,
@@ -116,10 +116,22 @@ S20B_TARGET = ModelTarget(
 
 
 def _window(
-    p95: float | None, q95: float | None, avg_q: float | None = None, n: int = 8
+    p95: float | None,
+    q95: float | None,
+    avg_q: float | None = None,
+    n: int = 8,
+    rps: float = 10.0,
 ) -> ModelWindow:
     return ModelWindow(
-        "m", 100.0, 60.0, True, instances=n, p95_ms=p95, p95_queue_ms=q95, avg_queue_ms=avg_q
+        "m",
+        100.0,
+        60.0,
+        True,
+        instances=n,
+        p95_ms=p95,
+        p95_queue_ms=q95,
+        avg_queue_ms=avg_q,
+        throughput_rps=rps,
     )
 
 
@@ -162,13 +174,44 @@ def test_correction_learns_v_from_the_waits_and_the_tail_from_the_rest(
     v_moves: int,
     tail_moves: int,
 ) -> None:
-    after = _correct(OPEN, target, _window(p95, q95, avg_q, n), _demand(rate), n, 5.0)
+    after = _correct(OPEN, target, _window(p95, q95, avg_q, n, rate), _demand(rate), n, 5.0)
+    assert _sign(after.variability - OPEN.variability) == v_moves
+    assert _sign(after.service_tail_s - OPEN.service_tail_s) == tail_moves
 
-    def sign(x: float) -> int:
-        return 0 if abs(x) < 1e-12 else (1 if x > 0 else -1)
 
-    assert sign(after.variability - OPEN.variability) == v_moves
-    assert sign(after.service_tail_s - OPEN.service_tail_s) == tail_moves
+def _sign(x: float) -> int:
+    return 0 if abs(x) < 1e-12 else (1 if x > 0 else -1)
+
+
+@pytest.mark.parametrize(
+    ("rate", "tail_moves"),
+    [
+        # 0.5 req/s: 30 requests a minute, 1.5 of them above the p95 on average. Such a
+        # "p95" is the largest request or two (a code-completion trickle read 130–610 ms
+        # for one distribution), so nothing is learnt from it ...
+        (0.5, 0),
+        (1.25, 0),  # 75 requests: one short of P95_MIN_REQUESTS
+        (1.3, +1),  # 78: the count above the p95 is known to ±50 %
+    ],
+)
+def test_a_p95_of_few_requests_teaches_nothing(rate: float, tail_moves: int) -> None:
+    assert P95_MIN_REQUESTS == 76
+    w = _window(831.0, 0.0, 0.0, 8, rate)
+    after = _correct(OPEN, S5B_TARGET, w, _demand(rate), 8, 5.0)
+    assert _sign(after.service_tail_s - OPEN.service_tail_s) == tail_moves
+
+
+def test_the_tail_is_learnt_while_the_demand_moves_but_v_is_not() -> None:
+    """Right after a step in the rate (learn_v False) the summaries mix two loads.
+
+    v is a ratio of the observed wait to the one predicted at the present rate, and
+    the wait shown still belongs to the old one; the tail, p95 − queue p95 − service,
+    reads both summaries over the same requests, so it is learnt on.
+    """
+    w = _window(1200.0, 520.0, 216.0, 8, 24.0)
+    after = _correct(OPEN, S5B_TARGET, w, _demand(24.0), 8, 5.0, learn_v=False)
+    assert after.variability == OPEN.variability
+    assert after.service_tail_s > OPEN.service_tail_s
 
 
 def test_a_closed_loop_teaches_nothing() -> None:

@@ -182,7 +182,10 @@ class DemandMemory:
     minute_sum: float = 0.0
     minute_peak: float = 0.0
     minutes: tuple[Minute, ...] = ()
-    excess: tuple[float, ...] = ()  # sorted: excess rates of past minutes (module doc)
+    # past minutes' excess rates (module doc), sorted, each with the rate it reached
+    # (the minute's mean plus the excess): (excess, reached)
+    excess: tuple[tuple[float, float], ...] = ()
+    excess_reached_rps: float = math.inf  # the lowest rate a rise in `excess` reached
     # requests in the server over the last seconds, as the previous tick read them
     prev_recent_in_server: float | None = None
     prev_waited_beside_idle: bool = False  # the previous tick's open-loop signature
@@ -215,15 +218,28 @@ class DemandMemory:
         """The service tail (s) that a share `attainment` of minutes stays under: mean + z·sd."""
         return self.service_tail_s + _z(attainment) * math.sqrt(max(0.0, self.service_tail_var))
 
-    def excess_rps(self, attainment: float) -> float:
-        """The excess only a share 1 − `attainment` of past minutes went beyond (0 if none)."""
+    def excess_rps(self, attainment: float, rate_rps: float = 0.0) -> float:
+        """The excess only a share 1 − `attainment` of past minutes went beyond, at `rate_rps`.
+
+        A past minute's rise took demand from its mean to the rate it reached; once
+        demand stands at that rate or above, that rise has happened and is no longer
+        ahead (it counts 0). Below it the whole rise counts, added to the present rate,
+        since a burst comes on top of whatever the level is (a noisy day's rises grow
+        with it). A 345M flash crowd rose from 10 to 77 req/s beyond noise: at 10 req/s
+        its 67 are ahead, but adding them to the crowd's own 80 req/s held 13 instances
+        where 7 serve it. A code-completion burst to 195 req/s stays ahead of a burst of
+        45. 0 without history.
+        """
         ex = self.excess
         if not ex:
             return 0.0
         # the ceil(attainment × M)-th smallest: with M < 1 / (1 − attainment) minutes
         # of history that is the largest seen, which is what a short past can vouch for
         k = min(len(ex) - 1, max(0, math.ceil(attainment * len(ex)) - 1))
-        return ex[k]
+        if rate_rps < self.excess_reached_rps:
+            return ex[k][0]  # every rise reached beyond this rate: all still ahead
+        left = sorted(e if r > rate_rps else 0.0 for e, r in ex)
+        return left[k]
 
 
 # A straight line through the last ten minute means forecasts the next start-up
@@ -303,6 +319,7 @@ def observe(
         minutes = (*(m for m in mem.minutes if m.start > kept_after), closed)
         excess = _excess(minutes, horizon_s, noise_window_s, variability)
         changes.update(minutes=minutes, excess=excess)
+        changes["excess_reached_rps"] = min((r for e, r in excess if e > 0.0), default=math.inf)
         changes["trend_rps_per_s"] = _trend(minutes)
         changes.update(minute_start=now, minute_ticks=1, minute_sum=d.arrival_rps)
         changes["minute_peak"] = d.recent_rps
@@ -366,8 +383,8 @@ def _excess(
     horizon_s: float,
     noise_window_s: float = math.inf,
     variability: float = 1.0,
-) -> tuple[float, ...]:
-    """Sorted excesses of the minutes whose horizon has passed (module doc).
+) -> tuple[tuple[float, float], ...]:
+    """Sorted (excess, rate reached) of the minutes whose horizon has passed (module doc).
 
     A peak is read from rates over `noise_window_s` (the panic window), and arrivals at
     a steady λ make those rates scatter on their own. The queueing model prices that
@@ -387,11 +404,11 @@ def _excess(
     # models that started together close theirs on one tick: sorted once at the end
     # (an insort per minute cost 2.4× as much, 135 ms a tick at 500 models)
     peaks = [m.peak_rps for m in minutes]
-    out: list[float] = []
+    out: list[tuple[float, float]] = []
     for i in range(len(minutes) - k):
         mean = minutes[i].mean_rps
         rise = max(peaks[i : i + k + 1]) - mean - spread * poisson_band(mean, noise_window_s)
-        out.append(rise if rise > 0.0 else 0.0)
+        out.append((rise, mean + rise) if rise > 0.0 else (0.0, mean))
     out.sort()
     return tuple(out)
 
