@@ -266,3 +266,16 @@ def test_no_correction_while_the_p95_still_mixes_two_loads() -> None:
     assert v_at(step_at + settle) == before
     # ... and it is corrected again once the summary describes the new load
     assert v_at(s.scenario.duration_s) != before
+
+
+def test_the_count_found_at_start_is_held_for_the_stabilisation_window() -> None:
+    """2 req/s on 8 5B instances (one would do): the first sight seeds the scale-down
+    window with the 8 found, as the HPA's controller does, so nothing goes before 300 s;
+    after that they go."""
+    s = setup_of(900, {"nemo-gpt-5b": {"slo_p95_ms": 1500, "workload": open_loop(2.0)}})
+    r = run(s, {"nemo-gpt-5b": 8})
+    downs = [(t, d) for t, d in r.changes("nemo-gpt-5b") if d.action is Action.scale_down]
+    assert downs and downs[0][0] >= 300.0
+    early = [d for t, d in r.decisions if 10.0 <= t < 300.0]
+    assert all(d.rule is Rule.stabilization and "8 wanted" in d.reason for d in early)
+    assert r.counts["nemo-gpt-5b"][-1] < 8

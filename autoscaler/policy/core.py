@@ -584,7 +584,17 @@ def _decide_model(
 
     # 3-4. Capacity, headroom and forecast.
     confirmed = confirmed_recent_in_server(st.demand, d)
-    sz = _size(pol, t, d, mem, current, horizon, hi, confirmed, since_change >= pol.stable_window_s)
+    sz = _size(
+        pol,
+        t,
+        d,
+        mem,
+        current,
+        horizon,
+        hi,
+        confirmed,
+        since_change >= pol.stable_window_s,
+    )
     want, rule, reason = sz.want, sz.rule, sz.reason
 
     # 5. Latency guard, where no capacity model predicts the p95 (closed or unknown
@@ -624,7 +634,14 @@ def _decide_model(
 
     # 7. Scale-down stabilisation: the highest wish over the window wins, so a short
     # dip never removes instances. (Open loops also hold their burst headroom, stage 4.)
-    history = _window_max(st.history, now - pol.scale_down_stabilization_s, now, want)
+    # The first sight of a model seeds the window with the count it runs, as the HPA's
+    # controller does (horizontal.go, recordInitialRecommendation): a daemon that starts
+    # (or restarts) knows nothing yet of the traffic's burst pattern, and the count it
+    # finds is what someone chose for it. A code-completion service started on 21
+    # instances let one go at 40 s as a burst began (the minute's rate said 17 req/s,
+    # the last seconds' 59): its first minute's p95 was 936 ms against 600.
+    seen = st.history if st.history else ((now, current),)
+    history = _window_max(seen, now - pol.scale_down_stabilization_s, now, want)
     st = _evolve(st, history=history, demand=mem)
     make = out
     if t.model in ctx.in_flight:
