@@ -163,9 +163,10 @@ def test_excess_is_the_rise_within_the_horizon_after_each_minute() -> None:
         for i, (mean, peak) in enumerate([(1, 2), (1, 50), (40, 60), (2, 3), (2, 3)])
     )
     # horizon 27 s: one minute ahead (the last minute has no next one yet):
-    # 50 − 1, 60 − 1, 60 − 40, 3 − 2, sorted, each with the rate it reached
-    assert _excess(minutes, 27.0) == ((1, 3), (20, 60), (49, 50), (59, 60))
-    assert _excess(minutes, 90.0) == ((20, 60), (59, 60), (59, 60))  # two minutes ahead
+    # 50 − 1, 60 − 1, 60 − 40, 3 − 2, sorted, each with its minute's index
+    assert _excess(minutes, 27.0) == ((1, 20, 49, 59), (3, 2, 0, 1))
+    rises, at = _excess(minutes, 90.0)  # two minutes ahead
+    assert rises == (20, 59, 59) and at[0] == 2 and sorted(at[1:]) == [0, 1]
 
 
 @pytest.mark.parametrize(
@@ -178,14 +179,19 @@ def test_excess_is_the_rise_within_the_horizon_after_each_minute() -> None:
     ],
 )
 def test_excess_quantile(count: int, target: float, expect: float) -> None:
-    mem = DemandMemory(excess=tuple((float(i), 10.0 + i) for i in range(count)))
+    mem = DemandMemory(excess=tuple(float(i) for i in range(count)))
     assert mem.excess_rps(target) == expect
 
 
 # A flash crowd seen once: 58 minutes at 10 req/s with no rise, one minute rising by 67
 # to 77 req/s, and the crowd's own first minute rising by 45 to 90 from a mean of 45.
+_CROWD_MINUTES = tuple(
+    Minute(60.0 * i, mean, mean) for i, mean in enumerate([10.0] * 59 + [45.0])
+)
 _CROWD = DemandMemory(
-    excess=tuple(sorted([(0.0, 10.0)] * 58 + [(45.0, 90.0), (67.0, 77.0)])),
+    minutes=_CROWD_MINUTES,
+    excess=(0.0,) * 58 + (45.0, 67.0),
+    excess_at=(*range(58), 59, 58),
     excess_reached_rps=77.0,
 )
 
@@ -209,7 +215,9 @@ def test_a_rise_is_spent_once_demand_stands_where_it_reached(
 def test_the_spent_rise_rule_matches_a_plain_count_of_what_is_left() -> None:
     """The fast path (below every reached rate) and the full count agree everywhere."""
     for rate in (0.0, 5.0, 76.9, 77.0, 89.9, 90.0, 200.0):
-        left = sorted(e if r > rate else 0.0 for e, r in _CROWD.excess)
+        pairs = zip(_CROWD.excess, _CROWD.excess_at, strict=True)
+        reached = [_CROWD_MINUTES[i].mean_rps + e for e, i in pairs]
+        left = sorted(e if r > rate else 0.0 for e, r in zip(_CROWD.excess, reached, strict=True))
         for target in (0.5, 0.9, 0.99):
             k = min(len(left) - 1, max(0, math.ceil(target * len(left)) - 1))
             assert _CROWD.excess_rps(target, rate) == left[k], (rate, target)
@@ -284,4 +292,4 @@ def test_a_step_in_the_rate_is_marked(minute_rps: float, recent_rps: float, step
 def test_scatter_the_queueing_model_prices_is_no_burst(variability: float, excess: float) -> None:
     minutes = (Minute(0.0, 24.0, 34.0), Minute(60.0, 24.0, 25.0))
     got = _excess(minutes, 27.0, noise_window_s=6.0, variability=variability)
-    assert [e for e, _ in got] == [pytest.approx(excess, abs=0.01)]
+    assert got[0] == (pytest.approx(excess, abs=0.01),)
