@@ -225,3 +225,15 @@ def test_the_tail_takes_its_share_of_the_slo() -> None:
     must stay under 1000 − 554 − 277 = 169 ms: 9 give 492 − 277 = 215 ms, 10 give 102."""
     assert instances_for(Sequential(0.277), 24.0, 1000.0, 1.0, 64) == 8
     assert instances_for(Sequential(0.277), 24.0, 1000.0 - 554.0, 1.0, 64) == 10
+
+
+def test_the_first_tail_reading_is_the_estimate_not_a_climb_from_zero() -> None:
+    """Readings of 170 ms then 270 ms: the first is taken whole with no spread; the second
+    moves it by one step and puts on it only the spread the two readings show."""
+    first = _correct(OPEN, S5B_TARGET, _window(447.0, 0.0, 0.0, 8, 2.0), _demand(2.0), 8, 5.0)
+    assert first.service_tail_s == pytest.approx(0.170)
+    assert first.service_tail_var == 0.0
+    second = _correct(first, S5B_TARGET, _window(547.0, 0.0, 0.0, 8, 2.0), _demand(2.0), 8, 5.0)
+    step = 5.0 / 120.0
+    assert second.service_tail_s == pytest.approx(0.170 + step * 0.100)
+    assert second.service_tail_var == pytest.approx((1 - step) * step * 0.100**2)

@@ -323,15 +323,21 @@ def _correct(
     step = min(1.0, tick_s / VARIABILITY_MEMORY_S)
     base_s = svc.batch_s if isinstance(svc, Batched) else svc.service_s
     p95_s = w.p95_ms / 1000.0
-    changes: dict[str, float | None] = {}
+    changes: dict[str, float | bool | None] = {}
     target: float | None = None
     # the requests behind the window's p95s (Triton's summaries slide over the window)
     p95_known = (w.throughput_rps or 0.0) * w.window_s >= P95_MIN_REQUESTS
     if w.p95_queue_ms is not None and p95_known:
         queue_s = w.p95_queue_ms / 1000.0
         tail = max(0.0, p95_s - queue_s - base_s)
-        tail, tail_var = _ewm(mem.service_tail_s, mem.service_tail_var, tail, step)
-        changes.update(service_tail_s=tail, service_tail_var=tail_var)
+        # The first reading is the estimate: weighing it against the prior of 0 would
+        # count the climb from 0 as scatter (a 1.3B whose windows read 170–270 ms put
+        # 80 ms of sd on its tail, and sized with a tail of 400 ms where 220 was seen).
+        if mem.service_tail_read:
+            tail, tail_var = _ewm(mem.service_tail_s, mem.service_tail_var, tail, step)
+        else:
+            tail_var = 0.0
+        changes.update(service_tail_s=tail, service_tail_var=tail_var, service_tail_read=True)
         if isinstance(svc, Batched) and predicted > svc.queue_delay_s:
             target = queue_s / predicted
     if isinstance(svc, Sequential) and w.avg_queue_ms is not None:

@@ -201,6 +201,7 @@ class DemandMemory:
     # from the request p95 less the queue p95 (core._correct); mean and variance as v's
     service_tail_s: float = 0.0
     service_tail_var: float = 0.0
+    service_tail_read: bool = False  # a window has been read for it yet
     # when the last seconds' rate last stood outside the Poisson band of the window's
     # (a step or a burst): Triton's p95 summary still mixes both levels for a while
     demand_step_at: float = -math.inf
