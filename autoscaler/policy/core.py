@@ -590,17 +590,7 @@ def _decide_model(
 
     # 3-4. Capacity, headroom and forecast.
     confirmed = confirmed_recent_in_server(st.demand, d)
-    sz = _size(
-        pol,
-        t,
-        d,
-        mem,
-        current,
-        horizon,
-        hi,
-        confirmed,
-        since_change >= pol.stable_window_s,
-    )
+    sz = _size(pol, t, d, mem, current, horizon, hi, confirmed, since_change >= pol.stable_window_s)
     want, rule, reason = sz.want, sz.rule, sz.reason
 
     # 5. Latency guard, where no capacity model predicts the p95 (closed or unknown

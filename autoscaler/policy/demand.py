@@ -187,7 +187,9 @@ class DemandMemory:
     # the index in `minutes` of each excess's minute: the rate it reached is that
     # minute's mean plus the excess (small ints: 8 bytes each, where a pair cost 80)
     excess_at: tuple[int, ...] = ()
-    excess_reached_rps: float = math.inf  # the lowest rate a rise in `excess` reached
+    # the lowest rate a rise in `excess` reached: derived from the two above once a
+    # minute, so that a tick below it (most ticks) reads the quantile without a walk
+    excess_reached_rps: float = math.inf
     # requests in the server over the last seconds, as the previous tick read them
     prev_recent_in_server: float | None = None
     prev_waited_beside_idle: bool = False  # the previous tick's open-loop signature
