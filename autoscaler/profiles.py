@@ -262,10 +262,12 @@ class ScalingPolicy(Strict):
         "is kept (policy.demand)",
     )
     latency_guard_settle_s: Annotated[float, Field(ge=0, le=3600)] = Field(
-        default=90.0,
-        description="no latency guard and no correction of the capacity model this long "
-        "after the instance count changed: Triton's p95 summary slides over ~60 s (seen: "
-        "still 4459 ms 30 s after 1 → 4 instances)",
+        default=60.0,
+        description="the window of Triton's latency summaries: no latency guard and no "
+        "correction of the capacity model until this long, plus the p95 latency, after "
+        "the instance count or the demand stepped. Triton's summaries are prometheus-cpp "
+        "Summaries with their default max_age of 60 s (5 age buckets: a read covers the "
+        "last 48–60 s); seen: still 4459 ms 30 s after 1 → 4 instances",
     )
 
     @property

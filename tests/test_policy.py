@@ -232,7 +232,7 @@ def test_latency_guard_adds_an_instance() -> None:
     """p95 over SLO with the queue dominating → +1 even when concurrency says enough."""
     t = replace(T5B, slo_p95_ms=1200)
     _, st = one(ctx(0, win(3.9, 1), target=t))  # first seen at t = 0
-    late = POLICY.latency_guard_settle_s
+    late = POLICY.latency_guard_settle_s + 2.4  # the summary's window + the p95
     slow = win(3.9, 1, p95=2400, latency=1500, queue=1100, p95q=1300)
     d, _ = one(ctx(late, slow, target=t), st)
     assert (d.action, d.desired_instances, d.rule) == (Action.scale_up, 2, Rule.latency_guard)
@@ -243,7 +243,7 @@ def test_latency_guard_ignores_slow_compute() -> None:
     """p95 over SLO, but the queue's p95 (100 ms) cannot explain 1200 ms over it."""
     t = replace(T5B, slo_p95_ms=1200)
     _, st = one(ctx(0, win(3.9, 1), target=t))
-    late = POLICY.latency_guard_settle_s
+    late = POLICY.latency_guard_settle_s + 2.4
     slow = win(3.9, 1, p95=2400, latency=2300, queue=100, p95q=1199)
     d, _ = one(ctx(late, slow, target=t), st)
     assert (d.action, d.rule) == (Action.hold, Rule.steady)
@@ -396,15 +396,30 @@ def test_latency_guard_waits_after_a_restart() -> None:
     assert (d.action, d.rule) == (Action.hold, Rule.steady)
 
 
-def test_latency_guard_waits_after_a_change() -> None:
-    """Right after the count changed, a lagging p95 summary does not add instances."""
+@pytest.mark.parametrize(
+    ("after_s", "p95_ms", "acts"),
+    [
+        # Triton's summaries cover the last 60 s, and a request queued before the
+        # change is observed when it completes, about one p95 later
+        (30.0, 2400.0, False),  # the summary still holds the minute before the change
+        (60.0, 2400.0, False),  # 60 s: requests queued before it still completing
+        (62.3, 2400.0, False),
+        (62.4, 2400.0, True),  # 60 s + the 2.4 s p95
+        (64.9, 5000.0, False),  # a slower p95 waits longer ...
+        (65.0, 5000.0, True),  # ... by as much
+    ],
+)
+def test_latency_guard_waits_after_a_change(after_s: float, p95_ms: float, acts: bool) -> None:
+    """Right after the count changed, a lagging p95 summary does not add instances:
+    not before the summary's window (60 s) plus the p95 has passed."""
     t = replace(T5B, slo_p95_ms=1200)
-    slow = win(7.9, 2, p95=2400, latency=1500, queue=1100, p95q=1300)
+    slow = win(7.9, 2, p95=p95_ms, latency=1500, queue=1100, p95q=p95_ms - 1100)
     _, st = one(ctx(0, win(3.9, 1), target=t))  # seen at 1 instance
     d, st = one(ctx(10, slow, target=t), st)  # now 2: changed at t = 10
     assert (d.action, d.rule) == (Action.hold, Rule.steady)
-    d, _ = one(ctx(10 + POLICY.latency_guard_settle_s, slow, target=t), st)
-    assert (d.action, d.rule) == (Action.scale_up, Rule.latency_guard)
+    d, _ = one(ctx(10 + after_s, slow, target=t), st)
+    want = (Action.scale_up, Rule.latency_guard) if acts else (Action.hold, Rule.steady)
+    assert (d.action, d.rule) == want
 
 
 def test_invalid_telemetry_reports_last_known_count() -> None:

@@ -583,8 +583,14 @@ def _decide_model(
     # it reads the request and queue summaries, which slide over the same requests,
     # and a code-completion service whose bursts never let the rate settle would
     # otherwise learn it from its trickle alone (P95_MIN_REQUESTS).
-    count_settled = since_change >= pol.latency_guard_settle_s
-    settled = count_settled and now - mem.demand_step_at >= pol.latency_guard_settle_s
+    # The summary's window is `latency_guard_settle_s` (60 s, Triton's max age); a
+    # request is observed when it completes, so the last ones queued before the change
+    # leave it about one p95 latency after that. Those stragglers are a share
+    # latency / 60 s of the window's requests by Little's law (3 % at the demo 20B's
+    # 2 s), under the 5 % that could hold a p95 up on their own.
+    settle_s = pol.latency_guard_settle_s + (w.p95_ms or 0.0) / 1000.0
+    count_settled = since_change >= settle_s
+    settled = count_settled and now - mem.demand_step_at >= settle_s
     if count_settled:
         mem = _correct(mem, t, w, d, current, pol.tick_interval_s, learn_v=settled)
 
