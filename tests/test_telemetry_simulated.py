@@ -46,30 +46,49 @@ MEM = {"nemo-gpt-5b": GB5, "nemo-gpt-20b": GB20}
 
 
 def test_memory_follows_instances() -> None:
-    """8 × 20B + 16 × 5B on 8 GPUs (Table 11): each GPU holds 1 × 20B + 2 × 5B = 69.58 GB."""
+    """8 × 20B + 16 × 5B on 8 GPUs (Table 11), best fit: a 20B on every GPU, the 5B
+    instances filling the fullest GPU that still holds one (81 559 MiB physical: a 20B
+    and three 5B take 78 191 MiB with the reserved 512) — five GPUs of 20B + 3 × 5B,
+    one of 20B + 5B, two with the 20B alone."""
     counts = {"nemo-gpt-5b": 16, "nemo-gpt-20b": 8}
     sim = SimulatedGpus(8, instances=lambda: counts, instance_memory_bytes=MEM)
     snap = sim.collect(1.0)
     assert snap.errors == () and snap.sources == ("simulated",)
     per_gpu = [s.instances for s in sim.states()]
-    assert per_gpu == [{"nemo-gpt-20b": 1, "nemo-gpt-5b": 2}] * 8
-    for g in snap.gpus or ():
-        want_mib = round(GB20 / MIB) + 2 * round(GB5 / MIB) + RESERVED_MIB
+    fives = [g.get("nemo-gpt-5b", 0) for g in per_gpu]
+    assert [g.get("nemo-gpt-20b", 0) for g in per_gpu] == [1] * 8
+    assert fives == [3, 3, 3, 3, 3, 1, 0, 0]
+    for g, n5 in zip(snap.gpus or (), fives, strict=True):
+        want_mib = round(GB20 / MIB) + n5 * round(GB5 / MIB) + RESERVED_MIB
         assert g.memory_used_bytes == want_mib * MIB
         assert g.memory_used_bytes + g.memory_free_bytes == g.memory_total_bytes
         assert g.memory_total_bytes == H100_TOTAL_MIB * MIB
-        assert g.memory_used_gb == pytest.approx(69.58 + RESERVED_MIB * MIB / 1e9, abs=0.01)
+        assert g.memory_used_gb == pytest.approx(
+            44.76 + n5 * 12.41 + RESERVED_MIB * MIB / 1e9, abs=0.01
+        )
 
 
 def test_placement_is_sticky() -> None:
-    """Scaling 5B 3 → 4 → 2 adds to the emptiest GPU and removes from the fullest; others stay."""
-    counts = {"nemo-gpt-5b": 3}
+    """Scaling 5B 3 → 7 → 2 adds to the fullest GPU that holds one and removes from the
+    GPU holding most; the 20B placed first never moves."""
+    counts = {"nemo-gpt-20b": 1, "nemo-gpt-5b": 3}
     sim = SimulatedGpus(4, instances=lambda: counts, instance_memory_bytes=MEM)
-    assert [s.instances for s in sim.states()] == [{"nemo-gpt-5b": 1}] * 3 + [{}]
-    counts["nemo-gpt-5b"] = 4
-    assert [s.instances.get("nemo-gpt-5b", 0) for s in sim.states()] == [1, 1, 1, 1]
+    # biggest first: the 20B on GPU 0, then the 5B beside it (the fullest that holds it)
+    assert [s.instances for s in sim.states()] == [
+        {"nemo-gpt-20b": 1, "nemo-gpt-5b": 3},
+        {},
+        {},
+        {},
+    ]
+    counts["nemo-gpt-5b"] = 7  # GPU 0 is full: the next fullest, then its neighbours
+    assert [s.instances.get("nemo-gpt-5b", 0) for s in sim.states()] == [3, 4, 0, 0]
     counts["nemo-gpt-5b"] = 2
-    assert sum(s.instances.get("nemo-gpt-5b", 0) for s in sim.states()) == 2
+    per_gpu = [s.instances for s in sim.states()]
+    assert sum(g.get("nemo-gpt-5b", 0) for g in per_gpu) == 2
+    assert per_gpu[0]["nemo-gpt-20b"] == 1
+    # a 20B now fits a whole GPU that best fit kept empty
+    counts["nemo-gpt-20b"] = 2
+    assert [s.instances.get("nemo-gpt-20b", 0) for s in sim.states()] == [1, 1, 0, 0]
 
 
 def test_base_overhead_and_empty_gpus() -> None:

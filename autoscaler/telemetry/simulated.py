@@ -80,12 +80,18 @@ def instance_memory_from_catalog(models: Mapping[str, object]) -> dict[str, int]
 
 
 class SimulatedGpus:
-    """`count` identical GPUs; instances are placed on the GPU with the most free memory.
+    """`count` identical GPUs; each new instance goes to the fullest GPU that holds it.
 
     `instances()` gives the current instance count per model (e.g. read from the
     model source each tick); the placement is sticky, as on a real server: new
-    instances go to the GPU with most free memory, removed ones leave the GPU
-    holding the most of that model, and nothing else moves. `layout()` instead
+    instances go where the daemon's packer puts them (best fit: the fullest GPU
+    that still holds one, `policy.core`'s `Fit.best`, which apply mode writes into
+    the instance groups' `gpus`), removed ones leave the GPU holding the most of
+    that model, and nothing else moves. Spreading instead (the most free GPU first)
+    left the demo's four 5B instances on the one GPU without a 20B, and no GPU
+    with room for a fourth 20B, where the daemon's own placement keeps one free.
+    An instance that fits no GPU goes to the most free one, over capacity, which
+    `collect` reports as an error. `layout()` instead
     gives the per-GPU counts outright. `busy()` gives, per model, the fraction of
     time each instance is computing (0–1).
     """
@@ -145,8 +151,14 @@ class SimulatedGpus:
                     del gpu[model]
         for model in sorted(want, key=lambda m: (-self._mib(m), m)):
             have = sum(g.get(model, 0) for g in self._placed)
+            mib = self._mib(model)
+            room = self.total_mib - self.reserved_mib - mib
             for _ in range(max(0, want[model] - have)):
-                gpu = min(self._placed, key=self._used)  # most free: first of the least used
+                fits = [g for g in self._placed if self._used(g) <= room]
+                # best fit: the fullest GPU that holds it (max keeps the first of equals)
+                gpu = (
+                    max(fits, key=self._used) if fits else min(self._placed, key=self._used)
+                )
                 gpu[model] = gpu.get(model, 0) + 1
 
     def states(self) -> list[SimGpuState]:
