@@ -18,6 +18,7 @@ from autoscaler.policy.demand import (
     Loop,
     Minute,
     _excess,
+    _rise,
     demand_of,
     observe,
 )
@@ -146,27 +147,52 @@ def test_evidence_is_kept_for_the_loop_memory_then_forgotten() -> None:
     assert (mem.loop, mem.loop_at) == (Loop.open, 4005.0)
 
 
-def test_minutes_are_closed_with_their_mean_and_peak() -> None:
+def test_minutes_are_closed_with_their_mean_and_rise() -> None:
+    """10 req/s, the last seconds once at 30 (t = 35 s), horizon 27 s: the ticks at
+    10 … 35 s saw the rise of 20 within their horizon; those at 10 … 25 s closed it in
+    the first minute (at 40 … 55 s), those at 30 and 35 s in the second (60, 65 s)."""
     mem = DemandMemory()
-    for i in range(25):  # 2 minutes of 5 s ticks: 10 req/s, the last seconds once at 30
+    for i in range(37):  # 3 minutes of 5 s ticks
         mem = step(mem, 5.0 * i, demand(0.0, recent=30.0 if i == 7 else 10.0))
-    assert [(m.start, m.mean_rps, m.peak_rps) for m in mem.minutes] == [
-        (0.0, 10.0, 30.0),
-        (60.0, 10.0, 10.0),
+    assert [(m.start, m.mean_rps, m.rise_rps, m.reached_rps) for m in mem.minutes] == [
+        (0.0, 10.0, 20.0, 30.0),
+        (60.0, 10.0, 20.0, 30.0),
+        (120.0, 10.0, 0.0, 0.0),
     ]
 
 
-def test_excess_is_the_rise_within_the_horizon_after_each_minute() -> None:
-    """Minute m's excess: peak of minutes m .. m + ceil(horizon / 60) minus m's mean."""
+@pytest.mark.parametrize(
+    ("horizon_s", "peak_at_s", "rise"),
+    [
+        (27.0, 25.0, 40.0),  # 25 s after the tick at 0: within a 5B's 27 s horizon
+        (27.0, 30.0, 0.0),  # 30 s after it: beyond; the ticks after 0 see it coming
+        (60.0, 55.0, 40.0),  # a 20B's horizon (55 s start-up + a tick) reaches further
+    ],
+)
+def test_a_ticks_rise_is_what_its_horizon_saw(
+    horizon_s: float, peak_at_s: float, rise: float
+) -> None:
+    """The tick at t = 0 (10 req/s) closes its horizon at the first tick beyond it, with
+    the last seconds' peak within it (50 req/s) less its own rate."""
+    mem = DemandMemory()
+    t = 0.0
+    while True:  # 5 s ticks up to the first beyond the horizon of t = 0
+        d = demand(0.0, recent=50.0 if t == peak_at_s else 10.0)
+        mem = step(mem, t, d, horizon_s=horizon_s)
+        if t > horizon_s:
+            break
+        t += 5.0
+    assert mem.open_rises[0][0] > 0.0  # t = 0 has left the open ticks ...
+    assert mem.minute_rise == rise  # ... and its rise went to the minute
+    assert mem.minute_reached == (10.0 + rise if rise else 0.0)
+
+
+def test_excess_sorts_the_minutes_rises() -> None:
     minutes = tuple(
-        Minute(60.0 * i, mean, peak)
-        for i, (mean, peak) in enumerate([(1, 2), (1, 50), (40, 60), (2, 3), (2, 3)])
+        Minute(60.0 * i, mean, rise, mean + rise)
+        for i, (mean, rise) in enumerate([(1, 1), (1, 49), (40, 20), (2, 0), (2, 1)])
     )
-    # horizon 27 s: one minute ahead (the last minute has no next one yet):
-    # 50 − 1, 60 − 1, 60 − 40, 3 − 2, sorted, each with its minute's index
-    assert _excess(minutes, 27.0) == ((1, 20, 49, 59), (3, 2, 0, 1))
-    rises, at = _excess(minutes, 90.0)  # two minutes ahead
-    assert rises == (20, 59, 59) and at[0] == 2 and sorted(at[1:]) == [0, 1]
+    assert _excess(minutes) == ((0, 1, 1, 20, 49), (3, 0, 4, 2, 1))
 
 
 @pytest.mark.parametrize(
@@ -186,7 +212,8 @@ def test_excess_quantile(count: int, target: float, expect: float) -> None:
 # A flash crowd seen once: 58 minutes at 10 req/s with no rise, one minute rising by 67
 # to 77 req/s, and the crowd's own first minute rising by 45 to 90 from a mean of 45.
 _CROWD_MINUTES = tuple(
-    Minute(60.0 * i, mean, mean) for i, mean in enumerate([10.0] * 59 + [45.0])
+    Minute(60.0 * i, mean, rise, mean + rise)
+    for i, (mean, rise) in enumerate([(10.0, 0.0)] * 58 + [(10.0, 67.0), (45.0, 45.0)])
 )
 _CROWD = DemandMemory(
     minutes=_CROWD_MINUTES,
@@ -216,7 +243,7 @@ def test_the_spent_rise_rule_matches_a_plain_count_of_what_is_left() -> None:
     """The fast path (below every reached rate) and the full count agree everywhere."""
     for rate in (0.0, 5.0, 76.9, 77.0, 89.9, 90.0, 200.0):
         pairs = zip(_CROWD.excess, _CROWD.excess_at, strict=True)
-        reached = [_CROWD_MINUTES[i].mean_rps + e for e, i in pairs]
+        reached = [_CROWD_MINUTES[i].reached_rps if e > 0 else 0.0 for e, i in pairs]
         left = sorted(e if r > rate else 0.0 for e, r in zip(_CROWD.excess, reached, strict=True))
         for target in (0.5, 0.9, 0.99):
             k = min(len(left) - 1, max(0, math.ceil(target * len(left)) - 1))
@@ -290,6 +317,5 @@ def test_a_step_in_the_rate_is_marked(minute_rps: float, recent_rps: float, step
     ],
 )
 def test_scatter_the_queueing_model_prices_is_no_burst(variability: float, excess: float) -> None:
-    minutes = (Minute(0.0, 24.0, 34.0), Minute(60.0, 24.0, 25.0))
-    got = _excess(minutes, 27.0, noise_window_s=6.0, variability=variability)
-    assert got[0] == (pytest.approx(excess, abs=0.01),)
+    got = _rise(24.0, 34.0, noise_window_s=6.0, variability=variability)
+    assert got == pytest.approx(excess, abs=0.01)

@@ -27,10 +27,14 @@ on Triton's counters:
 The latest evidence wins and is kept for `loop_memory_s`; without any the load is
 `unknown`, and the policy takes the safer of both answers (see core).
 
-**Burst pattern.** For every closed minute m the memory keeps the mean arrival rate
-and the peak of the last seconds' rates; the *excess* of minute m is how far demand
-rose above the minute's mean within the start-up horizon after it (the peak over
-minutes m … m + k, k = ceil(horizon / 60)). Sizing for the current rate plus the
+**Burst pattern.** Every tick t asks how far the last seconds' rate rose above
+t's own rate (the stable window's, which sizing adds headroom to) within the
+start-up horizon after t — the rise that capacity sized at t would have had to
+absorb while new instances start. For every closed minute m the memory keeps the
+mean arrival rate and the largest such rise of the ticks whose horizon closed in it:
+its *excess*. (Before, a minute's excess was the peak over minutes m … m + 1 less
+m's mean: for the 5B's 27 s horizon that counted rises up to two minutes ahead,
+which the next ticks see coming and size for themselves.) Sizing for the current rate plus the
 excess that only a share 1 − slo_attainment_target of past minutes exceeded holds
 the instances that recurring bursts need, through lulls shorter than the pattern,
 and lets them go when the pattern changes. An on/off service (bursts of 250 req/s
@@ -167,7 +171,8 @@ def demand_of(w: ModelWindow, pw: ModelWindow | None, service: ServiceModel | No
 class Minute:
     start: float
     mean_rps: float
-    peak_rps: float
+    rise_rps: float  # the excess: the largest rise beyond noise (module doc), ≥ 0
+    reached_rps: float  # the rate that rise reached: its tick's rate plus the rise
 
 
 @dataclass(frozen=True)
@@ -177,15 +182,20 @@ class DemandMemory:
     reads: tuple[tuple[float, float], ...] = ()  # (t, pending) over the stable window
     loop: Loop = Loop.unknown
     loop_at: float = -math.inf  # when the evidence for `loop` was last seen
-    # the minute being collected: start, ticks, Σ arrival rate, peak of recent rates
+    # the minute being collected: start, ticks, Σ arrival rate, its largest rise and
+    # the rate that rise reached
     minute_start: float | None = None
     minute_ticks: int = 0
     minute_sum: float = 0.0
-    minute_peak: float = 0.0
+    minute_rise: float = 0.0
+    minute_reached: float = 0.0
+    # ticks whose start-up horizon is still open: (t, rate at t, highest last-seconds
+    # rate since t); horizon / tick of them (27 s / 5 s: 6 for the 5B)
+    open_rises: tuple[tuple[float, float, float], ...] = ()
     minutes: tuple[Minute, ...] = ()
     excess: tuple[float, ...] = ()  # sorted: excess rates of past minutes (module doc)
-    # the index in `minutes` of each excess's minute: the rate it reached is that
-    # minute's mean plus the excess (small ints: 8 bytes each, where a pair cost 80)
+    # the index in `minutes` of each excess's minute, whose `reached_rps` is the rate
+    # the rise reached (small ints: 8 bytes each, where a pair cost 80)
     excess_at: tuple[int, ...] = ()
     # the lowest rate a rise in `excess` reached: derived from the two above once a
     # minute, so that a tick below it (most ticks) reads the quantile without a walk
@@ -245,7 +255,7 @@ class DemandMemory:
             return ex[k]  # every rise reached beyond this rate: all still ahead
         minutes = self.minutes
         left = sorted(
-            e if minutes[i].mean_rps + e > rate_rps else 0.0
+            e if minutes[i].reached_rps > rate_rps else 0.0
             for e, i in zip(ex, self.excess_at, strict=True)
         )
         return left[k]
@@ -317,29 +327,43 @@ def observe(
     elif now - loop_at > loop_memory_s:
         loop = Loop.unknown
     changes["loop"], changes["loop_at"] = loop, loop_at
-    # -- per-minute arrival rates: the burst pattern ----------------------------------------
+    # -- rises within the start-up horizon, per tick: the burst pattern -------------------
+    # A tick's horizon closes once a tick lies beyond it; its rise beyond the scatter
+    # the queueing model already prices (`_rise`) goes to the minute being collected.
+    rise, reached = mem.minute_rise, mem.minute_reached
+    recent = d.recent_rps
+    still: list[tuple[float, float, float]] = []
+    for t_i, base, peak in mem.open_rises:
+        if now - t_i > horizon_s:
+            r = _rise(base, peak, noise_window_s, variability)
+            if r > rise:
+                rise, reached = r, base + r
+        else:
+            still.append((t_i, base, peak if peak >= recent else recent))
+    still.append((now, d.arrival_rps, recent))
+    changes["open_rises"] = tuple(still)
+    # -- per-minute arrival rates and excesses ----------------------------------------------
     start = mem.minute_start
     if start is None:
         changes.update(minute_start=now, minute_ticks=1, minute_sum=d.arrival_rps)
-        changes["minute_peak"] = d.recent_rps
+        rise, reached = 0.0, 0.0
     elif now - start >= 60.0:
-        closed = Minute(start, mem.minute_sum / max(1, mem.minute_ticks), mem.minute_peak)
+        closed = Minute(start, mem.minute_sum / max(1, mem.minute_ticks), rise, reached)
         kept_after = now - history_s
         minutes = (*(m for m in mem.minutes if m.start > kept_after), closed)
-        excess, at = _excess(minutes, horizon_s, noise_window_s, variability)
+        excess, at = _excess(minutes)
         changes.update(minutes=minutes, excess=excess, excess_at=at)
         changes["excess_reached_rps"] = min(
-            (minutes[i].mean_rps + e for e, i in zip(excess, at, strict=True) if e > 0.0),
+            (minutes[i].reached_rps for e, i in zip(excess, at, strict=True) if e > 0.0),
             default=math.inf,
         )
         changes["trend_rps_per_s"] = _trend(minutes)
         changes.update(minute_start=now, minute_ticks=1, minute_sum=d.arrival_rps)
-        changes["minute_peak"] = d.recent_rps
+        rise, reached = 0.0, 0.0
     else:
         changes["minute_ticks"] = mem.minute_ticks + 1
         changes["minute_sum"] = mem.minute_sum + d.arrival_rps
-        if d.recent_rps > mem.minute_peak:
-            changes["minute_peak"] = d.recent_rps
+    changes["minute_rise"], changes["minute_reached"] = rise, reached
     if abs(d.recent_rps - d.arrival_rps) > poisson_band(d.arrival_rps, noise_window_s):
         changes["demand_step_at"] = now
     changes["prev_recent_in_server"] = d.recent_in_server
@@ -390,14 +414,10 @@ def _population_bound(
     return max(values) - low <= 2.0 * math.sqrt(mean) + 1.0 + (max_batch - 1)
 
 
-def _excess(
-    minutes: tuple[Minute, ...],
-    horizon_s: float,
-    noise_window_s: float = math.inf,
-    variability: float = 1.0,
-) -> tuple[tuple[float, ...], tuple[int, ...]]:
-    """Sorted excesses of the minutes whose horizon has passed (module doc), and the
-    index of each one's minute.
+def _rise(
+    base_rps: float, peak_rps: float, noise_window_s: float = math.inf, variability: float = 1.0
+) -> float:
+    """How far a peak of last-seconds rates rose above a tick's rate beyond noise (≥ 0).
 
     A peak is read from rates over `noise_window_s` (the panic window), and arrivals at
     a steady λ make those rates scatter on their own. The queueing model prices that
@@ -411,17 +431,17 @@ def _excess(
     that 12 served within the SLO); a code-completion burst of 100 req/s over a
     trickle of 0.5 stays a burst at any v.
     """
-    k = max(1, math.ceil(horizon_s / 60.0))
     spread = math.sqrt(max(1.0, 2.0 * variability))
+    rise = peak_rps - base_rps - spread * poisson_band(base_rps, noise_window_s)
+    return rise if rise > 0.0 else 0.0
+
+
+def _excess(minutes: tuple[Minute, ...]) -> tuple[tuple[float, ...], tuple[int, ...]]:
+    """The minutes' excesses sorted, and the index of each one's minute."""
     # recomputed for every model at every minute's close over up to 100 minutes, and
     # models that started together close theirs on one tick: sorted once at the end
     # (an insort per minute cost 2.4× as much, 135 ms a tick at 500 models)
-    peaks = [m.peak_rps for m in minutes]
-    out: list[float] = []
-    for i in range(len(minutes) - k):
-        mean = minutes[i].mean_rps
-        rise = max(peaks[i : i + k + 1]) - mean - spread * poisson_band(mean, noise_window_s)
-        out.append(rise if rise > 0.0 else 0.0)
+    out = [m.rise_rps for m in minutes]
     order = sorted(range(len(out)), key=out.__getitem__)
     return tuple([out[i] for i in order]), tuple(order)
 
@@ -436,6 +456,6 @@ def poisson_band(rate_rps: float, window_s: float) -> float:
     return POISSON_PEAK_Z * math.sqrt(max(rate_rps, 0.0) / window_s)
 
 
-# See `_excess`: how many Poisson standard deviations the largest of a minute's
+# See `_rise`: how many Poisson standard deviations the largest of a minute's
 # panic-window rates reaches in only 1 % of minutes (12 reads at a 5 s tick).
 POISSON_PEAK_Z = 3.15
