@@ -5,6 +5,7 @@ Windows are built as `window.derive` gives them; memories are stepped on a fake 
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import replace
 
@@ -219,7 +220,7 @@ _CROWD = DemandMemory(
     minutes=_CROWD_MINUTES,
     excess=(0.0,) * 58 + (45.0, 67.0),
     excess_at=(*range(58), 59, 58),
-    excess_reached_rps=77.0,
+    excess_from_rps=10.0,
 )
 
 
@@ -227,24 +228,36 @@ _CROWD = DemandMemory(
     ("rate_rps", "expect"),
     [
         (10.0, 67.0),  # back at the base: the whole crowd's rise is still ahead
-        (50.0, 67.0),  # part-way up, a rise to 77 may still come on top: counted whole
-        (80.0, 45.0),  # in the crowd: the rise to 77 has happened; the one to 90 has not
+        # part-way up: the rest of the way to 77 (27) and to 90 (40, from 45 whole)
+        (50.0, 40.0),
+        (80.0, 10.0),  # in the crowd: the rise to 77 has happened; 10 more to 90
         (95.0, 0.0),  # above every rate a rise reached: none ahead
     ],
 )
-def test_a_rise_is_spent_once_demand_stands_where_it_reached(
+def test_a_rise_is_spent_as_demand_climbs_to_where_it_reached(
     rate_rps: float, expect: float
 ) -> None:
-    """Only rises that reached beyond the present rate are still ahead (the largest of 60)."""
+    """What is ahead of each rise is the rest of the way to where it reached (the
+    largest of 60)."""
     assert _CROWD.excess_rps(0.99, rate_rps) == expect
 
 
+def test_the_headroom_moves_with_the_rate_without_a_jump() -> None:
+    """Around the rate a rise reached, the headroom shrinks to 0 continuously: a rate a
+    little above it cannot drop a whole rise at once (the demo's 20B flapped 3 → 4 → 3)."""
+    steps = [_CROWD.excess_rps(0.99, r / 10.0) for r in range(0, 1000)]
+    assert max(abs(a - b) for a, b in itertools.pairwise(steps)) <= 0.1 + 1e-9
+
+
 def test_the_spent_rise_rule_matches_a_plain_count_of_what_is_left() -> None:
-    """The fast path (below every reached rate) and the full count agree everywhere."""
-    for rate in (0.0, 5.0, 76.9, 77.0, 89.9, 90.0, 200.0):
-        pairs = zip(_CROWD.excess, _CROWD.excess_at, strict=True)
-        reached = [_CROWD_MINUTES[i].reached_rps if e > 0 else 0.0 for e, i in pairs]
-        left = sorted(e if r > rate else 0.0 for e, r in zip(_CROWD.excess, reached, strict=True))
+    """The fast path (at or below where every rise started) and the full count agree."""
+    for rate in (0.0, 5.0, 10.0, 10.1, 45.0, 76.9, 77.0, 89.9, 90.0, 200.0):
+        pairs = list(zip(_CROWD.excess, _CROWD.excess_at, strict=True))
+        reached = [_CROWD_MINUTES[i].reached_rps for _, i in pairs]
+        left = sorted(
+            min(e, r - rate) if r > rate else 0.0
+            for (e, _), r in zip(pairs, reached, strict=True)
+        )
         for target in (0.5, 0.9, 0.99):
             k = min(len(left) - 1, max(0, math.ceil(target * len(left)) - 1))
             assert _CROWD.excess_rps(target, rate) == left[k], (rate, target)

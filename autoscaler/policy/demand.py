@@ -197,9 +197,9 @@ class DemandMemory:
     # the index in `minutes` of each excess's minute, whose `reached_rps` is the rate
     # the rise reached (small ints: 8 bytes each, where a pair cost 80)
     excess_at: tuple[int, ...] = ()
-    # the lowest rate a rise in `excess` reached: derived from the two above once a
-    # minute, so that a tick below it (most ticks) reads the quantile without a walk
-    excess_reached_rps: float = math.inf
+    # the lowest rate a rise in `excess` started from: derived from the two above once
+    # a minute, so that a tick below it reads the quantile without a walk
+    excess_from_rps: float = math.inf
     # requests in the server over the last seconds, as the previous tick read them
     prev_recent_in_server: float | None = None
     prev_waited_beside_idle: bool = False  # the previous tick's open-loop signature
@@ -236,14 +236,16 @@ class DemandMemory:
     def excess_rps(self, attainment: float, rate_rps: float = 0.0) -> float:
         """The excess only a share 1 − `attainment` of past minutes went beyond, at `rate_rps`.
 
-        A past minute's rise took demand from its mean to the rate it reached; once
-        demand stands at that rate or above, that rise has happened and is no longer
-        ahead (it counts 0). Below it the whole rise counts, added to the present rate,
-        since a burst comes on top of whatever the level is (a noisy day's rises grow
-        with it). A 345M flash crowd rose from 10 to 77 req/s beyond noise: at 10 req/s
-        its 67 are ahead, but adding them to the crowd's own 80 req/s held 13 instances
-        where 7 serve it. A code-completion burst to 195 req/s stays ahead of a burst of
-        45. 0 without history.
+        A past rise took demand from a rate r₀ to the rate r₁ it reached. From a rate
+        at or below r₀ the whole rise is ahead; from a rate between, the rest of the
+        way to r₁; at r₁ or above it has happened (0). A 345M flash crowd rose from 10
+        to 77 req/s beyond noise: at 10 req/s its 67 are ahead, but adding them to the
+        crowd's own 80 req/s held 13 instances where 7 serve it. Counting a rise whole
+        up to r₁ and not at all above it (until 2026-12-04) made the headroom jump with
+        the rate around r₁: the demo's 20B at 34–37 req/s, below and above a rise to
+        36.6, went 3 → 4 → 3 → 4 instances in a minute; the rest of the way moves with
+        the rate. A code-completion burst to 195 req/s stays ahead of a burst of 45.
+        0 without history.
         """
         ex = self.excess
         if not ex:
@@ -251,11 +253,11 @@ class DemandMemory:
         # the ceil(attainment × M)-th smallest: with M < 1 / (1 − attainment) minutes
         # of history that is the largest seen, which is what a short past can vouch for
         k = min(len(ex) - 1, max(0, math.ceil(attainment * len(ex)) - 1))
-        if rate_rps < self.excess_reached_rps:
-            return ex[k]  # every rise reached beyond this rate: all still ahead
+        if rate_rps <= self.excess_from_rps:
+            return ex[k]  # at or below where every rise started: all of each is ahead
         minutes = self.minutes
         left = sorted(
-            e if minutes[i].reached_rps > rate_rps else 0.0
+            min(e, minutes[i].reached_rps - rate_rps) if minutes[i].reached_rps > rate_rps else 0.0
             for e, i in zip(ex, self.excess_at, strict=True)
         )
         return left[k]
@@ -353,8 +355,8 @@ def observe(
         minutes = (*(m for m in mem.minutes if m.start > kept_after), closed)
         excess, at = _excess(minutes)
         changes.update(minutes=minutes, excess=excess, excess_at=at)
-        changes["excess_reached_rps"] = min(
-            (minutes[i].reached_rps for e, i in zip(excess, at, strict=True) if e > 0.0),
+        changes["excess_from_rps"] = min(
+            (minutes[i].reached_rps - e for e, i in zip(excess, at, strict=True) if e > 0.0),
             default=math.inf,
         )
         changes["trend_rps_per_s"] = _trend(minutes)
