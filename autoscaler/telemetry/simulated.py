@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 
+from autoscaler.placement import Fit, GpuBin, Item, pack
 from autoscaler.telemetry.snapshot import GpuSample, Snapshot
 
 SOURCE = "simulated"
@@ -141,7 +142,7 @@ class SimulatedGpus:
 
     def _place(self, want: Mapping[str, int]) -> None:
         # Removals first (they free memory), then additions, biggest models first
-        # so that a large instance is not squeezed out by small ones.
+        # (`pack`'s order) so that a large instance is not squeezed out by small ones.
         for model in list({m for g in self._placed for m in g}):
             have = sum(g.get(model, 0) for g in self._placed)
             for _ in range(max(0, have - want.get(model, 0))):
@@ -149,17 +150,23 @@ class SimulatedGpus:
                 gpu[model] -= 1
                 if gpu[model] == 0:
                     del gpu[model]
-        for model in sorted(want, key=lambda m: (-self._mib(m), m)):
-            have = sum(g.get(model, 0) for g in self._placed)
-            mib = self._mib(model)
-            room = self.total_mib - self.reserved_mib - mib
-            for _ in range(max(0, want[model] - have)):
-                fits = [g for g in self._placed if self._used(g) <= room]
-                # best fit: the fullest GPU that holds it (max keeps the first of equals)
-                gpu = (
-                    max(fits, key=self._used) if fits else min(self._placed, key=self._used)
-                )
-                gpu[model] = gpu.get(model, 0) + 1
+        # Additions as the daemon places them: `placement.pack` with best fit, in MiB.
+        items = [
+            Item(model, float(self._mib(model)))
+            for model, n in want.items()
+            for _ in range(max(0, n - sum(g.get(model, 0) for g in self._placed)))
+        ]
+        if not items:
+            return
+        room = self.total_mib - self.reserved_mib
+        bins = [GpuBin(i, room, float(self._used(g))) for i, g in enumerate(self._placed)]
+        res = pack(items, bins, headroom_gb=0.0, fit=Fit.best)
+        for item, i in res.placed:
+            gpu = self._placed[i]
+            gpu[item.model] = gpu.get(item.model, 0) + 1
+        for item in res.unplaced:  # over capacity on the most free GPU: `collect` says so
+            gpu = min(self._placed, key=self._used)
+            gpu[item.model] = gpu.get(item.model, 0) + 1
 
     def states(self) -> list[SimGpuState]:
         """The GPUs now: places instances, then computes memory and utilisation."""
