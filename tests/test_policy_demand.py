@@ -154,12 +154,27 @@ def test_minutes_are_closed_with_their_mean_and_rise() -> None:
     the first minute (at 40 … 55 s), those at 30 and 35 s in the second (60, 65 s)."""
     mem = DemandMemory()
     for i in range(37):  # 3 minutes of 5 s ticks
-        mem = step(mem, 5.0 * i, demand(0.0, recent=30.0 if i == 7 else 10.0))
+        mem = step(mem, 5.0 * i, demand(0.0, recent=30.0 if i == 7 else 10.0, no_idle=False))
     assert [(m.start, m.mean_rps, m.rise_rps, m.reached_rps) for m in mem.minutes] == [
         (0.0, 10.0, 20.0, 30.0),
         (60.0, 10.0, 20.0, 30.0),
         (120.0, 10.0, 0.0, 0.0),
     ]
+
+
+@pytest.mark.parametrize(("no_idle", "rise"), [(False, 10.4), (True, 0.0)])
+def test_a_rise_from_a_tick_without_room_is_capacity_not_demand(
+    no_idle: bool, rise: float
+) -> None:
+    """16 closed-loop users on one 5B read 3.6 req/s, on four 14: a tick that had no
+    capacity idle read only that demand ≥ capacity, and its "rise" is not a burst
+    (held, it kept 3 instances for users long gone); with room, the same rates are."""
+    mem = DemandMemory()
+    for i in range(25):  # 2 minutes of 5 s ticks: the rate steps 3.6 → 14 at t = 20 s
+        rate = 3.6 if i < 4 else 14.0
+        mem = step(mem, 5.0 * i, demand(0.0, rate=rate, recent=rate, no_idle=no_idle))
+    assert max(m.rise_rps for m in mem.minutes) == pytest.approx(rise)
+    assert mem.excess_rps(0.99, 0.0) == pytest.approx(rise)
 
 
 @pytest.mark.parametrize(
@@ -178,7 +193,7 @@ def test_a_ticks_rise_is_what_its_horizon_saw(
     mem = DemandMemory()
     t = 0.0
     while True:  # 5 s ticks up to the first beyond the horizon of t = 0
-        d = demand(0.0, recent=50.0 if t == peak_at_s else 10.0)
+        d = demand(0.0, recent=50.0 if t == peak_at_s else 10.0, no_idle=False)
         mem = step(mem, t, d, horizon_s=horizon_s)
         if t > horizon_s:
             break
@@ -271,7 +286,8 @@ def test_on_off_bursts_leave_their_peak_as_the_headroom() -> None:
         burst = minute % 5 == 4
         for _ in range(12):
             recent = 200.0 if burst else 0.5
-            mem = step(mem, t, demand(0.0, rate=40.0 if burst else 0.5, recent=recent))
+            d = demand(0.0, rate=40.0 if burst else 0.5, recent=recent, no_idle=False)
+            mem = step(mem, t, d)
             t += 5.0
     assert mem.excess_rps(0.99) == pytest.approx(199.5)
     assert mem.excess_rps(0.5) < 1.0  # half the minutes see no burst ahead

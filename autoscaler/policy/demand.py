@@ -342,7 +342,13 @@ def observe(
                 rise, reached = r, base + r
         else:
             still.append((t_i, base, peak if peak >= recent else recent))
-    still.append((now, d.arrival_rps, recent))
+    # A tick with no capacity idle read a rate that says only that demand ≥ capacity
+    # (a closed loop's throughput, or an open loop past its instances): a rise from it
+    # is capacity arriving, not demand (16 users on one 5B read 3.6 req/s, on four
+    # 14: that "rise" held three instances for 16 users long gone). Rises are taken
+    # from ticks that had room, where the rate is what was asked.
+    if not d.no_idle:
+        still.append((now, d.arrival_rps, recent))
     changes["open_rises"] = tuple(still)
     # -- per-minute arrival rates and excesses ----------------------------------------------
     start = mem.minute_start
