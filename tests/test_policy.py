@@ -497,3 +497,41 @@ def test_in_flight_instances_reserve_their_gpu_memory() -> None:
     }
     assert busy["nemo-gpt-20b"].rule is Rule.apply_in_flight
     assert busy["nemo-gpt-5b"].action is Action.capacity_exhausted
+
+
+@pytest.mark.parametrize(
+    ("in_flight", "last_change_at", "seen_change_at", "now", "quiet"),
+    [
+        (False, None, None, 100.0, True),
+        (True, None, None, 100.0, False),  # a load or unload under way on the server
+        (False, 96.0, None, 100.0, False),  # ours ended 4 s ago: within the 6 s window
+        (False, 94.0, None, 100.0, True),
+        (False, None, 97.0, 100.0, False),  # a count seen to change (anyone's)
+        (False, 50.0, 93.0, 100.0, True),
+    ],
+)
+def test_the_server_is_quiet_when_no_change_overlaps_the_last_seconds(
+    in_flight: bool,
+    last_change_at: float | None,
+    seen_change_at: float | None,
+    now: float,
+    quiet: bool,
+) -> None:
+    from autoscaler.policy.core import ModelState, _server_quiet
+
+    c = ctx(now, win(4.0, 1, now))
+    if in_flight:
+        busy = Decision(
+            model="nemo-gpt-20b",
+            current_instances=3,
+            desired_instances=2,
+            action=Action.scale_down,
+            observed_concurrency=8.0,
+            target_concurrency=16.0,
+            p95_ms=None,
+            rule=Rule.concurrency,
+            reason="",
+        )
+        c = replace(c, in_flight={"nemo-gpt-20b": (busy, now - 1.0)})
+    other = ModelState(last_change_at=last_change_at, seen_change_at=seen_change_at)
+    assert _server_quiet(c, PolicyState({"nemo-gpt-20b": other})) is quiet

@@ -82,6 +82,138 @@ def test_open_loop_evidence(w: ModelWindow, service: object, open_evidence: bool
     assert d.waited_beside_idle is open_evidence
 
 
+@pytest.mark.parametrize(
+    ("w", "service", "one_group"),
+    [
+        # the demo's 8 closed-loop users of the 20B on four instances (real Triton):
+        # batches of 8.0, busy 0.22 × 4 = 0.88, 58 ms queued against δ = 60 ms
+        (win(n=4, rate=7.3, queue_ms=58, busy=0.22, pending=0, batch=8.0), S20B, True),
+        # 16 users on one instance: full batches, the instance ~fed, 3 ms queued
+        (win(n=1, rate=14.4, queue_ms=3, busy=0.95, pending=0, batch=16.0), S20B, True),
+        # ... Triton's busy figure reads up to 1.05 on one fed instance
+        (win(n=1, rate=14.4, queue_ms=4, busy=1.05, pending=0, batch=16.0), S20B, True),
+        # 48 users on three: groups of 12 keep all three busy and wait 330 ms
+        (win(n=3, rate=33.0, queue_ms=330, busy=1.0, pending=13, batch=12.1), S20B, False),
+        # two groups of 8 on four instances: 1.8 instances busy
+        (win(n=4, rate=14.5, queue_ms=58, busy=0.45, pending=0, batch=8.0), S20B, False),
+        # Poisson at 20 req/s with idle instances: batches of 1 + λδ = 2.2 keep ~10 busy
+        (win(n=16, rate=20.0, queue_ms=40, busy=0.62, pending=0, batch=2.2), S20B, False),
+        # Poisson at 1 req/s on one: lone requests (batches of ~1.06)
+        (win(n=1, rate=1.0, queue_ms=60, busy=0.9, pending=0, batch=1.06), S20B, False),
+        # a group that waited beyond the batcher's delay: contention, not one group
+        (win(n=2, rate=7.3, queue_ms=400, busy=0.6, pending=8, batch=8.0), S20B, False),
+        # one request at a time: no batches to read groups from
+        (win(n=4, rate=7.3, queue_ms=0, busy=0.2, pending=0, batch=1.0), S5B, False),
+    ],
+)
+def test_one_group_of_a_batched_model(w: ModelWindow, service: object, one_group: bool) -> None:
+    """Requests that come and go as one batch, with instances to spare, are one group."""
+    assert service is not None
+    d = demand_of(w, w, service)  # type: ignore[arg-type]
+    assert d.one_group is one_group
+    # ... in both windows: a last-seconds window without it is no evidence
+    lone = win(n=4, rate=7.3, queue_ms=400, busy=0.6, pending=8, batch=1.5)
+    assert demand_of(w, lone, service).one_group is False  # type: ignore[arg-type]
+
+
+def short(w: ModelWindow, window_s: float) -> ModelWindow:
+    return replace(w, window_s=window_s)
+
+
+@pytest.mark.parametrize(
+    ("busy", "window_s", "service", "idle"),
+    [
+        # a fed 5B read over the demo's 4 s window: one 277 ms execution at an edge is
+        # 7 % of it, so 0.90 (two closed-loop users on one instance) is not idle
+        (0.90, 4.0, S5B, False),
+        (0.86, 4.0, S5B, True),  # beyond BUSY less the edge (0.881)
+        (0.90, 60.0, S5B, True),  # a minute's window: the edge is 0.5 %
+        (0.94, 60.0, S5B, True),
+        (0.95, 60.0, S5B, False),
+    ],
+)
+def test_idle_allows_for_an_execution_at_the_windows_edge(
+    busy: float, window_s: float, service: object, idle: bool
+) -> None:
+    """Triton counts an execution when it ends: a window misses or holds one at its edge."""
+    w = short(win(n=1, rate=3.6, queue_ms=270, busy=busy, pending=1), window_s)
+    d = demand_of(w, w, service)  # type: ignore[arg-type]
+    assert d.no_idle is (not idle)
+
+
+@pytest.mark.parametrize(
+    ("w", "pw", "size"),
+    [
+        # 48 users on three 20B instances in batches of ~12: every instance busy
+        (
+            win(n=3, rate=33.0, queue_ms=330, busy=1.0, pending=13, batch=12.1),
+            short(win(n=3, rate=33.0, queue_ms=330, busy=0.96, pending=13, batch=12.2), 6.0),
+            12.1,
+        ),
+        # ... the last seconds read 0.79 busy over 6 s: an execution at each edge, busy
+        (
+            win(n=3, rate=33.0, queue_ms=330, busy=1.0, pending=13, batch=12.1),
+            short(win(n=3, rate=33.0, queue_ms=330, busy=0.79, pending=13, batch=12.2), 6.0),
+            12.1,
+        ),
+        # an instance stood idle in the minute: the batch says nothing about contention
+        (
+            win(n=4, rate=33.0, queue_ms=30, busy=0.74, pending=0, batch=12.0),
+            short(win(n=4, rate=33.0, queue_ms=30, busy=1.0, pending=0, batch=12.0), 6.0),
+            None,
+        ),
+    ],
+)
+def test_group_size_is_the_batch_while_every_instance_is_busy(
+    w: ModelWindow, pw: ModelWindow, size: float | None
+) -> None:
+    assert demand_of(w, pw, S20B).group_size == size
+    assert demand_of(w, pw, S5B).group_size is None  # one request at a time: no groups
+
+
+def test_one_group_on_two_ticks_is_a_closed_loop() -> None:
+    """Like the open-loop mark: one tick of it may be a window that straddled a step."""
+    group = replace(demand(0.0, no_idle=False), one_group=True)
+    mem = step(DemandMemory(), 0.0, group)
+    assert mem.loop is Loop.unknown
+    mem = step(mem, 5.0, group)
+    assert (mem.loop, mem.loop_at) == (Loop.closed, 5.0)
+    # not while the count changed within the window
+    mem = step(step(DemandMemory(), 0.0, group, one_count=False), 5.0, group, one_count=False)
+    assert mem.loop is Loop.unknown
+    # open evidence since wins: the latest evidence is the loop's
+    waited = replace(demand(1.0, no_idle=False), waited_beside_idle=True)
+    mem = step(step(step(DemandMemory(), 0.0, group), 5.0, group), 10.0, waited)
+    assert mem.loop is Loop.closed
+    mem = step(mem, 15.0, waited)
+    assert (mem.loop, mem.loop_at) == (Loop.open, 15.0)
+
+
+def test_no_loop_evidence_while_the_server_changes() -> None:
+    """Windows that overlap a load or unload anywhere on the server are no evidence."""
+    waited = replace(demand(1.0, no_idle=False), waited_beside_idle=True)
+    mem = step(step(DemandMemory(), 0.0, waited, quiet=False), 5.0, waited, quiet=False)
+    assert mem.loop is Loop.unknown
+    group = replace(demand(0.0, no_idle=False), one_group=True)
+    mem = step(step(DemandMemory(), 0.0, group, quiet=False), 5.0, group, quiet=False)
+    assert mem.loop is Loop.unknown
+    assert run([12.0] * 13, quiet=False).loop is Loop.unknown
+    # the evidence kept from before stays
+    mem = step(step(DemandMemory(), 0.0, group), 5.0, group)
+    mem = step(step(mem, 10.0, waited, quiet=False), 15.0, waited, quiet=False)
+    assert mem.loop is Loop.closed
+
+
+def test_a_closed_loops_rate_starts_no_rise() -> None:
+    """Known closed: the rate is N / latency, and its rises are capacity arriving."""
+    closed = run([12.0] * 13)
+    assert closed.loop is Loop.closed
+    mem = step(closed, 65.0, demand(None, rate=4.0, recent=4.0, no_idle=False))
+    assert mem.open_rises == ()
+    unknown = step(DemandMemory(), 65.0, demand(None, rate=4.0, recent=4.0, no_idle=False))
+    assert len(unknown.open_rises) == 1
+
+
 def test_busy_threshold_sits_above_the_fastest_emulated_model() -> None:
     """A fed instance of the 6.9 ms model (345M at time scale 0.1) is ≥ 95 % busy."""
     dispatch_ms = 0.1  # Triton's hand-over between executions, seen well under 1 ms
@@ -99,7 +231,13 @@ def demand(
 
 
 def step(
-    mem: DemandMemory, t: float, d: Demand, *, one_count: bool = True, horizon_s: float = 27.0
+    mem: DemandMemory,
+    t: float,
+    d: Demand,
+    *,
+    one_count: bool = True,
+    horizon_s: float = 27.0,
+    quiet: bool = True,
 ) -> DemandMemory:
     return observe(
         mem,
@@ -111,6 +249,7 @@ def step(
         loop_memory_s=3600.0,
         max_batch=1,
         one_count=one_count,
+        quiet=quiet,
     )
 
 

@@ -237,3 +237,28 @@ def test_the_first_tail_reading_is_the_estimate_not_a_climb_from_zero() -> None:
     step = 5.0 / 120.0
     assert second.service_tail_s == pytest.approx(0.170 + step * 0.100)
     assert second.service_tail_var == pytest.approx((1 - step) * step * 0.100**2)
+
+
+@pytest.mark.parametrize(
+    ("group_size", "loop", "want"),
+    [
+        (None, Loop.closed, 3),  # Table 11: 48 / 16
+        (16.0, Loop.closed, 3),  # full batches: three groups of 16
+        (12.1, Loop.closed, 4),  # the real server's split: four groups of ~12
+        (9.6, Loop.closed, 5),  # ... or five of ~10
+        (12.1, Loop.unknown, 3),  # not known to be users who circulate: no groups
+    ],
+)
+def test_a_closed_loop_of_a_batched_model_needs_an_instance_per_group(
+    group_size: float | None, loop: Loop, want: int
+) -> None:
+    """48 zero-think users of the 20B, every instance busy: one instance per group."""
+    from autoscaler.policy.core import _size
+    from autoscaler.profiles import ScalingPolicy
+
+    t = ModelTarget("nemo-gpt-20b", 16, 44.76, slo_p95_ms=1500, service=S20B)
+    d = Demand(34.0, 34.0, 48.0, 48.0, 13.0, False, True, group_size=group_size)
+    sz = _size(ScalingPolicy(name="t"), t, d, DemandMemory(loop=loop), 3, 60.0, 16, 48.0, True)
+    assert sz.want == want
+    if group_size is not None and want > 3:
+        assert "per batch" in sz.reason

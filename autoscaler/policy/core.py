@@ -137,10 +137,32 @@ def decide(ctx: PolicyContext, state: PolicyState) -> tuple[list[Decision], Poli
         _reserve_in_flight(ctx, bins)
     decisions: dict[str, Decision] = {}
     models = dict(state.models)  # one copy a tick, not one per model (500 models: 250k)
+    quiet = _server_quiet(ctx, state)
     for t in sorted(ctx.targets.values(), key=lambda t: (-t.memory_per_instance_gb, t.model)):
-        d, models[t.model] = _decide_model(ctx, t, state.get(t.model), bins)
+        d, models[t.model] = _decide_model(ctx, t, state.get(t.model), bins, quiet)
         decisions[t.model] = d
     return [decisions[n] for n in sorted(decisions)], PolicyState(models)
+
+
+def _server_quiet(ctx: PolicyContext, state: PolicyState) -> bool:
+    """No model's change is being applied, nor ended within the last seconds' window.
+
+    Triton's `load_model` / `unload_model` compete with serving for the host: in the
+    demo (one 2-core host) two closed-loop users of the 5B on one instance read busy
+    0.63–0.74 with a request queued while the 20B next to it unloaded an instance, the
+    mark of an open loop. A window that overlaps a change anywhere on the server says
+    what the change did, not what kind of load arrives; loop evidence waits for one
+    that does not (`policy.demand.observe`, `quiet`).
+    """
+    if ctx.in_flight:
+        return False
+    # the changes we applied (when they ended) and the counts seen to change (anyone's)
+    latest = -math.inf
+    for st in state.models.values():
+        for at in (st.last_change_at, st.seen_change_at):
+            if at is not None and at > latest:
+                latest = at
+    return ctx.now - latest >= ctx.policy.panic_window_s
 
 
 def _gpu_bins(gpus: tuple[GpuSample, ...]) -> list[GpuBin]:
@@ -398,8 +420,16 @@ def _size(
       rate would need if it were open: safe, not frugal.
     """
     target_c = t.optimal_concurrency * pol.target_utilization
-    n_pop = _want(d.in_server, target_c)
-    n_pop_now = _want(recent_in_server, target_c)
+    # A closed loop's users of a batched model circulate in groups of the batch they
+    # ride: one instance per group (demand._group_size; 48 users of the 20B in batches
+    # of 12 → 4). Not for other loads: independent arrivals on a fed instance ride
+    # batches of whatever queued meanwhile (2 req/s on one 20B: ~2.2), no groups.
+    groups = (
+        mem.loop is Loop.closed and d.group_size is not None and d.group_size < target_c
+    )
+    per_instance = d.group_size if d.group_size is not None and groups else target_c
+    n_pop = _want(d.in_server, per_instance)
+    n_pop_now = _want(recent_in_server, per_instance)
     # Up on the last seconds (two ticks agreeing), down no further than the minute says:
     # the minute lags a surge, and its first ticks cover a few seconds only (two 20B
     # batches more or less in a 5 s window is ±20 % of the requests counted).
@@ -408,9 +438,14 @@ def _size(
     closed_rule = Rule.panic if n_pop_now > n_pop else Rule.concurrency
 
     def closed_reason() -> str:
+        per = (
+            f"{per_instance:.1f} per batch (the groups that circulate)"
+            if groups
+            else f"target {target_c:g} per instance"
+        )
         return (
-            f"requests in the server {max(d.in_server, recent_in_server):.1f} / target "
-            f"{target_c:g} per instance → {closed_want} instance{_plural(closed_want)}"
+            f"requests in the server {max(d.in_server, recent_in_server):.1f} / {per} → "
+            f"{closed_want} instance{_plural(closed_want)}"
         )
 
     headroom = mem.excess_rps(pol.slo_attainment_target, d.arrival_rps)
@@ -526,7 +561,11 @@ def _window_max(
 
 
 def _decide_model(
-    ctx: PolicyContext, t: ModelTarget, st: ModelState, bins: list[GpuBin] | None
+    ctx: PolicyContext,
+    t: ModelTarget,
+    st: ModelState,
+    bins: list[GpuBin] | None,
+    quiet: bool = True,
 ) -> tuple[Decision, ModelState]:
     pol, now = ctx.policy, ctx.now
     w = ctx.stable.get(t.model)
@@ -571,6 +610,7 @@ def _decide_model(
         loop_memory_s=pol.loop_memory_s,
         max_batch=t.service.max_batch if isinstance(t.service, Batched) else 1,
         one_count=since_change >= pol.stable_window_s,
+        quiet=quiet,
         noise_window_s=pol.panic_window_s,
         variability=st.demand.variability,
     )

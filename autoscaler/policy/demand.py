@@ -23,6 +23,10 @@ on Triton's counters:
   minute and in the last seconds, with requests waiting now. In a zero-think closed
   loop a request waits only while every instance is busy (16 users on 4 5B
   instances: 830 ms queued, busy 1.0; on 16: 0 ms), so both together cannot happen.
+- *closed, one group* (dynamically batched models): the requests come as one group
+  that rides one batch at a time, with instances to spare and no wait beyond the
+  batcher's delay: N ≤ K zero-think users, who all send again when their batch
+  answers (`_one_group`).
 
 The latest evidence wins and is kept for `loop_memory_s`; without any the load is
 `unknown`, and the policy takes the safer of both answers (see core).
@@ -80,6 +84,12 @@ class Demand:
     # no capacity stood idle in either window: instances always busy (and, batched, their
     # batches full) — with a queue that holds still, the mark of a closed loop
     no_idle: bool = False
+    # batched: in both windows the requests came as one group, one batch at a time
+    # (`_one_group`) — the mark of a closed loop of at most a batch of users
+    one_group: bool = False
+    # batched, every instance busy in both windows: the stable window's mean batch —
+    # the size of the groups that circulate in a closed loop (`_group_size`)
+    group_size: float | None = None
 
 
 # One Demand per model per tick: a frozen dataclass's __init__ of 7 fields costs
@@ -126,13 +136,84 @@ def _waited(w: ModelWindow, service: ServiceModel | None) -> bool:
     return w.avg_queue_ms > floor_ms
 
 
+def _edge(w: ModelWindow, service: ServiceModel | None) -> float:
+    """How far a fed instance's busy share over `w` may read below 1 (see `_idle`)."""
+    if service is None or w.window_s <= 0:
+        return 0.0
+    return (service.batch_s if isinstance(service, Batched) else service.service_s) / w.window_s
+
+
+def _busy(w: ModelWindow, service: ServiceModel | None) -> bool:
+    """Every instance busy (a batched one with batches full or not)."""
+    return w.busy_share is not None and w.busy_share >= BUSY - _edge(w, service)
+
+
+def _group_size(w: ModelWindow, pw: ModelWindow, service: ServiceModel | None) -> float | None:
+    """The requests per batch while every instance is busy, for a batched model.
+
+    Zero-think users of a batched model circulate in groups: a group rides one batch,
+    comes back together and waits for the next free instance. With as many groups as
+    instances nobody waits; with more, every group waits for another's batch. Table 11
+    counts full groups (48 users / 16 → 3 of the 20B), but the real server's batcher
+    may split them: 48 clients on three instances ran batches of ~12 (four groups for
+    three instances), waited ~330 ms for each other and missed the SLO (p95 1.9–2.3 s
+    against 1.5 s), where four instances — one per group — served them at 1.1 s. So
+    a closed loop needs as many instances as groups: requests in the server over the
+    batch they ride, read while every instance is busy (an idle instance would take
+    the next group at once, and the batch then says nothing about contention).
+    """
+    if not isinstance(service, Batched) or w.avg_batch is None or w.avg_batch <= 0:
+        return None
+    if not (_busy(w, service) and _busy(pw, service)):
+        return None
+    return w.avg_batch
+
+
 def _idle(w: ModelWindow, service: ServiceModel | None) -> bool:
-    """Capacity stood idle: instances not always busy, or batches not full."""
+    """Capacity stood idle: instances not always busy, or batches not full.
+
+    Triton counts an execution's time when it ends, so a window of W seconds misses
+    the one still running at its end and may hold all of one that began before it:
+    a fed instance reads busy within ± one execution / W of 1 (the 5B's 277 ms over
+    the demo's 4 s window: 0.93–1.07; two closed-loop users on one instance read
+    0.90 while the 20B next to it unloaded). Below BUSY less that edge is idle.
+    """
     if w.busy_share is None:
         return False
+    edge = _edge(w, service)
     if isinstance(service, Batched) and w.avg_batch is not None:
-        return w.busy_share * w.avg_batch / service.max_batch < BUSY
-    return w.busy_share < BUSY
+        return w.busy_share * w.avg_batch / service.max_batch < BUSY - edge
+    return w.busy_share < BUSY - edge
+
+
+# A group of zero-think users keeps its instance busy for a batch's execution out of
+# every cycle of execution + the batcher's delay + the clients' turnaround: the 20B's
+# 1050 ms of 1050 + 60 + a few ms, ≥ 0.9 of an instance (the demo's 8 users on four
+# 20B instances: busy 0.22 × 4 = 0.88; Triton's busy figure reads up to 1.05 on one
+# fed instance). Two groups keep ≥ 1.8 busy. Halfway between tells one from two.
+ONE_GROUP_BUSY_INSTANCES = 1.5
+
+
+def _one_group(w: ModelWindow, service: ServiceModel | None) -> bool:
+    """A batched model's requests came as one group, riding one batch at a time.
+
+    Batches of ≥ 2 requests with less than two instances' worth busy, and nobody waiting
+    beyond the batcher's delay: every request in the server arrived together and was
+    answered together. Independent (Poisson) arrivals cannot do this: at a rate λ the
+    batcher collects 1 + λδ requests into a batch that an idle instance starts, so
+    batches of 2 need λ ≥ 1/δ (16.7 req/s for the 20B's 60 ms), and those keep
+    λ / (1 + λδ) × T ≥ T / 2δ ≈ 9 instances busy. The demo's 8 users of the 20B on
+    four instances: batches of 8.0, busy 0.22 × 4 = 0.88, 58 ms queued (δ = 60): one
+    group, which one instance serves (Table 11: ceil(8 / 16) = 1), where the
+    open-loop model, reading 7.3 req/s as independent arrivals, asked for 4–5.
+    """
+    if not isinstance(service, Batched) or w.busy_share is None or w.avg_batch is None:
+        return False
+    return (
+        w.avg_batch >= 2.0
+        and w.busy_share * w.instances < ONE_GROUP_BUSY_INSTANCES
+        and not _waited(w, service)
+    )
 
 
 def demand_of(w: ModelWindow, pw: ModelWindow | None, service: ServiceModel | None) -> Demand:
@@ -162,6 +243,8 @@ def demand_of(w: ModelWindow, pw: ModelWindow | None, service: ServiceModel | No
             "pending": w.pending_requests,
             "waited_beside_idle": waited,
             "no_idle": no_idle,
+            "one_group": _one_group(w, service) and _one_group(recent, service),
+            "group_size": _group_size(w, recent, service),
         }
     )
 
@@ -203,6 +286,7 @@ class DemandMemory:
     # requests in the server over the last seconds, as the previous tick read them
     prev_recent_in_server: float | None = None
     prev_waited_beside_idle: bool = False  # the previous tick's open-loop signature
+    prev_one_group: bool = False  # the previous tick's one-group signature (closed)
     trend_rps_per_s: float = 0.0  # slope of the last TREND_MINUTES minute means
     # Allen–Cunneen's v as corrected from the observed p95 (policy.queueing, core): the
     # exponentially weighted mean and variance of what minutes showed, and when
@@ -296,6 +380,7 @@ def observe(
     loop_memory_s: float,
     max_batch: int,
     one_count: bool,
+    quiet: bool = True,
     noise_window_s: float = math.inf,
     variability: float = 1.0,
 ) -> DemandMemory:
@@ -304,7 +389,8 @@ def observe(
     `one_count`: the instance count has not changed over the stable window. Only such
     windows are evidence of the kind of load: one that straddles a change mixes two
     regimes (1 → 4 instances for 16 users: the minute holds the queue of one
-    instance and the idle time of three that were still starting).
+    instance and the idle time of three that were still starting). `quiet`: nor did any
+    model on the server change over the last seconds (core._server_quiet).
     """
     # the new memory: the old one's fields, replaced in place where they change
     new = object.__new__(DemandMemory)
@@ -322,9 +408,14 @@ def observe(
     # Open-loop evidence on two consecutive ticks: a load that steps up inside a
     # window shows idle time (before) and waits (after) once, as one read; arrivals
     # of their own make both at once, tick after tick.
-    if one_count and d.waited_beside_idle and mem.prev_waited_beside_idle:
+    # `quiet`: no change on the server overlaps the last seconds (core._server_quiet)
+    evidence = one_count and quiet
+    if evidence and d.waited_beside_idle and mem.prev_waited_beside_idle:
         loop, loop_at = Loop.open, now
-    elif one_count and _population_bound(reads, now, stable_window_s, max_batch, d.no_idle):
+    elif evidence and (
+        _population_bound(reads, now, stable_window_s, max_batch, d.no_idle)
+        or (d.one_group and mem.prev_one_group)
+    ):
         loop, loop_at = Loop.closed, now
     elif now - loop_at > loop_memory_s:
         loop = Loop.unknown
@@ -347,7 +438,10 @@ def observe(
     # is capacity arriving, not demand (16 users on one 5B read 3.6 req/s, on four
     # 14: that "rise" held three instances for 16 users long gone). Rises are taken
     # from ticks that had room, where the rate is what was asked.
-    if not d.no_idle:
+    # A known closed loop's rate is likewise its throughput, N / latency, set by the
+    # instances: its rises are capacity arriving (the demo's 16 users of the 5B on four
+    # instances read 41.7 req/s for a few seconds as the queue of one drained).
+    if not d.no_idle and loop is not Loop.closed:
         still.append((now, d.arrival_rps, recent))
     changes["open_rises"] = tuple(still)
     # -- per-minute arrival rates and excesses ----------------------------------------------
@@ -376,6 +470,7 @@ def observe(
         changes["demand_step_at"] = now
     changes["prev_recent_in_server"] = d.recent_in_server
     changes["prev_waited_beside_idle"] = d.waited_beside_idle
+    changes["prev_one_group"] = d.one_group
     return new
 
 
