@@ -35,12 +35,15 @@ MODELS = ("nemo-gpt-5b", "nemo-gpt-20b")
 # instance → 48 want 3), hold, then fall back. The hold is 140 s: Triton's latency
 # summaries cover the last 60 s, so a p95 that misses the SLO on the new count is
 # read ~60 s after the step (+ the p95 itself), and the correction it calls for
-# needs time to show before the fall.
+# needs time to show before the fall. The fall lasts 140 s too: the 20B's 8 remaining
+# clients are read as one closed-loop group only once they ride one batch (they may
+# first split in two for ~30 s), and then the 40 s scale-down stabilisation and one
+# step per 6 s cooldown take 4 → 1 another ~60 s.
 SCHEDULE: dict[str, list[tuple[float, int]]] = {
     "nemo-gpt-5b": [(0, 4), (20, 16), (160, 2)],
     "nemo-gpt-20b": [(0, 16), (20, 48), (160, 8)],
 }
-DURATION_S = 225.0
+DURATION_S = 300.0
 SLO_MS = {"nemo-gpt-5b": 1500.0, "nemo-gpt-20b": 1500.0}
 DEMO_POLICY = {
     "tick_interval_s": 2,
