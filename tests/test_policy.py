@@ -521,17 +521,7 @@ def test_the_server_is_quiet_when_no_change_overlaps_the_last_seconds(
 
     c = ctx(now, win(4.0, 1, now))
     if in_flight:
-        busy = Decision(
-            model="nemo-gpt-20b",
-            current_instances=3,
-            desired_instances=2,
-            action=Action.scale_down,
-            observed_concurrency=8.0,
-            target_concurrency=16.0,
-            p95_ms=None,
-            rule=Rule.concurrency,
-            reason="",
-        )
+        busy = one(ctx(0, win(16, 1)))[0]  # 1 → 4, being applied
         c = replace(c, in_flight={"nemo-gpt-20b": (busy, now - 1.0)})
     other = ModelState(last_change_at=last_change_at, seen_change_at=seen_change_at)
     assert _server_quiet(c, PolicyState({"nemo-gpt-20b": other})) is quiet

@@ -424,10 +424,9 @@ def _size(
     # ride: one instance per group (demand._group_size; 48 users of the 20B in batches
     # of 12 → 4). Not for other loads: independent arrivals on a fed instance ride
     # batches of whatever queued meanwhile (2 req/s on one 20B: ~2.2), no groups.
-    groups = (
-        mem.loop is Loop.closed and d.group_size is not None and d.group_size < target_c
-    )
-    per_instance = d.group_size if d.group_size is not None and groups else target_c
+    g = d.group_size
+    per_instance = g if mem.loop is Loop.closed and g is not None and g < target_c else target_c
+    groups = per_instance < target_c
     n_pop = _want(d.in_server, per_instance)
     n_pop_now = _want(recent_in_server, per_instance)
     # Up on the last seconds (two ticks agreeing), down no further than the minute says:
@@ -565,7 +564,7 @@ def _decide_model(
     t: ModelTarget,
     st: ModelState,
     bins: list[GpuBin] | None,
-    quiet: bool = True,
+    quiet: bool,
 ) -> tuple[Decision, ModelState]:
     pol, now = ctx.policy, ctx.now
     w = ctx.stable.get(t.model)

@@ -197,9 +197,9 @@ ONE_GROUP_BUSY_INSTANCES = 1.5
 def _one_group(w: ModelWindow, service: ServiceModel | None) -> bool:
     """A batched model's requests came as one group, riding one batch at a time.
 
-    Batches of ≥ 2 requests with less than two instances' worth busy, and nobody waiting
-    beyond the batcher's delay: every request in the server arrived together and was
-    answered together. Independent (Poisson) arrivals cannot do this: at a rate λ the
+    Batches of ≥ 2 requests with fewer than ONE_GROUP_BUSY_INSTANCES (1.5) instances'
+    worth busy, and nobody waiting beyond the batcher's delay: every request in the
+    server arrived together and was answered together. Independent (Poisson) arrivals cannot do this: at a rate λ the
     batcher collects 1 + λδ requests into a batch that an idle instance starts, so
     batches of 2 need λ ≥ 1/δ (16.7 req/s for the 20B's 60 ms), and those keep
     λ / (1 + λδ) × T ≥ T / 2δ ≈ 9 instances busy. The demo's 8 users of the 20B on
