@@ -38,7 +38,9 @@ FAST = {
 }
 
 
-def daemon_for(server: TritonServer, mode: str = "apply", gpus: str = "none") -> Autoscaler:
+def daemon_for(
+    server: TritonServer, mode: str = "apply", gpus: str = "none", model: str = "nemo-gpt-5b"
+) -> Autoscaler:
     resolved = resolve(
         parse_config(
             {
@@ -46,7 +48,7 @@ def daemon_for(server: TritonServer, mode: str = "apply", gpus: str = "none") ->
                 "triton": {"url": server.http_url, "metrics_url": server.metrics_url},
                 "telemetry": {"gpus": gpus},
                 "policy_overrides": FAST,
-                "models": {"nemo-gpt-5b": {"slo_p95_ms": 1500}},
+                "models": {model: {"slo_p95_ms": 1500}},
             }
         )
     )
@@ -136,6 +138,39 @@ def test_apply_mode_scales_up_and_back_down(module_triton_factory: TritonFactory
         assert first_down - down[0].now >= FAST["scale_down_stabilization_s"] - 2
         total = gen.summary("nemo-gpt-5b")
     assert total.count > 100 and total.failures == 0, total
+
+
+def test_a_group_of_clients_under_a_batch_keeps_one_20b_instance(
+    triton_factory: TritonFactory,
+) -> None:
+    """8 zero-think clients of the 20B on one instance ride one batch of 8 (Table 11:
+    8 / 16 → 1). Read as independent arrivals, their 7.3 req/s would each start a batch
+    and ask for 4–5 instances (what the demo's 20B was held at until 2026-12-04); the
+    batches of 8 with one instance's worth busy and no wait beyond the batcher's delay
+    mark them as one closed-loop group, and the daemon keeps one instance."""
+    model = "nemo-gpt-20b"
+    server = triton_factory([emulated(model)])
+    daemon = daemon_for(server, model=model)
+    assert daemon.actuator is not None, "explicit model control not detected"
+    with LoadGenerator(server.http_url, max_duration_s=600) as gen:
+        gen.set_clients(model, 8)
+
+        def closed(r: TickReport) -> bool:
+            return any(
+                d.model == model and d.figures is not None and d.figures.loop == "closed"
+                for d in r.decisions
+            )
+
+        reports = ticks_until(daemon, closed, limit_s=120, what="the 8 clients read as closed")
+        reports += tick_n(daemon, 10)
+        ups = [d for r in reports for d in r.decisions if d.action is Action.scale_up]
+        assert ups == [], [(d.desired_instances, d.reason) for d in ups]
+        assert server.instance_count(model) == 1
+        last = [d for d in reports[-1].decisions if d.model == model][-1]
+        assert last.desired_instances == 1 and last.figures is not None
+        assert last.figures.loop == "closed", last.reason
+        total = gen.summary(model)
+    assert total.count > 50 and total.failures == 0, total
 
 
 def test_triton_killed_and_restarted(triton_factory: TritonFactory) -> None:

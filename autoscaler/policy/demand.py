@@ -199,13 +199,14 @@ def _one_group(w: ModelWindow, service: ServiceModel | None) -> bool:
 
     Batches of ≥ 2 requests with fewer than ONE_GROUP_BUSY_INSTANCES (1.5) instances'
     worth busy, and nobody waiting beyond the batcher's delay: every request in the
-    server arrived together and was answered together. Independent (Poisson) arrivals cannot do this: at a rate λ the
-    batcher collects 1 + λδ requests into a batch that an idle instance starts, so
-    batches of 2 need λ ≥ 1/δ (16.7 req/s for the 20B's 60 ms), and those keep
-    λ / (1 + λδ) × T ≥ T / 2δ ≈ 9 instances busy. The demo's 8 users of the 20B on
-    four instances: batches of 8.0, busy 0.22 × 4 = 0.88, 58 ms queued (δ = 60): one
-    group, which one instance serves (Table 11: ceil(8 / 16) = 1), where the
-    open-loop model, reading 7.3 req/s as independent arrivals, asked for 4–5.
+    server arrived together and was answered together. Independent (Poisson)
+    arrivals cannot do this: at a rate λ the batcher collects 1 + λδ requests into a
+    batch that an idle instance starts, so batches of 2 need λ ≥ 1/δ (16.7 req/s for
+    the 20B's 60 ms), and those keep λ / (1 + λδ) × T ≥ T / 2δ ≈ 9 instances busy.
+    The demo's 8 users of the 20B on four instances: batches of 8.0, busy
+    0.22 × 4 = 0.88, 58 ms queued (δ = 60): one group, which one instance serves
+    (Table 11: ceil(8 / 16) = 1), where the open-loop model, reading 7.3 req/s as
+    independent arrivals, asked for 4–5.
     """
     if not isinstance(service, Batched) or w.busy_share is None or w.avg_batch is None:
         return False
