@@ -106,6 +106,10 @@ _TIMING_TESTS = frozenset(
         "test_apply_mode_scales_up_and_back_down",  # p95 at 4 instances within 25 %
         "test_scaling_up_and_down_under_load_fails_no_request",
         "test_model_picture_matches_triton_under_load_and_at_rest",
+        # 8 clients ride one batch only if their resends land within the batcher's 60 ms:
+        # beside two other workers on two cores (stop 22) they split, 7 waited a batch,
+        # and the daemon read the load as open and took them to 3
+        "test_a_group_of_clients_under_a_batch_keeps_one_20b_instance",
     }
 )
 
