@@ -240,25 +240,49 @@ def test_the_first_tail_reading_is_the_estimate_not_a_climb_from_zero() -> None:
 
 
 @pytest.mark.parametrize(
-    ("group_size", "loop", "want"),
+    ("group_size", "loop", "no_idle", "current", "want"),
     [
-        (None, Loop.closed, 3),  # Table 11: 48 / 16
-        (16.0, Loop.closed, 3),  # full batches: three groups of 16
-        (12.1, Loop.closed, 4),  # the real server's split: four groups of ~12
-        (9.6, Loop.closed, 5),  # ... or five of ~10
-        (12.1, Loop.unknown, 3),  # not known to be users who circulate: no groups
+        (None, Loop.closed, True, 3, 3),  # Table 11: 48 / 16
+        (16.0, Loop.closed, True, 3, 3),  # full batches: three groups of 16
+        (12.1, Loop.closed, True, 3, 4),  # the real server's split: four groups of ~12
+        (9.6, Loop.closed, True, 3, 5),  # ... or five of ~10
+        # not known either way: the groups bound the count from below (the demo's 48
+        # users on three real instances in batches of ~12, then on four in ~9.6) ...
+        (12.1, Loop.unknown, False, 3, 4),
+        (9.6, Loop.unknown, False, 4, 5),
+        # known to be independent arrivals: batches of whatever queued, no groups
+        (12.1, Loop.open, True, 3, 3),
+        (9.6, Loop.open, False, 4, 3),
+        # not every instance busy (no group size read): the queueing model's answer
+        (None, Loop.unknown, False, 4, 3),
     ],
 )
 def test_a_closed_loop_of_a_batched_model_needs_an_instance_per_group(
-    group_size: float | None, loop: Loop, want: int
+    group_size: float | None, loop: Loop, no_idle: bool, current: int, want: int
 ) -> None:
     """48 zero-think users of the 20B, every instance busy: one instance per group."""
     from autoscaler.policy.core import _size
     from autoscaler.profiles import ScalingPolicy
 
     t = ModelTarget("nemo-gpt-20b", 16, 44.76, slo_p95_ms=1500, service=S20B)
-    d = Demand(34.0, 34.0, 48.0, 48.0, 13.0, False, True, group_size=group_size)
-    sz = _size(ScalingPolicy(name="t"), t, d, DemandMemory(loop=loop), 3, 60.0, 16, 48.0, True)
-    assert sz.want == want
-    if group_size is not None and want > 3:
-        assert "per batch" in sz.reason
+    d = Demand(34.0, 34.0, 48.0, 48.0, 13.0, False, no_idle, group_size=group_size)
+    mem = DemandMemory(loop=loop)
+    sz = _size(ScalingPolicy(name="t"), t, d, mem, current, 60.0, 16, 48.0, True)
+    assert sz.want == want, sz.reason
+    assert ("per batch" in sz.reason) is (want > 3), sz.reason
+
+
+@pytest.mark.parametrize(("one_count", "want"), [(False, 1), (True, 2)])
+def test_groups_are_read_over_a_window_of_one_instance_count(one_count: bool, want: int) -> None:
+    """8 users of the 20B just after 2 → 1 (real Triton, 2026-12-04): the window still
+    held the two instances' batches of 4, and 7.1 / 4.8 per batch took it back to 2
+    where the users already rode one batch of 8. Over a window of one count, batches of
+    4.8 with the one instance busy are two groups that wait for each other: 2."""
+    from autoscaler.policy.core import _size
+    from autoscaler.profiles import ScalingPolicy
+
+    t = ModelTarget("nemo-gpt-20b", 16, 44.76, slo_p95_ms=1500, service=S20B)
+    d = Demand(7.1, 7.1, 7.1, 7.1, 0.0, False, False, group_size=4.8)
+    mem = DemandMemory(loop=Loop.closed)
+    sz = _size(ScalingPolicy(name="t"), t, d, mem, 1, 60.0, 16, 7.1, one_count)
+    assert sz.want == want, sz.reason
