@@ -309,3 +309,27 @@ def test_the_count_found_at_start_is_held_for_the_stabilisation_window() -> None
     early = [d for t, d in r.decisions if 10.0 <= t < 300.0]
     assert all(d.rule is Rule.stabilization and "8 wanted" in d.reason for d in early)
     assert r.counts["nemo-gpt-5b"][-1] < 8
+
+
+def test_no_stabilisation_holds_memory_another_model_is_short_of() -> None:
+    """Four H100s: 14 5B instances found for 2 users, and 48 users of one 20B that need 3.
+
+    No GPU has the 44.76 GB of another 20B beside the 5Bs. The window would hold the 14
+    found for 300 s (test above), and the 20B would wait for them: 3 only at 555 s,
+    p95 ~2.2 s meanwhile. While the 20B is short of memory the 5B goes down at once,
+    one step a cooldown, and the 20B has its third instance within the window."""
+    s = setup_of(
+        600,
+        {
+            "nemo-gpt-5b": {"slo_p95_ms": 1500, "workload": closed([[0, 2]])},
+            "nemo-gpt-20b": {"slo_p95_ms": 1500, "workload": closed([[0, 48]])},
+        },
+    )
+    r = run(s, {"nemo-gpt-5b": 14, "nemo-gpt-20b": 1})
+    assert any(d.rule is Rule.capacity for t, d in r.decisions if d.model == "nemo-gpt-20b")
+    downs = [(t, d) for t, d in r.changes("nemo-gpt-5b") if d.action is Action.scale_down]
+    assert downs and downs[0][0] < 60.0
+    third = next(k for k, n in enumerate(r.counts["nemo-gpt-20b"]) if n >= 3) * s.tick_s
+    assert third < 300.0
+    assert all("short of GPU memory" in d.reason for t, d in downs if t < third)
+    assert max(r.minute_p95["nemo-gpt-20b"][-3:]) <= 1500
