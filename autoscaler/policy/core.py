@@ -438,8 +438,9 @@ def _size(
     # (and read busy 1.39 of the one), and "7.1 / 4.8 per batch" took it back to 2,
     # where the users already rode one batch of 8 (real Triton, 2026-12-04).
     g = d.group_size
-    grouped = one_count and g is not None and g < target_c and mem.loop is not Loop.open
-    per_instance = g if grouped and mem.loop is Loop.closed and g is not None else target_c
+    readable = one_count and mem.loop is not Loop.open
+    group = g if readable and g is not None and g < target_c else None
+    per_instance = group if group is not None and mem.loop is Loop.closed else target_c
 
     def closed_for(per: float) -> tuple[int, Rule]:
         n_pop = _want(d.in_server, per)
@@ -568,10 +569,10 @@ def _size(
     # hold λ(T + W) = n·b·(1 + W/T) in the server, W ≈ T/2n + δ until the next batch
     # starts: the bound asks n + ½ + nδ/T → n + 1 (the 20B on 4: 4.73), one instance
     # of margin for a load that a small rise would overload.
-    if grouped and g is not None:
-        group_want, group_rule = closed_for(g)
+    if group is not None:
+        group_want, group_rule = closed_for(group)
         if group_want > open_want:
-            reason = closed_reason(g, group_want)
+            reason = closed_reason(group, group_want)
             return Sizing(group_want, group_rule, reason, figures(group_want))
     if d.no_idle and closed_want > open_want:
         return closed_sizing()
