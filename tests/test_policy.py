@@ -9,6 +9,7 @@ from itertools import pairwise
 import pytest
 
 from autoscaler.policy.core import (
+    ModelState,
     ModelTarget,
     PolicyContext,
     PolicyState,
@@ -16,6 +17,8 @@ from autoscaler.policy.core import (
     record_outcome,
 )
 from autoscaler.policy.decision import Action, Decision, PlacementSlot, Rule
+from autoscaler.policy.demand import DemandMemory, Loop
+from autoscaler.policy.queueing import Sequential, instances_for
 from autoscaler.profiles import ScalingPolicy
 from autoscaler.telemetry.snapshot import GpuSample, ModelWindow
 
@@ -280,6 +283,74 @@ def test_cooldown_and_backoff() -> None:
     assert (d.action, d.rule) == (Action.hold, Rule.backoff)
     d, _ = one(ctx(100 + POLICY.apply_backoff_s, win(32, 4)), st)
     assert d.action is Action.scale_up
+
+
+
+S5B = Sequential(0.277)
+T5B_OPEN = replace(T5B, slo_p95_ms=1500.0, service=S5B)
+
+
+def _fed(rate: float, pending: float, in_server: float, now: float) -> ModelWindow:
+    """A minute of 5B telemetry on 8 instances with some capacity idle (a rising load)."""
+    return replace(
+        win(in_server, 8, now),
+        throughput_rps=rate,
+        arrival_rps=rate,
+        in_server=in_server,
+        pending_requests=pending,
+        busy_share=0.9,
+        avg_queue_ms=0.0,
+    )
+
+
+# 5B, SLO 1500 ms, v 1: 8 instances serve 24 req/s, 12 serve 40; a backlog of 300
+# to drain within the 27.4 s horizon (22.4 s start-up + a tick) adds 10.9 req/s
+# (24 → 11 instances, 40 → 15)
+@pytest.mark.parametrize(
+    ("loop", "rate", "pending", "in_server", "action", "desired", "rule"),
+    [
+        # the arrivals outgrew the count just set: on without waiting
+        (Loop.open, 40.0, 0.0, 11.1, Action.scale_up, 12, Rule.queueing),
+        # only the backlog asks for more: the instances just added drain it
+        (Loop.open, 24.0, 300.0, 306.6, Action.hold, 8, Rule.cooldown),
+        # both: as far as the arrivals alone need, the backlog's share waits
+        (Loop.open, 40.0, 300.0, 311.1, Action.scale_up, 12, Rule.queueing),
+        # a closed loop's requests in the server may be the queue the change drains
+        (Loop.closed, 14.4, 40.0, 48.0, Action.hold, 8, Rule.cooldown),
+    ],
+)
+def test_cooldown_holds_what_the_last_change_alters_not_new_arrivals(
+    loop: Loop,
+    rate: float,
+    pending: float,
+    in_server: float,
+    action: Action,
+    desired: int,
+    rule: Rule,
+) -> None:
+    assert instances_for(S5B, 24.0, 1500.0, 1.0, 16) == 8
+    assert instances_for(S5B, 40.0, 1500.0, 1.0, 16) == 12
+    assert instances_for(S5B, 40.0 + 300.0 / 27.4, 1500.0, 1.0, 16) == 15
+    now = 1000.0
+    changed = now - 10.0  # within the 30 s cooldown
+    st = ModelState(
+        last_change_at=changed,
+        seen_instances=8,
+        seen_change_at=changed,
+        demand=DemandMemory(loop=loop, loop_at=changed),
+    )
+    state = PolicyState({T5B_OPEN.model: st})
+    w = _fed(rate, pending, in_server, now)
+    d, _ = one(ctx(now, w, w, target=T5B_OPEN), state)
+    assert (d.action, d.desired_instances, d.rule) == (action, desired, rule), d.reason
+    if rule is Rule.cooldown:
+        assert "cooldown 20 s after the last change" in d.reason
+    if pending and action is Action.scale_up:
+        assert "12 for the arrivals alone during the cooldown" in d.reason
+    # the cooldown over, the whole answer (the backlog's share too) goes ahead
+    later = now + POLICY.cooldown_s
+    d, _ = one(ctx(later, replace(w, as_of=later), replace(w, as_of=later), target=T5B_OPEN), state)
+    assert d.action is Action.scale_up and d.desired_instances >= desired
 
 
 Load = Callable[[float], float]
