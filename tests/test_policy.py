@@ -285,7 +285,6 @@ def test_cooldown_and_backoff() -> None:
     assert d.action is Action.scale_up
 
 
-
 S5B = Sequential(0.277)
 T5B_OPEN = replace(T5B, slo_p95_ms=1500.0, service=S5B)
 
