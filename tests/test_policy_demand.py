@@ -487,3 +487,33 @@ def test_a_step_in_the_rate_is_marked(minute_rps: float, recent_rps: float, step
 def test_scatter_the_queueing_model_prices_is_no_burst(variability: float, excess: float) -> None:
     got = _rise(24.0, 34.0, noise_window_s=6.0, variability=variability)
     assert got == pytest.approx(excess, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    ("service", "sampled", "little", "recent"),
+    [
+        # 48 users of the 20B on three instances, a read while a group of 16 waits for
+        # its batch: sampled 62.9, Little's law 49.5 → the smaller (ceil(49.5 / 16) = 4
+        # needs 48.8+ on two ticks; 62.9 did it on every such pair of reads)
+        (S20B, 62.9, 49.5, 49.5),
+        # a surge on the 20B: Little's law lags (requests count when they complete), so
+        # it is the smaller, and the surge waits for a read that has seen it complete
+        (S20B, 48.0, 35.0, 35.0),
+        # between batches the sampled figure is the smaller
+        (S20B, 43.1, 47.7, 43.1),
+        # a model that runs one request at a time keeps the sampled figure, which tracks
+        # a surge at once (16 users on one 5B: 15 queued + 1 executing)
+        (S5B, 16.0, 9.0, 16.0),
+    ],
+)
+def test_recent_requests_in_the_server(
+    service: object, sampled: float, little: float, recent: float
+) -> None:
+    assert service is not None
+    w = replace(
+        win(n=3, rate=14.5, queue_ms=50, busy=0.95, pending=16, batch=16),
+        in_server=sampled,
+        concurrency=little,
+    )
+    d = demand_of(w, w, service)  # type: ignore[arg-type]
+    assert d.recent_in_server == pytest.approx(recent)
