@@ -352,6 +352,31 @@ def test_cooldown_holds_what_the_last_change_alters_not_new_arrivals(
     assert d.action is Action.scale_up and d.desired_instances >= desired
 
 
+@pytest.mark.parametrize(
+    ("p95", "p95q", "action", "desired", "rule"),
+    [
+        (1200.0, 600.0, Action.scale_down, 3, Rule.concurrency),  # within the SLO
+        # a miss that the queue explains: one instance fewer can only queue longer
+        (1800.0, 400.0, Action.hold, 4, Rule.latency_guard),
+        # a miss the queue does not explain (slow compute): fewer instances are no worse
+        (1800.0, 100.0, Action.scale_down, 3, Rule.concurrency),
+    ],
+)
+def test_no_instance_goes_while_the_queue_explains_a_missed_slo(
+    p95: float, p95q: float, action: Action, desired: int, rule: Rule
+) -> None:
+    """4 users on 4 instances ask for 1; 30 s after a change (the latency guard that adds
+    an instance waits for the p95 to settle), the window's p95 says whether one may go."""
+    now = 1000.0
+    st = ModelState(history=((now - 400.0, 4),), seen_instances=4, seen_change_at=now - 30.0)
+    target = replace(T5B, slo_p95_ms=1500.0)
+    w = win(4, 4, now, p95=p95, p95q=p95q)
+    d, _ = one(ctx(now, w, target=target), PolicyState({T5B.model: st}))
+    assert (d.action, d.desired_instances, d.rule) == (action, desired, rule), d.reason
+    if rule is Rule.latency_guard:
+        assert "requests queued 400 ms (p95): no instance goes" in d.reason
+
+
 Load = Callable[[float], float]
 
 
