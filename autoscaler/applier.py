@@ -20,13 +20,14 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
+from autoscaler.actuation import ApplyResult
 from autoscaler.policy.decision import Decision
 
 
 class Actuator(Protocol):
-    def apply(self, decision: Decision, now: float) -> Any: ...
+    def apply(self, decision: Decision, now: float) -> ApplyResult: ...
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class Finished:
     """One apply that has ended, successfully or not."""
 
     decision: Decision
-    result: Any  # the actuator's ApplyResult (ok, error, duration_s, ...)
+    result: ApplyResult
     submitted_at: float
 
 
@@ -49,23 +50,16 @@ class Applier(Protocol):
     def close(self, timeout_s: float) -> bool: ...
 
 
-class _Failed:
-    """Stands in for an ApplyResult when the actuator raised instead of returning one."""
-
-    ok = False
-    rolled_back = False
-
-    def __init__(self, error: str, duration_s: float) -> None:
-        self.error = error
-        self.duration_s = duration_s
-
-
-def _run(actuator: Actuator, d: Decision, now: float) -> Any:
+def _run(actuator: Actuator, d: Decision, now: float) -> ApplyResult:
     t0 = time.monotonic()
     try:
         return actuator.apply(d, now)
     except Exception as exc:  # an actuator bug must not lose the outcome
-        return _Failed(f"{type(exc).__name__}: {exc}", time.monotonic() - t0)
+        error = f"{type(exc).__name__}: {exc}"
+        cur = d.current_instances
+        return ApplyResult(
+            d.model, False, False, cur, cur, time.monotonic() - t0, error=error, at=now
+        )
 
 
 class InlineApplier:

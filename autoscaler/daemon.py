@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC
 from typing import Any, Protocol
 
+from autoscaler.actuation import ApplyResult
 from autoscaler.applier import Actuator, Applier, Finished, InlineApplier
 from autoscaler.config import Resolved
 from autoscaler.daemon_metrics import DaemonMetrics
@@ -49,7 +50,7 @@ class Notifier(Protocol):
 class TickReport:
     now: float
     decisions: list[Decision]
-    applied: list[tuple[Decision, Any]] = field(default_factory=list)
+    applied: list[tuple[Decision, ApplyResult]] = field(default_factory=list)
     snapshot: Snapshot | None = None
 
 
@@ -265,7 +266,7 @@ class Autoscaler:
         invalidate = getattr(self.collector, "invalidate", None)
         for f in finished:
             d, res = f.decision, f.result
-            ok = bool(getattr(res, "ok", False))
+            ok = res.ok
             if invalidate is not None:
                 # A kept copy of the config is now wrong (or, after a failure, unsure):
                 # the next collect reads it again instead of waiting for its max age.
@@ -284,8 +285,8 @@ class Autoscaler:
                     submitted_at=f.submitted_at,
                     ended_at=now,
                     ok=ok,
-                    error=str(getattr(res, "error", "")),
-                    duration_s=float(getattr(res, "duration_s", 0.0)),
+                    error=res.error,
+                    duration_s=res.duration_s,
                 )
             )
             if ok:
@@ -296,15 +297,15 @@ class Autoscaler:
                     model=d.model,
                     current=d.current_instances,
                     desired=d.desired_instances,
-                    duration_s=round(float(getattr(res, "duration_s", 0.0)), 3),
+                    duration_s=round(res.duration_s, 3),
                 )
             else:
                 self._log(
                     "error",
                     "apply_failed",
                     model=d.model,
-                    error=str(getattr(res, "error", "")),
-                    rolled_back=bool(getattr(res, "rolled_back", False)),
+                    error=res.error,
+                    rolled_back=res.rolled_back,
                     backoff_s=self.resolved.policy.apply_backoff_s,
                 )
         return finished

@@ -245,9 +245,9 @@ def _collect(res: DemoResult, report: TickReport, start: float) -> None:
                 "action": d.action.value,
                 "from": d.current_instances,
                 "to": d.desired_instances,
-                "ok": bool(r.ok),
+                "ok": r.ok,
                 "rule": d.rule.value,
-                "duration_s": round(float(getattr(r, "duration_s", 0.0)), 2),
+                "duration_s": round(r.duration_s, 2),
                 "reason": d.reason,
             }
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from autoscaler.actuation import ApplyResult
 from autoscaler.applier import BackgroundApplier, InlineApplier
 from autoscaler.policy.decision import Action, Decision, Rule
 from autoscaler.testing.doubles import GatedActuator, RecordingActuator
@@ -68,6 +69,13 @@ def test_actuator_exception_becomes_a_failed_result() -> None:
         assert a.wait(10)
         (f,) = a.collect()
         assert f.result.ok is False and "RuntimeError: actuator bug" in f.result.error
+        # the one ApplyResult, with the count as it was: nothing was applied
+        assert isinstance(f.result, ApplyResult)
+        assert (f.result.applied, f.result.previous_instances, f.result.new_instances) == (
+            False,
+            1,
+            1,
+        )
         a.close(1)
 
 

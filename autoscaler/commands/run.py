@@ -302,8 +302,8 @@ def once_failures(report: TickReport) -> list[str]:
         if d.rule is Rule.invalid_telemetry
     ]
     for d, res in report.applied:
-        if not bool(getattr(res, "ok", False)):
-            out.append(f"{d.model}: apply failed: {getattr(res, 'error', '') or 'unknown error'}")
+        if not res.ok:
+            out.append(f"{d.model}: apply failed: {res.error or 'unknown error'}")
     return out
 
 

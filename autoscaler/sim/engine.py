@@ -41,6 +41,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from autoscaler.actuation import ApplyResult
 from autoscaler.errors import CapacityError
 from autoscaler.placement import Fit, GpuBin, Item, pack
 from autoscaler.policy.decision import Decision
@@ -917,20 +918,6 @@ class SimGpus:
 
 
 @dataclass(frozen=True)
-class ApplyResult:
-    """What the simulated actuator did (the fields the daemon reads: ok, error, duration_s)."""
-
-    model: str
-    ok: bool
-    previous_instances: int
-    new_instances: int
-    error: str = ""
-    duration_s: float = 0.0
-    applied: bool = True
-    rolled_back: bool = False
-
-
-@dataclass(frozen=True)
 class ScaleAction:
     t: float
     model: str
@@ -1142,18 +1129,20 @@ class SimCluster:
         t = now - self.epoch
         q = self.queues.get(model)
         if q is None:
-            return ApplyResult(model, False, 0, 0, error=f"unknown model '{model}'")
+            return ApplyResult(model, False, False, 0, 0, 0.0, error=f"unknown model '{model}'")
         prev = q.instances
         hint = [(p.gpu, p.instances) for p in decision.placement]
         ok, why = self.set_instances(model, decision.desired_instances, t, hint)
         self.actions.append(ScaleAction(t, model, prev, decision.desired_instances, ok, why))
         if not ok:
-            return ApplyResult(model, False, prev, prev, error=why, applied=False)
+            return ApplyResult(model, False, False, prev, prev, 0.0, error=why, at=now)
         grew = decision.desired_instances > prev
         return ApplyResult(
             model,
             True,
+            True,
             prev,
             decision.desired_instances,
-            duration_s=self.specs[model].startup_s if grew else 0.0,
+            self.specs[model].startup_s if grew else 0.0,
+            at=now,
         )

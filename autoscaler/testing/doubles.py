@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from autoscaler.actuation import ApplyResult
 from autoscaler.policy.decision import Decision
 from autoscaler.telemetry.snapshot import (
     GpuSample,
@@ -119,18 +120,6 @@ class ScriptedCluster:
 
 
 @dataclass
-class ApplyRecord:
-    model: str
-    ok: bool
-    applied: bool
-    previous_instances: int
-    new_instances: int
-    duration_s: float = 0.0
-    error: str = ""
-    rolled_back: bool = False
-
-
-@dataclass
 class RecordingActuator:
     """Records every apply; changes `instances` in place when it succeeds."""
 
@@ -138,14 +127,15 @@ class RecordingActuator:
     fail: Callable[[Decision], str | None] = lambda _d: None  # error text, or None for ok
     calls: list[tuple[float, Decision]] = field(default_factory=list)
 
-    def apply(self, decision: Decision, now: float) -> ApplyRecord:
+    def apply(self, decision: Decision, now: float) -> ApplyResult:
         self.calls.append((now, decision))
         err = self.fail(decision)
         prev = self.instances.get(decision.model, decision.current_instances)
         if err:
-            return ApplyRecord(decision.model, False, False, prev, prev, error=err)
+            return ApplyResult(decision.model, False, False, prev, prev, 0.0, error=err, at=now)
         self.instances[decision.model] = decision.desired_instances
-        return ApplyRecord(decision.model, True, True, prev, decision.desired_instances)
+        new = decision.desired_instances
+        return ApplyResult(decision.model, True, True, prev, new, 0.0, at=now)
 
 
 class GatedActuator:
@@ -163,9 +153,11 @@ class GatedActuator:
     def release(self) -> None:
         self._gate.set()
 
-    def apply(self, decision: Decision, now: float) -> ApplyRecord:
+    def apply(self, decision: Decision, now: float) -> ApplyResult:
         self.started.set()
         if not self._gate.wait(timeout=60.0):  # a test that forgot release() ends anyway
             prev = self.inner.instances.get(decision.model, decision.current_instances)
-            return ApplyRecord(decision.model, False, False, prev, prev, error="gate timeout")
+            return ApplyResult(
+                decision.model, False, False, prev, prev, 60.0, error="gate timeout", at=now
+            )
         return self.inner.apply(decision, now)
