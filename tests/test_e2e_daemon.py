@@ -152,8 +152,20 @@ def test_a_group_of_clients_under_a_batch_keeps_one_20b_instance(
     server = triton_factory([emulated(model)])
     daemon = daemon_for(server, model=model)
     assert daemon.actuator is not None, "explicit model control not detected"
-    with LoadGenerator(server.http_url, max_duration_s=600) as gen:
-        gen.set_clients(model, 8)
+    with contextlib.ExitStack() as stack:
+        # The premise, made sure of before the daemon looks: the 8 ride one batch. They
+        # do only if their first requests reach Triton within the batcher's 60 ms; when
+        # they do not (seen in CI: a batch of 1 and one of 7 that then wait for each
+        # other's batch, p95 2.1 s, which rightly asks for more instances), they are
+        # stopped (their requests answered) and started again.
+        for _attempt in range(5):
+            gen = stack.enter_context(LoadGenerator(server.http_url, max_duration_s=600))
+            gen.set_clients(model, 8)
+            if _one_batch(server, model, 8):
+                break
+            gen.stop()
+        else:
+            raise AssertionError("8 clients never rode one batch in 5 starts")
 
         def closed(r: TickReport) -> bool:
             return any(
@@ -171,6 +183,18 @@ def test_a_group_of_clients_under_a_batch_keeps_one_20b_instance(
         assert last.figures.loop == "closed", last.reason
         total = gen.summary(model)
     assert total.count > 50 and total.failures == 0, total
+
+
+def _one_batch(server: TritonServer, model: str, clients: int) -> bool:
+    """Over the next three executions the requests per execution average `clients`."""
+
+    def counts() -> tuple[int, int]:
+        st = server.client().get_inference_statistics(model)["model_stats"][0]
+        return int(st["inference_count"]), int(st["execution_count"])
+
+    inf0, exe0 = counts()
+    inf1, exe1 = wait_until(counts, 30, "three executions", until=lambda c: c[1] >= exe0 + 3)
+    return (inf1 - inf0) / (exe1 - exe0) >= clients - 0.5
 
 
 def test_triton_killed_and_restarted(triton_factory: TritonFactory) -> None:
