@@ -304,21 +304,25 @@ def _summarise(res: DemoResult, gen: LoadGenerator, start: float) -> None:
             continue
         model, t_abs = a["model"], start + a["t"] + 0.05  # "t" is rounded to 0.1 s
         # The windows are bounded by the model's other applied changes, so each holds
-        # one instance count: before = since the last change (at most 15 s); after =
-        # from the first answer to a request sent once this change had been applied
-        # (the queue built before it has been served by then), until the next change
-        # (at most 15 s). A change is reported on the tick after its load_model returned.
+        # one instance count: before = the requests answered since the last change (at
+        # most 15 s); after = the requests *sent* once this change had been applied and
+        # answered before the next change, from the first such answer on (at most 15 s).
+        # A change is reported on the tick after its load_model returned. Requests sent
+        # before it are left out of "after" even when answered later: Triton's first
+        # load with a config is a full background reload (actuation.py), so the old
+        # instance goes on serving the queue it had (16 clients on one 277 ms instance:
+        # ~15 requests, answered at ~4 s each over the next 4 s) while new requests go
+        # to the new instances; counted as "after", that old queue made the p95 after
+        # a 1 → 2 change read higher than before it (CI, 3646 vs 3135 ms).
         others = [b["t"] for b in res.actions if b["model"] == model and b["ok"] and b is not a]
         prev = start + max((t for t in others if t <= a["t"]), default=0.0)
         nxt = start + min((t for t in others if t > a["t"]), default=end - start)
         before = summarize(records, max(prev, t_abs - 15), t_abs, model)
-        opened = min(
-            (r.end for r in records if r.model == model and r.ok and r.start >= t_abs),
-            default=None,
-        )
+        sent_after = [r for r in records if r.model == model and r.start >= t_abs]
+        opened = min((r.end for r in sent_after if r.ok), default=None)
         after_p95 = None
         if opened is not None and opened < nxt:
-            after_p95 = summarize(records, opened, min(nxt, opened + 15), model).p95_ms
+            after_p95 = summarize(sent_after, opened, min(nxt, opened + 15), model).p95_ms
         res.per_model[model]["scale_ups"].append(
             {
                 "t": a["t"],
