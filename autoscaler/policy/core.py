@@ -686,158 +686,61 @@ def _decide_model(
     # 3-4. Capacity, headroom and forecast.
     confirmed = confirmed_recent_in_server(st.demand, d)
     sz = _size(pol, t, d, mem, current, horizon, hi, confirmed, since_change >= pol.stable_window_s)
-    want, rule, reason = sz.want, sz.rule, sz.reason
 
-    # 5. Latency guard, where no capacity model predicts the p95 (closed or unknown
-    # loops, models without a service profile; an open loop's model is corrected from
-    # the observed p95 instead, stage 3b): the observed p95 misses the SLO and the time
-    # requests spent queued explains the miss (p95 of the queue ≥ p95 − SLO), so more
-    # instances would cut it; not right after a change (the p95 summary covers a
-    # sliding minute and would still show the queue that the change removed). The
-    # demo's 20B: 48 users on 3 instances, p95 1.96 s against 1.5 s, queue p95 ≈ 0.9 s
-    # ≥ 0.46 s → a fourth, and p95 ≈ 1.15 s after it.
-    slo = t.slo_p95_ms
-    p95, p95q = w.p95_ms, w.p95_queue_ms
-    surging = d.recent_in_server > confirmed  # a rise the next tick may confirm: wait
+    # 5. Latency guard: the observed p95 against the SLO (`_latency_guard`). It may add
+    # an instance only where no capacity model predicts the p95 (closed or unknown loops,
+    # models without a service profile; an open loop's model is corrected from the
+    # observed p95 instead, stage 3b), and not right after a change or during a rise
+    # the next tick may confirm.
     modelled = t.service is not None and t.slo_p95_ms is not None and mem.loop is Loop.open
-    # the observed p95 misses the SLO and the time requests queued explains the miss
-    queue_miss = (
-        slo is not None
-        and p95 is not None
-        and p95q is not None
-        and p95 > slo
-        and p95q >= p95 - slo
+    surging = d.recent_in_server > confirmed
+    lat = LatencyReading(t.slo_p95_ms, w.p95_ms, w.p95_queue_ms)
+    wish = _latency_guard(
+        Wish(sz.want, sz.rule, sz.reason),
+        current,
+        lat,
+        may_add=settled and not surging and not modelled,
     )
-    if settled and not surging and not modelled and queue_miss and want <= current:
-        want, rule = current + 1, Rule.latency_guard
-        reason = (
-            f"p95 {p95:.0f} ms > SLO {slo:g} ms and requests queued {p95q:.0f} ms "
-            f"(p95): one more instance ({reason})"
-        )
-    # ... and, whatever predicts the count, no instance goes while the observed p95
-    # misses the SLO and the queue explains the miss: the p95 never falls with fewer
-    # instances for the same demand, so a model that says n − 1 suffice is off (v not
-    # yet corrected after a change) or the p95 still shows a load that has gone (then
-    # this waits at most the summary's minute). The demo's 48 clients of the 20B, read
-    # as an open loop at 35.6 req/s, went 4 → 3 ("3 instances keep the predicted p95
-    # under 1500 ms", v 1.00) 42 s after 3 → 4, at a p95 of 1682 ms.
-    elif queue_miss and want < current:
-        want, rule = current, Rule.latency_guard
-        reason = (
-            f"p95 {p95:.0f} ms > SLO {slo:g} ms and requests queued {p95q:.0f} ms "
-            f"(p95): no instance goes ({reason})"
-        )
-
     # 6. Bounds.
-    if want > hi:
-        want, rule, reason = hi, Rule.max_instances, reason + f"; capped at max_instances {hi}"
-    if want < lo:
-        want, rule, reason = lo, Rule.min_instances, reason + f"; raised to min_instances {lo}"
-
-    # 7. Scale-down stabilisation: the highest wish over the window wins, so a short
-    # dip never removes instances. (Open loops also hold their burst headroom, stage 4.)
-    # The first sight of a model seeds the window with the count it runs, as the HPA's
-    # controller does (horizontal.go, recordInitialRecommendation): a daemon that starts
-    # (or restarts) knows nothing yet of the traffic's burst pattern, and the count it
-    # finds is what someone chose for it. A code-completion service started on 21
-    # instances let one go at 40 s as a burst began (the minute's rate said 17 req/s,
-    # the last seconds' 59): its first minute's p95 was 936 ms against 600.
-    # The window is there so that this model does not pay an instance's start-up again
-    # for a dip in its own demand. While another model on these GPUs cannot get the
-    # memory it needs for its SLO (the last tick's rule `capacity`), an instance held
-    # only by the window costs that model's minutes now, against a start-up later that
-    # may never be needed: the window is dropped, and the count goes to what the demand
-    # needs (the burst headroom of stage 4 still holds). Two models competing for four
-    # H100s (`competing-5b-20b`): 95.8 % of minutes at 42.96 instance-hours with the
-    # window held through, 97.9 % at 42.44 with it dropped.
+    wish = _bounded(wish, lo, hi)
+    # 7. Scale-down stabilisation window (see `_stabilised` for why it is dropped while
+    # another model is short of GPU memory). The first sight of a model seeds the window
+    # with the count it runs, as the HPA's controller does (horizontal.go,
+    # recordInitialRecommendation): a daemon that starts (or restarts) knows nothing yet
+    # of the traffic's burst pattern, and the count it finds is what someone chose for
+    # it. A code-completion service started on 21 instances let one go at 40 s as a burst
+    # began (the minute's rate said 17 req/s, the last seconds' 59): its first minute's
+    # p95 was 936 ms against 600.
     seen = st.history if st.history else ((now, current),)
     expired = now if memory_short else now - pol.scale_down_stabilization_s
-    history = _window_max(seen, expired, now, want)
-    if memory_short and want < current:
-        reason += "; no stabilisation while another model is short of GPU memory"
+    history = _window_max(seen, expired, now, wish.want)
+    if memory_short and wish.want < current:
+        wish = wish._replace(
+            reason=wish.reason + "; no stabilisation while another model is short of GPU memory"
+        )
     st = _evolve(st, history=history, demand=mem)
-    make = out
+    make, figs = out, sz.figures
+    # 8. Gates: hands off while a change is applied, after a failed one, and for a
+    # cooldown after a successful one; then the steps.
     if t.model in ctx.in_flight:
-        return _hold_in_flight(ctx, t, w, current, want, make), st
-    if want < current:
-        peak = history[0][1]
-        if peak >= current:
-            return (
-                make(
-                    Action.hold,
-                    current,
-                    Rule.stabilization,
-                    f"hold: {reason}, but {peak} wanted within the last "
-                    f"{pol.scale_down_stabilization_s:g} s",
-                    figures=sz.figures,
-                ),
-                st,
-            )
-        want = peak
-    if want == current:
-        steady = rule if rule not in (Rule.concurrency, Rule.queueing) else Rule.steady
-        return make(Action.hold, current, steady, f"steady: {reason}", figures=sz.figures), st
+        return _hold_in_flight(ctx, t, w, current, wish.want, make), st
+    stage: Wish | Held = _stabilised(wish, current, history[0][1], pol.scale_down_stabilization_s)
+    if not isinstance(stage, Held):
+        stage = _steady(stage, current)
+    if not isinstance(stage, Held):
+        stage = _backed_off(stage, current, st.backoff_until, now)
+    if not isinstance(stage, Held):
+        stage = _cooled(stage, current, st.last_change_at, now, pol.cooldown_s, sz.undrained)
+    if isinstance(stage, Held):
+        return make(Action.hold, current, stage.rule, stage.reason, figures=figs), st
+    want, rule, reason = stage
 
-    # 8. Hands off after a failed apply, and for a while after a successful one.
-    if st.backoff_until is not None and now < st.backoff_until:
-        return (
-            make(
-                Action.hold,
-                current,
-                Rule.backoff,
-                f"hold: last apply failed; back-off for {st.backoff_until - now:.0f} s more "
-                f"(would go {current} → {want})",
-                figures=sz.figures,
-            ),
-            st,
-        )
-    # The cooldown lets the next decision see what the last change did. What a change
-    # does not alter needs no wait: an open loop's arrivals come at their own rate
-    # whatever the count (Knative and the HPA scale up again on the next tick), so a
-    # scale-up goes ahead as far as the arrivals need (`Sizing.undrained`). The backlog
-    # in Triton's queue is what the instances just added will drain, and the p95 shows
-    # the queue they are removing: that part waits. A 345M flash crowd (10 → 80 req/s
-    # in 30 s, 18 s start-up) went 3 → 4 at 910 s and the cooldown held 4 while the
-    # queue grew from 12 to 548 and the p95 to 5.7 s; going 4 → 5 → 6 → 7 by 925 s
-    # and to 8 at 940 s, the crowd's second minute met the SLO. A load not known to be
-    # open keeps the whole cooldown: its requests in the server may be a queue that the
-    # change drains.
-    cool = st.last_change_at is not None and now - st.last_change_at < pol.cooldown_s
-    undrained = sz.undrained
-    if cool and want > current and undrained is not None and undrained > current:
-        cool = False
-        if want > undrained:
-            want = undrained
-            reason += (
-                f"; {undrained} for the arrivals alone during the cooldown (the backlog is "
-                "left to the instances just added)"
-            )
-    if cool:
-        assert st.last_change_at is not None
-        left = pol.cooldown_s - (now - st.last_change_at)
-        return (
-            make(
-                Action.hold,
-                current,
-                Rule.cooldown,
-                f"hold: cooldown {left:.0f} s after the last change (would go {current} → {want})",
-                figures=sz.figures,
-            ),
-            st,
-        )
-
-    # 9. Scale down: capped step, always safe for memory.
-    if want < current:
-        new = max(want, current - pol.max_scale_down_step)
-        return make(Action.scale_down, new, rule, reason, figures=sz.figures), st
-
-    # Scale up: capped step (the HPA's default behaviour: +max_scale_up_step or +100 %,
-    # whichever is more), and every new instance must fit a GPU.
-    step = max(pol.max_scale_up_step, current)
-    new = min(want, current + step)
-    step_note = f"; step capped at +{step}" if new < want else ""
+    # 9. Steps: a scale-down is always safe for memory; a scale-up must fit a GPU.
+    new, step_note = _step(want, current, pol.max_scale_down_step, pol.max_scale_up_step)
+    if new < current:
+        return make(Action.scale_down, new, rule, reason, figures=figs), st
     if not ctx.check_gpu_memory:
-        return make(Action.scale_up, new, rule, reason + step_note, figures=sz.figures), st
+        return make(Action.scale_up, new, rule, reason + step_note, figures=figs), st
     if bins is None:
         return (
             make(
@@ -846,11 +749,179 @@ def _decide_model(
                 Rule.gpu_telemetry,
                 f"hold: GPU telemetry unavailable ({ctx.gpu_reason or 'no data'}); "
                 f"no scale-up without knowing free memory (would go {current} → {new})",
-                figures=sz.figures,
+                figures=figs,
             ),
             st,
         )
-    return _place(ctx, t, st, bins, current, new, want, rule, reason + step_note, make, sz.figures)
+    return _place(ctx, t, st, bins, current, new, want, rule, reason + step_note, make, figs)
+
+
+# -- stages 5-9, each alone: a wish goes in, a wish or a hold comes out ---------------------
+
+
+class Wish(NamedTuple):
+    """The count a stage would go to, the rule that set it and why."""
+
+    want: int
+    rule: Rule
+    reason: str
+
+
+class Held(NamedTuple):
+    """A stage's answer that nothing changes this tick: the rule and why."""
+
+    rule: Rule
+    reason: str
+
+
+class LatencyReading(NamedTuple):
+    """Triton's latency summaries for a model against its SLO (ms; None: not known)."""
+
+    slo_ms: float | None
+    p95_ms: float | None
+    queue_p95_ms: float | None
+
+    @property
+    def queue_miss(self) -> bool:
+        """The p95 misses the SLO and the time requests queued explains the miss."""
+        slo, p95, q = self.slo_ms, self.p95_ms, self.queue_p95_ms
+        return (
+            slo is not None and p95 is not None and q is not None and p95 > slo and q >= p95 - slo
+        )
+
+
+def _latency_guard(wish: Wish, current: int, lat: LatencyReading, *, may_add: bool) -> Wish:
+    """Stage 5: what the observed p95 says where it misses the SLO because of the queue.
+
+    - One more instance, where `may_add` (no capacity model predicts the p95, the count
+      and the demand have settled, no rise is under way) and the wish adds none: the
+      demo's 20B, 48 users on 3 instances, p95 1.96 s against 1.5 s, queue p95 ≈ 0.9 s
+      ≥ 0.46 s → a fourth, and p95 ≈ 1.15 s after it.
+    - Whatever predicts the count, no instance goes: the p95 never falls with fewer
+      instances for the same demand, so a model that says n − 1 suffice is off (v not
+      yet corrected after a change) or the p95 still shows a load that has gone (then
+      this waits at most the summary's minute). The demo's 48 clients of the 20B, read
+      as an open loop at 35.6 req/s, went 4 → 3 ("3 instances keep the predicted p95
+      under 1500 ms", v 1.00) 42 s after 3 → 4, at a p95 of 1682 ms.
+
+    A miss that the queue does not explain (slow compute) changes nothing.
+    """
+    if not lat.queue_miss:
+        return wish
+    assert lat.p95_ms is not None and lat.queue_p95_ms is not None and lat.slo_ms is not None
+    miss = (
+        f"p95 {lat.p95_ms:.0f} ms > SLO {lat.slo_ms:g} ms and requests queued "
+        f"{lat.queue_p95_ms:.0f} ms (p95)"
+    )
+    if may_add and wish.want <= current:
+        return Wish(current + 1, Rule.latency_guard, f"{miss}: one more instance ({wish.reason})")
+    if wish.want < current:
+        return Wish(current, Rule.latency_guard, f"{miss}: no instance goes ({wish.reason})")
+    return wish
+
+
+def _bounded(wish: Wish, lo: int, hi: int) -> Wish:
+    """Stage 6: the model's max_instances, then its min_instances (which wins)."""
+    if wish.want > hi:
+        wish = Wish(hi, Rule.max_instances, wish.reason + f"; capped at max_instances {hi}")
+    if wish.want < lo:
+        wish = Wish(lo, Rule.min_instances, wish.reason + f"; raised to min_instances {lo}")
+    return wish
+
+
+def _stabilised(wish: Wish, current: int, peak: int, window_s: float) -> Wish | Held:
+    """Stage 7: the highest wish over the scale-down window wins (`peak`, `_window_max`).
+
+    So a short dip never removes instances: the window is there so that a model does not
+    pay an instance's start-up again for a dip in its own demand (open loops also hold
+    their burst headroom, stage 4). While another model on these GPUs cannot get the
+    memory it needs for its SLO (the last tick's rule `capacity`), an instance held only
+    by the window costs that model's minutes now, against a start-up later that may never
+    be needed: the caller then gives a window of this tick alone, and the count goes to
+    what the demand needs. Two models competing for four H100s (`competing-5b-20b`):
+    95.8 % of minutes at 42.96 instance-hours with the window held through, 97.9 % at
+    42.44 with it dropped.
+    """
+    if wish.want >= current:
+        return wish
+    if peak >= current:
+        return Held(
+            Rule.stabilization,
+            f"hold: {wish.reason}, but {peak} wanted within the last {window_s:g} s",
+        )
+    return wish._replace(want=peak)
+
+
+def _steady(wish: Wish, current: int) -> Wish | Held:
+    """No change wished: a hold, named `steady` where the demand's own rule set it."""
+    if wish.want != current:
+        return wish
+    rule = wish.rule if wish.rule not in (Rule.concurrency, Rule.queueing) else Rule.steady
+    return Held(rule, f"steady: {wish.reason}")
+
+
+def _backed_off(wish: Wish, current: int, backoff_until: float | None, now: float) -> Wish | Held:
+    """Stage 8a: hands off after a failed apply until its back-off ends."""
+    if backoff_until is None or now >= backoff_until:
+        return wish
+    return Held(
+        Rule.backoff,
+        f"hold: last apply failed; back-off for {backoff_until - now:.0f} s more "
+        f"(would go {current} → {wish.want})",
+    )
+
+
+def _cooled(
+    wish: Wish,
+    current: int,
+    last_change_at: float | None,
+    now: float,
+    cooldown_s: float,
+    undrained: int | None,
+) -> Wish | Held:
+    """Stage 8b: the cooldown after our last change.
+
+    The cooldown lets the next decision see what the last change did. What a change
+    does not alter needs no wait: an open loop's arrivals come at their own rate
+    whatever the count (Knative and the HPA scale up again on the next tick), so a
+    scale-up goes ahead as far as the arrivals need (`undrained`, `Sizing.undrained`).
+    The backlog in Triton's queue is what the instances just added will drain, and the
+    p95 shows the queue they are removing: that part waits. A 345M flash crowd (10 → 80
+    req/s in 30 s, 18 s start-up) went 3 → 4 at 910 s and the cooldown held 4 while the
+    queue grew from 12 to 548 and the p95 to 5.7 s; going 4 → 5 → 6 → 7 by 925 s and to
+    8 at 940 s, the crowd's second minute met the SLO. A load not known to be open
+    (`undrained` None) keeps the whole cooldown: its requests in the server may be a
+    queue that the change drains.
+    """
+    if last_change_at is None or now - last_change_at >= cooldown_s:
+        return wish
+    if wish.want > current and undrained is not None and undrained > current:
+        if wish.want <= undrained:
+            return wish
+        return Wish(
+            undrained,
+            wish.rule,
+            wish.reason + f"; {undrained} for the arrivals alone during the cooldown (the "
+            "backlog is left to the instances just added)",
+        )
+    left = cooldown_s - (now - last_change_at)
+    return Held(
+        Rule.cooldown,
+        f"hold: cooldown {left:.0f} s after the last change (would go {current} → {wish.want})",
+    )
+
+
+def _step(want: int, current: int, max_down: int, max_up: int) -> tuple[int, str]:
+    """Stage 9: the count this tick goes to, and a note when the step was capped.
+
+    Down by at most `max_down`; up by `max_up` or +100 %, whichever is more (the HPA's
+    default behaviour).
+    """
+    if want < current:
+        return max(want, current - max_down), ""
+    step = max(max_up, current)
+    new = min(want, current + step)
+    return new, (f"; step capped at +{step}" if new < want else "")
 
 
 # A change still in flight this many times the model's expected instance start-up after
