@@ -426,6 +426,67 @@ def test_capacity_exhausted_on_full_gpus_makes_no_load_call(
     assert server.instance_count("nemo-gpt-5b") == 1
 
 
+def test_idle_instances_make_room_for_a_model_short_of_gpu_memory(
+    triton_factory: TritonFactory,
+) -> None:
+    """One simulated 150 GB GPU holds one 20B (44.76 GB) and seven 5B instances (12.41 GB
+    each): 17.8 GB free, where another 20B needs 46.76 with the 2 GB headroom. 32 users
+    of the 20B need 2 (Table 11: 32 / 16); one user of the 5B needs far fewer than 7.
+
+    The scale-down window is 300 s here: held through it, the 5B would keep its 7 and the
+    20B would wait five minutes at p95 ≈ 2.1 s. While the 20B is short of GPU memory
+    (capacity exhausted on the last tick) the 5B's window is dropped: it goes down one
+    step a cooldown, saying why, and the 20B has its second instance within two minutes,
+    the GPU never overfilled."""
+    server = triton_factory(
+        [emulated("nemo-gpt-5b", instances=7), emulated("nemo-gpt-20b", instances=1)]
+    )
+    resolved = resolve(
+        parse_config(
+            {
+                "mode": "apply",
+                "triton": {"url": server.http_url, "metrics_url": server.metrics_url},
+                "telemetry": {
+                    "gpus": "simulated",
+                    "simulated_gpus": 1,
+                    "simulated_gpu_memory_gb": 150,
+                },
+                "policy_overrides": {**FAST, "scale_down_stabilization_s": 300},
+                "models": {
+                    "nemo-gpt-5b": {"slo_p95_ms": 1500},
+                    "nemo-gpt-20b": {"slo_p95_ms": 1500},
+                },
+            }
+        )
+    )
+    logs.configure("json")
+    daemon = live_daemon(resolved, logs.get())
+    assert daemon.actuator is not None, "explicit model control not detected"
+    start = time.time()
+    with LoadGenerator(server.http_url, max_duration_s=600) as gen:
+        gen.set_clients("nemo-gpt-5b", 1)
+        gen.set_clients("nemo-gpt-20b", 32)
+        reports = ticks_until(
+            daemon,
+            lambda r: server.instance_count("nemo-gpt-20b") >= 2,
+            limit_s=150,
+            what="a second 20B instance",
+        )
+        total = gen.summary()
+    decisions = [d for r in reports for d in r.decisions]
+    short = [d for d in decisions if d.model == "nemo-gpt-20b" and d.rule is Rule.capacity]
+    assert short, "the 20B was never short of GPU memory"
+    downs = [d for d in decisions if d.model == "nemo-gpt-5b" and d.action is Action.scale_down]
+    assert len(downs) >= 3, [(d.current_instances, d.reason) for d in downs]
+    assert all("short of GPU memory" in d.reason for d in downs), [d.reason for d in downs]
+    assert time.time() - start < 300  # well inside the 5B's scale-down window
+    for r in reports:  # the GPU is never overfilled, as the daemon saw it
+        for g in r.snapshot.gpus if r.snapshot else ():
+            assert g.memory_used_bytes <= g.memory_total_bytes, g
+    assert server.instance_count("nemo-gpt-5b") <= 4
+    assert total.failures == 0, total
+
+
 def test_rejected_load_is_counted_and_backs_off(module_triton_factory: TritonFactory) -> None:
     """Triton refuses the new config: the model keeps serving, the failure is counted, back-off."""
     from autoscaler.actuation import TritonActuator
