@@ -478,7 +478,12 @@ def test_idle_instances_make_room_for_a_model_short_of_gpu_memory(
     assert short, "the 20B was never short of GPU memory"
     downs = [d for d in decisions if d.model == "nemo-gpt-5b" and d.action is Action.scale_down]
     assert len(downs) >= 3, [(d.current_instances, d.reason) for d in downs]
-    assert all("short of GPU memory" in d.reason for d in downs), [d.reason for d in downs]
+    # The first step down is the rule's: the window still held the 7 found at start, for
+    # 300 s. Later steps need not say so: once dropped, the window holds only the wishes
+    # since, and a tick on which the 20B is not short (its partial fit being applied, or
+    # a read that timed out on a loaded CI host) goes on from there without the note.
+    assert "short of GPU memory" in downs[0].reason, downs[0].reason
+    assert downs[0].current_instances == 7, downs[0]
     assert time.time() - start < 300  # well inside the 5B's scale-down window
     for r in reports:  # the GPU is never overfilled, as the daemon saw it
         for g in r.snapshot.gpus if r.snapshot else ():
