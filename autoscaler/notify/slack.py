@@ -15,8 +15,6 @@ import urllib.error
 from typing import Any, cast
 
 from pydantic import SecretStr
-from slack_sdk.errors import SlackRequestError
-from slack_sdk.webhook import WebhookClient
 
 from autoscaler.notify._base import Context, QueuedNotifier
 from autoscaler.notify._dedup import Pick
@@ -145,6 +143,8 @@ def blocks_for(
 
 def _classify(exc: BaseException) -> Attempt:
     """An exception from urllib (through slack-sdk) as a safe, classified Attempt."""
+    from slack_sdk.errors import SlackRequestError  # loaded with the client (__init__)
+
     if isinstance(exc, SlackRequestError):
         return Attempt(False, detail="invalid request (SlackRequestError)")
     reason: BaseException | object = exc
@@ -175,6 +175,9 @@ class SlackNotifier(QueuedNotifier[dict[str, Any]]):
         ctx: ssl.SSLContext | None = None
         if settings.ca_file is not None:
             ctx = ssl.create_default_context(cafile=str(settings.ca_file))
+        # imported here: a daemon with no Slack notifier never loads slack-sdk (2.7 MB)
+        from slack_sdk.webhook import WebhookClient
+
         self._client = WebhookClient(
             url.get_secret_value(),
             # urllib takes a float timeout; slack-sdk merely annotates it as int.

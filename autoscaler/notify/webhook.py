@@ -17,9 +17,8 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import requests
 from pydantic import SecretStr
 
 from autoscaler.notify._base import Context, QueuedNotifier
@@ -27,6 +26,9 @@ from autoscaler.notify._dedup import Pick
 from autoscaler.notify._delivery import Attempt, NotifyMetrics, http_attempt
 from autoscaler.notify._format import iso_utc, json_safe, redact_url
 from autoscaler.notify._settings import WebhookSettings
+
+if TYPE_CHECKING:
+    import requests
 
 PAYLOAD_VERSION = 1
 SIGNATURE_HEADER = "X-Autoscaler-Signature"
@@ -95,6 +97,8 @@ class Message:
 
 
 def _classify(exc: requests.RequestException) -> Attempt:
+    import requests
+
     # requests' messages quote the URL: only the class name goes into the detail.
     if isinstance(exc, requests.exceptions.SSLError):
         return Attempt(False, detail="TLS verification failed")  # will not fix itself
@@ -126,6 +130,10 @@ class WebhookNotifier(QueuedNotifier[Message]):
         )
         self._secret = secret
         self._clock = clock
+        # imported here, as the slack notifier's client: a daemon with no webhook never
+        # loads requests (6.5 MB of its RSS)
+        import requests
+
         self._session = requests.Session()  # used by the worker thread only
         super().__init__(name, settings, metrics=metrics, log=log, context=context)
 
@@ -134,6 +142,8 @@ class WebhookNotifier(QueuedNotifier[Message]):
         return Message(p["id"], encode(p))
 
     def send(self, payload: Message) -> Attempt:
+        import requests  # loaded by __init__ already: a lookup in sys.modules
+
         ts = int(self._clock())
         headers = {
             "Content-Type": "application/json",

@@ -24,11 +24,9 @@ import time
 import zlib
 from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
-import requests
-import urllib3
 from prometheus_client.parser import text_string_to_metric_families
 
 from autoscaler.telemetry.base import failed
@@ -40,6 +38,9 @@ from autoscaler.telemetry.snapshot import (
     Snapshot,
 )
 from autoscaler.transport import NO_SECURITY, Security
+
+if TYPE_CHECKING:
+    import requests
 
 SOURCE = "triton"
 
@@ -278,6 +279,10 @@ def _read_pieces(resp: http.client.HTTPResponse, sock: socket.socket, deadline: 
 
 def _fetch_with_requests(session: requests.Session, url: str, timeout_s: float) -> str:
     """`fetch_text` for an https URL: `requests`, streaming the body against a deadline."""
+    # imported here: a plain-HTTP daemon never loads requests (6.5 MB of its RSS)
+    import requests
+    import urllib3
+
     deadline = time.monotonic() + timeout_s
     try:
         with session.get(url, timeout=timeout_s, stream=True) as resp:
