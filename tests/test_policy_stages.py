@@ -200,6 +200,25 @@ def test_the_cooldown_on_a_stepping_clock() -> None:
     assert held == [0, 5, 10, 15, 20, 25]
 
 
+@pytest.mark.parametrize(
+    ("want", "short", "expect"),
+    [
+        (2, True, 2),  # another model is short of GPU memory: the release goes ahead
+        (2, False, "hold"),  # nobody waits for the memory: the cooldown holds it
+        (8, True, "hold"),  # a scale-up keeps the whole cooldown (not known to be open)
+    ],
+)
+def test_a_release_another_model_waits_for_skips_the_cooldown(
+    want: int, short: bool, expect: int | str
+) -> None:
+    wish = Q._replace(want=want)
+    got = _cooled(wish, 4, 990.0, 1000.0, 30.0, None, short)
+    if expect == "hold":
+        assert isinstance(got, Held) and got.rule is Rule.cooldown
+    else:
+        assert got is wish
+
+
 # -- stage 9: steps -----------------------------------------------------------------------
 
 
