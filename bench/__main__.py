@@ -836,8 +836,9 @@ def _tick_analysis(doc: dict[str, Any], parse: dict[str, Any] | None) -> list[st
         f"decision log lines {ms('log')}; the daemon's Prometheus metrics {ms('metrics')}."
         + gc_text,
         f"- RSS: {rss} MB after {total} ticks ({early} MB after {doc['settings']['warmup_ticks']}"
-        f": flat, no leak), of which {base} MB is the imports alone ({heavy}slack_sdk, "
-        "requests, pydantic; structlog and typer pull rich); the rest is the 5 MB page in "
+        f": flat, no leak), of which {base} MB is the imports alone ({heavy}pydantic, "
+        "prometheus_client; structlog and typer pull rich; requests and slack-sdk load only "
+        "with an https source or a webhook or Slack notifier); the rest is the 5 MB page in "
         "its copies, the parse's per-series memory, and the kept snapshots.",
     ]
 
