@@ -194,8 +194,9 @@ def new_instance_groups(
       as `count` of a single-GPU group for that GPU (an existing one with the same
       settings, else a new one): one group per GPU, because `count` applies to
       every GPU a group lists. The placement must add exactly the difference.
-    - KIND_GPU, scale down: single-GPU groups shrink first, always on the GPU
-      with the most instances (ties: the highest index, then the newest group),
+    - KIND_GPU, scale down: single-GPU groups shrink first, on the GPUs the
+      placement names (a release that makes room for another model), then always on
+      the GPU with the most instances (ties: the highest index, then the newest group),
       then multi-GPU groups lose whole `count` steps; only an odd remainder splits
       one multi-GPU group (those instances are recreated by Triton).
     - Passive groups (loaded, never scheduled) are kept as they are.
@@ -231,7 +232,7 @@ def new_instance_groups(
         if delta > 0:
             act = _grow_gpu_groups(act, delta, placement)
         else:
-            act = _shrink_gpu_groups(act, -delta)
+            act = _shrink_gpu_groups(act, -delta, placement)
     else:
         act = _grow_count_groups(act, delta) if delta > 0 else _shrink_count_groups(act, -delta)
     out = act + passive
@@ -294,8 +295,12 @@ def _grow_gpu_groups(
     return groups
 
 
-def _shrink_gpu_groups(groups: list[dict[str, Any]], remove: int) -> list[dict[str, Any]]:
-    # 1. Single-GPU groups (those the autoscaler adds), from the busiest GPU.
+def _shrink_gpu_groups(
+    groups: list[dict[str, Any]], remove: int, placement: Sequence[PlacementSlot] = ()
+) -> list[dict[str, Any]]:
+    # 1. Single-GPU groups (those the autoscaler adds): from the GPUs the decision names
+    # (a release that makes room for another model), then from the busiest GPU.
+    wanted = {s.gpu: s.instances for s in placement}
     while remove > 0:
         singles = [
             (i, int(g["gpus"][0]))
@@ -305,7 +310,10 @@ def _shrink_gpu_groups(groups: list[dict[str, Any]], remove: int) -> list[dict[s
         if not singles:
             break
         load = _per_gpu(g for g in groups if g["count"] > 0)
-        i, _gpu = max(singles, key=lambda s: (load.get(s[1], 0), s[1], s[0]))
+        named = [s for s in singles if wanted.get(s[1], 0) > 0]
+        i, gpu = max(named or singles, key=lambda s: (load.get(s[1], 0), s[1], s[0]))
+        if named:
+            wanted[gpu] -= 1
         groups[i]["count"] -= 1
         remove -= 1
     # 2. Multi-GPU groups in whole steps: one `count` less removes one instance on

@@ -127,6 +127,21 @@ CASES = [
         [],
         [("KIND_GPU", 1, [0], False)],
     ),
+    # a release that makes room for another model names its GPU: not the busiest one
+    (
+        "gpu down from the named gpu",
+        [gpu(1, [0]), gpu(2, [1]), gpu(1, [2])],
+        3,
+        [slot(0, 1)],
+        [("KIND_GPU", 2, [1], False), ("KIND_GPU", 1, [2], False)],
+    ),
+    (
+        "gpu down named first, then the busiest",
+        [gpu(1, [0]), gpu(2, [1]), gpu(1, [2])],
+        2,
+        [slot(2, 1)],
+        [("KIND_GPU", 1, [0], False), ("KIND_GPU", 1, [1], False)],
+    ),
     ("gpu down whole count steps", [gpu(2, [0, 1])], 2, [], [("KIND_GPU", 1, [0, 1], False)]),
     # odd remainder: count-1 on both GPUs stays as is, one more on GPU 0 only
     (

@@ -206,3 +206,17 @@ def test_slack_4xx_not_retried(
     time.sleep(0.1)
     close_all([n], 1)
     assert len(receiver.requests) == 1
+
+
+def test_a_release_that_names_its_gpu_says_so() -> None:
+    """A scale-down that makes room for another model (policy.core._release_from) names
+    the GPU it frees, with a minus: not read as an instance added there."""
+    from autoscaler.notify._format import gpu_line
+    from autoscaler.policy.decision import PlacementSlot
+
+    slot = PlacementSlot(gpu=3, uuid="GPU-3", instances=1, free_gb_before=40.2)
+    down = decision(action="scale_down", current=4, desired=3, placement=(slot,))
+    assert gpu_line(down) == "GPU 3: 40.2 GB free before, −1 instance"
+    assert gpu_line(decision(action="scale_down", current=4, desired=3)) == (
+        "no new instances placed"
+    )

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from autoscaler.placement import GpuBin
 from autoscaler.policy.core import ModelTarget, PolicyContext, PolicyState, decide
-from autoscaler.policy.decision import Action
+from autoscaler.policy.decision import Action, Decision, Rule
 from autoscaler.policy.defrag import Move, plan_room
 from autoscaler.profiles import ScalingPolicy
 from autoscaler.telemetry.snapshot import GpuSample, ModelWindow
@@ -87,3 +87,73 @@ def test_the_capacity_decision_names_the_moves() -> None:
     assert "move 1 × nemo-gpt-5b gpu" in d.reason and "takes it" in d.reason
     d2 = decide(replace(ctx, placements={}), PolicyState())[0][0]
     assert d2.action is Action.capacity_exhausted and "move" not in d2.reason
+
+
+def test_a_move_is_carried_out_as_an_add_then_a_release_from_the_gpu_it_opens() -> None:
+    """The same fragmented GPUs, now with the 5B's own window (11 instances for 44
+    requests: it holds). Tick 1: the 20B is short, and the 5B adds the move's instance
+    on the target GPU. Tick 2: the 5B is one over its need while the 20B is still short,
+    so the release goes at once, off the move's source GPU. Tick 3: the 20B fits there.
+    The 5B never has fewer than its 11, and no GPU is overfilled at any step."""
+    layout = [{"nemo-gpt-20b": 1, "nemo-gpt-5b": 2}] + [{"nemo-gpt-5b": 3}] * 3
+    planned = plan(layout)
+    assert planned is not None
+    hole, (move,) = planned
+
+    def ctx_for(layout: list[dict[str, int]]) -> PolicyContext:
+        bins = bins_of(layout)
+        assert all(b.free_gb(0.0) >= -1e-9 for b in bins)  # never overfilled
+        gpus = tuple(
+            GpuSample(i, f"GPU-{i}", "H100", 80 * 10**9, round(b.used_gb * 1e9), 0, None)
+            for i, b in enumerate(bins)
+        )
+        n5 = sum(g.get("nemo-gpt-5b", 0) for g in layout)
+        n20 = sum(g.get("nemo-gpt-20b", 0) for g in layout)
+        w20 = ModelWindow(
+            "nemo-gpt-20b", 0.0, 60, True, instances=n20, concurrency=32.0, in_server=32.0
+        )
+        w5 = ModelWindow(
+            "nemo-gpt-5b", 0.0, 60, True, instances=n5, concurrency=44.0, in_server=44.0
+        )
+        return PolicyContext(
+            now=0.0,
+            policy=ScalingPolicy(name="p"),
+            targets={
+                "nemo-gpt-20b": ModelTarget("nemo-gpt-20b", 16.0, GB20),
+                "nemo-gpt-5b": ModelTarget("nemo-gpt-5b", 4.0, GB5),
+            },
+            stable={"nemo-gpt-20b": w20, "nemo-gpt-5b": w5},
+            panic={"nemo-gpt-20b": w20, "nemo-gpt-5b": w5},
+            gpus=gpus,
+            placements=placements(layout),
+        )
+
+    def by_model(ds: list[Decision]) -> dict[str, Decision]:
+        return {d.model: d for d in ds}
+
+    ds, state = decide(ctx_for(layout), PolicyState())
+    big, small = by_model(ds)["nemo-gpt-20b"], by_model(ds)["nemo-gpt-5b"]
+    assert big.action is Action.capacity_exhausted
+    assert small.action is Action.scale_up and small.rule is Rule.defragment
+    assert (small.current_instances, small.desired_instances) == (11, 12)
+    assert [(s.gpu, s.instances) for s in small.placement] == [(move.to_gpu, 1)]
+    assert f"before the one on gpu{move.from_gpu} goes" in small.reason
+
+    layout = [dict(g) for g in layout]
+    layout[move.to_gpu]["nemo-gpt-5b"] += 1
+    ds, state = decide(ctx_for(layout), state)
+    big, small = by_model(ds)["nemo-gpt-20b"], by_model(ds)["nemo-gpt-5b"]
+    assert big.action is Action.capacity_exhausted  # its memory is not free yet
+    assert small.action is Action.scale_down
+    assert (small.current_instances, small.desired_instances) == (12, 11)
+    assert [(s.gpu, s.instances) for s in small.placement] == [(move.from_gpu, 1)]
+
+    layout[move.from_gpu]["nemo-gpt-5b"] -= 1
+    ds, state = decide(ctx_for(layout), state)
+    big, small = by_model(ds)["nemo-gpt-20b"], by_model(ds)["nemo-gpt-5b"]
+    assert big.action is Action.scale_up and (big.current_instances, big.desired_instances) == (
+        1,
+        2,
+    )
+    assert [(s.gpu, s.instances) for s in big.placement] == [(hole, 1)]
+    assert small.action is Action.hold

@@ -144,6 +144,23 @@ def test_gpus_place_largest_first_and_resize_both_ways() -> None:
     assert g.count("small") == 1  # the copy's placements are its own
 
 
+def test_a_release_comes_off_the_gpus_it_names_then_the_fullest() -> None:
+    """Without a hint the fullest GPU loses an instance; with one, the named GPU does (a
+    release that opens a GPU for a larger model, policy.core._release_from)."""
+    mem = {"big": 44.76, "small": 12.41}
+    g = SimGpus(2, 80.0, mem)
+    assert g.place_all({"big": 1, "small": 4})[0]
+    per_gpu = [x.instances.get("small", 0) for x in g.gpus]
+    fullest = min(g.gpus, key=g.free_gb).index
+    other = 1 - fullest
+    assert per_gpu[other] > 0
+    g.remove("small", 1, [(other, 1)])
+    assert g.gpus[other].instances.get("small", 0) == per_gpu[other] - 1
+    assert g.gpus[fullest].instances.get("small", 0) == per_gpu[fullest]
+    g.remove("small", 1)
+    assert g.gpus[fullest].instances.get("small", 0) == per_gpu[fullest] - 1
+
+
 def test_initial_instances_that_do_not_fit_are_a_capacity_error() -> None:
     """Not a ValueError traceback: one line naming the counts and the GPUs' free memory."""
     with pytest.raises(CapacityError) as err:

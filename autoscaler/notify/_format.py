@@ -96,8 +96,9 @@ def gpu_line(d: Decision) -> str:
         return f"no GPU has room for one more instance{elsewhere}"
     if not d.placement:
         return "no new instances placed" if d.action is Action.scale_down else "not checked"
+    sign = "−" if d.action is Action.scale_down else "+"
     return "; ".join(
-        f"GPU {s.gpu}: {s.free_gb_before:g} GB free before, +{s.instances} instance"
+        f"GPU {s.gpu}: {s.free_gb_before:g} GB free before, {sign}{s.instances} instance"
         f"{'s' if s.instances != 1 else ''}"
         for s in d.placement
     )

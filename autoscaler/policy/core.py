@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 from autoscaler._frozen import maker
 from autoscaler.placement import Fit, GpuBin, Item, pack
 from autoscaler.policy.decision import Action, Decision, Figures, PlacementSlot, Rule
-from autoscaler.policy.defrag import plan_room
+from autoscaler.policy.defrag import Move, plan_room
 from autoscaler.policy.demand import (
     MEASURABLE_WAIT_SHARE,
     Demand,
@@ -142,9 +142,12 @@ def decide(ctx: PolicyContext, state: PolicyState) -> tuple[list[Decision], Poli
     models = dict(state.models)  # one copy a tick, not one per model (500 models: 250k)
     quiet = _server_quiet(ctx, state)
     short = False
+    # moves that would open a GPU for a larger model, by the model to move (`_place`); the
+    # smaller models are decided later in the same tick and carry them out (`_make_room`)
+    moves: dict[str, tuple[Move, str]] = {}
     for t in sorted(ctx.targets.values(), key=lambda t: (-t.memory_per_instance_gb, t.model)):
         d, models[t.model] = _decide_model(
-            ctx, t, state.get(t.model), bins, quiet, state.memory_short
+            ctx, t, state.get(t.model), bins, quiet, state.memory_short, moves
         )
         decisions[t.model] = d
         short = short or d.rule is Rule.capacity
@@ -615,6 +618,7 @@ def _decide_model(
     bins: list[GpuBin] | None,
     quiet: bool,
     memory_short: bool,
+    moves: dict[str, tuple[Move, str]] | None = None,
 ) -> tuple[Decision, ModelState]:
     pol, now = ctx.policy, ctx.now
     w = ctx.stable.get(t.model)
@@ -734,6 +738,11 @@ def _decide_model(
             stage, current, st.last_change_at, now, pol.cooldown_s, sz.undrained, memory_short
         )
     if isinstance(stage, Held):
+        move = moves.get(t.model) if moves else None
+        if move is not None and bins is not None and stage.rule is not Rule.backoff:
+            made = _make_room(ctx, t, bins, current, hi, move, make, figs)
+            if made is not None:
+                return made, st
         return make(Action.hold, current, stage.rule, stage.reason, figures=figs), st
     want, rule, reason = stage
 
@@ -743,7 +752,8 @@ def _decide_model(
     max_down = current if memory_short else pol.max_scale_down_step
     new, step_note = _step(want, current, max_down, pol.max_scale_up_step)
     if new < current:
-        return make(Action.scale_down, new, rule, reason, figures=figs), st
+        off = _release_from(ctx, t, bins, current - new) if memory_short and bins else ()
+        return make(Action.scale_down, new, rule, reason, placement=off, figures=figs), st
     if not ctx.check_gpu_memory:
         return make(Action.scale_up, new, rule, reason + step_note, figures=figs), st
     if bins is None:
@@ -758,7 +768,7 @@ def _decide_model(
             ),
             st,
         )
-    return _place(ctx, t, st, bins, current, new, want, rule, reason + step_note, make, figs)
+    return _place(ctx, t, st, bins, current, new, want, rule, reason + step_note, make, figs, moves)
 
 
 # -- stages 5-9, each alone: a wish goes in, a wish or a hold comes out ---------------------
@@ -994,6 +1004,7 @@ def _place(
     reason: str,
     make: _Out,
     figures: Figures,
+    moves: dict[str, tuple[Move, str]] | None = None,
 ) -> tuple[Decision, ModelState]:
     """Place `new − current` instances on observed GPUs, in place (bins are shared)."""
     pol = ctx.policy
@@ -1024,9 +1035,11 @@ def _place(
             else "a larger GPU"
         )
         # Fragmented memory: enough free in total, but on no one GPU. Say which smaller
-        # instances to move to open a hole (policy.defrag); the moves are a
-        # recommendation, carried out by a person (or a later version), not applied here.
-        moves = ""
+        # instances to move to open a hole (policy.defrag). The first move is handed to
+        # the model it moves, decided later this tick (smaller instances come later):
+        # it adds the instance on the new GPU (`_make_room`), and while this model is
+        # short its release comes off the GPU it frees most (`_release_from`).
+        said = ""
         total_free = sum(max(0.0, b.free_gb(pol.gpu_headroom_gb)) for b in bins)
         if total_free + 1e-9 >= t.memory_per_instance_gb and ctx.placements:
             plan = plan_room(
@@ -1039,18 +1052,20 @@ def _place(
             )
             if plan is not None and plan[1]:
                 gpu, steps = plan
-                moves = (
+                said = (
                     f"; {total_free:.1f} GB are free in all: move "
                     + ", ".join(m.describe() for m in steps)
                     + f" (each added before it is removed) and gpu{gpu} takes it"
                 )
+                if moves is not None and steps[0].model != t.model:
+                    moves.setdefault(steps[0].model, (steps[0], t.model))
         d = make(
             Action.capacity_exhausted,
             current,
             Rule.capacity,
             f"capacity exhausted: {reason}, but no GPU has {t.memory_per_instance_gb:g} GB free "
             f"after {pol.gpu_headroom_gb:g} GB headroom ({free or 'no GPUs'}); "
-            f"the demand needs {need}{moves}",
+            f"the demand needs {need}{said}",
             extra_gpus_needed=gpus_needed,
             extra_servers_needed=servers,
             figures=figures,
@@ -1078,3 +1093,89 @@ def _place(
         rule = Rule.capacity
     d = make(Action.scale_up, current + fitted, rule, reason, placement=placement, figures=figures)
     return d, st
+
+
+# -- defragmentation: moves carried out as an add, then a release ---------------------------
+
+
+def _make_room(
+    ctx: PolicyContext,
+    t: ModelTarget,
+    bins: list[GpuBin],
+    current: int,
+    hi: int,
+    planned: tuple[Move, str],
+    make: _Out,
+    figures: Figures,
+) -> Decision | None:
+    """The first half of a move a larger model is waiting for: one more instance, on the
+    GPU the plan moves it to (policy.defrag); None where that no longer fits.
+
+    Only a model that holds is moved (one that scales does its own placing), and never
+    past its max_instances. The instance it replaces goes on a later tick: this model is
+    then one over its wish, the larger one is still short of memory, so the release goes
+    at once and comes off the GPU it frees most (`_release_from`), which is the one the
+    plan opens. Add before remove: the model never has fewer instances than it needs,
+    and every step is a placement the packer accepts. `contended-5b-20b`'s 20B asked for
+    a fourth instance for three minutes at 41–45 req/s with 138 GB free in all and no
+    GPU with 46.76 GB (headroom included): "move 1 × nemo-gpt-5b gpu3 → gpu0".
+    """
+    move, for_model = planned
+    pol = ctx.policy
+    mem = t.memory_per_instance_gb
+    b = next((b for b in bins if b.index == move.to_gpu), None)
+    if current + 1 > hi or b is None or b.free_gb(pol.gpu_headroom_gb) + 1e-9 < mem:
+        return None
+    free_before = round(b.free_gb(pol.gpu_headroom_gb), 2)
+    b.used_gb += mem  # the bins are the tick's: later models see it taken
+    slot = _new_slot(
+        {"gpu": b.index, "uuid": b.uuid, "instances": 1, "free_gb_before": free_before}
+    )
+    return make(
+        Action.scale_up,
+        current + 1,
+        Rule.defragment,
+        f"making room for {for_model}: 1 × {t.model} added on gpu{move.to_gpu} before the "
+        f"one on gpu{move.from_gpu} goes, so that gpu{move.from_gpu} holds a "
+        f"{for_model} instance",
+        placement=(slot,),
+        figures=figures,
+    )
+
+
+def _release_from(
+    ctx: PolicyContext, t: ModelTarget, bins: list[GpuBin], n: int
+) -> tuple[PlacementSlot, ...]:
+    """Which GPUs `n` released instances come off while another model is short of memory.
+
+    Each from the GPU holding one that has the most free memory once it is gone: the one
+    closest to the hole the short model needs (a move's source, `_make_room`). Without
+    the placements (not known) the actuator chooses, as for any release.
+    """
+    where = dict(ctx.placements.get(t.model, {}))
+    by_index = {b.index: b for b in bins}
+    headroom, mem = ctx.policy.gpu_headroom_gb, t.memory_per_instance_gb
+    taken: dict[int, int] = {}
+    for _ in range(n):
+        held = [g for g, k in where.items() if k > 0 and g in by_index]
+        if not held:
+            break
+        # ties to the lowest index, as `plan_room` picks the GPU it opens
+        g = max(
+            held, key=lambda g: (by_index[g].free_gb(headroom) + mem * (taken.get(g, 0) + 1), -g)
+        )
+        where[g] -= 1
+        taken[g] = taken.get(g, 0) + 1
+    if sum(taken.values()) != n:
+        return ()  # the placements do not account for every instance: the actuator chooses
+    return tuple(
+        _new_slot(
+            {
+                "gpu": g,
+                "uuid": by_index[g].uuid,
+                "instances": k,
+                "free_gb_before": round(by_index[g].free_gb(headroom), 2),
+            }
+        )
+        for g, k in sorted(taken.items())
+    )

@@ -41,6 +41,9 @@ class Rule(StrEnum):
     min_instances = "min_instances"
     max_instances = "max_instances"
     capacity = "capacity"  # not enough GPU memory for the instances wanted
+    # an instance added on another GPU so that a larger model's fits (policy.defrag): the
+    # move's first half; the instance it replaces goes on a later tick
+    defragment = "defragment"
     invalid_telemetry = "invalid_telemetry"
     gpu_telemetry = "gpu_telemetry"  # model data fine, GPU data missing: no scale-up
     steady = "steady"  # desired == current
@@ -48,7 +51,8 @@ class Rule(StrEnum):
 
 @dataclass(frozen=True)
 class PlacementSlot:
-    """New instances to put on one GPU."""
+    """New instances to put on one GPU (a scale-up), or instances to take off it (a
+    scale-down that makes room for another model: `core._release_from`)."""
 
     gpu: int
     uuid: str

@@ -845,7 +845,7 @@ class SimGpus:
         if n > cur:
             return self.place(model, n - cur, hint)
         if n < cur:
-            self.remove(model, cur - n)
+            self.remove(model, cur - n, hint)
         return True, ""
 
     def place_all(self, counts: Mapping[str, int]) -> tuple[bool, str]:
@@ -868,8 +868,19 @@ class SimGpus:
         ]
         return twin
 
-    def remove(self, model: str, n: int) -> None:
-        """Remove `n` instances, from the fullest GPUs first (frees whole GPUs sooner)."""
+    def remove(self, model: str, n: int, hint: Sequence[tuple[int, int]] = ()) -> None:
+        """Remove `n` instances: the hint's slots first (a release that makes room for
+        another model says where), then from the fullest GPUs (frees whole GPUs sooner)."""
+        by_index = {g.index: g for g in self.gpus}
+        for idx, k in hint:
+            g = by_index.get(idx)
+            take = min(k, n, g.instances.get(model, 0)) if g is not None else 0
+            if g is None or take <= 0:
+                continue
+            g.instances[model] -= take
+            if not g.instances[model]:
+                del g.instances[model]
+            n -= take
         for _ in range(n):
             holders = [g for g in self.gpus if g.instances.get(model, 0) > 0]
             if not holders:
