@@ -618,7 +618,7 @@ def _decide_model(
     bins: list[GpuBin] | None,
     quiet: bool,
     memory_short: bool,
-    moves: dict[str, tuple[Move, str]] | None = None,
+    moves: dict[str, tuple[Move, str]],
 ) -> tuple[Decision, ModelState]:
     pol, now = ctx.policy, ctx.now
     w = ctx.stable.get(t.model)
@@ -738,7 +738,7 @@ def _decide_model(
             stage, current, st.last_change_at, now, pol.cooldown_s, sz.undrained, memory_short
         )
     if isinstance(stage, Held):
-        move = moves.get(t.model) if moves else None
+        move = moves.get(t.model)
         if move is not None and bins is not None and stage.rule is not Rule.backoff:
             made = _make_room(ctx, t, bins, current, hi, move, make, figs)
             if made is not None:
@@ -1004,7 +1004,7 @@ def _place(
     reason: str,
     make: _Out,
     figures: Figures,
-    moves: dict[str, tuple[Move, str]] | None = None,
+    moves: dict[str, tuple[Move, str]],
 ) -> tuple[Decision, ModelState]:
     """Place `new − current` instances on observed GPUs, in place (bins are shared)."""
     pol = ctx.policy
@@ -1057,7 +1057,7 @@ def _place(
                     + ", ".join(m.describe() for m in steps)
                     + f" (each added before it is removed) and gpu{gpu} takes it"
                 )
-                if moves is not None and steps[0].model != t.model:
+                if steps[0].model != t.model:
                     moves.setdefault(steps[0].model, (steps[0], t.model))
         d = make(
             Action.capacity_exhausted,
