@@ -620,3 +620,15 @@ def test_the_server_is_quiet_when_no_change_overlaps_the_last_seconds(
         c = replace(c, in_flight={"nemo-gpt-20b": (busy, now - 1.0)})
     other = ModelState(last_change_at=last_change_at, seen_change_at=seen_change_at)
     assert _server_quiet(c, PolicyState({"nemo-gpt-20b": other})) is quiet
+
+
+def test_the_state_records_when_the_count_was_last_seen_to_rise() -> None:
+    """The first sight counts as a rise (what came before is not known); a fall does not
+    move it, a later rise does: the window since then may mix two capacities' rates."""
+    times, counts = (0.0, 5.0, 10.0, 15.0), (4, 4, 3, 5)
+    state, seen = PolicyState(), []
+    for now, n in zip(times, counts, strict=True):
+        _, state = one(ctx(now, win(4.0 * n, n, now)), state)
+        st = state.get(T5B.model)
+        seen.append((st.seen_change_at, st.seen_rise_at))
+    assert seen == [(0.0, 0.0), (0.0, 0.0), (10.0, 0.0), (15.0, 15.0)]

@@ -16,6 +16,7 @@ import pytest
 
 from autoscaler.catalog import load_catalog
 from autoscaler.policy.core import P95_MIN_REQUESTS, _correct
+from autoscaler.policy.decision import Rule
 from autoscaler.policy.demand import Demand, DemandMemory, Loop
 from autoscaler.policy.queueing import (
     Batched,
@@ -316,7 +317,18 @@ def test_a_closed_loop_of_a_batched_model_needs_an_instance_per_group(
     t = ModelTarget("nemo-gpt-20b", 16, 44.76, slo_p95_ms=1500, service=S20B)
     d = Demand(34.0, 34.0, 48.0, 48.0, 13.0, False, no_idle, group_size=group_size)
     mem = DemandMemory(loop=loop)
-    sz = _size(ScalingPolicy(name="t"), t, d, mem, current, 60.0, 16, 48.0, True)
+    sz = _size(
+        ScalingPolicy(name="t"),
+        t,
+        d,
+        mem,
+        current,
+        60.0,
+        16,
+        48.0,
+        one_count=True,
+        rose_in_window=False,
+    )
     assert sz.want == want, sz.reason
     assert ("per batch" in sz.reason) is (want > 3), sz.reason
 
@@ -333,5 +345,61 @@ def test_groups_are_read_over_a_window_of_one_instance_count(one_count: bool, wa
     t = ModelTarget("nemo-gpt-20b", 16, 44.76, slo_p95_ms=1500, service=S20B)
     d = Demand(7.1, 7.1, 7.1, 7.1, 0.0, False, False, group_size=4.8)
     mem = DemandMemory(loop=Loop.closed)
-    sz = _size(ScalingPolicy(name="t"), t, d, mem, 1, 60.0, 16, 7.1, one_count)
+    sz = _size(
+        ScalingPolicy(name="t"),
+        t,
+        d,
+        mem,
+        1,
+        60.0,
+        16,
+        7.1,
+        one_count=one_count,
+        rose_in_window=False,
+    )
     assert sz.want == want, sz.reason
+
+
+@pytest.mark.parametrize(
+    ("loop", "rose_in_window", "want"),
+    [
+        # the window holds a rise (or is the daemon's first minute): a closed loop's
+        # rate may have risen with the capacity that arrived, so no instance is added
+        (Loop.unknown, True, 19),
+        # only a fall in the window: fewer instances let no more of a closed loop
+        # through, so 197 req/s were asked for (queueing: ≥ 20 at 99 ms each)
+        (Loop.unknown, False, "queueing"),
+        # known to be open: the arrivals count, whatever the window holds
+        (Loop.open, True, "queueing"),
+    ],
+)
+def test_a_rate_that_rises_after_a_scale_down_was_asked_for(
+    loop: Loop, rose_in_window: bool, want: int | str
+) -> None:
+    """A code-completion service let 21 → 19 instances of the 1.3B go in a silence; 25 s
+    later a burst read 197 req/s over the last seconds (33 over the minute), and the
+    window, not yet one of 19 instances, held the 19 for a minute (p95 1742 ms / 600)."""
+    from autoscaler.policy.core import _size
+    from autoscaler.profiles import ScalingPolicy
+
+    svc = Sequential(0.099)
+    t = ModelTarget("nemo-gpt-1.3b", 4, 4.12, slo_p95_ms=600, max_instances=32, service=svc)
+    d = Demand(33.3, 197.2, 40.0, 60.0, 150.0, False)
+    sz = _size(
+        ScalingPolicy(name="t"),
+        t,
+        d,
+        DemandMemory(loop=loop),
+        19,
+        19.0,
+        32,
+        60.0,
+        one_count=False,
+        rose_in_window=rose_in_window,
+    )
+    if want == "queueing":
+        assert sz.rule is Rule.queueing and sz.want >= 20, sz.reason
+        assert sz.want == instances_for(svc, 197.2 + 150.0 / 19.0, 600.0, 1.0, 32), sz.reason
+    else:
+        assert (sz.want, sz.rule) == (want, Rule.concurrency), sz.reason
+        assert sz.reason.startswith("held until a window describes 19 instance(s)"), sz.reason

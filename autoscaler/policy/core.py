@@ -79,6 +79,9 @@ class ModelState:
     # the instance count last seen and when it last changed (by us, a person or a restart)
     seen_instances: int | None = None
     seen_change_at: float | None = None
+    # when the count was last seen to rise (the first sight counts: what came before is
+    # not known); a window since then mixes the rates of two capacities (stage 3-4)
+    seen_rise_at: float | None = None
     demand: DemandMemory = field(default_factory=DemandMemory)
 
 
@@ -418,7 +421,9 @@ def _size(
     horizon_s: float,
     hi: int,
     recent_in_server: float,
+    *,
     one_count: bool,
+    rose_in_window: bool,
 ) -> Sizing:
     """How many instances the demand needs, by the rule its kind of load calls for.
 
@@ -561,12 +566,17 @@ def _size(
         + ")"
         + ("; not even max_instances would" if short else "")
     )
-    # A load not yet known to be open, read over a window that does not describe one
-    # instance count (the daemon's first minute, or just after a change), may hold
-    # instances but not add them: such a window mixes idle time from before the load
-    # with the rate the instances let through (the demo's first seconds: 4 users on
-    # one 5B read as 3.6 req/s "arriving", and asked for a second instance).
-    if mem.loop is Loop.unknown and not one_count and open_want > current:
+    # A load not yet known to be open, read over a window that holds a rise in the
+    # instance count (or the daemon's first minute, when what came before is not known),
+    # may hold instances but not add them: such a window mixes idle time from before the
+    # load with the rate the instances let through (the demo's first seconds: 4 users on
+    # one 5B read as 3.6 req/s "arriving", and asked for a second instance), and a
+    # closed loop's rate rises with the capacity that arrived. A window that holds only
+    # falls cannot show that: fewer instances never let more of a closed loop through,
+    # so a rate that rises after a scale-down was asked for. A code-completion service
+    # let 2 of 21 instances go in a silence, and the next burst (197 req/s in the last
+    # seconds, 21 instances' worth) was held at 19 for a minute: p95 1742 ms against 600.
+    if mem.loop is Loop.unknown and rose_in_window and open_want > current:
         open_want, open_rule = max(current, closed_want), Rule.concurrency
         open_reason = f"held until a window describes {current} instance(s) ({open_reason})"
     # An open loop over its capacity: its backlog in the server is a lower bound too.
@@ -641,7 +651,10 @@ def _decide_model(
         # The first sight counts as a change: after a restart we do not know when the
         # count last changed, and Triton's p95 summary may still hold the queueing from
         # before it (a daemon restarted just after 1 → 4 went 4 → 5 on its first tick).
-        st = _evolve(st, seen_instances=current, seen_change_at=now)
+        if st.seen_instances is None or current > st.seen_instances:
+            st = _evolve(st, seen_instances=current, seen_change_at=now, seen_rise_at=now)
+        else:
+            st = _evolve(st, seen_instances=current, seen_change_at=now)
     if not w.ready:
         return out(Action.hold, current, Rule.invalid_telemetry, "hold: model not ready"), st
 
@@ -689,7 +702,19 @@ def _decide_model(
 
     # 3-4. Capacity, headroom and forecast.
     confirmed = confirmed_recent_in_server(st.demand, d)
-    sz = _size(pol, t, d, mem, current, horizon, hi, confirmed, since_change >= pol.stable_window_s)
+    rose_in_window = st.seen_rise_at is not None and now - st.seen_rise_at < pol.stable_window_s
+    sz = _size(
+        pol,
+        t,
+        d,
+        mem,
+        current,
+        horizon,
+        hi,
+        confirmed,
+        one_count=since_change >= pol.stable_window_s,
+        rose_in_window=rose_in_window,
+    )
 
     # 5. Latency guard: the observed p95 against the SLO (`_latency_guard`). It may add
     # an instance only where no capacity model predicts the p95 (closed or unknown loops,
@@ -735,7 +760,13 @@ def _decide_model(
         stage = _backed_off(stage, current, st.backoff_until, now)
     if not isinstance(stage, Held):
         stage = _cooled(
-            stage, current, st.last_change_at, now, pol.cooldown_s, sz.undrained, memory_short
+            stage,
+            current,
+            st.last_change_at,
+            now,
+            pol.cooldown_s,
+            sz.undrained,
+            memory_short,
         )
     if isinstance(stage, Held):
         move = moves.get(t.model)
