@@ -760,13 +760,7 @@ def _decide_model(
         stage = _backed_off(stage, current, st.backoff_until, now)
     if not isinstance(stage, Held):
         stage = _cooled(
-            stage,
-            current,
-            st.last_change_at,
-            now,
-            pol.cooldown_s,
-            sz.undrained,
-            memory_short,
+            stage, current, st.last_change_at, now, pol.cooldown_s, sz.undrained, memory_short
         )
     if isinstance(stage, Held):
         move = moves.get(t.model)

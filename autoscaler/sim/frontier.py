@@ -144,6 +144,15 @@ class Standing:
         c = self.baseline_cost_for_ours_attainment
         return None if c is None or c <= 0 else self.ours_cost / c
 
+    def need_text(self) -> str:
+        """What the baseline needs for ours' attainment, as the headline tables show it."""
+        need = self.baseline_cost_for_ours_attainment
+        if need is None:
+            return f"never (best {self.baseline_best_attainment_pct:.1f} %)"
+        if self.ours_cost > 0:
+            return f"{need:.2f} ({need / self.ours_cost:.2f}× ours)"
+        return f"{need:.2f}"
+
     def sentence(self) -> str:
         unit = "instance-h" if self.axis == "instance_hours" else "GPU-h"
         at = self.baseline_attainment_at_ours_cost

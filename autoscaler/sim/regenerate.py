@@ -54,20 +54,11 @@ def frontier_headline(sweeps: list[SweepResult]) -> str:
     for sw in sweeps:
         for st in sw.standing.get("instance_hours", []):
             at = st.baseline_attainment_at_ours_cost
-            need = st.baseline_cost_for_ours_attainment
             lines.append(
                 f"| {sw.name} | {st.baseline} | {st.ours_attainment_pct:.1f} at "
                 f"{st.ours_cost:.2f} | "
                 + ("no setting this cheap" if at is None else f"{at:.1f}")
-                + " | "
-                + (
-                    f"never (best {st.baseline_best_attainment_pct:.1f} %)"
-                    if need is None
-                    else f"{need:.2f} ({need / st.ours_cost:.2f}× ours)"
-                    if st.ours_cost > 0
-                    else f"{need:.2f}"
-                )
-                + f" | {st.baseline_points} |"
+                + f" | {st.need_text()} | {st.baseline_points} |"
             )
     return "\n".join(lines) + "\n"
 

@@ -13,9 +13,8 @@ issue sets.
 
 A draw counts as *behind* for a baseline when some of its settings meets the SLO
 in at least ours' share of minutes for fewer instance-hours than ours; *even*
-when that takes within `EVEN` of ours' instance-hours (one instance-minute in a
-hundred: the scatter that minute-level counts of a one-hour run have), *ahead*
-otherwise (no setting reaches ours' share, or it needs more).
+when that takes within `EVEN` (1 %) of ours' instance-hours, *ahead* otherwise
+(no setting reaches ours' share, or it needs more).
 
 Writes `simulations/results/seeds.md` and `seeds.json`: the per-draw table and,
 per scenario and baseline, how many draws are ahead, even and behind.
@@ -108,13 +107,6 @@ def run_draw(path: Path, seed: int, jobs: int) -> Draw:
     )
 
 
-def _need(st: Standing) -> str:
-    need = st.baseline_cost_for_ours_attainment
-    if need is None:
-        return f"never (best {st.baseline_best_attainment_pct:.1f} %)"
-    return f"{need:.2f} ({need / st.ours_cost:.2f}×)" if st.ours_cost > 0 else f"{need:.2f}"
-
-
 def draws_table(draws: Sequence[Draw]) -> str:
     """Per draw and baseline: ours, what the baseline needs for ours' share, the verdict."""
     lines = [
@@ -133,7 +125,7 @@ def draws_table(draws: Sequence[Draw]) -> str:
             v = verdict(st)
             lines.append(
                 f"| {d.scenario} | {seed} | {d.ours_attainment_pct:.1f} at "
-                f"{d.ours_instance_hours:.2f} | {x} | {st.baseline} | {_need(st)} | "
+                f"{d.ours_instance_hours:.2f} | {x} | {st.baseline} | {st.need_text()} | "
                 + (f"**{v}**" if v == "behind" else v)
                 + " |"
             )
@@ -180,8 +172,8 @@ def report(draws: Sequence[Draw], command: str) -> str:
         f"{EVEN:.0%}); *even*: within {EVEN:.0%}.\n\n"
         f"Behind on {behind} of {total} (draw, baseline) pairs.\n\n"
         "## Per scenario and baseline\n\n" + summary_table(draws) + "\n## Per draw\n\n"
-        "Ratios in brackets: the baseline's instance-hours over ours' (< 1: it is "
-        "cheaper for ours' share of minutes).\n\n" + draws_table(draws)
+        "In brackets: the baseline's instance-hours as a multiple of ours' (below 1×: "
+        "it is cheaper for ours' share of minutes).\n\n" + draws_table(draws)
     )
 
 
