@@ -8,10 +8,11 @@ SIGHUP (reload) and SIGTERM/SIGINT (stop between ticks).
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC
 from typing import Any, Protocol
@@ -22,7 +23,7 @@ from autoscaler.config import Resolved
 from autoscaler.daemon_metrics import DaemonMetrics
 from autoscaler.policy.core import PolicyContext, PolicyState, decide, record_outcome
 from autoscaler.policy.decision import Decision, Rule
-from autoscaler.profiling.drift import DriftTracker, references_from
+from autoscaler.profiling.drift import DriftFinding, DriftTracker, references_from
 from autoscaler.status import (
     ApplyRecord,
     DaemonState,
@@ -128,7 +129,6 @@ class Autoscaler:
             return report
 
     def _tick(self, now: float) -> TickReport:
-        pol = self.resolved.policy
         cfg = self.resolved.config
         # Applies that ended since the last tick, and those still running, at one
         # instant and before the read: an ended one has its config re-read now (the
@@ -141,10 +141,6 @@ class Autoscaler:
                 self.recorder(snap)
             except OSError as exc:  # a full disk must not stop scaling
                 self._log("warning", "trace_write_failed", error=str(exc))
-        self.history.append(snap)
-        keep_from = now - pol.stable_window_s - 2 * pol.tick_interval_s
-        self.history.drop_before(keep_from)
-
         check_gpus = cfg.telemetry.gpus != "none"
         if snap.models is None:
             self.metrics.telemetry_errors.labels("models").inc()
@@ -161,51 +157,13 @@ class Autoscaler:
         for name, m in (snap.models or {}).items():
             self.instances[name] = m.instances
 
-        stable = derive(
-            self.history,
-            now,
-            WindowSettings(window_s=pol.stable_window_s, stale_after_s=pol.staleness_s),
-        )
-        panic = derive(
-            self.history,
-            now,
-            WindowSettings(window_s=pol.panic_window_s, stale_after_s=pol.staleness_s),
-        )
-        for name in self.resolved.targets:
-            if name not in stable:  # say why there is nothing, rather than "no data"
-                if snap.models is None:
-                    why = "model telemetry not read: " + ("; ".join(snap.errors) or "no data")
-                else:
-                    why = f"model '{name}' not reported by Triton (not loaded?)"
-                stable[name] = ModelWindow(name, now, pol.stable_window_s, False, why)
-        drift = {f.model: f for f in self.drift.update(stable, self.drift_refs, now)}
+        decisions, drift = self._decide_on(snap, now, in_flight)
         for f in drift.values():
             if f.changed:  # log when it fires or clears, not every tick
                 level = "warning" if f.state == "drifting" else "info"
                 self._log(level, "profile_drift", model=f.model, **f.to_json())
         for name in self.drift_refs:
             self.metrics.set_drift(name, self.drift.ratio(name))
-        gpu_reason = "" if snap.gpus is not None else ("; ".join(snap.errors) or "not read")
-        ctx = PolicyContext(
-            now=now,
-            policy=pol,
-            targets=self.resolved.targets,
-            stable=stable,
-            panic=panic,
-            gpus=snap.gpus,
-            gpu_reason=gpu_reason,
-            check_gpu_memory=check_gpus,
-            gpus_per_server=cfg.gpus_per_server,
-            in_flight=in_flight,
-            placements=gpu_placements(snap),
-        )
-        decisions, self.state = self.policy_fn(ctx, self.state)
-        decisions = [
-            replace(d, details={**d.details, "profile_drift": drift[d.model].to_json()})
-            if d.model in drift and drift[d.model].state == "drifting"
-            else d
-            for d in decisions
-        ]
         report = TickReport(now=now, decisions=decisions, snapshot=snap)
         report.applied.extend((f.decision, f.result) for f in finished)
         self.metrics.set_in_flight({m: since for m, (_, since) in in_flight.items()}, now)
@@ -224,6 +182,79 @@ class Autoscaler:
             except Exception as exc:  # a notifier must never break a tick
                 self._log("error", "notifier_failed", error=f"{type(exc).__name__}: {exc}")
         return report
+
+    def warm(self, snapshots: Iterable[Snapshot]) -> int:
+        """Run the policy over earlier snapshots, in time order, before the first tick.
+
+        A daemon that starts knows nothing of its traffic: the burst pattern the policy
+        keeps over `demand_history_s` (policy.demand), the scale-down window and the
+        windows themselves start empty, and the bursts after a restart are sized as
+        though none had come before (`code-bursts` seed 3, started cold on the 8
+        instances that served its first 5 minutes: it went 8 → 5 by 10 min and missed 4
+        minutes before it had seen the bursts that 14 instances serve). Each snapshot
+        goes through what a tick does with it (`_decide_on`): the state afterwards is
+        the one the daemon would have had, had it ticked through them in recommend mode.
+        Nothing is applied, logged, notified or counted; a snapshot not later than the
+        one before is skipped. Returns how many were used.
+        """
+        with self._lock:
+            used, last = 0, -math.inf
+            for snap in snapshots:
+                if snap.taken_at <= last:
+                    continue
+                self._decide_on(snap, snap.taken_at, {})
+                used, last = used + 1, snap.taken_at
+            return used
+
+    def _decide_on(
+        self, snap: Snapshot, now: float, in_flight: dict[str, tuple[Decision, float]]
+    ) -> tuple[list[Decision], dict[str, DriftFinding]]:
+        """Windows, profile drift and the policy over one snapshot: what a tick and `warm` share."""
+        pol = self.resolved.policy
+        cfg = self.resolved.config
+        self.history.append(snap)
+        keep_from = now - pol.stable_window_s - 2 * pol.tick_interval_s
+        self.history.drop_before(keep_from)
+        stable = derive(
+            self.history,
+            now,
+            WindowSettings(window_s=pol.stable_window_s, stale_after_s=pol.staleness_s),
+        )
+        panic = derive(
+            self.history,
+            now,
+            WindowSettings(window_s=pol.panic_window_s, stale_after_s=pol.staleness_s),
+        )
+        for name in self.resolved.targets:
+            if name not in stable:  # say why there is nothing, rather than "no data"
+                if snap.models is None:
+                    why = "model telemetry not read: " + ("; ".join(snap.errors) or "no data")
+                else:
+                    why = f"model '{name}' not reported by Triton (not loaded?)"
+                stable[name] = ModelWindow(name, now, pol.stable_window_s, False, why)
+        drift = {f.model: f for f in self.drift.update(stable, self.drift_refs, now)}
+        gpu_reason = "" if snap.gpus is not None else ("; ".join(snap.errors) or "not read")
+        ctx = PolicyContext(
+            now=now,
+            policy=pol,
+            targets=self.resolved.targets,
+            stable=stable,
+            panic=panic,
+            gpus=snap.gpus,
+            gpu_reason=gpu_reason,
+            check_gpu_memory=cfg.telemetry.gpus != "none",
+            gpus_per_server=cfg.gpus_per_server,
+            in_flight=in_flight,
+            placements=gpu_placements(snap),
+        )
+        decisions, self.state = self.policy_fn(ctx, self.state)
+        decisions = [
+            replace(d, details={**d.details, "profile_drift": drift[d.model].to_json()})
+            if d.model in drift and drift[d.model].state == "drifting"
+            else d
+            for d in decisions
+        ]
+        return decisions, drift
 
     def _apply(self, decisions: list[Decision], now: float, report: TickReport) -> None:
         assert self.applier is not None
@@ -349,8 +380,7 @@ class Autoscaler:
         if self.last_valid_at is None:
             if age > limit:
                 return False, (
-                    f"unhealthy: no valid telemetry since start {age:.0f} s ago "
-                    f"(limit {limit:g} s)"
+                    f"unhealthy: no valid telemetry since start {age:.0f} s ago (limit {limit:g} s)"
                 )
             return True, (
                 f"starting: no valid telemetry yet ({age:.0f} s since start; unhealthy after "

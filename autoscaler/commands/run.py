@@ -191,6 +191,15 @@ def run(
         endpoints=endpoints,
     )
     resolved = daemon.resolved
+    if cfg.record is not None:
+        # the policy's memory of the traffic, from the daemon's own trace (autoscaler/resume.py)
+        from autoscaler.resume import resume_from_trace
+
+        resumed = resume_from_trace(daemon, cfg.record, time.time())
+        if resumed.warnings:
+            log.warning("resumed_from_trace", trace=str(cfg.record), **resumed.to_log())
+        else:
+            log.info("resumed_from_trace", trace=str(cfg.record), **resumed.to_log())
     log.info(
         "starting",
         mode=daemon.mode,

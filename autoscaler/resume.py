@@ -1,0 +1,85 @@
+"""What a restarted daemon remembers: the policy's history, rebuilt from its own `record:` trace.
+
+The policy learns a model's traffic as it runs: the burst pattern over
+`demand_history_s` (100 minutes at the default 0.99 target), the scale-down
+window, v and the service tail. None of it is kept in memory across a restart
+(systemd `Restart=`, an upgrade, a rescheduled pod), and a daemon that starts
+cold sizes the next bursts as though none had come before. Where the daemon
+records its telemetry (config `record:`), the trace holds what it saw: at start,
+the snapshots of the last `demand_history_s` are run through the policy
+(`Autoscaler.warm`) before the first tick, so the state is the one the daemon
+would have had, had it never stopped (in recommend mode: what was applied then
+is seen in the counts the snapshots hold, not in a cooldown).
+
+Never acted on as telemetry: the first tick still reads Triton and the GPUs,
+and a window that is stale by then is stale (the trace's last snapshot is as old
+as the outage). A trace that cannot be read leaves the daemon cold, with a
+warning; it never stops it from starting.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from autoscaler.daemon import Autoscaler
+from autoscaler.telemetry.snapshot import Snapshot
+from autoscaler.telemetry.trace import TraceFormatError, iter_trace_since
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """What `resume_from_trace` did: snapshots used, the time they span, and why none."""
+
+    snapshots: int
+    first_at: float | None
+    last_at: float | None
+    now: float
+    took_s: float
+    why_none: str = ""
+    warnings: tuple[str, ...] = ()
+
+    def to_log(self) -> dict[str, object]:
+        """Fields for the start-up log line."""
+        if self.first_at is None or self.last_at is None:
+            return {"snapshots": 0, "why": self.why_none, "warnings": list(self.warnings)}
+        return {
+            "snapshots": self.snapshots,
+            "span_s": round(self.last_at - self.first_at, 1),
+            "last_age_s": round(self.now - self.last_at, 1),
+            "took_s": round(self.took_s, 3),
+            "warnings": list(self.warnings),
+        }
+
+
+def resume_from_trace(daemon: Autoscaler, path: Path, now: float) -> Resumed:
+    """Warm `daemon` on the trace's snapshots from `now − demand_history_s` up to `now`."""
+    started = time.perf_counter()
+    span_s = daemon.resolved.policy.history_s
+    if not path.exists() or path.stat().st_size == 0:
+        return Resumed(0, None, None, now, 0.0, f"no trace at {path} yet")
+    warnings: list[str] = []
+    seen: list[float] = []
+
+    def upto_now() -> Iterator[Snapshot]:
+        for snap in iter_trace_since(path, now - span_s, warnings):
+            if snap.taken_at > now:  # the clock was set back since: not history
+                warnings.append(f"{path}: snapshots after now ({snap.taken_at:.0f}) skipped")
+                return
+            seen.append(snap.taken_at)
+            yield snap
+
+    error = ""
+    try:
+        used = daemon.warm(upto_now())
+    except (TraceFormatError, OSError) as exc:
+        # what was read before the bad line stays learnt: it is history all the same
+        used, error = len(seen), str(exc)
+        warnings.append(error)
+    took = time.perf_counter() - started
+    if not used:
+        why = error or f"nothing in {path} from the last {span_s:.0f} s (demand_history_s)"
+        return Resumed(0, None, None, now, took, why, tuple(warnings))
+    return Resumed(used, seen[0], seen[-1], now, took, "", tuple(warnings))

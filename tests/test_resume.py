@@ -1,0 +1,225 @@
+"""A restarted daemon takes up its policy's history from its own trace (autoscaler/resume.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from autoscaler.config import Resolved
+from autoscaler.daemon import Autoscaler
+from autoscaler.resume import resume_from_trace
+from autoscaler.sim.replay import TraceCollector, replay_daemon
+from autoscaler.telemetry.snapshot import Snapshot
+from autoscaler.telemetry.trace import (
+    TraceFormatError,
+    TraceWriter,
+    header,
+    iter_trace,
+    iter_trace_since,
+    snapshot_to_json,
+)
+from tests.test_sim_replay import telemetry
+
+EPOCH = 1_767_225_600.0
+
+
+def write(path: Path, snaps: list[Snapshot]) -> None:
+    with TraceWriter(path) as w:
+        for s in snaps:
+            w.write(s)
+
+
+def ticked(
+    resolved: Resolved, snaps: list[Snapshot], daemon: Autoscaler | None = None
+) -> tuple[Autoscaler, list[dict[str, Any]]]:
+    """A recommend-mode daemon ticked once per snapshot; its decisions as JSON."""
+    collector = TraceCollector()
+    if daemon is None:
+        daemon = replay_daemon(resolved, collector, snaps[0].taken_at)
+    else:
+        daemon.collector = collector
+    out: list[dict[str, Any]] = []
+    for s in snaps:
+        collector.current = s
+        out += [d.to_json() for d in daemon.tick(s.taken_at).decisions]
+    return daemon, out
+
+
+@pytest.fixture(scope="module")
+def recorded() -> tuple[list[Snapshot], Resolved]:
+    return telemetry(models=3, minutes=20)
+
+
+# -- reading the end of a trace ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "since",
+    [
+        -math.inf,  # before every snapshot: all of them
+        EPOCH + 5.0,  # the first one exactly
+        EPOCH + 35.0,  # a snapshot's own time: it is included
+        EPOCH + 37.5,  # between two: from the next
+        EPOCH + 600.0,  # the middle
+        EPOCH + 1200.0,  # the last one exactly
+        EPOCH + 1200.5,  # after the last: none
+    ],
+)
+def test_the_end_of_a_trace_is_what_reading_it_all_would_give(
+    tmp_path: Path, recorded: tuple[list[Snapshot], Resolved], since: float
+) -> None:
+    snaps, _ = recorded
+    path = tmp_path / "t.jsonl"
+    write(path, snaps)
+    reference = [s for s in iter_trace(path) if s.taken_at >= since]  # the slow way
+    assert list(iter_trace_since(path, since)) == reference
+    assert len(reference) == sum(1 for s in snaps if s.taken_at >= since)
+
+
+def test_lines_in_another_writers_key_order_are_found_too(
+    tmp_path: Path, recorded: tuple[list[Snapshot], Resolved]
+) -> None:
+    """A line that does not start with taken_at is parsed whole to find its time."""
+    snaps, _ = recorded
+    path = tmp_path / "t.jsonl"
+    body = [json.dumps(snapshot_to_json(s), sort_keys=True) for s in snaps]
+    lines = [json.dumps(header()), *body]
+    assert not lines[1].startswith('{"taken_at"')
+    path.write_text("\n".join(lines) + "\n")
+    since = snaps[100].taken_at
+    assert [s.taken_at for s in iter_trace_since(path, since)] == [s.taken_at for s in snaps[100:]]
+
+
+def test_a_last_line_cut_short_is_skipped_with_a_warning(
+    tmp_path: Path, recorded: tuple[list[Snapshot], Resolved]
+) -> None:
+    snaps, _ = recorded
+    path = tmp_path / "t.jsonl"
+    write(path, snaps[:50])
+    with path.open("a") as f:
+        f.write(json.dumps(snapshot_to_json(snaps[50]))[:200])  # a writer killed mid-line
+    warnings: list[str] = []
+    got = list(iter_trace_since(path, snaps[40].taken_at, warnings))
+    assert [s.taken_at for s in got] == [s.taken_at for s in snaps[40:50]]
+    assert len(warnings) == 1 and "cut short" in warnings[0] and str(path) in warnings[0]
+
+
+def test_a_bad_line_names_the_file_and_the_byte(
+    tmp_path: Path, recorded: tuple[list[Snapshot], Resolved]
+) -> None:
+    snaps, _ = recorded
+    path = tmp_path / "t.jsonl"
+    write(path, snaps[:10])
+    at = path.stat().st_size
+    with path.open("a") as f:
+        f.write('{"taken_at": 1767226000.0, "models": 7}\n')
+    with pytest.raises(TraceFormatError, match=rf"{path}: bad snapshot line at byte {at}"):
+        list(iter_trace_since(path, snaps[5].taken_at))
+
+
+# -- the daemon warmed on what it saw ---------------------------------------------------------
+
+
+def test_a_daemon_warmed_on_its_snapshots_decides_as_one_that_never_stopped(
+    recorded: tuple[list[Snapshot], Resolved],
+) -> None:
+    """Warm on the first 15 minutes, tick the last 5: every decision as the uninterrupted one's."""
+    snaps, resolved = recorded
+    k = 180  # 15 minutes at 5 s
+    never_stopped, decided = ticked(resolved, snaps)
+    after = decided[3 * k :]
+
+    restarted = replay_daemon(resolved, TraceCollector(), snaps[k].taken_at)
+    assert restarted.warm(snaps[:k]) == k
+    _, resumed = ticked(resolved, snaps[k:], restarted)
+    assert resumed == after
+    assert restarted.state == never_stopped.state
+
+    _, cold = ticked(resolved, snaps[k:])  # the same ticks from an empty state
+    assert cold != after
+    first = {d["model"]: d for d in cold[:3]}
+    assert {d["rule"] for d in first.values()} == {"invalid_telemetry"}  # no window yet
+
+
+def test_warm_skips_a_snapshot_not_later_than_the_one_before(
+    recorded: tuple[list[Snapshot], Resolved],
+) -> None:
+    snaps, resolved = recorded
+    daemon = replay_daemon(resolved, TraceCollector(), snaps[0].taken_at)
+    assert daemon.warm([snaps[0], snaps[2], snaps[1], snaps[2], snaps[3]]) == 3
+
+
+def test_resume_reads_the_last_demand_history_of_the_trace(
+    tmp_path: Path, recorded: tuple[list[Snapshot], Resolved]
+) -> None:
+    """demand_history_s 600 s at `now` = the last snapshot + 5 s: the last 10 minutes only."""
+    snaps, resolved = recorded
+    pol = resolved.policy.model_copy(update={"demand_history_s": 600})
+    resolved = resolved.model_copy(update={"policy": pol})
+    path = tmp_path / "t.jsonl"
+    write(path, snaps)
+    now = snaps[-1].taken_at + 5.0
+    daemon = replay_daemon(resolved, TraceCollector(), now)
+    r = resume_from_trace(daemon, path, now)
+    used = [s for s in snaps if s.taken_at >= now - 600]
+    assert (r.snapshots, r.first_at, r.last_at) == (len(used), used[0].taken_at, used[-1].taken_at)
+    assert r.warnings == () and r.why_none == ""
+    reference, _ = ticked(resolved, used)
+    assert daemon.state == reference.state
+    fields = r.to_log()
+    assert fields["snapshots"] == len(used) and fields["last_age_s"] == 5.0
+
+
+@pytest.mark.parametrize(
+    ("case", "why"),
+    [
+        ("missing", "no trace at"),
+        ("header only", "nothing in"),
+        ("too old", "from the last 6000 s (demand_history_s)"),
+        ("not a trace", "not a triton-autoscaler-trace file"),
+    ],
+)
+def test_resume_starts_cold_and_says_why(
+    tmp_path: Path, recorded: tuple[list[Snapshot], Resolved], case: str, why: str
+) -> None:
+    snaps, resolved = recorded
+    path = tmp_path / "t.jsonl"
+    now = snaps[-1].taken_at + 5.0
+    if case == "header only":
+        TraceWriter(path).close()
+    elif case == "too old":
+        write(path, snaps)
+        now += resolved.policy.history_s
+    elif case == "not a trace":
+        path.write_text("time,rps\n0,1\n")
+    daemon = replay_daemon(resolved, TraceCollector(), now)
+    r = resume_from_trace(daemon, path, now)
+    assert r.snapshots == 0 and why in r.why_none
+    assert r.to_log()["snapshots"] == 0
+    assert not daemon.state.models  # nothing learnt
+
+
+def test_resume_keeps_what_it_read_before_a_bad_line_and_skips_the_future(
+    tmp_path: Path, recorded: tuple[list[Snapshot], Resolved]
+) -> None:
+    snaps, resolved = recorded
+    path = tmp_path / "t.jsonl"
+    write(path, snaps[:100])
+    with path.open("a") as f:
+        f.write('{"taken_at": 1767226000.0, "models": 7}\n')
+    daemon = replay_daemon(resolved, TraceCollector(), snaps[-1].taken_at)
+    r = resume_from_trace(daemon, path, snaps[-1].taken_at)
+    assert r.snapshots == 100 and "bad snapshot line" in r.warnings[-1]
+
+    # a clock set back: snapshots later than now are not history
+    path2 = tmp_path / "t2.jsonl"
+    write(path2, snaps)
+    now = snaps[150].taken_at
+    daemon = replay_daemon(resolved, TraceCollector(), now)
+    r = resume_from_trace(daemon, path2, now)
+    assert r.snapshots == 151 and r.last_at == now
+    assert any("after now" in w for w in r.warnings)
