@@ -27,10 +27,18 @@ from tests.test_sim_replay import telemetry
 EPOCH = 1_767_225_600.0
 
 
-def write(path: Path, snaps: list[Snapshot]) -> None:
+def write(path: Path, snaps: list[Snapshot], tail: str = "") -> int:
+    """A trace of `snaps`, then `tail` as it is; returns the byte where the tail starts."""
     with TraceWriter(path) as w:
         for s in snaps:
             w.write(s)
+    at = path.stat().st_size
+    with path.open("a") as f:
+        f.write(tail)
+    return at
+
+
+BAD_LINE = '{"taken_at": 1767226000.0, "models": 7}\n'
 
 
 def ticked(
@@ -99,9 +107,7 @@ def test_a_last_line_cut_short_is_skipped_with_a_warning(
 ) -> None:
     snaps, _ = recorded
     path = tmp_path / "t.jsonl"
-    write(path, snaps[:50])
-    with path.open("a") as f:
-        f.write(json.dumps(snapshot_to_json(snaps[50]))[:200])  # a writer killed mid-line
+    write(path, snaps[:50], json.dumps(snapshot_to_json(snaps[50]))[:200])  # killed mid-line
     warnings: list[str] = []
     got = list(iter_trace_since(path, snaps[40].taken_at, warnings))
     assert [s.taken_at for s in got] == [s.taken_at for s in snaps[40:50]]
@@ -113,11 +119,8 @@ def test_a_bad_line_names_the_file_and_the_byte(
 ) -> None:
     snaps, _ = recorded
     path = tmp_path / "t.jsonl"
-    write(path, snaps[:10])
-    at = path.stat().st_size
-    with path.open("a") as f:
-        f.write('{"taken_at": 1767226000.0, "models": 7}\n')
-    with pytest.raises(TraceFormatError, match=rf"{path}: bad snapshot line at byte {at}"):
+    at = write(path, snaps[:10], BAD_LINE)
+    with pytest.raises(TraceFormatError, match=rf"{path} \(byte {at}\): bad snapshot line"):
         list(iter_trace_since(path, snaps[5].taken_at))
 
 
@@ -208,9 +211,7 @@ def test_resume_keeps_what_it_read_before_a_bad_line_and_skips_the_future(
 ) -> None:
     snaps, resolved = recorded
     path = tmp_path / "t.jsonl"
-    write(path, snaps[:100])
-    with path.open("a") as f:
-        f.write('{"taken_at": 1767226000.0, "models": 7}\n')
+    write(path, snaps[:100], BAD_LINE)
     daemon = replay_daemon(resolved, TraceCollector(), snaps[-1].taken_at)
     r = resume_from_trace(daemon, path, snaps[-1].taken_at)
     assert r.snapshots == 100 and "bad snapshot line" in r.warnings[-1]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from types import TracebackType
@@ -599,18 +599,23 @@ def iter_trace(path: str | Path, warnings: list[str] | None = None) -> Iterator[
         raise TraceFormatError(f"{p}: cannot open trace: {exc.strerror}") from None
     with f:
         _check_header(p, f.readline())
-        for lineno, line in enumerate(f, start=2):
-            if not line.strip():
-                continue
-            try:
-                yield snapshot_from_json(_loads(line))
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                if not line.endswith("\n"):
-                    if warnings is not None:
-                        warnings.append(f"{p}:{lineno}: last line cut short; skipped")
-                    return
-                what = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
-                raise TraceFormatError(f"{p}:{lineno}: bad snapshot line: {what[:200]}") from None
+        yield from _read_lines(((f"{p}:{n}", line) for n, line in enumerate(f, start=2)), warnings)
+
+
+def _read_lines(lines: Iterable[tuple[str, str]], warnings: list[str] | None) -> Iterator[Snapshot]:
+    """The snapshots of trace lines, each given with where it is (for the messages)."""
+    for where, line in lines:
+        if not line.strip():
+            continue
+        try:
+            yield snapshot_from_json(_loads(line))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            if not line.endswith("\n"):
+                if warnings is not None:
+                    warnings.append(f"{where}: last line cut short; skipped")
+                return
+            what = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise TraceFormatError(f"{where}: bad snapshot line: {what[:200]}") from None
 
 
 def iter_trace_since(
@@ -622,7 +627,7 @@ def iter_trace_since(
     a day for 100 models), and a restart wants only its last hour or two: the first
     such line is found by bisecting the file's bytes (lines are appended in time
     order), then the lines from there are read as `iter_trace` reads them. A bad line
-    raises TraceFormatError naming the file and the byte it starts at.
+    raises TraceFormatError naming the file and the byte the line starts at.
     """
     p = Path(path)
     try:
@@ -633,23 +638,14 @@ def iter_trace_since(
         _check_header(p, f.readline().decode("utf-8", errors="replace"))
         start = _first_at_or_after(f, f.tell(), f.seek(0, 2), since)
         f.seek(start)
-        at = start
-        for raw in f:
-            line_at, at = at, at + len(raw)
-            line = raw.decode("utf-8", errors="replace")
-            if not line.strip():
-                continue
-            try:
-                snap = snapshot_from_json(_loads(line))
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                if not line.endswith("\n"):
-                    if warnings is not None:
-                        warnings.append(f"{p}: last line (byte {line_at}) cut short; skipped")
-                    return
-                what = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
-                raise TraceFormatError(
-                    f"{p}: bad snapshot line at byte {line_at}: {what[:200]}"
-                ) from None
+
+        def lines() -> Iterator[tuple[str, str]]:
+            at = start
+            for raw in f:
+                yield f"{p} (byte {at})", raw.decode("utf-8", errors="replace")
+                at += len(raw)
+
+        for snap in _read_lines(lines(), warnings):
             if snap.taken_at >= since:
                 yield snap
 
