@@ -157,7 +157,7 @@ class Autoscaler:
         for name, m in (snap.models or {}).items():
             self.instances[name] = m.instances
 
-        decisions, drift = self._decide_on(snap, now, in_flight)
+        decisions, drift = self._decide_on(snap, now, in_flight, self.policy_fn)
         for f in drift.values():
             if f.changed:  # log when it fires or clears, not every tick
                 level = "warning" if f.state == "drifting" else "info"
@@ -183,7 +183,7 @@ class Autoscaler:
                 self._log("error", "notifier_failed", error=f"{type(exc).__name__}: {exc}")
         return report
 
-    def warm(self, snapshots: Iterable[Snapshot]) -> int:
+    def warm(self, snapshots: Iterable[Snapshot], policy_fn: PolicyFn | None = None) -> int:
         """Run the policy over earlier snapshots, in time order, before the first tick.
 
         A daemon that starts knows nothing of its traffic: the burst pattern the policy
@@ -195,19 +195,26 @@ class Autoscaler:
         goes through what a tick does with it (`_decide_on`): the state afterwards is
         the one the daemon would have had, had it ticked through them in recommend mode.
         Nothing is applied, logged, notified or counted; a snapshot not later than the
-        one before is skipped. Returns how many were used.
+        one before is skipped. `policy_fn` (default: the daemon's own) is the policy
+        to learn with, where the daemon's wraps one whose state it is (`run` passes
+        `decide` for the fleet's room advisor, `fleet.room.with_room`). Returns how
+        many snapshots were used.
         """
         with self._lock:
             used, last = 0, -math.inf
             for snap in snapshots:
                 if snap.taken_at <= last:
                     continue
-                self._decide_on(snap, snap.taken_at, {})
+                self._decide_on(snap, snap.taken_at, {}, policy_fn or self.policy_fn)
                 used, last = used + 1, snap.taken_at
             return used
 
     def _decide_on(
-        self, snap: Snapshot, now: float, in_flight: dict[str, tuple[Decision, float]]
+        self,
+        snap: Snapshot,
+        now: float,
+        in_flight: dict[str, tuple[Decision, float]],
+        policy_fn: PolicyFn,
     ) -> tuple[list[Decision], dict[str, DriftFinding]]:
         """Windows, profile drift and the policy over one snapshot: what a tick and `warm` share."""
         pol = self.resolved.policy
@@ -247,7 +254,7 @@ class Autoscaler:
             in_flight=in_flight,
             placements=gpu_placements(snap),
         )
-        decisions, self.state = self.policy_fn(ctx, self.state)
+        decisions, self.state = policy_fn(ctx, self.state)
         decisions = [
             replace(d, details={**d.details, "profile_drift": drift[d.model].to_json()})
             if d.model in drift and drift[d.model].state == "drifting"

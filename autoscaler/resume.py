@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from autoscaler.daemon import Autoscaler
+from autoscaler.daemon import Autoscaler, PolicyFn
 from autoscaler.telemetry.snapshot import Snapshot
 from autoscaler.telemetry.trace import TraceFormatError, iter_trace_since
 
@@ -54,8 +54,13 @@ class Resumed:
         }
 
 
-def resume_from_trace(daemon: Autoscaler, path: Path, now: float) -> Resumed:
-    """Warm `daemon` on the trace's snapshots from `now − demand_history_s` up to `now`."""
+def resume_from_trace(
+    daemon: Autoscaler, path: Path, now: float, policy_fn: PolicyFn | None = None
+) -> Resumed:
+    """Warm `daemon` on the trace's snapshots from `now − demand_history_s` up to `now`.
+
+    `policy_fn`: the policy to learn with, if not the daemon's own (`Autoscaler.warm`).
+    """
     started = time.perf_counter()
     span_s = daemon.resolved.policy.history_s
     if not path.exists() or path.stat().st_size == 0:
@@ -73,7 +78,7 @@ def resume_from_trace(daemon: Autoscaler, path: Path, now: float) -> Resumed:
 
     error = ""
     try:
-        used = daemon.warm(upto_now())
+        used = daemon.warm(upto_now(), policy_fn)
     except (TraceFormatError, OSError) as exc:
         # what was read before the bad line stays learnt: it is history all the same
         used, error = len(seen), str(exc)

@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 from autoscaler.config import Resolved
-from autoscaler.daemon import Autoscaler
+from autoscaler.daemon import Autoscaler, PolicyFn
+from autoscaler.policy.core import PolicyContext, decide
+from autoscaler.policy.decision import Decision
 from autoscaler.resume import resume_from_trace
 from autoscaler.sim.replay import TraceCollector, replay_daemon
 from autoscaler.telemetry.snapshot import Snapshot
@@ -146,6 +148,28 @@ def test_a_daemon_warmed_on_its_snapshots_decides_as_one_that_never_stopped(
     assert cold != after
     first = {d["model"]: d for d in cold[:3]}
     assert {d["rule"] for d in first.values()} == {"invalid_telemetry"}  # no window yet
+
+
+def test_warm_learns_with_the_policy_it_is_given(
+    recorded: tuple[list[Snapshot], Resolved],
+) -> None:
+    """`run` warms with `decide` itself where the daemon's policy wraps it (fleet room advice)."""
+    snaps, resolved = recorded
+    calls = {"own": 0, "given": 0}
+
+    def counted(name: str) -> PolicyFn:
+        def fn(ctx: PolicyContext, state: Any) -> tuple[list[Decision], Any]:
+            calls[name] += 1
+            return decide(ctx, state)
+
+        return fn
+
+    daemon = replay_daemon(resolved, TraceCollector(), snaps[0].taken_at)
+    daemon.policy_fn = counted("own")
+    assert daemon.warm(snaps[:10], counted("given")) == 10
+    assert calls == {"own": 0, "given": 10}
+    _, _ = ticked(resolved, snaps[10:12], daemon)
+    assert calls == {"own": 2, "given": 10}  # the daemon's own policy is left in place
 
 
 def test_warm_skips_a_snapshot_not_later_than_the_one_before(

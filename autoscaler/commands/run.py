@@ -195,7 +195,10 @@ def run(
         # the policy's memory of the traffic, from the daemon's own trace (autoscaler/resume.py)
         from autoscaler.resume import resume_from_trace
 
-        resumed = resume_from_trace(daemon, cfg.record, time.time())
+        # `decide` itself, without the fleet's room advisor (`policy_for`): what the
+        # advisor adds is a reason, not state, and a warm-up would read the fleet for
+        # every capacity alarm of the trace
+        resumed = resume_from_trace(daemon, cfg.record, time.time(), policy_fn=decide)
         if resumed.warnings:
             log.warning("resumed_from_trace", trace=str(cfg.record), **resumed.to_log())
         else:
@@ -634,9 +637,7 @@ def warn_about_rate_limit(triton_url: str, log: Any) -> None:
         )
 
 
-def make_recorder(
-    path: Path | None, source: str = "<config>"
-) -> Callable[[Snapshot], None] | None:
+def make_recorder(path: Path | None, source: str = "<config>") -> Callable[[Snapshot], None] | None:
     """The daemon's trace (config `record:`): appended to, one flushed line per tick."""
     if path is None:
         return None
