@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from autoscaler.telemetry.trace import (
     iter_trace_since,
     snapshot_to_json,
 )
+from tests.test_cli_contract import cli, write_config
 from tests.test_sim_replay import telemetry
 
 EPOCH = 1_767_225_600.0
@@ -248,3 +251,31 @@ def test_resume_keeps_what_it_read_before_a_bad_line_and_skips_the_future(
     r = resume_from_trace(daemon, path2, now)
     assert r.snapshots == 151 and r.last_at == now
     assert any("after now" in w for w in r.warnings)
+
+
+def test_run_resumes_from_its_record_trace_before_the_first_tick(
+    tmp_path: Path, recorded: tuple[list[Snapshot], Resolved]
+) -> None:
+    """`run --once` with `record:`: the start-up log says what was taken up (Triton is down)."""
+    snaps, _ = recorded
+    shift = time.time() - 10.0 - snaps[-1].taken_at  # the trace ends 10 s before the start
+    moved = [
+        dataclasses.replace(
+            s,
+            taken_at=s.taken_at + shift,
+            models_as_of=None if s.models_as_of is None else s.models_as_of + shift,
+        )
+        for s in snaps
+    ]
+    trace = tmp_path / "trace.jsonl"
+    write(trace, moved)
+    models = {f"m{i}": {"profile": "nemo-gpt-1.3b", "slo_p95_ms": 600} for i in range(3)}
+    cfg = write_config(tmp_path / "c.yaml", models=models, record=str(trace))
+    code, _, err = cli("run", "--once", "--log-format", "json", "-c", str(cfg))
+    assert code == 1  # no Triton: every model's telemetry invalid
+    lines = [json.loads(x) for x in err.splitlines() if x.startswith("{")]
+    resumed = [x for x in lines if x.get("event") == "resumed_from_trace"]
+    assert len(resumed) == 1 and resumed[0]["snapshots"] == len(snaps)
+    assert resumed[0]["trace"] == str(trace) and 10.0 <= resumed[0]["last_age_s"] < 60.0
+    events = [x.get("event") for x in lines]
+    assert events.index("resumed_from_trace") < events.index("starting")
