@@ -1,4 +1,4 @@
-"""What a restarted daemon remembers: the policy's history, rebuilt from its own `record:` trace.
+"""What a restarted daemon remembers: the policy's history, rebuilt from what it read before.
 
 The policy learns a model's traffic as it runs: the burst pattern over
 `demand_history_s` (100 minutes at the default 0.99 target), the scale-down
@@ -9,7 +9,10 @@ records its telemetry (config `record:`), the trace holds what it saw: at start,
 the snapshots of the last `demand_history_s` are run through the policy
 (`Autoscaler.warm`) before the first tick, so the state is the one the daemon
 would have had, had it never stopped (in recommend mode: what was applied then
-is seen in the counts the snapshots hold, not in a cooldown).
+is seen in the counts the snapshots hold, not in a cooldown). In Kubernetes
+mode, where every pod's series are read from Prometheus, Prometheus is that
+record: the daemon's own pod source reads the same stretch of its past
+(`resume_from_prometheus`).
 
 Never acted on as telemetry: the first tick still reads Triton and the GPUs,
 and a window that is stale by then is stale (the trace's last snapshot is as old
@@ -20,11 +23,13 @@ warning; it never stops it from starting.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from autoscaler.daemon import Autoscaler, PolicyFn
+from autoscaler.telemetry.base import Collector
 from autoscaler.telemetry.snapshot import Snapshot
 from autoscaler.telemetry.trace import TraceFormatError, iter_trace_since
 
@@ -88,3 +93,62 @@ def resume_from_trace(
         why = error or f"nothing in {path} from the last {span_s:.0f} s (demand_history_s)"
         return Resumed(0, None, None, now, took, why, tuple(warnings))
     return Resumed(used, seen[0], seen[-1], now, took, "", tuple(warnings))
+
+
+def resume_from_prometheus(
+    daemon: Autoscaler,
+    source_for: Callable[[Any], Collector],
+    url: str,
+    session: Any,
+    now: float,
+    policy_fn: PolicyFn | None = None,
+) -> Resumed:
+    """Warm `daemon` on Prometheus' history of the last `demand_history_s`, a tick apart.
+
+    Kubernetes mode reads every pod's series from Prometheus, which keeps them: the
+    daemon's own source (`source_for(client)`) reads the past through `record`'s
+    `RangeClient`, which runs each query once as a range query and answers the
+    instant reads from it (the same answers, autoscaler/sim/record.py), at the
+    times the daemon would have ticked. Steps before Prometheus had the series read
+    as no telemetry, as they would have live, and are not counted.
+    """
+    from autoscaler.sim.record import RangeClient
+
+    started = time.perf_counter()
+    pol = daemon.resolved.policy
+    step = pol.tick_interval_s
+    n = int(pol.history_s // step)
+    start = now - n * step
+    client = RangeClient(url, start, now, step, session=session)
+    seen: list[float] = []
+
+    def past() -> Iterator[Snapshot]:
+        source = source_for(client)
+        for k in range(n):  # up to a tick before now: the first live tick reads now
+            snap = source.collect(start + k * step)
+            if client.failed is not None:  # Prometheus unreachable or refusing: no history
+                return
+            if snap.models:
+                seen.append(snap.taken_at)
+            yield snap
+
+    try:
+        daemon.warm(past(), policy_fn)
+    finally:
+        client.close()
+    took = time.perf_counter() - started
+    if client.failed is not None:
+        why = str(client.failed)
+        return Resumed(
+            len(seen),
+            seen[0] if seen else None,
+            seen[-1] if seen else None,
+            now,
+            took,
+            "" if seen else why,
+            (why,),
+        )
+    if not seen:
+        why = f"Prometheus at {url} holds none of the pods' series from the last {n * step:.0f} s"
+        return Resumed(0, None, None, now, took, why)
+    return Resumed(len(seen), seen[0], seen[-1], now, took)

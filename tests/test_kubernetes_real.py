@@ -24,11 +24,14 @@ Two CPU Tritons and 32 clients of a 277 ms model keep this light on 2 cores
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
+from autoscaler.commands.run import live_daemon, resume_from_pods
 from autoscaler.kubernetes.manifests import adapter_config
 from autoscaler.loadgen import LoadGenerator
 from autoscaler.policy.decision import Rule
@@ -84,6 +87,22 @@ def test_keda_goes_from_one_pod_to_eight_in_one_step(dep: EmulatedDeployment) ->
         q = rule["metricsQuery"].replace("<<.Series>>", rule["name"]["as"])
         q = q.replace("<<.LabelMatchers>>", f'deployment="{DEPLOYMENT}"')
         assert dep.values(q) == [8.0]
+
+        # 1b. A restarted daemon pod (`kubectl rollout restart` after a config change)
+        # takes up the policy's history from Prometheus, which holds every pod's series:
+        # the pod source over the past, a tick apart (autoscaler/resume.py). A cold one
+        # has no scale-down window; this one holds the 8 the running daemon wanted.
+        assert dep.daemon is not None
+        restarted = live_daemon(dep.daemon.resolved, None, background_apply=False)
+        resumed = resume_from_pods(restarted, requests.Session(), time.time())
+        ticked = len(dep.decisions)  # the running daemon's ticks so far (~5: it is quick)
+        print(f"resumed from Prometheus: {resumed.to_log()}; the running daemon ticked {ticked}")
+        assert resumed.why_none == "" and not resumed.warnings
+        # at least the stretch the running daemon read (the pods were scraped before it began)
+        assert resumed.snapshots >= max(1, ticked - 2)
+        st = restarted.state.get(MODEL)
+        assert st.seen_instances == 1 and max(w for _, w in st.history) == 8
+        assert st.demand.minutes or st.demand.minute_ticks > 0  # the demand was read too
 
         # 2. KEDA adds a pod: it appears in the scrape config; the load is split 16 / 16.
         dep.set_pods([name_a, name_b])

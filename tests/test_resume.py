@@ -10,13 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from autoscaler.config import Resolved
 from autoscaler.daemon import Autoscaler, PolicyFn
 from autoscaler.policy.core import PolicyContext, decide
 from autoscaler.policy.decision import Decision
-from autoscaler.resume import resume_from_trace
+from autoscaler.resume import resume_from_prometheus, resume_from_trace
 from autoscaler.sim.replay import TraceCollector, replay_daemon
+from autoscaler.telemetry.prometheus import PrometheusModelSource
 from autoscaler.telemetry.snapshot import Snapshot
 from autoscaler.telemetry.trace import (
     TraceFormatError,
@@ -26,7 +28,7 @@ from autoscaler.telemetry.trace import (
     iter_trace_since,
     snapshot_to_json,
 )
-from tests.test_cli_contract import cli, write_config
+from tests.test_cli_contract import cli, closed_port, write_config
 from tests.test_sim_replay import telemetry
 
 EPOCH = 1_767_225_600.0
@@ -279,3 +281,20 @@ def test_run_resumes_from_its_record_trace_before_the_first_tick(
     assert resumed[0]["trace"] == str(trace) and 10.0 <= resumed[0]["last_age_s"] < 60.0
     events = [x.get("event") for x in lines]
     assert events.index("resumed_from_trace") < events.index("starting")
+
+
+def test_resume_from_an_unreachable_prometheus_starts_cold_and_says_why(
+    recorded: tuple[list[Snapshot], Resolved],
+) -> None:
+    snaps, resolved = recorded
+    url = f"http://127.0.0.1:{closed_port()}"
+    daemon = replay_daemon(resolved, TraceCollector(), snaps[-1].taken_at)
+    r = resume_from_prometheus(
+        daemon,
+        lambda client: PrometheusModelSource(url, client=client),
+        url,
+        requests.Session(),
+        snaps[-1].taken_at,
+    )
+    assert r.snapshots == 0 and f"cannot query Prometheus at {url}" in r.why_none
+    assert r.warnings == (r.why_none,) and not daemon.state.models

@@ -37,6 +37,7 @@ from autoscaler.notify import DEFAULT_CONFIG_PATH, close_all
 from autoscaler.notify import build as build_notifiers
 from autoscaler.policy.core import decide
 from autoscaler.policy.decision import Decision, Rule
+from autoscaler.resume import Resumed, resume_from_prometheus, resume_from_trace
 from autoscaler.telemetry.base import Collector, Combined, SourceOptions, gpu_source, model_source
 from autoscaler.telemetry.promql import check_selector
 from autoscaler.telemetry.snapshot import Snapshot
@@ -193,8 +194,6 @@ def run(
     resolved = daemon.resolved
     if cfg.record is not None:
         # the policy's memory of the traffic, from the daemon's own trace (autoscaler/resume.py)
-        from autoscaler.resume import resume_from_trace
-
         # `decide` itself, without the fleet's room advisor (`policy_for`): what the
         # advisor adds is a reason, not state, and a warm-up would read the fleet for
         # every capacity alarm of the trace
@@ -203,6 +202,14 @@ def run(
             log.warning("resumed_from_trace", trace=str(cfg.record), **resumed.to_log())
         else:
             log.info("resumed_from_trace", trace=str(cfg.record), **resumed.to_log())
+    elif cfg.kubernetes is not None:
+        # Kubernetes mode reads every pod's series from Prometheus, which holds their past
+        resumed = resume_from_pods(daemon, endpoints.prometheus.session(), time.time())
+        url = cfg.telemetry.prometheus_url
+        if resumed.warnings:
+            log.warning("resumed_from_prometheus", prometheus=url, **resumed.to_log())
+        else:
+            log.info("resumed_from_prometheus", prometheus=url, **resumed.to_log())
     log.info(
         "starting",
         mode=daemon.mode,
@@ -582,20 +589,55 @@ def make_collector(
         },
     )
     if cfg.kubernetes is not None:  # pods × instances per pod (autoscaler/kubernetes/pods.py)
-        from autoscaler.kubernetes.pods import PodModelSource
-        from autoscaler.telemetry.base import triton_queries
-
-        assert t.prometheus_url is not None  # the config's checks require it
-        k = cfg.kubernetes
-        pods = PodModelSource(
-            t.prometheus_url,
-            instances_per_pod={d.model: d.instances_per_pod for d in k.deployments.values()},
-            pod_label=k.pod_label,
-            timeout_s=cfg.triton.timeout_s,
-            queries=triton_queries(opts),
-        )
-        return Combined(pods, gpu_source(t.gpus, opts))
+        return Combined(pod_source(cfg), gpu_source(t.gpus, opts))
     return Combined(model_source(t.models, opts), gpu_source(t.gpus, opts))
+
+
+def pod_source(cfg: DaemonConfig, client: Any = None, timeout_s: float | None = None) -> Any:
+    """Kubernetes mode's model source: pods × instances per pod, read from Prometheus.
+
+    `client` answers its queries instead of the live Prometheus: a `RangeClient` over
+    the past (autoscaler/resume.py), whose first query of each kind fetches the whole
+    range and so gets `timeout_s` rather than a tick's `triton.timeout_s`.
+    """
+    from autoscaler.kubernetes.pods import PodModelSource
+    from autoscaler.telemetry.base import triton_queries
+
+    k, t = cfg.kubernetes, cfg.telemetry
+    assert k is not None and t.prometheus_url is not None  # the config's checks require both
+    opts = SourceOptions(
+        prometheus_selector=t.prometheus.selector, prometheus_triton=t.prometheus.triton.overrides()
+    )
+    return PodModelSource(
+        t.prometheus_url,
+        instances_per_pod={d.model: d.instances_per_pod for d in k.deployments.values()},
+        pod_label=k.pod_label,
+        timeout_s=cfg.triton.timeout_s if timeout_s is None else timeout_s,
+        queries=triton_queries(opts),
+        client=client,
+    )
+
+
+def resume_from_pods(daemon: Autoscaler, session: Any, now: float) -> Resumed:
+    """Kubernetes mode: the daemon's pod source over Prometheus' past (autoscaler/resume.py).
+
+    Learnt with `decide` itself, as from a trace (the fleet's room advisor adds reasons,
+    not state). GPUs are not read for the past: what the policy learns comes from the
+    models' series, and Kubernetes mode reads none (`gpus: none`).
+    """
+    from autoscaler.telemetry.base import NoSource
+
+    cfg = daemon.resolved.config
+    url = cfg.telemetry.prometheus_url
+    assert url is not None  # Kubernetes mode requires it
+    return resume_from_prometheus(
+        daemon,
+        lambda client: Combined(pod_source(cfg, client, timeout_s=600.0), NoSource()),
+        url,
+        session,
+        now,
+        policy_fn=decide,
+    )
 
 
 def make_actuator(cfg: DaemonConfig, log: Any, endpoints: Endpoints | None = None) -> Any:

@@ -59,6 +59,9 @@ class RangeClient:
         self.session = session or requests.Session()
         self._cache: dict[str, dict[int, list[dict[str, Any]]]] = {}
         self.queries = 0  # HTTP range queries made
+        # The first failure, kept: the sources turn a failed query into a failed read and
+        # go on, and without this each later step would ask again and wait for it again.
+        self.failed: RuntimeFailure | ConfigError | None = None
 
     def _k(self, t: float) -> int:
         return round((t - self.start) / self.step)
@@ -110,8 +113,14 @@ class RangeClient:
     def custom_query(
         self, query: str, params: Mapping[str, Any] | None = None, **_: Any
     ) -> list[dict[str, Any]]:
+        if self.failed is not None:
+            raise self.failed
         if query not in self._cache:
-            self._cache[query] = self._fetch(query)
+            try:
+                self._cache[query] = self._fetch(query)
+            except (RuntimeFailure, ConfigError) as exc:
+                self.failed = exc
+                raise
         t = float((params or {}).get("time", self.end))
         return self._cache[query].get(self._k(t), [])
 
