@@ -52,6 +52,8 @@ def _grpc(text: str) -> str:
 
 
 Endpoint = Annotated[str, Field(max_length=2000), AfterValidator(check_endpoint)]
+
+
 def _http_url(text: str) -> str:
     if not text.strip().lower().startswith(("http://", "https://")):
         raise ValueError("must start with http:// or https://, e.g. http://127.0.0.1:9090")
@@ -277,6 +279,11 @@ class DaemonConfig(_Strict):
     http: HttpSection = HttpSection()
     logging: LoggingSection = LoggingSection()
     record: Path | None = Field(default=None, description="append the telemetry trace here")
+    record_max_mb: Annotated[float, Field(gt=0)] | None = Field(
+        default=None,
+        description="once the trace passes this size, keep it as <record>.1 (replacing the "
+        "one before) and start a new one: at most twice this on disk; unset: it only grows",
+    )
     notifiers: NotifierList = Field(
         default_factory=list, description="where recommendations go (docs/notifications.md)"
     )
@@ -297,6 +304,8 @@ class DaemonConfig(_Strict):
             raise ValueError(
                 "fleet needs a Prometheus: set fleet.prometheus_url (or telemetry.prometheus_url)"
             )
+        if self.record_max_mb is not None and self.record is None:
+            raise ValueError("record_max_mb limits the record: trace; set record too")
         if self.kubernetes is not None:
             check_config(
                 self.kubernetes,
@@ -454,4 +463,3 @@ def resolve(cfg: DaemonConfig, source: str | Path = "<config>") -> Resolved:
                 field=f"models.{name}",
             )
     return Resolved(config=cfg, policy=policy, targets=targets, catalog=cat)
-

@@ -31,7 +31,7 @@ from typing import Any
 from autoscaler.daemon import Autoscaler, PolicyFn
 from autoscaler.telemetry.base import Collector
 from autoscaler.telemetry.snapshot import Snapshot
-from autoscaler.telemetry.trace import TraceFormatError, iter_trace_since
+from autoscaler.telemetry.trace import TraceFormatError, iter_trace_since, rotated
 
 
 @dataclass(frozen=True)
@@ -68,18 +68,21 @@ def resume_from_trace(
     """
     started = time.perf_counter()
     span_s = daemon.resolved.policy.history_s
-    if not path.exists() or path.stat().st_size == 0:
+    # the trace kept at its last rotation first (`record_max_mb`), then the one written now
+    files = [f for f in (rotated(path), path) if f.exists() and f.stat().st_size > 0]
+    if not files:
         return Resumed(0, None, None, now, 0.0, f"no trace at {path} yet")
     warnings: list[str] = []
     seen: list[float] = []
 
     def upto_now() -> Iterator[Snapshot]:
-        for snap in iter_trace_since(path, now - span_s, warnings):
-            if snap.taken_at > now:  # the clock was set back since: not history
-                warnings.append(f"{path}: snapshots after now ({snap.taken_at:.0f}) skipped")
-                return
-            seen.append(snap.taken_at)
-            yield snap
+        for f in files:
+            for snap in iter_trace_since(f, now - span_s, warnings):
+                if snap.taken_at > now:  # the clock was set back since: not history
+                    warnings.append(f"{f}: snapshots after now ({snap.taken_at:.0f}) skipped")
+                    return
+                seen.append(snap.taken_at)
+                yield snap
 
     error = ""
     try:

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 import requests
 
-from autoscaler.config import Resolved
+from autoscaler.config import Resolved, parse_config
 from autoscaler.daemon import Autoscaler, PolicyFn
+from autoscaler.errors import ConfigError
 from autoscaler.policy.core import PolicyContext, decide
 from autoscaler.policy.decision import Decision
 from autoscaler.resume import resume_from_prometheus, resume_from_trace
@@ -26,6 +27,7 @@ from autoscaler.telemetry.trace import (
     header,
     iter_trace,
     iter_trace_since,
+    rotated,
     snapshot_to_json,
 )
 from tests.test_cli_contract import cli, closed_port, write_config
@@ -298,3 +300,76 @@ def test_resume_from_an_unreachable_prometheus_starts_cold_and_says_why(
     )
     assert r.snapshots == 0 and f"cannot query Prometheus at {url}" in r.why_none
     assert r.warnings == (r.why_none,) and not daemon.state.models
+
+
+# -- a trace kept to a size (`record_max_mb`) ----------------------------------------------------
+
+
+def test_a_trace_past_its_size_is_kept_as_dot_1_and_a_new_one_starts(
+    tmp_path: Path, recorded: tuple[list[Snapshot], Resolved]
+) -> None:
+    snaps, _ = recorded
+    path = tmp_path / "t.jsonl"
+    line = len(json.dumps(snapshot_to_json(snaps[0]), separators=(",", ":"))) + 1
+    limit = 10 * line  # ~10 lines a file
+    with TraceWriter(path, max_bytes=limit) as w:
+        for s in snaps[:95]:
+            w.write(s)
+    old, new = rotated(path), path
+    assert old.name == "t.jsonl.1" and old.exists() and new.exists()
+    kept = list(iter_trace(old)) + list(iter_trace(new))  # both start with a header
+    taken = [s.taken_at for s in kept]
+    assert taken == [s.taken_at for s in snaps[95 - len(kept) : 95]]  # the newest, in order
+    assert old.stat().st_size >= limit and new.stat().st_size < limit + line
+    assert old.stat().st_size + new.stat().st_size <= 2 * (limit + 2 * line)
+
+
+def test_a_rotation_that_cannot_move_the_file_goes_on_appending(
+    tmp_path: Path, recorded: tuple[list[Snapshot], Resolved], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    snaps, _ = recorded
+    path = tmp_path / "t.jsonl"
+    w = TraceWriter(path, max_bytes=1)
+
+    def refuse(src: object, dst: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("autoscaler.telemetry.trace.os.replace", refuse)
+    with pytest.raises(OSError, match="No space left"):
+        w.write(snaps[0])  # the daemon logs trace_write_failed and goes on
+    monkeypatch.undo()
+    w.write(snaps[1])  # rotates now: snaps[0..1] go to .1
+    w.close()
+    assert [s.taken_at for s in iter_trace(rotated(path))] == [snaps[0].taken_at, snaps[1].taken_at]
+
+
+def test_resume_reads_across_a_rotation(
+    tmp_path: Path, recorded: tuple[list[Snapshot], Resolved]
+) -> None:
+    snaps, resolved = recorded
+    path = tmp_path / "t.jsonl"
+    line = len(json.dumps(snapshot_to_json(snaps[0]), separators=(",", ":"))) + 1
+    with TraceWriter(path, max_bytes=100 * line) as w:
+        for s in snaps:
+            w.write(s)
+    kept = list(iter_trace(rotated(path))) + list(iter_trace(path))
+    assert 100 < len(kept) < len(snaps)  # the oldest went with an earlier rotation
+    now = snaps[-1].taken_at + 5.0
+    daemon = replay_daemon(resolved, TraceCollector(), now)
+    r = resume_from_trace(daemon, path, now)
+    assert (r.snapshots, r.first_at, r.last_at) == (len(kept), kept[0].taken_at, kept[-1].taken_at)
+    reference, _ = ticked(resolved, kept)
+    assert daemon.state == reference.state
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"record_max_mb": 100}, "record_max_mb limits the record: trace; set record too"),
+        ({"record": "t.jsonl", "record_max_mb": 0}, "greater than 0"),
+    ],
+)
+def test_record_max_mb_needs_a_trace_and_a_size(edit: dict[str, Any], message: str) -> None:
+    base: dict[str, Any] = {"models": {"m0": {"profile": "nemo-gpt-1.3b", "slo_p95_ms": 600}}}
+    with pytest.raises(ConfigError, match=message):
+        parse_config({**base, **edit})

@@ -186,7 +186,7 @@ def run(
         resolved,
         log,
         metrics=metrics,
-        recorder=make_recorder(cfg.record, source),
+        recorder=make_recorder(cfg.record, source, cfg.record_max_mb),
         notifiers=[] if once else make_notifiers(cfg),  # --once sends nothing
         background_apply=not once,
         endpoints=endpoints,
@@ -679,14 +679,21 @@ def warn_about_rate_limit(triton_url: str, log: Any) -> None:
         )
 
 
-def make_recorder(path: Path | None, source: str = "<config>") -> Callable[[Snapshot], None] | None:
-    """The daemon's trace (config `record:`): appended to, one flushed line per tick."""
+def make_recorder(
+    path: Path | None, source: str = "<config>", max_mb: float | None = None
+) -> Callable[[Snapshot], None] | None:
+    """The daemon's trace (config `record:`): appended to, one flushed line per tick.
+
+    With `record_max_mb` it is kept as `<record>.1` once it passes that size and a new
+    one starts (`TraceWriter._rotate`).
+    """
     if path is None:
         return None
     from autoscaler.telemetry.trace import TraceWriter
 
+    max_bytes = None if max_mb is None else int(max_mb * 1e6)
     try:
-        writer = TraceWriter(path)
+        writer = TraceWriter(path, max_bytes=max_bytes)
     except OSError as exc:
         raise ConfigError(
             f"cannot open the trace for appending: {exc.strerror or exc}",

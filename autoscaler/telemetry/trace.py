@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -476,8 +477,12 @@ class TraceWriter:
         path: str | Path,
         meta: Mapping[str, Any] | None = None,
         created_at: float | None = None,
+        max_bytes: int | None = None,
     ) -> None:
         self.path = Path(path)
+        # past `max_bytes` the file becomes `rotated(path)` and a new one starts (`_rotate`)
+        self.max_bytes = max_bytes
+        self._meta, self._created_at = meta, created_at
         exists = self.path.exists() and self.path.stat().st_size > 0
         if exists:
             head = _read_header(self.path)
@@ -494,8 +499,31 @@ class TraceWriter:
         self.written = 0
 
     def write(self, snap: Snapshot) -> None:
+        if self._f.closed:  # a rotation that could not reopen the file (an OSError then)
+            self._reopen()
         self._line(snapshot_to_json(snap))
         self.written += 1
+        if self.max_bytes is not None and os.fstat(self._f.fileno()).st_size >= self.max_bytes:
+            self._rotate()
+
+    def _rotate(self) -> None:
+        """Keep the full file as `rotated(path)` (replacing the one before); start a new one.
+
+        A daemon that records for months would otherwise fill its disk (949 MB a day
+        for 100 models). Two files, each up to `max_bytes` and a line: a restart still
+        finds the last `demand_history_s` in them (autoscaler/resume.py) as long as
+        `max_bytes` holds that much.
+        """
+        self._f.close()
+        try:
+            os.replace(self.path, rotated(self.path))
+        finally:  # moved or not, go on appending to `path` (a new file gets its header)
+            self._reopen()
+
+    def _reopen(self) -> None:
+        self._f = self.path.open("a", encoding="utf-8")
+        if self._f.tell() == 0:
+            self._line(header(self._meta, self._created_at))
 
     def _line(self, obj: Mapping[str, Any]) -> None:
         self._f.write(json.dumps(obj, allow_nan=False, separators=(",", ":")) + "\n")
@@ -514,6 +542,11 @@ class TraceWriter:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def rotated(path: Path) -> Path:
+    """Where `TraceWriter` keeps a trace that passed its `max_bytes`: `<name>.1` beside it."""
+    return path.with_name(path.name + ".1")
 
 
 def _ends_with_newline(path: Path) -> bool:
