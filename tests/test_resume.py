@@ -305,16 +305,22 @@ def test_resume_from_an_unreachable_prometheus_starts_cold_and_says_why(
 # -- a trace kept to a size (`record_max_mb`) ----------------------------------------------------
 
 
+def written_with_rotation(path: Path, snaps: list[Snapshot], lines_a_file: int) -> tuple[int, int]:
+    """`snaps` written to a trace that rotates every ~`lines_a_file` lines: (limit, line) bytes."""
+    line = len(json.dumps(snapshot_to_json(snaps[0]), separators=(",", ":"))) + 1
+    limit = lines_a_file * line
+    with TraceWriter(path, max_bytes=limit) as w:
+        for s in snaps:
+            w.write(s)
+    return limit, line
+
+
 def test_a_trace_past_its_size_is_kept_as_dot_1_and_a_new_one_starts(
     tmp_path: Path, recorded: tuple[list[Snapshot], Resolved]
 ) -> None:
     snaps, _ = recorded
     path = tmp_path / "t.jsonl"
-    line = len(json.dumps(snapshot_to_json(snaps[0]), separators=(",", ":"))) + 1
-    limit = 10 * line  # ~10 lines a file
-    with TraceWriter(path, max_bytes=limit) as w:
-        for s in snaps[:95]:
-            w.write(s)
+    limit, line = written_with_rotation(path, snaps[:95], lines_a_file=10)
     old, new = rotated(path), path
     assert old.name == "t.jsonl.1" and old.exists() and new.exists()
     kept = list(iter_trace(old)) + list(iter_trace(new))  # both start with a header
@@ -348,10 +354,7 @@ def test_resume_reads_across_a_rotation(
 ) -> None:
     snaps, resolved = recorded
     path = tmp_path / "t.jsonl"
-    line = len(json.dumps(snapshot_to_json(snaps[0]), separators=(",", ":"))) + 1
-    with TraceWriter(path, max_bytes=100 * line) as w:
-        for s in snaps:
-            w.write(s)
+    written_with_rotation(path, snaps, lines_a_file=100)
     kept = list(iter_trace(rotated(path))) + list(iter_trace(path))
     assert 100 < len(kept) < len(snaps)  # the oldest went with an earlier rotation
     now = snaps[-1].taken_at + 5.0
