@@ -16,8 +16,8 @@ record: the daemon's own pod source reads the same stretch of its past
 
 Never acted on as telemetry: the first tick still reads Triton and the GPUs,
 and a window that is stale by then is stale (the trace's last snapshot is as old
-as the outage). A trace that cannot be read leaves the daemon cold, with a
-warning; it never stops it from starting.
+as the outage). A trace that cannot be read, or a Prometheus that cannot be
+reached, leaves the daemon cold, with a warning; it never stops it from starting.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from autoscaler.telemetry.trace import TraceFormatError, iter_trace_since, rotat
 
 @dataclass(frozen=True)
 class Resumed:
-    """What `resume_from_trace` did: snapshots used, the time they span, and why none."""
+    """What a resume did: snapshots used, the time they span, and why none (then cold)."""
 
     snapshots: int
     first_at: float | None
