@@ -198,18 +198,12 @@ def run(
         # advisor adds is a reason, not state, and a warm-up would read the fleet for
         # every capacity alarm of the trace
         resumed = resume_from_trace(daemon, cfg.record, time.time(), policy_fn=decide)
-        if resumed.warnings:
-            log.warning("resumed_from_trace", trace=str(cfg.record), **resumed.to_log())
-        else:
-            log.info("resumed_from_trace", trace=str(cfg.record), **resumed.to_log())
+        _log_resumed(log, "resumed_from_trace", resumed, trace=str(cfg.record))
     elif cfg.kubernetes is not None:
         # Kubernetes mode reads every pod's series from Prometheus, which holds their past
         resumed = resume_from_pods(daemon, endpoints.prometheus.session(), time.time())
         url = cfg.telemetry.prometheus_url
-        if resumed.warnings:
-            log.warning("resumed_from_prometheus", prometheus=url, **resumed.to_log())
-        else:
-            log.info("resumed_from_prometheus", prometheus=url, **resumed.to_log())
+        _log_resumed(log, "resumed_from_prometheus", resumed, prometheus=url)
     log.info(
         "starting",
         mode=daemon.mode,
@@ -638,6 +632,14 @@ def resume_from_pods(daemon: Autoscaler, session: Any, now: float) -> Resumed:
         now,
         policy_fn=decide,
     )
+
+
+def _log_resumed(log: Any, event: str, resumed: Resumed, **where: Any) -> None:
+    """The start-up line of a resume: a warning when something could not be read."""
+    if resumed.warnings:
+        log.warning(event, **where, **resumed.to_log())
+    else:
+        log.info(event, **where, **resumed.to_log())
 
 
 def make_actuator(cfg: DaemonConfig, log: Any, endpoints: Endpoints | None = None) -> Any:

@@ -491,11 +491,10 @@ class TraceWriter:
                     f"{self.path}:1: cannot append version {VERSION} snapshots to a version "
                     f"{head['version']} trace; record into a new file"
                 )
-        self._f: IO[str] = self.path.open("a", encoding="utf-8")
+        self._f: IO[str]
+        self._reopen()  # a new or empty file gets its header
         if exists and not _ends_with_newline(self.path):
             self._f.write("\n")  # a line cut short by a crash: start clean after it
-        if not exists:
-            self._line(header(meta, created_at))
         self.written = 0
 
     def write(self, snap: Snapshot) -> None:
@@ -521,6 +520,7 @@ class TraceWriter:
             self._reopen()
 
     def _reopen(self) -> None:
+        """Open `path` for appending; a new or empty file gets the header first."""
         self._f = self.path.open("a", encoding="utf-8")
         if self._f.tell() == 0:
             self._line(header(self._meta, self._created_at))
