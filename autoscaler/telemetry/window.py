@@ -42,6 +42,7 @@ with exactly the same results (the same arithmetic in the same order).
 from __future__ import annotations
 
 import math
+from array import array
 from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -500,6 +501,10 @@ _counter_values = attrgetter(*_COUNTERS)
 _TRIM_AFTER = 4
 
 
+def _column() -> array[float]:
+    return array("d")
+
+
 class _Track:
     """One model's reads in the history, with what `derive` would compute from each, once.
 
@@ -538,12 +543,18 @@ class _Track:
         self.drop: list[str] = []  # counter that went down since presence k-1, else ""
         self.prev_good: list[int] = []  # seq of the good snapshot before presence k (-1: none)
         self.prev_good_t: list[float] = []
-        self.c_pend: list[float] = []
-        self.c_dt: list[float] = []
-        self.c_busy: list[float] = []
-        self.c_inf: list[float] = []
-        self.c_exe: list[float] = []
-        self.c_inst: list[float] = []
+        # The in-server columns hold plain doubles, not float objects: `derive` sums
+        # ~12 entries of each of the six per stable window, and reading them from one
+        # buffer instead of 72 scattered objects saves 0.3–0.6 ms of derive's ≈ 9.5 ms
+        # a 500-model tick, for 0.1–0.15 ms more in `push` (same process, same
+        # snapshots, four runs). The sums start at 0.0, so an int count became that
+        # same double in the first addition anyway.
+        self.c_pend = _column()
+        self.c_dt = _column()
+        self.c_busy = _column()
+        self.c_inf = _column()
+        self.c_exe = _column()
+        self.c_inst = _column()
         self.n0 = 0  # absolute number of entry 0 (entries trimmed so far)
         self.hard = -1  # absolute number of the newest entry with a break before it
         self.last_vals: tuple[float, ...] | None = None
