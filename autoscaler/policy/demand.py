@@ -242,18 +242,17 @@ def demand_of(w: ModelWindow, pw: ModelWindow | None, service: ServiceModel | No
     recent = pw if pw is not None and pw.valid else w
     arrival = w.arrival_rps if w.arrival_rps is not None else (w.throughput_rps or 0.0)
     recent_rate = recent.arrival_rps if recent.arrival_rps is not None else arrival
+    # each window's idle read once: both signatures below ask for it
+    idle, recent_idle = _idle(w, service), _idle(recent, service)
     waited = (
         _waited(w, service)
         and _waited(recent, service)
-        and _idle(w, service)
-        and _idle(recent, service)
+        and idle
+        and recent_idle
         and (w.pending_requests or 0.0) >= 1.0
     )
     no_idle = (
-        w.busy_share is not None
-        and recent.busy_share is not None
-        and not _idle(w, service)
-        and not _idle(recent, service)
+        w.busy_share is not None and recent.busy_share is not None and not idle and not recent_idle
     )
     return _new_demand(
         {
