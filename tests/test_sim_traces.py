@@ -1,9 +1,12 @@
-"""Request-level traces: the three file formats, fitting a trace to a run, and exact replay.
+"""Request-level traces: the four file formats, fitting a trace to a run, and exact replay.
 
-The Azure and BurstGPT samples are our own rows in the upstream schemas
+The Azure, BurstGPT and Mooncake samples are our own rows in the upstream schemas
 (AzurePublicDataset's AzureLLMInferenceDataset2023/2024.md: TIMESTAMP,
 ContextTokens, GeneratedTokens; BurstGPT's README: Timestamp, Model, Request
-tokens, Response tokens, Total tokens, Log Type, 0 response tokens = failed).
+tokens, Response tokens, Total tokens, Log Type, 0 response tokens = failed;
+Mooncake's trace as NVIDIA Dynamo's benchmarks/data_generator README describes
+it: one JSON object a line, timestamp = arrival in milliseconds since the first
+request (equal for simultaneous arrivals), input_length, output_length, hash_ids).
 """
 
 from __future__ import annotations
@@ -48,6 +51,13 @@ Timestamp,Session ID,Model,Request tokens,Response tokens,Total tokens,Log Type
 130,s3,ChatGPT,30,900,930,API log
 """
 
+MOONCAKE = """\
+{"timestamp": 0, "input_length": 6755, "output_length": 500, "hash_ids": [0, 1, 2, 3]}
+{"timestamp": 0, "input_length": 7319, "output_length": 490, "hash_ids": [0, 4, 5]}
+{"timestamp": 3052, "input_length": 2287, "output_length": 316, "hash_ids": [0, 6]}
+{"timestamp": 61250, "input_length": 140, "output_length": 12, "hash_ids": [7]}
+"""
+
 
 def reference_work(inp: np.ndarray | None, out: np.ndarray) -> np.ndarray:
     """The documented formula, written out again: max(1, input / 300) + max(output − 1, 0)."""
@@ -90,6 +100,20 @@ def test_burstgpt_models_and_failed_rows(tmp_path: Path) -> None:
     assert f.for_model("GPT-4", "trace_model").t_s.tolist() == [118.0]
     with pytest.raises(ConfigError, match=r"no rows for model 'gpt-3'.*allowed: ChatGPT, GPT-4"):
         f.for_model("gpt-3", "models.m.workload.trace_model")
+
+
+def test_mooncake_milliseconds_and_lengths(tmp_path: Path) -> None:
+    """Mooncake's timestamps are milliseconds (read as ours' seconds the trace would last
+    1000× as long, its sizes dropped); simultaneous arrivals stay simultaneous; no model."""
+    p = tmp_path / "mooncake_trace.jsonl"
+    p.write_text(MOONCAKE)
+    f = read_request_trace(p)
+    assert f.format == "mooncake" and list(f.models) == [ANY_MODEL]
+    r = f.models[ANY_MODEL]
+    assert r.t_s.tolist() == pytest.approx([0.0, 0.0, 3.052, 61.25])
+    assert r.input_tokens is not None and r.input_tokens.tolist() == [6755, 7319, 2287, 140]
+    assert r.output_tokens is not None and r.output_tokens.tolist() == [500, 490, 316, 12]
+    assert r.service_ms is None
 
 
 def test_our_csv_and_json_forms(tmp_path: Path) -> None:
@@ -165,6 +189,16 @@ def test_our_csv_and_json_forms(tmp_path: Path) -> None:
         ('{"time": 1, "output_tokens": 3}\n[1, 2]\n', ".jsonl", ["t.jsonl:2", "JSON object"]),
         ("", ".csv", ["empty"]),
         ("time,output_tokens\n-3,4\n", ".csv", ["before the trace's start", "≥ 0"]),
+        (
+            '{"timestamp": 0, "input_length": 10}\n',
+            ".jsonl",
+            ["Mooncake", "timestamp, input_length and output_length", "allowed:"],
+        ),
+        (
+            '{"timestamp": 0, "input_length": 10, "output_length": 2.5}\n',
+            ".jsonl",
+            ["t.jsonl:1", "'output_length'", "not a token count", "a whole number ≥ 0"],
+        ),
     ],
 )
 def test_bad_rows_name_file_line_field_and_allowed(

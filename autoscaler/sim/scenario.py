@@ -201,7 +201,8 @@ class RequestsSpec(_Strict):
 
     kind: Literal["requests"] = "requests"
     trace: Path = Field(
-        description="request trace: ours (CSV/JSON Lines), Azure LLM inference or BurstGPT"
+        description="request trace: ours (CSV/JSON Lines), Azure LLM inference, BurstGPT "
+        "or Mooncake"
     )
     trace_model: str | None = Field(
         default=None, description="model name in the trace (BurstGPT: e.g. ChatGPT)"

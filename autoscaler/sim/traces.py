@@ -1,6 +1,6 @@
-"""Request-level traces: read them (ours, Azure's and BurstGPT's formats) and fit them to a run.
+"""Request-level traces: read them (ours, Azure's, BurstGPT's, Mooncake's) and fit them to a run.
 
-Three file formats, told apart by their header (CSV) or keys (JSON):
+Four file formats, told apart by their header (CSV) or keys (JSON):
 
 - ours (CSV or JSON Lines / a JSON list): `time` (seconds, or ISO 8601), and
   optionally `model`, `input_tokens` + `output_tokens` (or `output_tokens`
@@ -15,6 +15,12 @@ Three file formats, told apart by their header (CSV) or keys (JSON):
   with 0 response tokens are requests that failed in the traced service
   (BurstGPT's README); their service time is unknown, so they are left out
   and counted (`RequestFile.dropped`).
+- Mooncake (JSON Lines, the format NVIDIA Dynamo's and AIPerf's trace tools
+  read): `timestamp` in **milliseconds** since the first request,
+  `input_length`, `output_length` (`hash_ids`, the prefix-cache blocks, is not
+  used). Told apart from ours by `input_length`: read as ours, its
+  `timestamp` would be taken as seconds (a 1000× longer trace) and its sizes
+  dropped.
 
 Times given as clock times (ISO 8601, or Unix seconds: numbers from 1e8 on)
 are made relative to the file's earliest request; numbers below that are
@@ -41,7 +47,7 @@ import numpy as np
 from autoscaler.errors import ConfigError
 from autoscaler.sim.workload import Requests
 
-TraceFormat = Literal["requests", "azure", "burstgpt"]
+TraceFormat = Literal["requests", "azure", "burstgpt", "mooncake"]
 # Rows of a file without a model column: any model of a scenario may read them.
 ANY_MODEL = "*"
 # Numeric times this large (1973 on) are Unix times, not seconds from a trace's start.
@@ -49,11 +55,13 @@ UNIX_SECONDS_FROM = 1e8
 
 AZURE = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 BURSTGPT = ("Timestamp", "Model", "Request tokens", "Response tokens")
+MOONCAKE = ("timestamp", "input_length", "output_length")
 OURS_TIME = ("time", "timestamp")
 FORMATS_HELP = (
     "time[,model][,input_tokens,output_tokens | ,output_tokens | ,service_ms] (ours, CSV or "
     "JSON Lines); TIMESTAMP,ContextTokens,GeneratedTokens (Azure LLM inference traces); "
-    "Timestamp,Model,Request tokens,Response tokens,... (BurstGPT)"
+    "Timestamp,Model,Request tokens,Response tokens,... (BurstGPT); "
+    '{"timestamp": ms, "input_length", "output_length"} (Mooncake, JSON Lines)'
 )
 
 
@@ -162,6 +170,7 @@ class _Columns:
     output_tokens: str | None
     service_ms: str | None
     failed_if_zero_output: bool = False
+    seconds_per_unit: float = 1.0  # of a numeric time (Mooncake's are milliseconds)
 
 
 def _columns_for(header: list[str], path: Path) -> tuple[TraceFormat, _Columns]:
@@ -171,6 +180,18 @@ def _columns_for(header: list[str], path: Path) -> tuple[TraceFormat, _Columns]:
     if set(BURSTGPT) <= have:
         return "burstgpt", _Columns(
             BURSTGPT[0], BURSTGPT[1], BURSTGPT[2], BURSTGPT[3], None, failed_if_zero_output=True
+        )
+    if set(MOONCAKE) <= have:
+        return "mooncake", _Columns(
+            MOONCAKE[0], None, MOONCAKE[1], MOONCAKE[2], None, seconds_per_unit=0.001
+        )
+    if MOONCAKE[1] in have or MOONCAKE[2] in have:
+        raise ConfigError(
+            "a Mooncake trace needs timestamp, input_length and output_length",
+            file=path,
+            field="header",
+            value=",".join(header),
+            allowed=FORMATS_HELP,
         )
     time_col = next((c for c in OURS_TIME if c in have), None)
     if time_col is None or "rate" in have:
@@ -285,6 +306,8 @@ def read_request_trace(path: Path) -> RequestFile:
             return raw
 
         t, stamped = parse_time(get(cols.time), path, line, cols.time)
+        if not stamped:
+            t *= cols.seconds_per_unit
         absolute = absolute or stamped
         model = str(get(cols.model)).strip() if cols.model else ANY_MODEL
         if cols.output_tokens:
