@@ -377,6 +377,38 @@ def test_no_instance_goes_while_the_queue_explains_a_missed_slo(
         assert "requests queued 400 ms (p95): no instance goes" in d.reason
 
 
+@pytest.mark.parametrize(
+    ("v_read", "wait_ms", "action", "desired", "rule"),
+    [
+        # 10 req/s on 8 instances: at v = 1 four keep the p95 under 1500 ms, yet
+        # requests waited 30 ms at eight, and v has never been read: none goes
+        (False, 30.0, Action.hold, 8, Rule.latency_guard),
+        # ... v read once: the corrected model speaks (one at a time)
+        (True, 30.0, Action.scale_down, 7, Rule.queueing),
+        # ... nobody waited measurably (under 1 % of 277 ms): nothing contradicts it
+        (False, 2.0, Action.scale_down, 7, Rule.queueing),
+    ],
+)
+def test_no_instance_goes_on_an_unchecked_model_while_requests_wait(
+    v_read: bool, wait_ms: float, action: Action, desired: int, rule: Rule
+) -> None:
+    now = 5000.0
+    assert instances_for(S5B, 10.0, 1500.0, 1.0, 16) == 4
+    st = ModelState(
+        history=((now - 400.0, 8),),
+        seen_instances=8,
+        seen_change_at=now - 600.0,
+        last_change_at=now - 600.0,
+        demand=DemandMemory(loop=Loop.open, loop_at=now - 10.0, variability_read=v_read),
+    )
+    w = replace(_fed(10.0, 0.0, 3.0, now), avg_queue_ms=wait_ms, busy_share=0.4)
+    d, _ = one(ctx(now, w, w, target=T5B_OPEN), PolicyState({T5B_OPEN.model: st}))
+    assert (d.action, d.desired_instances, d.rule) == (action, desired, rule), d.reason
+    if rule is Rule.latency_guard:
+        assert "requests waited 30 ms on average at 8 instances" in d.reason
+        assert "4 instances keep the predicted p95 under 1500 ms" in d.reason
+
+
 Load = Callable[[float], float]
 
 

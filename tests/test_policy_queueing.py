@@ -227,6 +227,9 @@ def test_correction_learns_v_from_the_waits_and_the_tail_from_the_rest(
     after = _correct(OPEN, target, _window(p95, q95, avg_q, n, rate), _demand(rate), n, 5.0)
     assert _sign(after.variability - OPEN.variability) == v_moves
     assert _sign(after.service_tail_s - OPEN.service_tail_s) == tail_moves
+    # a reading of v, whichever way it moved v, marks the model checked (core._unchecked_guard)
+    assert not OPEN.variability_read
+    assert after.variability_read is (v_moves != 0)
 
 
 def _sign(x: float) -> int:
@@ -260,7 +263,7 @@ def test_the_tail_is_learnt_while_the_demand_moves_but_v_is_not() -> None:
     """
     w = _window(1200.0, 520.0, 216.0, 8, 24.0)
     after = _correct(OPEN, S5B_TARGET, w, _demand(24.0), 8, 5.0, learn_v=False)
-    assert after.variability == OPEN.variability
+    assert after.variability == OPEN.variability and not after.variability_read
     assert after.service_tail_s > OPEN.service_tail_s
 
 

@@ -20,6 +20,7 @@ from autoscaler.policy.core import (
     _stabilised,
     _steady,
     _step,
+    _unchecked_guard,
 )
 from autoscaler.policy.decision import Rule
 
@@ -82,6 +83,39 @@ def test_latency_guard(
     else:
         assert says in got.reason and "(the model's reason)" in got.reason
         assert f"p95 {lat.p95_ms:.0f} ms > SLO 1500 ms" in got.reason
+
+
+# -- stage 5b: a capacity model not yet checked on this traffic ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("want", "current", "wait_ms", "expect_want", "expect_rule"),
+    [
+        # Azure's code trace at 240 s: 17 instances, 52 ms of mean queueing, v never read,
+        # the model at v = 1 asks for 10: none goes
+        (10, 17, 52.0, 17, Rule.latency_guard),
+        (16, 17, 3.0, 17, Rule.latency_guard),  # one fewer is still one fewer
+        # v has had a reading, or nobody waited measurably (None): the model speaks
+        (10, 17, None, 10, Rule.queueing),
+        # a wish that holds or adds: the guard has no say
+        (17, 17, 52.0, 17, Rule.queueing),
+        (20, 17, 52.0, 20, Rule.queueing),
+    ],
+)
+def test_unchecked_guard(
+    want: int, current: int, wait_ms: float | None, expect_want: int, expect_rule: Rule
+) -> None:
+    wish = Wish(want, Rule.queueing, "the model's reason")
+    got = _unchecked_guard(wish, current, wait_ms)
+    assert (got.want, got.rule) == (expect_want, expect_rule)
+    if expect_rule is Rule.queueing:
+        assert got is wish
+    else:
+        assert got.reason == (
+            f"requests waited {wait_ms:.0f} ms on average at {current} instances and the "
+            "capacity model is not yet corrected on this traffic (v at its prior 1): no "
+            "instance goes (the model's reason)"
+        )
 
 
 # -- stage 6: bounds ----------------------------------------------------------------------

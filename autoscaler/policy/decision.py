@@ -30,7 +30,9 @@ class Rule(StrEnum):
     # ... or at the minute's rate plus the excess the burst pattern and the trend say may
     # come within an instance's start-up (policy.demand)
     headroom = "headroom"
-    latency_guard = "latency_guard"  # observed p95 over the SLO, and the queue explains it
+    # observed p95 over the SLO, and the queue explains it; or requests wait where a
+    # capacity model not yet checked on this traffic would release an instance
+    latency_guard = "latency_guard"
     stabilization = "stabilization"  # scale-down held back by the window's highest wish
     cooldown = "cooldown"
     backoff = "backoff"  # a failed apply: hands off for a while

@@ -145,7 +145,7 @@ def _recent_in_server(w: ModelWindow, service: ServiceModel | None) -> float:
 MEASURABLE_WAIT_SHARE = 0.01
 
 
-def _waited(w: ModelWindow, service: ServiceModel | None) -> bool:
+def waited(w: ModelWindow, service: ServiceModel | None) -> bool:
     """Requests waited for an instance (beyond the batcher's own queue delay)."""
     if w.avg_queue_ms is None:
         return False
@@ -233,7 +233,7 @@ def _one_group(w: ModelWindow, service: ServiceModel | None) -> bool:
     return (
         w.avg_batch >= 2.0
         and w.busy_share * w.instances < ONE_GROUP_BUSY_INSTANCES
-        and not _waited(w, service)
+        and not waited(w, service)
     )
 
 
@@ -244,9 +244,9 @@ def demand_of(w: ModelWindow, pw: ModelWindow | None, service: ServiceModel | No
     recent_rate = recent.arrival_rps if recent.arrival_rps is not None else arrival
     # each window's idle read once: both signatures below ask for it
     idle, recent_idle = _idle(w, service), _idle(recent, service)
-    waited = (
-        _waited(w, service)
-        and _waited(recent, service)
+    beside_idle = (
+        waited(w, service)
+        and waited(recent, service)
         and idle
         and recent_idle
         and (w.pending_requests or 0.0) >= 1.0
@@ -261,7 +261,7 @@ def demand_of(w: ModelWindow, pw: ModelWindow | None, service: ServiceModel | No
             "in_server": _in_server(w, service),
             "recent_in_server": _recent_in_server(recent, service),
             "pending": w.pending_requests,
-            "waited_beside_idle": waited,
+            "waited_beside_idle": beside_idle,
             "no_idle": no_idle,
             "one_group": _one_group(w, service) and _one_group(recent, service),
             "group_size": _group_size(w, recent, service),
@@ -318,6 +318,8 @@ class DemandMemory:
     service_tail_s: float = 0.0
     service_tail_var: float = 0.0
     service_tail_read: bool = False  # a window has been read for it yet
+    # v has had a reading (core._correct): the capacity model is checked on this traffic
+    variability_read: bool = False
     # when the last seconds' rate last stood outside the Poisson band of the window's
     # (a step or a burst): Triton's p95 summary still mixes both levels for a while
     demand_step_at: float = -math.inf
