@@ -378,19 +378,21 @@ def test_no_instance_goes_while_the_queue_explains_a_missed_slo(
 
 
 @pytest.mark.parametrize(
-    ("v_read", "wait_ms", "action", "desired", "rule"),
+    ("v_read", "wait_ms", "p95_ms", "action", "desired", "rule"),
     [
         # 10 req/s on 8 instances: at v = 1 four keep the p95 under 1500 ms, yet
         # requests waited 30 ms at eight, and v has never been read: none goes
-        (False, 30.0, Action.hold, 8, Rule.latency_guard),
+        (False, 30.0, 900.0, Action.hold, 8, Rule.latency_guard),
         # ... v read once: the corrected model speaks (one at a time)
-        (True, 30.0, Action.scale_down, 7, Rule.queueing),
+        (True, 30.0, 900.0, Action.scale_down, 7, Rule.queueing),
         # ... nobody waited measurably (under 1 % of 277 ms): nothing contradicts it
-        (False, 2.0, Action.scale_down, 7, Rule.queueing),
+        (False, 2.0, 900.0, Action.scale_down, 7, Rule.queueing),
+        # ... no p95 at all: nothing could ever correct the model, nothing waits for it
+        (False, 30.0, None, Action.scale_down, 7, Rule.queueing),
     ],
 )
 def test_no_instance_goes_on_an_unchecked_model_while_requests_wait(
-    v_read: bool, wait_ms: float, action: Action, desired: int, rule: Rule
+    v_read: bool, wait_ms: float, p95_ms: float | None, action: Action, desired: int, rule: Rule
 ) -> None:
     now = 5000.0
     assert instances_for(S5B, 10.0, 1500.0, 1.0, 16) == 4
@@ -401,9 +403,11 @@ def test_no_instance_goes_on_an_unchecked_model_while_requests_wait(
         last_change_at=now - 600.0,
         demand=DemandMemory(loop=Loop.open, loop_at=now - 10.0, variability_read=v_read),
     )
-    w = replace(_fed(10.0, 0.0, 3.0, now), avg_queue_ms=wait_ms, busy_share=0.4)
-    d, _ = one(ctx(now, w, w, target=T5B_OPEN), PolicyState({T5B_OPEN.model: st}))
+    w = replace(_fed(10.0, 0.0, 3.0, now), avg_queue_ms=wait_ms, busy_share=0.4, p95_ms=p95_ms)
+    d, st_after = one(ctx(now, w, w, target=T5B_OPEN), PolicyState({T5B_OPEN.model: st}))
     assert (d.action, d.desired_instances, d.rule) == (action, desired, rule), d.reason
+    # this tick's window gave v no reading (the wait v = 1 predicts is unmeasurable)
+    assert st_after.models[T5B_OPEN.model].demand.variability_read is v_read
     if rule is Rule.latency_guard:
         assert "requests waited 30 ms on average at 8 instances" in d.reason
         assert "4 instances keep the predicted p95 under 1500 ms" in d.reason

@@ -743,9 +743,11 @@ def _decide_model(
         may_add=settled and not surging and not modelled,
     )
     # 5b. ... and what requests waiting say where the capacity model, not yet checked on
-    # this traffic, asked for the count (`_unchecked_guard`)
+    # this traffic but checkable (a p95 to correct it from), asked for the count
+    # (`_unchecked_guard`)
     by_model = sz.rule is Rule.queueing or sz.rule is Rule.headroom
-    unchecked = by_model and not mem.variability_read and waited(w, t.service)
+    checkable = w.p95_ms is not None
+    unchecked = by_model and checkable and not mem.variability_read and waited(w, t.service)
     wish = _unchecked_guard(wish, current, w.avg_queue_ms if unchecked else None)
     # 6. Bounds.
     wish = _bounded(wish, lo, hi)
@@ -892,7 +894,9 @@ def _unchecked_guard(wish: Wish, current: int, unchecked_wait_ms: float | None) 
     the model said 10 instances, and the next burst, which 17 serve, found 10 (two
     minutes missed; with this stage one, the record burst 17–24 instances also miss).
     Held as a wish, the count stays for the scale-down window after the last such wait;
-    once v has a reading the model is corrected and speaks for itself.
+    once v has a reading the model is corrected and speaks for itself. Without a p95
+    (Triton with neither summaries nor histograms) nothing can ever correct the model,
+    so nothing waits for it: the caller passes None, and the model speaks as before.
     """
     if unchecked_wait_ms is None or wish.want >= current:
         return wish
