@@ -173,6 +173,13 @@ class _Columns:
     seconds_per_unit: float = 1.0  # of a numeric time (Mooncake's are milliseconds)
 
 
+def _bad_header(message: str, header: list[str], path: Path) -> ConfigError:
+    """A header that names no format we read, or names one badly."""
+    return ConfigError(
+        message, file=path, field="header", value=",".join(header), allowed=FORMATS_HELP
+    )
+
+
 def _columns_for(header: list[str], path: Path) -> tuple[TraceFormat, _Columns]:
     have = set(header)
     if set(AZURE) <= have:
@@ -186,13 +193,8 @@ def _columns_for(header: list[str], path: Path) -> tuple[TraceFormat, _Columns]:
             MOONCAKE[0], None, MOONCAKE[1], MOONCAKE[2], None, seconds_per_unit=0.001
         )
     if MOONCAKE[1] in have or MOONCAKE[2] in have:
-        raise ConfigError(
-            "a Mooncake trace needs timestamp, input_length and output_length",
-            file=path,
-            field="header",
-            value=",".join(header),
-            allowed=FORMATS_HELP,
-        )
+        msg = "a Mooncake trace needs timestamp, input_length and output_length"
+        raise _bad_header(msg, header, path)
     time_col = next((c for c in OURS_TIME if c in have), None)
     if time_col is None or "rate" in have:
         hint = (
@@ -201,29 +203,11 @@ def _columns_for(header: list[str], path: Path) -> tuple[TraceFormat, _Columns]:
             if "rate" in have
             else ""
         )
-        raise ConfigError(
-            f"not a request trace{hint}",
-            file=path,
-            field="header",
-            value=",".join(header),
-            allowed=FORMATS_HELP,
-        )
+        raise _bad_header(f"not a request trace{hint}", header, path)
     if "input_tokens" in have and "output_tokens" not in have:
-        raise ConfigError(
-            "input_tokens without output_tokens",
-            file=path,
-            field="header",
-            value=",".join(header),
-            allowed=FORMATS_HELP,
-        )
+        raise _bad_header("input_tokens without output_tokens", header, path)
     if "service_ms" in have and "output_tokens" in have:
-        raise ConfigError(
-            "give tokens or service_ms, not both",
-            file=path,
-            field="header",
-            value=",".join(header),
-            allowed=FORMATS_HELP,
-        )
+        raise _bad_header("give tokens or service_ms, not both", header, path)
     return "requests", _Columns(
         time_col,
         "model" if "model" in have else None,
