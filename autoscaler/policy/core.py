@@ -43,7 +43,14 @@ from autoscaler.policy.demand import (
     poisson_band,
     waited,
 )
-from autoscaler.policy.queueing import Batched, Sequential, instances_for, wait_mean_s, wait_p95_s
+from autoscaler.policy.queueing import (
+    Batched,
+    Sequential,
+    ServiceModel,
+    instances_for,
+    wait_mean_s,
+    wait_p95_s,
+)
 from autoscaler.policy.target import ModelTarget
 from autoscaler.profiles import ScalingPolicy
 from autoscaler.telemetry.snapshot import GpuSample, ModelWindow
@@ -449,6 +456,46 @@ def _closed_reason(
     )
 
 
+# What `_size` read, in this order, for the figures of whichever count it answers: the
+# loop, the demand, headroom, forecast and sized-for rates, the horizon, v, the service
+# tail (ms) and the service.
+_Read = tuple[str, Demand, float, float, float, float, float, float, ServiceModel | None]
+
+
+def _figures(read: _Read, n: int) -> Figures:
+    """The figures behind a sizing of `n` instances.
+
+    A module function over one tuple, not a closure in `_size`: the closures and the
+    cells of the fifteen names they shared cost ≈ 0.6 µs a call (0.3 ms of a 500-model
+    decide).
+    """
+    loop, d, headroom, forecast, sized_for, horizon_s, v, tail_ms, svc = read
+    return _new_figures(
+        {
+            "loop": loop,
+            "arrival_rps": d.arrival_rps,
+            "recent_rps": d.recent_rps,
+            "in_server": d.in_server,
+            "headroom_rps": headroom,
+            "forecast_rps": forecast,
+            "sized_for_rps": sized_for,
+            "horizon_s": horizon_s,
+            "variability": v,
+            "service_tail_ms": tail_ms,
+            "instances": n,
+            "service": svc,
+        }
+    )
+
+
+def _closed_sizing(
+    read: _Read, recent_in_server: float, target_c: float, per: float, want: int, rule: Rule
+) -> Sizing:
+    """The closed rule's answer (`_closed_count`), with its reason and figures."""
+    reason = _closed_reason(read[1].in_server, recent_in_server, target_c, per, want)
+    return Sizing(want, rule, reason, _figures(read, want))
+
+
 def _size(
     pol: ScalingPolicy,
     t: ModelTarget,
@@ -503,27 +550,7 @@ def _size(
     tail_ms = mem.service_tail_for(pol.slo_attainment_target) * 1000.0
     svc, slo = t.service, t.slo_p95_ms
 
-    def figures(n: int) -> Figures:
-        return _new_figures(
-            {
-                "loop": mem.loop.value,
-                "arrival_rps": d.arrival_rps,
-                "recent_rps": d.recent_rps,
-                "in_server": d.in_server,
-                "headroom_rps": headroom,
-                "forecast_rps": forecast,
-                "sized_for_rps": sized_for,
-                "horizon_s": horizon_s,
-                "variability": v,
-                "service_tail_ms": tail_ms,
-                "instances": n,
-                "service": svc,
-            }
-        )
-
-    def closed_sizing() -> Sizing:
-        reason = _closed_reason(d.in_server, recent_in_server, target_c, per_instance, closed_want)
-        return Sizing(closed_want, closed_rule, reason, figures(closed_want))
+    read: _Read = (mem.loop.value, d, headroom, forecast, sized_for, horizon_s, v, tail_ms, svc)
 
     # No capacity idle: the rate that got through is what the instances could serve,
     # not what was asked, so only the requests in the server say how much more is
@@ -532,12 +559,16 @@ def _size(
     # known to be closed, such a reading may add instances but not remove them.
     if mem.loop is Loop.unknown and d.no_idle and svc is not None and slo is not None:
         if closed_want > current:
-            return closed_sizing()
+            return _closed_sizing(
+                read, recent_in_server, target_c, per_instance, closed_want, closed_rule
+            )
         why = _closed_reason(d.in_server, recent_in_server, target_c, per_instance, closed_want)
         why = f"no instance idle: the rate says only that demand ≥ capacity ({why})"
-        return Sizing(current, Rule.concurrency, why, figures(current))
+        return Sizing(current, Rule.concurrency, why, _figures(read, current))
     if svc is None or slo is None or mem.loop is Loop.closed:
-        return closed_sizing()
+        return _closed_sizing(
+            read, recent_in_server, target_c, per_instance, closed_want, closed_rule
+        )
     # A backlog left by a burst must drain within the horizon too: Q queued requests
     # need Q / horizon per second of capacity beyond the arrivals (345M flash crowd:
     # 600 queued, 18 s → +33 req/s).
@@ -604,12 +635,13 @@ def _size(
     if group is not None:
         group_want, group_rule = _closed_count(d.in_server, recent_in_server, current, group)
         if group_want > open_want:
-            reason = _closed_reason(d.in_server, recent_in_server, target_c, group, group_want)
-            return Sizing(group_want, group_rule, reason, figures(group_want))
+            return _closed_sizing(read, recent_in_server, target_c, group, group_want, group_rule)
     if d.no_idle and closed_want > open_want:
-        return closed_sizing()
+        return _closed_sizing(
+            read, recent_in_server, target_c, per_instance, closed_want, closed_rule
+        )
     undrained = min(open_want, max(n_rate, n_hold)) if mem.loop is Loop.open else None
-    return Sizing(open_want, open_rule, open_reason, figures(open_want), undrained)
+    return Sizing(open_want, open_rule, open_reason, _figures(read, open_want), undrained)
 
 
 def _window_max(
