@@ -78,6 +78,7 @@ def test_batching_model_is_not_over_read_between_batches(
     late: list[Snapshot] = []  # between-batch reads with a read a tick before them
     new: list[float] = []
     old: list[float] = []
+    on_time: list[float] = []  # `new` at reads whose window ran its batches on schedule
 
     def judge(end: Snapshot) -> None:
         """The daemon's burst window at this read: it and the read a tick before."""
@@ -88,21 +89,32 @@ def test_batching_model_is_not_over_read_between_batches(
         late.append(end)
         new.append(w.in_server)
         old.append(old_in_server(before, end))
+        # Batches that ended in the window, from Triton's own execution counter: one
+        # every 1.05 s + 60 ms batching delay + the clients' round trip ≈ 1.12 s, so a
+        # 5 s window holds 4 or 5 when Triton keeps to schedule. On a loaded 2-core CI
+        # machine one window held ~2.3 (its compute counters too): the executing part
+        # is then truly lower, and the floor below, which assumes the schedule, does
+        # not apply to it.
+        a, b = (before.models or {})[MODEL].counters, (end.models or {})[MODEL].counters
+        assert a is not None and b is not None
+        if b.execution_count - a.execution_count >= 4:
+            on_time.append(w.in_server)
 
     with LoadGenerator(server.http_url, max_duration_s=120, seed=3) as gen:
         gen.set_clients(MODEL, CLIENTS)
         # warm-up: the clients settle into full batches (three batches' answers, ≈ 3.2 s)
         wait_for_completions(gen, MODEL, 3 * CLIENTS, after=0.0, timeout_s=120)
         start = time.time()
-        # Read until ≥ 4 between-batch reads (pending > 0) came a tick after the start,
-        # one of them enough to fool the old estimator; bounded at 90 s.
+        # Read until ≥ 4 between-batch reads (pending > 0) came a tick after the start
+        # with their batches on schedule, one of them enough to fool the old estimator;
+        # bounded at 90 s.
         while time.time() - start < 90:
             s = read()
             reads.append(s)
             pending = (s.models or {})[MODEL].pending_requests or 0
             if pending > 0 and s.taken_at - start >= TICK_S + 0.5:
                 judge(s)
-                if len(late) >= 4 and max(old) > ONE_INSTANCE:
+                if len(on_time) >= 4 and max(old) > ONE_INSTANCE:
                     break
             time.sleep(0.005)
         gen.stop()
@@ -119,6 +131,7 @@ def test_batching_model_is_not_over_read_between_batches(
         f"\n{len(reads)} reads in {t1 - t0:.1f} s; {len(late)} between batches; "
         f"client-side in flight {client:.2f}, Triton's counters (Little's law) {littles_law:.2f}"
         f"\npending in those reads: {pending}\nin flight read now: {new}\nbefore the fix: {old}"
+        f"\nat reads whose window kept to schedule: {on_time}"
     )
     assert late, "no read fell between two batches: the case was not exercised"
     assert client == pytest.approx(CLIENTS, rel=0.03)  # the load is what it should be
@@ -131,4 +144,5 @@ def test_batching_model_is_not_over_read_between_batches(
     assert max(new) <= ONE_INSTANCE
     # ... and it is not under-read beyond what a tick's compute counters allow: 4 or 5
     # batches of 16 × 1.05 s end within a 5 s interval (13.4 or 16.8, capped at 16)
-    assert min(new) >= CLIENTS - CLIENTS * 1.05 / TICK_S - 0.5
+    assert on_time, "Triton ran < 4 batches in every 5 s window: the machine was too loaded"
+    assert min(on_time) >= CLIENTS - CLIENTS * 1.05 / TICK_S - 0.5
