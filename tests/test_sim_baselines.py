@@ -148,6 +148,18 @@ def test_shipped_scenarios_are_valid() -> None:
         assert setup.gpus == 4 and setup.tick_s == 5.0
 
 
+def test_check_scenarios_are_valid() -> None:
+    """simulations/checks (traffic the policy was not developed on, run by hand with
+    `simulate FILE --sweep`; docs/simulation.md) load and resolve too, and none of them
+    is a shipped scenario: the scorecard stays the nine."""
+    paths = sorted((ROOT / "simulations" / "checks").glob("*.yaml"))
+    assert {p.stem for p in paths} == {"crowd-5b", "square-1p3b", "trickle-5b", "open-20b"}
+    assert not {p.stem for p in paths} & {p.stem for p in SCENARIOS.glob("*.yaml")}
+    for p in paths:
+        setup = resolve_scenario(load_scenario(p), p.parent)
+        assert setup.scenario.duration_s == 3600 and len(setup.specs) == 1
+
+
 def test_scenario_errors_name_the_field(tmp_path: Path) -> None:
     """A bad scenario field, an unknown profile or both rate and trace are clear errors."""
     bad = tmp_path / "bad.yaml"
