@@ -78,7 +78,7 @@ def test_batching_model_is_not_over_read_between_batches(
     late: list[Snapshot] = []  # between-batch reads with a read a tick before them
     new: list[float] = []
     old: list[float] = []
-    on_time: list[float] = []  # `new` at reads whose window ran its batches on schedule
+    on_time: list[float] = []  # `new` at reads whose window ran full batches on schedule
 
     def judge(end: Snapshot) -> None:
         """The daemon's burst window at this read: it and the read a tick before."""
@@ -89,15 +89,22 @@ def test_batching_model_is_not_over_read_between_batches(
         late.append(end)
         new.append(w.in_server)
         old.append(old_in_server(before, end))
-        # Batches that ended in the window, from Triton's own execution counter: one
-        # every 1.05 s + 60 ms batching delay + the clients' round trip ≈ 1.12 s, so a
-        # 5 s window holds 4 or 5 when Triton keeps to schedule. On a loaded 2-core CI
-        # machine one window held ~2.3 (its compute counters too): the executing part
-        # is then truly lower, and the floor below, which assumes the schedule, does
-        # not apply to it.
+        # The floor below is about the case this test is for: the 16 clients riding one
+        # full batch, one every 1.05 s + 60 ms batching delay + their round trip
+        # ≈ 1.12 s, so 4 or 5 batches of ~16 end in a 5 s window. Triton's own counters
+        # say whether the window was that. On a loaded 2-core CI machine two other
+        # cases were seen: ~2.3 batches in a window (the executing part truly lower),
+        # and the clients split by the batcher into batches of 14 and 2 (2 of them
+        # resent after the 60 ms delay), which then alternate. In the split case the
+        # instance executes 8 on average and 2 or 14 wait; the window's two reads both
+        # fell while 2 waited, and it read 8.8 for 16 in flight: an under-read of that
+        # regime, which docs/telemetry.md describes. Neither is the case the floor
+        # is about.
         a, b = (before.models or {})[MODEL].counters, (end.models or {})[MODEL].counters
         assert a is not None and b is not None
-        if b.execution_count - a.execution_count >= 4:
+        execs = b.execution_count - a.execution_count
+        infers = b.inference_count - a.inference_count
+        if execs >= 4 and infers >= (CLIENTS - 1) * execs:
             on_time.append(w.in_server)
 
     with LoadGenerator(server.http_url, max_duration_s=120, seed=3) as gen:
@@ -131,7 +138,7 @@ def test_batching_model_is_not_over_read_between_batches(
         f"\n{len(reads)} reads in {t1 - t0:.1f} s; {len(late)} between batches; "
         f"client-side in flight {client:.2f}, Triton's counters (Little's law) {littles_law:.2f}"
         f"\npending in those reads: {pending}\nin flight read now: {new}\nbefore the fix: {old}"
-        f"\nat reads whose window kept to schedule: {on_time}"
+        f"\nat reads whose window ran full batches on schedule: {on_time}"
     )
     assert late, "no read fell between two batches: the case was not exercised"
     assert client == pytest.approx(CLIENTS, rel=0.03)  # the load is what it should be
@@ -144,5 +151,5 @@ def test_batching_model_is_not_over_read_between_batches(
     assert max(new) <= ONE_INSTANCE
     # ... and it is not under-read beyond what a tick's compute counters allow: 4 or 5
     # batches of 16 × 1.05 s end within a 5 s interval (13.4 or 16.8, capped at 16)
-    assert on_time, "Triton ran < 4 batches in every 5 s window: the machine was too loaded"
+    assert on_time, "no 5 s window held ≥ 4 full batches: the machine was too loaded"
     assert min(on_time) >= CLIENTS - CLIENTS * 1.05 / TICK_S - 0.5
