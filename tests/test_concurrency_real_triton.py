@@ -1,7 +1,8 @@
 """Requests in flight on a batching model, against the real Triton: no over-read.
 
 16 closed-loop clients on one emulated NeMo GPT 20B instance (batches of up to 16
-in 1.05 s, 60 ms batching delay) keep 16 requests in flight. Triton's pending
+in 1.05 s; the batching delay is 500 ms here, see `QUEUE_DELAY_MS`) keep 16
+requests in flight. Triton's pending
 gauge reads 0 almost always, but a read that lands in the few ms after a batch
 returned sees the clients' next requests waiting (up to 16) before the next batch
 is dispatched. The daemon's burst window (6 s, a read every 5 s) then held one
@@ -43,6 +44,19 @@ TARGET = 16.0  # the profile's optimal concurrency per instance
 ONE_INSTANCE = TARGET * 1.05  # ceil(x / 16 - 0.05) == 1 up to here (CEIL_SLACK)
 TICK_S = 5.0  # the daemon's tick
 BURST = WindowSettings(window_s=6.0, stale_after_s=15.0, min_span_s=2.0)  # its burst window
+# The batcher's delay. With the 20B profile's 60 ms, a client that resends later than
+# that on a loaded 2-core CI machine misses its batch, and the clients split into two
+# groups that alternate on the instance (15 + 1, 14 + 2: seen in three CI runs). The
+# pending gauge then holds a whole group at some reads and none at others, and where
+# the two reads of a window fall in the same phase of the alternation the window reads
+# the queue as there all along or not at all: 20.7–24.4 and 7.6–8.8 for 16 in flight
+# (2026-12-05, docs/telemetry.md). That regime is a limit of the estimator, described
+# there (the policy sizes a batched model from Little's law, which it does not touch),
+# not the case this test is about: the clients riding one batch. A full batch is
+# dispatched as its 16th request arrives, so a longer delay changes nothing while the
+# clients keep up, and under load it keeps a late client in its batch (a lag of up to
+# 500 ms, half a batch's execution) instead of splitting the group.
+QUEUE_DELAY_MS = 500.0
 
 
 def _compute_us(c: ModelCounters) -> float:
@@ -65,7 +79,9 @@ def old_in_server(a: Snapshot, b: Snapshot) -> float:
 def test_batching_model_is_not_over_read_between_batches(
     module_triton_factory: TritonFactory,
 ) -> None:
-    server = module_triton_factory([emulated(MODEL)], metrics_interval_ms=1000)
+    server = module_triton_factory(
+        [emulated(MODEL, max_queue_delay_ms=QUEUE_DELAY_MS)], metrics_interval_ms=1000
+    )
     states = TritonConfigReader(server.http_url).read()  # one instance, read once
     metrics = MetricsClient(server.metrics_url)
 
@@ -90,16 +106,12 @@ def test_batching_model_is_not_over_read_between_batches(
         new.append(w.in_server)
         old.append(old_in_server(before, end))
         # The floor below is about the case this test is for: the 16 clients riding one
-        # full batch, one every 1.05 s + 60 ms batching delay + their round trip
-        # ≈ 1.12 s, so 4 or 5 batches of ~16 end in a 5 s window. Triton's own counters
-        # say whether the window was that. On a loaded 2-core CI machine two other
-        # cases were seen: ~2.3 batches in a window (the executing part truly lower),
-        # and the clients split by the batcher into batches of 14 and 2 (2 of them
-        # resent after the 60 ms delay), which then alternate. In the split case the
-        # instance executes 8 on average and 2 or 14 wait; the window's two reads both
-        # fell while 2 waited, and it read 8.8 for 16 in flight: an under-read of that
-        # regime, which docs/telemetry.md describes. Neither is the case the floor
-        # is about.
+        # full batch (dispatched as it fills), one every 1.05 s + the instance's ≈ 50 ms
+        # release + their round trip ≈ 1.12 s, so 4 or 5 batches of ~16 end in a 5 s
+        # window. Triton's own counters say whether the window was that. On a loaded
+        # 2-core CI machine ~2.3 batches in a window were seen (the executing part truly
+        # lower), and with the profile's 60 ms delay the split into alternating groups
+        # (`QUEUE_DELAY_MS`). Neither is the case the floor is about.
         a, b = (before.models or {})[MODEL].counters, (end.models or {})[MODEL].counters
         assert a is not None and b is not None
         execs = b.execution_count - a.execution_count
@@ -127,9 +139,9 @@ def test_batching_model_is_not_over_read_between_batches(
         gen.stop()
     metrics.close()
     t0, t1 = reads[0].taken_at, reads[-1].taken_at
-    client = sum(
-        max(0.0, min(r.end, t1) - max(r.start, t0)) for r in gen.records(MODEL)
-    ) / (t1 - t0)
+    client = sum(max(0.0, min(r.end, t1) - max(r.start, t0)) for r in gen.records(MODEL)) / (
+        t1 - t0
+    )
     a, b = (reads[0].models or {})[MODEL].counters, (reads[-1].models or {})[MODEL].counters
     assert a is not None and b is not None
     littles_law = (b.request_duration_us - a.request_duration_us) / ((t1 - t0) * 1e6)
