@@ -312,7 +312,17 @@ class Autoscaler:
             if isinstance(self.state, PolicyState):
                 # The cooldown runs from when the change ended (now), not from when it
                 # was asked for: a 60 s load must not eat a 60 s cooldown.
-                self.state = record_outcome(self.state, d.model, now, ok, self.resolved.policy)
+                # A scale-up applied says how long new instances took to serve here:
+                # the policy's start-up horizon (policy.core.startup_of).
+                grew = ok and res.applied and res.new_instances > res.previous_instances
+                self.state = record_outcome(
+                    self.state,
+                    d.model,
+                    now,
+                    ok,
+                    self.resolved.policy,
+                    startup_s=res.duration_s if grew else None,
+                )
             self.metrics.applies.labels(d.model, "ok" if ok else "failed").inc()
             self.decision_history.applied(
                 ApplyRecord(

@@ -103,7 +103,8 @@ class ModelProfile(Strict):
     startup_s: PositiveFloat | None = Field(
         default=None,
         description="seconds from load_model until a new instance serves (measured); "
-        "default: an estimate from its memory (instance_startup_s)",
+        "default: an estimate from its memory (instance_startup_s). The daemon uses it "
+        "until it has timed its own scale-ups of the model (docs/policy.md)",
     )
 
     @model_validator(mode="after")

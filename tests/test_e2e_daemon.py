@@ -7,6 +7,7 @@ import json
 import math
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -14,12 +15,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from autoscaler import logs
 from autoscaler.commands.run import live_daemon, make_collector
 from autoscaler.config import parse_config, resolve
 from autoscaler.daemon import Autoscaler, TickReport
 from autoscaler.daemon_metrics import DaemonMetrics
 from autoscaler.loadgen import LoadGenerator
+from autoscaler.policy.core import PolicyState, startup_of
 from autoscaler.policy.decision import Action, Rule
 from autoscaler.testing.emulated_models import emulated
 from autoscaler.testing.triton_server import TritonFactory, TritonServer
@@ -101,6 +105,20 @@ def test_apply_mode_scales_up_and_back_down(module_triton_factory: TritonFactory
         assert server.instance_count("nemo-gpt-5b") == 4
         applied = [(d.action, d.desired_instances) for r in reports for d, _ in r.applied]
         assert applied and applied[-1] == (Action.scale_up, 4)
+        # How long each scale-up took to serve on this server is the model's start-up
+        # from now on (the estimate from its memory said 22.4 s)
+        took = [
+            res.duration_s
+            for r in reports
+            for d, res in r.applied
+            if res.ok and res.applied and d.action is Action.scale_up
+        ]
+        assert isinstance(daemon.state, PolicyState)
+        assert took and daemon.state.get("nemo-gpt-5b").startups_s == tuple(took)[-5:]
+        startup = startup_of(
+            daemon.resolved.targets["nemo-gpt-5b"], daemon.state.get("nemo-gpt-5b")
+        )
+        assert startup.source == "measured" and startup.seconds == statistics.median(took[-5:])
         # With 4 instances each holds ≈ 4 requests: p95 ≈ Table 10's 1135 ms. Measured on
         # the client over 280 answers (≈ 20 s at 14.4/s) from the first answer to a request
         # sent after the scale-up (the queue built at 1 instance is gone by then), while
@@ -113,7 +131,14 @@ def test_apply_mode_scales_up_and_back_down(module_triton_factory: TritonFactory
             opened.extend([min(ends)] if ends else [])
             return bool(ends)
 
-        ticks_until(daemon, turned_over, limit_s=60, what="an answer sent after the scale-up")
+        later = ticks_until(
+            daemon, turned_over, limit_s=60, what="an answer sent after the scale-up"
+        )
+        horizon = startup.seconds + daemon.resolved.policy.tick_interval_s
+        shown = [d.figures for r in later for d in r.decisions if d.figures is not None]
+        assert shown and all(f.startup_source == "measured" for f in shown), shown
+        if not any(r.applied for r in later):  # no further change: the same start-up
+            assert all(f.horizon_s == pytest.approx(horizon) for f in shown), shown
         ticks_until(
             daemon,
             lambda _r: len(completed(gen, "nemo-gpt-5b", after=opened[0])) >= 280,

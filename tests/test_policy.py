@@ -9,12 +9,15 @@ from itertools import pairwise
 import pytest
 
 from autoscaler.policy.core import (
+    STARTUP_SAMPLES,
     ModelState,
     ModelTarget,
     PolicyContext,
     PolicyState,
+    Startup,
     decide,
     record_outcome,
+    startup_of,
 )
 from autoscaler.policy.decision import Action, Decision, PlacementSlot, Rule
 from autoscaler.policy.demand import DemandMemory, Loop
@@ -668,3 +671,75 @@ def test_the_state_records_when_the_count_was_last_seen_to_rise() -> None:
         st = state.get(T5B.model)
         seen.append((st.seen_change_at, st.seen_rise_at))
     assert seen == [(0.0, 0.0), (0.0, 0.0), (10.0, 0.0), (15.0, 15.0)]
+
+
+# -- the start-up horizon measured from our own scale-ups -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("startups", "profile_s", "want"),
+    [
+        # nothing measured, no profile figure: 10 s + 12.41 GB read at 1 GB/s (to 0.1 s)
+        ((), None, Startup(22.4, "estimate", 0)),
+        ((), 40.0, Startup(40.0, "profile", 0)),
+        # one scale-up timed here outweighs the profile's figure from another machine
+        ((58.0,), 40.0, Startup(58.0, "measured", 1)),
+        ((30.0, 34.0), None, Startup(32.0, "measured", 2)),
+        # a load_model that returned minutes late does not move the median
+        ((31.0, 29.0, 300.0, 30.0, 32.0), None, Startup(31.0, "measured", 5)),
+    ],
+)
+def test_the_start_up_is_the_median_of_our_last_scale_ups(
+    startups: tuple[float, ...], profile_s: float | None, want: Startup
+) -> None:
+    got = startup_of(replace(T5B, startup_s=profile_s), ModelState(startups_s=startups))
+    assert (round(got.seconds, 6), got.source, got.samples) == want
+
+
+def test_record_outcome_keeps_the_last_scale_ups_and_nothing_else() -> None:
+    m = "nemo-gpt-5b"
+    st = PolicyState()
+    for k, dur in enumerate((10.0, 20.0, 30.0, 40.0, 50.0, 60.0)):
+        st = record_outcome(st, m, 100.0 * k, ok=True, policy=POLICY, startup_s=dur)
+    assert STARTUP_SAMPLES == 5
+    assert st.get(m).startups_s == (20.0, 30.0, 40.0, 50.0, 60.0)
+    # a change that added nothing (a scale-down: no start-up), a failed apply, and a
+    # duration that is no measurement teach nothing
+    after = record_outcome(st, m, 700.0, ok=True, policy=POLICY)
+    after = record_outcome(after, m, 800.0, ok=False, policy=POLICY, startup_s=5.0)
+    after = record_outcome(after, m, 900.0, ok=True, policy=POLICY, startup_s=float("nan"))
+    after = record_outcome(after, m, 999.0, ok=True, policy=POLICY, startup_s=-1.0)
+    assert after.get(m).startups_s == st.get(m).startups_s
+    assert after.get(m).last_change_at == 999.0  # the cooldown still starts
+
+
+@pytest.mark.parametrize(
+    ("startups", "horizon_s", "source"),
+    [((), 22.4 + 5.0, "estimate"), ((2.0, 3.0, 2.5), 2.5 + 5.0, "measured")],
+)
+def test_a_backlog_drains_within_the_measured_start_up(
+    startups: tuple[float, ...], horizon_s: float, source: str
+) -> None:
+    """300 requests queued on an open-loop 5B at 10 req/s: they must drain within the
+    horizon, a start-up and a tick. Estimated (27.4 s) that is 11 req/s beyond the
+    arrivals (7 instances for the 21 req/s); with the 2–3 s that the emulated models
+    take on the CPU Triton, 40 req/s (15 instances)."""
+    now = 5000.0
+    st = ModelState(
+        history=((now - 400.0, 4),),
+        seen_instances=4,
+        seen_change_at=now - 600.0,
+        last_change_at=now - 600.0,
+        demand=DemandMemory(loop=Loop.open, loop_at=now - 10.0),
+        startups_s=startups,
+    )
+    w = replace(_fed(10.0, 300.0, 20.0, now), instances=4)
+    d, _ = one(ctx(now, w, w, target=T5B_OPEN), PolicyState({T5B_OPEN.model: st}))
+    assert d.figures is not None
+    assert d.figures.horizon_s == pytest.approx(horizon_s)
+    assert (d.figures.startup_source, d.figures.startup_samples) == (source, len(startups))
+    want = instances_for(S5B, 10.0 + 300.0 / horizon_s, 1500.0, 1.0, 16)
+    # a tick goes up by at most +100 % (4 → 8)
+    assert (d.rule, d.desired_instances) == (Rule.queueing, min(want, 8)), d.reason
+    assert f"to drain 300 queued within {horizon_s:.0f} s: {want} instances" in d.reason
+    assert d.to_json()["figures"]["startup_source"] == source

@@ -314,7 +314,7 @@ def test_a_closed_loop_of_a_batched_model_needs_an_instance_per_group(
     group_size: float | None, loop: Loop, no_idle: bool, current: int, want: int
 ) -> None:
     """48 zero-think users of the 20B, every instance busy: one instance per group."""
-    from autoscaler.policy.core import _size
+    from autoscaler.policy.core import Startup, _size
     from autoscaler.profiles import ScalingPolicy
 
     t = ModelTarget("nemo-gpt-20b", 16, 44.76, slo_p95_ms=1500, service=S20B)
@@ -329,6 +329,7 @@ def test_a_closed_loop_of_a_batched_model_needs_an_instance_per_group(
         60.0,
         16,
         48.0,
+        startup=Startup(55.0, "estimate", 0),
         one_count=True,
         rose_in_window=False,
     )
@@ -342,7 +343,7 @@ def test_groups_are_read_over_a_window_of_one_instance_count(one_count: bool, wa
     held the two instances' batches of 4, and 7.1 / 4.8 per batch took it back to 2
     where the users already rode one batch of 8. Over a window of one count, batches of
     4.8 with the one instance busy are two groups that wait for each other: 2."""
-    from autoscaler.policy.core import _size
+    from autoscaler.policy.core import Startup, _size
     from autoscaler.profiles import ScalingPolicy
 
     t = ModelTarget("nemo-gpt-20b", 16, 44.76, slo_p95_ms=1500, service=S20B)
@@ -357,6 +358,7 @@ def test_groups_are_read_over_a_window_of_one_instance_count(one_count: bool, wa
         60.0,
         16,
         7.1,
+        startup=Startup(55.0, "estimate", 0),
         one_count=one_count,
         rose_in_window=False,
     )
@@ -382,7 +384,7 @@ def test_a_rate_that_rises_after_a_scale_down_was_asked_for(
     """A code-completion service let 21 → 19 instances of the 1.3B go in a silence; 25 s
     later a burst read 197 req/s over the last seconds (33 over the minute), and the
     window, not yet one of 19 instances, held the 19 for a minute (p95 1742 ms / 600)."""
-    from autoscaler.policy.core import _size
+    from autoscaler.policy.core import Startup, _size
     from autoscaler.profiles import ScalingPolicy
 
     svc = Sequential(0.099)
@@ -397,6 +399,7 @@ def test_a_rate_that_rises_after_a_scale_down_was_asked_for(
         19.0,
         32,
         60.0,
+        startup=Startup(14.0, "estimate", 0),
         one_count=False,
         rose_in_window=rose_in_window,
     )

@@ -336,3 +336,26 @@ def test_no_stabilisation_holds_memory_another_model_is_short_of() -> None:
     assert third < 60.0
     assert all("short of GPU memory" in d.reason for t, d in downs if t < third)
     assert max(r.minute_p95["nemo-gpt-20b"][-3:]) <= 1500
+
+
+def test_the_daemon_times_its_own_scale_ups_for_the_start_up_horizon() -> None:
+    """Instances of this 5B serve 60 s after a change (the estimate from its memory says
+    22.4 s). Until the daemon has scaled it up, the horizon is the estimate and a tick
+    (27.4 s); from the tick after its first scale-up applied, the 60 s it took."""
+    model = {
+        "slo_p95_ms": 1500,
+        "workload": {"kind": "open", "rate": {"points": [[0, 4], [600, 4], [630, 30]]}},
+        "sim": {"startup_s": 60},
+    }
+    r = run(setup_of(1200, {"nemo-gpt-5b": model}), {"nemo-gpt-5b": 2})
+    ups = [t for t, d in r.changes("nemo-gpt-5b") if d.action is Action.scale_up]
+    assert ups, "the rise to 30 req/s asked for no instance"
+    figures = [(t, d.figures) for t, d in r.decisions if d.figures is not None]
+    before = [f for t, f in figures if t <= ups[0]]
+    after = [f for t, f in figures if t > ups[0]]
+    assert before and after
+    assert {(f.startup_source, round(f.horizon_s, 6)) for f in before} == {("estimate", 27.4)}
+    assert {(f.startup_source, round(f.horizon_s, 6)) for f in after} == {("measured", 65.0)}
+    # one sample per scale-up applied before the tick, the last five at most
+    for t, f in figures:
+        assert f.startup_samples == min(5, sum(1 for u in ups if u < t)), (t, f)

@@ -91,6 +91,9 @@ class ModelState:
     # not known); a window since then mixes the rates of two capacities (stage 3-4)
     seen_rise_at: float | None = None
     demand: DemandMemory = field(default_factory=DemandMemory)
+    # how long this daemon's last scale-ups took to serve, oldest first (at most
+    # STARTUP_SAMPLES; `record_outcome`): the start-up horizon once there is one
+    startups_s: tuple[float, ...] = ()
 
 
 _NEW = ModelState()
@@ -128,15 +131,63 @@ class PolicyState:
 
 
 def record_outcome(
-    state: PolicyState, model: str, now: float, ok: bool, policy: ScalingPolicy
+    state: PolicyState,
+    model: str,
+    now: float,
+    ok: bool,
+    policy: ScalingPolicy,
+    *,
+    startup_s: float | None = None,
 ) -> PolicyState:
-    """Feed an actuation result back: start the cooldown, or the back-off after a failure."""
+    """Feed an actuation result back: start the cooldown, or the back-off after a failure.
+
+    `startup_s`: for a scale-up that was applied, how long it took until the new
+    instances served (the actuator's `ApplyResult.duration_s`: Triton's `load_model` of
+    the new instance groups until the config shows them, model ready). The last
+    STARTUP_SAMPLES of them become the model's start-up horizon (`startup_of`).
+    """
     st = state.get(model)
     if ok:
-        st = replace(st, last_change_at=now)
+        startups = st.startups_s
+        if startup_s is not None and startup_s >= 0.0 and math.isfinite(startup_s):
+            startups = (*startups, startup_s)[-STARTUP_SAMPLES:]
+        st = replace(st, last_change_at=now, startups_s=startups)
     else:
         st = replace(st, backoff_until=now + policy.apply_backoff_s)
     return state.with_model(model, st)
+
+
+# The start-up horizon from this daemon's own scale-ups: the median of the last five.
+# A profile's `startup_s` is someone's measurement on some machine, and the default
+# (10 s + 1 s per GB) no measurement at all; how long an instance takes to serve
+# depends on this server's disk, engine and load. Triton's in-place `load_model` also
+# returned minutes late on 2 of 6 changes in the reaction bench (docs/benchmarks.md),
+# while the new instances served within seconds: one such outlier among five does not
+# move a median, where it would hold a mean (or a maximum) high for five scale-ups;
+# a real change of the load time (a larger engine, a slower disk) moves the median
+# within three.
+STARTUP_SAMPLES = 5
+
+
+class Startup(NamedTuple):
+    """An instance's start-up (s) as the policy takes it, and where it comes from."""
+
+    seconds: float
+    source: str  # measured | profile | estimate
+    samples: int  # scale-ups measured (0 unless measured)
+
+
+def startup_of(t: ModelTarget, st: ModelState) -> Startup:
+    """The median of this daemon's last scale-ups, else the profile's, else the estimate."""
+    got = st.startups_s
+    if got:
+        ordered = sorted(got)
+        k = len(ordered)
+        mid = ordered[k // 2] if k % 2 else (ordered[k // 2 - 1] + ordered[k // 2]) / 2.0
+        return Startup(mid, "measured", k)
+    if t.startup_s is not None:
+        return Startup(t.startup_s, "profile", 0)
+    return Startup(t.expected_startup_s(), "estimate", 0)
 
 
 def decide(ctx: PolicyContext, state: PolicyState) -> tuple[list[Decision], PolicyState]:
@@ -458,8 +509,8 @@ def _closed_reason(
 
 # What `_size` read, in this order, for the figures of whichever count it answers: the
 # loop, the demand, headroom, forecast and sized-for rates, the horizon, v, the service
-# tail (ms) and the service.
-_Read = tuple[str, Demand, float, float, float, float, float, float, ServiceModel | None]
+# tail (ms), the service and the start-up in the horizon.
+_Read = tuple[str, Demand, float, float, float, float, float, float, ServiceModel | None, Startup]
 
 
 def _figures(read: _Read, n: int) -> Figures:
@@ -469,7 +520,7 @@ def _figures(read: _Read, n: int) -> Figures:
     cells of the fifteen names they shared cost ≈ 0.6 µs a call (0.3 ms of a 500-model
     decide).
     """
-    loop, d, headroom, forecast, sized_for, horizon_s, v, tail_ms, svc = read
+    loop, d, headroom, forecast, sized_for, horizon_s, v, tail_ms, svc, startup = read
     return _new_figures(
         {
             "loop": loop,
@@ -484,6 +535,8 @@ def _figures(read: _Read, n: int) -> Figures:
             "service_tail_ms": tail_ms,
             "instances": n,
             "service": svc,
+            "startup_source": startup.source,
+            "startup_samples": startup.samples,
         }
     )
 
@@ -506,6 +559,7 @@ def _size(
     hi: int,
     recent_in_server: float,
     *,
+    startup: Startup,
     one_count: bool,
     rose_in_window: bool,
 ) -> Sizing:
@@ -550,7 +604,18 @@ def _size(
     tail_ms = mem.service_tail_for(pol.slo_attainment_target) * 1000.0
     svc, slo = t.service, t.slo_p95_ms
 
-    read: _Read = (mem.loop.value, d, headroom, forecast, sized_for, horizon_s, v, tail_ms, svc)
+    read: _Read = (
+        mem.loop.value,
+        d,
+        headroom,
+        forecast,
+        sized_for,
+        horizon_s,
+        v,
+        tail_ms,
+        svc,
+        startup,
+    )
 
     # No capacity idle: the rate that got through is what the instances could serve,
     # not what was asked, so only the requests in the server say how much more is
@@ -704,7 +769,8 @@ def _decide_model(
 
     # 2. Demand, and what the model's recent past says about it.
     d = demand_of(w, ctx.panic.get(t.model), t.service)
-    horizon = t.expected_startup_s() + pol.tick_interval_s
+    startup = startup_of(t, st)
+    horizon = startup.seconds + pol.tick_interval_s
     # the later of the two changes known
     changed_at, ours_at = st.seen_change_at, st.last_change_at
     if changed_at is None or (ours_at is not None and ours_at > changed_at):
@@ -756,6 +822,7 @@ def _decide_model(
         horizon,
         hi,
         confirmed,
+        startup=startup,
         one_count=since_change >= pol.stable_window_s,
         rose_in_window=rose_in_window,
     )
@@ -1068,7 +1135,9 @@ def _step(want: int, current: int, max_down: int, max_up: int) -> tuple[int, str
 # the new instances have started (0.4-1.6 s measured here for emulated models, plus the
 # instance's own load); Triton 2.51 without it returns only when the queue happens to be
 # empty (docs/reliability.md). Twice the estimate leaves room for an estimate that is off
-# by half (the default is 10 s + 1 s per GB, not a measurement).
+# by half (the default is 10 s + 1 s per GB, not a measurement). It is the profile's or
+# estimated start-up, not the one measured from our applies (`startup_of`): a server that
+# stalls every change would teach a start-up that hides the stall.
 STALL_FACTOR = 2.0
 
 

@@ -83,6 +83,10 @@ class Figures:
     service_tail_ms: float = 0.0  # the service time's p95 above its mean, as learnt
     instances: int = 0  # the count the figures are about
     service: ServiceModel | None = None  # the capacity model's view of the model
+    # where the start-up in `horizon_s` comes from: "measured" (the median of this
+    # daemon's last `startup_samples` scale-ups), "profile" or "estimate" (10 s + 1 s/GB)
+    startup_source: str = "estimate"
+    startup_samples: int = 0
 
     def predicted_p95_ms(self) -> tuple[tuple[int, float], ...]:
         """(instances, predicted p95 ms) at n − 1, n, n + 1; inf = overloaded; () if no model."""
@@ -106,6 +110,8 @@ class Figures:
             "forecast_rps": round(self.forecast_rps, 3),
             "sized_for_rps": round(self.sized_for_rps, 3),
             "horizon_s": round(self.horizon_s, 1),
+            "startup_source": self.startup_source,
+            "startup_samples": self.startup_samples,
             "variability": round(self.variability, 3),
             "service_tail_ms": round(self.service_tail_ms, 1),
             "p95_ms": {
