@@ -288,6 +288,9 @@ def test_status_and_explain_against_a_running_daemon(
     assert f"{MODEL}: scale_up 1 → 2 (rule concurrency" in out_e
     assert "reason: requests in the server" in out_e and "observed concurrency:" in out_e
     assert "placement: +1 on GPU" in out_e
+    # the policy's figures: nothing scaled up yet here, so the start-up is the estimate
+    assert "demand: " in out_e and "in the server" in out_e, out_e
+    assert "a start-up estimated from the model's memory" in out_e, out_e
     assert "Traceback" not in log.read_text()
 
 
@@ -368,3 +371,45 @@ def test_endpoint_error_is_one_line_not_a_traceback(capfd: pytest.CaptureFixture
     err = capfd.readouterr().err
     assert "http: error answering 127.0.0.1: RuntimeError: status is broken" in err
     assert "Traceback" not in err
+
+
+def test_explain_says_the_numbers_behind_a_decision() -> None:
+    """`explain` prints the policy's figures: the demand, what it sized for within which
+    horizon (and where the start-up came from), v, the service tail and the predicted
+    p95 at n − 1, n and n + 1, "overloaded" where the queue would grow without bound."""
+    from autoscaler.commands.status import figure_lines
+    from autoscaler.policy.decision import Figures
+    from autoscaler.policy.queueing import Sequential
+
+    f = Figures(
+        loop="open",
+        arrival_rps=10.0,
+        recent_rps=12.5,
+        in_server=3.2,
+        headroom_rps=11.0,
+        forecast_rps=10.0,
+        sized_for_rps=21.0,
+        horizon_s=7.5,
+        variability=1.0,
+        service_tail_ms=120.0,
+        instances=4,
+        service=Sequential(0.277),
+        startup_source="measured",
+        startup_samples=3,
+    )
+    lines = figure_lines(json.loads(json.dumps(f.to_json())))
+    assert lines[0] == (
+        "demand: open loop; arrivals 10.00/s over the minute, 12.50/s over the last "
+        "seconds; 3.2 in the server"
+    )
+    assert "sized for: 21.00/s (burst headroom 11.00/s, trend forecast 10.00/s: +11.00/s" in (
+        lines[1]
+    )
+    assert lines[1].endswith(
+        "within 7.5 s, a tick and a start-up measured (median of the last 3 scale-ups)"
+    )
+    # 21 req/s × 277 ms = 5.8 erlangs: 3 instances cannot keep up, 4 and 5 can
+    assert lines[2].startswith("capacity model: v 1.00, service tail 120 ms; predicted p95")
+    assert "3 → overloaded" in lines[2] and "4 → " in lines[2] and "5 → " in lines[2]
+    estimated = figure_lines({**f.to_json(), "startup_source": "estimate", "startup_samples": 0})
+    assert estimated[1].endswith("a start-up estimated from the model's memory")

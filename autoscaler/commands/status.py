@@ -243,6 +243,41 @@ def render_status(doc: dict[str, Any]) -> None:
     console.print(f"{len(flying)} apply(s) in flight")
 
 
+_STARTUP_SOURCES = {
+    "measured": "measured",
+    "profile": "the profile's",
+    "estimate": "estimated from the model's memory",
+}
+
+
+def figure_lines(f: dict[str, Any]) -> list[str]:
+    """The policy's numbers behind a decision (`Decision.figures` as JSON), for people."""
+    source = f.get("startup_source", "estimate")
+    samples = int(f.get("startup_samples") or 0)
+    startup = _STARTUP_SOURCES.get(source, source)
+    if source == "measured":
+        startup += f" (median of the last {samples} scale-up{'s' if samples != 1 else ''})"
+    sized = float(f["sized_for_rps"])
+    extra = sized - float(f["arrival_rps"])
+    lines = [
+        f"demand: {f['loop']} loop; arrivals {f['arrival_rps']:.2f}/s over the minute, "
+        f"{f['recent_rps']:.2f}/s over the last seconds; {f['in_server']:.1f} in the server",
+        f"sized for: {sized:.2f}/s (burst headroom {f['headroom_rps']:.2f}/s, trend forecast "
+        f"{f['forecast_rps']:.2f}/s: {extra:+.2f}/s on the minute's arrivals) within "
+        f"{f['horizon_s']:.1f} s, a tick and a start-up {startup}",
+    ]
+    p95 = f.get("p95_ms") or {}
+    if p95:
+        shown = ", ".join(
+            f"{n} → {'overloaded' if ms is None else f'{ms:.0f} ms'}" for n, ms in p95.items()
+        )
+        lines.append(
+            f"capacity model: v {f['variability']:.2f}, service tail "
+            f"{f.get('service_tail_ms', 0.0):.0f} ms; predicted p95 by instances: {shown}"
+        )
+    return lines
+
+
 def render_explain(doc: dict[str, Any]) -> None:
     console = stdout_console()
     for line in header_lines(doc):
@@ -271,6 +306,9 @@ def render_explain(doc: dict[str, Any]) -> None:
         figures.append(("extra GPUs needed", str(d["extra_gpus_needed"])))
     for name, value in figures:
         console.print(f"  {name}: {value}")
+    if d.get("figures"):
+        for said in figure_lines(d["figures"]):
+            console.print(f"  {said}")
     for slot in d.get("placement") or []:
         console.print(
             f"  placement: +{slot['instances']} on GPU {slot['gpu']} "
