@@ -30,7 +30,14 @@ from typing import Any, NamedTuple
 
 from autoscaler._frozen import maker
 from autoscaler.placement import Fit, GpuBin, Item, pack
-from autoscaler.policy.decision import Action, Decision, Figures, PlacementSlot, Rule
+from autoscaler.policy.decision import (
+    Action,
+    Decision,
+    Figures,
+    PlacementSlot,
+    Rule,
+    StartupSource,
+)
 from autoscaler.policy.defrag import Move, plan_room
 from autoscaler.policy.demand import (
     MEASURABLE_WAIT_SHARE,
@@ -173,7 +180,7 @@ class Startup(NamedTuple):
     """An instance's start-up (s) as the policy takes it, and where it comes from."""
 
     seconds: float
-    source: str  # measured | profile | estimate
+    source: StartupSource
     samples: int  # scale-ups measured (0 unless measured)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from autoscaler.policy.queueing import ServiceModel, p95_ms
 
@@ -62,6 +62,10 @@ class PlacementSlot:
     free_gb_before: float
 
 
+# Where a start-up figure comes from (policy.core.startup_of)
+StartupSource = Literal["measured", "profile", "estimate"]
+
+
 @dataclass(frozen=True)
 class Figures:
     """The numbers a decision was made from (every decision explains itself).
@@ -85,7 +89,7 @@ class Figures:
     service: ServiceModel | None = None  # the capacity model's view of the model
     # where the start-up in `horizon_s` comes from: "measured" (the median of this
     # daemon's last `startup_samples` scale-ups), "profile" or "estimate" (10 s + 1 s/GB)
-    startup_source: str = "estimate"
+    startup_source: StartupSource = "estimate"
     startup_samples: int = 0
 
     def predicted_p95_ms(self) -> tuple[tuple[int, float], ...]:
