@@ -83,6 +83,13 @@ class DaemonMetrics:
         self.extra_gpus = Gauge(
             f"{PREFIX}_extra_gpus_needed", "GPUs missing for the demand", m, registry=r
         )
+        self.horizon = Gauge(
+            f"{PREFIX}_horizon_seconds",
+            "How far ahead the policy sizes: an instance's start-up (timed from the "
+            "daemon's own scale-ups once it has made one) plus a tick; NaN without figures",
+            m,
+            registry=r,
+        )
         self.decisions = Counter(
             f"{PREFIX}_decisions",
             "Decisions by action and rule",
@@ -177,6 +184,7 @@ class DaemonMetrics:
             self.valid,
             self.capacity,
             self.extra_gpus,
+            self.horizon,
         )
         self._rows: dict[str, tuple[list[Any], list[float] | None]] = {}
 
@@ -216,6 +224,7 @@ class DaemonMetrics:
             1,
             1 if exhausted else 0,
             d.extra_gpus_needed or 0 if exhausted else 0,
+            d.figures.horizon_s if d.figures is not None else math.nan,
         ]
         if row is None:  # the first usable decision makes the model's series, in this order
             children = [self._valid(m) if g is self.valid else g.labels(m) for g in self._figures]

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
 from autoscaler.daemon_metrics import DaemonMetrics
-from autoscaler.policy.decision import Action, Decision, Rule
+from autoscaler.policy.decision import Action, Decision, Figures, Rule
 
 
 def _text(metrics: DaemonMetrics) -> list[str]:
@@ -44,6 +44,7 @@ def _reference_observe(metrics: DaemonMetrics, d: Decision) -> None:
     exhausted = d.action is Action.capacity_exhausted
     metrics.capacity.labels(m).set(1 if exhausted else 0)
     metrics.extra_gpus.labels(m).set(d.extra_gpus_needed or 0 if exhausted else 0)
+    metrics.horizon.labels(m).set(d.figures.horizon_s if d.figures is not None else math.nan)
 
 
 def _decision(rng: random.Random) -> Decision:
@@ -61,7 +62,12 @@ def _decision(rng: random.Random) -> Decision:
         reason="test",
         slo_p95_ms=rng.choice([None, 1500.0]),
         extra_gpus_needed=rng.choice([None, 2]),
+        figures=rng.choice([None, _figures(27.4), _figures(7.5)]),
     )
+
+
+def _figures(horizon_s: float) -> Figures:
+    return Figures("open", 10.0, 10.0, 3.0, 0.0, 10.0, 10.0, horizon_s, 1.0)
 
 
 def test_observe_output_equals_label_lookups() -> None:
@@ -140,3 +146,14 @@ def test_gpu_memory_series_follow_the_reads() -> None:
     text = "\n".join(_text(metrics))
     assert 'uuid="GPU-1"' not in text
     assert 'triton_autoscaler_gpu_memory_free_bytes{gpu="0",uuid="GPU-0"} 3e+09' in text
+
+
+def test_the_horizon_is_the_figures_and_follows_a_measured_start_up() -> None:
+    """horizon_seconds is the decision's figures.horizon_s: 27.4 s on the 5B's estimated
+    start-up, 7.5 s once its scale-ups were timed at 2.5 s; NaN without figures."""
+    metrics = DaemonMetrics(CollectorRegistry())
+    for figures, shown in ((_figures(27.4), "27.4"), (_figures(7.5), "7.5"), (None, "NaN")):
+        metrics.observe(
+            Decision("m", 2, 2, Action.hold, 3.0, 4.0, 800.0, Rule.steady, "s", figures=figures)
+        )
+        assert f'triton_autoscaler_horizon_seconds{{model="m"}} {shown}' in _text(metrics)
