@@ -24,6 +24,7 @@ One model's decision is a chain of small stages (docs/policy.md):
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, NamedTuple
@@ -188,10 +189,7 @@ def startup_of(t: ModelTarget, st: ModelState) -> Startup:
     """The median of this daemon's last scale-ups, else the profile's, else the estimate."""
     got = st.startups_s
     if got:
-        ordered = sorted(got)
-        k = len(ordered)
-        mid = ordered[k // 2] if k % 2 else (ordered[k // 2 - 1] + ordered[k // 2]) / 2.0
-        return Startup(mid, "measured", k)
+        return Startup(statistics.median(got), "measured", len(got))
     if t.startup_s is not None:
         return Startup(t.startup_s, "profile", 0)
     return Startup(t.expected_startup_s(), "estimate", 0)
