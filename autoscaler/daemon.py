@@ -481,6 +481,7 @@ def run_forever(
     stop: threading.Event | None = None,
     on_ready: Callable[[], None] | None = None,
     on_tick: Callable[[], None] | None = None,
+    on_stopping: Callable[[], None] | None = None,
     stop_timeout_s: float = 40.0,
 ) -> None:
     """Tick every `interval_s` under APScheduler until SIGTERM/SIGINT (or `stop` is set).
@@ -522,6 +523,10 @@ def run_forever(
                 if reload is not None:
                     reload()
     finally:
+        # Said as the shutdown begins (systemd's STOPPING=1), not once it is done: the
+        # tick in flight and an apply's stop_timeout_s may take tens of seconds more.
+        if on_stopping is not None:
+            on_stopping()
         sched.shutdown(wait=True)  # waits for a tick in flight
         daemon.close(stop_timeout_s)
         daemon._log("info", "stopped")

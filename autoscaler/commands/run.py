@@ -268,9 +268,9 @@ def run(
             reload=reload,
             on_ready=lambda: notify("READY=1"),
             on_tick=lambda: notify("WATCHDOG=1"),
+            on_stopping=lambda: notify("STOPPING=1"),
         )
     finally:
-        notify("STOPPING=1")
         close_all(daemon.notifiers, timeout_s=3.0)
         srv.shutdown()
 
