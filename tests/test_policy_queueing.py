@@ -409,3 +409,47 @@ def test_a_rate_that_rises_after_a_scale_down_was_asked_for(
     else:
         assert (sz.want, sz.rule) == (want, Rule.concurrency), sz.reason
         assert sz.reason.startswith("held until a window describes 19 instance(s)"), sz.reason
+
+
+@pytest.mark.parametrize(
+    ("trend_rps_per_s", "stable_window_s", "horizon_s", "forecast_rps"),
+    [
+        # the 5B on a rise of 0.05 req/s per s: the minute's 20 req/s is the rate 30 s
+        # ago; the count must hold 27 s more: 20 + 0.05 × 57
+        (0.05, 60.0, 27.0, 22.85),
+        # a window of 120 s lags by 60 s
+        (0.05, 120.0, 27.0, 24.35),
+        # a falling or flat trend forecasts the minute's rate
+        (-0.05, 60.0, 27.0, 20.0),
+        (0.0, 60.0, 27.0, 20.0),
+    ],
+)
+def test_the_trend_counts_from_the_windows_middle_to_the_horizons_end(
+    trend_rps_per_s: float, stable_window_s: float, horizon_s: float, forecast_rps: float
+) -> None:
+    """Along a steady trend the minute's mean rate is the rate at the window's middle:
+    capacity sized on it must carry the trend over half a window plus the horizon."""
+    from autoscaler.policy.core import Startup, _size
+    from autoscaler.profiles import ScalingPolicy
+
+    t = ModelTarget("nemo-gpt-5b", 4, 12.41, slo_p95_ms=1500, service=Sequential(0.277))
+    d = Demand(20.0, 20.0, 6.0, 6.0, 0.0, False)
+    mem = DemandMemory(loop=Loop.open, trend_rps_per_s=trend_rps_per_s)
+    pol = ScalingPolicy(name="t", stable_window_s=stable_window_s)
+    sz = _size(
+        pol,
+        t,
+        d,
+        mem,
+        8,
+        horizon_s,
+        64,
+        6.0,
+        startup=Startup(horizon_s - 5.0, "profile", 0),
+        one_count=True,
+        rose_in_window=False,
+    )
+    assert sz.figures is not None
+    assert sz.figures.forecast_rps == pytest.approx(forecast_rps)
+    assert sz.figures.sized_for_rps == pytest.approx(forecast_rps)
+    assert sz.want == instances_for(Sequential(0.277), forecast_rps, 1500.0, 1.0, 64), sz.reason

@@ -600,8 +600,14 @@ def _size(
     closed_want, closed_rule = _closed_count(d.in_server, recent_in_server, current, per_instance)
 
     headroom = mem.excess_rps(pol.slo_attainment_target, d.arrival_rps)
+    # The minute's rate is the mean over the stable window: along a steady trend, the
+    # rate at the window's middle, half a window behind now. Capacity sized on it must
+    # hold until the horizon ends, so the trend counts over W/2 + horizon (the 5B's 60 s
+    # window and 27 s horizon: 57 s). Over the horizon alone (until 2026-12-05) a rise of
+    # 0.05 req/s per s left the count 1.5 req/s short of the present rate.
     trend = mem.trend_rps_per_s
-    forecast = d.arrival_rps + trend * horizon_s if trend > 0 else d.arrival_rps
+    ahead_s = pol.stable_window_s / 2.0 + horizon_s
+    forecast = d.arrival_rps + trend * ahead_s if trend > 0 else d.arrival_rps
     sized_for = d.arrival_rps + headroom if headroom + d.arrival_rps > forecast else forecast
     v = mem.variability_for(pol.slo_attainment_target)
     v = VARIABILITY_MIN if v < VARIABILITY_MIN else VARIABILITY_MAX if v > VARIABILITY_MAX else v

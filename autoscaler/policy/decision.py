@@ -80,7 +80,8 @@ class Figures:
     recent_rps: float  # the last seconds'
     in_server: float  # requests inside Triton, the minute's average
     headroom_rps: float  # excess the burst pattern says may come within the horizon
-    forecast_rps: float  # the minute's rate carried along its trend over the horizon
+    # the minute's rate carried along its trend from the window's middle to the horizon's end
+    forecast_rps: float
     sized_for_rps: float  # what the open-loop sizing used
     horizon_s: float  # an instance's start-up plus a tick
     variability: float  # Allen–Cunneen's v after the online correction (1 = M/M/n)
