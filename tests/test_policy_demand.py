@@ -20,6 +20,7 @@ from autoscaler.policy.demand import (
     Minute,
     _excess,
     _rise,
+    _trend,
     demand_of,
     observe,
 )
@@ -438,6 +439,27 @@ def test_a_steady_rise_has_its_slope() -> None:
         rate = i * 5.0 / 60.0
         mem = step(mem, 5.0 * i, demand(0.0, rate=rate, recent=rate))
     assert mem.trend_rps_per_s == pytest.approx(1 / 60, rel=0.01)
+
+
+def _minutes(means: list[float]) -> tuple[Minute, ...]:
+    return tuple(Minute(60.0 * i, m, 0.0, m) for i, m in enumerate(means))
+
+
+@pytest.mark.parametrize(
+    ("means", "slope"),
+    [
+        ([10.0 + i for i in range(10)], 1 / 60),  # a steady rise of 1 req/s a minute
+        ([30.0 - 2 * i for i in range(10)], -2 / 60),  # a steady fall
+        ([10.0] * 5 + [60.0] * 5, 0.0),  # a step is a level, not a trend
+        ([60.0] * 3 + [10.0] * 7, 0.0),  # ... and a fall (a 10 ↔ 60 square wave's edges)
+        ([10.0, 11.0, 12.0, 13.0, 14.0, 15.0, 40.0, 17.0, 18.0, 19.0], 1 / 60),  # a spike
+        ([10.0 + i for i in range(14)], 1 / 60),  # only the last ten minutes count
+        ([10.0, 20.0], 0.0),  # two minutes: no trend yet
+    ],
+)
+def test_the_trend_is_the_median_change_between_minutes(means: list[float], slope: float) -> None:
+    """A crowd's step or a burst's minute is a level, not a slope; a steady rise is."""
+    assert _trend(_minutes(means)) == pytest.approx(slope, abs=1e-12)
 
 
 def test_history_follows_the_attainment_target() -> None:

@@ -48,7 +48,9 @@ keeps ~the Poisson noise of a minute's peak.
 
 from __future__ import annotations
 
+import itertools
 import math
+import statistics
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
@@ -369,26 +371,29 @@ class DemandMemory:
         return left[k]
 
 
-# A straight line through the last ten minute means forecasts the next start-up
-# horizon: over ten minutes a day-long cosine bends by (2π·10/1440)² / 8 ≈ 0.2 % of
-# its swing, and ten Poisson means at 5 req/s pin the slope to ±0.0005 req/s per s
-# (±0.03 req/s over a minute's horizon).
+# The trend is the median of the last ten minutes' minute-to-minute changes: along a
+# steady rise every change is the slope, and a level that stepped (a crowd, a square
+# wave's edge, a burst) moves one or two of nine, which the median passes over. A
+# least-squares line through the same ten means (until 2026-12-05) read a step as a
+# slope for ten minutes: 10 → 60 req/s halfway through reads 0.126 req/s per s, and
+# the 1.3B carried +6 req/s into every high phase of a 10 ↔ 60 square wave
+# (`simulations/checks/square-1p3b`: 6.62 instance-h, 6.89 once the trend counted
+# over half a window more; 6.59 with the median, the same 96.7 % of minutes). The
+# price is noise on gentle trends: at 5 req/s a minute's mean scatters by ±0.29
+# req/s, a change by ±0.41 per 60 s, and the median of nine by ≈ 1.25 × that / 3:
+# ±0.003 req/s per s, ±0.16 req/s over 57 s; a day's slope is 0.0008 req/s per s.
 TREND_MINUTES = 10
 
 
 def _trend(minutes: tuple[Minute, ...]) -> float:
-    """Least-squares slope of the last TREND_MINUTES minute means (req/s per s; 0 if < 3)."""
+    """The median change per second between consecutive minute means of the last
+    TREND_MINUTES minutes (req/s per s; 0 with fewer than 3 minutes)."""
     pts = minutes[-TREND_MINUTES:]
     if len(pts) < 3:
         return 0.0
-    t0 = pts[0].start
-    xs = [p.start - t0 for p in pts]
-    ys = [p.mean_rps for p in pts]
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    sxx = sum((x - mx) ** 2 for x in xs)
-    if sxx <= 0:
-        return 0.0
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
+    return statistics.median(
+        [(b.mean_rps - a.mean_rps) / (b.start - a.start) for a, b in itertools.pairwise(pts)]
+    )
 
 
 def observe(
