@@ -582,6 +582,8 @@ def poisson_band(rate_rps: float, window_s: float) -> float:
     Poisson counts over the window scatter by √(λ / window) req/s; a minute holds ~12
     such reads (5 s ticks) and the largest passes λ + z·σ in 1 % of minutes for
     z = POISSON_PEAK_Z. 24 req/s over 6 s: 6.3 req/s. Beyond it the rate moved.
+    Callers pass the panic window's setting; its reads span more (10 s at a 5 s
+    tick), so the band is wider than the noise: a known limit (docs/policy.md).
     """
     return POISSON_PEAK_Z * math.sqrt(max(rate_rps, 0.0) / window_s)
 
