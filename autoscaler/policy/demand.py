@@ -54,7 +54,6 @@ import statistics
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
-from statistics import NormalDist
 
 from autoscaler._frozen import maker
 from autoscaler.policy.queueing import Batched, ServiceModel
@@ -101,7 +100,7 @@ _new_demand = maker(Demand)
 
 @lru_cache(maxsize=64)
 def _z(attainment: float) -> float:
-    return NormalDist().inv_cdf(attainment)
+    return statistics.NormalDist().inv_cdf(attainment)
 
 
 def _in_server(w: ModelWindow, service: ServiceModel | None) -> float:
