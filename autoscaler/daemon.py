@@ -21,7 +21,14 @@ from autoscaler.actuation import ApplyResult
 from autoscaler.applier import Actuator, Applier, Finished, InlineApplier
 from autoscaler.config import Resolved
 from autoscaler.daemon_metrics import DaemonMetrics
-from autoscaler.policy.core import PolicyContext, PolicyState, decide, record_outcome
+from autoscaler.policy.core import (
+    PolicyContext,
+    PolicyState,
+    decide,
+    measured_startups,
+    record_outcome,
+    with_startups,
+)
 from autoscaler.policy.decision import Decision, Rule
 from autoscaler.profiling.drift import DriftFinding, DriftTracker, references_from
 from autoscaler.status import (
@@ -83,6 +90,8 @@ class Autoscaler:
         self.metrics = metrics or DaemonMetrics()
         self.log = log
         self.recorder = recorder
+        # the measured start-ups last carried on a recorded snapshot, and when (`_record_snapshot`)
+        self._startups_recorded: tuple[dict[str, tuple[float, ...]], float] = ({}, -math.inf)
         self.notifiers = notifiers or []
         # Any policy with decide's signature plugs in here (the simulator's baselines do).
         self.policy_fn = policy_fn
@@ -137,10 +146,7 @@ class Autoscaler:
         finished, in_flight = self._collect_applied(now)
         snap = self.collector.collect(now)
         if self.recorder is not None:
-            try:
-                self.recorder(snap)
-            except OSError as exc:  # a full disk must not stop scaling
-                self._log("warning", "trace_write_failed", error=str(exc))
+            snap = self._record_snapshot(snap, now, self.recorder)
         check_gpus = cfg.telemetry.gpus != "none"
         if snap.models is None:
             self.metrics.telemetry_errors.labels("models").inc()
@@ -183,6 +189,34 @@ class Autoscaler:
                 self._log("error", "notifier_failed", error=f"{type(exc).__name__}: {exc}")
         return report
 
+    def _record_snapshot(
+        self, snap: Snapshot, now: float, recorder: Callable[[Snapshot], None]
+    ) -> Snapshot:
+        """Write `snap` to the record, with the measured start-ups where they are due.
+
+        A scale-up's start-up is measured only when one is applied, and the policy keeps
+        the last few as its horizon (policy.core.startup_of): hours may pass between
+        them. A restart reads back `demand_history_s` of the record (autoscaler/resume.py),
+        so they are carried whenever they change and again every `demand_history_s / 2`:
+        every stretch a restart reads holds the latest. Without them a restarted daemon
+        goes back to the profile's start-up or the estimate (the 5B: 10 s + 1 s per GB of
+        its 12.41 = 22.4 s) until its next scale-ups, however fast this server loads it.
+        """
+        if isinstance(self.state, PolicyState):
+            held = measured_startups(self.state)
+            last, at = self._startups_recorded
+            due = held != last or now - at >= self.resolved.policy.history_s / 2.0
+            if held and due:
+                snap = replace(snap, startups_s=held)
+        try:
+            recorder(snap)
+        except OSError as exc:  # a full disk must not stop scaling
+            self._log("warning", "trace_write_failed", error=str(exc))
+        else:
+            if snap.startups_s is not None:
+                self._startups_recorded = (snap.startups_s, now)
+        return snap
+
     def warm(self, snapshots: Iterable[Snapshot], policy_fn: PolicyFn | None = None) -> int:
         """Run the policy over earlier snapshots, in time order, before the first tick.
 
@@ -205,6 +239,8 @@ class Autoscaler:
             for snap in snapshots:
                 if snap.taken_at <= last:
                     continue
+                if snap.startups_s and isinstance(self.state, PolicyState):
+                    self.state = with_startups(self.state, snap.startups_s)
                 self._decide_on(snap, snap.taken_at, {}, policy_fn or self.policy_fn)
                 used, last = used + 1, snap.taken_at
             return used

@@ -9,7 +9,9 @@ records its telemetry (config `record:`), the trace holds what it saw: at start,
 the snapshots of the last `demand_history_s` are run through the policy
 (`Autoscaler.warm`) before the first tick, so the state is the one the daemon
 would have had, had it never stopped (in recommend mode: what was applied then
-is seen in the counts the snapshots hold, not in a cooldown). In Kubernetes
+is seen in the counts the snapshots hold, not in a cooldown). The start-ups the
+daemon measured on its applied scale-ups are no telemetry, but the record carries
+them (`Snapshot.startups_s`, `Autoscaler._record_snapshot`) and warming takes them up. In Kubernetes
 mode, where every pod's series are read from Prometheus, Prometheus is that
 record: the daemon's own pod source reads the same stretch of its past
 (`resume_from_prometheus`).

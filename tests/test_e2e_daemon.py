@@ -25,6 +25,10 @@ from autoscaler.daemon_metrics import DaemonMetrics
 from autoscaler.loadgen import LoadGenerator
 from autoscaler.policy.core import PolicyState, startup_of
 from autoscaler.policy.decision import Action, Rule
+from autoscaler.resume import resume_from_trace
+from autoscaler.sim.replay import TraceCollector, replay_daemon
+from autoscaler.telemetry.snapshot import Snapshot
+from autoscaler.telemetry.trace import TraceWriter
 from autoscaler.testing.emulated_models import emulated
 from autoscaler.testing.triton_server import TritonFactory, TritonServer
 from autoscaler.testing.waiting import WaitTimeout, completed, wait_for_completions, wait_until
@@ -43,7 +47,11 @@ FAST = {
 
 
 def daemon_for(
-    server: TritonServer, mode: str = "apply", gpus: str = "none", model: str = "nemo-gpt-5b"
+    server: TritonServer,
+    mode: str = "apply",
+    gpus: str = "none",
+    model: str = "nemo-gpt-5b",
+    recorder: Callable[[Snapshot], None] | None = None,
 ) -> Autoscaler:
     resolved = resolve(
         parse_config(
@@ -57,7 +65,7 @@ def daemon_for(
         )
     )
     logs.configure("json")
-    return live_daemon(resolved, logs.get())
+    return live_daemon(resolved, logs.get(), recorder=recorder)
 
 
 def tick_n(daemon: Autoscaler, n: int, every: float = 1.0) -> list[TickReport]:
@@ -87,10 +95,13 @@ def ticks_until(
         time.sleep(1.0)
 
 
-def test_apply_mode_scales_up_and_back_down(module_triton_factory: TritonFactory) -> None:
+def test_apply_mode_scales_up_and_back_down(
+    module_triton_factory: TritonFactory, tmp_path: Path
+) -> None:
     """16 clients on a 277 ms model: 1 → 4 instances, p95 back near 1.1 s, then down to 1."""
     server = module_triton_factory([emulated("nemo-gpt-5b")])
-    daemon = daemon_for(server)
+    record = TraceWriter(tmp_path / "record.jsonl")
+    daemon = daemon_for(server, recorder=record.write)
     assert daemon.actuator is not None, "explicit model control not detected"
     # The bound is a safety net; the story takes ≈ 60 s here and ends with the block.
     with LoadGenerator(server.http_url, max_duration_s=600) as gen:
@@ -119,6 +130,10 @@ def test_apply_mode_scales_up_and_back_down(module_triton_factory: TritonFactory
             daemon.resolved.targets["nemo-gpt-5b"], daemon.state.get("nemo-gpt-5b")
         )
         assert startup.source == "measured" and startup.seconds == statistics.median(took[-5:])
+        # ... and its record carries them: a daemon restarted on it starts from them
+        restarted = replay_daemon(daemon.resolved, TraceCollector(), time.time())
+        assert resume_from_trace(restarted, record.path, time.time()).snapshots > 0
+        assert restarted.state.get("nemo-gpt-5b").startups_s == tuple(took)[-5:]
         # With 4 instances each holds ≈ 4 requests: p95 ≈ Table 10's 1135 ms. Measured on
         # the client over 280 answers (≈ 20 s at 14.4/s) from the first answer to a request
         # sent after the scale-up (the queue built at 1 instance is gone by then), while
@@ -162,6 +177,7 @@ def test_apply_mode_scales_up_and_back_down(module_triton_factory: TritonFactory
         first_down = next(r.now for r in down if r.applied)
         assert first_down - down[0].now >= FAST["scale_down_stabilization_s"] - 2
         total = gen.summary("nemo-gpt-5b")
+    record.close()
     assert total.count > 100 and total.failures == 0, total
 
 

@@ -15,7 +15,7 @@ import requests
 from autoscaler.config import Resolved, parse_config
 from autoscaler.daemon import Autoscaler, PolicyFn
 from autoscaler.errors import ConfigError
-from autoscaler.policy.core import PolicyContext, decide
+from autoscaler.policy.core import PolicyContext, PolicyState, decide, record_outcome, startup_of
 from autoscaler.policy.decision import Decision
 from autoscaler.resume import resume_from_prometheus, resume_from_trace
 from autoscaler.sim.replay import TraceCollector, replay_daemon
@@ -206,6 +206,54 @@ def test_resume_reads_the_last_demand_history_of_the_trace(
     assert daemon.state == reference.state
     fields = r.to_log()
     assert fields["snapshots"] == len(used) and fields["last_age_s"] == 5.0
+
+
+def test_measured_start_ups_are_recorded_and_a_restart_takes_them_up(
+    tmp_path: Path, recorded: tuple[list[Snapshot], Resolved]
+) -> None:
+    """Start-ups go into the record when they change and every demand_history_s / 2 (300 s
+    here), so the last 600 s that a restart reads hold them though none was measured then."""
+    snaps, resolved = recorded
+    pol = resolved.policy.model_copy(update={"demand_history_s": 600})
+    resolved = resolved.model_copy(update={"policy": pol})
+    name = sorted(resolved.targets)[0]
+    path = tmp_path / "t.jsonl"
+    daemon = replay_daemon(resolved, TraceCollector(), snaps[0].taken_at)
+    measured = {30: 8.25, 100: 9.5}  # tick → a scale-up applied then, and how long it took
+    with TraceWriter(path) as w:
+        daemon.recorder = w.write
+        for i, s in enumerate(snaps):
+            if i in measured:  # what the daemon's `_record` feeds back when an apply ends
+                daemon.state = record_outcome(
+                    daemon.state, name, s.taken_at, True, pol, startup_s=measured[i]
+                )
+            ticked(resolved, [s], daemon)
+    carried = [(round(s.taken_at - EPOCH), s.startups_s) for s in iter_trace(path) if s.startups_s]
+    # tick i is taken at EPOCH + 5 (i + 1): the changes at 155 s and 505 s, then every 300 s
+    assert carried == [
+        (155, {name: (8.25,)}),
+        (455, {name: (8.25,)}),
+        (505, {name: (8.25, 9.5)}),
+        (805, {name: (8.25, 9.5)}),
+        (1105, {name: (8.25, 9.5)}),
+    ]
+
+    now = snaps[-1].taken_at + 5.0
+    restarted = replay_daemon(resolved, TraceCollector(), now)
+    assert resume_from_trace(restarted, path, now).first_at == EPOCH + 605.0  # after 505 s
+    assert isinstance(restarted.state, PolicyState)
+    startup = startup_of(resolved.targets[name], restarted.state.get(name))
+    assert (startup.source, startup.seconds, startup.samples) == ("measured", 8.875, 2)
+    assert all(not st.startups_s for m, st in restarted.state.models.items() if m != name)
+    # ... and its own record carries them from its first tick on, wherever it writes
+    rerecorded: list[Snapshot] = []
+    restarted.recorder = rerecorded.append
+    ticked(resolved, [dataclasses.replace(snaps[-1], taken_at=now)], restarted)
+    assert rerecorded[0].startups_s == {name: (8.25, 9.5)}
+
+    cold = replay_daemon(resolved, TraceCollector(), now)  # the same ticks without a record
+    cold.warm([dataclasses.replace(s, startups_s=None) for s in iter_trace(path)])
+    assert startup_of(resolved.targets[name], cold.state.get(name)).source != "measured"
 
 
 @pytest.mark.parametrize(

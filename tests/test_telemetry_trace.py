@@ -82,7 +82,12 @@ SNAPS = [
             "gone": ModelSample(name="gone", ready=False, missing_series=("nv_x",)),
         },
     ),
-    Snapshot(taken_at=108.0, gpus=(GPU,), models={"nemo-gpt-5b": model(24, 26.4e6)}),
+    Snapshot(
+        taken_at=108.0,
+        gpus=(GPU,),
+        models={"nemo-gpt-5b": model(24, 26.4e6)},
+        startups_s={"nemo-gpt-5b": (8.25, 7.5)},  # the daemon's measured start-ups
+    ),
 ]
 
 
@@ -104,6 +109,16 @@ def test_round_trip_is_exact(tmp_path: Path) -> None:
     for a, b in zip(SNAPS, tr.snapshots, strict=True):
         assert _eq(a, b), (a, b)
     assert tr.warnings == []
+
+
+def test_start_ups_are_written_only_where_carried(tmp_path: Path) -> None:
+    """A snapshot without measured start-ups writes no key (lines as before they existed);
+    one with them writes seconds per model, and a line without the key reads None."""
+    without = snapshot_to_json(SNAPS[0])
+    assert "startups_s" not in without and snapshot_from_json(without).startups_s is None
+    line = json.loads(json.dumps(snapshot_to_json(SNAPS[4])))
+    assert line["startups_s"] == {"nemo-gpt-5b": [8.25, 7.5]}
+    assert snapshot_from_json(line).startups_s == {"nemo-gpt-5b": (8.25, 7.5)}
 
 
 def test_lines_are_strict_json(tmp_path: Path) -> None:
@@ -257,6 +272,19 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
             "expected a JSON object, got an array (field 'models.x')",
         ),
         (lambda d: d.update(models_as_of=True), "not a number: True (field 'models_as_of')"),
+        (lambda d: d.update(startups_s=[8.0]), "(field 'startups_s')"),
+        (
+            lambda d: d.update(startups_s={"nemo-gpt-5b": 8.0}),
+            "expected an array of seconds, got a number (field 'startups_s.nemo-gpt-5b')",
+        ),
+        (
+            lambda d: d.update(startups_s={"nemo-gpt-5b": [8.0, "soon"]}),
+            "not a number: 'soon' (field 'startups_s.nemo-gpt-5b[1]')",
+        ),
+        (
+            lambda d: d.update(startups_s={"nemo-gpt-5b": [8.0, -1.0]}),
+            "start-ups are seconds, finite and ≥ 0 (field 'startups_s.nemo-gpt-5b')",
+        ),
     ],
 )
 def test_bad_fields_are_named_with_file_and_line(

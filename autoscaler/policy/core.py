@@ -165,6 +165,23 @@ def record_outcome(
     return state.with_model(model, st)
 
 
+def measured_startups(state: PolicyState) -> dict[str, tuple[float, ...]]:
+    """Each model's measured start-ups (`record_outcome`), as `Snapshot.startups_s` carries them."""
+    return {m: st.startups_s for m, st in state.models.items() if st.startups_s}
+
+
+def with_startups(state: PolicyState, held: Mapping[str, tuple[float, ...]]) -> PolicyState:
+    """`state` with the measured start-ups a record carried (a restart: autoscaler/resume.py).
+
+    What the record says replaces what the state holds: it is what the daemon held when
+    it wrote it, every scale-up measured until then included.
+    """
+    models = dict(state.models)
+    for m, got in held.items():
+        models[m] = replace(state.get(m), startups_s=tuple(got)[-STARTUP_SAMPLES:])
+    return PolicyState(models, state.memory_short)
+
+
 # The start-up horizon from this daemon's own scale-ups: the median of the last five.
 # A profile's `startup_s` is someone's measurement on some machine, and the default
 # (10 s + 1 s per GB) no measurement at all; how long an instance takes to serve

@@ -72,7 +72,7 @@ def _opt(v: Any) -> float | None:
 
 def snapshot_to_json(s: Snapshot) -> dict[str, Any]:
     """The JSON object of one trace line (raw counters, nothing derived)."""
-    return {
+    out: dict[str, Any] = {
         "taken_at": s.taken_at,
         "models_as_of": s.models_as_of,
         "sources": list(s.sources),
@@ -80,6 +80,9 @@ def snapshot_to_json(s: Snapshot) -> dict[str, Any]:
         "gpus": None if s.gpus is None else [_gpu_json(g) for g in s.gpus],
         "models": None if s.models is None else {n: _model_json(m) for n, m in s.models.items()},
     }
+    if s.startups_s is not None:  # a later addition: left out where not carried
+        out["startups_s"] = {n: list(v) for n, v in s.startups_s.items()}
+    return out
 
 
 def _gpu_json(g: GpuSample) -> dict[str, Any]:
@@ -224,7 +227,24 @@ def _checked_snapshot(line: Any) -> Snapshot:
         errors=_at("errors", _strs, d.get("errors", ())),
         sources=_at("sources", _strs, d.get("sources", ())),
         models_as_of=None if as_of is None else _at("models_as_of", _float, as_of),
+        startups_s=_startups(d.get("startups_s")),
     )
+
+
+def _startups(v: Any) -> dict[str, tuple[float, ...]] | None:
+    """`startups_s`: model → start-ups in seconds (finite, ≥ 0), or None where absent."""
+    if v is None:
+        return None
+    out: dict[str, tuple[float, ...]] = {}
+    for name, xs in _at("startups_s", _items, _obj(v, "startups_s")):
+        w = f"startups_s.{name}"
+        if not isinstance(xs, list):
+            raise _FieldError(f"expected an array of seconds, got {_json_type(xs)} (field '{w}')")
+        got = tuple(_at(f"{w}[{i}]", _float, x) for i, x in enumerate(xs))
+        if not all(math.isfinite(x) and x >= 0.0 for x in got):
+            raise _FieldError(f"start-ups are seconds, finite and ≥ 0 (field '{w}')")
+        out[str(name)] = got
+    return out
 
 
 def _gpu(v: Any, w: str) -> GpuSample:
@@ -350,6 +370,8 @@ def _fast_snapshot(d: Any) -> Snapshot:
         errors=tuple(errors),
         sources=tuple(sources),
         models_as_of=as_of,
+        # rare (written when the daemon's measured start-ups change): the careful reader
+        startups_s=None if "startups_s" not in d else _startups(d["startups_s"]),
     )
 
 
