@@ -12,7 +12,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC
 from typing import Any, Protocol
@@ -27,6 +27,7 @@ from autoscaler.policy.core import (
     decide,
     measured_startups,
     record_outcome,
+    record_startup,
     with_startups,
 )
 from autoscaler.policy.decision import Decision, Rule
@@ -62,6 +63,14 @@ class TickReport:
     snapshot: Snapshot | None = None
 
 
+class StartupMeter(Protocol):
+    """Times start-ups the daemon does not apply itself (Kubernetes mode's pods)."""
+
+    def update(self, decisions: Sequence[Decision], now: float) -> list[tuple[str, float]]:
+        """Fold a tick's decisions in; the (model, seconds) start-ups they complete."""
+        ...
+
+
 class Autoscaler:
     """Owns the pipeline's state: snapshot history, policy state, last good telemetry."""
 
@@ -79,6 +88,7 @@ class Autoscaler:
         policy_fn: PolicyFn = decide,
         policy_state: Any = None,
         applier_factory: Callable[[Actuator], Applier] = InlineApplier,
+        startup_meter: StartupMeter | None = None,
     ) -> None:
         self.resolved = resolved
         self.collector = collector
@@ -90,6 +100,8 @@ class Autoscaler:
         self.metrics = metrics or DaemonMetrics()
         self.log = log
         self.recorder = recorder
+        # Kubernetes mode: the pods asked for, timed until they serve (the horizon)
+        self.startup_meter = startup_meter
         # the measured start-ups last carried on a recorded snapshot, and when (`_record_snapshot`)
         self._startups_recorded: tuple[dict[str, tuple[float, ...]], float] = ({}, -math.inf)
         self.notifiers = notifiers or []
@@ -164,6 +176,11 @@ class Autoscaler:
             self.instances[name] = m.instances
 
         decisions, drift = self._decide_on(snap, now, in_flight, self.policy_fn)
+        if self.startup_meter is not None:
+            for model, took in self.startup_meter.update(decisions, now):
+                if isinstance(self.state, PolicyState):
+                    self.state = record_startup(self.state, model, took)
+                self._log("info", "startup_measured", model=model, seconds=round(took, 1))
         for f in drift.values():
             if f.changed:  # log when it fires or clears, not every tick
                 level = "warning" if f.state == "drifting" else "info"

@@ -4,6 +4,7 @@ against real Tritons and a real Prometheus."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -16,7 +17,15 @@ from autoscaler.errors import ConfigError
 from autoscaler.kubernetes.pods import PodModelSource
 from autoscaler.kubernetes.replicas import ReplicaExporter
 from autoscaler.kubernetes.settings import replicas_for
-from autoscaler.policy.core import PolicyContext, PolicyState, decide
+from autoscaler.kubernetes.startups import PodStartups
+from autoscaler.policy.core import (
+    PolicyContext,
+    PolicyState,
+    Startup,
+    decide,
+    record_startup,
+    startup_of,
+)
 from autoscaler.policy.decision import Action, Decision, Rule
 from autoscaler.telemetry.prometheus import TritonQueries
 from autoscaler.telemetry.snapshot import ModelWindow
@@ -285,3 +294,63 @@ def test_no_replica_series_before_a_valid_decision() -> None:
         [_d(1, 1, Rule.invalid_telemetry)], 0.0
     )
     assert "triton_autoscaler_desired_replicas{" not in generate_latest(metrics.registry).decode()
+
+
+# -- the start-up horizon: pods timed from ask to serving ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("steps", "measured"),
+    [
+        # (seconds, pods serving, pods wanted) per tick; the start-ups measured (s)
+        pytest.param([(0, 1, 1), (5, 1, 8), (40, 1, 8), (75, 2, 8)], [70.0], id="first-pod"),
+        pytest.param(
+            # the ask's other pods follow the first: no start-ups of 4 or 5 s
+            [(0, 1, 8), (70, 2, 8), (74, 5, 8), (79, 8, 8)],
+            [70.0],
+            id="one-ask-many-pods",
+        ),
+        pytest.param(
+            # a larger ask while pods 3–8 still come: timed beyond the 8 asked before
+            [(0, 1, 8), (70, 2, 8), (75, 5, 10), (80, 8, 10), (140, 9, 10)],
+            [70.0, 65.0],
+            id="more-asked-while-coming",
+        ),
+        pytest.param(
+            # the demand fell back before a pod came; the one KEDA had started is no start-up
+            [(0, 1, 4), (10, 1, 1), (60, 2, 1), (65, 2, 3), (125, 3, 3)],
+            [60.0],
+            id="withdrawn",
+        ),
+        pytest.param([(0, 4, 2), (5, 2, 2), (10, 2, 2)], [], id="scale-in-is-no-start-up"),
+    ],
+)
+def test_pods_are_timed_from_the_ask_to_the_first_that_serves(
+    steps: list[tuple[int, int, int]], measured: list[float]
+) -> None:
+    meter = PodStartups({MODEL: ("triton-5b", 1)})
+    got = [s for t, cur, want in steps for _, s in meter.update([_d(cur, want)], float(t))]
+    assert got == measured
+
+
+def test_pod_start_ups_count_pods_and_skip_invalid_telemetry() -> None:
+    """2 instances a pod: 2 → 3 instances asks a second pod; invalid telemetry reads nothing."""
+    meter = PodStartups({MODEL: ("triton-5b", 2), "other": ("triton-x", 1)})
+    assert meter.update([_d(2, 2)], 0.0) == []
+    assert meter.update([_d(2, 3)], 5.0) == []  # 1 pod → 2 pods asked
+    assert meter.update([_d(4, 3, Rule.invalid_telemetry)], 50.0) == []  # not a reading
+    assert meter.update([_d(4, 4)], 55.0) == [(MODEL, 50.0)]
+    unknown = Decision("unknown", 1, 4, Action.scale_up, 1.0, 4.0, 900.0, Rule.concurrency, "x")
+    assert meter.update([unknown], 60.0) == [] and "unknown" not in meter.timing
+
+
+def test_a_measured_pod_start_up_becomes_the_horizon_without_a_cooldown() -> None:
+    """`record_startup`: the policy's start-up from then on; nothing else in the state moves."""
+    resolved = resolve(parse_config(k8s_config()))
+    t = resolved.targets[MODEL]
+    state = record_startup(PolicyState(), MODEL, 70.0)
+    st = state.get(MODEL)
+    assert startup_of(t, st) == Startup(70.0, "measured", 1)
+    assert st.last_change_at is None and st.backoff_until is None
+    for bad in (math.nan, -1.0, math.inf):
+        assert record_startup(state, MODEL, bad).get(MODEL).startups_s == (70.0,)

@@ -34,6 +34,7 @@ import requests
 from autoscaler.commands.run import live_daemon, resume_from_pods
 from autoscaler.kubernetes.manifests import adapter_config
 from autoscaler.loadgen import LoadGenerator
+from autoscaler.policy.core import PolicyState, startup_of
 from autoscaler.policy.decision import Rule
 from autoscaler.testing.kube import EmulatedDeployment
 from autoscaler.testing.prometheus_server import binary
@@ -69,6 +70,7 @@ def test_keda_goes_from_one_pod_to_eight_in_one_step(dep: EmulatedDeployment) ->
         # 1. One pod, a load that needs 8.
         gen_a.set_clients(MODEL, 32)
         d = dep.tick_until(lambda d: d.desired_instances == 8, limit_s=60)
+        asked_by = time.time()  # the daemon asked for 8 pods at or before this
         print(f"\nphase 1: {d.current_instances} → {d.desired_instances}: {d.reason}")
         assert d.current_instances == 1 and "step capped" not in d.reason
         phase1 = [x for x in dep.decisions if x.rule is not Rule.invalid_telemetry]
@@ -105,6 +107,7 @@ def test_keda_goes_from_one_pod_to_eight_in_one_step(dep: EmulatedDeployment) ->
         assert st.demand.minutes or st.demand.minute_ticks > 0  # the demand was read too
 
         # 2. KEDA adds a pod: it appears in the scrape config; the load is split 16 / 16.
+        added_at = time.time()
         dep.set_pods([name_a, name_b])
         assert dep.prom is not None
         dep.prom.wait(
@@ -121,6 +124,15 @@ def test_keda_goes_from_one_pod_to_eight_in_one_step(dep: EmulatedDeployment) ->
             dep.wait_value(CURRENT, 2)
             dep.wait_value(DESIRED, 8)
             assert dep.keda(8.0) == (8.0, 8)
+            # The ask timed until its first new pod served is the start-up horizon from
+            # now on (autoscaler/kubernetes/startups.py): here the pod came when the test
+            # added it, so it took at least from the ask until then.
+            assert isinstance(dep.daemon.state, PolicyState)
+            st = dep.daemon.state.get(MODEL)
+            print(f"measured pod start-up: {st.startups_s} (added {added_at - asked_by:.1f} s on)")
+            assert len(st.startups_s) == 1 and st.startups_s[0] >= added_at - asked_by
+            startup = startup_of(dep.daemon.resolved.targets[MODEL], st)
+            assert startup.source == "measured"
 
             # 3. KEDA removes the first pod: its series go (a staleness marker), and the
             # merged counters must not read as a reset.

@@ -30,7 +30,14 @@ from autoscaler.config import (
     parse_config,
     resolve,
 )
-from autoscaler.daemon import Autoscaler, Notifier, PolicyFn, TickReport, run_forever
+from autoscaler.daemon import (
+    Autoscaler,
+    Notifier,
+    PolicyFn,
+    StartupMeter,
+    TickReport,
+    run_forever,
+)
 from autoscaler.daemon_metrics import DaemonMetrics, serve
 from autoscaler.errors import EXIT_CHANGES, EXIT_FAILURE, ConfigError, RuntimeFailure
 from autoscaler.notify import DEFAULT_CONFIG_PATH, close_all
@@ -517,6 +524,7 @@ def live_daemon(
         recorder=recorder,
         notifiers=notifiers,
         applier_factory=BackgroundApplier if background_apply else InlineApplier,
+        startup_meter=pod_startups(cfg),
     )
     holder["d"] = daemon
     return daemon
@@ -544,6 +552,15 @@ def policy_for(resolved: Resolved) -> PolicyFn:
         stale_after_s=f.stale_after_s,
     )
     return with_room(decide, advisor)
+
+
+def pod_startups(cfg: DaemonConfig) -> StartupMeter | None:
+    """Kubernetes mode times its pods from ask to serving: the policy's start-up horizon."""
+    if cfg.kubernetes is None:
+        return None
+    from autoscaler.kubernetes.startups import PodStartups
+
+    return PodStartups.from_settings(cfg.kubernetes)
 
 
 def decision_sinks(cfg: DaemonConfig, metrics: DaemonMetrics) -> list[Notifier]:

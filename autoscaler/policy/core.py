@@ -156,13 +156,25 @@ def record_outcome(
     """
     st = state.get(model)
     if ok:
-        startups = st.startups_s
-        if startup_s is not None and startup_s >= 0.0 and math.isfinite(startup_s):
-            startups = (*startups, startup_s)[-STARTUP_SAMPLES:]
-        st = replace(st, last_change_at=now, startups_s=startups)
+        st = replace(st, last_change_at=now, startups_s=_with_startup(st.startups_s, startup_s))
     else:
         st = replace(st, backoff_until=now + policy.apply_backoff_s)
     return state.with_model(model, st)
+
+
+def record_startup(state: PolicyState, model: str, startup_s: float) -> PolicyState:
+    """A start-up measured without an apply of ours: Kubernetes mode's pods, from the tick
+    that asked for them to the tick that saw the first serve (autoscaler/kubernetes/startups.py).
+    Nothing else changes: no cooldown starts, as the daemon changed nothing itself."""
+    st = state.get(model)
+    return state.with_model(model, replace(st, startups_s=_with_startup(st.startups_s, startup_s)))
+
+
+def _with_startup(startups: tuple[float, ...], startup_s: float | None) -> tuple[float, ...]:
+    """The last STARTUP_SAMPLES start-ups with `startup_s` (if a duration) added."""
+    if startup_s is None or not (startup_s >= 0.0 and math.isfinite(startup_s)):
+        return startups
+    return (*startups, startup_s)[-STARTUP_SAMPLES:]
 
 
 def measured_startups(state: PolicyState) -> dict[str, tuple[float, ...]]:
