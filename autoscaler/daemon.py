@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import signal
+import statistics
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -104,6 +105,7 @@ class Autoscaler:
         self.startup_meter = startup_meter
         # the measured start-ups last carried on a recorded snapshot, and when (`_record_snapshot`)
         self._startups_recorded: tuple[dict[str, tuple[float, ...]], float] = ({}, -math.inf)
+        self._startups_exported: dict[str, tuple[float, ...]] = {}  # ... and on /metrics
         self.notifiers = notifiers or []
         # Any policy with decide's signature plugs in here (the simulator's baselines do).
         self.policy_fn = policy_fn
@@ -181,6 +183,12 @@ class Autoscaler:
                 if isinstance(self.state, PolicyState):
                     self.state = record_startup(self.state, model, took)
                 self._log("info", "startup_measured", model=model, seconds=round(took, 1))
+        if isinstance(self.state, PolicyState):
+            # on /metrics, where Prometheus keeps them for a restart (resume_from_prometheus)
+            held = measured_startups(self.state)
+            if held != self._startups_exported:
+                self.metrics.set_startups({m: statistics.median(v) for m, v in held.items()})
+                self._startups_exported = held
         for f in drift.values():
             if f.changed:  # log when it fires or clears, not every tick
                 level = "warning" if f.state == "drifting" else "info"

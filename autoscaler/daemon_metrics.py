@@ -169,6 +169,14 @@ class DaemonMetrics:
             registry=r,
         )
         self._in_flight_models: set[str] = set()
+        self.measured_startup = Gauge(
+            f"{PREFIX}_measured_startup_seconds",
+            "The median of the start-ups the daemon measured for the model (apply mode: its "
+            "scale-ups; Kubernetes mode: pods from ask to serving); none until one is",
+            m,
+            registry=r,
+        )
+        self._startups: dict[str, float] = {}  # model → value exported
         # the per-model series that every tick sets, by label values
         self._decisions = _Children(self.decisions)
         self._valid = _Children(self.valid)
@@ -187,6 +195,15 @@ class DaemonMetrics:
             self.horizon,
         )
         self._rows: dict[str, tuple[list[Any], list[float] | None]] = {}
+
+    def set_startups(self, medians: Mapping[str, float]) -> None:
+        """`measured_startup_seconds` per model; a model no longer measured loses its series."""
+        for model, v in medians.items():
+            if self._startups.get(model) != v:
+                self.measured_startup.labels(model).set(v)
+        for model in self._startups.keys() - medians.keys():
+            self.measured_startup.remove(model)
+        self._startups = dict(medians)
 
     def set_mode(self, mode: str) -> None:
         for m in ("recommend", "apply"):

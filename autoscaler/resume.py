@@ -24,6 +24,7 @@ reached, leaves the daemon cold, with a warning; it never stops it from starting
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from autoscaler.daemon import Autoscaler, PolicyFn
+from autoscaler.policy.core import PolicyState, with_startups
 from autoscaler.telemetry.base import Collector
 from autoscaler.telemetry.snapshot import Snapshot
 from autoscaler.telemetry.trace import TraceFormatError, iter_trace_since, rotated
@@ -47,6 +49,7 @@ class Resumed:
     took_s: float
     why_none: str = ""
     warnings: tuple[str, ...] = ()
+    startups: int = 0  # models whose measured start-up was read back (Prometheus only)
 
     def to_log(self) -> dict[str, object]:
         """Fields for the start-up log line."""
@@ -57,6 +60,7 @@ class Resumed:
             "span_s": round(self.last_at - self.first_at, 1),
             "last_age_s": round(self.now - self.last_at, 1),
             "took_s": round(self.took_s, 3),
+            "startups": self.startups,
             "warnings": list(self.warnings),
         }
 
@@ -141,6 +145,9 @@ def resume_from_prometheus(
         daemon.warm(past(), policy_fn)
     finally:
         client.close()
+    startups, why_not = 0, ""
+    if client.failed is None:
+        startups, why_not = _startups_from_prometheus(daemon, url, session, now, n * step)
     took = time.perf_counter() - started
     if client.failed is not None:
         why = str(client.failed)
@@ -153,7 +160,56 @@ def resume_from_prometheus(
             "" if seen else why,
             (why,),
         )
+    warnings = (why_not,) if why_not else ()
     if not seen:
         why = f"Prometheus at {url} holds none of the pods' series from the last {n * step:.0f} s"
-        return Resumed(0, None, None, now, took, why)
-    return Resumed(len(seen), seen[0], seen[-1], now, took)
+        return Resumed(0, None, None, now, took, why, warnings, startups)
+    return Resumed(len(seen), seen[0], seen[-1], now, took, "", warnings, startups)
+
+
+# What the daemon exports of its measured start-ups (daemon_metrics.py), which Prometheus
+# keeps when the daemon's pod is scraped: a rollout would otherwise lose what Kubernetes
+# mode timed of its pods (autoscaler/kubernetes/startups.py), minutes where the estimate
+# says seconds, until the next ask is timed.
+STARTUP_SERIES = "triton_autoscaler_measured_startup_seconds"
+
+
+def _startups_from_prometheus(
+    daemon: Autoscaler, url: str, session: Any, now: float, span_s: float
+) -> tuple[int, str]:
+    """Take up the measured start-ups a daemon exported over the last `span_s`.
+
+    Per model the latest each daemon exported, the largest of those where several did
+    (a longer start-up only holds more): as one sample, which the next measured ones
+    join. Models that learnt one from the history itself keep theirs. Returns how many
+    models took one up, and why none could be read ("" when the query answered).
+    """
+    import requests  # only here: Prometheus is read (the daemon loads it lazily)
+
+    if not isinstance(daemon.state, PolicyState):
+        return 0, ""
+    q = f"max by (model) (last_over_time({STARTUP_SERIES}[{max(1, int(span_s))}s]))"
+    try:
+        resp = session.get(
+            f"{url.rstrip('/')}/api/v1/query",
+            params={"query": q, "time": f"{now:.3f}"},
+            timeout=10.0,
+        )
+        body = resp.json()
+        result = body["data"]["result"] if body.get("status") == "success" else None
+    except (requests.RequestException, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return 0, f"measured start-ups not read from Prometheus at {url}: {exc}"
+    if not isinstance(result, list):
+        return 0, f"measured start-ups not read from Prometheus at {url}: HTTP {resp.status_code}"
+    held: dict[str, tuple[float, ...]] = {}
+    for series in result:
+        try:
+            model, value = series["metric"]["model"], float(series["value"][1])
+        except (KeyError, TypeError, ValueError, IndexError):
+            continue
+        known = model in daemon.resolved.targets and not daemon.state.get(model).startups_s
+        if known and math.isfinite(value) and value >= 0.0:
+            held[model] = (value,)
+    if held:
+        daemon.state = with_startups(daemon.state, held)
+    return len(held), ""

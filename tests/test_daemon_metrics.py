@@ -157,3 +157,15 @@ def test_the_horizon_is_the_figures_and_follows_a_measured_start_up() -> None:
             Decision("m", 2, 2, Action.hold, 3.0, 4.0, 800.0, Rule.steady, "s", figures=figures)
         )
         assert f'triton_autoscaler_horizon_seconds{{model="m"}} {shown}' in _text(metrics)
+
+
+def test_measured_start_ups_are_exported_and_a_model_no_longer_measured_loses_its_series() -> None:
+    metrics = DaemonMetrics(CollectorRegistry())
+    assert not [x for x in _text(metrics) if x.startswith("triton_autoscaler_measured_startup")]
+    metrics.set_startups({"a": 70.5, "b": 2.25})
+    lines = _text(metrics)
+    assert 'triton_autoscaler_measured_startup_seconds{model="a"} 70.5' in lines
+    assert 'triton_autoscaler_measured_startup_seconds{model="b"} 2.25' in lines
+    metrics.set_startups({"a": 64.0})
+    lines = [x for x in _text(metrics) if x.startswith("triton_autoscaler_measured_startup")]
+    assert lines == ['triton_autoscaler_measured_startup_seconds{model="a"} 64.0']

@@ -133,6 +133,16 @@ def test_keda_goes_from_one_pod_to_eight_in_one_step(dep: EmulatedDeployment) ->
             assert len(st.startups_s) == 1 and st.startups_s[0] >= added_at - asked_by
             startup = startup_of(dep.daemon.resolved.targets[MODEL], st)
             assert startup.source == "measured"
+            # ... exported on /metrics, which Prometheus keeps: a daemon pod restarted now
+            # takes it up (a rollout would otherwise go back to the estimate's 22.4 s)
+            exported = f'triton_autoscaler_measured_startup_seconds{{model="{MODEL}"}}'
+            assert dep.prom is not None
+            dep.prom.wait(lambda: dep.values(exported) == [startup.seconds], "start-up scraped")
+            again = live_daemon(dep.daemon.resolved, None, background_apply=False)
+            resumed = resume_from_pods(again, requests.Session(), time.time())
+            assert resumed.startups == 1 and not resumed.warnings, resumed
+            assert isinstance(again.state, PolicyState)
+            assert again.state.get(MODEL).startups_s == (startup.seconds,)
 
             # 3. KEDA removes the first pod: its series go (a staleness marker), and the
             # merged counters must not read as a reset.
