@@ -265,7 +265,10 @@ class Autoscaler:
                 if snap.taken_at <= last:
                     continue
                 if snap.startups_s and isinstance(self.state, PolicyState):
-                    self.state = with_startups(self.state, snap.startups_s)
+                    # of the models still configured (one removed since is no target)
+                    targets = self.resolved.targets
+                    held = {m: v for m, v in snap.startups_s.items() if m in targets}
+                    self.state = with_startups(self.state, held)
                 self._decide_on(snap, snap.taken_at, {}, policy_fn or self.policy_fn)
                 used, last = used + 1, snap.taken_at
             return used

@@ -251,6 +251,10 @@ def test_measured_start_ups_are_recorded_and_a_restart_takes_them_up(
     ticked(resolved, [dataclasses.replace(snaps[-1], taken_at=now)], restarted)
     assert rerecorded[0].startups_s == {name: (8.25, 9.5)}
 
+    # a model configured then and not now is left behind
+    gone = [dataclasses.replace(snaps[-1], taken_at=now + 5, startups_s={"removed-model": (5.0,)})]
+    assert restarted.warm(gone) == 1 and "removed-model" not in restarted.state.models
+
     cold = replay_daemon(resolved, TraceCollector(), now)  # the same ticks without a record
     cold.warm([dataclasses.replace(s, startups_s=None) for s in iter_trace(path)])
     assert startup_of(resolved.targets[name], cold.state.get(name)).source != "measured"
