@@ -158,9 +158,15 @@ class Autoscaler:
         # collector may keep configs between ticks), and one that ends during this
         # tick still counts as in flight, so no decision is made on its old count.
         finished, in_flight = self._collect_applied(now)
+        # the measured start-ups as this tick begins (applies that ended included): for
+        # the record and /metrics, where a restart finds them (autoscaler/resume.py)
+        held = measured_startups(self.state) if isinstance(self.state, PolicyState) else {}
+        if held != self._startups_exported:
+            self.metrics.set_startups({m: statistics.median(v) for m, v in held.items()})
+            self._startups_exported = held
         snap = self.collector.collect(now)
         if self.recorder is not None:
-            snap = self._record_snapshot(snap, now, self.recorder)
+            snap = self._record_snapshot(snap, now, self.recorder, held)
         check_gpus = cfg.telemetry.gpus != "none"
         if snap.models is None:
             self.metrics.telemetry_errors.labels("models").inc()
@@ -183,12 +189,6 @@ class Autoscaler:
                 if isinstance(self.state, PolicyState):
                     self.state = record_startup(self.state, model, took)
                 self._log("info", "startup_measured", model=model, seconds=round(took, 1))
-        if isinstance(self.state, PolicyState):
-            # on /metrics, where Prometheus keeps them for a restart (resume_from_prometheus)
-            held = measured_startups(self.state)
-            if held != self._startups_exported:
-                self.metrics.set_startups({m: statistics.median(v) for m, v in held.items()})
-                self._startups_exported = held
         for f in drift.values():
             if f.changed:  # log when it fires or clears, not every tick
                 level = "warning" if f.state == "drifting" else "info"
@@ -215,9 +215,13 @@ class Autoscaler:
         return report
 
     def _record_snapshot(
-        self, snap: Snapshot, now: float, recorder: Callable[[Snapshot], None]
+        self,
+        snap: Snapshot,
+        now: float,
+        recorder: Callable[[Snapshot], None],
+        held: dict[str, tuple[float, ...]],
     ) -> Snapshot:
-        """Write `snap` to the record, with the measured start-ups where they are due.
+        """Write `snap` to the record, with the measured start-ups `held` where they are due.
 
         A scale-up's start-up is measured only when one is applied, and the policy keeps
         the last few as its horizon (policy.core.startup_of): hours may pass between
@@ -227,12 +231,10 @@ class Autoscaler:
         goes back to the profile's start-up or the estimate (the 5B: 10 s + 1 s per GB of
         its 12.41 = 22.4 s) until its next scale-ups, however fast this server loads it.
         """
-        if isinstance(self.state, PolicyState):
-            held = measured_startups(self.state)
-            last, at = self._startups_recorded
-            due = held != last or now - at >= self.resolved.policy.history_s / 2.0
-            if held and due:
-                snap = replace(snap, startups_s=held)
+        last, at = self._startups_recorded
+        due = held != last or now - at >= self.resolved.policy.history_s / 2.0
+        if held and due:
+            snap = replace(snap, startups_s=held)
         try:
             recorder(snap)
         except OSError as exc:  # a full disk must not stop scaling
