@@ -743,3 +743,49 @@ def test_a_backlog_drains_within_the_measured_start_up(
     assert (d.rule, d.desired_instances) == (Rule.queueing, min(want, 8)), d.reason
     assert f"to drain 300 queued within {horizon_s:.0f} s: {want} instances" in d.reason
     assert d.to_json()["figures"]["startup_source"] == source
+
+
+# 5B at 24 req/s, SLO 1500 ms, v 1: 8 instances at the profile's 277 ms a request;
+# requests that take 416 ms on this server (a mix of longer outputs) are 10 instances'
+# worth of work, 12 keep the p95 under the SLO, where the profile's figure said 8 do
+@pytest.mark.parametrize(
+    ("execution_ms", "requests_per_s", "desired", "source", "said"),
+    [
+        (277.0, 24.0, 8, "measured", "service 277 ms measured"),
+        (416.0, 24.0, 12, "measured", "service 416 ms measured"),
+        # fewer than P95_MIN_REQUESTS in the window: the profile's figure stands
+        (416.0, 1.2, 8, "profile", None),
+        (None, 24.0, 8, "profile", None),  # no compute counters
+    ],
+)
+def test_the_capacity_model_uses_the_service_time_triton_measured(
+    execution_ms: float | None,
+    requests_per_s: float,
+    desired: int,
+    source: str,
+    said: str | None,
+) -> None:
+    assert instances_for(S5B, 24.0, 1500.0, 1.0, 16) == 8
+    assert instances_for(Sequential(0.416), 24.0, 1500.0, 1.0, 16) == 12
+    now = 1000.0
+    st = ModelState(
+        seen_instances=8,
+        seen_change_at=0.0,
+        history=((now - 400.0, 8),),
+        demand=DemandMemory(loop=Loop.open, loop_at=now),
+    )
+    w = replace(
+        _fed(24.0, 0.0, 6.65, now),
+        throughput_rps=requests_per_s,
+        execution_ms=execution_ms,
+    )
+    d, after = one(ctx(now, w, w, target=T5B_OPEN), PolicyState({T5B_OPEN.model: st}))
+    assert d.desired_instances == desired, d.reason
+    assert d.figures is not None
+    assert d.to_json()["figures"]["service_source"] == source
+    if said is None:
+        assert "measured" not in d.reason
+        assert after.get(T5B_OPEN.model).demand.service_s is None
+    else:
+        assert said in d.reason
+        assert after.get(T5B_OPEN.model).demand.service_s == pytest.approx(execution_ms / 1000)

@@ -11,11 +11,18 @@ import heapq
 import itertools
 import math
 import random
+from dataclasses import replace
 
 import pytest
 
 from autoscaler.catalog import load_catalog
-from autoscaler.policy.core import P95_MIN_REQUESTS, _correct
+from autoscaler.policy.core import (
+    P95_MIN_REQUESTS,
+    VARIABILITY_MEMORY_S,
+    _correct,
+    _measure_service,
+    service_of,
+)
 from autoscaler.policy.decision import Rule
 from autoscaler.policy.demand import Demand, DemandMemory, Loop
 from autoscaler.policy.queueing import (
@@ -224,7 +231,7 @@ def test_correction_learns_v_from_the_waits_and_the_tail_from_the_rest(
     v_moves: int,
     tail_moves: int,
 ) -> None:
-    after = _correct(OPEN, target, _window(p95, q95, avg_q, n, rate), _demand(rate), n, 5.0)
+    after = _correct(OPEN, target.service, _window(p95, q95, avg_q, n, rate), _demand(rate), n, 5.0)
     assert _sign(after.variability - OPEN.variability) == v_moves
     assert _sign(after.service_tail_s - OPEN.service_tail_s) == tail_moves
     # a reading of v, whichever way it moved v, marks the model checked (core._unchecked_guard)
@@ -250,7 +257,7 @@ def _sign(x: float) -> int:
 def test_a_p95_of_few_requests_teaches_nothing(rate: float, tail_moves: int) -> None:
     assert P95_MIN_REQUESTS == 76
     w = _window(831.0, 0.0, 0.0, 8, rate)
-    after = _correct(OPEN, S5B_TARGET, w, _demand(rate), 8, 5.0)
+    after = _correct(OPEN, S5B, w, _demand(rate), 8, 5.0)
     assert _sign(after.service_tail_s - OPEN.service_tail_s) == tail_moves
 
 
@@ -262,14 +269,54 @@ def test_the_tail_is_learnt_while_the_demand_moves_but_v_is_not() -> None:
     reads both summaries over the same requests, so it is learnt on.
     """
     w = _window(1200.0, 520.0, 216.0, 8, 24.0)
-    after = _correct(OPEN, S5B_TARGET, w, _demand(24.0), 8, 5.0, learn_v=False)
+    after = _correct(OPEN, S5B, w, _demand(24.0), 8, 5.0, learn_v=False)
     assert after.variability == OPEN.variability and not after.variability_read
     assert after.service_tail_s > OPEN.service_tail_s
 
 
+# The service time as measured: compute time per inference over the window, from
+# windows of at least P95_MIN_REQUESTS requests (60 s windows: 1.27 req/s), learnt as
+# v is (a step of tick / VARIABILITY_MEMORY_S, the first reading whole); batched models
+# keep the profile's batch-time curve.
+STEP = 5.0 / VARIABILITY_MEMORY_S
+
+
+@pytest.mark.parametrize(
+    ("service", "before_s", "execution_ms", "rps", "after_s"),
+    [
+        (S5B, None, 416.0, 24.0, 0.416),  # the first reading, whole
+        (S5B, 0.300, 416.0, 24.0, 0.300 + STEP * 0.116),  # then a step towards each
+        (S5B, 0.300, 200.0, 24.0, 0.300 - STEP * 0.100),
+        (S5B, None, 416.0, P95_MIN_REQUESTS / 60.0, 0.416),  # just enough requests
+        (S5B, None, 416.0, (P95_MIN_REQUESTS - 1) / 60.0, None),  # too few: not read
+        (S5B, 0.300, 416.0, 0.5, 0.300),  # ... and what was learnt stays
+        (S5B, 0.300, None, 24.0, 0.300),  # no compute counters
+        (S20B, None, 1050.0, 24.0, None),  # batched: the profile's curve
+        (None, None, 416.0, 24.0, None),  # no service model
+    ],
+)
+def test_the_service_time_is_learnt_from_the_compute_counters(
+    service: Sequential | Batched | None,
+    before_s: float | None,
+    execution_ms: float | None,
+    rps: float,
+    after_s: float | None,
+) -> None:
+    mem = DemandMemory(loop=Loop.open, service_s=before_s)
+    w = replace(_window(800.0, 100.0, n=8, rps=rps), execution_ms=execution_ms)
+    after = _measure_service(mem, service, w, 5.0)
+    if after_s is None:
+        assert after.service_s is None
+        assert service_of(service, after) is service
+    else:
+        assert after.service_s == pytest.approx(after_s)
+        assert service_of(service, after) == Sequential(after.service_s)
+    assert after.loop is Loop.open  # the rest of the memory is kept
+
+
 def test_a_closed_loop_teaches_nothing() -> None:
     closed = DemandMemory(loop=Loop.closed)
-    assert _correct(closed, S5B_TARGET, _window(2000.0, 1500.0), _demand(14.4), 4, 5.0) is closed
+    assert _correct(closed, S5B, _window(2000.0, 1500.0), _demand(14.4), 4, 5.0) is closed
 
 
 def test_the_tail_takes_its_share_of_the_slo() -> None:
@@ -283,10 +330,10 @@ def test_the_tail_takes_its_share_of_the_slo() -> None:
 def test_the_first_tail_reading_is_the_estimate_not_a_climb_from_zero() -> None:
     """Readings of 170 ms then 270 ms: the first is taken whole with no spread; the second
     moves it by one step and puts on it only the spread the two readings show."""
-    first = _correct(OPEN, S5B_TARGET, _window(447.0, 0.0, 0.0, 8, 2.0), _demand(2.0), 8, 5.0)
+    first = _correct(OPEN, S5B, _window(447.0, 0.0, 0.0, 8, 2.0), _demand(2.0), 8, 5.0)
     assert first.service_tail_s == pytest.approx(0.170)
     assert first.service_tail_var == 0.0
-    second = _correct(first, S5B_TARGET, _window(547.0, 0.0, 0.0, 8, 2.0), _demand(2.0), 8, 5.0)
+    second = _correct(first, S5B, _window(547.0, 0.0, 0.0, 8, 2.0), _demand(2.0), 8, 5.0)
     step = 5.0 / 120.0
     assert second.service_tail_s == pytest.approx(0.170 + step * 0.100)
     assert second.service_tail_var == pytest.approx((1 - step) * step * 0.100**2)
@@ -329,6 +376,7 @@ def test_a_closed_loop_of_a_batched_model_needs_an_instance_per_group(
         60.0,
         16,
         48.0,
+        svc=t.service,
         startup=Startup(55.0, "estimate", 0),
         one_count=True,
         rose_in_window=False,
@@ -358,6 +406,7 @@ def test_groups_are_read_over_a_window_of_one_instance_count(one_count: bool, wa
         60.0,
         16,
         7.1,
+        svc=t.service,
         startup=Startup(55.0, "estimate", 0),
         one_count=one_count,
         rose_in_window=False,
@@ -399,6 +448,7 @@ def test_a_rate_that_rises_after_a_scale_down_was_asked_for(
         19.0,
         32,
         60.0,
+        svc=t.service,
         startup=Startup(14.0, "estimate", 0),
         one_count=False,
         rose_in_window=rose_in_window,
@@ -445,6 +495,7 @@ def test_the_trend_counts_from_the_windows_middle_to_the_horizons_end(
         horizon_s,
         64,
         6.0,
+        svc=t.service,
         startup=Startup(horizon_s - 5.0, "profile", 0),
         one_count=True,
         rose_in_window=False,

@@ -409,7 +409,9 @@ def test_explain_says_the_numbers_behind_a_decision() -> None:
         "within 7.5 s, a tick and a start-up measured (median of the last 3 scale-ups)"
     )
     # 21 req/s × 277 ms = 5.8 erlangs: 3 instances cannot keep up, 4 and 5 can
-    assert lines[2].startswith("capacity model: v 1.00, service tail 120 ms; predicted p95")
+    assert lines[2].startswith(
+        "capacity model: service 277 ms (profile), v 1.00, service tail 120 ms; predicted p95"
+    )
     assert "3 → overloaded" in lines[2] and "4 → " in lines[2] and "5 → " in lines[2]
     estimated = figure_lines({**f.to_json(), "startup_source": "estimate", "startup_samples": 0})
     assert estimated[1].endswith("a start-up estimated from the model's memory")

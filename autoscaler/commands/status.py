@@ -271,8 +271,14 @@ def figure_lines(f: dict[str, Any]) -> list[str]:
         shown = ", ".join(
             f"{n} → {'overloaded' if ms is None else f'{ms:.0f} ms'}" for n, ms in p95.items()
         )
+        service = f.get("service_ms")
+        served = (
+            ""
+            if service is None
+            else f"service {service:.0f} ms ({f.get('service_source', 'profile')}), "
+        )
         lines.append(
-            f"capacity model: v {f['variability']:.2f}, service tail "
+            f"capacity model: {served}v {f['variability']:.2f}, service tail "
             f"{f.get('service_tail_ms', 0.0):.0f} ms; predicted p95 by instances: {shown}"
         )
     return lines

@@ -37,6 +37,7 @@ from autoscaler.policy.decision import (
     Figures,
     PlacementSlot,
     Rule,
+    ServiceSource,
     StartupSource,
 )
 from autoscaler.policy.defrag import Move, plan_room
@@ -406,7 +407,7 @@ def _ewm(mean: float, var: float, target: float, step: float) -> tuple[float, fl
 
 def _correct(
     mem: DemandMemory,
-    t: ModelTarget,
+    svc: ServiceModel | None,
     w: ModelWindow,
     d: Demand,
     n: int,
@@ -440,9 +441,10 @@ def _correct(
     Without a queue p95 (histogram p95 only) the whole excess of the p95 over the
     service time and its learnt tail is read as waiting, against the predicted wait
     p95. Closed loops are not predicted by the open-loop model (16 users keep 16
-    requests in the server whatever v is): nothing is learnt from them.
+    requests in the server whatever v is): nothing is learnt from them. `svc` is the
+    model as sized, with the measured service time where there is one
+    (`_measure_service`), so that v and the tail explain only what that leaves.
     """
-    svc = t.service
     if svc is None or mem.loop is Loop.closed or w.p95_ms is None or n <= 0:
         return mem
     predicted = wait_p95_s(svc, n, d.arrival_rps, 1.0)
@@ -481,10 +483,56 @@ def _correct(
     if not changes:
         return mem
     changes["variability_at"] = w.as_of
+    return _memory_with(mem, changes)
+
+
+def _memory_with(mem: DemandMemory, changes: Mapping[str, object]) -> DemandMemory:
+    """`mem` with `changes` (dataclasses.replace re-runs __init__: 4× the cost here)."""
     new = object.__new__(DemandMemory)
     new.__dict__.update(mem.__dict__)
     new.__dict__.update(changes)
     return new
+
+
+def _measure_service(
+    mem: DemandMemory, svc: ServiceModel | None, w: ModelWindow, tick_s: float
+) -> DemandMemory:
+    """Move the mean service time towards what Triton's compute counters measured.
+
+    The profile's service time is one number, measured once, and an LLM's time per
+    request follows its tokens: a service whose mix drifts asks for a different
+    amount of work per request from one quarter-hour to the next. Azure's public
+    conversation trace (docs/simulation.md) averages 254 output tokens a request in its
+    first ten minutes and 143 in its middle, so at the rate of its busiest minutes
+    (37 req/s at five times the trace) a request takes 0.16 s where the first minutes'
+    took 0.30: the profile's 277 ms read the first as light and the middle as heavy
+    (a = λ·S of 7.5 and 10.3 instances' worth, where they were 7.5 and 6.0), and v,
+    the only figure left to explain the waits, swung between 0.01 and 18 to do so.
+    Triton's counters measure it: compute time per inference over the window
+    (`ModelWindow.execution_ms`) is S for a model that runs one request at a time.
+
+    Learnt as v is (`VARIABILITY_MEMORY_S`: consecutive windows share most of their
+    requests, and a change is followed within ~2 minutes), the first reading taken
+    whole, and only from windows of at least `P95_MIN_REQUESTS` requests: the mean of
+    N service times with CV c strays by c / √N, 23 % for the heaviest-tailed token
+    counts (CV 2) at 76, which that step dilutes to ~1 %. Not for batched models,
+    where the time of an execution is the profile's curve at the batch it ran.
+    """
+    if not isinstance(svc, Sequential) or w.execution_ms is None:
+        return mem
+    if (w.throughput_rps or 0.0) * w.window_s < P95_MIN_REQUESTS:
+        return mem
+    s = w.execution_ms / 1000.0
+    if mem.service_s is not None:
+        s = mem.service_s + min(1.0, tick_s / VARIABILITY_MEMORY_S) * (s - mem.service_s)
+    return _memory_with(mem, {"service_s": s})
+
+
+def service_of(svc: ServiceModel | None, mem: DemandMemory) -> ServiceModel | None:
+    """The capacity model as sized: the profile's, with the measured service time if any."""
+    if mem.service_s is not None and isinstance(svc, Sequential):
+        return Sequential(mem.service_s)
+    return svc
 
 
 # -- stages 3-4: capacity, headroom and forecast → the count the demand needs --------------
@@ -543,8 +591,20 @@ def _closed_reason(
 
 # What `_size` read, in this order, for the figures of whichever count it answers: the
 # loop, the demand, headroom, forecast and sized-for rates, the horizon, v, the service
-# tail (ms), the service and the start-up in the horizon.
-_Read = tuple[str, Demand, float, float, float, float, float, float, ServiceModel | None, Startup]
+# tail (ms), the service, where its service time comes from and the start-up in the horizon.
+_Read = tuple[
+    str,
+    Demand,
+    float,
+    float,
+    float,
+    float,
+    float,
+    float,
+    ServiceModel | None,
+    ServiceSource,
+    Startup,
+]
 
 
 def _figures(read: _Read, n: int) -> Figures:
@@ -554,7 +614,7 @@ def _figures(read: _Read, n: int) -> Figures:
     cells of the fifteen names they shared cost ≈ 0.6 µs a call (0.3 ms of a 500-model
     decide).
     """
-    loop, d, headroom, forecast, sized_for, horizon_s, v, tail_ms, svc, startup = read
+    loop, d, headroom, forecast, sized_for, horizon_s, v, tail_ms, svc, svc_source, startup = read
     return _new_figures(
         {
             "loop": loop,
@@ -569,6 +629,7 @@ def _figures(read: _Read, n: int) -> Figures:
             "service_tail_ms": tail_ms,
             "instances": n,
             "service": svc,
+            "service_source": svc_source,
             "startup_source": startup.source,
             "startup_samples": startup.samples,
         }
@@ -593,6 +654,7 @@ def _size(
     hi: int,
     recent_in_server: float,
     *,
+    svc: ServiceModel | None,
     startup: Startup,
     one_count: bool,
     rose_in_window: bool,
@@ -610,6 +672,9 @@ def _size(
       once a whole minute shows a queue that holds still (policy.demand); until then
       a closed loop that never queues (8 users on 16 instances) is held at what its
       rate would need if it were open: safe, not frugal.
+
+    `svc` is the capacity model as sized (`service_of`: the measured service time
+    where there is one).
     """
     target_c = t.optimal_concurrency * pol.target_utilization
     # A closed loop's users of a batched model circulate in groups of the batch they
@@ -642,7 +707,7 @@ def _size(
     v = VARIABILITY_MIN if v < VARIABILITY_MIN else VARIABILITY_MAX if v > VARIABILITY_MAX else v
     # the service time's own tail takes its share of the SLO whatever the count
     tail_ms = mem.service_tail_for(pol.slo_attainment_target) * 1000.0
-    svc, slo = t.service, t.slo_p95_ms
+    slo = t.slo_p95_ms
 
     read: _Read = (
         mem.loop.value,
@@ -654,6 +719,7 @@ def _size(
         v,
         tail_ms,
         svc,
+        "profile" if svc is t.service else "measured",
         startup,
     )
 
@@ -707,9 +773,14 @@ def _size(
             f"{'burst headroom' if d.arrival_rps + headroom >= forecast else 'trend'} "
             f"within {horizon_s:.0f} s"
         )
+    measured = (
+        f"service {svc.service_s * 1000.0:.0f} ms measured, "
+        if svc is not t.service and isinstance(svc, Sequential)
+        else ""
+    )
     open_reason = (
         f"{why}: {open_want} instance{_plural(open_want)} keep the predicted p95 under "
-        f"{slo:g} ms (v {v:.2f}"
+        f"{slo:g} ms ({measured}v {v:.2f}"
         + (f", service tail {tail_ms:.0f} ms" if tail_ms >= 0.5 else "")
         + ")"
         + ("; not even max_instances would" if short else "")
@@ -830,6 +901,10 @@ def _decide_model(
         noise_window_s=pol.panic_window_s,
         variability=st.demand.variability,
     )
+    # 3a. The service time as Triton measures it (`_measure_service`): what a request
+    # costs moves with its tokens, and the profile's figure is one mix's.
+    mem = _measure_service(mem, t.service, w, pol.tick_interval_s)
+    svc = service_of(t.service, mem)
     # 3b. Correct the capacity model once Triton's p95 describes the present count.
     # ... and once it describes the present demand: the summary slides over ~60 s, so
     # after a step in the rate it mixes two loads (the demo's 20B, 48 → 8 clients:
@@ -848,7 +923,7 @@ def _decide_model(
     count_settled = since_change >= settle_s
     settled = count_settled and now - mem.demand_step_at >= settle_s
     if count_settled:
-        mem = _correct(mem, t, w, d, current, pol.tick_interval_s, learn_v=settled)
+        mem = _correct(mem, svc, w, d, current, pol.tick_interval_s, learn_v=settled)
 
     # 3-4. Capacity, headroom and forecast.
     confirmed = confirmed_recent_in_server(st.demand, d)
@@ -862,6 +937,7 @@ def _decide_model(
         horizon,
         hi,
         confirmed,
+        svc=svc,
         startup=startup,
         one_count=since_change >= pol.stable_window_s,
         rose_in_window=rose_in_window,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
-from autoscaler.policy.queueing import ServiceModel, p95_ms
+from autoscaler.policy.queueing import Batched, ServiceModel, p95_ms
 
 
 class Action(StrEnum):
@@ -64,6 +64,16 @@ class PlacementSlot:
 
 # Where a start-up figure comes from (policy.core.startup_of)
 StartupSource = Literal["measured", "profile", "estimate"]
+# where the capacity model's service time comes from: Triton's compute counters
+# (policy.core._measure_service) or the model's profile
+ServiceSource = Literal["measured", "profile"]
+
+
+def _service_ms(svc: ServiceModel | None) -> float | None:
+    """A request's mean service time (one at a time) or a full batch's time (batched), ms."""
+    if svc is None:
+        return None
+    return round((svc.batch_s if isinstance(svc, Batched) else svc.service_s) * 1000.0, 1)
 
 
 @dataclass(frozen=True)
@@ -92,6 +102,7 @@ class Figures:
     # daemon's last `startup_samples` scale-ups), "profile" or "estimate" (10 s + 1 s/GB)
     startup_source: StartupSource = "estimate"
     startup_samples: int = 0
+    service_source: ServiceSource = "profile"
 
     def predicted_p95_ms(self) -> tuple[tuple[int, float], ...]:
         """(instances, predicted p95 ms) at n − 1, n, n + 1; inf = overloaded; () if no model."""
@@ -118,6 +129,8 @@ class Figures:
             "startup_source": self.startup_source,
             "startup_samples": self.startup_samples,
             "variability": round(self.variability, 3),
+            "service_ms": _service_ms(self.service),
+            "service_source": self.service_source,
             "service_tail_ms": round(self.service_tail_ms, 1),
             "p95_ms": {
                 str(n): (None if p == float("inf") else round(p, 1))

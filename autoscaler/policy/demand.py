@@ -324,6 +324,10 @@ class DemandMemory:
     # when the last seconds' rate last stood outside the Poisson band of the window's
     # (a step or a burst): Triton's p95 summary still mixes both levels for a while
     demand_step_at: float = -math.inf
+    # the mean service time (s) Triton's compute counters measured, exponentially
+    # weighted as v is (core._measure_service); None until a window has shown enough
+    # requests, and for batched models (whose batch time is the profile's curve)
+    service_s: float | None = None
 
     def variability_for(self, attainment: float) -> float:
         """The v that a share `attainment` of minutes stays under: mean + z·sd.
