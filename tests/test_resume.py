@@ -150,6 +150,9 @@ def test_a_daemon_warmed_on_its_snapshots_decides_as_one_that_never_stopped(
     _, resumed = ticked(resolved, snaps[k:], restarted)
     assert resumed == after
     assert restarted.state == never_stopped.state
+    # ... the service times measured from the compute counters included
+    measured = [st.demand.service_s for st in restarted.state.models.values()]
+    assert measured and all(s is not None for s in measured), measured
 
     _, cold = ticked(resolved, snaps[k:])  # the same ticks from an empty state
     assert cold != after

@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -291,6 +292,11 @@ def test_status_and_explain_against_a_running_daemon(
     # the policy's figures: nothing scaled up yet here, so the start-up is the estimate
     assert "demand: " in out_e and "in the server" in out_e, out_e
     assert "a start-up estimated from the model's memory" in out_e, out_e
+    # the service time as Triton's compute counters measured it: the emulated 5B at a
+    # quarter of the profile's 277 ms, not the profile's figure
+    measured = re.search(r"capacity model: service (\d+) ms \(measured\)", out_e)
+    assert measured is not None, out_e
+    assert 277 / 4 * 0.8 <= int(measured.group(1)) <= 277 / 4 * 1.3, out_e
     assert "Traceback" not in log.read_text()
 
 
