@@ -291,6 +291,8 @@ STEP = 5.0 / VARIABILITY_MEMORY_S
         (S5B, None, 416.0, (P95_MIN_REQUESTS - 1) / 60.0, None),  # too few: not read
         (S5B, 0.300, 416.0, 0.5, 0.300),  # ... and what was learnt stays
         (S5B, 0.300, None, 24.0, 0.300),  # no compute counters
+        (S5B, None, 0.0, 24.0, None),  # a backend that reports no compute time
+        (S5B, None, 900.0, 24.0, None),  # compute past the requests' 800 ms: not read
         (S20B, None, 1050.0, 24.0, None),  # batched: the profile's curve
         (None, None, 416.0, 24.0, None),  # no service model
     ],
@@ -303,7 +305,9 @@ def test_the_service_time_is_learnt_from_the_compute_counters(
     after_s: float | None,
 ) -> None:
     mem = DemandMemory(loop=Loop.open, service_s=before_s)
-    w = replace(_window(800.0, 100.0, n=8, rps=rps), execution_ms=execution_ms)
+    w = replace(
+        _window(800.0, 100.0, n=8, rps=rps), execution_ms=execution_ms, avg_latency_ms=800.0
+    )
     after = _measure_service(mem, service, w, 5.0)
     if after_s is None:
         assert after.service_s is None

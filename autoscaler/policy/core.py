@@ -518,9 +518,13 @@ def _measure_service(
     counts (CV 2) at 76, which that step dilutes to ~1 %. Not for batched models,
     where the time of an execution is the profile's curve at the batch it ran.
     """
-    if not isinstance(svc, Sequential) or w.execution_ms is None:
-        return mem
+    if not isinstance(svc, Sequential) or w.execution_ms is None or w.execution_ms <= 0.0:
+        return mem  # a backend that reports no compute time says nothing about it
     if (w.throughput_rps or 0.0) * w.window_s < P95_MIN_REQUESTS:
+        return mem
+    if w.avg_latency_ms is not None and w.execution_ms > w.avg_latency_ms * (1.0 + 1e-9):
+        # compute within a request cannot outlast the request (beyond float rounding:
+        # with no queue the two are the same sums of microseconds)
         return mem
     s = w.execution_ms / 1000.0
     if mem.service_s is not None:
