@@ -515,8 +515,8 @@ def _measure_service(
     requests, and a change is followed within ~2 minutes), the first reading taken
     whole, and only from windows of at least `P95_MIN_REQUESTS` requests: the mean of
     N service times with CV c strays by c / √N, 23 % for the heaviest-tailed token
-    counts (CV 2) at 76, which that step dilutes to ~1 %. Not for batched models,
-    where the time of an execution is the profile's curve at the batch it ran.
+    counts (CV 2) at 76, which that step dilutes to ~1 %. Not for batched models
+    (docs/policy.md says why): their batch time stays the profile's.
     """
     if not isinstance(svc, Sequential) or w.execution_ms is None or w.execution_ms <= 0.0:
         return mem  # a backend that reports no compute time says nothing about it

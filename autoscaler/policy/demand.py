@@ -326,7 +326,7 @@ class DemandMemory:
     demand_step_at: float = -math.inf
     # the mean service time (s) Triton's compute counters measured, exponentially
     # weighted as v is (core._measure_service); None until a window has shown enough
-    # requests, and for batched models (whose batch time is the profile's curve)
+    # requests, and for batched models (whose batch time stays the profile's)
     service_s: float | None = None
 
     def variability_for(self, attainment: float) -> float:
