@@ -24,7 +24,8 @@ from urllib.parse import unquote
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from autoscaler.policy.decision import Action, Decision
+from autoscaler.policy.decision import Action, Decision, Figures
+from autoscaler.policy.queueing import Batched
 from autoscaler.telemetry.snapshot import GpuSample
 
 PREFIX = "triton_autoscaler"
@@ -50,6 +51,14 @@ class _Children:
         if child is None:
             child = self.children[values] = self.metric.labels(*values)
         return child
+
+
+def _service_s(f: Figures | None) -> float:
+    """What `service_seconds` shows for a decision's figures."""
+    svc = f.service if f is not None else None
+    if svc is None:
+        return math.nan
+    return svc.batch_s if isinstance(svc, Batched) else svc.service_s
 
 
 class DaemonMetrics:
@@ -87,6 +96,14 @@ class DaemonMetrics:
             f"{PREFIX}_horizon_seconds",
             "How far ahead the policy sizes: an instance's start-up (timed from the "
             "daemon's own scale-ups once it has made one) plus a tick; NaN without figures",
+            m,
+            registry=r,
+        )
+        self.service = Gauge(
+            f"{PREFIX}_service_seconds",
+            "The service time the capacity model used: a request's (one at a time) or a "
+            "batch's, measured from Triton's compute counters once a window has enough "
+            "requests, else the profile's; NaN without figures or a service model",
             m,
             registry=r,
         )
@@ -193,6 +210,7 @@ class DaemonMetrics:
             self.capacity,
             self.extra_gpus,
             self.horizon,
+            self.service,
         )
         self._rows: dict[str, tuple[list[Any], list[float] | None]] = {}
 
@@ -242,6 +260,7 @@ class DaemonMetrics:
             1 if exhausted else 0,
             d.extra_gpus_needed or 0 if exhausted else 0,
             d.figures.horizon_s if d.figures is not None else math.nan,
+            _service_s(d.figures),
         ]
         if row is None:  # the first usable decision makes the model's series, in this order
             children = [self._valid(m) if g is self.valid else g.labels(m) for g in self._figures]

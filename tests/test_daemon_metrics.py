@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+from dataclasses import replace
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
 from autoscaler.daemon_metrics import DaemonMetrics
 from autoscaler.policy.decision import Action, Decision, Figures, Rule
+from autoscaler.policy.queueing import Batched, Sequential
 
 
 def _text(metrics: DaemonMetrics) -> list[str]:
@@ -45,6 +47,9 @@ def _reference_observe(metrics: DaemonMetrics, d: Decision) -> None:
     metrics.capacity.labels(m).set(1 if exhausted else 0)
     metrics.extra_gpus.labels(m).set(d.extra_gpus_needed or 0 if exhausted else 0)
     metrics.horizon.labels(m).set(d.figures.horizon_s if d.figures is not None else math.nan)
+    svc = d.figures.service if d.figures is not None else None
+    shown = svc.batch_s if isinstance(svc, Batched) else svc.service_s if svc else math.nan
+    metrics.service.labels(m).set(shown)
 
 
 def _decision(rng: random.Random) -> Decision:
@@ -62,7 +67,9 @@ def _decision(rng: random.Random) -> Decision:
         reason="test",
         slo_p95_ms=rng.choice([None, 1500.0]),
         extra_gpus_needed=rng.choice([None, 2]),
-        figures=rng.choice([None, _figures(27.4), _figures(7.5)]),
+        figures=rng.choice(
+            [None, _figures(27.4), _figures(7.5), replace(_figures(7.5), service=Sequential(0.3))]
+        ),
     )
 
 
@@ -157,6 +164,21 @@ def test_the_horizon_is_the_figures_and_follows_a_measured_start_up() -> None:
             Decision("m", 2, 2, Action.hold, 3.0, 4.0, 800.0, Rule.steady, "s", figures=figures)
         )
         assert f'triton_autoscaler_horizon_seconds{{model="m"}} {shown}' in _text(metrics)
+
+
+def test_the_service_time_the_capacity_model_used_is_exported() -> None:
+    """service_seconds: a request's service time (measured or the profile's), a batched
+    model's batch time; NaN without figures or without a service model."""
+    metrics = DaemonMetrics(CollectorRegistry())
+    batched = Batched(batch_s=1.05, release_s=0.05, max_batch=16, queue_delay_s=0.06)
+    for svc, shown in ((Sequential(0.416), "0.416"), (batched, "1.05"), (None, "NaN")):
+        f = replace(_figures(27.4), service=svc, service_source="measured")
+        metrics.observe(
+            Decision("m", 2, 2, Action.hold, 3.0, 4.0, 800.0, Rule.steady, "s", figures=f)
+        )
+        assert f'triton_autoscaler_service_seconds{{model="m"}} {shown}' in _text(metrics)
+    metrics.observe(Decision("m", 2, 2, Action.hold, 3.0, 4.0, 800.0, Rule.steady, "s"))
+    assert 'triton_autoscaler_service_seconds{model="m"} NaN' in _text(metrics)
 
 
 def test_measured_start_ups_are_exported_and_a_model_no_longer_measured_loses_its_series() -> None:
