@@ -502,12 +502,12 @@ def _measure_service(
     The profile's service time is one number, measured once, and an LLM's time per
     request follows its tokens: a service whose mix drifts asks for a different
     amount of work per request from one quarter-hour to the next. Azure's public
-    conversation trace (docs/simulation.md) averages 254 output tokens a request in its
-    first ten minutes and 143 in its middle, so at the rate of its busiest minutes
-    (37 req/s at five times the trace) a request takes 0.16 s where the first minutes'
-    took 0.30: the profile's 277 ms read the first as light and the middle as heavy
-    (a = λ·S of 7.5 and 10.3 instances' worth, where they were 7.5 and 6.0), and v,
-    the only figure left to explain the waits, swung between 0.01 and 18 to do so.
+    conversation trace (docs/policy.md) averages 254 output tokens a request in its
+    first ten minutes and 143 in its middle: at five times the trace the windows
+    measured 300–390 ms a request at 25 req/s early and 160–190 ms at 37 req/s, its
+    busiest minutes. The profile's 277 ms read those as a = λ·S of 6.9 and 10.3
+    instances' worth where they were 8.3 and 6.3, and v, the only figure left to
+    explain the waits, swung between 0.01 and 18 within the hour to do so.
     Triton's counters measure it: compute time per inference over the window
     (`ModelWindow.execution_ms`) is S for a model that runs one request at a time.
 
