@@ -36,6 +36,7 @@ from autoscaler.policy.core import PolicyState, with_startups
 from autoscaler.telemetry.base import Collector
 from autoscaler.telemetry.snapshot import Snapshot
 from autoscaler.telemetry.trace import TraceFormatError, iter_trace_since, rotated
+from autoscaler.telemetry.triton import TelemetryReadError
 
 
 @dataclass(frozen=True)
@@ -184,23 +185,15 @@ def _startups_from_prometheus(
     join. Models that learnt one from the history itself keep theirs. Returns how many
     models took one up, and why none could be read ("" when the query answered).
     """
-    import requests  # only here: Prometheus is read (the daemon loads it lazily)
+    from autoscaler.telemetry.prometheus import instant_query  # Prometheus read: loaded here
 
     if not isinstance(daemon.state, PolicyState):
         return 0, ""
     q = f"max by (model) (last_over_time({STARTUP_SERIES}[{max(1, int(span_s))}s]))"
     try:
-        resp = session.get(
-            f"{url.rstrip('/')}/api/v1/query",
-            params={"query": q, "time": f"{now:.3f}"},
-            timeout=10.0,
-        )
-        body = resp.json()
-        result = body["data"]["result"] if body.get("status") == "success" else None
-    except (requests.RequestException, ValueError, KeyError, TypeError, AttributeError) as exc:
-        return 0, f"measured start-ups not read from Prometheus at {url}: {exc}"
-    if not isinstance(result, list):
-        return 0, f"measured start-ups not read from Prometheus at {url}: HTTP {resp.status_code}"
+        result = instant_query(url, session, q, now, 10.0)
+    except TelemetryReadError as exc:
+        return 0, f"measured start-ups not read: {exc}"
     held: dict[str, tuple[float, ...]] = {}
     for series in result:
         try:

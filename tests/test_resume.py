@@ -357,6 +357,19 @@ def test_resume_from_an_unreachable_prometheus_starts_cold_and_says_why(
     assert r.warnings == (r.why_none,) and not daemon.state.models
 
 
+
+def test_measured_start_ups_not_read_from_prometheus_say_why() -> None:
+    """The start-ups' query runs as the sources' queries do, and says why it failed."""
+    from autoscaler.resume import _startups_from_prometheus
+
+    snaps, resolved = telemetry(models=1, minutes=1)
+    url = f"http://127.0.0.1:{closed_port()}"
+    daemon = replay_daemon(resolved, TraceCollector(), snaps[-1].taken_at)
+    took, why = _startups_from_prometheus(daemon, url, requests.Session(), snaps[-1].taken_at, 600)
+    assert took == 0
+    assert why == f"measured start-ups not read: cannot reach Prometheus at {url}"
+    assert not daemon.state.models
+
 # -- a trace kept to a size (`record_max_mb`) ----------------------------------------------------
 
 

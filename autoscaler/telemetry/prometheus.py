@@ -112,6 +112,10 @@ class TritonQueries:
 
 
 def _client(url: str, timeout_s: float, security: Security = NO_SECURITY) -> Any:
+    return _connect(url, timeout_s, security.session())
+
+
+def _connect(url: str, timeout_s: float, session: Any) -> Any:
     from prometheus_api_client import PrometheusConnect
     from urllib3.util.retry import Retry
 
@@ -121,10 +125,18 @@ def _client(url: str, timeout_s: float, security: Security = NO_SECURITY) -> Any
     # CAs or tls.ca_file), presents the client certificate and sends the credential.
     return PrometheusConnect(
         url=url,
-        session=security.session(),
+        session=session,
         retry=Retry(total=0, raise_on_status=False),
         timeout=timeout_s,
     )
+
+
+def instant_query(
+    url: str, session: Any, promql: str, at: float, timeout_s: float
+) -> list[dict[str, Any]]:
+    """One instant query at `at`, as the sources run theirs (`TelemetryReadError` says why
+    not: unreachable, TLS, credentials, an unexpected answer)."""
+    return _Reader(_connect(url, timeout_s, session), url, timeout_s, at).query(promql)
 
 
 class _Reader:
