@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Turn a request-level trace into a rate trace: requests per second, per model.
+
+    python scripts/rate_trace.py AzureLLMInferenceTrace_conv.csv --model nemo-gpt-5b --factor 5
+    python scripts/rate_trace.py requests.jsonl --bin 10 --out rates.csv
+
+A request trace (any format `workload: {kind: requests}` reads: ours, Azure's LLM
+inference traces, BurstGPT, Mooncake) replays each request at its instant, and
+`rate_factor` scales it up with shifted copies of the same requests. A rate trace
+(`time,model,rate`, what `workload: {kind: open, trace: FILE}` reads) keeps only
+each bin's count: the simulator draws the arrivals within a bin as a Poisson
+process at that rate, and the service times from the workload's `tokens` (or the
+profile). The same production hour then arrives with its per-second pattern
+but without the clumps that copies make (a copy's requests land within
+`copy_shift_s` of the original's, with the same tokens): the two renderings
+bracket what "the trace, scaled" can mean (docs/simulation.md, "Azure's public
+2023 traces").
+
+Each bin from the first request to the last gets a row, empty bins at rate 0, so a
+silence stays a silence under step interpolation, and a row at 0 follows the last
+bin (a rate trace holds its last rate to the end of the run). Times are seconds from the
+trace's first request. `--factor` multiplies every rate (more users with the same
+pattern); `--model` names the model for a trace that names none (Azure's, one
+service per file) and keeps only that model of a trace that names several.
+Exit code 0 when written, 2 on a bad trace or option (one line, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from autoscaler.errors import AutoscalerError, ConfigError  # noqa: E402
+from autoscaler.sim.traces import ANY_MODEL, read_request_trace  # noqa: E402
+
+
+def per_bin_rates(times_s: np.ndarray, bin_s: float, factor: float) -> list[float]:
+    """Requests per second in each `bin_s` from 0 to the last request, times `factor`,
+    and a last 0: a rate trace holds its last row's rate, and the trace ends there."""
+    if not len(times_s):
+        return []
+    bins = math.floor(float(times_s.max()) / bin_s) + 1
+    counts = np.bincount(np.floor(times_s / bin_s).astype(np.int64), minlength=bins)
+    return [float(c) * factor / bin_s for c in counts] + [0.0]
+
+
+def rate_rows(
+    trace: Path, model: str | None, bin_s: float, factor: float
+) -> list[tuple[float, str, float]]:
+    """(time, model, rate) rows of the trace's models, or of `model` alone."""
+    if not bin_s > 0 or not math.isfinite(bin_s):
+        raise ConfigError("must be a number of seconds > 0", field="--bin", value=bin_s)
+    if not factor > 0 or not math.isfinite(factor):
+        raise ConfigError("must be a number > 0", field="--factor", value=factor)
+    req = read_request_trace(trace)
+    if model is not None:
+        chosen = {model: req.for_model(model, "--model")}
+    elif ANY_MODEL in req.models:
+        raise ConfigError(
+            "the trace names no model: give the one its requests go to", field="--model"
+        )
+    else:
+        chosen = dict(req.models)
+    rows: list[tuple[float, str, float]] = []
+    for name, r in sorted(chosen.items()):
+        rates = per_bin_rates(np.asarray(r.t_s, dtype=float), bin_s, factor)
+        rows.extend((i * bin_s, name, rate) for i, rate in enumerate(rates))
+    rows.sort(key=lambda row: (row[0], row[1]))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("trace", type=Path)
+    ap.add_argument("--model", help="the model (required for a trace that names none)")
+    ap.add_argument("--factor", type=float, default=1.0, help="multiplies every rate")
+    ap.add_argument("--bin", type=float, default=1.0, help="seconds per row (default 1)")
+    ap.add_argument("--out", type=Path, help="default: <trace name>-rates.csv")
+    args = ap.parse_args(argv)
+    try:
+        out = args.out or args.trace.with_name(f"{args.trace.stem}-rates.csv")
+        if out.exists():
+            raise ConfigError("the file exists; choose a new name", file=out)
+        rows = rate_rows(args.trace, args.model, args.bin, args.factor)
+        if not rows:
+            raise ConfigError("the trace has no requests", file=args.trace)
+        lines = ["time,model,rate"] + [f"{t:g},{m},{rate:g}" for t, m, rate in rows]
+        try:
+            out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot write: {exc.strerror}", file=out) from None
+    except AutoscalerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    models = sorted({m for _, m, _ in rows})
+    print(f"wrote {len(rows)} rows of {', '.join(models)} to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

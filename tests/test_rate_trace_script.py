@@ -1,0 +1,135 @@
+"""scripts/rate_trace.py: a request trace's per-second counts as a rate trace.
+
+The Azure sample is our own rows in the upstream schema (AzurePublicDataset's
+AzureLLMInferenceDataset2023.md: TIMESTAMP, ContextTokens, GeneratedTokens; no
+model column, one service per file). What the script writes is read back by the
+simulator's own rate-trace reader and expected-request count, not re-parsed here.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from autoscaler.sim.workload import expected_requests, load_rate_trace
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "rate_trace.py"
+
+# three requests in the first second, one at 2.2 s and one at 3.7 s (from the first)
+AZURE = """\
+TIMESTAMP,ContextTokens,GeneratedTokens
+2023-11-16 18:15:46.1000000,374,44
+2023-11-16 18:15:46.5000000,396,109
+2023-11-16 18:15:46.9000000,879,55
+2023-11-16 18:15:48.3000000,91,16
+2023-11-16 18:15:49.8000000,120,30
+"""
+
+
+def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def rows(path: Path) -> list[tuple[float, str, float]]:
+    lines = path.read_text().splitlines()
+    assert lines[0] == "time,model,rate"
+    out = []
+    for line in lines[1:]:
+        t, m, r = line.split(",")
+        out.append((float(t), m, float(r)))
+    return out
+
+
+def test_azure_trace_becomes_per_second_rates_that_the_simulator_reads(tmp_path: Path) -> None:
+    src = tmp_path / "azure.csv"
+    src.write_text(AZURE)
+    out = tmp_path / "rates.csv"
+    done = run(src, "--model", "nemo-gpt-5b", "--factor", "2", "--out", out)
+    assert done.returncode == 0, done.stderr
+    assert "wrote 5 rows of nemo-gpt-5b" in done.stdout
+    # each second's count × 2, an empty second at 0, and a 0 after the last request
+    assert rows(out) == [
+        (0.0, "nemo-gpt-5b", 6.0),
+        (1.0, "nemo-gpt-5b", 0.0),
+        (2.0, "nemo-gpt-5b", 2.0),
+        (3.0, "nemo-gpt-5b", 2.0),
+        (4.0, "nemo-gpt-5b", 0.0),
+    ]
+    sched = load_rate_trace(out)["nemo-gpt-5b"]
+    assert [sched.at(t) for t in (0.5, 1.5, 2.5, 3.5, 30.0)] == [6.0, 0.0, 2.0, 2.0, 0.0]
+    # an open loop at these rates makes the trace's requests twice over, and no more
+    # however long the run goes on
+    assert expected_requests(sched, 60.0) == pytest.approx(2 * 5)
+
+
+def test_wider_bins_average_their_seconds(tmp_path: Path) -> None:
+    src = tmp_path / "azure.csv"
+    src.write_text(AZURE)
+    out = tmp_path / "rates.csv"
+    done = run(src, "--model", "m", "--bin", "2", "--out", out)
+    assert done.returncode == 0, done.stderr
+    # [0, 2): 3 requests over 2 s; [2, 4): 2; then 0
+    assert rows(out) == [(0.0, "m", 1.5), (2.0, "m", 1.0), (4.0, "m", 0.0)]
+
+
+def test_a_trace_with_models_gives_each_its_rows_or_one(tmp_path: Path) -> None:
+    src = tmp_path / "reqs.csv"
+    src.write_text("time,model\n0.2,b\n0.4,a\n1.5,a\n")
+    out = tmp_path / "rates.csv"
+    done = run(src, "--out", out)
+    assert done.returncode == 0, done.stderr
+    assert rows(out) == [
+        (0.0, "a", 1.0),
+        (0.0, "b", 1.0),
+        (1.0, "a", 1.0),
+        (1.0, "b", 0.0),
+        (2.0, "a", 0.0),
+    ]
+    one = tmp_path / "a.csv"
+    assert run(src, "--model", "a", "--out", one).returncode == 0
+    assert [m for _, m, _ in rows(one)] == ["a", "a", "a"]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("--out", "{out}"), "option '--model': the trace names no model"),
+        (("--model", "m", "--factor", "0", "--out", "{out}"), "option '--factor': must be"),
+        (("--model", "m", "--bin", "-1", "--out", "{out}"), "option '--bin': must be"),
+        (("--model", "m", "--out", "{src}"), "the file exists"),
+    ],
+)
+def test_bad_options_are_one_line_exit_2(tmp_path: Path, args: tuple[str, ...], says: str) -> None:
+    src = tmp_path / "azure.csv"
+    src.write_text(AZURE)
+    out = tmp_path / "rates.csv"
+    filled = [a.format(out=out, src=src) for a in args]
+    done = run(src, *filled)
+    assert done.returncode == 2
+    assert says in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in done.stderr
+    assert not out.exists()
+
+
+def test_a_missing_or_foreign_trace_is_one_line_exit_2(tmp_path: Path) -> None:
+    out = tmp_path / "rates.csv"
+    done = run(tmp_path / "nope.csv", "--model", "m", "--out", out)
+    assert done.returncode == 2
+    assert "nope.csv" in done.stderr and "cannot read request trace" in done.stderr
+    foreign = tmp_path / "rates-in.csv"
+    foreign.write_text("time,model,rate\n0,m,5\n")
+    done = run(foreign, "--model", "m", "--out", out)
+    assert done.returncode == 2
+    assert "rate trace" in done.stderr
+    assert "Traceback" not in done.stderr and not out.exists()
