@@ -1443,6 +1443,20 @@ def start_daemon(
     return proc, out, err
 
 
+def listen_address(proc: Any, stderr: Path, *, timeout_s: float) -> str | None:
+    """The host:port a daemon started with `--listen HOST:0` bound, from its "http" log
+    line (JSON, in `stderr`); None if it exits or says nothing within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for e in json_lines(stderr):
+            if e.get("event") == "http" and isinstance(e.get("listen"), str):
+                return str(e["listen"])
+        if proc.poll() is not None:
+            return None
+        time.sleep(0.1)
+    return None
+
+
 def json_lines(path: Path) -> list[dict[str, Any]]:
     out = []
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -1684,7 +1698,6 @@ def secrets_run(server: Any, workdir: Path, *, duration_s: float = 20.0) -> Secr
     slack_url = slack.url(f"/services/{SECRET_SLACK_TEAM}/{SECRET_SLACK_HOOK}/{SECRET_SLACK_TOKEN}")
     (workdir / "slack-url").write_text(slack_url + "\n", encoding="utf-8")
     (workdir / "slack-url").chmod(0o600)
-    listen = f"127.0.0.1:{_closed_port()}"
     trace = workdir / "trace.jsonl"
     fast = (
         "timeout_s: 0.5, max_retries: 1, backoff_base_s: 0.1, backoff_max_s: 0.3, remind_after_s: 2"
@@ -1713,7 +1726,9 @@ def secrets_run(server: Any, workdir: Path, *, duration_s: float = 20.0) -> Secr
     with LoadGenerator(server.http_url, max_duration_s=duration_s + 60, seed=5) as gen:
         gen.set_clients(MODEL, 16)
         proc, out, err = start_daemon(
-            ["--config", str(cfg), "--record", str(trace), "--listen", listen],
+            # port 0: the kernel picks a free port as the daemon binds it (a port picked
+            # here and bound later can be taken meanwhile by another test's server)
+            ["--config", str(cfg), "--record", str(trace), "--listen", "127.0.0.1:0"],
             workdir,
             "secrets",
             env={"TA_REL_WEBHOOK_KEY": SECRET_HMAC},
@@ -1721,15 +1736,20 @@ def secrets_run(server: Any, workdir: Path, *, duration_s: float = 20.0) -> Secr
         try:
             # The phases are timed from when the daemon serves /healthz, not from its
             # launch: a start-up slowed by a busy machine must not eat into them.
+            listen = listen_address(proc, err, timeout_s=60.0)
             up_by = time.monotonic() + 60.0
-            while time.monotonic() < up_by and proc.poll() is None:
+            while listen and time.monotonic() < up_by and proc.poll() is None:
                 status, body = _get(f"http://{listen}/healthz")
                 if status:
                     bodies.append(("/healthz", body))
                     break
                 time.sleep(0.2)
             start = time.monotonic()
-            while (elapsed := time.monotonic() - start) < duration_s and proc.poll() is None:
+            while (
+                listen
+                and (elapsed := time.monotonic() - start) < duration_s
+                and proc.poll() is None
+            ):
                 hook.mode, slack.mode = phases[min(len(phases) - 1, int(elapsed / duration_s * 5))]
                 for path in ("/metrics", "/healthz"):
                     status, body = _get(f"http://{listen}{path}")
@@ -1737,7 +1757,7 @@ def secrets_run(server: Any, workdir: Path, *, duration_s: float = 20.0) -> Secr
                         bodies.append((path, body))
                         healthz_ok += path == "/healthz" and status == 200
                 time.sleep(1.0)
-            status, body = _get(f"http://{listen}/metrics")
+            status, body = _get(f"http://{listen}/metrics") if listen else (0, b"")
             if status:
                 bodies.append(("/metrics", body))
         finally:

@@ -218,8 +218,10 @@ def daemon_process(tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], tuple[
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(config: dict[str, Any]) -> tuple[str, Path]:
-        port = free_port()
-        config = {**config, "http": {**config.get("http", {}), "listen": f"127.0.0.1:{port}"}}
+        # port 0: the kernel picks a free port as the daemon binds it, and the daemon's
+        # "http" log line says which (a port picked here and bound later can be taken
+        # meanwhile by another test's server: "Address already in use", exit 1)
+        config = {**config, "http": {**config.get("http", {}), "listen": "127.0.0.1:0"}}
         path = tmp_path / f"config-{len(procs)}.yaml"
         path.write_text(json.dumps(config))
         log = tmp_path / f"daemon-{len(procs)}.log"
@@ -232,7 +234,19 @@ def daemon_process(tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], tuple[
                 stderr=log.open("wb"),
             )
         )
-        return f"http://127.0.0.1:{port}", log
+        proc = procs[-1]
+
+        def bound() -> str | None:
+            if proc.poll() is not None:
+                pytest.fail(f"daemon exited {proc.returncode}: {log.read_text()[-2000:]}")
+            for line in log.read_text(errors="replace").splitlines():
+                if line.startswith("{") and '"event": "http"' in line:
+                    listen: str = json.loads(line)["listen"]
+                    return listen
+            return None
+
+        listen = wait_for(bound, 60, "the daemon's http log line")
+        return f"http://{listen}", log
 
     yield start
     for p in procs:
@@ -254,17 +268,24 @@ def test_status_and_explain_against_a_running_daemon(
     """A `run` process watching the real Triton under 8 clients (one 5B instance, target
     4): `status` shows 1 → 2 by the concurrency rule, `explain` the numbers behind it."""
     server = module_triton_factory([emulated(MODEL, time_scale=0.25)])
-    base, log = daemon_process(
-        {
-            "kind": "autoscaler-config",
-            "triton": {"url": server.http_url, "metrics_url": server.metrics_url},
-            "telemetry": {"gpus": "simulated"},
-            "policy_overrides": {"tick_interval_s": 1, "stable_window_s": 8, "panic_window_s": 3},
-            "models": {MODEL: {"slo_p95_ms": 1500}},
-        }
-    )
     with LoadGenerator(server.http_url, max_duration_s=90) as gen:
+        # the clients first: the daemon's first windows show the instance busy all along
+        # (a window that also holds the idle seconds before the load reads as an open
+        # loop arriving, and holds the rise until a window describes one count)
         gen.set_clients(MODEL, 8)
+        base, log = daemon_process(
+            {
+                "kind": "autoscaler-config",
+                "triton": {"url": server.http_url, "metrics_url": server.metrics_url},
+                "telemetry": {"gpus": "simulated"},
+                "policy_overrides": {
+                    "tick_interval_s": 1,
+                    "stable_window_s": 8,
+                    "panic_window_s": 3,
+                },
+                "models": {MODEL: {"slo_p95_ms": 1500}},
+            }
+        )
 
         def scale_up() -> bool:
             doc = json.loads(get(f"{base}/status")[1])

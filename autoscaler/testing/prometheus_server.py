@@ -104,6 +104,20 @@ class PrometheusServer:
         self.config.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
     def start(self, ready_timeout_s: float = 60.0) -> PrometheusServer:
+        # The port was picked, released and is bound by Prometheus only now: another
+        # process can take it in between, so a bind failure is retried on a fresh port.
+        for attempt in range(3):
+            self._launch()
+            try:
+                self.wait(lambda: self._get("/-/ready") is not None, "ready", ready_timeout_s)
+                return self
+            except RuntimeError:  # it exited
+                if attempt == 2 or "address already in use" not in self.log().lower():
+                    raise
+                self.port = free_port()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _launch(self) -> None:
         log = (self.workdir / "prometheus.log").open("ab")
         self.proc = subprocess.Popen(
             [
@@ -118,8 +132,6 @@ class PrometheusServer:
             stderr=subprocess.STDOUT,
         )
         log.close()
-        self.wait(lambda: self._get("/-/ready") is not None, "ready", ready_timeout_s)
-        return self
 
     def set_jobs(self, jobs: Sequence[ScrapeJob]) -> None:
         """Rewrite the scrape config and reload it (SIGHUP), like service discovery would."""
