@@ -11,15 +11,10 @@ service discovery hands targets to the scrape loop on a 5 s throttle.
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
-import requests
 
 from autoscaler.loadgen import LoadGenerator
 from autoscaler.telemetry.prometheus import PrometheusGpuSource, PrometheusModelSource
@@ -28,14 +23,17 @@ from autoscaler.telemetry.snapshot import GpuSample, ModelWindow, Snapshot
 from autoscaler.telemetry.triton import TritonCollector, TritonConfigReader
 from autoscaler.telemetry.window import WindowSettings, derive
 from autoscaler.testing.emulated_models import emulated
+from autoscaler.testing.prometheus_server import PrometheusServer, ScrapeJob
+from autoscaler.testing.prometheus_server import binary as prometheus_binary
 from autoscaler.testing.triton_server import TritonFactory, TritonServer
 from autoscaler.testing.waiting import wait_for_completions, wait_until
 
-PROMETHEUS = shutil.which("prometheus")
 pytestmark = [
     pytest.mark.prometheus,
     pytest.mark.triton,
-    pytest.mark.skipif(PROMETHEUS is None, reason="needs the prometheus binary (apt prometheus)"),
+    pytest.mark.skipif(
+        prometheus_binary() is None, reason="needs the prometheus binary (apt prometheus)"
+    ),
 ]
 
 MODEL = "nemo-gpt-5b"
@@ -43,92 +41,9 @@ SCALE = 0.2  # 55.4 ms per request
 MEM = {MODEL: 12_410_000_000, "nemo-gpt-20b": 44_760_000_000}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Prometheus:
-    """One `prometheus` process on 127.0.0.1 with a temp config and TSDB (restartable)."""
-
-    def __init__(self, workdir: Path, targets: dict[str, str]) -> None:
-        self.workdir = workdir
-        self.port = _free_port()
-        jobs = "".join(
-            f"  - job_name: {job}\n    static_configs: [{{targets: ['{target}']}}]\n"
-            for job, target in targets.items()
-        )
-        self.config = workdir / "prometheus.yml"
-        self.config.write_text(
-            f"global:\n  scrape_interval: 500ms\n  scrape_timeout: 400ms\nscrape_configs:\n{jobs}"
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        assert PROMETHEUS is not None
-        log = (self.workdir / "prometheus.log").open("ab")
-        self.proc = subprocess.Popen(
-            [
-                PROMETHEUS,
-                f"--config.file={self.config}",
-                f"--storage.tsdb.path={self.workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                "--log.level=warn",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        self._wait(lambda: requests.get(f"{self.url}/-/ready", timeout=0.5).ok, "ready")
-
-    def wait_scraped(self, jobs: int) -> None:
-        """Until `jobs` targets were scraped in the last second (the ~5 s discovery delay).
-
-        Freshness matters after a restart: the TSDB still answers `up == 1` from
-        before the stop until new scrapes replace it.
-        """
-        fresh = "time() - timestamp(up) < 1"
-
-        def up() -> bool:
-            r = requests.get(f"{self.url}/api/v1/query", params={"query": fresh}, timeout=1)
-            return len(r.json()["data"]["result"]) >= jobs
-
-        self._wait(up, f"{jobs} targets up")
-
-    def _wait(self, check: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.proc is not None and self.proc.poll() is None, self.log()
-            try:
-                if check():
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"prometheus not {what} after {timeout_s} s:\n{self.log()}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def log(self) -> str:
-        path = self.workdir / "prometheus.log"
-        return path.read_text(errors="replace")[-2000:] if path.exists() else ""
-
-
 class World:
     def __init__(
-        self, triton: TritonServer, sims: dict[str, SimulatedGpus], prom: Prometheus
+        self, triton: TritonServer, sims: dict[str, SimulatedGpus], prom: PrometheusServer
     ) -> None:
         self.triton = triton
         self.sims = sims
@@ -163,13 +78,13 @@ def world(
         DcgmExporter(sims["gpu-a"], hostname_label="Hostname").start(),
         DcgmExporter(sims["gpu-b"], hostname_label="hostname").start(),
     ]
-    prom = Prometheus(
+    prom = PrometheusServer(
         tmp_path_factory.mktemp("prometheus"),
-        {
-            "triton": f"127.0.0.1:{triton.metrics_port}",
-            "dcgm-a": f"127.0.0.1:{exporters[0].port}",
-            "dcgm-b": f"127.0.0.1:{exporters[1].port}",
-        },
+        [
+            ScrapeJob("triton", [f"127.0.0.1:{triton.metrics_port}"]),
+            ScrapeJob("dcgm-a", [f"127.0.0.1:{exporters[0].port}"]),
+            ScrapeJob("dcgm-b", [f"127.0.0.1:{exporters[1].port}"]),
+        ],
     )
     prom.start()
     try:
