@@ -27,6 +27,8 @@ from typing import Any
 import pytest
 import yaml
 
+from autoscaler.testing.prometheus_server import launch
+
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 UNIT = DEPLOY / "triton-autoscaler.service"
@@ -552,7 +554,7 @@ def test_real_prometheus_scrapes_daemon_and_evaluates_rules(tmp_path: Path) -> N
     """Prometheus with prometheus.yml + rules.yml scrapes the daemon; rules and queries work."""
     exe = tool("prometheus")
     daemon = start_daemon()
-    prom: subprocess.Popen[str] | None = None
+    prom: subprocess.Popen[bytes] | None = None
     try:
         listen = wait_for("the daemon's http line", lambda: _listen_address(daemon), 60)
         cfg = yaml.safe_load((PROM / "prometheus.yml").read_text())
@@ -566,17 +568,19 @@ def test_real_prometheus_scrapes_daemon_and_evaluates_rules(tmp_path: Path) -> N
             job["static_configs"] = [{"targets": [target]}]
         (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(cfg))
         shutil.copy(PROM / "rules.yml", tmp_path / "rules.yml")
-        port = free_port()
-        prom = subprocess.Popen(
-            [
+
+        def ready(port: int) -> bool:
+            return bool(http_get(f"http://127.0.0.1:{port}/api/v1/query?query=1")["status"])
+
+        prom, port = launch(
+            lambda port: [
                 exe,
                 f"--config.file={tmp_path / 'prometheus.yml'}",
                 f"--storage.tsdb.path={tmp_path / 'data'}",
                 f"--web.listen-address=127.0.0.1:{port}",
             ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
+            tmp_path / "prometheus.log",
+            ready,
         )
         api = f"http://127.0.0.1:{port}/api/v1"
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -33,7 +32,7 @@ from autoscaler.telemetry.prometheus import PrometheusGpuSource
 from autoscaler.telemetry.simulated import DcgmExporter, SimulatedGpus
 from autoscaler.telemetry.triton import TritonCollector
 from autoscaler.testing.emulated_models import emulated
-from autoscaler.testing.prometheus_server import PrometheusServer, ScrapeJob
+from autoscaler.testing.prometheus_server import PrometheusServer, ScrapeJob, launch
 from autoscaler.testing.triton_server import TritonFactory, TritonServer
 from autoscaler.transport import NO_SECURITY, AuthSettings, Security, TlsSettings, load_security
 from tests.tls_helpers import Pki, TlsFront, make_pki
@@ -322,12 +321,6 @@ def test_apply_over_grpcs_is_verified(triton_factory: TritonFactory, pki: Pki) -
 # -- Prometheus with TLS, client certificates and basic auth ------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def prometheus(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Prometheus on https://127.0.0.1:PORT scraping a simulated DCGM exporter."""
@@ -337,7 +330,6 @@ def prometheus(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
     gpus = SimulatedGpus(2, hostname="gpu-t", layout=lambda: [{MODEL: 1}, {}])
     gpus.memory = {MODEL: 12_410_000_000}
     exporter = DcgmExporter(gpus).start()
-    port = _free_port()
     (d / "prometheus.yml").write_text(
         "global: {scrape_interval: 500ms, scrape_timeout: 400ms}\n"
         "scrape_configs:\n"
@@ -352,48 +344,48 @@ def prometheus(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
         "basic_auth_users:\n"
         f"  {PROM_USER}: {PROM_HASH}\n"
     )
-    log = (d / "prometheus.log").open("ab")
-    proc = subprocess.Popen(
-        [
-            PROMETHEUS,
-            f"--config.file={d / 'prometheus.yml'}",
-            f"--web.config.file={d / 'web.yml'}",
-            f"--storage.tsdb.path={d / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--log.level=warn",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"https://127.0.0.1:{port}"
     session = requests.Session()
     session.verify = str(pki.ca)
     session.cert = (str(pki.client_cert), str(pki.client_key))
     session.auth = (PROM_USER, PROM_PASSWORD)
     session.trust_env = False  # REQUESTS_CA_BUNDLE would replace session.verify
-    deadline = time.monotonic() + 60
-    try:
-        # ready, then scraping (its service discovery hands targets over after ~5 s)
-        while True:
-            assert proc.poll() is None, (d / "prometheus.log").read_text()[-2000:]
-            try:
-                r = session.get(
-                    f"{url}/api/v1/query", params={"query": "DCGM_FI_DEV_FB_USED"}, timeout=2
-                )
-                if r.ok and r.json()["data"]["result"]:
-                    break
-            except requests.RequestException:
-                pass
-            assert time.monotonic() < deadline, "prometheus not scraping after 60 s"
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
+
+    def scraping(port: int) -> bool:
+        """Ready, then scraping (its service discovery hands targets over after ~5 s)."""
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            r = session.get(
+                f"https://127.0.0.1:{port}/api/v1/query",
+                params={"query": "DCGM_FI_DEV_FB_USED"},
+                timeout=2,
+            )
+        except requests.RequestException:
+            return False
+        return bool(r.ok and r.json()["data"]["result"])
+
+    exe = PROMETHEUS
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        proc, port = launch(
+            lambda port: [
+                exe,
+                f"--config.file={d / 'prometheus.yml'}",
+                f"--web.config.file={d / 'web.yml'}",
+                f"--storage.tsdb.path={d / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--log.level=warn",
+            ],
+            d / "prometheus.log",
+            scraping,
+        )
+        yield f"https://127.0.0.1:{port}"
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         exporter.stop()
 
 

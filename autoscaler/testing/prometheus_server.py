@@ -38,6 +38,53 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def launch(
+    command: Callable[[int], Sequence[str]],
+    log_path: Path,
+    ready: Callable[[int], bool],
+    *,
+    port: int | None = None,
+    timeout_s: float = 60.0,
+) -> tuple[subprocess.Popen[bytes], int]:
+    """`command(port)` (a `prometheus` listening on 127.0.0.1:port), run until `ready(port)`.
+
+    Prometheus can only be told a port, not asked for one: the port is picked
+    (`port`, or a free one), released, and bound by Prometheus a moment later, and
+    another process can take it in between (parallel tests start servers of their
+    own). A start that fails on "address already in use" is retried on a fresh port,
+    three times in all, as the Triton harness does. Output goes to `log_path`
+    (appended). Returns the process and the port it listens on; raises RuntimeError
+    if it exits for another reason, TimeoutError if it is not ready in `timeout_s`.
+    """
+    for attempt in range(3):
+        p = port if port is not None and attempt == 0 else free_port()
+        before = log_path.stat().st_size if log_path.exists() else 0
+        with log_path.open("ab") as log:
+            proc = subprocess.Popen(list(command(p)), stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if ready(p):
+                    return proc, p
+            except (OSError, RuntimeError, ValueError):
+                pass
+            time.sleep(0.1)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+            raise TimeoutError(f"prometheus not ready after {timeout_s} s:\n{_tail(log_path)}")
+        with log_path.open("rb") as f:
+            f.seek(before)
+            said = f.read().decode(errors="replace")
+        if attempt == 2 or "address already in use" not in said.lower():
+            raise RuntimeError(f"prometheus exited with {proc.returncode}:\n{said[-3000:]}")
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _tail(path: Path) -> str:
+    return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+
 @dataclass(frozen=True)
 class ScrapeJob:
     """One job: targets on loopback, with labels added to every series they carry."""
@@ -104,34 +151,27 @@ class PrometheusServer:
         self.config.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
     def start(self, ready_timeout_s: float = 60.0) -> PrometheusServer:
-        # The port was picked, released and is bound by Prometheus only now: another
-        # process can take it in between, so a bind failure is retried on a fresh port.
-        for attempt in range(3):
-            self._launch()
-            try:
-                self.wait(lambda: self._get("/-/ready") is not None, "ready", ready_timeout_s)
-                return self
-            except RuntimeError:  # it exited
-                if attempt == 2 or "address already in use" not in self.log().lower():
-                    raise
-                self.port = free_port()
-        raise AssertionError("unreachable")  # pragma: no cover
+        """Start on `port` (a restart keeps it; a fresh one only if it was taken: `launch`)."""
 
-    def _launch(self) -> None:
-        log = (self.workdir / "prometheus.log").open("ab")
-        self.proc = subprocess.Popen(
-            [
+        def ready(port: int) -> bool:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=5) as r:
+                return bool(r.status == 200)
+
+        self.proc, self.port = launch(
+            lambda port: [
                 self.exe,
                 f"--config.file={self.config}",
                 f"--storage.tsdb.path={self.tsdb}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
+                f"--web.listen-address=127.0.0.1:{port}",
                 "--log.level=warn",
                 *self.extra_args,
             ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            self.workdir / "prometheus.log",
+            ready,
+            port=self.port,
+            timeout_s=ready_timeout_s,
         )
-        log.close()
+        return self
 
     def set_jobs(self, jobs: Sequence[ScrapeJob]) -> None:
         """Rewrite the scrape config and reload it (SIGHUP), like service discovery would."""
@@ -195,8 +235,7 @@ class PrometheusServer:
         self.proc = None
 
     def log(self) -> str:
-        path = self.workdir / "prometheus.log"
-        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+        return _tail(self.workdir / "prometheus.log")
 
     def __enter__(self) -> PrometheusServer:
         return self.start() if self.proc is None else self
