@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from autoscaler.policy.decision import Action, Decision, Figures
-from autoscaler.policy.queueing import Batched
+from autoscaler.policy.queueing import execution_s
 from autoscaler.telemetry.snapshot import GpuSample
 
 PREFIX = "triton_autoscaler"
@@ -58,7 +58,7 @@ def _service_s(f: Figures | None) -> float:
     svc = f.service if f is not None else None
     if svc is None:
         return math.nan
-    return svc.batch_s if isinstance(svc, Batched) else svc.service_s
+    return execution_s(svc)
 
 
 class DaemonMetrics:

@@ -56,6 +56,7 @@ from autoscaler.policy.queueing import (
     Batched,
     Sequential,
     ServiceModel,
+    execution_s,
     instances_for,
     wait_mean_s,
     wait_p95_s,
@@ -451,7 +452,7 @@ def _correct(
     if not predicted < math.inf:
         return mem
     step = min(1.0, tick_s / VARIABILITY_MEMORY_S)
-    base_s = svc.batch_s if isinstance(svc, Batched) else svc.service_s
+    base_s = execution_s(svc)
     p95_s = w.p95_ms / 1000.0
     changes: dict[str, float | bool | None] = {}
     target: float | None = None

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
-from autoscaler.policy.queueing import Batched, ServiceModel, p95_ms
+from autoscaler.policy.queueing import ServiceModel, execution_s, p95_ms
 
 
 class Action(StrEnum):
@@ -73,7 +73,7 @@ def _service_ms(svc: ServiceModel | None) -> float | None:
     """A request's mean service time (one at a time) or a full batch's time (batched), ms."""
     if svc is None:
         return None
-    return round((svc.batch_s if isinstance(svc, Batched) else svc.service_s) * 1000.0, 1)
+    return round(execution_s(svc) * 1000.0, 1)
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ from enum import StrEnum
 from functools import lru_cache
 
 from autoscaler._frozen import maker
-from autoscaler.policy.queueing import Batched, ServiceModel
+from autoscaler.policy.queueing import Batched, ServiceModel, execution_s
 from autoscaler.telemetry.snapshot import ModelWindow
 
 # Triton's scheduling overhead between two executions on a fed instance is well under
@@ -161,7 +161,7 @@ def _edge(w: ModelWindow, service: ServiceModel | None) -> float:
     """How far a fed instance's busy share over `w` may read below 1 (see `_idle`)."""
     if service is None or w.window_s <= 0:
         return 0.0
-    return (service.batch_s if isinstance(service, Batched) else service.service_s) / w.window_s
+    return execution_s(service) / w.window_s
 
 
 def _busy(w: ModelWindow, service: ServiceModel | None) -> bool:

@@ -95,6 +95,12 @@ class Batched:
 ServiceModel = Sequential | Batched
 
 
+def execution_s(service: ServiceModel) -> float:
+    """How long one execution takes: a request's mean service time (one at a time) or a
+    full batch's (batched)."""
+    return service.batch_s if isinstance(service, Batched) else service.service_s
+
+
 def erlang_c(n: int, a: float) -> float:
     """Probability that an arrival waits in M/M/n with offered load `a` (1.0 when a ≥ n).
 
