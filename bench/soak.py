@@ -1443,20 +1443,6 @@ def start_daemon(
     return proc, out, err
 
 
-def listen_address(proc: Any, stderr: Path, *, timeout_s: float) -> str | None:
-    """The host:port a daemon started with `--listen HOST:0` bound, from its "http" log
-    line (JSON, in `stderr`); None if it exits or says nothing within `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for e in json_lines(stderr):
-            if e.get("event") == "http" and isinstance(e.get("listen"), str):
-                return str(e["listen"])
-        if proc.poll() is not None:
-            return None
-        time.sleep(0.1)
-    return None
-
-
 def json_lines(path: Path) -> list[dict[str, Any]]:
     out = []
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -1692,6 +1678,7 @@ def secrets_run(server: Any, workdir: Path, *, duration_s: float = 20.0) -> Secr
 
     from autoscaler.loadgen import LoadGenerator
     from autoscaler.notify import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+    from autoscaler.testing.waiting import daemon_listen_address
 
     hook = FlakyReceiver(hang_s=2.0, keep=50)
     slack = FlakyReceiver(hang_s=2.0)
@@ -1736,20 +1723,16 @@ def secrets_run(server: Any, workdir: Path, *, duration_s: float = 20.0) -> Secr
         try:
             # The phases are timed from when the daemon serves /healthz, not from its
             # launch: a start-up slowed by a busy machine must not eat into them.
-            listen = listen_address(proc, err, timeout_s=60.0)
+            listen = daemon_listen_address(proc, err, timeout_s=60.0)
             up_by = time.monotonic() + 60.0
-            while listen and time.monotonic() < up_by and proc.poll() is None:
+            while time.monotonic() < up_by and proc.poll() is None:
                 status, body = _get(f"http://{listen}/healthz")
                 if status:
                     bodies.append(("/healthz", body))
                     break
                 time.sleep(0.2)
             start = time.monotonic()
-            while (
-                listen
-                and (elapsed := time.monotonic() - start) < duration_s
-                and proc.poll() is None
-            ):
+            while (elapsed := time.monotonic() - start) < duration_s and proc.poll() is None:
                 hook.mode, slack.mode = phases[min(len(phases) - 1, int(elapsed / duration_s * 5))]
                 for path in ("/metrics", "/healthz"):
                     status, body = _get(f"http://{listen}{path}")
@@ -1757,7 +1740,7 @@ def secrets_run(server: Any, workdir: Path, *, duration_s: float = 20.0) -> Secr
                         bodies.append((path, body))
                         healthz_ok += path == "/healthz" and status == 200
                 time.sleep(1.0)
-            status, body = _get(f"http://{listen}/metrics") if listen else (0, b"")
+            status, body = _get(f"http://{listen}/metrics")
             if status:
                 bodies.append(("/metrics", body))
         finally:

@@ -41,6 +41,7 @@ from autoscaler.testing.doubles import (
 )
 from autoscaler.testing.emulated_models import emulated
 from autoscaler.testing.triton_server import TritonFactory
+from autoscaler.testing.waiting import daemon_listen_address
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "nemo-gpt-5b"
@@ -234,18 +235,7 @@ def daemon_process(tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], tuple[
                 stderr=log.open("wb"),
             )
         )
-        proc = procs[-1]
-
-        def bound() -> str | None:
-            if proc.poll() is not None:
-                pytest.fail(f"daemon exited {proc.returncode}: {log.read_text()[-2000:]}")
-            for line in log.read_text(errors="replace").splitlines():
-                if line.startswith("{") and '"event": "http"' in line:
-                    listen: str = json.loads(line)["listen"]
-                    return listen
-            return None
-
-        listen = wait_for(bound, 60, "the daemon's http log line")
+        listen = daemon_listen_address(procs[-1], log)
         return f"http://{listen}", log
 
     yield start

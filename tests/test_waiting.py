@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
 
 import pytest
 
 from autoscaler.loadgen import LoadGenerator, RequestRecord
 from autoscaler.testing.waiting import (
     WaitTimeout,
+    daemon_listen_address,
     measure_window,
     metric_value,
     wait_for_completions,
     wait_until,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_wait_until_returns_the_value_that_satisfied_it() -> None:
@@ -107,3 +114,29 @@ def test_metric_value_reads_a_models_series() -> None:
     assert metric_value(text, "nv_inference_pending_request_count", "b") == 0.0
     assert metric_value(text, "nv_inference_pending_request_count", "c") is None
     assert metric_value(text, "nv_inference_request_success", "a") is None
+
+
+def test_daemon_listen_address_reads_the_bound_port_or_says_why_not(tmp_path: Path) -> None:
+    """A real `run --listen 127.0.0.1:0`: the address its http log line names answers
+    /healthz; a daemon that exits first (an address it cannot parse) fails the wait at
+    once with its exit code and its log, not after the timeout."""
+    log = tmp_path / "daemon.log"
+    cmd = [sys.executable, "-m", "autoscaler", "run", "--target", "m=4", "--gpus", "none"]
+    cmd += ["--triton", "127.0.0.1:9", "--log-format", "json", "--listen"]
+    with log.open("wb") as err:
+        proc = subprocess.Popen([*cmd, "127.0.0.1:0"], cwd=ROOT, stderr=err)
+    try:
+        listen = daemon_listen_address(proc, log, timeout_s=60.0)
+        host, port = listen.rsplit(":", 1)
+        assert host == "127.0.0.1" and int(port) > 0
+        with urllib.request.urlopen(f"http://{listen}/healthz", timeout=5) as r:
+            assert r.read().startswith(b"starting")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    bad = tmp_path / "bad.log"
+    with bad.open("wb") as err:
+        proc = subprocess.Popen([*cmd, "nowhere"], cwd=ROOT, stderr=err)
+    with pytest.raises(WaitTimeout, match="the daemon exited with 2") as exc:
+        daemon_listen_address(proc, bad, timeout_s=60.0)
+    assert "http.listen" in str(exc.value)

@@ -15,10 +15,13 @@ actually passed between them.
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 from autoscaler.loadgen import LoadGenerator, LoadSummary, RequestRecord, summarize
 
@@ -64,6 +67,30 @@ def wait_until(
             seen = seen if len(seen) <= 500 else seen[:497] + "..."
             raise WaitTimeout(f"timed out after {timeout_s:g} s waiting for {what}; last: {seen}")
         time.sleep(interval_s)
+
+
+def daemon_listen_address(proc: subprocess.Popen[Any], log: Path, timeout_s: float = 60.0) -> str:
+    """The host:port a daemon started with `--listen HOST:0` bound (the kernel picks a
+    free port as it binds: a port picked first and bound later can be taken meanwhile),
+    from its "http" log line (`--log-format json`, stderr written to `log`).
+
+    Raises `WaitTimeout` if it exits first (with its log's tail) or says nothing in time.
+    """
+
+    def read() -> str | None:
+        text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
+        for line in text.splitlines():
+            if line.startswith("{") and '"http"' in line:
+                event = json.loads(line)
+                if event.get("event") == "http" and isinstance(event.get("listen"), str):
+                    return str(event["listen"])
+        if proc.poll() is not None:
+            raise WaitTimeout(f"the daemon exited with {proc.returncode}: {text[-2000:]}")
+        return None
+
+    listen = wait_until(read, timeout_s, "the daemon's http log line", ignore=(ValueError,))
+    assert listen is not None  # wait_until returns only a value that holds
+    return listen
 
 
 # -- a load generator's progress ---------------------------------------------------------------
