@@ -209,6 +209,17 @@ def test_a_group_of_clients_under_a_batch_keeps_one_20b_instance(
     raise AssertionError(f"the 8 clients never stayed one batch in 3 stories: {set_aside}")
 
 
+# The story ticks about every second. The group is marked closed on the first tick whose
+# stable window describes the one instance if the tick before it saw the group too; the
+# hold on a first sight ("held until a window describes 1 instance(s)") ends on that same
+# tick. After a stall of the host (CI: 9 s between two ticks, 04:25 on 2026-12-06) the
+# tick before was one whose window had barely filled, the mark came a tick late, and the
+# unprotected tick sized the group as open arrivals (1 → 3). That is the policy's edge
+# after a long gap between ticks (docs/policy.md, "Limits"), not this story's premise of
+# ticks a second apart: a gap of more than 3 ticks sets the story aside like a split.
+MAX_TICK_GAP_S = 4.0
+
+
 def _group_story(server: TritonServer, model: str) -> str | None:
     """One story of the test above on a fresh server: None when told to its end (its
     asserts held), else how the premise broke."""
@@ -221,6 +232,7 @@ def _group_story(server: TritonServer, model: str) -> str | None:
         if batches.smallest() < 7.5:  # split before the daemon looked
             return f"before the daemon looked: batches {batches.seen}"
         reports: list[TickReport] = []
+        last_tick = 0.0
         closed_at, deadline = None, time.time() + 120
         while closed_at is None or len(reports) < closed_at + 10:
             if time.time() > deadline:
@@ -235,7 +247,11 @@ def _group_story(server: TritonServer, model: str) -> str | None:
             batches.read()
             if batches.smallest() < 7.5:
                 return f"before tick {len(reports)}: batches {batches.seen}"
-            reports.append(daemon.tick(time.time()))
+            now = time.time()
+            if reports and now - last_tick > MAX_TICK_GAP_S:
+                return f"before tick {len(reports)}: {now - last_tick:.1f} s since the last tick"
+            last_tick = now
+            reports.append(daemon.tick(now))
             mine = [d for d in reports[-1].decisions if d.model == model]
             ups = [d for d in mine if d.action is Action.scale_up]
             if ups:
