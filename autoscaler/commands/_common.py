@@ -6,14 +6,34 @@ import csv
 import io
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
+import typer
 from rich.console import Console
 
 from autoscaler.catalog import Catalog, load_catalog
 from autoscaler.errors import ConfigError
 
 T = TypeVar("T")
+
+# The TLS and bearer-token options of the commands that read Triton or Prometheus
+# (run, observe; record reads Prometheus alone): one definition, one help text.
+CaFileOption = Annotated[
+    Path | None,
+    typer.Option(help="CA bundle (PEM) to verify https:// Triton and Prometheus against."),
+]
+ClientCertOption = Annotated[
+    Path | None, typer.Option(help="Client certificate (PEM) for mutual TLS.")
+]
+ClientKeyOption = Annotated[
+    Path | None, typer.Option(help="Its key (PEM); default: in --client-cert.")
+]
+TritonTokenFileOption = Annotated[
+    Path | None, typer.Option(help="File holding a bearer token for Triton.")
+]
+PrometheusTokenFileOption = Annotated[
+    Path | None, typer.Option(help="File holding a bearer token for Prometheus.")
+]
 
 
 def parse_pairs(

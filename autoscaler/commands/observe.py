@@ -27,7 +27,15 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from autoscaler.commands._common import PIPE_WIDTH, csv_text
+from autoscaler.commands._common import (
+    PIPE_WIDTH,
+    CaFileOption,
+    ClientCertOption,
+    ClientKeyOption,
+    PrometheusTokenFileOption,
+    TritonTokenFileOption,
+    csv_text,
+)
 from autoscaler.errors import ConfigError, RuntimeFailure
 from autoscaler.policy.core import observed
 from autoscaler.telemetry.base import (
@@ -134,22 +142,11 @@ def observe(
         list[Path] | None,
         typer.Option("--policies", help="Extra policies directory (simulated GPU memory)."),
     ] = None,
-    ca_file: Annotated[
-        Path | None,
-        typer.Option(help="CA bundle (PEM) to verify https:// Triton and Prometheus against."),
-    ] = None,
-    client_cert: Annotated[
-        Path | None, typer.Option(help="Client certificate (PEM) for mutual TLS.")
-    ] = None,
-    client_key: Annotated[
-        Path | None, typer.Option(help="Its key (PEM); default: in --client-cert.")
-    ] = None,
-    triton_token_file: Annotated[
-        Path | None, typer.Option(help="File holding a bearer token for Triton.")
-    ] = None,
-    prometheus_token_file: Annotated[
-        Path | None, typer.Option(help="File holding a bearer token for Prometheus.")
-    ] = None,
+    ca_file: CaFileOption = None,
+    client_cert: ClientCertOption = None,
+    client_key: ClientKeyOption = None,
+    triton_token_file: TritonTokenFileOption = None,
+    prometheus_token_file: PrometheusTokenFileOption = None,
     fleet: Annotated[
         bool,
         typer.Option(

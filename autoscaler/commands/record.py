@@ -18,7 +18,13 @@ from typing import Annotated
 
 import typer
 
-from autoscaler.commands._common import parse_pairs, positive_int
+from autoscaler.commands._common import (
+    ClientCertOption,
+    ClientKeyOption,
+    PrometheusTokenFileOption,
+    parse_pairs,
+    positive_int,
+)
 from autoscaler.commands.simulate import check_format, progress_bar
 from autoscaler.errors import ConfigError, RuntimeFailure
 from autoscaler.files import atomic_path, refuse_existing
@@ -78,15 +84,9 @@ def record(
     ca_file: Annotated[
         Path | None, typer.Option(help="CA bundle (PEM) to verify an https:// Prometheus.")
     ] = None,
-    client_cert: Annotated[
-        Path | None, typer.Option(help="Client certificate (PEM) for mutual TLS.")
-    ] = None,
-    client_key: Annotated[
-        Path | None, typer.Option(help="Its key (PEM); default: in --client-cert.")
-    ] = None,
-    prometheus_token_file: Annotated[
-        Path | None, typer.Option(help="File holding a bearer token for Prometheus.")
-    ] = None,
+    client_cert: ClientCertOption = None,
+    client_key: ClientKeyOption = None,
+    prometheus_token_file: PrometheusTokenFileOption = None,
 ) -> None:
     """Build a telemetry trace from a Prometheus server's history (for `replay`).
 

@@ -20,7 +20,15 @@ import typer
 
 from autoscaler import logs
 from autoscaler.applier import BackgroundApplier, InlineApplier
-from autoscaler.commands._common import parse_pairs, positive_float
+from autoscaler.commands._common import (
+    CaFileOption,
+    ClientCertOption,
+    ClientKeyOption,
+    PrometheusTokenFileOption,
+    TritonTokenFileOption,
+    parse_pairs,
+    positive_float,
+)
 from autoscaler.config import (
     DaemonConfig,
     Endpoints,
@@ -105,22 +113,11 @@ def run(
     interval: Annotated[
         float | None, typer.Option(help="Seconds between ticks (> 0; policy tick_interval_s).")
     ] = None,
-    ca_file: Annotated[
-        Path | None,
-        typer.Option(help="CA bundle (PEM) to verify https:// Triton and Prometheus against."),
-    ] = None,
-    client_cert: Annotated[
-        Path | None, typer.Option(help="Client certificate (PEM) for mutual TLS.")
-    ] = None,
-    client_key: Annotated[
-        Path | None, typer.Option(help="Its key (PEM); default: in --client-cert.")
-    ] = None,
-    triton_token_file: Annotated[
-        Path | None, typer.Option(help="File holding a bearer token for Triton.")
-    ] = None,
-    prometheus_token_file: Annotated[
-        Path | None, typer.Option(help="File holding a bearer token for Prometheus.")
-    ] = None,
+    ca_file: CaFileOption = None,
+    client_cert: ClientCertOption = None,
+    client_key: ClientKeyOption = None,
+    triton_token_file: TritonTokenFileOption = None,
+    prometheus_token_file: PrometheusTokenFileOption = None,
     policies: Annotated[list[Path] | None, typer.Option(help="Extra policies directory.")] = None,
     log_format: Annotated[str, typer.Option(help="auto, json or console.")] = "auto",
 ) -> None:
