@@ -11,7 +11,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from autoscaler.catalog import Catalog, load_catalog
+from autoscaler.catalog import Catalog, GpuProfile, load_catalog
 from autoscaler.errors import ConfigError
 
 T = TypeVar("T")
@@ -84,6 +84,34 @@ def positive_float(text: str) -> float:
 
 def catalog_from(policies: Sequence[Path] | None) -> Catalog:
     return load_catalog(list(policies or []))
+
+
+def hardware_from(
+    cat: Catalog,
+    server: str | None,
+    gpu: str | None,
+    gpus_per_server: int | None,
+    headroom_gb: float | None,
+) -> tuple[GpuProfile, int, float]:
+    """The GPU, GPUs per server and headroom (GB) that `size` and `fleet` plan on.
+
+    --server names both the GPU and its count; else --gpu (an H100 80 GB by default)
+    and --gpus-per-server (4). The headroom is the default policy's unless given.
+    """
+    if server is not None:
+        if gpu is not None or gpus_per_server is not None:
+            raise ConfigError("--server sets the GPU and its count; drop --gpu/--gpus-per-server")
+        srv = cat.server(server)
+        gpu_profile, per_server = cat.gpu(srv.gpu), srv.gpus
+    else:
+        gpu_profile = cat.gpu(gpu or "h100-80gb")
+        per_server = gpus_per_server if gpus_per_server is not None else 4
+        if per_server < 1:
+            raise ConfigError("must be ≥ 1", field="--gpus-per-server", value=per_server)
+    headroom = headroom_gb if headroom_gb is not None else cat.policy("default").gpu_headroom_gb
+    if headroom < 0:
+        raise ConfigError("must be ≥ 0", field="--headroom-gb", value=headroom)
+    return gpu_profile, per_server, headroom
 
 
 # -- output that a pipe cannot cut --------------------------------------------------------------

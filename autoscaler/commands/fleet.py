@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from autoscaler.commands._common import catalog_from
+from autoscaler.commands._common import catalog_from, hardware_from
 from autoscaler.errors import ConfigError
 from autoscaler.fleet.plan import FleetPlan, parse_at, read_plan
 from autoscaler.fleet.reasons import with_reasons
@@ -240,19 +240,9 @@ def size_from_prometheus(
     fmt: str,
 ) -> None:
     cat = catalog_from(policies)
-    if server is not None:
-        if gpu is not None or gpus_per_server is not None:
-            raise ConfigError("--server sets the GPU and its count; drop --gpu/--gpus-per-server")
-        srv = cat.server(server)
-        gpu_profile, per_server = cat.gpu(srv.gpu), srv.gpus
-    else:
-        gpu_profile = cat.gpu(gpu or "h100-80gb")
-        per_server = gpus_per_server if gpus_per_server is not None else 4
-        if per_server < 1:
-            raise ConfigError("must be ≥ 1", field="--gpus-per-server", value=per_server)
-    headroom = headroom_gb if headroom_gb is not None else cat.policy("default").gpu_headroom_gb
-    if headroom < 0:
-        raise ConfigError("must be ≥ 0", field="--headroom-gb", value=headroom)
+    gpu_profile, per_server, headroom = hardware_from(
+        cat, server, gpu, gpus_per_server, headroom_gb
+    )
     when = parse_at(at, time.time())
     reader = FleetReader(url, selector=selector, server_label=server_label, timeout_s=10.0)
     result = read_plan(reader, when, cat.models, gpu_profile, per_server, headroom)

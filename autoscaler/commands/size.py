@@ -14,6 +14,7 @@ from autoscaler.commands._common import (
     catalog_from,
     check_format,
     csv_text,
+    hardware_from,
     parse_pairs,
     positive_float,
     positive_int,
@@ -116,19 +117,9 @@ def size(
                 f"--slo-ms names '{name}', which has no --demand", field="--slo-ms", allowed=users
             )
     cat = catalog_from(policies)
-    if server is not None:
-        if gpu is not None or gpus_per_server is not None:
-            raise ConfigError("--server sets the GPU and its count; drop --gpu/--gpus-per-server")
-        srv = cat.server(server)
-        gpu_profile, per_server = cat.gpu(srv.gpu), srv.gpus
-    else:
-        gpu_profile = cat.gpu(gpu or "h100-80gb")
-        per_server = gpus_per_server if gpus_per_server is not None else 4
-        if per_server < 1:
-            raise ConfigError("must be ≥ 1", field="--gpus-per-server", value=per_server)
-    headroom = headroom_gb if headroom_gb is not None else cat.policy("default").gpu_headroom_gb
-    if headroom < 0:
-        raise ConfigError("must be ≥ 0", field="--headroom-gb", value=headroom)
+    gpu_profile, per_server, headroom = hardware_from(
+        cat, server, gpu, gpus_per_server, headroom_gb
+    )
     demands = [Demand(m, u, slos.get(m)) for m, u in users.items()]
     result = run_sizing(demands, cat.models, gpu_profile, per_server, headroom)
     if fmt == "json":
