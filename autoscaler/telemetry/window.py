@@ -328,19 +328,24 @@ def _invalid(
     )
 
 
+def _unusable(end: ModelSample, age: float, cfg: WindowSettings) -> str:
+    """Why the latest read of a model makes no window ("" when it can): too old, the
+    model not ready, or its series not addressable."""
+    if age > cfg.stale_after_s:
+        return f"stale: latest data is {age:.1f} s old (bound {cfg.stale_after_s:g} s)"
+    if not end.ready:
+        return "model not ready"
+    return end.unaddressable or ""
+
+
 def _one(name: str, good: Sequence[Snapshot], now: float, cfg: WindowSettings) -> ModelWindow:
     end_snap = good[-1]
     end = (end_snap.models or {}).get(name)
     if end is None:
         return _invalid(name, now, cfg, "model disappeared (not in the latest read)")
-    age = now - end_snap.models_time
-    if age > cfg.stale_after_s:
-        why = f"stale: latest data is {age:.1f} s old (bound {cfg.stale_after_s:g} s)"
+    why = _unusable(end, now - end_snap.models_time, cfg)
+    if why:
         return _invalid(name, now, cfg, why, end)
-    if not end.ready:
-        return _invalid(name, now, cfg, "model not ready", end)
-    if end.unaddressable:
-        return _invalid(name, now, cfg, end.unaddressable, end)
     if end.counters is None:
         missing = ", ".join(end.missing_series) or "counters"
         return _invalid(name, now, cfg, f"missing series: {missing}", end)
@@ -807,14 +812,9 @@ class WindowTracker(Sequence[Snapshot]):
         e = len(tr.seqs) - 1
         end = tr.samples[e]
         t_end = tr.times[e]
-        age = now - t_end
-        if age > cfg.stale_after_s:
-            why = f"stale: latest data is {age:.1f} s old (bound {cfg.stale_after_s:g} s)"
+        why = _unusable(end, now - t_end, cfg)
+        if why:
             return _invalid(name, now, cfg, why, end)
-        if not end.ready:
-            return _invalid(name, now, cfg, "model not ready", end)
-        if end.unaddressable:
-            return _invalid(name, now, cfg, end.unaddressable, end)
         bad = tr.bad[e]
         if bad == "":
             missing = ", ".join(end.missing_series) or "counters"
