@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -80,6 +82,25 @@ def positive_float(text: str) -> float:
     if not v > 0 or v == float("inf"):
         raise ValueError(text)
     return v
+
+
+def cadence(interval_s: float, ticks: int | None, duration_s: float | None) -> Iterator[int]:
+    """The ticks of a watching command (`observe`, `fleet --watch`): 0, 1, … at a fixed
+    cadence from the first, until `ticks` have run or the next would start past
+    `duration_s`. A tick that overran skips the ticks it missed rather than running
+    them back to back."""
+    start = time.monotonic()
+    n = 0
+    while True:
+        yield n
+        n += 1
+        if ticks is not None and n >= ticks:
+            return
+        elapsed = time.monotonic() - start
+        if duration_s is not None and elapsed + interval_s > duration_s + 1e-6:
+            return
+        next_at = start + interval_s * math.ceil((elapsed + 1e-9) / interval_s)
+        time.sleep(max(0.0, next_at - time.monotonic()))
 
 
 def catalog_from(policies: Sequence[Path] | None) -> Catalog:

@@ -7,7 +7,6 @@ and the output (docs/fleet.md).
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from autoscaler.commands._common import catalog_from, hardware_from
+from autoscaler.commands._common import cadence, catalog_from, hardware_from
 from autoscaler.errors import ConfigError
 from autoscaler.fleet.plan import FleetPlan, parse_at, read_plan
 from autoscaler.fleet.reasons import with_reasons
@@ -62,10 +61,8 @@ def observe_fleet(
         timeout_s=timeout if timeout is not None else max(2.0, interval / 2),
     )
     console = _console()
-    start = time.monotonic()
-    n = 0
     try:
-        while True:
+        for n in cadence(interval, ticks, duration):
             view = reader.read()
             if reasons:
                 view = with_reasons(view, timeout_s=reader.timeout_s)
@@ -80,14 +77,6 @@ def observe_fleet(
                 typer.echo(json.dumps(view.to_json(), allow_nan=False))
             else:
                 console.print(render_view(view))
-            n += 1
-            if ticks is not None and n >= ticks:
-                return
-            elapsed = time.monotonic() - start
-            if duration is not None and elapsed + interval > duration + 1e-6:
-                return
-            next_at = start + interval * math.ceil((elapsed + 1e-9) / interval)
-            time.sleep(max(0.0, next_at - time.monotonic()))
     except KeyboardInterrupt:
         pass
 

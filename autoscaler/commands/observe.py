@@ -34,6 +34,7 @@ from autoscaler.commands._common import (
     ClientKeyOption,
     PrometheusTokenFileOption,
     TritonTokenFileOption,
+    cadence,
     csv_text,
 )
 from autoscaler.errors import ConfigError, RuntimeFailure
@@ -379,9 +380,7 @@ def _loop(
     reads: _Reads,
 ) -> None:
     history: deque[Snapshot] = deque()
-    start = time.monotonic()
-    n = 0
-    while True:
+    for _ in cadence(interval, ticks, duration):
         now = time.time()
         snap = collector.collect(now)
         reads.count(snap)
@@ -395,15 +394,6 @@ def _loop(
         windows = derive(history, now, settings)
         latest.windows = windows
         show(snap, windows)
-        n += 1
-        if ticks is not None and n >= ticks:
-            return
-        elapsed = time.monotonic() - start
-        if duration is not None and elapsed + interval > duration + 1e-6:
-            return
-        # fixed cadence; a read that overran skips the ticks it missed
-        next_at = start + interval * math.ceil((elapsed + 1e-9) / interval)
-        time.sleep(max(0.0, next_at - time.monotonic()))
 
 
 class _Shower:
