@@ -122,6 +122,8 @@ class Autoscaler:
         self.decision_history = DecisionHistory()  # for /status and `explain`
         self.instances: dict[str, int] = {}  # latest known counts (feeds simulated GPUs)
         self._logged: dict[str, tuple[tuple[Any, ...], float]] = {}  # model → (key, at)
+        # model → ticks since its last decision line that repeated it and were not logged
+        self._unlogged: dict[str, int] = {}
         self.drift = DriftTracker()  # is each profile's optimum still true? (reports only)
         self.drift_refs = references_from(resolved)
         self._lock = threading.Lock()  # one tick at a time, also against reload
@@ -204,7 +206,11 @@ class Autoscaler:
             if self.log is not None and self._worth_logging(d, now):
                 # a change waiting behind the request queue needs a person (Triton's flags)
                 level = "warning" if d.rule is Rule.apply_stalled else "info"
-                self._log(level, "decision", mode=self.mode, **_log_fields(d))
+                # how many ticks repeated the model's previous line unlogged: lines 9 s
+                # apart at a 1 s tick read as a stall of the daemon without it
+                repeats = self._unlogged.pop(d.model, 0)
+                extra = {"repeats_unlogged": repeats} if repeats else {}
+                self._log(level, "decision", mode=self.mode, **_log_fields(d), **extra)
         if self.mode == "apply" and self.actuator is not None:
             self._apply(decisions, now, report)
         for n in self.notifiers:
@@ -439,7 +445,9 @@ class Autoscaler:
         the default); with logging.decisions: every_tick, always.
 
         At 500 models every decision every 5 s is 100 lines a second for journald and
-        8 ms of each tick (the tick benchmark), almost all of them "steady" again.
+        8 ms of each tick (the tick benchmark), almost all of them "steady" again. The
+        ticks not logged are counted: the model's next line carries the count
+        (`repeats_unlogged`).
         """
         opts = self.resolved.config.logging
         if opts.decisions == "every_tick":
@@ -447,6 +455,7 @@ class Autoscaler:
         key = (d.action, d.current_instances, d.desired_instances, d.rule)
         last = self._logged.get(d.model)
         if last is not None and last[0] == key and now - last[1] < opts.decision_reminder_s:
+            self._unlogged[d.model] = self._unlogged.get(d.model, 0) + 1
             return False
         self._logged[d.model] = (key, now)
         return True

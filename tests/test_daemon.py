@@ -399,9 +399,13 @@ def test_unchanged_decisions_are_logged_once_then_as_a_reminder() -> None:
     daemon.log = log
     reports = step(daemon, 0, 600)
     assert len(reports) == 121
-    logged = [kw["rule"] for e, kw in log.lines if e == "decision"]
+    lines = [kw for e, kw in log.lines if e == "decision"]
+    logged = [kw["rule"] for kw in lines]
     # first sight (no window yet) at 0, steady from 5 s, a reminder at 305 s (605 > 600)
     assert logged[0] == "invalid_telemetry" and logged[1:] == ["steady", "steady"]
+    # the reminder says how many ticks repeated the line before it unlogged (10 … 300 s),
+    # so that lines 300 s apart do not read as a daemon that stopped ticking
+    assert [kw.get("repeats_unlogged") for kw in lines] == [None, None, 59]
 
 
 def test_decision_logging_every_tick_and_a_shorter_reminder() -> None:
@@ -416,6 +420,8 @@ def test_decision_logging_every_tick_and_a_shorter_reminder() -> None:
     at = [kw["rule"] for e, kw in log.lines if e == "decision"]
     # invalid at 0, steady at 5 s, then a reminder every 60 s: 65, 125, ..., 545
     assert at[0] == "invalid_telemetry" and at[1:] == ["steady"] * 10
+    repeats = [kw.get("repeats_unlogged") for e, kw in log.lines if e == "decision"]
+    assert repeats == [None, None] + [11] * 9  # the 11 ticks between two reminders
 
 
 @pytest.mark.parametrize(
