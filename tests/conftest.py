@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
+from autoscaler.testing.ports import refused_ports
 from autoscaler.testing.triton_server import (
     TritonFactory,
     TritonNotInstalled,
@@ -46,6 +47,14 @@ def module_triton_factory() -> Iterator[TritonFactory]:
     factory = TritonFactory()
     yield factory
     factory.close_all()
+
+
+@pytest.fixture
+def refused_port() -> Iterator[Callable[[], int]]:
+    """A maker of loopback ports that refuse connections until the test ends: targets
+    that must stay down (autoscaler.testing.ports says why not a picked free port)."""
+    with refused_ports() as make:
+        yield make
 
 
 @pytest.hookimpl(hookwrapper=True)

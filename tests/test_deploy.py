@@ -219,13 +219,6 @@ def k8s_doc(kind: str, name: str) -> dict[str, Any]:
     return found[0]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def http_get(url: str, timeout: float = 5.0) -> Any:
     with urllib.request.urlopen(url, timeout=timeout) as r:
         return json.loads(r.read())
@@ -243,15 +236,18 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
     pytest.fail(f"timed out waiting for {what}; last: {last!r}")
 
 
-def start_daemon(extra_env: dict[str, str] | None = None, **popen: Any) -> subprocess.Popen[str]:
-    """`run` with an unreachable Triton (telemetry errors, ticks go on), no GPUs, 1 s ticks."""
+def start_daemon(
+    triton_port: int, extra_env: dict[str, str] | None = None, **popen: Any
+) -> subprocess.Popen[str]:
+    """`run` with Triton down at `triton_port` (telemetry errors, ticks go on), no GPUs,
+    1 s ticks."""
     cmd = [
         sys.executable,
         "-m",
         "autoscaler",
         "run",
         "--triton",
-        f"127.0.0.1:{free_port()}",
+        f"127.0.0.1:{triton_port}",
         "--target",
         "nemo-gpt-5b=4",
         "--gpus",
@@ -399,7 +395,9 @@ def _mdwe_supported() -> bool:
 
 
 @pytest.mark.parametrize("variant", ["path", "abstract", "mdwe"])
-def test_sd_notify_ready_watchdog_stopping(tmp_path: Path, variant: str) -> None:
+def test_sd_notify_ready_watchdog_stopping(
+    tmp_path: Path, variant: str, refused_port: Callable[[], int]
+) -> None:
     """`run` sends READY=1, then WATCHDOG=1 per tick, and STOPPING=1 on SIGTERM, exiting 0."""
     popen: dict[str, Any] = {}
     if variant == "mdwe":
@@ -415,7 +413,7 @@ def test_sd_notify_ready_watchdog_stopping(tmp_path: Path, variant: str) -> None
         address = str(tmp_path / "notify")
         sock.bind(address)
     sock.settimeout(60)
-    proc = start_daemon({"NOTIFY_SOCKET": address}, **popen)
+    proc = start_daemon(refused_port(), {"NOTIFY_SOCKET": address}, **popen)
     try:
         msgs: list[str] = []
         times: list[float] = []
@@ -550,10 +548,12 @@ def test_dashboard_and_keda_promql_parse(tmp_path: Path) -> None:
 
 # --- a real Prometheus with these files, scraping a real daemon ----------------------------------
 @pytest.mark.prometheus
-def test_real_prometheus_scrapes_daemon_and_evaluates_rules(tmp_path: Path) -> None:
+def test_real_prometheus_scrapes_daemon_and_evaluates_rules(
+    tmp_path: Path, refused_port: Callable[[], int]
+) -> None:
     """Prometheus with prometheus.yml + rules.yml scrapes the daemon; rules and queries work."""
     exe = tool("prometheus")
-    daemon = start_daemon()
+    daemon = start_daemon(refused_port())
     prom: subprocess.Popen[bytes] | None = None
     try:
         listen = wait_for("the daemon's http line", lambda: _listen_address(daemon), 60)
@@ -563,7 +563,7 @@ def test_real_prometheus_scrapes_daemon_and_evaluates_rules(tmp_path: Path) -> N
         for job in cfg["scrape_configs"]:
             job.pop("scrape_interval", None)
             target = (
-                listen if job["job_name"] == "triton-autoscaler" else f"127.0.0.1:{free_port()}"
+                listen if job["job_name"] == "triton-autoscaler" else f"127.0.0.1:{refused_port()}"
             )
             job["static_configs"] = [{"targets": [target]}]
         (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(cfg))

@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -315,14 +316,15 @@ def test_a_prometheus_without_daemons_is_said_so(tmp_path: Path) -> None:
         assert "no triton_autoscaler_observed_concurrency series" in res.stderr
 
 
-def test_reasons_come_from_each_daemons_status_and_a_silent_one_is_named() -> None:
+def test_reasons_come_from_each_daemons_status_and_a_silent_one_is_named(
+    refused_port: Callable[[], int],
+) -> None:
     """One daemon's real /status server answers; one address refuses; one server has no
     address: the first gets its models' reasons, the others say why and keep their figures."""
     from dataclasses import replace
 
     from autoscaler.daemon_metrics import DaemonMetrics, serve
     from autoscaler.fleet.reasons import with_reasons
-    from autoscaler.testing.prometheus_server import free_port
 
     def status(model: str | None) -> dict[str, Any]:
         return {"models": [{"model": B5, "reason": "steady: arrivals 3.10/s: 1 instance …"}]}
@@ -330,7 +332,7 @@ def test_reasons_come_from_each_daemons_status_and_a_silent_one_is_named() -> No
     srv, _ = serve("127.0.0.1:0", DaemonMetrics(), lambda: (True, "ok"), status)
     try:
         view = fleet({n: {"models": {B5: (1, 1)}} for n in ("up", "down", "unnamed")})
-        where = {"up": f"127.0.0.1:{srv.server_address[1]}", "down": f"127.0.0.1:{free_port()}"}
+        where = {"up": f"127.0.0.1:{srv.server_address[1]}", "down": f"127.0.0.1:{refused_port()}"}
         view = replace(
             view, servers=tuple(replace(s, address=where.get(s.name)) for s in view.servers)
         )

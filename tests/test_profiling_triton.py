@@ -35,6 +35,7 @@ About 2 minutes in all on a 2-core machine.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -55,7 +56,7 @@ from autoscaler.telemetry.snapshot import GpuSample, Snapshot
 from autoscaler.telemetry.triton import TritonCollector
 from autoscaler.telemetry.window import WindowSettings, derive
 from autoscaler.testing.emulated_models import emulated
-from autoscaler.testing.triton_server import TritonFactory, TritonServer, free_port
+from autoscaler.testing.triton_server import TritonFactory, TritonServer
 
 pytestmark = pytest.mark.triton
 
@@ -220,14 +221,16 @@ def test_drift_fires_for_a_slowed_model_and_stays_quiet_otherwise(server: Triton
     assert ratio is not None and ratio == pytest.approx(1.0, abs=0.15)
 
 
-def test_profile_command_errors_are_one_clear_line(server: TritonServer) -> None:
+def test_profile_command_errors_are_one_clear_line(
+    server: TritonServer, refused_port: Callable[[], int]
+) -> None:
     """No server at the URL (a runtime failure, exit 1), or a model that is not loaded (a
     ConfigError, exit 2): one line saying which."""
     from autoscaler.errors import RuntimeFailure
 
     runner = CliRunner()
     res = runner.invoke(
-        cli_app(), ["profile", "--triton", f"127.0.0.1:{free_port()}", "--model", "m"]
+        cli_app(), ["profile", "--triton", f"127.0.0.1:{refused_port()}", "--model", "m"]
     )
     assert isinstance(res.exception, RuntimeFailure) and res.exception.exit_code == 1
     assert "cannot reach Triton" in str(res.exception)

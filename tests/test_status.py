@@ -186,12 +186,6 @@ def test_status_endpoint_serves_json_and_404s(capsys: pytest.CaptureFixture[str]
 # -- the real daemon ---------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait_for(check: Callable[[], Any], timeout_s: float, what: str) -> Any:
     deadline = time.monotonic() + timeout_s
     last: Any = None
@@ -312,6 +306,7 @@ def test_status_and_explain_against_a_running_daemon(
 
 
 def test_healthz_and_status_before_any_valid_telemetry(
+    refused_port: Callable[[], int],  # first: held until the daemon has stopped
     daemon_process: Callable[[dict[str, Any]], tuple[str, Path]],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -320,7 +315,7 @@ def test_healthz_and_status_before_any_valid_telemetry(
     base, log = daemon_process(
         {
             "kind": "autoscaler-config",
-            "triton": {"url": f"127.0.0.1:{free_port()}"},
+            "triton": {"url": f"127.0.0.1:{refused_port()}"},
             "telemetry": {"gpus": "none"},
             "policy_overrides": {"tick_interval_s": 0.5},
             "http": {"unhealthy_after_s": 4},

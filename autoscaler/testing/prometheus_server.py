@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -26,16 +25,12 @@ from typing import Any
 
 import yaml
 
+from autoscaler.testing.ports import free_port
+
 
 def binary() -> str | None:
     """The `prometheus` binary on PATH (Debian's package), or None."""
     return shutil.which("prometheus")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def launch(
