@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
-from autoscaler.testing.prometheus_server import launch
+from autoscaler.testing.prometheus_server import launch, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -623,11 +623,7 @@ def test_real_prometheus_scrapes_daemon_and_evaluates_rules(
         assert query(keda_trigger()["metadata"]["query"]) == []
     finally:
         if prom is not None:
-            prom.terminate()
-            try:
-                prom.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                prom.kill()
+            stop_process(prom, timeout_s=30)
         stop(daemon)
 
 

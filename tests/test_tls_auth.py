@@ -32,7 +32,12 @@ from autoscaler.telemetry.prometheus import PrometheusGpuSource
 from autoscaler.telemetry.simulated import DcgmExporter, SimulatedGpus
 from autoscaler.telemetry.triton import TritonCollector
 from autoscaler.testing.emulated_models import emulated
-from autoscaler.testing.prometheus_server import PrometheusServer, ScrapeJob, launch
+from autoscaler.testing.prometheus_server import (
+    PrometheusServer,
+    ScrapeJob,
+    launch,
+    stop_process,
+)
 from autoscaler.testing.triton_server import TritonFactory, TritonServer
 from autoscaler.transport import NO_SECURITY, AuthSettings, Security, TlsSettings, load_security
 from tests.tls_helpers import Pki, TlsFront, make_pki
@@ -380,12 +385,7 @@ def prometheus(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
         yield f"https://127.0.0.1:{port}"
     finally:
         if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, timeout_s=10)
         exporter.stop()
 
 

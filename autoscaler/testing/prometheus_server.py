@@ -33,6 +33,19 @@ def binary() -> str | None:
     return shutil.which("prometheus")
 
 
+def stop_process(proc: subprocess.Popen[Any], timeout_s: float = 20.0) -> None:
+    """Stop a process `launch` started: SIGTERM (Prometheus flushes its head block),
+    SIGKILL after `timeout_s`; returns once it has exited."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def launch(
     command: Callable[[int], Sequence[str]],
     log_path: Path,
@@ -220,13 +233,8 @@ class PrometheusServer:
             return None
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc)
         self.proc = None
 
     def log(self) -> str:
