@@ -75,3 +75,19 @@ def test_pack_equals_the_plain_scan(fit: Fit, seed: int) -> None:
     assert [(b.index, b.used_gb, b.instances) for b in ours.gpus] == [
         (b.index, b.used_gb, b.instances) for b in ref.gpus
     ]
+
+
+@pytest.mark.parametrize("fit", list(Fit))
+@pytest.mark.parametrize("seed", range(20))
+def test_pack_breaks_ties_as_the_plain_scan(fit: Fit, seed: int) -> None:
+    """GPUs with the same free memory (a server's fresh GPUs, or GPUs holding the same
+    instances): each fit takes the lowest index among them, as the plain scan's sort does."""
+    rng = random.Random(1000 + seed)
+    items = [Item(n, SIZES[n]) for n in ("5b", "20b", "1.3b") for _ in range(rng.randint(0, 8))]
+    gpus = [
+        GpuBin(i, 80.0, used_gb=rng.choice([0.0, 12.41, 24.82, 44.76]), uuid=f"G{i}")
+        for i in rng.sample(range(12), rng.randint(1, 8))  # indexes not in list order
+    ]
+    kw = {"headroom_gb": 2.0, "fit": fit, "new_gpu_capacity_gb": None, "max_new_gpus": None}
+    ours, ref = pack(items, gpus, **kw), reference(items, gpus, **kw)
+    assert ours.placed == ref.placed and ours.unplaced == ref.unplaced
