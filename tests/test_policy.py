@@ -210,6 +210,37 @@ def test_capacity_exhausted_takes_no_action() -> None:
     assert "capacity exhausted" in d.reason
 
 
+@pytest.mark.parametrize(
+    ("short_of_memory", "action", "desired"),
+    [
+        # the tick before left only this model short: its own releases free nothing it
+        # waits for, so the window holds the 13 it wanted then
+        (frozenset({"nemo-gpt-5b"}), Action.hold, 12),
+        # another model waits for memory: this one goes to its wish at once
+        (frozenset({"nemo-gpt-20b"}), Action.scale_down, 10),
+        (frozenset({"nemo-gpt-5b", "nemo-gpt-20b"}), Action.scale_down, 10),
+    ],
+)
+def test_a_model_short_of_memory_keeps_its_own_stabilisation(
+    short_of_memory: frozenset[str], action: Action, desired: int
+) -> None:
+    """12 5B instances on four GPUs with no room for a 13th: 52 in the server want 13
+    (capacity exhausted), and 40 on the next tick want 10. The scale-down window is
+    lifted only while another model waits for the memory."""
+    full = gpus(75, 75, 75, 75)
+    d, st = one(ctx(0, win(52, 12), gpu=full))
+    assert (d.action, d.rule) == (Action.capacity_exhausted, Rule.capacity)
+    assert st.short_of_memory == {"nemo-gpt-5b"}
+    st = replace(st, short_of_memory=short_of_memory)
+    d, after = one(ctx(5, win(40, 12, now=5), gpu=full), st)
+    assert (d.action, d.desired_instances) == (action, desired)
+    if action is Action.hold:
+        assert d.rule is Rule.stabilization and "13 wanted" in d.reason
+    else:
+        assert "short of GPU memory" in d.reason
+    assert after.short_of_memory == frozenset()
+
+
 def test_partial_capacity_scales_what_fits() -> None:
     """Room for one of three wanted instances: scale up by one and say what is missing."""
     d, _ = one(ctx(0, win(16, 1), gpu=gpus(60, 70, 70, 70)))

@@ -128,16 +128,21 @@ def _evolve(st: ModelState, **changes: Any) -> ModelState:
 @dataclass(frozen=True)
 class PolicyState:
     models: Mapping[str, ModelState] = field(default_factory=dict)
-    # the last tick left a model short of GPU memory (rule `capacity`): stabilisation
-    # then holds no instance another model could use (`_decide_model`, stage 7)
-    memory_short: bool = False
+    # the models the last tick left short of GPU memory (rule `capacity`): stabilisation
+    # then holds no instance of any other model, which another could use (`_decide_model`,
+    # stage 7). Per model, not one flag: the short model's own releases free nothing it
+    # waits for. A 5B alone on four L40S (48 GB: three instances a GPU) at 12 wanted 13
+    # at 32.9 req/s, had no room, and on the next tick, its surge read 25.3 req/s, let
+    # two go at once "while another model is short" (12 → 10), then went 10 → 11 on the
+    # tick after (`tests/test_policy.py`).
+    short_of_memory: frozenset[str] = frozenset()
 
     def get(self, model: str) -> ModelState:
         st = self.models.get(model)
         return _NEW if st is None else st  # frozen: one shared empty state, not one per call
 
     def with_model(self, model: str, st: ModelState) -> PolicyState:
-        return PolicyState({**self.models, model: st}, self.memory_short)
+        return PolicyState({**self.models, model: st}, self.short_of_memory)
 
 
 def record_outcome(
@@ -193,7 +198,7 @@ def with_startups(state: PolicyState, held: Mapping[str, tuple[float, ...]]) -> 
     models = dict(state.models)
     for m, got in held.items():
         models[m] = replace(state.get(m), startups_s=tuple(got)[-STARTUP_SAMPLES:])
-    return PolicyState(models, state.memory_short)
+    return PolicyState(models, state.short_of_memory)
 
 
 # The start-up horizon from this daemon's own scale-ups: the median of the last five.
@@ -239,17 +244,21 @@ def decide(ctx: PolicyContext, state: PolicyState) -> tuple[list[Decision], Poli
     decisions: dict[str, Decision] = {}
     models = dict(state.models)  # one copy a tick, not one per model (500 models: 250k)
     quiet = _server_quiet(ctx, state)
-    short = False
+    short_before = state.short_of_memory
+    short: set[str] = set()
     # moves that would open a GPU for a larger model, by the model to move (`_place`); the
     # smaller models are decided later in the same tick and carry them out (`_make_room`)
     moves: dict[str, tuple[Move, str]] = {}
     for t in sorted(ctx.targets.values(), key=lambda t: (-t.memory_per_instance_gb, t.model)):
+        # another model than this one was left short of memory by the last tick
+        others_short = bool(short_before) and (t.model not in short_before or len(short_before) > 1)
         d, models[t.model] = _decide_model(
-            ctx, t, state.get(t.model), bins, quiet, state.memory_short, moves
+            ctx, t, state.get(t.model), bins, quiet, others_short, moves
         )
         decisions[t.model] = d
-        short = short or d.rule is Rule.capacity
-    return [decisions[n] for n in sorted(decisions)], PolicyState(models, short)
+        if d.rule is Rule.capacity:
+            short.add(t.model)
+    return [decisions[n] for n in sorted(decisions)], PolicyState(models, frozenset(short))
 
 
 def _server_quiet(ctx: PolicyContext, state: PolicyState) -> bool:
@@ -852,7 +861,7 @@ def _decide_model(
     st: ModelState,
     bins: list[GpuBin] | None,
     quiet: bool,
-    memory_short: bool,
+    others_short: bool,  # a model other than `t` was left short of GPU memory
     moves: dict[str, tuple[Move, str]],
 ) -> tuple[Decision, ModelState]:
     pol, now = ctx.policy, ctx.now
@@ -980,9 +989,9 @@ def _decide_model(
     # began (the minute's rate said 17 req/s, the last seconds' 59): its first minute's
     # p95 was 936 ms against 600.
     seen = st.history if st.history else ((now, current),)
-    expired = now if memory_short else now - pol.scale_down_stabilization_s
+    expired = now if others_short else now - pol.scale_down_stabilization_s
     history = _window_max(seen, expired, now, wish.want)
-    if memory_short and wish.want < current:
+    if others_short and wish.want < current:
         wish = wish._replace(
             reason=wish.reason + "; no stabilisation while another model is short of GPU memory"
         )
@@ -999,7 +1008,7 @@ def _decide_model(
         stage = _backed_off(stage, current, st.backoff_until, now)
     if not isinstance(stage, Held):
         stage = _cooled(
-            stage, current, st.last_change_at, now, pol.cooldown_s, sz.undrained, memory_short
+            stage, current, st.last_change_at, now, pol.cooldown_s, sz.undrained, others_short
         )
     if isinstance(stage, Held):
         move = moves.get(t.model)
@@ -1013,10 +1022,10 @@ def _decide_model(
     # 9. Steps: a scale-down is always safe for memory; a scale-up must fit a GPU.
     # While another model is short of GPU memory a release goes to the wish at once
     # (`_cooled` says why).
-    max_down = current if memory_short else pol.max_scale_down_step
+    max_down = current if others_short else pol.max_scale_down_step
     new, step_note = _step(want, current, max_down, pol.max_scale_up_step)
     if new < current:
-        off = _release_from(ctx, t, bins, current - new) if memory_short and bins else ()
+        off = _release_from(ctx, t, bins, current - new) if others_short and bins else ()
         return make(Action.scale_down, new, rule, reason, placement=off, figures=figs), st
     if not ctx.check_gpu_memory:
         return make(Action.scale_up, new, rule, reason + step_note, figures=figs), st
