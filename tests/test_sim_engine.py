@@ -69,6 +69,30 @@ def test_think_time_lowers_the_rate_as_n_over_z_plus_r() -> None:
     assert cl.queues["m"].success / 600 == pytest.approx(10.0, rel=0.02)
 
 
+@pytest.mark.parametrize("think", ["exponential", "fixed"])
+def test_users_found_at_the_start_are_in_their_think_time_and_joiners_send_at_once(
+    think: str,
+) -> None:
+    """400 users thinking 10 s (40 req/s) on 56 instances of 100 ms: the ones the run
+    starts with were already there, so the first second brings ~40 requests (a tenth of
+    a think time: 1 − e^(−0.1) of them, or a tenth), not all 400; the 400 who join at
+    100 s are new and send at once."""
+    cl = SimCluster(
+        [seq(service_cv=0.0)],
+        {"m": ClosedLoop(Schedule((((0.0, 400.0), (100.0, 800.0))), "step"), 10.0, think)},
+        gpus=8,
+        duration_s=200,
+        initial_instances={"m": 56},
+    )
+    q = cl.queues["m"]
+    run(cl, 1.0, tick=1.0)
+    assert 15 <= q.success <= 70
+    run(cl, 100.0, tick=1.0)
+    before = q.success
+    run(cl, 101.0, tick=1.0)
+    assert q.success - before >= 400
+
+
 def test_batcher_waits_the_queue_delay_for_a_lone_request() -> None:
     """A request alone in a batching model waits max_queue_delay (20B: 60 ms) before it runs."""
     spec = SimModelSpec.from_profile(CAT.model("nemo-gpt-20b"), service_cv=0.0)
