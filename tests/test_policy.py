@@ -587,6 +587,26 @@ def test_latency_guard_waits_after_a_change(after_s: float, p95_ms: float, acts:
     assert (d.action, d.rule) == want
 
 
+def test_the_latency_guards_hold_waits_for_the_summary_not_for_the_window() -> None:
+    """3.9 in the server on 4 instances (1 would do), while the p95 summary still shows a
+    queue from before: the latency guard holds the 4 as long as it does, and not the
+    scale-down window longer (60 s here). The window keeps what the demand wished for
+    (1), so the first tick whose p95 is within the SLO once the window's first sight of
+    4 has expired releases one (4 → 3, one a cooldown). Within the guard's settling
+    time after the first sight it only holds, never adds."""
+    t = replace(T5B, slo_p95_ms=1200)
+    pol = POLICY.model_copy(update={"scale_down_stabilization_s": 60.0})
+    _, st = one(ctx(0, win(3.9, 4), target=t, policy=pol))  # the window starts at 4
+    for now in range(5, 60, 5):
+        slow = win(3.9, 4, now, p95=2400, latency=1500, queue=1100, p95q=1300)
+        d, st = one(ctx(now, slow, target=t, policy=pol), st)
+        assert (d.action, d.rule) == (Action.hold, Rule.latency_guard)
+        assert "no instance goes" in d.reason
+    fine = win(3.9, 4, 60, p95=300, latency=250, queue=5, p95q=20)
+    d, _ = one(ctx(60, fine, target=t, policy=pol), st)
+    assert (d.action, d.desired_instances) == (Action.scale_down, 3), d.reason
+
+
 def test_invalid_telemetry_reports_last_known_count() -> None:
     """When the count cannot be read, the decision keeps the last one seen, never 0."""
     _, st = one(ctx(0, win(4, 3)))

@@ -965,8 +965,9 @@ def _decide_model(
     modelled = t.service is not None and t.slo_p95_ms is not None and mem.loop is Loop.open
     surging = d.recent_in_server > confirmed
     lat = LatencyReading(t.slo_p95_ms, w.p95_ms, w.p95_queue_ms)
+    sized = Wish(sz.want, sz.rule, sz.reason)
     wish = _latency_guard(
-        Wish(sz.want, sz.rule, sz.reason),
+        sized,
         current,
         lat,
         may_add=settled and not surging and not modelled,
@@ -977,7 +978,8 @@ def _decide_model(
     by_model = sz.rule is Rule.queueing or sz.rule is Rule.headroom
     checkable = w.p95_ms is not None
     unchecked = by_model and checkable and not mem.variability_read and waited(w, t.service)
-    wish = _unchecked_guard(wish, current, w.avg_queue_ms if unchecked else None)
+    unchecked_wait_ms = w.avg_queue_ms if unchecked else None
+    wish = _unchecked_guard(wish, current, unchecked_wait_ms)
     # 6. Bounds.
     wish = _bounded(wish, lo, hi)
     # 7. Scale-down stabilisation window (see `_stabilised` for why it is dropped while
@@ -988,9 +990,20 @@ def _decide_model(
     # it. A code-completion service started on 21 instances let one go at 40 s as a burst
     # began (the minute's rate said 17 req/s, the last seconds' 59): its first minute's
     # p95 was 936 ms against 600.
+    # The window keeps what the demand wished for. The latency guard's "no instance goes"
+    # waits for Triton's p95 summary to stop showing a load that has gone, at most its
+    # minute (`_latency_guard`); kept in the window as a wish, it held the count for the
+    # window's 300 s more. A 5B crowd (20 → 90 req/s over 60 s on an 8 × H200 server)
+    # drained its backlog at 40 instances where 26 serve 90 req/s (last wanted at
+    # 1330 s); the guard held them while the summary still showed the backlog's p95
+    # (19.7 → 4.0 s) until 1410 s, and the window, counting those holds as wishes, kept
+    # 40 until 1710 s rather than 1630 s (26.99 instance-hours for the hour, not 27.28).
+    remembered = wish.want
+    if wish.rule is Rule.latency_guard and wish.want == current and sized.want < current:
+        remembered = _bounded(_unchecked_guard(sized, current, unchecked_wait_ms), lo, hi).want
     seen = st.history if st.history else ((now, current),)
     expired = now if others_short else now - pol.scale_down_stabilization_s
-    history = _window_max(seen, expired, now, wish.want)
+    history = _window_max(seen, expired, now, remembered)
     if others_short and wish.want < current:
         wish = wish._replace(
             reason=wish.reason + "; no stabilisation while another model is short of GPU memory"
