@@ -607,6 +607,39 @@ def test_the_latency_guards_hold_waits_for_the_summary_not_for_the_window() -> N
     assert (d.action, d.desired_instances) == (Action.scale_down, 3), d.reason
 
 
+@pytest.mark.parametrize(
+    ("rate", "queued_at_change", "action", "desired", "rule"),
+    [
+        # the arrivals outgrew the count again (40 req/s: 12), and 200 more queued since
+        # the change: nobody was sized for them, and the whole wish (15) goes ahead
+        (40.0, 100.0, Action.scale_up, 15, Rule.queueing),
+        # ... but the backlog the change was made for (or less) is left to it
+        (40.0, 300.0, Action.scale_up, 12, Rule.queueing),
+        (40.0, None, Action.scale_up, 12, Rule.queueing),  # no read from then: as before
+        # the count still covers the arrivals (24 req/s: 8): a queue that grew is the
+        # start-up the change was made knowing, and it waits
+        (24.0, 100.0, Action.hold, 8, Rule.cooldown),
+    ],
+)
+def test_cooldown_leaves_to_the_change_only_the_backlog_it_was_made_for(
+    rate: float, queued_at_change: float | None, action: Action, desired: int, rule: Rule
+) -> None:
+    """300 queued on 8 5B instances set 10 s ago (open loop; see the test above for the
+    counts: 24 req/s need 8, 40 need 12, 40 and the queue drained within the horizon 15)."""
+    now = 1000.0
+    changed = now - 10.0
+    reads = () if queued_at_change is None else ((changed - 5.0, queued_at_change),)
+    st = ModelState(
+        last_change_at=changed,
+        seen_instances=8,
+        seen_change_at=changed,
+        demand=DemandMemory(loop=Loop.open, loop_at=changed, reads=reads),
+    )
+    w = _fed(rate, 300.0, 300.0 + rate * 0.277, now)
+    d, _ = one(ctx(now, w, w, target=T5B_OPEN), PolicyState({T5B_OPEN.model: st}))
+    assert (d.action, d.desired_instances, d.rule) == (action, desired, rule), d.reason
+
+
 def test_invalid_telemetry_reports_last_known_count() -> None:
     """When the count cannot be read, the decision keeps the last one seen, never 0."""
     _, st = one(ctx(0, win(4, 3)))

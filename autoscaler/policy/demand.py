@@ -518,6 +518,22 @@ def observe(
     return new
 
 
+def queue_grew_since(mem: DemandMemory, at: float | None, pending: float | None) -> bool:
+    """Triton's queue holds more now (`pending`) than at the last read at or before `at`.
+
+    False where either is not known (no change, no pending gauge, or no read from then
+    in the stable window's reads).
+    """
+    if at is None or pending is None:
+        return False
+    then: float | None = None
+    for t, p in mem.reads:
+        if t > at:
+            break
+        then = p
+    return then is not None and pending > then
+
+
 def confirmed_recent_in_server(mem_before: DemandMemory, d: Demand) -> float:
     """The last seconds' requests in the server, as two consecutive ticks agree on it.
 
