@@ -640,6 +640,24 @@ def test_cooldown_leaves_to_the_change_only_the_backlog_it_was_made_for(
     assert (d.action, d.desired_instances, d.rule) == (action, desired, rule), d.reason
 
 
+def test_the_window_keeps_what_the_arrivals_need_not_the_drain() -> None:
+    """40 req/s and 300 queued on 8 5B instances (open loop, no cooldown): 15 go up at
+    once (40 req/s and the queue drained within the horizon), and the scale-down window
+    keeps 12, what the arrivals need: once the queue has drained, the 3 it took go."""
+    now = 1000.0
+    st = ModelState(
+        seen_instances=8, seen_change_at=0.0, demand=DemandMemory(loop=Loop.open, loop_at=now)
+    )
+    w = _fed(40.0, 300.0, 311.1, now)
+    d, after = one(ctx(now, w, w, target=T5B_OPEN), PolicyState({T5B_OPEN.model: st}))
+    assert (d.action, d.desired_instances) == (Action.scale_up, 15), d.reason
+    assert after.get(T5B_OPEN.model).history == ((now, 12),)
+    # the 15 serve; the queue has drained and the arrivals are the same
+    drained = replace(_fed(40.0, 0.0, 11.1, now + 5.0), instances=15)
+    d, _ = one(ctx(now + 5.0, drained, drained, target=T5B_OPEN), after)
+    assert (d.action, d.desired_instances) == (Action.scale_down, 14), d.reason
+
+
 def test_invalid_telemetry_reports_last_known_count() -> None:
     """When the count cannot be read, the decision keeps the last one seen, never 0."""
     _, st = one(ctx(0, win(4, 3)))
