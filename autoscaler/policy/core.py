@@ -1029,15 +1029,17 @@ def _decide_model(
     if not isinstance(stage, Held):
         stage = _backed_off(stage, current, st.backoff_until, now)
     if not isinstance(stage, Held):
+        changed_at = st.last_change_at
+        cooling = changed_at is not None and now - changed_at < pol.cooldown_s
         stage = _cooled(
             stage,
             current,
-            st.last_change_at,
+            changed_at,
             now,
             pol.cooldown_s,
             sz.undrained,
             others_short,
-            queue_grew_since(mem, st.last_change_at, d.pending),
+            cooling and queue_grew_since(mem, changed_at, d.pending),
         )
     if isinstance(stage, Held):
         move = moves.get(t.model)
