@@ -153,11 +153,22 @@ def test_check_scenarios_are_valid() -> None:
     `simulate FILE --sweep`; docs/simulation.md) load and resolve too, and none of them
     is a shipped scenario: the scorecard stays the nine."""
     paths = sorted((ROOT / "simulations" / "checks").glob("*.yaml"))
-    assert {p.stem for p in paths} == {"crowd-5b", "square-1p3b", "trickle-5b", "open-20b"}
+    assert {p.stem for p in paths} == {
+        "crowd-5b",
+        "square-1p3b",
+        "trickle-5b",
+        "open-20b",
+        # 2026-12-06
+        "crowd-h200",
+        "think-1p3b",
+        "l40s-5b",
+        "wake-1p3b",
+    }
     assert not {p.stem for p in paths} & {p.stem for p in SCENARIOS.glob("*.yaml")}
     for p in paths:
         setup = resolve_scenario(load_scenario(p), p.parent)
-        assert setup.scenario.duration_s == 3600 and len(setup.specs) == 1
+        assert setup.scenario.duration_s == 3600
+        assert len(setup.specs) == (2 if p.stem == "crowd-h200" else 1)
 
 
 def test_scenario_errors_name_the_field(tmp_path: Path) -> None:
