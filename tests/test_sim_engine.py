@@ -93,6 +93,23 @@ def test_users_found_at_the_start_are_in_their_think_time_and_joiners_send_at_on
     assert q.success - before >= 400
 
 
+def test_users_who_join_a_run_that_started_empty_send_at_once() -> None:
+    """No users at the start, 400 (thinking 10 s) from 10 s: they are new, not found
+    thinking, and all 400 send then."""
+    cl = SimCluster(
+        [seq(service_cv=0.0)],
+        {"m": ClosedLoop(Schedule((((0.0, 0.0), (10.0, 400.0))), "step"), 10.0)},
+        gpus=8,
+        duration_s=60,
+        initial_instances={"m": 56},
+    )
+    q = cl.queues["m"]
+    run(cl, 10.0, tick=1.0)
+    assert q.success == 0
+    run(cl, 11.0, tick=1.0)
+    assert q.success >= 400
+
+
 def test_batcher_waits_the_queue_delay_for_a_lone_request() -> None:
     """A request alone in a batching model waits max_queue_delay (20B: 60 ms) before it runs."""
     spec = SimModelSpec.from_profile(CAT.model("nemo-gpt-20b"), service_cv=0.0)

@@ -266,7 +266,7 @@ class ModelQueue:
         self.ready: list[float] = []  # heap: when each idle closed-loop user sends again
         self.users = 0
         self.retire = 0  # closed-loop users to drop at their next completion
-        self._begun = False  # users were set once: later ones join, earlier ones were there
+        self._begun = False  # the run's first user count is not set yet (`set_users`)
         self.now = 0.0
         self._open: list[float] = []
         self._open_s: list[float] = []
@@ -340,7 +340,6 @@ class ModelQueue:
             self.retire -= cancel
             for _ in range(add - cancel):
                 heapq.heappush(self.ready, now if self._begun else now + self._residual_think())
-            self._begun = True
         elif n < self.users:
             leave = self.users - n
             thinking = min(leave, len(self.ready))
@@ -350,6 +349,7 @@ class ModelQueue:
                 del self.ready[len(self.ready) - thinking :]
             self.retire += leave - thinking
         self.users = n
+        self._begun = True  # the run's first count is set: users from now on join
 
     def _residual_think(self) -> float:
         """How long a user found at the run's start still thinks before it sends.
