@@ -163,6 +163,7 @@ def test_check_scenarios_are_valid() -> None:
         "think-1p3b",
         "l40s-5b",
         "wake-1p3b",
+        "noisy-1p3b",
     }
     assert not {p.stem for p in paths} & {p.stem for p in SCENARIOS.glob("*.yaml")}
     for p in paths:
