@@ -281,6 +281,10 @@ BAD = {
         {"kind": "requests", "trace": "azure.csv", "rate_factor": -2},
         ["rate_factor"],
     ),
+    "negative spread": (
+        {"kind": "requests", "trace": "azure.csv", "spread_s": -3},
+        ["spread_s", "greater than or equal to 0"],
+    ),
 }
 
 

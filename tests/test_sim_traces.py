@@ -273,6 +273,31 @@ def test_rate_factor_thins_and_copies() -> None:
     assert per == pytest.approx(2.5 * base, rel=0.12)
 
 
+def test_spread_undoes_rounded_times() -> None:
+    """spread_s moves each request by its own offset in [0, spread_s): a trace rounded to a
+    3 s grid (ten requests at each instant, as Mooncake's conversation trace) arrives
+    spread over each 3 s again, keeps every request and its tokens, and is sorted."""
+    grid = np.repeat(np.arange(0.0, 300.0, 3.0), 10)  # 100 instants, 10 requests each
+    req = Requests(grid, None, np.arange(len(grid)))
+    as_written = fit_to_run(req, duration_s=400, rng=np.random.default_rng(3))
+    assert len(np.unique(as_written.t_s)) == 100  # spread_s 0: the clumps stay, nothing drawn
+    got = fit_to_run(req, duration_s=400, spread_s=3.0, rng=np.random.default_rng(3))
+    assert len(got) == len(req) and len(np.unique(got.t_s)) == len(req)
+    assert (np.diff(got.t_s) >= 0).all()
+    # each request within [its instant, its instant + 3 s), its tokens with it
+    order = got.output_tokens
+    assert order is not None and sorted(order.tolist()) == list(range(len(grid)))
+    moved = got.t_s - grid[order]
+    assert moved.min() >= 0.0 and moved.max() < 3.0
+    # spread evenly: each second of a 3 s step holds about a third of its requests
+    thirds = np.histogram(moved, bins=3, range=(0.0, 3.0))[0]
+    assert thirds == pytest.approx([len(req) / 3] * 3, rel=0.2)
+    again = fit_to_run(req, duration_s=400, spread_s=3.0, rng=np.random.default_rng(3))
+    assert np.array_equal(got.t_s, again.t_s)  # seeded: the same spread for every policy
+    with pytest.raises(ValueError, match="spread_s"):
+        fit_to_run(req, duration_s=400, spread_s=-1.0, rng=np.random.default_rng(3))
+
+
 # -- service times and exact replay -------------------------------------------------------
 
 

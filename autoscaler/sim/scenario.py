@@ -215,6 +215,11 @@ class RequestsSpec(_Strict):
         default=1.0, description="< 1 thins the requests, > 1 adds shifted copies"
     )
     copy_shift_s: NonNeg = Field(default=1.0, description="largest shift of an added copy")
+    spread_s: NonNeg = Field(
+        default=0.0,
+        description="spread each request over [t, t + spread_s) trace seconds: for traces "
+        "whose times are rounded (Mooncake's conversation trace: 3 s)",
+    )
 
 
 WorkloadSpec = Annotated[ClosedLoopSpec | OpenLoopSpec | RequestsSpec, Field(discriminator="kind")]
@@ -529,6 +534,7 @@ def _request_trace(
         time_scale=spec.time_scale,
         rate_factor=spec.rate_factor,
         copy_shift_s=spec.copy_shift_s,
+        spread_s=spec.spread_s,
         rng=model_rng(scn.seed, model, "rate_factor"),
     )
     if not len(fitted):
