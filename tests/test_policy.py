@@ -891,3 +891,34 @@ def test_the_capacity_model_uses_the_service_time_triton_measured(
     else:
         assert said in d.reason
         assert after.get(T5B_OPEN.model).demand.service_s == pytest.approx(execution_ms / 1000)
+
+
+@pytest.mark.parametrize(
+    ("v", "action", "desired"),
+    [
+        # the correction still has room: the modelled open loop's count is the model's
+        # (corrected from the p95, stage 3b), and the guard only keeps instances
+        (2.0, Action.hold, 8),
+        # v at its bound: the correction can follow no further, and the p95 the queue
+        # pushes past the SLO adds an instance as for a load no model predicts
+        (4.0, Action.scale_up, 9),
+    ],
+)
+def test_the_latency_guard_adds_where_the_correction_is_at_its_bound(
+    v: float, action: Action, desired: int
+) -> None:
+    """10 req/s on 8 5B instances, an open loop whose model says fewer suffice; p95
+    2100 ms against 1500 with 1700 ms of it queued (clumped arrivals the model cannot
+    price: Mooncake's conversation trace as written)."""
+    now = 1000.0
+    st = ModelState(
+        seen_instances=8,
+        seen_change_at=0.0,
+        demand=DemandMemory(
+            loop=Loop.open, loop_at=now, variability=v, variability_read=True, minute_start=now
+        ),
+    )
+    w = replace(_fed(10.0, 0.0, 4.0, now), p95_ms=2100.0, p95_queue_ms=1700.0, avg_queue_ms=900.0)
+    d, _ = one(ctx(now, w, w, target=T5B_OPEN), PolicyState({T5B_OPEN.model: st}))
+    assert (d.action, d.desired_instances, d.rule) == (action, desired, Rule.latency_guard)
+    assert "p95 2100 ms > SLO 1500 ms and requests queued 1700 ms" in d.reason
