@@ -380,3 +380,33 @@ def test_written_scenario_requests_replay_to_the_same_scorecard(tmp_path: Path) 
     assert (
         make_request_trace.main([str(src), "--format", "nope", "--out", str(tmp_path / "x")]) == 2
     )
+
+
+@pytest.mark.parametrize("spread_s", [0.0, 3.0])
+def test_simulate_notes_a_trace_whose_times_look_rounded(spread_s: float, tmp_path: Path) -> None:
+    """A Mooncake trace whose requests sit ten to an instant 3 s apart: `simulate` says so on
+    stderr (stdout's JSON stays whole) and names `spread_s`; with it set, nothing."""
+    rows = [
+        {"timestamp": 3000 * i, "input_length": 300, "output_length": 40} for i in range(40)
+    ] * 10
+    trace = tmp_path / "conversation_trace.jsonl"
+    trace.write_text("".join(json.dumps(r) + "\n" for r in sorted(rows, key=str)))
+    workload = {"kind": "requests", "trace": trace.name, "spread_s": spread_s}
+    doc = {
+        "kind": "simulation-scenario",
+        "name": "rounded",
+        "duration_s": 120,
+        "models": {"nemo-gpt-5b": {"slo_p95_ms": 1500, "workload": workload}},
+    }
+    path = tmp_path / "rounded.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    p = cli("simulate", str(path), "-p", "ours", "--format", "json", timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads(p.stdout)["scenario"] == "rounded"
+    notes = [line for line in p.stderr.splitlines() if line.startswith("note: ")]
+    if spread_s:
+        assert notes == []
+    else:
+        assert len(notes) == 1, p.stderr
+        assert "400 requests at 40 distinct times" in notes[0]
+        assert "workload.spread_s: 3" in notes[0]

@@ -256,6 +256,7 @@ def _scenario(
         raise ConfigError("the trace file exists; choose a new name", file=record)
     setup = resolve_scenario(scn, path.parent)
     require_fit(setup)  # one line and exit 2, before any policy runs
+    _notes(setup.notes)
     with progress_bar(fmt != "json", scn.name) as bar:
         res = run_scenario(setup, names, progress=bar, record=record)
     written = write_results(res, out, plots=plots) if out is not None else []
@@ -267,6 +268,12 @@ def _scenario(
     render(res.cards, scn.name, scn.description, stdout_console())
     for p in written:
         typer.echo(f"wrote {p}")
+
+
+def _notes(notes: tuple[str, ...]) -> None:
+    """What the user should know about the scenario's inputs, on stderr (JSON stays whole)."""
+    for n in notes:
+        typer.echo(f"note: {n}", err=True)
 
 
 def _load(path: Path, seed: int | None, policies: list[Path] | None) -> Any:
@@ -302,6 +309,7 @@ def _sweep(
     plan = make_plan(scn, path.parent, names, [parse_vary(v) for v in vary])
     with progress_bar(fmt != "json", f"{scn.name} sweep") as bar:
         res = run_sweep(plan, jobs=jobs, progress=lambda done, total: bar("runs", done / total))
+    _notes(res.notes)
     written = write_frontier(res, out, plots=plots) if out is not None else []
     if fmt == "json":
         doc = res.to_json()

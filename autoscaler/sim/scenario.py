@@ -40,7 +40,7 @@ from autoscaler.sim.generate import (
 )
 from autoscaler.sim.hpa import HpaSettings
 from autoscaler.sim.kpa import KpaSettings
-from autoscaler.sim.traces import RequestFile, fit_to_run, read_request_trace
+from autoscaler.sim.traces import RequestFile, fit_to_run, read_request_trace, rounded_note
 from autoscaler.sim.warmstart import initial_counts
 from autoscaler.sim.workload import (
     MAX_REQUESTS,
@@ -329,6 +329,9 @@ class SimSetup:
     latency_s: dict[str, float]  # typical latency at the optimum (Little's law estimates)
     initial_instances: dict[str, int]
     epoch: float = EPOCH
+    # what a user should know about the inputs before reading the scores (one line each:
+    # a request trace whose times look rounded)
+    notes: tuple[str, ...] = ()
 
     @property
     def catalog(self) -> Catalog:
@@ -408,6 +411,7 @@ def resolve_scenario(scn: Scenario, base_dir: Path | None = None) -> SimSetup:
     workloads: dict[str, Workload] = {}
     latency: dict[str, float] = {}
     traces: dict[Path, dict[str, Schedule] | RequestFile] = {}
+    notes: list[str] = []
     for name, m in scn.models.items():
         prof = cat.model(m.profile or name)
         if prof.service is None or prof.optimum is None:
@@ -434,6 +438,15 @@ def resolve_scenario(scn: Scenario, base_dir: Path | None = None) -> SimSetup:
         opt = prof.optimum
         latency[name] = (opt.client_wait_ms or opt.p95_ms or specs[-1].service_ms) / 1000.0
         workloads[name] = _workload(m.workload, name, scn, base, traces, source)
+        spec = m.workload
+        if isinstance(spec, RequestsSpec) and not spec.spread_s:
+            path = spec.trace if spec.trace.is_absolute() else base / spec.trace
+            file = traces[path]
+            assert isinstance(file, RequestFile)  # _workload said so
+            req = file.for_model(spec.trace_model or name, f"models.{name}.workload.trace_model")
+            note = rounded_note(req, path)
+            if note is not None and note not in notes:
+                notes.append(note)
     setup = SimSetup(
         scenario=scn,
         resolved=resolved,
@@ -445,6 +458,7 @@ def resolve_scenario(scn: Scenario, base_dir: Path | None = None) -> SimSetup:
         gpus_per_server=server.gpus,
         latency_s=latency,
         initial_instances={},
+        notes=tuple(notes),
     )
     explicit = {n: m.initial_instances for n, m in scn.models.items() if m.initial_instances}
     return SimSetup(**{**setup.__dict__, "initial_instances": initial_counts(setup, explicit)})

@@ -337,6 +337,7 @@ class SweepResult:
     runs: int = 0
     wall_s: float = 0.0
     cpu_s: float = 0.0  # the runs' own wall times, added (≈ CPU time when not contended)
+    notes: tuple[str, ...] = ()  # the scenario's inputs (SimSetup.notes)
 
     @property
     def name(self) -> str:
@@ -524,6 +525,7 @@ def run_sweep(
         runs=count["done"],
         wall_s=time.perf_counter() - t0,
         cpu_s=cpu,
+        notes=setup.notes,
     )
     if ours is not None:
         result.standing = {a: standing(ours, points, a) for a in AXES}

@@ -401,6 +401,29 @@ def fit_to_run(
     return Requests.concat(parts)
 
 
+# A trace whose requests outnumber its distinct times this many to one has had its
+# times rounded: independent users at a few requests a second almost never share a
+# microsecond (Azure's traces: 100 ns resolution; a copy by `rate_factor` is shifted).
+ROUNDED_PER_INSTANT = 2.0
+
+
+def rounded_note(req: Requests, path: Path) -> str | None:
+    """A one-line note when `req`'s times look rounded (see ROUNDED_PER_INSTANT), naming the
+    grid (the median step between distinct times) and the setting that spreads them."""
+    if len(req) < 2:
+        return None
+    instants = np.unique(req.t_s)
+    if len(req) < ROUNDED_PER_INSTANT * len(instants):
+        return None
+    step = float(np.median(np.diff(instants))) if len(instants) > 1 else 0.0
+    return (
+        f"{path.name}: {len(req)} requests at {len(instants)} distinct times "
+        f"({len(req) / len(instants):.1f} to each, {step:g} s apart at the median): the "
+        f"times look rounded, and requests at one instant arrive as one clump; "
+        f"workload.spread_s: {step:g} spreads each over its step"
+    )
+
+
 def _shifted(req: Requests, shift_s: float, span_s: float) -> Requests:
     t = req.t_s + shift_s
     if span_s > 0:
