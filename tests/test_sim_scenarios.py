@@ -288,6 +288,19 @@ BAD = {
 }
 
 
+def _two_minutes_of_5b(tmp_path: Path, name: str, workload: dict[str, object]) -> Path:
+    """A scenario file in `tmp_path`: two minutes of the 5B (SLO 1500 ms) under `workload`."""
+    doc = {
+        "kind": "simulation-scenario",
+        "name": name,
+        "duration_s": 120,
+        "models": {"nemo-gpt-5b": {"slo_p95_ms": 1500, "workload": workload}},
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
 @pytest.mark.parametrize("case", list(BAD), ids=list(BAD))
 def test_bad_scenarios_are_one_line_exit_2(case: str, tmp_path: Path) -> None:
     """No bad scenario makes `simulate` print a traceback: one error line naming it, exit 2."""
@@ -305,14 +318,7 @@ def test_bad_scenarios_are_one_line_exit_2(case: str, tmp_path: Path) -> None:
         "5,ChatGPT,472,18,490,Conversation log\n"
     )
     workload, needles = BAD[case]
-    doc = {
-        "kind": "simulation-scenario",
-        "name": "bad",
-        "duration_s": 120,
-        "models": {"nemo-gpt-5b": {"slo_p95_ms": 1500, "workload": workload}},
-    }
-    path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(doc))
+    path = _two_minutes_of_5b(tmp_path, "bad", workload)
     p = cli("simulate", str(path), "-p", "ours", timeout=120)
     assert p.returncode == 2, (p.returncode, p.stdout[-500:], p.stderr[-2000:])
     assert "Traceback" not in p.stderr
@@ -392,14 +398,7 @@ def test_simulate_notes_a_trace_whose_times_look_rounded(spread_s: float, tmp_pa
     trace = tmp_path / "conversation_trace.jsonl"
     trace.write_text("".join(json.dumps(r) + "\n" for r in sorted(rows, key=str)))
     workload = {"kind": "requests", "trace": trace.name, "spread_s": spread_s}
-    doc = {
-        "kind": "simulation-scenario",
-        "name": "rounded",
-        "duration_s": 120,
-        "models": {"nemo-gpt-5b": {"slo_p95_ms": 1500, "workload": workload}},
-    }
-    path = tmp_path / "rounded.yaml"
-    path.write_text(yaml.safe_dump(doc))
+    path = _two_minutes_of_5b(tmp_path, "rounded", workload)
     p = cli("simulate", str(path), "-p", "ours", "--format", "json", timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
     assert json.loads(p.stdout)["scenario"] == "rounded"
