@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from autoscaler.errors import AutoscalerError, ConfigError  # noqa: E402
-from autoscaler.sim.traces import ANY_MODEL, read_request_trace  # noqa: E402
+from autoscaler.sim.traces import ANY_MODEL, read_request_trace, rounded_times  # noqa: E402
 
 
 def per_bin_rates(times_s: np.ndarray, bin_s: float, factor: float) -> list[float]:
@@ -53,8 +53,13 @@ def per_bin_rates(times_s: np.ndarray, bin_s: float, factor: float) -> list[floa
 
 def rate_rows(
     trace: Path, model: str | None, bin_s: float, factor: float
-) -> list[tuple[float, str, float]]:
-    """(time, model, rate) rows of the trace's models, or of `model` alone."""
+) -> tuple[list[tuple[float, str, float]], list[str]]:
+    """(time, model, rate) rows of the trace's models, or of `model` alone; and notes.
+
+    A note for each model whose times look rounded to a step longer than a bin
+    (Mooncake's conversation trace: ten requests to each instant 3 s apart): 1 s bins
+    would read 10/s, 0, 0, 10/s, ..., a square wave its users never sent.
+    """
     if not bin_s > 0 or not math.isfinite(bin_s):
         raise ConfigError("must be a number of seconds > 0", field="--bin", value=bin_s)
     if not factor > 0 or not math.isfinite(factor):
@@ -69,11 +74,19 @@ def rate_rows(
     else:
         chosen = dict(req.models)
     rows: list[tuple[float, str, float]] = []
+    notes: list[str] = []
     for name, r in sorted(chosen.items()):
         rates = per_bin_rates(np.asarray(r.t_s, dtype=float), bin_s, factor)
         rows.extend((i * bin_s, name, rate) for i, rate in enumerate(rates))
+        rounded = rounded_times(r)
+        if rounded is not None and rounded.step_s > bin_s:
+            notes.append(
+                f"{rounded.describe(trace)} ({name}): bins of {bin_s:g} s read each step's "
+                f"count in one bin and 0 in the others; --bin {rounded.step_s:g} or more "
+                "counts each step whole"
+            )
     rows.sort(key=lambda row: (row[0], row[1]))
-    return rows
+    return rows, notes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out or args.trace.with_name(f"{args.trace.stem}-rates.csv")
         if out.exists():
             raise ConfigError("the file exists; choose a new name", file=out)
-        rows = rate_rows(args.trace, args.model, args.bin, args.factor)
+        rows, notes = rate_rows(args.trace, args.model, args.bin, args.factor)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
         if not rows:
             raise ConfigError("the trace has no requests", file=args.trace)
         lines = ["time,model,rate"] + [f"{t:g},{m},{rate:g}" for t, m, rate in rows]

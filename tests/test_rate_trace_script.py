@@ -133,3 +133,29 @@ def test_a_missing_or_foreign_trace_is_one_line_exit_2(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "rate trace" in done.stderr
     assert "Traceback" not in done.stderr and not out.exists()
+
+
+def test_rounded_times_are_noted_and_whole_steps_count_them(tmp_path: Path) -> None:
+    """A Mooncake trace whose requests sit ten to an instant 3 s apart: 1 s bins would read a
+    square wave (10/s, 0, 0, ...), so the script says so and names --bin 3; 3 s bins read
+    the steady 3.33/s the trace holds, and say nothing."""
+    src = tmp_path / "conversation_trace.jsonl"
+    src.write_text(
+        "".join(
+            f'{{"timestamp": {3000 * i}, "input_length": 300, "output_length": 40}}\n'
+            for i in range(20)
+            for _ in range(10)
+        )
+    )
+    fine = tmp_path / "fine.csv"
+    done = run(src, "--model", "m", "--out", fine)
+    assert done.returncode == 0, done.stderr
+    assert [r for _, _, r in rows(fine)][:6] == [10.0, 0.0, 0.0, 10.0, 0.0, 0.0]
+    notes = [line for line in done.stderr.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 1, done.stderr
+    assert "200 requests at 20 distinct times (10.0 to each, 3 s apart" in notes[0]
+    assert "--bin 3 or more" in notes[0]
+    whole = tmp_path / "whole.csv"
+    done = run(src, "--model", "m", "--bin", "3", "--out", whole)
+    assert done.returncode == 0 and "note: " not in done.stderr, done.stderr
+    assert {round(r, 2) for _, _, r in rows(whole)[:-1]} == {3.33}

@@ -24,7 +24,7 @@ from autoscaler.sim.traces import (
     ANY_MODEL,
     fit_to_run,
     read_request_trace,
-    rounded_note,
+    rounded_times,
     write_request_trace,
 )
 from autoscaler.sim.workload import Requests, RequestTrace
@@ -366,20 +366,21 @@ def test_open_loop_service_draws_do_not_depend_on_capacity() -> None:
     assert a.mean() == pytest.approx(0.277, rel=0.01)  # jitter has mean 1
 
 
-def test_rounded_times_are_noted() -> None:
-    """Ten requests to each instant 3 s apart (Mooncake's conversation trace) look rounded, and
-    the note names the grid and the setting; independent arrivals, even with a few
-    requests sharing a time, do not."""
+def test_rounded_times_are_recognised() -> None:
+    """Ten requests to each instant 3 s apart (Mooncake's conversation trace) look rounded, to a
+    3 s grid; independent arrivals, even with a few requests sharing a time, do not."""
     grid = Requests(np.repeat(np.arange(0.0, 300.0, 3.0), 10), None, np.ones(1000, dtype=int))
-    note = rounded_note(grid, Path("conversation_trace.jsonl"))
-    assert note is not None
-    assert "conversation_trace.jsonl: 1000 requests at 100 distinct times" in note
-    assert "3 s apart" in note and "workload.spread_s: 3" in note
+    got = rounded_times(grid)
+    assert got is not None and (got.requests, got.instants, got.step_s) == (1000, 100, 3.0)
+    assert got.describe(Path("conversation_trace.jsonl")) == (
+        "conversation_trace.jsonl: 1000 requests at 100 distinct times (10.0 to each, 3 s "
+        "apart at the median): the times look rounded"
+    )
     rng = np.random.default_rng(5)
     free = Requests(np.sort(rng.uniform(0.0, 300.0, 1000)))
-    assert rounded_note(free, Path("x.csv")) is None
+    assert rounded_times(free) is None
     # whole seconds at under one request a second (BurstGPT's times): some share a second
     seconds = Requests(np.sort(np.floor(rng.uniform(0.0, 3000.0, 1000))))
     assert len(np.unique(seconds.t_s)) < len(seconds)
-    assert rounded_note(seconds, Path("b.csv")) is None
-    assert rounded_note(Requests(np.array([1.0])), Path("one.csv")) is None
+    assert rounded_times(seconds) is None
+    assert rounded_times(Requests(np.array([1.0]))) is None

@@ -40,7 +40,7 @@ from autoscaler.sim.generate import (
 )
 from autoscaler.sim.hpa import HpaSettings
 from autoscaler.sim.kpa import KpaSettings
-from autoscaler.sim.traces import RequestFile, fit_to_run, read_request_trace, rounded_note
+from autoscaler.sim.traces import RequestFile, fit_to_run, read_request_trace, rounded_times
 from autoscaler.sim.warmstart import initial_counts
 from autoscaler.sim.workload import (
     MAX_REQUESTS,
@@ -444,8 +444,12 @@ def resolve_scenario(scn: Scenario, base_dir: Path | None = None) -> SimSetup:
             file = traces[path]
             assert isinstance(file, RequestFile)  # _workload said so
             req = file.for_model(spec.trace_model or name, f"models.{name}.workload.trace_model")
-            note = rounded_note(req, path)
-            if note is not None and note not in notes:
+            rounded = rounded_times(req)
+            note = rounded and (
+                f"{rounded.describe(path)}, and requests at one instant arrive as one clump; "
+                f"workload.spread_s: {rounded.step_s:g} spreads each over its step"
+            )
+            if note and note not in notes:
                 notes.append(note)
     setup = SimSetup(
         scenario=scn,

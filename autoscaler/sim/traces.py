@@ -407,21 +407,32 @@ def fit_to_run(
 ROUNDED_PER_INSTANT = 2.0
 
 
-def rounded_note(req: Requests, path: Path) -> str | None:
-    """A one-line note when `req`'s times look rounded (see ROUNDED_PER_INSTANT), naming the
-    grid (the median step between distinct times) and the setting that spreads them."""
+@dataclass(frozen=True)
+class RoundedTimes:
+    """A trace whose times look rounded (`rounded_times`): its requests, its distinct
+    times, and the median step between those (the grid they were rounded to)."""
+
+    requests: int
+    instants: int
+    step_s: float
+
+    def describe(self, path: Path) -> str:
+        return (
+            f"{path.name}: {self.requests} requests at {self.instants} distinct times "
+            f"({self.requests / self.instants:.1f} to each, {self.step_s:g} s apart at the "
+            "median): the times look rounded"
+        )
+
+
+def rounded_times(req: Requests) -> RoundedTimes | None:
+    """What says `req`'s times were rounded (see ROUNDED_PER_INSTANT), or None."""
     if len(req) < 2:
         return None
     instants = np.unique(req.t_s)
     if len(req) < ROUNDED_PER_INSTANT * len(instants):
         return None
     step = float(np.median(np.diff(instants))) if len(instants) > 1 else 0.0
-    return (
-        f"{path.name}: {len(req)} requests at {len(instants)} distinct times "
-        f"({len(req) / len(instants):.1f} to each, {step:g} s apart at the median): the "
-        f"times look rounded, and requests at one instant arrive as one clump; "
-        f"workload.spread_s: {step:g} spreads each over its step"
-    )
+    return RoundedTimes(len(req), len(instants), step)
 
 
 def _shifted(req: Requests, shift_s: float, span_s: float) -> Requests:
