@@ -384,3 +384,4 @@ def test_rounded_times_are_recognised() -> None:
     assert len(np.unique(seconds.t_s)) < len(seconds)
     assert rounded_times(seconds) is None
     assert rounded_times(Requests(np.array([1.0]))) is None
+    assert rounded_times(Requests(np.zeros(50))) is None  # one instant: no grid to name

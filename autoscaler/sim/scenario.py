@@ -445,12 +445,13 @@ def resolve_scenario(scn: Scenario, base_dir: Path | None = None) -> SimSetup:
             assert isinstance(file, RequestFile)  # _workload said so
             req = file.for_model(spec.trace_model or name, f"models.{name}.workload.trace_model")
             rounded = rounded_times(req)
-            note = rounded and (
-                f"{rounded.describe(path)}, and requests at one instant arrive as one clump; "
-                f"workload.spread_s: {rounded.step_s:g} spreads each over its step"
-            )
-            if note and note not in notes:
-                notes.append(note)
+            if rounded is not None:
+                note = (
+                    f"{rounded.describe(path)}, and requests at one instant arrive as one "
+                    f"clump; workload.spread_s: {rounded.step_s:g} spreads each over its step"
+                )
+                if note not in notes:
+                    notes.append(note)
     setup = SimSetup(
         scenario=scn,
         resolved=resolved,

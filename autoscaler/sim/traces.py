@@ -425,14 +425,12 @@ class RoundedTimes:
 
 
 def rounded_times(req: Requests) -> RoundedTimes | None:
-    """What says `req`'s times were rounded (see ROUNDED_PER_INSTANT), or None."""
-    if len(req) < 2:
-        return None
+    """`req`'s times as rounded to a grid (see ROUNDED_PER_INSTANT); None where they do not
+    look rounded, or hold fewer than two distinct times (no grid to name)."""
     instants = np.unique(req.t_s)
-    if len(req) < ROUNDED_PER_INSTANT * len(instants):
+    if len(instants) < 2 or len(req) < ROUNDED_PER_INSTANT * len(instants):
         return None
-    step = float(np.median(np.diff(instants))) if len(instants) > 1 else 0.0
-    return RoundedTimes(len(req), len(instants), step)
+    return RoundedTimes(len(req), len(instants), float(np.median(np.diff(instants))))
 
 
 def _shifted(req: Requests, shift_s: float, span_s: float) -> Requests:
