@@ -1243,7 +1243,7 @@ def _cooled(
     now: float,
     cooldown_s: float,
     undrained: int | None,
-    memory_short: bool = False,
+    others_short: bool = False,
     backlog_grew: bool = False,
 ) -> Wish | Held:
     """Stage 8b: the cooldown after our last change.
@@ -1272,7 +1272,7 @@ def _cooled(
     the last change was made knowing, and it waits as before (going ahead there too
     cost `code-bursts` up to 6 % more on other draws, with no minute more met).
 
-    While another model is short of GPU memory (`memory_short`, the last tick's rule
+    While another model is short of GPU memory (`others_short`, the last tick's rule
     `capacity`), a release goes ahead too, and to the wish at once (stage 9 lifts
     `max_scale_down_step` likewise). Stepping down one instance a cooldown is caution
     about this model's own reading, paid for by nobody while the memory is not wanted;
@@ -1288,7 +1288,7 @@ def _cooled(
     """
     if last_change_at is None or now - last_change_at >= cooldown_s:
         return wish
-    if memory_short and wish.want < current:
+    if others_short and wish.want < current:
         return wish
     if wish.want > current and undrained is not None and undrained > current:
         if wish.want <= undrained or backlog_grew:

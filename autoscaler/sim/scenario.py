@@ -437,21 +437,7 @@ def resolve_scenario(scn: Scenario, base_dir: Path | None = None) -> SimSetup:
         )
         opt = prof.optimum
         latency[name] = (opt.client_wait_ms or opt.p95_ms or specs[-1].service_ms) / 1000.0
-        workloads[name] = _workload(m.workload, name, scn, base, traces, source)
-        spec = m.workload
-        if isinstance(spec, RequestsSpec) and not spec.spread_s:
-            path = spec.trace if spec.trace.is_absolute() else base / spec.trace
-            file = traces[path]
-            assert isinstance(file, RequestFile)  # _workload said so
-            req = file.for_model(spec.trace_model or name, f"models.{name}.workload.trace_model")
-            rounded = rounded_times(req)
-            if rounded is not None:
-                note = (
-                    f"{rounded.describe(path)}, and requests at one instant arrive as one "
-                    f"clump; workload.spread_s: {rounded.step_s:g} spreads each over its step"
-                )
-                if note not in notes:
-                    notes.append(note)
+        workloads[name] = _workload(m.workload, name, scn, base, traces, source, notes)
     setup = SimSetup(
         scenario=scn,
         resolved=resolved,
@@ -476,13 +462,14 @@ def _workload(
     base: Path,
     traces: dict[Path, dict[str, Schedule] | RequestFile],
     source: str,
+    notes: list[str],
 ) -> Workload:
     duration_s = scn.duration_s
     field = f"models.{model}.workload"
     if isinstance(spec, ClosedLoopSpec):
         return ClosedLoop(to_schedule(spec.users, duration_s), spec.think_time_s, spec.think)
     if isinstance(spec, RequestsSpec):
-        return _request_trace(spec, model, scn, base, traces)
+        return _request_trace(spec, model, scn, base, traces, notes)
     if spec.trace is not None:
         path = spec.trace if spec.trace.is_absolute() else base / spec.trace
         if path not in traces:
@@ -534,7 +521,10 @@ def _request_trace(
     scn: Scenario,
     base: Path,
     traces: dict[Path, dict[str, Schedule] | RequestFile],
+    notes: list[str],
 ) -> RequestTrace:
+    """The run's requests of `model` from its trace; a note added to `notes` (once) where the
+    trace's times look rounded and `spread_s` does not spread them."""
     path = spec.trace if spec.trace.is_absolute() else base / spec.trace
     if path not in traces:
         traces[path] = read_request_trace(path)
@@ -546,6 +536,14 @@ def _request_trace(
             field=f"models.{model}.workload.trace",
         )
     req = file.for_model(spec.trace_model or model, f"models.{model}.workload.trace_model")
+    rounded = None if spec.spread_s else rounded_times(req)
+    if rounded is not None:
+        note = (
+            f"{rounded.describe(path)}, and requests at one instant arrive as one clump; "
+            f"workload.spread_s: {rounded.step_s:g} spreads each over its step"
+        )
+        if note not in notes:
+            notes.append(note)
     fitted = fit_to_run(
         req,
         duration_s=scn.duration_s,
