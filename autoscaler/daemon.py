@@ -22,16 +22,16 @@ from autoscaler.actuation import ApplyResult
 from autoscaler.applier import Actuator, Applier, Finished, InlineApplier
 from autoscaler.config import Resolved
 from autoscaler.daemon_metrics import DaemonMetrics
-from autoscaler.policy.core import (
+from autoscaler.policy.core import decide
+from autoscaler.policy.decision import Decision, Rule
+from autoscaler.policy.state import (
     PolicyContext,
     PolicyState,
-    decide,
     measured_startups,
     record_outcome,
     record_startup,
     with_startups,
 )
-from autoscaler.policy.decision import Decision, Rule
 from autoscaler.profiling.drift import DriftFinding, DriftTracker, references_from
 from autoscaler.status import (
     ApplyRecord,
@@ -230,7 +230,7 @@ class Autoscaler:
         """Write `snap` to the record, with the measured start-ups `held` where they are due.
 
         A scale-up's start-up is measured only when one is applied, and the policy keeps
-        the last few as its horizon (policy.core.startup_of): hours may pass between
+        the last few as its horizon (policy.state.startup_of): hours may pass between
         them. A restart reads back `demand_history_s` of the record (autoscaler/resume.py),
         so they are carried whenever they change and again every `demand_history_s / 2`:
         every stretch a restart reads holds the latest. Without them a restarted daemon
@@ -385,7 +385,7 @@ class Autoscaler:
                 # The cooldown runs from when the change ended (now), not from when it
                 # was asked for: a 60 s load must not eat a 60 s cooldown.
                 # A scale-up applied says how long new instances took to serve here:
-                # the policy's start-up horizon (policy.core.startup_of).
+                # the policy's start-up horizon (policy.state.startup_of).
                 grew = ok and res.applied and res.new_instances > res.previous_instances
                 self.state = record_outcome(
                     self.state,

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from autoscaler.daemon import Autoscaler, PolicyFn
-from autoscaler.policy.core import PolicyState, with_startups
+from autoscaler.policy.state import PolicyState, with_startups
 from autoscaler.telemetry.base import Collector
 from autoscaler.telemetry.snapshot import Snapshot
 from autoscaler.telemetry.trace import TraceFormatError, iter_trace_since, rotated

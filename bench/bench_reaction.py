@@ -66,7 +66,8 @@ class Timeline:
 
 def _policies(names: list[str]) -> dict[str, tuple[Callable[..., Any], Any, str]]:
     """name → (policy_fn, initial state, description)."""
-    from autoscaler.policy.core import PolicyState, decide
+    from autoscaler.policy.core import decide
+    from autoscaler.policy.state import PolicyState
 
     out: dict[str, tuple[Callable[..., Any], Any, str]] = {}
     for name in names:

@@ -23,8 +23,8 @@ from autoscaler.config import parse_config, resolve
 from autoscaler.daemon import Autoscaler, TickReport
 from autoscaler.daemon_metrics import DaemonMetrics
 from autoscaler.loadgen import LoadGenerator
-from autoscaler.policy.core import PolicyState, startup_of
 from autoscaler.policy.decision import Action, Rule
+from autoscaler.policy.state import PolicyState, startup_of
 from autoscaler.resume import resume_from_trace
 from autoscaler.sim.replay import TraceCollector, replay_daemon
 from autoscaler.telemetry.snapshot import Snapshot
@@ -130,6 +130,7 @@ def test_apply_mode_scales_up_and_back_down(
             daemon.resolved.targets["nemo-gpt-5b"], daemon.state.get("nemo-gpt-5b")
         )
         assert startup.source == "measured" and startup.seconds == statistics.median(took[-5:])
+
         # ... and its record carries them: a daemon restarted on it starts from them.
         # A tick's line carries the start-ups as that tick begins (Autoscaler._tick): an
         # apply that ends while the tick runs is collected after its decisions, and its

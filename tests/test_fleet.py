@@ -19,8 +19,9 @@ from autoscaler.errors import ConfigError
 from autoscaler.fleet.plan import parse_at, plan, users_for
 from autoscaler.fleet.room import RoomAdvisor, RoomLookup, room_for, with_room
 from autoscaler.fleet.view import FleetUnavailable, FleetView, assemble
-from autoscaler.policy.core import PolicyContext, PolicyState, decide
+from autoscaler.policy.core import decide
 from autoscaler.policy.decision import Action, Decision, Rule
+from autoscaler.policy.state import PolicyContext, PolicyState
 from autoscaler.sizing import Demand, size
 from autoscaler.telemetry.snapshot import GpuSample, ModelWindow
 from autoscaler.testing.prometheus_server import PrometheusServer

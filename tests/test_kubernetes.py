@@ -18,15 +18,9 @@ from autoscaler.kubernetes.pods import PodModelSource
 from autoscaler.kubernetes.replicas import ReplicaExporter
 from autoscaler.kubernetes.settings import replicas_for
 from autoscaler.kubernetes.startups import PodStartups
-from autoscaler.policy.core import (
-    PolicyContext,
-    PolicyState,
-    Startup,
-    decide,
-    record_startup,
-    startup_of,
-)
+from autoscaler.policy.core import decide
 from autoscaler.policy.decision import Action, Decision, Rule
+from autoscaler.policy.state import PolicyContext, PolicyState, Startup, record_startup, startup_of
 from autoscaler.telemetry.prometheus import TritonQueries
 from autoscaler.telemetry.snapshot import ModelWindow
 

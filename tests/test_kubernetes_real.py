@@ -34,8 +34,8 @@ import requests
 from autoscaler.commands.run import live_daemon, resume_from_pods
 from autoscaler.kubernetes.manifests import adapter_config
 from autoscaler.loadgen import LoadGenerator
-from autoscaler.policy.core import PolicyState, startup_of
 from autoscaler.policy.decision import Rule
+from autoscaler.policy.state import PolicyState, startup_of
 from autoscaler.testing.kube import EmulatedDeployment
 from autoscaler.testing.prometheus_server import binary
 from autoscaler.testing.triton_server import unavailable_reason

@@ -8,20 +8,19 @@ from itertools import pairwise
 
 import pytest
 
-from autoscaler.policy.core import (
-    STARTUP_SAMPLES,
-    ModelState,
-    ModelTarget,
-    PolicyContext,
-    PolicyState,
-    Startup,
-    decide,
-    record_outcome,
-    startup_of,
-)
+from autoscaler.policy.core import ModelTarget, decide
 from autoscaler.policy.decision import Action, Decision, PlacementSlot, Rule
 from autoscaler.policy.demand import DemandMemory, Loop
 from autoscaler.policy.queueing import Sequential, instances_for
+from autoscaler.policy.state import (
+    STARTUP_SAMPLES,
+    ModelState,
+    PolicyContext,
+    PolicyState,
+    Startup,
+    record_outcome,
+    startup_of,
+)
 from autoscaler.profiles import ScalingPolicy
 from autoscaler.telemetry.snapshot import GpuSample, ModelWindow
 
@@ -753,7 +752,8 @@ def test_the_server_is_quiet_when_no_change_overlaps_the_last_seconds(
     now: float,
     quiet: bool,
 ) -> None:
-    from autoscaler.policy.core import ModelState, _server_quiet
+    from autoscaler.policy.core import _server_quiet
+    from autoscaler.policy.state import ModelState
 
     c = ctx(now, win(4.0, 1, now))
     if in_flight:

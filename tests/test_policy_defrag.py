@@ -8,9 +8,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 from autoscaler.placement import GpuBin
-from autoscaler.policy.core import ModelTarget, PolicyContext, PolicyState, decide
+from autoscaler.policy.core import ModelTarget, decide
 from autoscaler.policy.decision import Action, Decision, Rule
 from autoscaler.policy.defrag import Move, plan_room
+from autoscaler.policy.state import PolicyContext, PolicyState
 from autoscaler.profiles import ScalingPolicy
 from autoscaler.telemetry.snapshot import GpuSample, ModelWindow
 

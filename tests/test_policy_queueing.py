@@ -16,11 +16,11 @@ from dataclasses import replace
 import pytest
 
 from autoscaler.catalog import load_catalog
-from autoscaler.policy.core import (
+from autoscaler.policy.correction import (
     P95_MIN_REQUESTS,
     VARIABILITY_MEMORY_S,
-    _correct,
-    _measure_service,
+    correct,
+    measure_service,
     service_of,
 )
 from autoscaler.policy.decision import Rule
@@ -231,10 +231,10 @@ def test_correction_learns_v_from_the_waits_and_the_tail_from_the_rest(
     v_moves: int,
     tail_moves: int,
 ) -> None:
-    after = _correct(OPEN, target.service, _window(p95, q95, avg_q, n, rate), _demand(rate), n, 5.0)
+    after = correct(OPEN, target.service, _window(p95, q95, avg_q, n, rate), _demand(rate), n, 5.0)
     assert _sign(after.variability - OPEN.variability) == v_moves
     assert _sign(after.service_tail_s - OPEN.service_tail_s) == tail_moves
-    # a reading of v, whichever way it moved v, marks the model checked (core._unchecked_guard)
+    # a reading of v, whichever way it moved v, marks the model checked (stages.unchecked_guard)
     assert not OPEN.variability_read
     assert after.variability_read is (v_moves != 0)
 
@@ -257,7 +257,7 @@ def _sign(x: float) -> int:
 def test_a_p95_of_few_requests_teaches_nothing(rate: float, tail_moves: int) -> None:
     assert P95_MIN_REQUESTS == 76
     w = _window(831.0, 0.0, 0.0, 8, rate)
-    after = _correct(OPEN, S5B, w, _demand(rate), 8, 5.0)
+    after = correct(OPEN, S5B, w, _demand(rate), 8, 5.0)
     assert _sign(after.service_tail_s - OPEN.service_tail_s) == tail_moves
 
 
@@ -269,7 +269,7 @@ def test_the_tail_is_learnt_while_the_demand_moves_but_v_is_not() -> None:
     reads both summaries over the same requests, so it is learnt on.
     """
     w = _window(1200.0, 520.0, 216.0, 8, 24.0)
-    after = _correct(OPEN, S5B, w, _demand(24.0), 8, 5.0, learn_v=False)
+    after = correct(OPEN, S5B, w, _demand(24.0), 8, 5.0, learn_v=False)
     assert after.variability == OPEN.variability and not after.variability_read
     assert after.service_tail_s > OPEN.service_tail_s
 
@@ -308,7 +308,7 @@ def test_the_service_time_is_learnt_from_the_compute_counters(
     w = replace(
         _window(800.0, 100.0, n=8, rps=rps), execution_ms=execution_ms, avg_latency_ms=800.0
     )
-    after = _measure_service(mem, service, w, 5.0)
+    after = measure_service(mem, service, w, 5.0)
     if after_s is None:
         assert after.service_s is None
         assert service_of(service, after) is service
@@ -320,7 +320,7 @@ def test_the_service_time_is_learnt_from_the_compute_counters(
 
 def test_a_closed_loop_teaches_nothing() -> None:
     closed = DemandMemory(loop=Loop.closed)
-    assert _correct(closed, S5B, _window(2000.0, 1500.0), _demand(14.4), 4, 5.0) is closed
+    assert correct(closed, S5B, _window(2000.0, 1500.0), _demand(14.4), 4, 5.0) is closed
 
 
 def test_the_tail_takes_its_share_of_the_slo() -> None:
@@ -334,10 +334,10 @@ def test_the_tail_takes_its_share_of_the_slo() -> None:
 def test_the_first_tail_reading_is_the_estimate_not_a_climb_from_zero() -> None:
     """Readings of 170 ms then 270 ms: the first is taken whole with no spread; the second
     moves it by one step and puts on it only the spread the two readings show."""
-    first = _correct(OPEN, S5B, _window(447.0, 0.0, 0.0, 8, 2.0), _demand(2.0), 8, 5.0)
+    first = correct(OPEN, S5B, _window(447.0, 0.0, 0.0, 8, 2.0), _demand(2.0), 8, 5.0)
     assert first.service_tail_s == pytest.approx(0.170)
     assert first.service_tail_var == 0.0
-    second = _correct(first, S5B, _window(547.0, 0.0, 0.0, 8, 2.0), _demand(2.0), 8, 5.0)
+    second = correct(first, S5B, _window(547.0, 0.0, 0.0, 8, 2.0), _demand(2.0), 8, 5.0)
     step = 5.0 / 120.0
     assert second.service_tail_s == pytest.approx(0.170 + step * 0.100)
     assert second.service_tail_var == pytest.approx((1 - step) * step * 0.100**2)
@@ -365,13 +365,14 @@ def test_a_closed_loop_of_a_batched_model_needs_an_instance_per_group(
     group_size: float | None, loop: Loop, no_idle: bool, current: int, want: int
 ) -> None:
     """48 zero-think users of the 20B, every instance busy: one instance per group."""
-    from autoscaler.policy.core import Startup, _size
+    from autoscaler.policy.capacity import size_demand
+    from autoscaler.policy.state import Startup
     from autoscaler.profiles import ScalingPolicy
 
     t = ModelTarget("nemo-gpt-20b", 16, 44.76, slo_p95_ms=1500, service=S20B)
     d = Demand(34.0, 34.0, 48.0, 48.0, 13.0, False, no_idle, group_size=group_size)
     mem = DemandMemory(loop=loop)
-    sz = _size(
+    sz = size_demand(
         ScalingPolicy(name="t"),
         t,
         d,
@@ -395,13 +396,14 @@ def test_groups_are_read_over_a_window_of_one_instance_count(one_count: bool, wa
     held the two instances' batches of 4, and 7.1 / 4.8 per batch took it back to 2
     where the users already rode one batch of 8. Over a window of one count, batches of
     4.8 with the one instance busy are two groups that wait for each other: 2."""
-    from autoscaler.policy.core import Startup, _size
+    from autoscaler.policy.capacity import size_demand
+    from autoscaler.policy.state import Startup
     from autoscaler.profiles import ScalingPolicy
 
     t = ModelTarget("nemo-gpt-20b", 16, 44.76, slo_p95_ms=1500, service=S20B)
     d = Demand(7.1, 7.1, 7.1, 7.1, 0.0, False, False, group_size=4.8)
     mem = DemandMemory(loop=Loop.closed)
-    sz = _size(
+    sz = size_demand(
         ScalingPolicy(name="t"),
         t,
         d,
@@ -437,13 +439,14 @@ def test_a_rate_that_rises_after_a_scale_down_was_asked_for(
     """A code-completion service let 21 → 19 instances of the 1.3B go in a silence; 25 s
     later a burst read 197 req/s over the last seconds (33 over the minute), and the
     window, not yet one of 19 instances, held the 19 for a minute (p95 1742 ms / 600)."""
-    from autoscaler.policy.core import Startup, _size
+    from autoscaler.policy.capacity import size_demand
+    from autoscaler.policy.state import Startup
     from autoscaler.profiles import ScalingPolicy
 
     svc = Sequential(0.099)
     t = ModelTarget("nemo-gpt-1.3b", 4, 4.12, slo_p95_ms=600, max_instances=32, service=svc)
     d = Demand(33.3, 197.2, 40.0, 60.0, 150.0, False)
-    sz = _size(
+    sz = size_demand(
         ScalingPolicy(name="t"),
         t,
         d,
@@ -483,14 +486,15 @@ def test_the_trend_counts_from_the_windows_middle_to_the_horizons_end(
 ) -> None:
     """Along a steady trend the minute's mean rate is the rate at the window's middle:
     capacity sized on it must carry the trend over half a window plus the horizon."""
-    from autoscaler.policy.core import Startup, _size
+    from autoscaler.policy.capacity import size_demand
+    from autoscaler.policy.state import Startup
     from autoscaler.profiles import ScalingPolicy
 
     t = ModelTarget("nemo-gpt-5b", 4, 12.41, slo_p95_ms=1500, service=Sequential(0.277))
     d = Demand(20.0, 20.0, 6.0, 6.0, 0.0, False)
     mem = DemandMemory(loop=Loop.open, trend_rps_per_s=trend_rps_per_s)
     pol = ScalingPolicy(name="t", stable_window_s=stable_window_s)
-    sz = _size(
+    sz = size_demand(
         pol,
         t,
         d,

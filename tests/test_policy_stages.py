@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import pytest
 
-from autoscaler.policy.core import (
+from autoscaler.policy.decision import Rule
+from autoscaler.policy.stages import (
     Held,
     LatencyReading,
     Wish,
-    _backed_off,
-    _bounded,
-    _cooled,
-    _latency_guard,
-    _stabilised,
-    _steady,
-    _step,
-    _unchecked_guard,
+    backed_off,
+    bounded,
+    capped_step,
+    cooled,
+    latency_guard,
+    stabilised,
+    steady,
+    unchecked_guard,
 )
-from autoscaler.policy.decision import Rule
 
 Q = Wish(3, Rule.queueing, "arrivals 8.00/s: 3 instances keep the predicted p95 under 1500 ms")
 
@@ -76,7 +76,7 @@ def test_latency_guard(
     says: str | None,
 ) -> None:
     wish = Wish(want, Rule.queueing, "the model's reason")
-    got = _latency_guard(wish, current, lat, may_add=may_add)
+    got = latency_guard(wish, current, lat, may_add=may_add)
     assert (got.want, got.rule) == (expect_want, expect_rule)
     if says is None:
         assert got is wish
@@ -106,7 +106,7 @@ def test_unchecked_guard(
     want: int, current: int, wait_ms: float | None, expect_want: int, expect_rule: Rule
 ) -> None:
     wish = Wish(want, Rule.queueing, "the model's reason")
-    got = _unchecked_guard(wish, current, wait_ms)
+    got = unchecked_guard(wish, current, wait_ms)
     assert (got.want, got.rule) == (expect_want, expect_rule)
     if expect_rule is Rule.queueing:
         assert got is wish
@@ -134,7 +134,7 @@ def test_unchecked_guard(
     ],
 )
 def test_bounds(want: int, lo: int, hi: int, expect: int, rule: Rule, note: str) -> None:
-    got = _bounded(Q._replace(want=want), lo, hi)
+    got = bounded(Q._replace(want=want), lo, hi)
     assert (got.want, got.rule, got.reason) == (expect, rule, Q.reason + note)
 
 
@@ -153,7 +153,7 @@ def test_bounds(want: int, lo: int, hi: int, expect: int, rule: Rule, note: str)
     ],
 )
 def test_stabilisation(want: int, current: int, peak: int, expect: int | str) -> None:
-    got = _stabilised(Q._replace(want=want), current, peak, 300.0)
+    got = stabilised(Q._replace(want=want), current, peak, 300.0)
     if expect == "hold":
         assert isinstance(got, Held) and got.rule is Rule.stabilization
         assert got.reason == f"hold: {Q.reason}, but {peak} wanted within the last 300 s"
@@ -171,9 +171,9 @@ def test_stabilisation(want: int, current: int, peak: int, expect: int | str) ->
     ],
 )
 def test_no_change_is_a_hold_named_for_what_set_it(rule: Rule, named: Rule) -> None:
-    got = _steady(Wish(4, rule, "why"), 4)
+    got = steady(Wish(4, rule, "why"), 4)
     assert got == Held(named, "steady: why")
-    assert _steady(Wish(5, rule, "why"), 4) == Wish(5, rule, "why")
+    assert steady(Wish(5, rule, "why"), 4) == Wish(5, rule, "why")
 
 
 # -- stage 8: back-off and cooldown, on a clock that steps ---------------------------------
@@ -185,7 +185,7 @@ def test_no_change_is_a_hold_named_for_what_set_it(rule: Rule, named: Rule) -> N
 )
 def test_back_off_after_a_failed_apply(backoff_until: float | None, now: float, held: bool) -> None:
     wish = Q._replace(want=5)
-    got = _backed_off(wish, 3, backoff_until, now)
+    got = backed_off(wish, 3, backoff_until, now)
     if held:
         assert isinstance(got, Held) and got.rule is Rule.backoff
         assert "would go 3 → 5" in got.reason and f"{130.0 - now:.0f} s more" in got.reason
@@ -211,7 +211,7 @@ def test_cooldown_holds_what_a_change_alters(
     now, current = 1000.0, 4
     last = None if since_change_s is None else now - since_change_s
     wish = Q._replace(want=want)
-    got = _cooled(wish, current, last, now, 30.0, undrained)
+    got = cooled(wish, current, last, now, 30.0, undrained)
     if expect == "hold":
         assert isinstance(got, Held) and got.rule is Rule.cooldown
         assert got.reason == f"hold: cooldown 20 s after the last change (would go 4 → {want})"
@@ -229,7 +229,7 @@ def test_the_cooldown_on_a_stepping_clock() -> None:
     """Ticks 5 s apart after a change at t = 0 with a 30 s cooldown: held through 25 s."""
     wish = Q._replace(want=6)
     held = [
-        t for t in range(0, 45, 5) if isinstance(_cooled(wish, 4, 0.0, float(t), 30.0, None), Held)
+        t for t in range(0, 45, 5) if isinstance(cooled(wish, 4, 0.0, float(t), 30.0, None), Held)
     ]
     assert held == [0, 5, 10, 15, 20, 25]
 
@@ -246,7 +246,7 @@ def test_a_release_another_model_waits_for_skips_the_cooldown(
     want: int, short: bool, expect: int | str
 ) -> None:
     wish = Q._replace(want=want)
-    got = _cooled(wish, 4, 990.0, 1000.0, 30.0, None, short)
+    got = cooled(wish, 4, 990.0, 1000.0, 30.0, None, short)
     if expect == "hold":
         assert isinstance(got, Held) and got.rule is Rule.cooldown
     else:
@@ -269,4 +269,4 @@ def test_a_release_another_model_waits_for_skips_the_cooldown(
     ],
 )
 def test_steps(want: int, current: int, max_down: int, max_up: int, expect: int, note: str) -> None:
-    assert _step(want, current, max_down, max_up) == (expect, note)
+    assert capped_step(want, current, max_down, max_up) == (expect, note)

@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
-from autoscaler.policy.core import PolicyContext, decide
+from autoscaler.policy.core import decide
 from autoscaler.policy.decision import Action, Decision, PlacementSlot, Rule
+from autoscaler.policy.state import PolicyContext
 from autoscaler.testing.emulated_models import emulated
 from autoscaler.testing.triton_server import TritonFactory
 from bench.soak import (

@@ -15,8 +15,9 @@ import requests
 from autoscaler.config import Resolved, parse_config
 from autoscaler.daemon import Autoscaler, PolicyFn
 from autoscaler.errors import ConfigError
-from autoscaler.policy.core import PolicyContext, PolicyState, decide, record_outcome, startup_of
+from autoscaler.policy.core import decide
 from autoscaler.policy.decision import Decision
+from autoscaler.policy.state import PolicyContext, PolicyState, record_outcome, startup_of
 from autoscaler.resume import resume_from_prometheus, resume_from_trace
 from autoscaler.sim.replay import TraceCollector, replay_daemon
 from autoscaler.telemetry.prometheus import PrometheusModelSource
@@ -357,7 +358,6 @@ def test_resume_from_an_unreachable_prometheus_starts_cold_and_says_why(
     assert r.warnings == (r.why_none,) and not daemon.state.models
 
 
-
 def test_measured_start_ups_not_read_from_prometheus_say_why() -> None:
     """The start-ups' query runs as the sources' queries do, and says why it failed."""
     from autoscaler.resume import _startups_from_prometheus
@@ -369,6 +369,7 @@ def test_measured_start_ups_not_read_from_prometheus_say_why() -> None:
     assert took == 0
     assert why == f"measured start-ups not read: cannot reach Prometheus at {url}"
     assert not daemon.state.models
+
 
 # -- a trace kept to a size (`record_max_mb`) ----------------------------------------------------
 

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from autoscaler.errors import ConfigError
-from autoscaler.policy.core import PolicyContext, decide
+from autoscaler.policy.core import decide
 from autoscaler.policy.decision import Decision
+from autoscaler.policy.state import PolicyContext
 from autoscaler.sim import baselines
 from autoscaler.sim.baselines import make_policy, static_counts
 from autoscaler.sim.runner import run_policy

@@ -35,8 +35,9 @@ from typing import Any
 
 import pytest
 
-from autoscaler.policy.core import ModelTarget, PolicyContext
+from autoscaler.policy.core import ModelTarget
 from autoscaler.policy.decision import Action, Rule
+from autoscaler.policy.state import PolicyContext
 from autoscaler.profiles import ScalingPolicy
 from autoscaler.sim.hpa import (
     DEFAULT_DOWN,

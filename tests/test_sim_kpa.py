@@ -23,8 +23,9 @@ from typing import Any
 
 import pytest
 
-from autoscaler.policy.core import ModelTarget, PolicyContext
+from autoscaler.policy.core import ModelTarget
 from autoscaler.policy.decision import Action, Rule
+from autoscaler.policy.state import PolicyContext
 from autoscaler.profiles import ScalingPolicy
 from autoscaler.sim.kpa import KpaSettings, KpaSpec, KpaState, initial_state, kpa_plugin, scale
 from autoscaler.sim.runner import run_policy

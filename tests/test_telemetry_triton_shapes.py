@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from autoscaler.policy.core import ModelTarget, PolicyContext, PolicyState, decide
+from autoscaler.policy.core import ModelTarget, decide
+from autoscaler.policy.state import PolicyContext, PolicyState
 from autoscaler.profiles import ScalingPolicy
 from autoscaler.telemetry.snapshot import InstanceGroup, ModelSample, Snapshot
 from autoscaler.telemetry.triton import merge_config, parse_metrics, parse_metrics_full

@@ -34,7 +34,7 @@ from typing import Any
 from autoscaler.errors import ConfigError
 from autoscaler.fleet.view import ROOM_PARTS, FleetReader, FleetUnavailable, FleetView
 from autoscaler.placement import Fit, GpuBin, Item, pack
-from autoscaler.policy.core import CEIL_SLACK
+from autoscaler.policy.capacity import CEIL_SLACK
 from autoscaler.profiles import GpuProfile, ModelProfile
 from autoscaler.sizing import Demand, SizingResult, concurrency_for_slo, size
 from autoscaler.telemetry.prometheus import SEL

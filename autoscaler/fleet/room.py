@@ -32,8 +32,9 @@ from autoscaler.fleet.view import (
 )
 from autoscaler.kubernetes.settings import UNLIMITED_STEP
 from autoscaler.placement import Fit, GpuBin, Item, pack
-from autoscaler.policy.core import CEIL_SLACK, PolicyContext
+from autoscaler.policy.capacity import CEIL_SLACK
 from autoscaler.policy.decision import Action, Decision
+from autoscaler.policy.state import PolicyContext
 
 DETAILS_KEY = "room_elsewhere"
 

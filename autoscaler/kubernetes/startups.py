@@ -20,7 +20,7 @@ start side by side, while the HPA's `behavior` may let them in a few at a time
 (a rate, not a start-up). An ask withdrawn before a pod came (the demand fell
 back) measures nothing; one that is never met (maxReplicaCount below the ask,
 no node with a free GPU) measures nothing until it is, and then a long time,
-which the median of the last five (`policy.core.startup_of`) keeps from the
+which the median of the last five (`policy.state.startup_of`) keeps from the
 horizon unless it happens again.
 """
 

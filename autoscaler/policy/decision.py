@@ -62,10 +62,10 @@ class PlacementSlot:
     free_gb_before: float
 
 
-# Where a start-up figure comes from (policy.core.startup_of)
+# Where a start-up figure comes from (policy.state.startup_of)
 StartupSource = Literal["measured", "profile", "estimate"]
 # where the capacity model's service time comes from: Triton's compute counters
-# (policy.core._measure_service) or the model's profile
+# (policy.correction.measure_service) or the model's profile
 ServiceSource = Literal["measured", "profile"]
 
 

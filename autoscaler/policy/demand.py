@@ -143,7 +143,7 @@ def _recent_in_server(w: ModelWindow, service: ServiceModel | None) -> float:
 # A wait under this share of the service time (2.8 ms for the 5B; for a batched model
 # beyond the batcher's delay, 10.5 ms for the 20B) is within what scheduling adds on
 # its own (the busy threshold's hand-over, a client's resend): it is no queueing here,
-# and core._correct does not fit v on predictions below it.
+# and correction.correct does not fit v on predictions below it.
 MEASURABLE_WAIT_SHARE = 0.01
 
 
@@ -329,17 +329,17 @@ class DemandMemory:
     variability_var: float = 0.0
     variability_at: float | None = None
     # how far the service time's own 95th percentile lies above its mean (s), learnt
-    # from the request p95 less the queue p95 (core._correct); mean and variance as v's
+    # from the request p95 less the queue p95 (correction.correct); mean and variance as v's
     service_tail_s: float = 0.0
     service_tail_var: float = 0.0
     service_tail_read: bool = False  # a window has been read for it yet
-    # v has had a reading (core._correct): the capacity model is checked on this traffic
+    # v has had a reading (correction.correct): the capacity model is checked on this traffic
     variability_read: bool = False
     # when the last seconds' rate last stood outside the Poisson band of the window's
     # (a step or a burst): Triton's p95 summary still mixes both levels for a while
     demand_step_at: float = -math.inf
     # the mean service time (s) Triton's compute counters measured, exponentially
-    # weighted as v is (core._measure_service); None until a window has shown enough
+    # weighted as v is (correction.measure_service); None until a window has shown enough
     # requests, and for batched models (whose batch time stays the profile's)
     service_s: float | None = None
 
@@ -585,7 +585,7 @@ def _rise(
     A peak is read from rates over `noise_window_s` (the panic window), and arrivals at
     a steady λ make those rates scatter on their own. The queueing model prices that
     scatter in: Allen–Cunneen's v = (c_a² + c_s²) / 2 is learnt from the waits it
-    causes (core._correct), and the count over a window of a renewal process with
+    causes (correction.correct), and the count over a window of a renewal process with
     gap CV c_a varies as c_a² · λ · window, so up to √(2v) × the Poisson band
     (`poisson_band`) of a peak is scatter the model already sized for, and only what
     lies beyond is a burst it did not. Poisson (v ≤ 0.5): 6.3 req/s at 24 req/s over

@@ -23,8 +23,9 @@ from typing import Any
 
 from autoscaler.errors import ConfigError
 from autoscaler.placement import GpuBin, Item, pack
-from autoscaler.policy.core import PolicyContext, PolicyState, decide
+from autoscaler.policy.core import decide
 from autoscaler.policy.decision import Decision, Rule
+from autoscaler.policy.state import PolicyContext, PolicyState
 from autoscaler.sim.hpa import busy_fraction
 from autoscaler.sim.hpa import hpa_plugin as _hpa
 from autoscaler.sim.kpa import kpa_plugin as _kpa

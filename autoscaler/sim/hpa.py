@@ -40,8 +40,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from autoscaler.policy.core import ModelTarget, PolicyContext
+from autoscaler.policy.core import ModelTarget
 from autoscaler.policy.decision import Decision, Rule
+from autoscaler.policy.state import PolicyContext
 from autoscaler.sim.plugin import (
     PolicyPlugin,
     bounds,

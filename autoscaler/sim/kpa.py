@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from autoscaler.policy.core import PolicyContext
 from autoscaler.policy.decision import Decision, Rule
+from autoscaler.policy.state import PolicyContext
 from autoscaler.sim.plugin import (
     PolicyPlugin,
     bounds,

@@ -56,8 +56,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from autoscaler.policy.core import PolicyContext
 from autoscaler.policy.decision import Action, Decision, Rule
+from autoscaler.policy.state import PolicyContext
 from autoscaler.sim.baselines import PolicyPlugin
 from autoscaler.sim.capacity import empty_gpus, most_alone, require_fit
 from autoscaler.sim.engine import (

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from autoscaler.policy.core import ModelTarget, PolicyContext
+from autoscaler.policy.core import ModelTarget
 from autoscaler.policy.decision import Action, Decision, Rule
+from autoscaler.policy.state import PolicyContext
 from autoscaler.telemetry.snapshot import ModelWindow
 
 PolicyFn = Callable[[PolicyContext, Any], tuple[list[Decision], Any]]

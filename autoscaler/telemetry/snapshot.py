@@ -135,7 +135,7 @@ class Snapshot:
     models_as_of: float | None = None
     # How long the daemon's applied scale-ups took to serve, per model (seconds, oldest
     # first, the policy's last `STARTUP_SAMPLES`): what it measured of this server and
-    # holds as the start-up horizon (policy.core.startup_of). Carried only on the
+    # holds as the start-up horizon (policy.state.startup_of). Carried only on the
     # snapshots it records when they change, and again every `demand_history_s / 2`,
     # so that a restart finds them in the stretch of trace it reads
     # (autoscaler/resume.py). None: not carried on this one.
