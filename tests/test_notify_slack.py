@@ -209,7 +209,7 @@ def test_slack_4xx_not_retried(
 
 
 def test_a_release_that_names_its_gpu_says_so() -> None:
-    """A scale-down that makes room for another model (policy.core._release_from) names
+    """A scale-down that makes room for another model (policy.placing.release_from) names
     the GPU it frees, with a minus: not read as an instance added there."""
     from autoscaler.notify._format import gpu_line
     from autoscaler.policy.decision import PlacementSlot

@@ -146,7 +146,7 @@ def test_gpus_place_largest_first_and_resize_both_ways() -> None:
 
 def test_a_release_comes_off_the_gpus_it_names_then_the_fullest() -> None:
     """Without a hint the fullest GPU loses an instance; with one, the named GPU does (a
-    release that opens a GPU for a larger model, policy.core._release_from)."""
+    release that opens a GPU for a larger model, policy.placing.release_from)."""
     mem = {"big": 44.76, "small": 12.41}
     g = SimGpus(2, 80.0, mem)
     assert g.place_all({"big": 1, "small": 4})[0]

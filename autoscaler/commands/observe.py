@@ -38,7 +38,7 @@ from autoscaler.commands._common import (
     csv_text,
 )
 from autoscaler.errors import ConfigError, RuntimeFailure
-from autoscaler.policy.core import observed
+from autoscaler.policy.decision import observed
 from autoscaler.telemetry.base import (
     GPU_SOURCES,
     MODEL_SOURCES,

@@ -19,29 +19,28 @@ One model's decision is a chain of small stages (docs/policy.md):
    when the observed p95 misses the SLO and the time requests queued explains the miss;
 6. **bounds**, 7. **stabilisation** (a scale-down waits for the highest wish of
    the window), 8. **gates on actions** (an apply in flight, back-off, cooldown),
-9. **placement** on the GPUs' free memory, never overfilling one (here, with the
-   moves `policy.defrag` plans).
+9. **placement** (`policy.placing`) on the GPUs' free memory, never overfilling
+   one, with the moves `policy.defrag` plans where memory is fragmented.
 
-The context a tick is given and the state it carries are `policy.state`'s.
+The context a tick is given and the state it carries are `policy.state`'s; each
+decision is made by a `policy.decision.DecisionMaker`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
 
-from autoscaler._frozen import maker
-from autoscaler.placement import Fit, GpuBin, Item, pack
+from autoscaler.placement import GpuBin
 from autoscaler.policy.capacity import size_demand
 from autoscaler.policy.correction import VARIABILITY_MAX, correct, measure_service, service_of
 from autoscaler.policy.decision import (
     Action,
     Decision,
-    Figures,
-    PlacementSlot,
+    DecisionMaker,
     Rule,
+    observed,
 )
-from autoscaler.policy.defrag import Move, plan_room
+from autoscaler.policy.defrag import Move
 from autoscaler.policy.demand import (
     Loop,
     confirmed_recent_in_server,
@@ -50,6 +49,7 @@ from autoscaler.policy.demand import (
     queue_grew_since,
     waited,
 )
+from autoscaler.policy.placing import gpu_bins, make_room, place, release_from, reserve_in_flight
 from autoscaler.policy.queueing import (
     Batched,
 )
@@ -61,6 +61,7 @@ from autoscaler.policy.stages import (
     bounded,
     capped_step,
     cooled,
+    hold_in_flight,
     latency_guard,
     stabilised,
     steady,
@@ -69,7 +70,6 @@ from autoscaler.policy.stages import (
 )
 from autoscaler.policy.state import ModelState, PolicyContext, PolicyState, evolve, startup_of
 from autoscaler.policy.target import ModelTarget
-from autoscaler.telemetry.snapshot import GpuSample, ModelWindow
 
 
 def decide(ctx: PolicyContext, state: PolicyState) -> tuple[list[Decision], PolicyState]:
@@ -79,16 +79,16 @@ def decide(ctx: PolicyContext, state: PolicyState) -> tuple[list[Decision], Poli
     20B instance gets its hole before 12.41 GB 5B instances nibble at it (the
     order first-fit decreasing uses for `size`).
     """
-    bins = _gpu_bins(ctx.gpus) if ctx.gpus is not None else None
+    bins = gpu_bins(ctx.gpus) if ctx.gpus is not None else None
     if bins is not None:
-        _reserve_in_flight(ctx, bins)
+        reserve_in_flight(ctx, bins)
     decisions: dict[str, Decision] = {}
     models = dict(state.models)  # one copy a tick, not one per model (500 models: 250k)
     quiet = _server_quiet(ctx, state)
     short_before = state.short_of_memory
     short: set[str] = set()
-    # moves that would open a GPU for a larger model, by the model to move (`_place`); the
-    # smaller models are decided later in the same tick and carry them out (`_make_room`)
+    # moves that would open a GPU for a larger model, by the model to move (`place`); the
+    # smaller models are decided later in the same tick and carry them out (`make_room`)
     moves: dict[str, tuple[Move, str]] = {}
     for t in sorted(ctx.targets.values(), key=lambda t: (-t.memory_per_instance_gb, t.model)):
         # another model than this one was left short of memory by the last tick
@@ -123,99 +123,6 @@ def _server_quiet(ctx: PolicyContext, state: PolicyState) -> bool:
     return ctx.now - latest >= ctx.policy.panic_window_s
 
 
-def _gpu_bins(gpus: tuple[GpuSample, ...]) -> list[GpuBin]:
-    return [GpuBin(g.index, g.memory_total_gb, used_gb=g.memory_used_gb, uuid=g.uuid) for g in gpus]
-
-
-def _reserve_in_flight(ctx: PolicyContext, bins: list[GpuBin]) -> None:
-    """Count the instances still being loaded as if their memory were already taken.
-
-    A 20B load takes seconds to minutes, and NVML shows its 44.76 GB only as it is
-    allocated: without this, a 5B scale-up decided meanwhile could be placed in the
-    same hole and the GPU overfilled. Memory already allocated by a half-done load is
-    counted twice until the load finishes: too cautious for a tick, never unsafe.
-    """
-    by_index = {b.index: b for b in bins}
-    for d, _since in ctx.in_flight.values():
-        t = ctx.targets.get(d.model)
-        if d.action is not Action.scale_up or t is None:
-            continue
-        for slot in d.placement:
-            b = by_index.get(slot.gpu)
-            if b is not None:
-                b.used_gb += slot.instances * t.memory_per_instance_gb
-
-
-# A Decision per model per tick: 500 models made 500 frozen __init__ calls (≈ 2.5 µs
-# each); see autoscaler/_frozen.py. Its Figures likewise.
-_new_decision = maker(Decision)
-# ... and a PlacementSlot per scale-up placed (166 a tick at 500 models in the tick bench)
-_new_slot = maker(PlacementSlot)
-
-
-class _Out:
-    """Makes one model's decision of this tick: what is fixed per model is bound once."""
-
-    __slots__ = ("now", "t", "target_c", "w")
-
-    def __init__(self, t: ModelTarget, w: ModelWindow | None, target_c: float, now: float):
-        self.t, self.w, self.target_c, self.now = t, w, target_c, now
-
-    def __call__(
-        self,
-        action: Action,
-        desired: int,
-        rule: Rule,
-        reason: str,
-        *,
-        current_instances: int | None = None,
-        placement: tuple[PlacementSlot, ...] = (),
-        extra_gpus_needed: int | None = None,
-        extra_servers_needed: int | None = None,
-        figures: Figures | None = None,
-    ) -> Decision:
-        t, w, target_c, now = self.t, self.w, self.target_c, self.now
-        obs = p95 = None
-        details: dict[str, Any] = {}
-        if w is not None and w.valid:
-            obs, p95 = observed(w), w.p95_ms
-            if w.degraded:  # what the figures behind this decision only estimate
-                details["degraded"] = list(w.degraded)
-                reason = f"{reason} [degraded: {'; '.join(w.degraded)}]"
-        if current_instances is None:
-            current_instances = w.instances if w else 0
-        return _new_decision(
-            {
-                "model": t.model,
-                "current_instances": current_instances,
-                "desired_instances": desired,
-                "action": action,
-                "observed_concurrency": obs,
-                "target_concurrency": target_c,
-                "p95_ms": p95,
-                "rule": rule,
-                "reason": reason,
-                "placement": placement,
-                "slo_p95_ms": t.slo_p95_ms,
-                "as_of": w.as_of if w else now,
-                "extra_gpus_needed": extra_gpus_needed,
-                "extra_servers_needed": extra_servers_needed,
-                "details": details,
-                "figures": figures,
-            }
-        )
-
-
-def observed(w: ModelWindow) -> float | None:
-    """Requests in flight: sampled queued + executing where known, else Little's law.
-
-    Little's law on Triton's counters lags a surge and overshoots after a drain
-    (see `window.in_server`); the sampled figure tracks the present, so both the
-    stable and the burst window use it whenever Triton's pending gauge is there.
-    """
-    return w.in_server if w.in_server is not None else w.concurrency
-
-
 # -- the chain for one model ------------------------------------------------------------------
 
 
@@ -233,7 +140,7 @@ def _decide_model(
     target_c = t.optimal_concurrency * pol.target_utilization
     lo = pol.min_instances if t.min_instances is None else t.min_instances
     hi = pol.max_instances if t.max_instances is None else t.max_instances
-    out = _Out(t, w, target_c, now)
+    out = DecisionMaker(t, w, target_c, now)
 
     # 1. Never act on data we cannot trust.
     if w is None or not w.valid or observed(w) is None:
@@ -401,7 +308,7 @@ def _decide_model(
     # 8. Gates: hands off while a change is applied, after a failed one, and for a
     # cooldown after a successful one; then the steps.
     if t.model in ctx.in_flight:
-        return _hold_in_flight(ctx, t, w, current, wish.want, make), st
+        return hold_in_flight(ctx, t, w, current, wish.want, make), st
     stage: Wish | Held = stabilised(wish, current, history[0][1], pol.scale_down_stabilization_s)
     if not isinstance(stage, Held):
         stage = steady(stage, current)
@@ -423,7 +330,7 @@ def _decide_model(
     if isinstance(stage, Held):
         move = moves.get(t.model)
         if move is not None and bins is not None and stage.rule is not Rule.backoff:
-            made = _make_room(ctx, t, bins, current, hi, move, make, figs)
+            made = make_room(ctx, t, bins, current, hi, move, make, figs)
             if made is not None:
                 return made, st
         return make(Action.hold, current, stage.rule, stage.reason, figures=figs), st
@@ -435,7 +342,7 @@ def _decide_model(
     max_down = current if others_short else pol.max_scale_down_step
     new, step_note = capped_step(want, current, max_down, pol.max_scale_up_step)
     if new < current:
-        off = _release_from(ctx, t, bins, current - new) if others_short and bins else ()
+        off = release_from(ctx, t, bins, current - new) if others_short and bins else ()
         return make(Action.scale_down, new, rule, reason, placement=off, figures=figs), st
     if not ctx.check_gpu_memory:
         return make(Action.scale_up, new, rule, reason + step_note, figures=figs), st
@@ -451,231 +358,4 @@ def _decide_model(
             ),
             st,
         )
-    return _place(ctx, t, st, bins, current, new, want, rule, reason + step_note, make, figs, moves)
-
-
-# A change still in flight this many times the model's expected instance start-up after
-# it was sent, while requests wait in Triton's queue, waits behind that queue rather than
-# for its instances: with --rate-limit=execution_count an in-place change returns once
-# the new instances have started (0.4-1.6 s measured here for emulated models, plus the
-# instance's own load); Triton 2.51 without it returns only when the queue happens to be
-# empty (docs/reliability.md). Twice the estimate leaves room for an estimate that is off
-# by half (the default is 10 s + 1 s per GB, not a measurement). It is the profile's or
-# estimated start-up, not the one measured from our applies (`startup_of`): a server that
-# stalls every change would teach a start-up that hides the stall.
-STALL_FACTOR = 2.0
-
-
-def _hold_in_flight(
-    ctx: PolicyContext, t: ModelTarget, w: ModelWindow, current: int, want: int, out: _Out
-) -> Decision:
-    """Hands off while a change is being applied: apply_in_flight, or apply_stalled."""
-    busy, since = ctx.in_flight[t.model]
-    age = ctx.now - since
-    change = f"applying {busy.current_instances} → {busy.desired_instances}"
-    queued = w.pending_requests or 0.0
-    startup = t.expected_startup_s()
-    if age > STALL_FACTOR * startup and queued > 0:
-        return out(
-            Action.hold,
-            current,
-            Rule.apply_stalled,
-            f"hold: {change} has taken {age:.0f} s (a new instance starts in ≈ {startup:.0f} s) "
-            f"while {queued:.0f} requests wait in Triton's queue: the change waits behind the "
-            "queue; start Triton with --rate-limit=execution_count (docs/reliability.md)",
-        )
-    return out(
-        Action.hold,
-        current,
-        Rule.apply_in_flight,
-        f"hold: {change} (started {age:.0f} s ago; would go {current} → {want})",
-    )
-
-
-def _place(
-    ctx: PolicyContext,
-    t: ModelTarget,
-    st: ModelState,
-    bins: list[GpuBin],
-    current: int,
-    new: int,
-    want: int,
-    rule: Rule,
-    reason: str,
-    make: _Out,
-    figures: Figures,
-    moves: dict[str, tuple[Move, str]],
-) -> tuple[Decision, ModelState]:
-    """Place `new − current` instances on observed GPUs, in place (bins are shared)."""
-    pol = ctx.policy
-    items = [Item(t.model, t.memory_per_instance_gb)] * (new - current)
-    # Best fit, not spreading: in the demo, 5B instances spread over four 80 GB GPUs
-    # left no GPU with the 44.76 GB a fourth 20B instance needs (capacity exhausted with
-    # 120 GB free in total). Filling the fullest GPU that fits keeps the big holes, and
-    # packs like the design: one 20B and two 5B per H100.
-    # in place: what fits is taken from the shared bins at once, so the next model sees it
-    res = pack(items, bins, headroom_gb=pol.gpu_headroom_gb, fit=Fit.best, in_place=True)
-    fitted = len(res.placed)
-    if fitted == 0:
-        # How much hardware the full wish needs: pack it onto fresh GPUs of this size.
-        size_gb = max((b.capacity_gb for b in bins), default=0.0)
-        extra = pack(
-            [Item(t.model, t.memory_per_instance_gb)] * (want - current),
-            [],
-            headroom_gb=pol.gpu_headroom_gb,
-            new_gpu_capacity_gb=size_gb or None,
-        )
-        gpus_needed = extra.opened if not extra.unplaced else None
-        servers = math.ceil(gpus_needed / ctx.gpus_per_server) if gpus_needed else None
-        free = ", ".join(f"gpu{b.index} {b.free_gb(pol.gpu_headroom_gb):.1f} GB" for b in bins)
-        need = (
-            f"{gpus_needed} more GPU{'s' if gpus_needed != 1 else ''} "
-            f"({servers} server{'s' if servers != 1 else ''} of {ctx.gpus_per_server})"
-            if gpus_needed
-            else "a larger GPU"
-        )
-        # Fragmented memory: enough free in total, but on no one GPU. Say which smaller
-        # instances to move to open a hole (policy.defrag). The first move is handed to
-        # the model it moves, decided later this tick (smaller instances come later):
-        # it adds the instance on the new GPU (`_make_room`), and while this model is
-        # short its release comes off the GPU it frees most (`_release_from`).
-        said = ""
-        total_free = sum(max(0.0, b.free_gb(pol.gpu_headroom_gb)) for b in bins)
-        if total_free + 1e-9 >= t.memory_per_instance_gb and ctx.placements:
-            plan = plan_room(
-                bins,
-                ctx.placements,
-                {m: x.memory_per_instance_gb for m, x in ctx.targets.items()},
-                t.memory_per_instance_gb,
-                pol.gpu_headroom_gb,
-                t.model,
-            )
-            if plan is not None and plan[1]:
-                gpu, steps = plan
-                said = (
-                    f"; {total_free:.1f} GB are free in all: move "
-                    + ", ".join(m.describe() for m in steps)
-                    + f" (each added before it is removed) and gpu{gpu} takes it"
-                )
-                if steps[0].model != t.model:
-                    moves.setdefault(steps[0].model, (steps[0], t.model))
-        d = make(
-            Action.capacity_exhausted,
-            current,
-            Rule.capacity,
-            f"capacity exhausted: {reason}, but no GPU has {t.memory_per_instance_gb:g} GB free "
-            f"after {pol.gpu_headroom_gb:g} GB headroom ({free or 'no GPUs'}); "
-            f"the demand needs {need}{said}",
-            extra_gpus_needed=gpus_needed,
-            extra_servers_needed=servers,
-            figures=figures,
-        )
-        return d, st
-    by_index = {b.index: b for b in bins}
-    slots: dict[int, int] = {}
-    for _item, idx in res.placed:
-        slots[idx] = slots.get(idx, 0) + 1
-    placement = tuple(
-        _new_slot(
-            {
-                "gpu": i,
-                "uuid": by_index[i].uuid,
-                "instances": n,
-                "free_gb_before": round(
-                    by_index[i].free_gb(pol.gpu_headroom_gb) + n * t.memory_per_instance_gb, 2
-                ),
-            }
-        )
-        for i, n in sorted(slots.items())
-    )
-    if fitted < new - current:
-        reason += f"; only {fitted} of {new - current} new instances fit the GPUs' free memory"
-        rule = Rule.capacity
-    d = make(Action.scale_up, current + fitted, rule, reason, placement=placement, figures=figures)
-    return d, st
-
-
-# -- defragmentation: moves carried out as an add, then a release ---------------------------
-
-
-def _make_room(
-    ctx: PolicyContext,
-    t: ModelTarget,
-    bins: list[GpuBin],
-    current: int,
-    hi: int,
-    planned: tuple[Move, str],
-    make: _Out,
-    figures: Figures,
-) -> Decision | None:
-    """The first half of a move a larger model is waiting for: one more instance, on the
-    GPU the plan moves it to (policy.defrag); None where that no longer fits.
-
-    Only a model that holds is moved (one that scales does its own placing), and never
-    past its max_instances. The instance it replaces goes on a later tick: this model is
-    then one over its wish, the larger one is still short of memory, so the release goes
-    at once and comes off the GPU it frees most (`_release_from`), which is the one the
-    plan opens. Add before remove: the model never has fewer instances than it needs,
-    and every step is a placement the packer accepts. `contended-5b-20b`'s 20B asked for
-    a fourth instance for three minutes at 41–45 req/s with 138 GB free in all and no
-    GPU with 46.76 GB (headroom included): "move 1 × nemo-gpt-5b gpu3 → gpu0".
-    """
-    move, for_model = planned
-    pol = ctx.policy
-    mem = t.memory_per_instance_gb
-    b = next((b for b in bins if b.index == move.to_gpu), None)
-    if current + 1 > hi or b is None or b.free_gb(pol.gpu_headroom_gb) + 1e-9 < mem:
-        return None
-    free_before = round(b.free_gb(pol.gpu_headroom_gb), 2)
-    b.used_gb += mem  # the bins are the tick's: later models see it taken
-    slot = _new_slot(
-        {"gpu": b.index, "uuid": b.uuid, "instances": 1, "free_gb_before": free_before}
-    )
-    return make(
-        Action.scale_up,
-        current + 1,
-        Rule.defragment,
-        f"making room for {for_model}: 1 × {t.model} added on gpu{move.to_gpu} before the "
-        f"one on gpu{move.from_gpu} goes, so that gpu{move.from_gpu} holds a "
-        f"{for_model} instance",
-        placement=(slot,),
-        figures=figures,
-    )
-
-
-def _release_from(
-    ctx: PolicyContext, t: ModelTarget, bins: list[GpuBin], n: int
-) -> tuple[PlacementSlot, ...]:
-    """Which GPUs `n` released instances come off while another model is short of memory.
-
-    Each from the GPU holding one that has the most free memory once it is gone: the one
-    closest to the hole the short model needs (a move's source, `_make_room`). Without
-    the placements (not known) the actuator chooses, as for any release.
-    """
-    where = dict(ctx.placements.get(t.model, {}))
-    by_index = {b.index: b for b in bins}
-    headroom, mem = ctx.policy.gpu_headroom_gb, t.memory_per_instance_gb
-    taken: dict[int, int] = {}
-    for _ in range(n):
-        held = [g for g, k in where.items() if k > 0 and g in by_index]
-        if not held:
-            break
-        # ties to the lowest index, as `plan_room` picks the GPU it opens
-        g = max(
-            held, key=lambda g: (by_index[g].free_gb(headroom) + mem * (taken.get(g, 0) + 1), -g)
-        )
-        where[g] -= 1
-        taken[g] = taken.get(g, 0) + 1
-    if sum(taken.values()) != n:
-        return ()  # the placements do not account for every instance: the actuator chooses
-    return tuple(
-        _new_slot(
-            {
-                "gpu": g,
-                "uuid": by_index[g].uuid,
-                "instances": k,
-                "free_gb_before": round(by_index[g].free_gb(headroom), 2),
-            }
-        )
-        for g, k in sorted(taken.items())
-    )
+    return place(ctx, t, st, bins, current, new, want, rule, reason + step_note, make, figs, moves)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from autoscaler.policy.decision import (
-    Rule,
-)
+from autoscaler.policy.decision import Action, Decision, DecisionMaker, Rule
+from autoscaler.policy.state import PolicyContext
+from autoscaler.policy.target import ModelTarget
+from autoscaler.telemetry.snapshot import ModelWindow
 
 
 class Wish(NamedTuple):
@@ -256,3 +257,41 @@ def window_max(
     while keep > drop and history[keep - 1][1] <= want:
         keep -= 1
     return (*history[drop:keep], (now, want))
+
+
+# A change still in flight this many times the model's expected instance start-up after
+# it was sent, while requests wait in Triton's queue, waits behind that queue rather than
+# for its instances: with --rate-limit=execution_count an in-place change returns once
+# the new instances have started (0.4-1.6 s measured here for emulated models, plus the
+# instance's own load); Triton 2.51 without it returns only when the queue happens to be
+# empty (docs/reliability.md). Twice the estimate leaves room for an estimate that is off
+# by half (the default is 10 s + 1 s per GB, not a measurement). It is the profile's or
+# estimated start-up, not the one measured from our applies (`startup_of`): a server that
+# stalls every change would teach a start-up that hides the stall.
+STALL_FACTOR = 2.0
+
+
+def hold_in_flight(
+    ctx: PolicyContext, t: ModelTarget, w: ModelWindow, current: int, want: int, out: DecisionMaker
+) -> Decision:
+    """Hands off while a change is being applied: apply_in_flight, or apply_stalled."""
+    busy, since = ctx.in_flight[t.model]
+    age = ctx.now - since
+    change = f"applying {busy.current_instances} → {busy.desired_instances}"
+    queued = w.pending_requests or 0.0
+    startup = t.expected_startup_s()
+    if age > STALL_FACTOR * startup and queued > 0:
+        return out(
+            Action.hold,
+            current,
+            Rule.apply_stalled,
+            f"hold: {change} has taken {age:.0f} s (a new instance starts in ≈ {startup:.0f} s) "
+            f"while {queued:.0f} requests wait in Triton's queue: the change waits behind the "
+            "queue; start Triton with --rate-limit=execution_count (docs/reliability.md)",
+        )
+    return out(
+        Action.hold,
+        current,
+        Rule.apply_in_flight,
+        f"hold: {change} (started {age:.0f} s ago; would go {current} → {want})",
+    )

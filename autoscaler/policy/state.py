@@ -19,9 +19,7 @@ from autoscaler.policy.decision import (
     Decision,
     StartupSource,
 )
-from autoscaler.policy.demand import (
-    DemandMemory,
-)
+from autoscaler.policy.demand import DemandMemory
 from autoscaler.policy.target import ModelTarget
 from autoscaler.profiles import ScalingPolicy
 from autoscaler.telemetry.snapshot import GpuSample, ModelWindow
