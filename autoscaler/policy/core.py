@@ -29,19 +29,23 @@ decision is made by a `policy.decision.DecisionMaker`.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 from autoscaler.placement import GpuBin
-from autoscaler.policy.capacity import size_demand
+from autoscaler.policy.capacity import Sizing, size_demand
 from autoscaler.policy.correction import VARIABILITY_MAX, correct, measure_service, service_of
 from autoscaler.policy.decision import (
     Action,
     Decision,
     DecisionMaker,
+    Figures,
     Rule,
     observed,
 )
 from autoscaler.policy.defrag import Move
 from autoscaler.policy.demand import (
+    Demand,
+    DemandMemory,
     Loop,
     confirmed_recent_in_server,
     demand_of,
@@ -50,9 +54,7 @@ from autoscaler.policy.demand import (
     waited,
 )
 from autoscaler.policy.placing import gpu_bins, make_room, place, release_from, reserve_in_flight
-from autoscaler.policy.queueing import (
-    Batched,
-)
+from autoscaler.policy.queueing import Batched, ServiceModel
 from autoscaler.policy.stages import (
     Held,
     LatencyReading,
@@ -68,8 +70,16 @@ from autoscaler.policy.stages import (
     unchecked_guard,
     window_max,
 )
-from autoscaler.policy.state import ModelState, PolicyContext, PolicyState, evolve, startup_of
+from autoscaler.policy.state import (
+    ModelState,
+    PolicyContext,
+    PolicyState,
+    Startup,
+    evolve,
+    startup_of,
+)
 from autoscaler.policy.target import ModelTarget
+from autoscaler.telemetry.snapshot import ModelWindow
 
 
 def decide(ctx: PolicyContext, state: PolicyState) -> tuple[list[Decision], PolicyState]:
@@ -163,6 +173,56 @@ def _decide_model(
     if not w.ready:
         return out(Action.hold, current, Rule.invalid_telemetry, "hold: model not ready"), st
 
+    # 2-3b. Demand, what the model's recent past says about it, and the capacity model
+    # corrected from what Triton measured (`_learn`).
+    lr = _learn(ctx, t, st, w, current, quiet)
+    # 3-6. The count the demand needs, guarded and bounded, and what of it the
+    # scale-down window keeps (`_wish`).
+    sz, wish, remembered = _wish(ctx, t, st, w, current, lr, lo, hi)
+    # 7. Scale-down stabilisation window (see `stabilised` for why it is dropped while
+    # another model is short of GPU memory; `_wish` for what it keeps).
+    seen = st.history if st.history else ((now, current),)
+    expired = now if others_short else now - pol.scale_down_stabilization_s
+    history = window_max(seen, expired, now, remembered)
+    if others_short and wish.want < current:
+        wish = wish._replace(
+            reason=wish.reason + "; no stabilisation while another model is short of GPU memory"
+        )
+    st = evolve(st, history=history, demand=lr.mem)
+    make, figs = out, sz.figures
+    # 8. Gates: hands off while a change is applied, after a failed one, and for a
+    # cooldown after a successful one; then the steps.
+    if t.model in ctx.in_flight:
+        return hold_in_flight(ctx, t, w, current, wish.want, make), st
+    stage = _gated(ctx, st, wish, current, history[0][1], sz.undrained, lr, others_short)
+    if isinstance(stage, Held):
+        move = moves.get(t.model)
+        if move is not None and bins is not None and stage.rule is not Rule.backoff:
+            made = make_room(ctx, t, bins, current, hi, move, make, figs)
+            if made is not None:
+                return made, st
+        return make(Action.hold, current, stage.rule, stage.reason, figures=figs), st
+    return _stepped(ctx, t, st, bins, current, stage, make, figs, others_short, moves)
+
+
+class _Learnt(NamedTuple):
+    """What stages 2-3b read and learnt on this tick, for the stages after them."""
+
+    d: Demand
+    mem: DemandMemory  # the model's demand history, with this tick's reading
+    svc: ServiceModel | None  # the capacity model as sized (`service_of`)
+    startup: Startup
+    horizon_s: float  # the start-up horizon: a start-up and a tick
+    one_count: bool  # the stable window describes the present count alone
+    settled: bool  # count and demand have stood still for a p95 summary's window
+
+
+def _learn(
+    ctx: PolicyContext, t: ModelTarget, st: ModelState, w: ModelWindow, current: int, quiet: bool
+) -> _Learnt:
+    """Stages 2-3b: the demand, the model's demand history with it, the service time
+    Triton measures, and v corrected from the observed p95 once it describes the present."""
+    pol, now = ctx.policy, ctx.now
     # 2. Demand, and what the model's recent past says about it.
     d = demand_of(w, ctx.panic.get(t.model), t.service)
     startup = startup_of(t, st)
@@ -209,7 +269,23 @@ def _decide_model(
     settled = count_settled and now - mem.demand_step_at >= settle_s
     if count_settled:
         mem = correct(mem, svc, w, d, current, pol.tick_interval_s, learn_v=settled)
+    return _Learnt(d, mem, svc, startup, horizon, since_change >= pol.stable_window_s, settled)
 
+
+def _wish(
+    ctx: PolicyContext,
+    t: ModelTarget,
+    st: ModelState,
+    w: ModelWindow,
+    current: int,
+    lr: _Learnt,
+    lo: int,
+    hi: int,
+) -> tuple[Sizing, Wish, int]:
+    """Stages 3-6: the sizing, the wish after the latency guards and the bounds, and
+    the count the scale-down window keeps of it (stage 7)."""
+    pol, now = ctx.policy, ctx.now
+    d, mem = lr.d, lr.mem
     # 3-4. Capacity, headroom and forecast.
     confirmed = confirmed_recent_in_server(st.demand, d)
     rose_in_window = st.seen_rise_at is not None and now - st.seen_rise_at < pol.stable_window_s
@@ -219,12 +295,12 @@ def _decide_model(
         d,
         mem,
         current,
-        horizon,
+        lr.horizon_s,
         hi,
         confirmed,
-        svc=svc,
-        startup=startup,
-        one_count=since_change >= pol.stable_window_s,
+        svc=lr.svc,
+        startup=lr.startup,
+        one_count=lr.one_count,
         rose_in_window=rose_in_window,
     )
 
@@ -257,7 +333,7 @@ def _decide_model(
         sized,
         current,
         lat,
-        may_add=settled and not surging and not modelled,
+        may_add=lr.settled and not surging and not modelled,
     )
     # 5b. ... and what requests waiting say where the capacity model, not yet checked on
     # this traffic but checkable (a p95 to correct it from), asked for the count
@@ -296,20 +372,23 @@ def _decide_model(
         remembered = bounded(unchecked_guard(sized, current, unchecked_wait_ms), lo, hi).want
     elif sz.undrained is not None and wish.rule is sz.rule and sz.undrained < remembered:
         remembered = sz.undrained
-    seen = st.history if st.history else ((now, current),)
-    expired = now if others_short else now - pol.scale_down_stabilization_s
-    history = window_max(seen, expired, now, remembered)
-    if others_short and wish.want < current:
-        wish = wish._replace(
-            reason=wish.reason + "; no stabilisation while another model is short of GPU memory"
-        )
-    st = evolve(st, history=history, demand=mem)
-    make, figs = out, sz.figures
-    # 8. Gates: hands off while a change is applied, after a failed one, and for a
-    # cooldown after a successful one; then the steps.
-    if t.model in ctx.in_flight:
-        return hold_in_flight(ctx, t, w, current, wish.want, make), st
-    stage: Wish | Held = stabilised(wish, current, history[0][1], pol.scale_down_stabilization_s)
+    return sz, wish, remembered
+
+
+def _gated(
+    ctx: PolicyContext,
+    st: ModelState,
+    wish: Wish,
+    current: int,
+    peak: int,
+    undrained: int | None,
+    lr: _Learnt,
+    others_short: bool,
+) -> Wish | Held:
+    """Stages 7-8 in turn, the first hold ending the chain: the window's highest wish
+    (`peak`), no change wished, the back-off after a failed apply, the cooldown."""
+    pol, now = ctx.policy, ctx.now
+    stage: Wish | Held = stabilised(wish, current, peak, pol.scale_down_stabilization_s)
     if not isinstance(stage, Held):
         stage = steady(stage, current)
     if not isinstance(stage, Held):
@@ -323,19 +402,28 @@ def _decide_model(
             changed_at,
             now,
             pol.cooldown_s,
-            sz.undrained,
+            undrained,
             others_short,
-            cooling and queue_grew_since(mem, changed_at, d.pending),
+            cooling and queue_grew_since(lr.mem, changed_at, lr.d.pending),
         )
-    if isinstance(stage, Held):
-        move = moves.get(t.model)
-        if move is not None and bins is not None and stage.rule is not Rule.backoff:
-            made = make_room(ctx, t, bins, current, hi, move, make, figs)
-            if made is not None:
-                return made, st
-        return make(Action.hold, current, stage.rule, stage.reason, figures=figs), st
-    want, rule, reason = stage
+    return stage
 
+
+def _stepped(
+    ctx: PolicyContext,
+    t: ModelTarget,
+    st: ModelState,
+    bins: list[GpuBin] | None,
+    current: int,
+    wished: Wish,
+    make: DecisionMaker,
+    figs: Figures,
+    others_short: bool,
+    moves: dict[str, tuple[Move, str]],
+) -> tuple[Decision, ModelState]:
+    """Stage 9: how far this tick goes, and for a scale-up, on which GPUs."""
+    pol = ctx.policy
+    want, rule, reason = wished
     # 9. Steps: a scale-down is always safe for memory; a scale-up must fit a GPU.
     # While another model is short of GPU memory a release goes to the wish at once
     # (`cooled` says why).
