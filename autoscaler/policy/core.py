@@ -446,4 +446,5 @@ def _stepped(
             ),
             st,
         )
-    return place(ctx, t, st, bins, current, new, want, rule, reason + step_note, make, figs, moves)
+    d = place(ctx, t, bins, current, new, want, rule, reason + step_note, make, figs, moves)
+    return d, st

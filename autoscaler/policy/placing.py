@@ -16,7 +16,7 @@ from autoscaler._frozen import maker
 from autoscaler.placement import Fit, GpuBin, Item, pack
 from autoscaler.policy.decision import Action, Decision, DecisionMaker, Figures, PlacementSlot, Rule
 from autoscaler.policy.defrag import Move, plan_room
-from autoscaler.policy.state import ModelState, PolicyContext
+from autoscaler.policy.state import PolicyContext
 from autoscaler.policy.target import ModelTarget
 from autoscaler.telemetry.snapshot import GpuSample
 
@@ -51,7 +51,6 @@ def reserve_in_flight(ctx: PolicyContext, bins: list[GpuBin]) -> None:
 def place(
     ctx: PolicyContext,
     t: ModelTarget,
-    st: ModelState,
     bins: list[GpuBin],
     current: int,
     new: int,
@@ -61,7 +60,7 @@ def place(
     make: DecisionMaker,
     figures: Figures,
     moves: dict[str, tuple[Move, str]],
-) -> tuple[Decision, ModelState]:
+) -> Decision:
     """Place `new − current` instances on observed GPUs, in place (bins are shared)."""
     pol = ctx.policy
     items = [Item(t.model, t.memory_per_instance_gb)] * (new - current)
@@ -126,7 +125,7 @@ def place(
             extra_servers_needed=servers,
             figures=figures,
         )
-        return d, st
+        return d
     by_index = {b.index: b for b in bins}
     slots: dict[int, int] = {}
     for _item, idx in res.placed:
@@ -148,7 +147,7 @@ def place(
         reason += f"; only {fitted} of {new - current} new instances fit the GPUs' free memory"
         rule = Rule.capacity
     d = make(Action.scale_up, current + fitted, rule, reason, placement=placement, figures=figures)
-    return d, st
+    return d
 
 
 # -- defragmentation: moves carried out as an add, then a release ---------------------------
