@@ -448,46 +448,14 @@ def observe(
             cut += 1
         reads = (*reads[cut:], (now, d.pending))
         changes["reads"] = reads
-    loop, loop_at = mem.loop, mem.loop_at
-    # Open-loop evidence on two consecutive ticks: a load that steps up inside a
-    # window shows idle time (before) and waits (after) once, as one read; arrivals
-    # of their own make both at once, tick after tick.
     # `quiet`: no change on the server overlaps the last seconds (core._server_quiet)
-    evidence = one_count and quiet
-    if evidence and d.waited_beside_idle and mem.prev_waited_beside_idle:
-        loop, loop_at = Loop.open, now
-    elif evidence and (
-        _population_bound(reads, now, stable_window_s, max_batch, d.no_idle)
-        or (d.one_group and mem.prev_one_group)
-    ):
-        loop, loop_at = Loop.closed, now
-    elif now - loop_at > loop_memory_s:
+    loop, loop_at = _loop(mem, d, reads, now, one_count and quiet, stable_window_s, max_batch)
+    if now - loop_at > loop_memory_s:  # evidence too old to speak for the load now
         loop = Loop.unknown
     changes["loop"], changes["loop_at"] = loop, loop_at
     # -- rises within the start-up horizon, per tick: the burst pattern -------------------
-    # A tick's horizon closes once a tick lies beyond it; its rise beyond the scatter
-    # the queueing model already prices (`_rise`) goes to the minute being collected.
-    rise, reached = mem.minute_rise, mem.minute_reached
-    recent = d.recent_rps
-    still: list[tuple[float, float, float]] = []
-    for t_i, base, peak in mem.open_rises:
-        if now - t_i > horizon_s:
-            r = _rise(base, peak, noise_window_s, variability)
-            if r > rise:
-                rise, reached = r, base + r
-        else:
-            still.append((t_i, base, peak if peak >= recent else recent))
-    # A tick with no capacity idle read a rate that says only that demand ≥ capacity
-    # (a closed loop's throughput, or an open loop past its instances): a rise from it
-    # is capacity arriving, not demand (16 users on one 5B read 3.6 req/s, on four
-    # 14: that "rise" held three instances for 16 users long gone). Rises are taken
-    # from ticks that had room, where the rate is what was asked.
-    # A known closed loop's rate is likewise its throughput, N / latency, set by the
-    # instances: its rises are capacity arriving (the demo's 16 users of the 5B on four
-    # instances read 41.7 req/s for a few seconds as the queue of one drained).
-    if not d.no_idle and loop is not Loop.closed:
-        still.append((now, d.arrival_rps, recent))
-    changes["open_rises"] = tuple(still)
+    still, rise, reached = _horizon_rises(mem, d, loop, now, horizon_s, noise_window_s, variability)
+    changes["open_rises"] = still
     # -- per-minute arrival rates and excesses ----------------------------------------------
     start = mem.minute_start
     if start is None:
@@ -516,6 +484,70 @@ def observe(
     changes["prev_waited_beside_idle"] = d.waited_beside_idle
     changes["prev_one_group"] = d.one_group
     return new
+
+
+def _loop(
+    mem: DemandMemory,
+    d: Demand,
+    reads: tuple[tuple[float, float], ...],
+    now: float,
+    evidence: bool,
+    stable_window_s: float,
+    max_batch: int,
+) -> tuple[Loop, float]:
+    """The kind of load and when its evidence was last seen, this tick's included.
+
+    Evidence counts only where `evidence` (one instance count over the window, and no
+    change on the server over the last seconds). Open-loop evidence on two consecutive
+    ticks: a load that steps up inside a window shows idle time (before) and waits
+    (after) once, as one read; arrivals of their own make both at once, tick after tick.
+    """
+    if evidence and d.waited_beside_idle and mem.prev_waited_beside_idle:
+        return Loop.open, now
+    if evidence and (
+        _population_bound(reads, now, stable_window_s, max_batch, d.no_idle)
+        or (d.one_group and mem.prev_one_group)
+    ):
+        return Loop.closed, now
+    return mem.loop, mem.loop_at
+
+
+def _horizon_rises(
+    mem: DemandMemory,
+    d: Demand,
+    loop: Loop,
+    now: float,
+    horizon_s: float,
+    noise_window_s: float,
+    variability: float,
+) -> tuple[tuple[tuple[float, float, float], ...], float, float]:
+    """The ticks whose start-up horizon is still open, and the minute's largest rise
+    (and the rate it reached) with those whose horizon closed on this tick.
+
+    A tick's horizon closes once a tick lies beyond it; its rise beyond the scatter the
+    queueing model already prices (`_rise`) goes to the minute being collected.
+    """
+    rise, reached = mem.minute_rise, mem.minute_reached
+    recent = d.recent_rps
+    still: list[tuple[float, float, float]] = []
+    for t_i, base, peak in mem.open_rises:
+        if now - t_i > horizon_s:
+            r = _rise(base, peak, noise_window_s, variability)
+            if r > rise:
+                rise, reached = r, base + r
+        else:
+            still.append((t_i, base, peak if peak >= recent else recent))
+    # A tick with no capacity idle read a rate that says only that demand ≥ capacity
+    # (a closed loop's throughput, or an open loop past its instances): a rise from it
+    # is capacity arriving, not demand (16 users on one 5B read 3.6 req/s, on four
+    # 14: that "rise" held three instances for 16 users long gone). Rises are taken
+    # from ticks that had room, where the rate is what was asked.
+    # A known closed loop's rate is likewise its throughput, N / latency, set by the
+    # instances: its rises are capacity arriving (the demo's 16 users of the 5B on four
+    # instances read 41.7 req/s for a few seconds as the queue of one drained).
+    if not d.no_idle and loop is not Loop.closed:
+        still.append((now, d.arrival_rps, recent))
+    return tuple(still), rise, reached
 
 
 def queue_grew_since(mem: DemandMemory, at: float | None, pending: float | None) -> bool:
