@@ -110,15 +110,7 @@ def correct(
     p95_known = (w.throughput_rps or 0.0) * w.window_s >= P95_MIN_REQUESTS
     if w.p95_queue_ms is not None and p95_known:
         queue_s = w.p95_queue_ms / 1000.0
-        tail = max(0.0, p95_s - queue_s - base_s)
-        # The first reading is the estimate: weighing it against the prior of 0 would
-        # count the climb from 0 as scatter (a 1.3B whose windows read 170–270 ms put
-        # 80 ms of sd on its tail, and sized with a tail of 400 ms where 220 was seen).
-        if mem.service_tail_read:
-            tail, tail_var = _ewm(mem.service_tail_s, mem.service_tail_var, tail, step)
-        else:
-            tail_var = 0.0
-        changes.update(service_tail_s=tail, service_tail_var=tail_var, service_tail_read=True)
+        changes.update(_tail_learnt(mem, max(0.0, p95_s - queue_s - base_s), step))
         if isinstance(svc, Batched) and predicted > svc.queue_delay_s:
             target = queue_s / predicted
     if isinstance(svc, Sequential) and w.avg_queue_ms is not None:
@@ -135,6 +127,19 @@ def correct(
         return mem
     changes["variability_at"] = w.as_of
     return _memory_with(mem, changes)
+
+
+def _tail_learnt(mem: DemandMemory, tail: float, step: float) -> dict[str, float | bool]:
+    """The service tail's mean and variance moved towards a window's reading `tail` (s).
+
+    The first reading is the estimate: weighing it against the prior of 0 would count
+    the climb from 0 as scatter (a 1.3B whose windows read 170–270 ms put 80 ms of sd
+    on its tail, and sized with a tail of 400 ms where 220 was seen).
+    """
+    var = 0.0
+    if mem.service_tail_read:
+        tail, var = _ewm(mem.service_tail_s, mem.service_tail_var, tail, step)
+    return {"service_tail_s": tail, "service_tail_var": var, "service_tail_read": True}
 
 
 def _memory_with(mem: DemandMemory, changes: Mapping[str, object]) -> DemandMemory:
