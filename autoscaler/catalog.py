@@ -45,6 +45,8 @@ def read_yaml_documents(path: Path) -> list[Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read file: {exc.strerror}", file=path) from exc
+    except UnicodeDecodeError:  # a ValueError, not an OSError: binary data, or another encoding
+        raise ConfigError("not a text file (YAML is UTF-8)", file=path) from None
     try:
         return [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as exc:

@@ -105,6 +105,25 @@ def test_bad_input_is_one_line_and_exit_2(argv: list[str], code: int, needle: st
     assert time.monotonic() - t0 < 20  # refused up front (demo: before Triton starts)
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["validate", "{f}"],
+        ["simulate", "{f}"],
+        ["run", "-c", "{f}", "--once"],
+        ["status", "-c", "{f}"],
+        ["replay", "{f}", "-c", "{f}"],
+    ],
+)
+def test_a_binary_yaml_file_is_bad_input_not_a_bug(tmp_path: Path, argv: list[str]) -> None:
+    """Bytes that are not UTF-8 (a file of another encoding, or not text) raised
+    UnicodeDecodeError, a ValueError: 'internal error', exit 1, no file named."""
+    f = tmp_path / "c.yaml"
+    f.write_bytes(b"\xff\xfe\x00kind: autoscaler-config\n")
+    code, _, err = cli(*(a.format(f=f) for a in argv))
+    assert (code, f"{f}: not a text file (YAML is UTF-8)" in err) == (2, True), err
+
+
 def test_version() -> None:
     code, out, _ = cli("--version")
     assert code == 0 and out.strip() == "triton-autoscaler 0.1.0"
