@@ -101,6 +101,15 @@ def test_rate_trace_csv_and_json(tmp_path: Path) -> None:
     assert load_rate_trace(js)["a"].points == ((0.0, 2.0), (60.0, 4.0))
 
 
+def test_rate_trace_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    """It raised UnicodeDecodeError (simulate: 'internal error', exit 1)."""
+    for name in ("r.csv", "r.json"):
+        bad = tmp_path / name
+        bad.write_bytes(b"\xff\xfe\x00time,model,rate\n")
+        with pytest.raises(ConfigError, match="not a text file"):
+            load_rate_trace(bad)
+
+
 def test_rate_trace_errors_name_the_row(tmp_path: Path) -> None:
     """A bad header, a negative rate or an unparsable time is a ConfigError naming it."""
     bad = tmp_path / "bad.csv"

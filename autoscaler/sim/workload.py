@@ -221,6 +221,10 @@ def load_rate_trace(path: Path, interpolation: Interpolation = "step") -> dict[s
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read rate trace: {exc.strerror}", file=path) from None
+    except UnicodeDecodeError:  # a ValueError, not an OSError: binary, or another encoding
+        raise ConfigError(
+            "not a text file (UTF-8)", file=path, allowed="CSV time,model,rate, or JSON"
+        ) from None
     records: Iterable[Mapping[str, object]]
     if path.suffix.lower() == ".csv":
         reader = csv.DictReader(text.splitlines())
