@@ -211,6 +211,27 @@ def test_unreadable_traces_are_rejected_naming_file_and_line(
     assert str(path) in str(err.value)
 
 
+@pytest.mark.parametrize("line", [1, 3])
+def test_bytes_that_are_not_utf8_are_named_by_file_and_line(tmp_path: Path, line: int) -> None:
+    """A binary or Latin-1 trace raised UnicodeDecodeError ('internal error', exit 1)."""
+    path = tmp_path / "t.jsonl"
+    lines = [_header(1).encode(), json.dumps(snapshot_to_json(SNAPS[0])).encode() + b"\n"]
+    lines.insert(line - 1, b'{"taken_at": 1.0, "models": {"caf\xe9": null}}\n')
+    path.write_bytes(b"".join(lines))
+    with pytest.raises(TraceFormatError, match=rf"t\.jsonl:{line}: not UTF-8 text"):
+        read_trace(path)
+
+
+def test_a_last_line_cut_inside_a_character_is_still_skipped(tmp_path: Path) -> None:
+    """Not UTF-8 only because the writer died mid-character: a cut line, not bad input."""
+    path = tmp_path / "t.jsonl"
+    with TraceWriter(path) as w:
+        w.write(SNAPS[0])
+    path.write_bytes(path.read_bytes() + b'{"taken_at": 2.0, "errors": ["\xe2\x82')
+    tr = read_trace(path)
+    assert len(tr.snapshots) == 1 and tr.warnings == [f"{path}:3: last line cut short; skipped"]
+
+
 def test_newer_version_message_says_to_upgrade(tmp_path: Path) -> None:
     """The newer-version rejection tells the user what to do."""
     path = tmp_path / "t.jsonl"
@@ -284,6 +305,18 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
         (
             lambda d: d.update(startups_s={"nemo-gpt-5b": [8.0, -1.0]}),
             "start-ups are seconds, finite and ≥ 0 (field 'startups_s.nemo-gpt-5b')",
+        ),
+        # times that are not finite reached replay's math.floor: 'internal error', exit 1
+        (
+            lambda d: d.update(taken_at=math.nan),
+            "not a time in Unix seconds: nan (field 'taken_at')",
+        ),
+        (lambda d: d.update(taken_at="Infinity"), "(field 'taken_at')"),
+        (lambda d: d.update(models_as_of=math.inf), "(field 'models_as_of')"),
+        # a negative count made negative instance-hours in replay, exit 0
+        (
+            lambda d: d["models"]["nemo-gpt-5b"]["instance_groups"][0].update(count=-3),
+            "not a count: -3 (field 'models.nemo-gpt-5b.instance_groups[0].count')",
         ),
     ],
 )

@@ -70,6 +70,15 @@ def _opt(v: Any) -> float | None:
     return None if v is None else _float(v)
 
 
+def _seconds(v: Any) -> float:
+    """A time (`taken_at`, `models_as_of`): Unix seconds, finite. NaN or infinity would
+    reach the replay's minute arithmetic as 'cannot convert float NaN to integer'."""
+    t = _float(v)
+    if not math.isfinite(t):
+        raise ValueError(f"not a time in Unix seconds: {v!r}")
+    return t
+
+
 def snapshot_to_json(s: Snapshot) -> dict[str, Any]:
     """The JSON object of one trace line (raw counters, nothing derived)."""
     out: dict[str, Any] = {
@@ -212,7 +221,7 @@ def _items(d: Any) -> list[tuple[Any, Any]]:
 
 def _checked_snapshot(line: Any) -> Snapshot:
     d = _obj(line, "")
-    taken_at = _at("taken_at", _float, _key(d, "taken_at", ""))
+    taken_at = _at("taken_at", _seconds, _key(d, "taken_at", ""))
     gpus = d.get("gpus")
     models = d.get("models")
     as_of = d.get("models_as_of")
@@ -226,7 +235,7 @@ def _checked_snapshot(line: Any) -> Snapshot:
         else {n: _model(n, m, f"models.{n}.") for n, m in _at("models", _items, models)},
         errors=_at("errors", _strs, d.get("errors", ())),
         sources=_at("sources", _strs, d.get("sources", ())),
-        models_as_of=None if as_of is None else _at("models_as_of", _float, as_of),
+        models_as_of=None if as_of is None else _at("models_as_of", _seconds, as_of),
         startups_s=_startups(d.get("startups_s")),
     )
 
@@ -315,10 +324,19 @@ def _opt_int(v: Any) -> int | None:
     return v
 
 
+def _count(v: Any) -> int:
+    """An instance group's count: whole and ≥ 0 (a negative one made negative
+    instance-hours in `replay`, exit 0)."""
+    n = int(v)
+    if n < 0:
+        raise ValueError(f"not a count: {v!r}")
+    return n
+
+
 def _group(v: Any, w: str) -> InstanceGroup:
     g = _obj(v, w[:-1])
     return InstanceGroup(
-        count=_at(w + "count", int, _key(g, "count", w)),
+        count=_at(w + "count", _count, _key(g, "count", w)),
         kind=str(g.get("kind", "KIND_GPU")),
         gpus=_at(w + "gpus", lambda xs: tuple(int(x) for x in xs), g.get("gpus", ())),
     )
@@ -328,6 +346,7 @@ def _group(v: Any, w: str) -> InstanceGroup:
 
 _FLOAT = frozenset((float,))
 _FLOAT_OR_NONE = frozenset((float, type(None)))
+_INF = math.inf
 _INT_OR_NONE = frozenset((int, type(None)))
 _STR = frozenset((str,))
 _INT = frozenset((int,))
@@ -355,7 +374,9 @@ def _fast_snapshot(d: Any) -> Snapshot:
     gpus, models = d["gpus"], d["models"]
     if (
         type(taken_at) is not float
+        or not -_INF < taken_at < _INF  # NaN and ±inf: the careful path names them
         or not _FLOAT_OR_NONE.issuperset((type(as_of),))
+        or (as_of is not None and not -_INF < as_of < _INF)
         or type(errors) is not list
         or type(sources) is not list
         or not _STR.issuperset(map(type, errors))
@@ -443,6 +464,7 @@ def _fast_groups(gs: list[dict[str, Any]]) -> tuple[InstanceGroup, ...]:
         count, kind, gpus = g["count"], g["kind"], g["gpus"]
         if (
             type(count) is int
+            and count >= 0
             and type(kind) is str
             and type(gpus) is list
             and (not gpus or _INT.issuperset(map(type, gpus)))
@@ -453,7 +475,7 @@ def _fast_groups(gs: list[dict[str, Any]]) -> tuple[InstanceGroup, ...]:
     out = []
     for g in gs:
         count, kind, gpus = g["count"], g["kind"], g["gpus"]
-        if type(count) is not int or type(kind) is not str or type(gpus) is not list:
+        if type(count) is not int or count < 0 or type(kind) is not str or type(gpus) is not list:
             raise ValueError("not as written")
         if gpus and not _INT.issuperset(map(type, gpus)):
             raise ValueError("not as written")
@@ -586,9 +608,23 @@ class Trace:
 
 
 def _read_header(path: Path) -> dict[str, Any]:
-    with path.open(encoding="utf-8") as f:
+    with path.open("rb") as f:
         first = f.readline()
-    return _check_header(path, first)
+    return _check_header(path, _text(f"{path}:1", first))
+
+
+def _text(where: str, raw: bytes) -> str:
+    """A trace line as text. Bytes that are not UTF-8 (a binary file, another encoding)
+    are bad input naming file and line: UnicodeDecodeError is a ValueError, which the
+    CLI would report as a bug. A last line cut short mid-character (a killed writer) is
+    decoded loosely, so `_read_lines` skips it with its warning as it skips any cut line.
+    """
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        if not raw.endswith(b"\n"):
+            return raw.decode("utf-8", errors="replace")
+        raise TraceFormatError(f"{where}: not UTF-8 text; a {FORMAT} file is UTF-8") from None
 
 
 def _check_header(path: Path, line: str) -> dict[str, Any]:
@@ -649,12 +685,13 @@ def iter_trace(path: str | Path, warnings: list[str] | None = None) -> Iterator[
     """
     p = Path(path)
     try:
-        f = p.open(encoding="utf-8")
+        f = p.open("rb")  # decoded line by line (`_text`), so a bad byte is named by its line
     except OSError as exc:
         raise TraceFormatError(f"{p}: cannot open trace: {exc.strerror}") from None
     with f:
-        _check_header(p, f.readline())
-        yield from _read_lines(((f"{p}:{n}", line) for n, line in enumerate(f, start=2)), warnings)
+        _check_header(p, _text(f"{p}:1", f.readline()))
+        lines = ((f"{p}:{n}", _text(f"{p}:{n}", raw)) for n, raw in enumerate(f, start=2))
+        yield from _read_lines(lines, warnings)
 
 
 def _read_lines(lines: Iterable[tuple[str, str]], warnings: list[str] | None) -> Iterator[Snapshot]:
