@@ -109,6 +109,36 @@ def test_fixed_mode_errors() -> None:
     assert code == 2 and "SCENARIO" in err
 
 
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        # numpy's seeding raised ValueError: 'internal error', exit 1
+        (["{scn}", "--seed", "-1"], "option '--seed': must be ≥ 0"),
+        (["--profile", "nemo-gpt-5b", "--concurrency", "4", "--seed", "-1"], "'--seed'"),
+        (["{seed_scn}"], "field 'seed'"),
+        # `duration or 600` ran 600 s for --duration 0, exit 0
+        (["--profile", "nemo-gpt-5b", "--concurrency", "4", "--duration", "0"], "'--duration'"),
+        # fixed-load options with a scenario were ignored, exit 0
+        (["{scn}", "--duration", "60"], "option '--duration': goes with --profile"),
+        (["{scn}", "--instances", "3"], "option '--instances': goes with --profile"),
+        # NotADirectoryError / FileNotFoundError after the run: 'internal error', exit 1
+        (["{scn}", "--out", "{scn}"], "option '--out': is a file"),
+        (["{scn}", "-p", "ours", "--record", "{tmp}/no/t.jsonl"], "its directory does not exist"),
+    ],
+)
+def test_bad_seeds_durations_and_paths_are_refused_up_front(
+    tmp_path: Path, args: list[str], needle: str
+) -> None:
+    scn = tmp_path / "small.yaml"
+    scn.write_text(SMALL)
+    seed_scn = tmp_path / "seed.yaml"
+    seed_scn.write_text(SMALL + "seed: -1\n")
+    where = {"scn": scn, "seed_scn": seed_scn, "tmp": tmp_path}
+    code, out, err = invoke("simulate", *(a.format(**where) for a in args))
+    assert (code, needle in err, out) == (2, True, ""), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seed.yaml", "small.yaml"]
+
+
 def test_scenario_scorecards_json_and_files(tmp_path: Path) -> None:
     """A scenario under two policies: JSON scorecards on stdout, summary/CSV/PNG under --out."""
     scn = tmp_path / "small.yaml"

@@ -138,13 +138,21 @@ def simulate(
         require("matplotlib", "--out with plots (or add --no-plots)")
     if (vary or jobs != 2) and not sweep:
         raise ConfigError("--vary and --jobs go with --sweep", field="--vary" if vary else "--jobs")
+    check_seed_and_out(seed, out)
     if profile is not None or concurrency is not None:
         if scenario is not None:
             raise ConfigError("give a SCENARIO or --profile/--concurrency, not both")
         if sweep:
             raise ConfigError("--sweep needs a SCENARIO, not --profile", field="--sweep")
-        _fixed(profile, concurrency, duration or 600.0, instances, seed, policies, fmt)
+        # `duration or 600` read --duration 0 as "the default" and ran 600 s, exit 0
+        seconds = 600.0 if duration is None else duration
+        _fixed(profile, concurrency, seconds, instances, seed, policies, fmt)
         return
+    if duration is not None or instances != 1:  # a scenario has its own: they went unused
+        raise ConfigError(
+            "goes with --profile/--concurrency (fixed-load mode); a scenario sets its own",
+            field="--duration" if duration is not None else "--instances",
+        )
     if scenario is None:
         raise ConfigError(
             "nothing to simulate: give a SCENARIO file, or --profile MODEL --concurrency N",
@@ -158,6 +166,18 @@ def simulate(
         _sweep(scenario, policy, vary or [], jobs, out, plots, seed, policies, fmt)
         return
     _scenario(scenario, policy, out, plots, seed, policies, fmt, record)
+
+
+def check_seed_and_out(seed: int | None, out: Path | None) -> None:
+    """Up front, before any simulating: a negative seed reached numpy's seeding ('internal
+    error: expected non-negative integer'), and an --out that is a file failed at the end,
+    after the whole run, with 'internal error: NotADirectoryError'."""
+    if seed is not None and seed < 0:
+        raise ConfigError("must be ≥ 0", field="--seed", value=seed)
+    if out is not None and out.exists() and not out.is_dir():
+        raise ConfigError(
+            "is a file; give a directory to write the results under", field="--out", value=str(out)
+        )
 
 
 def _fixed(
@@ -254,6 +274,8 @@ def _scenario(
         raise ConfigError("--record needs exactly one --policy", field="--record")
     if record is not None and record.exists():
         raise ConfigError("the trace file exists; choose a new name", file=record)
+    if record is not None and not record.parent.is_dir():  # else FileNotFoundError, a "bug"
+        raise ConfigError("its directory does not exist", field="--record", value=str(record))
     setup = resolve_scenario(scn, path.parent)
     require_fit(setup)  # one line and exit 2, before any policy runs
     _notes(setup.notes)

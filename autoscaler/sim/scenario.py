@@ -271,7 +271,7 @@ class Scenario(_Strict):
     name: Name
     description: str = ""
     duration_s: Annotated[float, Field(ge=60, le=30 * 86400)]
-    seed: int = 1
+    seed: Annotated[int, Field(ge=0)] = 1  # numpy seeds are ≥ 0 (else a ValueError, not ours)
     hardware: Hardware = Hardware()
     policy: Name = Field(default="default", description="scaling-policy profile for 'ours'")
     policy_overrides: dict[str, Any] = Field(default_factory=dict)
