@@ -21,6 +21,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -31,6 +33,8 @@ from autoscaler.sim.traces import write_request_trace  # noqa: E402
 from autoscaler.sim.workload import ClosedLoop, Requests  # noqa: E402
 
 FORMATS = ("csv", "jsonl", "azure")
+# The scenario fields the options override, for naming the option a bad value came from.
+OPTIONS = {"duration_s": "--duration", "seed": "--seed"}
 
 
 def scenario_requests(
@@ -44,7 +48,14 @@ def scenario_requests(
     if seed is not None:
         update["seed"] = seed
     if update:
-        scn = scn.model_validate({**scn.model_dump(), **update})
+        try:
+            scn = scn.model_validate({**scn.model_dump(), **update})
+        except ValidationError as exc:  # an option out of the scenario's bounds, not the file
+            err = exc.errors(include_url=False)[0]
+            key = str(err["loc"][0]) if err["loc"] else ""
+            raise ConfigError(
+                err["msg"], field=OPTIONS.get(key, key), value=err.get("input")
+            ) from None
     setup = resolve_scenario(scn, path.parent)
     names = models or [m for m in setup.models if not isinstance(setup.workloads[m], ClosedLoop)]
     out: dict[str, Requests] = {}
@@ -95,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             n = write_request_trace(out, reqs, args.format)
         except ValueError as exc:
             raise ConfigError(str(exc), field="--format", value=args.format) from None
+        except OSError as exc:  # a missing directory, a full disk: not a traceback
+            raise ConfigError(f"cannot write: {exc.strerror}", file=out) from None
     except AutoscalerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -388,6 +388,30 @@ def test_written_scenario_requests_replay_to_the_same_scorecard(tmp_path: Path) 
     )
 
 
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        # pydantic's ValidationError and numpy's ValueError were tracebacks (exit 1)
+        (["--duration", "-5"], "option '--duration': Input should be greater than or equal to 60"),
+        (["--duration", "nan"], "option '--duration'"),
+        (["--seed", "-1"], "option '--seed': Input should be greater than or equal to 0"),
+        # FileNotFoundError was a traceback
+        (["--out", "{tmp}/no/dir/t.csv"], "t.csv: cannot write: No such file or directory"),
+    ],
+)
+def test_make_request_trace_bad_options_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], needle: str
+) -> None:
+    import make_request_trace
+
+    src = ROOT / "simulations" / "scenarios" / "code-bursts.yaml"
+    argv = [str(src), "--out", str(tmp_path / "t.csv"), *(a.format(tmp=tmp_path) for a in args)]
+    assert make_request_trace.main(argv) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("spread_s", [0.0, 3.0])
 def test_simulate_notes_a_trace_whose_times_look_rounded(spread_s: float, tmp_path: Path) -> None:
     """A Mooncake trace whose requests sit ten to an instant 3 s apart: `simulate` says so on
