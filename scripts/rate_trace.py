@@ -40,6 +40,11 @@ sys.path.insert(0, str(ROOT))
 from autoscaler.errors import AutoscalerError, ConfigError  # noqa: E402
 from autoscaler.sim.traces import ANY_MODEL, read_request_trace, rounded_times  # noqa: E402
 
+# Rows one model's rate trace may have: 115 days of 1 s bins, ~250 MB of CSV. A trace
+# whose requests span more (a stray timestamp years off) made np.bincount allocate a
+# bin per second of the span: a killed process, or OverflowError past 2^63 bins.
+MAX_BINS = 10_000_000
+
 
 def per_bin_rates(times_s: np.ndarray, bin_s: float, factor: float) -> list[float]:
     """Requests per second in each `bin_s` from 0 to the last request, times `factor`,
@@ -49,6 +54,18 @@ def per_bin_rates(times_s: np.ndarray, bin_s: float, factor: float) -> list[floa
     bins = math.floor(float(times_s.max()) / bin_s) + 1
     counts = np.bincount(np.floor(times_s / bin_s).astype(np.int64), minlength=bins)
     return [float(c) * factor / bin_s for c in counts] + [0.0]
+
+
+def check_span(trace: Path, model: str, span_s: float, bin_s: float) -> None:
+    """A ConfigError where the model's requests span more than `MAX_BINS` bins."""
+    if span_s / bin_s >= MAX_BINS:
+        raise ConfigError(
+            f"{model}'s requests span {span_s:.6g} s, {span_s / bin_s:.3g} bins of {bin_s:g} s; "
+            f"a rate trace holds up to {MAX_BINS:,} rows",
+            file=trace,
+            field="--bin",
+            allowed=f"seconds ≥ {span_s / MAX_BINS:.3g}, or a trace cut to the span wanted",
+        )
 
 
 def rate_rows(
@@ -76,7 +93,9 @@ def rate_rows(
     rows: list[tuple[float, str, float]] = []
     notes: list[str] = []
     for name, r in sorted(chosen.items()):
-        rates = per_bin_rates(np.asarray(r.t_s, dtype=float), bin_s, factor)
+        times = np.asarray(r.t_s, dtype=float)
+        check_span(trace, name, float(times.max()) if len(times) else 0.0, bin_s)
+        rates = per_bin_rates(times, bin_s, factor)
         rows.extend((i * bin_s, name, rate) for i, rate in enumerate(rates))
         rounded = rounded_times(r)
         if rounded is not None and rounded.step_s > bin_s:

@@ -122,6 +122,26 @@ def test_bad_options_are_one_line_exit_2(tmp_path: Path, args: tuple[str, ...], 
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    ("stray_s", "says"),
+    [
+        # a bin per second of the span: np.bincount of 10⁹ bins, the process killed
+        ("1e9", "a's requests span 1e+09 s, 1e+09 bins of 1 s; a rate trace holds up to"),
+        ("1e300", "allowed: seconds ≥ 1e+293"),  # OverflowError: a traceback, exit 1
+    ],
+)
+def test_a_stray_timestamp_far_off_is_one_line_exit_2(
+    tmp_path: Path, stray_s: str, says: str
+) -> None:
+    src = tmp_path / "reqs.csv"
+    src.write_text(f"time,model\n0,a\n1,a\n{stray_s},a\n")
+    out = tmp_path / "rates.csv"
+    done = run(src, "--out", out)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert f"{src}: option '--bin': " in done.stderr and says in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
 def test_a_missing_or_foreign_trace_is_one_line_exit_2(tmp_path: Path) -> None:
     out = tmp_path / "rates.csv"
     done = run(tmp_path / "nope.csv", "--model", "m", "--out", out)
