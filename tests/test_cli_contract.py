@@ -315,6 +315,16 @@ def test_record_leaves_no_file_after_a_failure_and_needs_force(tmp_path: Path) -
     assert sorted(p.name for p in tmp_path.iterdir()) == ["day.jsonl"]
 
 
+def test_an_out_file_in_a_missing_directory_is_refused_up_front(tmp_path: Path) -> None:
+    """It was atomic_path's FileNotFoundError after the work: 'internal error', exit 1."""
+    out = tmp_path / "no" / "day.jsonl"
+    args = ["record", "--prometheus", f"http://127.0.0.1:{closed_port()}", "--start", "0"]
+    code, _, err = cli(*args, "--end", "60", "--out", str(out))
+    assert code == 2
+    assert err.strip() == f"error: {out}: the directory of the trace file does not exist"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_profile_out_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
     from tests.test_profiling_import import GPU_HEADER, GPU_ROWS, INFERENCE_HEADER, INFERENCE_ROWS
 
