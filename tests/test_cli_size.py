@@ -78,6 +78,11 @@ def test_size_table_for_people() -> None:
         (["-d", "nemo-gpt-5b=4", "-d", "nemo-gpt-5b=8"], ["names 'nemo-gpt-5b' twice"]),
         (["-d", "nemo-gpt-20b=4", "--gpu", "a100-40gb"], ["44.76 GB", "tensor parallelism"]),
         (["-d", "nemo-gpt-5b=4", "--slo-ms", "nemo-gpt-5b=abc"], ["MS must be a positive number"]),
+        # 10²⁰ users hung the command (one item packed per instance)
+        (
+            ["-d", "nemo-gpt-5b=" + "9" * 20],
+            ["25,000,000,000,000,000,000 instances", "at most 100,000"],
+        ),
     ],
 )
 def test_size_bad_input(args: list[str], needles: list[str]) -> None:
