@@ -313,7 +313,7 @@ def check_endpoint(text: str, *, schemes: tuple[str, ...] = ("http", "https")) -
     raw = text.strip()
     parts = urlsplit(raw if "://" in raw else f"{schemes[0]}://{raw}")
     if parts.scheme not in schemes:
-        raise ValueError(f"scheme must be {' or '.join(schemes)} (got {parts.scheme!r})")
+        raise ValueError(f"scheme must be {' or '.join(schemes)}, not {parts.scheme!r}")
     try:
         port = parts.port
     except ValueError:

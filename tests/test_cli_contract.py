@@ -354,6 +354,11 @@ BEARER_ENV = {"type": "bearer", "secret_env": "X_TOKEN_UNSET"}
         ({"http": {"listen": "127.0.0.1:99999"}}, "field 'http.listen': port 99999 is out of"),
         ({"http": {"listen": "192.0.2.7:9108"}}, "not an address of this machine"),
         ({"triton": {"url": "127.0.0.1:80000"}}, "field 'triton.url'"),
+        # the value once, not the scheme and then the whole value
+        (
+            {"triton": {"url": "ftp://127.0.0.1:8000"}},
+            "field 'triton.url': scheme must be http or https, not 'ftp' (got 'ftp://",
+        ),
         (
             {"triton": {"url": "https://127.0.0.1:8443", "tls": {"ca_file": "/no/ca.pem"}}},
             "field 'triton.tls.ca_file': no such file",

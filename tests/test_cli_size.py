@@ -140,6 +140,8 @@ def test_validate_shipped_policies() -> None:
             {"a.yaml": "kind: gpu\nname: g\nmemory_gb: 10\ncolour: red\n"},
             ["field 'colour'", "unknown field"],
         ),
+        # a directory with nothing to check said "ok: 0 profile(s) … valid", exit 0
+        ({"notes.txt": "kind: gpu\n"}, ["no YAML files (*.yaml, *.yml) in this directory"]),
     ],
 )
 def test_validate_bad_files(tmp_path: Path, files: dict[str, str], needles: list[str]) -> None:

@@ -99,6 +99,22 @@ def test_fixed_mode_is_sensitive_to_load() -> None:
     assert "reference" not in got  # not a Table 10 point
 
 
+def test_fixed_mode_seed_zero_is_a_seed_of_its_own() -> None:
+    """`--seed 0` ran seed 1 (`seed or 1`): two seeds, one run."""
+
+    def run(seed: str) -> dict[str, object]:
+        code, out, err = invoke(
+            "simulate", "--profile", "nemo-gpt-5b", "--concurrency", "4", "--duration", "60",
+            "--seed", seed, "--format", "json",
+        )  # fmt: skip
+        assert code == 0, err
+        return json.loads(out)
+
+    zero, one = run("0"), run("1")
+    assert zero == run("0")  # a seed repeats its run
+    assert zero != one
+
+
 def test_fixed_mode_errors() -> None:
     """A profile without a service, or a missing option, is one clear error."""
     code, _, err = invoke("simulate", "--profile", "bloom-7b", "--concurrency", "4")

@@ -174,6 +174,9 @@ def test_status_endpoint_serves_json_and_404s(capsys: pytest.CaptureFixture[str]
         code, _, err_text = cli(capsys, "explain", "gpt-99b", "--url", base)
         assert code == 2
         assert "does not watch this model (got 'gpt-99b'); allowed: nemo-gpt-5b" in err_text
+        # an empty name asked for /status/, the server's whole status, as one model's
+        code, _, err_text = cli(capsys, "explain", "", "--url", base)
+        assert code == 2 and "field 'MODEL': give the name of a model" in err_text
     finally:
         srv.shutdown()
         srv.server_close()

@@ -318,6 +318,11 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
             lambda d: d["models"]["nemo-gpt-5b"]["instance_groups"][0].update(count=-3),
             "not a count: -3 (field 'models.nemo-gpt-5b.instance_groups[0].count')",
         ),
+        # a string is iterable: "x" read as the errors ("x",), one per character
+        (
+            lambda d: d.update(errors="x"),
+            "expected a JSON array of strings, got a string (field 'errors')",
+        ),
     ],
 )
 def test_bad_fields_are_named_with_file_and_line(

@@ -211,7 +211,7 @@ def _fixed(
             concurrency,
             duration,
             instances=instances,
-            seed=seed or 1,
+            seed=1 if seed is None else seed,  # `seed or 1` made --seed 0 seed 1
             progress=lambda f: bar(profile, f),
         )
     out = res.to_json()

@@ -91,6 +91,8 @@ def explain(
 ) -> None:
     """Why the daemon wants what it wants for MODEL: the rule, reason and numbers, and history."""
     check_format(fmt, ("text", "json"))
+    if not model.strip():  # else /status/, the whole server's status read as one model's
+        raise ConfigError("give the name of a model the daemon watches", field="MODEL")
     base = daemon_url(url, config)
     doc = fetch(f"{base}/status/{quote(model, safe='')}", timeout, model=model)
     if fmt == "json":

@@ -45,6 +45,8 @@ def validate(
             profiles += 1
         if root.is_file() and not read_yaml_documents(root):
             raise ConfigError("file holds no YAML document", file=root)
+        if root.is_dir() and not yaml_files(root):  # "ok … valid" said of nothing checked
+            raise ConfigError("no YAML files (*.yaml, *.yml) in this directory", file=root)
     cat.check_references()
     notes: list[str] = []
     for root in paths:

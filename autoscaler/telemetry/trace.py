@@ -206,12 +206,15 @@ def _key(d: Mapping[str, Any], key: str, where: str) -> Any:
 
 
 def _json_type(v: Any) -> str:
-    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(v), "a number"
-    )
+    names = {list: "an array", dict: "an object", str: "a string", bool: "a boolean"}
+    return names.get(type(v), "null" if v is None else "a number")
 
 
 def _strs(xs: Any) -> tuple[str, ...]:
+    """A JSON array of strings. A string is iterable too: "errors": "x" read as ("x",)
+    one character at a time."""
+    if not isinstance(xs, list | tuple):
+        raise ValueError(f"expected a JSON array of strings, got {_json_type(xs)}")
     return tuple(str(x) for x in xs)
 
 
