@@ -110,6 +110,15 @@ def test_rate_trace_not_utf8_is_a_config_error(tmp_path: Path) -> None:
             load_rate_trace(bad)
 
 
+def test_rate_trace_row_with_more_cells_than_the_header_is_refused(tmp_path: Path) -> None:
+    """A rate of 1,000 written with a thousands separator read as 1 req/s, "000" dropped."""
+    bad = tmp_path / "r.csv"
+    bad.write_text("time,model,rate\n0,a,5\n60,a,1,000\n")
+    with pytest.raises(ConfigError, match=r"row 2: more cells than the header's") as err:
+        load_rate_trace(bad)
+    assert "'000'" in str(err.value) and "time,model,rate" in str(err.value)
+
+
 def test_rate_trace_errors_name_the_row(tmp_path: Path) -> None:
     """A bad header, a negative rate or an unparsable time is a ConfigError naming it."""
     bad = tmp_path / "bad.csv"

@@ -208,6 +208,10 @@ def _time_value(raw: object, where: str) -> float:
         ) from None
 
 
+# The key csv.DictReader files a row's cells past the header's under (`restkey`)
+_EXTRA = "\x00extra"
+
+
 def load_rate_trace(path: Path, interpolation: Interpolation = "step") -> dict[str, Schedule]:
     """Per-model rate schedules from a CSV (`time,model,rate`) or JSON/JSON Lines file.
 
@@ -227,7 +231,7 @@ def load_rate_trace(path: Path, interpolation: Interpolation = "step") -> dict[s
         ) from None
     records: Iterable[Mapping[str, object]]
     if path.suffix.lower() == ".csv":
-        reader = csv.DictReader(text.splitlines())
+        reader = csv.DictReader(text.splitlines(), restkey=_EXTRA)
         need = {"time", "model", "rate"}
         if reader.fieldnames is None or not need <= {f.strip() for f in reader.fieldnames}:
             raise ConfigError(
@@ -235,7 +239,18 @@ def load_rate_trace(path: Path, interpolation: Interpolation = "step") -> dict[s
                 file=path,
                 value=reader.fieldnames,
             )
-        records = [{k.strip(): v for k, v in r.items() if k is not None} for r in reader]
+        rows_in: list[Mapping[str, object]] = []
+        for n, row in enumerate(reader, start=1):
+            # cells past the header's: "0,nemo-gpt-5b,1,000" (a thousands separator) read
+            # as 1 req/s, the "000" dropped without a word
+            if row.get(_EXTRA):
+                raise ConfigError(
+                    f"{path}: row {n}: more cells than the header's",
+                    value=row[_EXTRA],
+                    allowed="time,model,rate",
+                )
+            rows_in.append({k.strip(): v for k, v in row.items() if k is not None})
+        records = rows_in
     else:
         stripped = text.strip()
         try:
