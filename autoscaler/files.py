@@ -31,8 +31,6 @@ def refuse_existing(path: Path, *, force: bool, what: str = "the output file") -
         )
     if path.is_dir():
         raise ConfigError(f"{what} is a directory", file=path)
-    if not path.parent.is_dir():  # else atomic_path's FileNotFoundError, after all the work
-        raise ConfigError(f"the directory of {what} does not exist", file=path)
 
 
 @contextlib.contextmanager

@@ -101,6 +101,10 @@ def record(
     t0 = parse_time(start, "--start")
     t1 = parse_time(end, "--end")
     refuse_existing(out, force=force, what="the trace file")
+    # else atomic_path's FileNotFoundError after the whole range was read ("internal
+    # error", naming a temporary file); `profile` makes its directory, a trace does not
+    if not out.parent.is_dir():
+        raise ConfigError("the directory of the trace file does not exist", file=out)
     _endpoint("--prometheus", prometheus, scheme_required=True)
     _, security = _security(
         None,
