@@ -238,3 +238,29 @@ def test_cli_imports_perf_analyzer_and_fails_cleanly(tmp_path: Path) -> None:
         bad = _cli(*args, "--model", model, "--out", str(tmp_path / "o.yaml"))
         assert bad.returncode == 2, (args, bad.stdout, bad.stderr)
         assert want in bad.stderr and "Traceback" not in bad.stderr
+
+
+PA_HEADER = (
+    "Concurrency,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,"
+    "Server Compute Input,Server Compute Infer,Server Compute Output,Client Recv,"
+    "p50 latency,p90 latency,p95 latency,p99 latency"
+)
+
+
+def test_negative_cells_are_refused_naming_the_line(tmp_path: Path) -> None:
+    """A p95 of -289.7 ms was imported, then failed the profile's own check as an internal error."""
+    pa = tmp_path / "pa.csv"
+    pa.write_text(
+        PA_HEADER + "\n1,3.6,40,1520,95,51,276850,49,31,278600,279300,-289700,291200\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match=r"line 2: column 'p95' must be a number ≥ 0") as exc:
+        import_csv(pa)
+    assert "pa.csv" in str(exc.value) and "'-289700'" in str(exc.value)
+    ma = tmp_path / "metrics-model-inference.csv"
+    ma.write_text(
+        "Model,Concurrency,Throughput (infer/sec),p99 Latency (ms)\nm,1,3.6,292\nm,2,3.6,-570\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match=r"line 3: column 'p99' must be a number ≥ 0"):
+        import_results(ma, "m")

@@ -175,6 +175,12 @@ class Row:
             raise ConfigError(
                 f"line {self.line}: column '{key}' is not a finite number", file=file, value=raw
             )
+        # every number of both tools' CSVs is a time, rate, count or size: a p95 of
+        # -289.7 ms was imported and then failed the profile's own check as a bug
+        if v < 0:
+            raise ConfigError(
+                f"line {self.line}: column '{key}' must be a number ≥ 0", file=file, value=raw
+            )
         return v
 
 
