@@ -264,3 +264,26 @@ def test_negative_cells_are_refused_naming_the_line(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"line 3: column 'p99' must be a number ≥ 0"):
         import_results(ma, "m")
+
+
+@pytest.mark.parametrize(
+    ("rows", "extra", "want"),
+    [
+        # every level at 0/s: choose_optimum's ValueError was 'internal error', exit 1
+        ("m,1,0,292\n", (), "ma.csv: every level had failed requests or no throughput"),
+        # a level the profile cannot hold: pydantic's ValidationError was 'internal error'
+        ("m,1e30,3.6,292\n", (), "field 'optimum.concurrency': Input should be less than"),
+        ("m,1,3.6,292\n", ("--memory-gb", "0"), "option '--memory-gb': must be a positive"),
+        ("m,1,3.6,292\n", ("--parameters-b", "nan"), "option '--parameters-b': must be a"),
+    ],
+)
+def test_cli_import_unusable_numbers_are_bad_input(
+    tmp_path: Path, rows: str, extra: tuple[str, ...], want: str
+) -> None:
+    ma = tmp_path / "ma.csv"
+    ma.write_text("Model,Concurrency,Throughput (infer/sec),p99 Latency (ms)\n" + rows)
+    args = ("--inference-csv", str(ma), "--model", "m", "--out", str(tmp_path / "o.yaml"))
+    res = _cli(*args, *(extra or ("--memory-gb", "5")))
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert want in res.stderr and "internal error" not in res.stderr
+    assert not (tmp_path / "o.yaml").exists()

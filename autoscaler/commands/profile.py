@@ -34,7 +34,7 @@ from rich.progress import (
 from rich.table import Table
 
 from autoscaler.commands._common import catalog_from, stdout_console
-from autoscaler.errors import ConfigError
+from autoscaler.errors import ConfigError, RuntimeFailure
 from autoscaler.files import refuse_existing
 from autoscaler.profiles import ModelProfile
 from autoscaler.profiling.model_analyzer import import_results
@@ -145,6 +145,8 @@ def sweep(
         raise ConfigError("is required (the model to sweep)", field="--model")
     levels = parse_concurrency(concurrency)
     _check_slo(slo_ms)
+    _check_size(memory_gb, "--memory-gb")
+    _check_size(parameters_b, "--parameters-b")
     if not duration_s > 0:
         raise ConfigError("must be > 0", field="--duration-s", value=duration_s)
     profile_name = _profile_name(name, model)
@@ -172,7 +174,7 @@ def sweep(
     for note in (result.stopped_early, *result.notes):
         if note:
             console.print(f"[yellow]note:[/] {note}")
-    choice = choose_optimum(result.points, slo_ms)
+    choice = _choose(result.points, slo_ms, None)
     _print_choice(choice, console)
     when = dt.datetime.fromtimestamp(result.started_at, dt.UTC)
     if out is not None:
@@ -271,6 +273,8 @@ def import_cmd(
         )
     refuse_existing(out, force=force, what="the profile")
     _check_slo(slo_ms)
+    _check_size(memory_gb, "--memory-gb")
+    _check_size(parameters_b, "--parameters-b")
     profile_name = _profile_name(name, model)
     base = _base(base_profile, profile_name, policies)
     console = stdout_console()
@@ -303,7 +307,7 @@ def import_cmd(
     render_points(points, console, title=title)
     for note in notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
-    choice = choose_optimum(points, slo_ms)
+    choice = _choose(points, slo_ms, source)
     _print_choice(choice, console)
     when = dt.datetime.now(dt.UTC)
     ref = f"{tool} import {when.date().isoformat()}: {source.name}"
@@ -343,6 +347,27 @@ def _check_slo(slo_ms: float | None) -> None:
         raise ConfigError(
             "must be a positive number of milliseconds", field="--slo-ms", value=slo_ms
         )
+
+
+def _check_size(value: float | None, option: str) -> None:
+    """--memory-gb, --parameters-b: checked before a sweep of minutes or an import
+    (--memory-gb 0 was 'internal error: ValidationError for Memory' after the work)."""
+    if value is not None and not (0 < value < float("inf")):
+        raise ConfigError("must be a positive number", field=option, value=value)
+
+
+def _choose(
+    points: Sequence[ProfilePoint], slo_ms: float | None, source: Path | None
+) -> OptimumChoice:
+    """The rule's choice; no usable level is the input's fault (an imported file, whose
+    every level has throughput 0: it was 'internal error: ValueError') or, for a live
+    sweep (`source` None), a failure of the model."""
+    try:
+        return choose_optimum(points, slo_ms)
+    except ValueError as exc:
+        if source is None:
+            raise RuntimeFailure(str(exc)) from None
+        raise ConfigError(str(exc), file=source) from None
 
 
 def _profile_name(name: str | None, model: str) -> str:

@@ -70,25 +70,33 @@ def build_profile(
     """
     measured = Source(kind=SourceKind.measured, ref=ref)
     p = choice.point
-    opt = Optimum(
-        concurrency=p.concurrency,
-        memory_gb=_r(p.gpu_memory_gb),
-        p95_ms=_r(p.p95_ms),
-        client_wait_ms=_r(p.avg_ms),
-        queue_ms=_r(p.queue_ms),
-        throughput_rps=_r(p.throughput_rps, 3),
-        gpu_utilization_pct=_r(p.gpu_utilization_pct, 1),
-        host_memory_gb=_r(p.host_memory_gb),
-        source=measured,
-    )
-    memory = base.memory if base is not None else None
-    at_one = next((q for q in points if q.concurrency == 1 and q.gpu_memory_gb), None)
-    if at_one is not None and at_one.gpu_memory_gb is not None:
-        memory = Memory(at_one_request_gb=round(at_one.gpu_memory_gb, 2), source=measured)
-    if memory_gb is not None:
-        memory = Memory(
-            at_one_request_gb=memory_gb, source=Source(kind=SourceKind.measured, ref="given")
+    try:
+        opt = Optimum(
+            concurrency=p.concurrency,
+            memory_gb=_r(p.gpu_memory_gb),
+            p95_ms=_r(p.p95_ms),
+            client_wait_ms=_r(p.avg_ms),
+            queue_ms=_r(p.queue_ms),
+            throughput_rps=_r(p.throughput_rps, 3),
+            gpu_utilization_pct=_r(p.gpu_utilization_pct, 1),
+            host_memory_gb=_r(p.host_memory_gb),
+            source=measured,
         )
+    except ValidationError as exc:
+        # a chosen level the profile cannot hold: an imported CSV's concurrency of 1e30,
+        # or a GPU at 150 %, was 'internal error: ValidationError'
+        raise validation_error(exc, f"profile '{name}'", prefix="optimum") from None
+    memory = base.memory if base is not None else None
+    try:
+        at_one = next((q for q in points if q.concurrency == 1 and q.gpu_memory_gb), None)
+        if at_one is not None and at_one.gpu_memory_gb is not None:
+            memory = Memory(at_one_request_gb=round(at_one.gpu_memory_gb, 2), source=measured)
+        if memory_gb is not None:
+            memory = Memory(
+                at_one_request_gb=memory_gb, source=Source(kind=SourceKind.measured, ref="given")
+            )
+    except ValidationError as exc:  # 0.001 GB rounds to 0; --memory-gb 0 or nan
+        raise validation_error(exc, f"profile '{name}'", prefix="memory") from None
     service = _service(p, ref, max_batch_size, dynamic_batching, max_queue_delay_ms)
     if service is None and base is not None:
         service = base.service
