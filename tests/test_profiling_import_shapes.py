@@ -287,3 +287,21 @@ def test_cli_import_unusable_numbers_are_bad_input(
     assert res.returncode == 2, (res.stdout, res.stderr)
     assert want in res.stderr and "internal error" not in res.stderr
     assert not (tmp_path / "o.yaml").exists()
+
+
+def test_a_row_with_more_cells_than_the_header_is_refused(tmp_path: Path) -> None:
+    """'1,000' unquoted read as 1 infer/s, every later column shifted by one, without a word."""
+    ma = tmp_path / "ma.csv"
+    ma.write_text(
+        "Model,Concurrency,Throughput (infer/sec),p99 Latency (ms)\nm,1,1,000,292\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match=r"line 2: more cells than the header's 4") as exc:
+        import_results(ma, "m")
+    assert "'292'" in str(exc.value)
+    trailing = tmp_path / "trailing.csv"  # an empty cell past the header is harmless
+    trailing.write_text(
+        "Model,Concurrency,Throughput (infer/sec),p99 Latency (ms)\nm,1,3.6,292,\n",
+        encoding="utf-8",
+    )
+    assert import_results(trailing, "m").points[0].throughput_rps == 3.6

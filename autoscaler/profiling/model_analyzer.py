@@ -212,6 +212,14 @@ def read_csv(
         for i, cells in enumerate(reader, start=2):
             if not any(c.strip() for c in cells):
                 continue
+            # cells past the header's: "m,1,1,000,292" (a thousands separator) read as 1
+            # infer/s with every later column shifted, without a word
+            if any(c.strip() for c in cells[len(header) :]):
+                raise ConfigError(
+                    f"line {i}: more cells than the header's {len(header)}",
+                    file=path,
+                    value=",".join(cells[len(header) :]),
+                )
             values = {k: c for k, c in zip(keys, cells, strict=False) if k is not None}
             rows.append(Row(i, values))
     except csv.Error as exc:
