@@ -43,6 +43,14 @@ def run(*args: str) -> Any:
         (["--interval", "0"], "--interval'"),
         (["--interval", "5", "--window", "2"], "must be at least --interval"),
         (["--ticks", "0"], "--ticks'"),
+        # past ~9.2e9 s time.sleep overflowed ('internal error: OverflowError', exit 1) and a
+        # socket timeout made every read fail (exit 1); 10⁸ simulated GPUs hung
+        (["--interval", "1e10", "--window", "1e10"], "'--interval': must be at most 3600"),
+        (["--timeout", "1e10", "--ticks", "1"], "option '--timeout': must be at most 60 seconds"),
+        (
+            ["--simulated-gpus", "100000000", "--ticks", "1"],
+            "'--simulated-gpus': must be between 1 and 64",
+        ),
         (["--models", "triton", "--gpus", "none"], "the triton source needs a Triton URL"),
         (["--models", "prometheus", "--gpus", "none"], "needs a Prometheus URL"),
         (

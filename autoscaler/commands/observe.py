@@ -52,6 +52,8 @@ from autoscaler.telemetry.snapshot import GpuSample, ModelSample, ModelWindow, S
 from autoscaler.telemetry.window import WindowSettings, derive
 
 GB = 1e9
+MAX_INTERVAL_S = 3600.0  # a scaling policy's tick_interval_s limit
+MAX_SIMULATED_GPUS = 64  # telemetry.simulated_gpus' limit in the config file
 
 
 class _Latest:
@@ -344,6 +346,12 @@ def _check(
     for flag, v in (("--interval", interval), ("--window", window), ("--timeout", timeout)):
         if v is not None and not (v > 0 and math.isfinite(v)):
             raise ConfigError("must be a positive number of seconds", field=flag, value=v)
+    # the config file's limits (a policy's tick_interval_s, triton.timeout_s): past ~9.2e9 s
+    # time.sleep and a socket's timeout overflow, so --interval 1e10 was 'internal error:
+    # OverflowError' and --timeout 1e10 made every read fail (exit 1)
+    for flag, v, most in (("--interval", interval, MAX_INTERVAL_S), ("--timeout", timeout, 60.0)):
+        if v is not None and v > most:
+            raise ConfigError(f"must be at most {most:g} seconds", field=flag, value=v)
     if window < interval:
         raise ConfigError("must be at least --interval", field="--window", value=window)
     if ticks is not None and ticks < 1:
@@ -352,8 +360,12 @@ def _check(
         raise ConfigError(
             "must be a positive number of seconds", field="--duration", value=duration
         )
-    if simulated_gpus < 1:
-        raise ConfigError("must be ≥ 1", field="--simulated-gpus", value=simulated_gpus)
+    if not 1 <= simulated_gpus <= MAX_SIMULATED_GPUS:  # 10⁸ hung building the GPUs
+        raise ConfigError(
+            f"must be between 1 and {MAX_SIMULATED_GPUS} (the config file's limit)",
+            field="--simulated-gpus",
+            value=simulated_gpus,
+        )
 
 
 def _simulated_options(
