@@ -5,6 +5,7 @@ against real Tritons and a real Prometheus."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -348,3 +349,18 @@ def test_a_measured_pod_start_up_becomes_the_horizon_without_a_cooldown() -> Non
     assert st.last_change_at is None and st.backoff_until is None
     for bad in (math.nan, -1.0, math.inf):
         assert record_startup(state, MODEL, bad).get(MODEL).startups_s == (70.0,)
+
+
+def test_manifests_config_map_with_bad_yaml_or_data_is_bad_input(tmp_path: Path) -> None:
+    """A ConfigMap's config.yaml that is not YAML was 'internal error: ParserError' (exit 1), a
+    `data:` that is not a mapping 'internal error: AttributeError'."""
+    from autoscaler.commands.kubernetes import config_document
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text('kind: ConfigMap\ndata:\n  config.yaml: "a: [b\\n"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"field 'data.config.yaml': not valid YAML at line 2"):
+        config_document(bad)
+    odd = tmp_path / "odd.yaml"
+    odd.write_text("kind: ConfigMap\ndata: hello\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="expected one daemon config"):
+        config_document(odd)

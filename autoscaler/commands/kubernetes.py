@@ -30,11 +30,10 @@ def config_document(path: Path) -> dict[str, Any]:
         if doc.get("kind") == CONFIG_KIND:
             found.append(doc)
         elif doc.get("kind") == "ConfigMap":
-            text = (doc.get("data") or {}).get("config.yaml")
+            data = doc.get("data")
+            text = data.get("config.yaml") if isinstance(data, dict) else None
             if isinstance(text, str):
-                import yaml
-
-                inner = yaml.safe_load(text)
+                inner = _embedded_yaml(text, path)
                 if isinstance(inner, dict) and inner.get("kind") == CONFIG_KIND:
                     found.append(inner)
     if len(found) != 1:
@@ -44,6 +43,24 @@ def config_document(path: Path) -> dict[str, Any]:
             file=path,
         )
     return found[0]
+
+
+def _embedded_yaml(text: str, path: Path) -> Any:
+    """The ConfigMap's config.yaml: bad YAML there ("a: [b") was 'internal error:
+    ParserError', and a `data:` that is not a mapping an AttributeError."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(
+            f"not valid YAML{where}: {problem}",
+            file=path,
+            field="data.config.yaml",
+        ) from None
 
 
 @app.command("manifests")
