@@ -39,6 +39,27 @@ def builtin_policies_dir() -> Path:
     raise RuntimeError(f"shipped policies not found beside {here}")  # a broken install
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping: PyYAML keeps the last,
+    so a second `nemo-gpt-5b:` under `models:` silently replaced the first's limits."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue  # '<<' merges may repeat keys on purpose; complex keys: PyYAML's job
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found the key {key!r} twice",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml_documents(path: Path) -> list[Any]:
     """Parse a YAML file into its documents; bad YAML names the file and line."""
     try:
@@ -48,7 +69,7 @@ def read_yaml_documents(path: Path) -> list[Any]:
     except UnicodeDecodeError:  # a ValueError, not an OSError: binary data, or another encoding
         raise ConfigError("not a text file (YAML is UTF-8)", file=path) from None
     try:
-        return [d for d in yaml.safe_load_all(text) if d is not None]
+        return [d for d in yaml.load_all(text, Loader=UniqueKeyLoader) if d is not None]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

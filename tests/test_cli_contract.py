@@ -124,6 +124,23 @@ def test_a_binary_yaml_file_is_bad_input_not_a_bug(tmp_path: Path, argv: list[st
     assert (code, f"{f}: not a text file (YAML is UTF-8)" in err) == (2, True), err
 
 
+@pytest.mark.parametrize(
+    "argv", [["validate", "{f}"], ["run", "-c", "{f}", "--once"], ["simulate", "{f}"]]
+)
+def test_a_key_given_twice_is_bad_input(tmp_path: Path, argv: list[str]) -> None:
+    """PyYAML keeps the last of two equal keys: a second `nemo-gpt-5b:` under `models:`
+    silently replaced the first's limits, and `validate` said 'ok'."""
+    f = tmp_path / "c.yaml"
+    f.write_text(
+        "kind: autoscaler-config\ntelemetry: {gpus: none}\nmodels:\n"
+        "  nemo-gpt-5b: {max_instances: 16}\n  nemo-gpt-5b: {max_instances: 2}\n",
+        encoding="utf-8",
+    )
+    code, _, err = cli(*(a.format(f=f) for a in argv))
+    assert code == 2, err
+    assert f"{f}: not valid YAML at line 5, column 3: found the key 'nemo-gpt-5b' twice" in err
+
+
 def test_version() -> None:
     code, out, _ = cli("--version")
     assert code == 0 and out.strip() == "triton-autoscaler 0.1.0"

@@ -50,8 +50,10 @@ def _embedded_yaml(text: str, path: Path) -> Any:
     ParserError', and a `data:` that is not a mapping an AttributeError."""
     import yaml
 
+    from autoscaler.catalog import UniqueKeyLoader
+
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
