@@ -275,6 +275,13 @@ def test_record_time_parsing() -> None:
         parse_time("yesterday", "--start")
 
 
+@pytest.mark.parametrize("text", ["nan", "inf", "-1e300", "1e30"])
+def test_record_times_out_of_range_name_their_option(text: str) -> None:
+    """'nan' was blamed on --end ('--end must be after --start'); -1e300 went to Prometheus."""
+    with pytest.raises(ConfigError, match="option '--start': Unix seconds must be a number"):
+        parse_time(text, "--start")
+
+
 def test_record_refuses_an_existing_file_and_bad_range(tmp_path: Path) -> None:
     """record never overwrites a trace, needs end after start and a valid --selector."""
     out = tmp_path / "t.jsonl"

@@ -31,6 +31,7 @@ from autoscaler.files import atomic_path, refuse_existing
 from autoscaler.telemetry.promql import check_selector
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+LAST_TIME = 253402300799.0  # 9999-12-31T23:59:59Z, the last time ISO 8601 can write
 
 
 def parse_time(text: str, option: str, now: float | None = None) -> float:
@@ -41,9 +42,19 @@ def parse_time(text: str, option: str, now: float | None = None) -> float:
     if m:
         return ref - (float(m.group(1)) * _UNITS[m.group(2)] if m.group(1) else 0.0)
     try:
-        return float(raw)
+        seconds = float(raw)
     except ValueError:
         pass
+    else:
+        # 'nan' passed and was blamed on --end ("--end must be after --start (got 60.0)");
+        # -1e300 went into Prometheus's URL as 300 digits
+        if not 0 <= seconds <= LAST_TIME:
+            raise ConfigError(
+                "Unix seconds must be a number between 0 (1970) and the end of year 9999",
+                field=option,
+                value=text,
+            )
+        return seconds
     try:
         dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
