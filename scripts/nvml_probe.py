@@ -42,10 +42,21 @@ def raw_processes() -> list[dict[str, Any]]:
     return out
 
 
+def _ticks(text: str) -> int:
+    """--ticks 0 or -1 read nothing and exited 1 without a word: it is bad input (exit 2)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number ≥ 1 (got {text!r})")
+    return n
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    ap.add_argument("--ticks", type=int, default=1, help="how many reads (1 s apart)")
+    ap.add_argument("--ticks", type=_ticks, default=1, help="how many reads (1 s apart)")
     args = ap.parse_args(argv)
     col = NvmlCollector()
     ok = False

@@ -231,3 +231,21 @@ def test_missing_module_is_a_failed_snapshot(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setitem(sys.modules, "pynvml", None)  # makes `import pynvml` fail
     snap = NvmlCollector().collect(1.0)
     assert snap.gpus is None and "nvidia-ml-py is not installed" in snap.errors[0]
+
+
+@pytest.mark.parametrize("ticks", ["0", "-1"])
+def test_nvml_probe_refuses_no_reads(ticks: str) -> None:
+    """scripts/nvml_probe.py --ticks 0 read nothing and exited 1 without a word."""
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "nvml_probe.py"
+    p = subprocess.run(
+        [sys.executable, str(script), "--ticks", ticks],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert p.returncode == 2, p.stderr
+    assert f"argument --ticks: must be a whole number ≥ 1 (got '{ticks}')" in p.stderr
