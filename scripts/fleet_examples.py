@@ -202,10 +202,11 @@ def fleet() -> None:
 
 
 if __name__ == "__main__":
-    what = sys.argv[1] if len(sys.argv) > 1 else ""
+    what = sys.argv[1] if len(sys.argv) == 2 else ""
     if what == "kubernetes":
         kubernetes()
     elif what == "fleet":
         fleet()
-    else:
-        raise SystemExit("usage: scripts/fleet_examples.py kubernetes|fleet")
+    else:  # bad input is exit 2, as the CLI's; `fleet extra` ran, ignoring `extra`
+        print("usage: scripts/fleet_examples.py kubernetes|fleet", file=sys.stderr)
+        sys.exit(2)

@@ -346,3 +346,18 @@ def test_reasons_come_from_each_daemons_status_and_a_silent_one_is_named(
     assert got["down"].models[0].reason is None and "/status" in (got["down"].reasons_error or "")
     assert "no address" in (got["unnamed"].reasons_error or "")
     assert [s.models[0].current_instances for s in got.values()] == [1, 1, 1]
+
+
+@pytest.mark.parametrize("args", [[], ["bogus"], ["fleet", "extra"]])
+def test_fleet_examples_script_usage_is_exit_2(args: list[str]) -> None:
+    """A wrong or extra argument is bad input: exit 2 (was 1, and `fleet extra` ran)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "fleet_examples.py"
+    p = subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=60
+    )
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.strip() == "usage: scripts/fleet_examples.py kubernetes|fleet"
