@@ -21,7 +21,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
+import annotated_types
 import typer
+from pydantic import BaseModel
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -39,6 +41,7 @@ from autoscaler.commands._common import (
 )
 from autoscaler.errors import ConfigError, RuntimeFailure
 from autoscaler.policy.decision import observed
+from autoscaler.profiles import ScalingPolicy
 from autoscaler.telemetry.base import (
     GPU_SOURCES,
     MODEL_SOURCES,
@@ -52,8 +55,6 @@ from autoscaler.telemetry.snapshot import GpuSample, ModelSample, ModelWindow, S
 from autoscaler.telemetry.window import WindowSettings, derive
 
 GB = 1e9
-MAX_INTERVAL_S = 3600.0  # a scaling policy's tick_interval_s limit
-MAX_SIMULATED_GPUS = 64  # telemetry.simulated_gpus' limit in the config file
 
 
 class _Latest:
@@ -346,10 +347,18 @@ def _check(
     for flag, v in (("--interval", interval), ("--window", window), ("--timeout", timeout)):
         if v is not None and not (v > 0 and math.isfinite(v)):
             raise ConfigError("must be a positive number of seconds", field=flag, value=v)
-    # the config file's limits (a policy's tick_interval_s, triton.timeout_s): past ~9.2e9 s
-    # time.sleep and a socket's timeout overflow, so --interval 1e10 was 'internal error:
-    # OverflowError' and --timeout 1e10 made every read fail (exit 1)
-    for flag, v, most in (("--interval", interval, MAX_INTERVAL_S), ("--timeout", timeout, 60.0)):
+    # the config file's limits (a policy's tick_interval_s, triton.timeout_s), read from
+    # its models so the flag and the file cannot drift apart: past ~9.2e9 s time.sleep and
+    # a socket's timeout overflow, so --interval 1e10 was 'internal error: OverflowError'
+    # and --timeout 1e10 made every read fail (exit 1)
+    from autoscaler.config import TelemetrySection, TritonSection
+
+    most_interval = _upper_bound(ScalingPolicy, "tick_interval_s")
+    most_timeout = _upper_bound(TritonSection, "timeout_s")
+    for flag, v, most in (
+        ("--interval", interval, most_interval),
+        ("--timeout", timeout, most_timeout),
+    ):
         if v is not None and v > most:
             raise ConfigError(f"must be at most {most:g} seconds", field=flag, value=v)
     if window < interval:
@@ -360,12 +369,21 @@ def _check(
         raise ConfigError(
             "must be a positive number of seconds", field="--duration", value=duration
         )
-    if not 1 <= simulated_gpus <= MAX_SIMULATED_GPUS:  # 10⁸ hung building the GPUs
+    most_gpus = _upper_bound(TelemetrySection, "simulated_gpus")
+    if not 1 <= simulated_gpus <= most_gpus:  # 10⁸ hung building the GPUs
         raise ConfigError(
-            f"must be between 1 and {MAX_SIMULATED_GPUS} (the config file's limit)",
+            f"must be between 1 and {most_gpus:g} (the config file's limit)",
             field="--simulated-gpus",
             value=simulated_gpus,
         )
+
+
+def _upper_bound(model: type[BaseModel], name: str) -> float:
+    """The `le` bound a config model puts on its field `name`."""
+    for rule in model.model_fields[name].metadata:
+        if isinstance(rule, annotated_types.Le):
+            return float(rule.le)  # type: ignore[arg-type]  # numbers, in these models
+    raise AssertionError(f"{model.__name__}.{name} has no upper bound")
 
 
 def _simulated_options(
