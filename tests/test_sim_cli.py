@@ -326,6 +326,22 @@ def test_record_refuses_an_existing_file_and_bad_range(tmp_path: Path) -> None:
     assert code == 2 and "'--selector': label values must be quoted" in err, err
 
 
+def test_record_refuses_a_range_of_more_than_max_snapshots(tmp_path: Path) -> None:
+    """1970 to now at 5 s is ~360 million snapshots: refused, before Prometheus is asked."""
+    from autoscaler.sim.record import MAX_SNAPSHOTS
+
+    out = tmp_path / "t.jsonl"
+    end = str(5 * MAX_SNAPSHOTS)  # MAX_SNAPSHOTS + 1 snapshots from 0 at 5 s
+    code, _, err = invoke(
+        "record", "--prometheus", "http://127.0.0.1:9", "--start", "0", "--end", end,
+        "--out", str(out),
+    )  # fmt: skip
+    assert code == 2, err
+    assert "option '--start': the range holds 2,000,001 snapshots at --step 5" in err
+    assert "at most 2,000,000 (a later --start, an earlier --end or a longer --step)" in err
+    assert not out.exists()
+
+
 def test_missing_optional_dependency_is_a_clear_error() -> None:
     """Without numpy/matplotlib the simulator says which extra to install, no traceback."""
     with pytest.raises(ConfigError, match=r"pip install 'triton-autoscaler\[sim\]'"):

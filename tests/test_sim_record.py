@@ -235,3 +235,22 @@ def test_range_client_answers_only_grid_times(history: History) -> None:
     assert c.custom_query("up", {"time": start + 3.4}) == on  # rounds to the nearest step
     assert c.custom_query("up", {"time": start + 500}) == []
     assert c.queries == 1
+
+
+def test_range_client_fetches_a_chunk_at_a_time(
+    history: History, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks of MAX_POINTS steps, each fetched when first asked and the last one kept:
+    in time order every step answers as one whole-range query does, one query a chunk."""
+    start = round(history.start)
+    whole = RangeClient(history.prom_url, start, start + 10, 1.0)
+    expect = [whole.custom_query("up", {"time": start + k}) for k in range(11)]
+    assert whole.queries == 1 and sum(map(len, expect)) > 0
+    monkeypatch.setattr("autoscaler.sim.record.MAX_POINTS", 4)
+    chunked = RangeClient(history.prom_url, start, start + 10, 1.0)
+    got = [chunked.custom_query("up", {"time": start + k}) for k in range(11)]
+    assert got == expect
+    assert chunked.queries == 3  # steps 0-3, 4-7, 8-10
+    # back to a chunk left behind: fetched again, the same answer
+    assert chunked.custom_query("up", {"time": start + 1}) == expect[1]
+    assert chunked.queries == 4

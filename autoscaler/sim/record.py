@@ -34,13 +34,23 @@ from autoscaler.telemetry.trace import TraceWriter
 # Prometheus refuses range queries of more than 11 000 points per series.
 MAX_POINTS = 11_000
 INSTANCES_QUERY = "max by (model) (triton_autoscaler_current_instances)"
+# The most snapshots one trace holds: 2,000,000 is 23 days at a 1 s step, 115 at the
+# daemon's 5 s, past Prometheus's default retention (15 days) at any step of 1 s or
+# more. A range beyond it is a mistyped --start (1970 at a 5 s step is 11 billion
+# snapshots, and the trace ~1 KB a snapshot for each model), not a history to replay.
+MAX_SNAPSHOTS = 2_000_000
 
 
 class RangeClient:
     """Answers `custom_query(promql, params={"time": t})` from cached range queries.
 
-    Only times on the recording grid (start + k × step) can be asked; the first
-    query of a PromQL string fetches its whole range.
+    Only times on the recording grid (start + k × step) can be asked. A PromQL
+    string's range is fetched a chunk of MAX_POINTS steps at a time, when a time in
+    the chunk is first asked, and only the last chunk asked is kept: `record` asks in
+    time order, so each chunk is fetched once, and memory holds 11 000 steps of each
+    query, not the whole range. (Holding the whole range, a week at 5 s of a 40-model
+    server kept ~120 000 steps × ~280 series of points in memory, several GB,
+    before the first snapshot was written.)
     """
 
     def __init__(
@@ -57,7 +67,8 @@ class RangeClient:
         self.timeout_s = timeout_s
         # verifies TLS by default; `record` passes one with its CA bundle and credential
         self.session = session or requests.Session()
-        self._cache: dict[str, dict[int, list[dict[str, Any]]]] = {}
+        # per PromQL string: the chunk held (its index) and its vectors by step
+        self._cache: dict[str, tuple[int, dict[int, list[dict[str, Any]]]]] = {}
         self.queries = 0  # HTTP range queries made
         # The first failure, kept: the sources turn a failed query into a failed read and
         # go on, and without this each later step would ask again and wait for it again.
@@ -66,20 +77,17 @@ class RangeClient:
     def _k(self, t: float) -> int:
         return round((t - self.start) / self.step)
 
-    def _fetch(self, promql: str) -> dict[int, list[dict[str, Any]]]:
+    def _fetch(self, promql: str, chunk: int) -> dict[int, list[dict[str, Any]]]:
+        """Chunk `chunk`'s steps of `promql` (MAX_POINTS steps from step chunk × MAX_POINTS)."""
         by_step: dict[int, list[dict[str, Any]]] = {}
-        chunk = self.step * (MAX_POINTS - 1)
-        lo = self.start
-        while lo <= self.end + 1e-9:
-            hi = min(self.end, lo + chunk)
-            result = self._range(promql, lo, hi)
-            for series in result:
-                metric = series.get("metric", {})
-                for ts, val in series.get("values", []):
-                    by_step.setdefault(self._k(float(ts)), []).append(
-                        {"metric": metric, "value": [ts, val]}
-                    )
-            lo = hi + self.step
+        lo = self.start + chunk * MAX_POINTS * self.step
+        hi = min(self.end, lo + self.step * (MAX_POINTS - 1))
+        for series in self._range(promql, lo, hi):
+            metric = series.get("metric", {})
+            for ts, val in series.get("values", []):
+                by_step.setdefault(self._k(float(ts)), []).append(
+                    {"metric": metric, "value": [ts, val]}
+                )
         return by_step
 
     def _range(self, promql: str, lo: float, hi: float) -> list[dict[str, Any]]:
@@ -115,14 +123,19 @@ class RangeClient:
     ) -> list[dict[str, Any]]:
         if self.failed is not None:
             raise self.failed
-        if query not in self._cache:
+        t = float((params or {}).get("time", self.end))
+        k = self._k(t)
+        if not 0 <= k <= self._k(self.end):  # off the recording range: nothing there
+            return []
+        chunk = k // MAX_POINTS
+        held = self._cache.get(query)
+        if held is None or held[0] != chunk:
             try:
-                self._cache[query] = self._fetch(query)
+                held = self._cache[query] = (chunk, self._fetch(query, chunk))
             except (RuntimeFailure, ConfigError) as exc:
                 self.failed = exc
                 raise
-        t = float((params or {}).get("time", self.end))
-        return self._cache[query].get(self._k(t), [])
+        return held[1].get(k, [])
 
     def close(self) -> None:
         self.session.close()
@@ -177,6 +190,13 @@ def record(
     if not step > 0:
         raise ConfigError("--step must be a positive number of seconds", field="--step", value=step)
     n = math.floor((end - start) / step + 1e-9) + 1
+    if n > MAX_SNAPSHOTS:
+        raise ConfigError(
+            f"the range holds {n:,} snapshots at --step {step:g}; at most {MAX_SNAPSHOTS:,} "
+            "(a later --start, an earlier --end or a longer --step)",
+            field="--start",
+            value=start,
+        )
     client = RangeClient(prometheus_url, start, end, step, session=session)
     models_src = PrometheusModelSource(
         prometheus_url, timeout_s=600.0, queries=TritonQueries(selector=selector), client=client
