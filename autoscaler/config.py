@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -115,6 +116,17 @@ def _nonblank(text: str) -> str:
 Selector = Annotated[str, Field(max_length=1000), AfterValidator(check_selector)]
 LabelName = Annotated[str, Field(max_length=200), AfterValidator(check_label_name)]
 PromQL = Annotated[str, Field(min_length=1, max_length=4000), AfterValidator(_nonblank)]
+
+
+def _path_given(value: Any) -> Any:
+    # '' is Path('.'), the working directory: `record: ""` was refused as "is a
+    # directory, not a trace file", naming a directory nobody wrote
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("is empty: give the trace file's path, or null to record nothing")
+    return value
+
+
+TracePath = Annotated[Path, BeforeValidator(_path_given)]
 # ModelCounters fields, as in autoscaler.telemetry.triton.COUNTERS (a test keeps them equal)
 TritonCounter = Literal[
     "request_success",
@@ -278,7 +290,7 @@ class DaemonConfig(_Strict):
     models: dict[Name, ModelSection] = Field(default_factory=dict)
     http: HttpSection = HttpSection()
     logging: LoggingSection = LoggingSection()
-    record: Path | None = Field(default=None, description="append the telemetry trace here")
+    record: TracePath | None = Field(default=None, description="append the telemetry trace here")
     record_max_mb: Annotated[float, Field(gt=0)] | None = Field(
         default=None,
         description="once the trace passes this size, keep it as <record>.1 (replacing the "

@@ -390,6 +390,7 @@ BEARER_ENV = {"type": "bearer", "secret_env": "X_TOKEN_UNSET"}
         ),
         ({"triton": {"tls": {"ca_file": "/etc/hostname"}}}, "no Triton address is https"),
         ({"record": "/no/such/dir/trace.jsonl"}, "field 'record': its directory does not exist"),
+        ({"record": ""}, "field 'record': is empty: give the trace file's path, or null"),
         ({"notifiers": [{"type": "slack", "url_env": "X_SLACK_UNSET"}]}, "X_SLACK_UNSET is not"),
     ],
 )
