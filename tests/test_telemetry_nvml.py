@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 import types
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,74 +34,66 @@ class Dev:
 
 
 class StandIn(types.ModuleType):
-    """A module object standing in for pynvml; `calls` records what the collector asked."""
+    """A module object standing in for pynvml: its real exception classes and memory
+    struct version, scripted device functions; `calls` records what the collector asked."""
 
-    calls: list[str]
+    def __init__(self, devs: list[Dev], init_error: type[Exception] | None = None) -> None:
+        super().__init__("pynvml")
+        for attr in dir(pynvml):
+            if attr.startswith("NVMLError"):
+                setattr(self, attr, getattr(pynvml, attr))
+        self.nvmlMemory_v2 = pynvml.nvmlMemory_v2
+        self.calls: list[str] = []
+        self._devs = devs
+        self._init_error = init_error
 
-
-def stand_in(devs: list[Dev], init_error: type[Exception] | None = None) -> StandIn:
-    """A module with pynvml's names: real exception classes, scripted device functions."""
-    mod = StandIn("pynvml")
-    for attr in dir(pynvml):
-        if attr.startswith("NVMLError"):
-            setattr(mod, attr, getattr(pynvml, attr))
-    setattr(mod, "nvmlMemory_v2", pynvml.nvmlMemory_v2)  # noqa: B010
-    calls: list[str] = []
-    mod.calls = calls
-
-    def check(d: Dev, fn: str) -> None:
-        calls.append(fn)
+    def _check(self, d: Dev, fn: str) -> None:
+        self.calls.append(fn)
         if fn in d.fail:
             raise d.fail[fn]()
 
-    def init() -> None:
-        calls.append("init")
-        if init_error is not None:
-            raise init_error()
+    def nvmlInit(self) -> None:
+        self.calls.append("init")
+        if self._init_error is not None:
+            raise self._init_error()
 
-    def memory(d: Dev, version: int | None = None) -> Any:
-        check(d, "memory_v2" if version else "memory_v1")
-        if version:  # v2 reports the reserved memory apart from used
-            return types.SimpleNamespace(
-                total=H100_TOTAL,
-                free=H100_TOTAL - d.used - d.reserved,
-                used=d.used,
-                reserved=d.reserved,
-            )
-        return types.SimpleNamespace(
-            total=H100_TOTAL, free=H100_TOTAL - d.used - d.reserved, used=d.used + d.reserved
-        )
+    def nvmlShutdown(self) -> None:
+        self.calls.append("shutdown")
 
-    def util(d: Dev) -> Any:
-        check(d, "util")
-        return types.SimpleNamespace(gpu=d.util_pct, memory=10)
+    def nvmlDeviceGetCount(self) -> int:
+        return len(self._devs)
 
-    def procs(d: Dev) -> Any:
-        check(d, "procs")
-        return [types.SimpleNamespace(pid=p, usedGpuMemory=m) for p, m in d.procs]
+    def nvmlDeviceGetHandleByIndex(self, i: int) -> Dev:
+        return self._devs[i]
 
-    def device_name(d: Dev) -> str:
-        check(d, "name")
-        return "NVIDIA H100 80GB HBM3"
-
-    def uuid(d: Dev) -> bytes:
-        check(d, "uuid")
+    def nvmlDeviceGetUUID(self, d: Dev) -> bytes:
+        self._check(d, "uuid")
         return d.uuid.encode()  # old nvidia-ml-py returned bytes
 
-    f: dict[str, Callable[..., Any]] = {
-        "nvmlInit": init,
-        "nvmlShutdown": lambda: calls.append("shutdown"),
-        "nvmlDeviceGetCount": lambda: len(devs),
-        "nvmlDeviceGetHandleByIndex": lambda i: devs[i],
-        "nvmlDeviceGetUUID": uuid,
-        "nvmlDeviceGetName": device_name,
-        "nvmlDeviceGetMemoryInfo": memory,
-        "nvmlDeviceGetUtilizationRates": util,
-        "nvmlDeviceGetComputeRunningProcesses": procs,
-    }
-    for k, v in f.items():
-        setattr(mod, k, v)
-    return mod
+    def nvmlDeviceGetName(self, d: Dev) -> str:
+        self._check(d, "name")
+        return "NVIDIA H100 80GB HBM3"
+
+    def nvmlDeviceGetMemoryInfo(self, d: Dev, version: int | None = None) -> Any:
+        self._check(d, "memory_v2" if version else "memory_v1")
+        free = H100_TOTAL - d.used - d.reserved
+        if version:  # v2 reports the reserved memory apart from used
+            return types.SimpleNamespace(
+                total=H100_TOTAL, free=free, used=d.used, reserved=d.reserved
+            )
+        return types.SimpleNamespace(total=H100_TOTAL, free=free, used=d.used + d.reserved)
+
+    def nvmlDeviceGetUtilizationRates(self, d: Dev) -> Any:
+        self._check(d, "util")
+        return types.SimpleNamespace(gpu=d.util_pct, memory=10)
+
+    def nvmlDeviceGetComputeRunningProcesses(self, d: Dev) -> Any:
+        self._check(d, "procs")
+        return [types.SimpleNamespace(pid=p, usedGpuMemory=m) for p, m in d.procs]
+
+
+def stand_in(devs: list[Dev], init_error: type[Exception] | None = None) -> StandIn:
+    return StandIn(devs, init_error)
 
 
 NAMES = {100: "tritonserver", 101: "triton_python_b", 200: "python3"}

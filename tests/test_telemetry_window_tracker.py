@@ -237,6 +237,46 @@ def test_holds_snapshots_like_a_deque() -> None:
     assert list(tracker) == snaps[3:] and bool(tracker)
 
 
+def _next_time(rng: random.Random, t: float) -> float:
+    """Mostly reads 0.5–5 s apart; sometimes a gap of 11–70 s, or a clock stepping back."""
+    r = rng.random()
+    t += rng.choice([11.0, 25.0, 70.0]) if r < 0.05 else rng.choice([0.5, 1, 2, 5, 5])
+    if r > 0.985:
+        t -= 8.0  # a clock stepping back
+    return t
+
+
+def _random_counters(rng: random.Random, c: list[float]) -> list[float]:
+    """Advance one model's counters in place (or restart them, or drop one); the read's values."""
+    q = rng.random()
+    if q < 0.04:
+        c[:] = [0.0] * 9  # restart
+    elif q < 0.06:
+        c[rng.randrange(9)] -= 1.0  # one counter goes down
+    else:
+        k = rng.randint(0, 20)
+        for i, per in enumerate((1, 0.1, 5e5, 2e5, 10, 3e5, 20, 1, 0.25)):
+            c[i] += k * per * rng.uniform(0.5, 1.5)
+    vals = list(c)
+    if rng.random() < 0.02:
+        vals[rng.randrange(9)] = rng.choice([math.nan, math.inf])
+    return vals
+
+
+def _random_sample(rng: random.Random, name: str, vals: list[float]) -> ModelSample:
+    """One model's read: sometimes not ready, without counters, or with odd gauges."""
+    has = rng.random() > 0.03
+    return ModelSample(
+        name=name,
+        ready=rng.random() > 0.03,
+        instance_groups=(InstanceGroup(count=rng.randint(1, 4)),),
+        counters=ModelCounters(*vals) if has else None,
+        missing_series=() if has else ("nv_inference_request_success",),
+        pending_requests=rng.choice([0.0, 1.0, 3.5, None, math.nan]),
+        p95_request_us=rng.choice([None, 1e6, math.nan]),
+    )
+
+
 def random_history(seed: int, steps: int = 60) -> list[Snapshot]:
     """Random reads of up to four models: restarts, drops, gaps, NaN, absences, failed reads."""
     rng = random.Random(seed)
@@ -245,10 +285,7 @@ def random_history(seed: int, steps: int = 60) -> list[Snapshot]:
     t = 1000.0
     out = []
     for _ in range(steps):
-        r = rng.random()
-        t += rng.choice([11.0, 25.0, 70.0]) if r < 0.05 else rng.choice([0.5, 1, 2, 5, 5])
-        if r > 0.985:
-            t -= 8.0  # a clock stepping back
+        t = _next_time(rng, t)
         if rng.random() < 0.08:
             out.append(Snapshot(taken_at=t, errors=("triton: HTTP 500",)))
             continue
@@ -256,29 +293,7 @@ def random_history(seed: int, steps: int = 60) -> list[Snapshot]:
         for n in rng.sample(names, len(names)) if rng.random() < 0.1 else names:
             if rng.random() < 0.08:
                 continue  # absent from this read
-            c = counters[n]
-            q = rng.random()
-            if q < 0.04:
-                c[:] = [0.0] * 9  # restart
-            elif q < 0.06:
-                c[rng.randrange(9)] -= 1.0  # one counter goes down
-            else:
-                k = rng.randint(0, 20)
-                for i, per in enumerate((1, 0.1, 5e5, 2e5, 10, 3e5, 20, 1, 0.25)):
-                    c[i] += k * per * rng.uniform(0.5, 1.5)
-            vals = list(c)
-            if rng.random() < 0.02:
-                vals[rng.randrange(9)] = rng.choice([math.nan, math.inf])
-            has = rng.random() > 0.03
-            models[n] = ModelSample(
-                name=n,
-                ready=rng.random() > 0.03,
-                instance_groups=(InstanceGroup(count=rng.randint(1, 4)),),
-                counters=ModelCounters(*vals) if has else None,
-                missing_series=() if has else ("nv_inference_request_success",),
-                pending_requests=rng.choice([0.0, 1.0, 3.5, None, math.nan]),
-                p95_request_us=rng.choice([None, 1e6, math.nan]),
-            )
+            models[n] = _random_sample(rng, n, _random_counters(rng, counters[n]))
         if rng.random() < 0.03:
             models = {}
         as_of = t - rng.choice([0.5, 1.5, 3.0]) if rng.random() < 0.3 else None
