@@ -359,18 +359,7 @@ def render(results: dict[str, dict[str, Any]]) -> str:
         "machine it ran on and how it was measured.",
         "",
     ]
-    missed = []
-    for name, stem in stems.items():
-        for f in _figures_of(name, results[stem]):
-            if f.get("met") is False:
-                value = _fmt(f.get("value"), f.get("unit", ""))
-                where = f" (why: see {f['see']})" if f.get("see") else ""
-                missed.append(f"{f['name']}: {value} (goal {f.get('goal')}){where}")
-    if "sim" in stems and "sim_to_real" in results:
-        for f in _sim_to_real_figures(results["sim_to_real"]):
-            if f.get("met") is False:
-                value = _fmt(f.get("value"), f.get("unit", ""))
-                missed.append(f"Sim-to-real: {f['name']}: {value} (goal {f.get('goal')})")
+    missed = _missed(results, stems)
     if missed:
         out += ["**Goals not met:**", "", *(f"- {m}" for m in missed), ""]
         if "tick" in stems:
@@ -384,18 +373,40 @@ def render(results: dict[str, dict[str, Any]]) -> str:
             out += _section(name, doc)
         else:  # another module's format
             out += _foreign(name, stem, doc, results)
-    used = {*stems.values(), "sim_to_real"}
-    rest = [st for st in results if st not in used]
-    if rest:
-        out += [
-            "## Other results",
-            "",
-            "Also in `bench/results/`, from other tools (see their own docs): "
-            + ", ".join(f"`{st}.json`" for st in rest)
-            + ".",
-            "",
-        ]
+    out += _other_results(results, {*stems.values(), "sim_to_real"})
     return "\n".join(out).rstrip() + "\n"
+
+
+def _missed(results: dict[str, dict[str, Any]], stems: dict[str, str]) -> list[str]:
+    """Every figure whose goal is not met, as one line each (the page's first list)."""
+    missed = []
+    for name, stem in stems.items():
+        for f in _figures_of(name, results[stem]):
+            if f.get("met") is False:
+                value = _fmt(f.get("value"), f.get("unit", ""))
+                where = f" (why: see {f['see']})" if f.get("see") else ""
+                missed.append(f"{f['name']}: {value} (goal {f.get('goal')}){where}")
+    if "sim" in stems and "sim_to_real" in results:
+        for f in _sim_to_real_figures(results["sim_to_real"]):
+            if f.get("met") is False:
+                value = _fmt(f.get("value"), f.get("unit", ""))
+                missed.append(f"Sim-to-real: {f['name']}: {value} (goal {f.get('goal')})")
+    return missed
+
+
+def _other_results(results: dict[str, dict[str, Any]], used: set[str]) -> list[str]:
+    """The results files no section reads (other tools' own), named at the end."""
+    rest = [st for st in results if st not in used]
+    if not rest:
+        return []
+    return [
+        "## Other results",
+        "",
+        "Also in `bench/results/`, from other tools (see their own docs): "
+        + ", ".join(f"`{st}.json`" for st in rest)
+        + ".",
+        "",
+    ]
 
 
 def _foreign(name: str, stem: str, doc: dict[str, Any], results: dict[str, Any]) -> list[str]:
