@@ -110,21 +110,27 @@ class Fleet:
         # the recording rule's fleet-wide sum, every evaluation for the whole day: the
         # servers' levels add up (the phase is the model's), so Σ_s level × (1 + 0.6 day)
         rec = [t for t in range(start, end + 1, EVAL_S) if t0 <= t < t1]
+        yield from self._recorded(rec)
+        # the daemons' own series, scraped over the last hour (and the half hour ahead)
+        late = [t for t in range(self.now - RECENT_S, end + 1, SCRAPE_S) if t0 <= t < t1]
+        if not late:
+            return
+        yield from self._per_model(late)
+        yield from self._decisions(late)
+        yield from self._gpu_memory(late)
+        yield from self._per_server(late)
+
+    def _recorded(self, rec: list[int]) -> Iterator[str]:
         yield f"# TYPE {RECORDED} gauge\n"
         for m in range(self.models):
             total = sum(self.level[s][m] for s in range(self.servers))
             name = f'{RECORDED}{{model="{_model(m)[0]}"}}'
             yield "".join(f"{name} {total * self.concurrency_factor(m, t):.3f} {t}\n" for t in rec)
-        late = [t for t in range(self.now - RECENT_S, end + 1, SCRAPE_S) if t0 <= t < t1]
-        if not late:
-            return
-        yield "# TYPE triton_autoscaler_observed_concurrency gauge\n"
-        for s in range(self.servers):
-            for m in range(self.models):
-                lab = self.labels(s, model=_model(m)[0])
-                name = f"triton_autoscaler_observed_concurrency{{{lab}}}"
-                yield "".join(f"{name} {self.concurrency(s, m, t):.3f} {t}\n" for t in late)
+
+    def _per_model(self, late: list[int]) -> Iterator[str]:
+        """Each server's per-model gauges: concurrency, instances, p95 and SLO, validity."""
         per_model = {
+            "observed_concurrency": lambda s, m, t: self.concurrency(s, m, t),
             "current_instances": lambda s, m, t: self.instances(s, m, t),
             "desired_instances": lambda s, m, t: self.instances(s, m, t + 60),
             "p95_latency_ms": lambda s, m, t: 900.0 + 300.0 * (self.concurrency(s, m, t) % 1),
@@ -132,11 +138,15 @@ class Fleet:
             "telemetry_valid": lambda s, m, t: 1.0,
         }
         for fam, value in per_model.items():
+            # concurrency to three decimals, the rest as %g would print them
+            fmt = ".3f" if fam == "observed_concurrency" else "g"
             yield f"# TYPE triton_autoscaler_{fam} gauge\n"
             for s in range(self.servers):
                 for m in range(self.models):
                     name = f"triton_autoscaler_{fam}{{{self.labels(s, model=_model(m)[0])}}}"
-                    yield "".join(f"{name} {value(s, m, t):g} {t}\n" for t in late)
+                    yield "".join(f"{name} {value(s, m, t):{fmt}} {t}\n" for t in late)
+
+    def _decisions(self, late: list[int]) -> Iterator[str]:
         yield "# TYPE triton_autoscaler_last_decision gauge\n"
         for s in range(self.servers):
             for m in range(self.models):
@@ -147,6 +157,8 @@ class Fleet:
                     action, rule = "capacity_exhausted", "capacity"
                 lab = self.labels(s, model=_model(m)[0], action=action, rule=rule)
                 yield "".join(f"triton_autoscaler_last_decision{{{lab}}} 1 {t}\n" for t in late)
+
+    def _gpu_memory(self, late: list[int]) -> Iterator[str]:
         for fam in ("gpu_memory_total_bytes", "gpu_memory_free_bytes"):
             yield f"# TYPE triton_autoscaler_{fam} gauge\n"
             for s in range(self.servers):
@@ -154,15 +166,17 @@ class Fleet:
                     lab = self.labels(s, gpu=str(g), uuid=f"GPU-{s:04d}-{g:04d}")
                     rows = []
                     for t in late:
-                        used = sum(
-                            self.instances(s, m, t) * _model(m)[1]
-                            for m in range(g, self.models, GPUS)
-                        )
                         total = GPU_GB * 1e9
-                        free = max(0.0, total - 0.5e9 - min(used, GPU_GB) * 1e9)
-                        v = total if fam == "gpu_memory_total_bytes" else free
+                        v = total if fam == "gpu_memory_total_bytes" else self._free(s, g, t)
                         rows.append(f"triton_autoscaler_{fam}{{{lab}}} {v:.0f} {t}\n")
                     yield "".join(rows)
+
+    def _free(self, s: int, g: int, t: int) -> float:
+        """GPU g's free bytes: its models' instances (every GPUS-th model) and 0.5 GB."""
+        used = sum(self.instances(s, m, t) * _model(m)[1] for m in range(g, self.models, GPUS))
+        return max(0.0, GPU_GB * 1e9 - 0.5e9 - min(used, GPU_GB) * 1e9)
+
+    def _per_server(self, late: list[int]) -> Iterator[str]:
         yield "# TYPE triton_autoscaler_last_tick_timestamp_seconds gauge\n"
         for s in range(self.servers):
             name = f"triton_autoscaler_last_tick_timestamp_seconds{{{self.labels(s)}}}"
