@@ -199,12 +199,17 @@ class MetricsPage:
         return f'gpu_uuid="{self.uuids[g]}",model="{m.name}"{extra},version="1"'
 
     def _build(self) -> None:
+        self._per_model_families()
+        self._server_families()
+        self._summaries()
+
+    def _family(self, name: str, help_text: str, kind: str) -> None:
+        self._lines.append((f"# HELP {name} {help_text}", 0.0, 0))
+        self._lines.append((f"# TYPE {name} {kind}", 0.0, 0))
+
+    def _per_model_families(self) -> None:
+        """The per-model counters (and the pending-request gauge), one series a GPU."""
         add = self._lines.append
-
-        def family(name: str, help_text: str, kind: str) -> None:
-            add((f"# HELP {name} {help_text}", 0.0, 0))
-            add((f"# TYPE {name} {kind}", 0.0, 0))
-
         per_s: dict[str, Callable[[SynthModel], float]] = {
             "nv_inference_request_success": lambda m: m.rate,
             "nv_inference_count": lambda m: m.rate,
@@ -219,7 +224,7 @@ class MetricsPage:
         }
         for name, help_text in _HELP.items():
             kind = "gauge" if name == "nv_inference_pending_request_count" else "counter"
-            family(name, help_text, kind)
+            self._family(name, help_text, kind)
             for m in self.models:
                 share = 1.0 / len(m.gpus)
                 for g in m.gpus:
@@ -232,6 +237,10 @@ class MetricsPage:
                         add((f"{name}{{{self._labels(m, g)}}} ", pend, 2))
                     else:
                         add((f"{name}{{{self._labels(m, g)}}} ", per_s[name](m) * share, 1))
+
+    def _server_families(self) -> None:
+        """The server's own: pinned memory, each GPU's families, the CPU's."""
+        add = self._lines.append
         for name, help_text, kind, value in (
             (
                 "nv_pinned_memory_pool_total_bytes",
@@ -246,10 +255,10 @@ class MetricsPage:
                 0,
             ),
         ):
-            family(name, help_text, kind)
+            self._family(name, help_text, kind)
             add((f"{name} ", value, 2))
         for name, help_text, kind, gvalue in _GPU_FAMILIES:
-            family(name, help_text, kind)
+            self._family(name, help_text, kind)
             for g in range(self.gpus):
                 coef: float = gvalue if kind == "gauge" else 410.0
                 how = 2 if kind == "gauge" else 1
@@ -259,10 +268,14 @@ class MetricsPage:
             ("nv_cpu_memory_total_bytes", "CPU total memory (RAM), in bytes", 2164154105856),
             ("nv_cpu_memory_used_bytes", "CPU used memory (RAM), in bytes", 388621369344),
         ):
-            family(name, help_text, "gauge")
+            self._family(name, help_text, "gauge")
             add((f"{name} ", cvalue, 2))
+
+    def _summaries(self) -> None:
+        """The latency summaries: count, sum and five quantiles per model and GPU."""
+        add = self._lines.append
         for name, help_text in _SUMMARIES.items():
-            family(name, help_text, "summary")
+            self._family(name, help_text, "summary")
             for m in self.models:
                 share = 1.0 / len(m.gpus)
                 lat_us = m.latency_s * 1e6
@@ -362,9 +375,19 @@ def model_config(m: SynthModel) -> dict[str, Any]:
 
 def _serve(n: int, clock: Synchronized[float], ports: Any) -> None:
     models = synth_models(n)
-    page = MetricsPage(models)
     configs = {m.name: json.dumps(model_config(m)).encode() for m in models}
     index = json.dumps([{"name": m.name, "version": "1", "state": "READY"} for m in models])
+    handler = _handler(MetricsPage(models), configs, index.encode(), clock)
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    srv.daemon_threads = True
+    ports.put(srv.server_address[1])
+    srv.serve_forever(poll_interval=0.2)
+
+
+def _handler(
+    page: MetricsPage, configs: dict[str, bytes], index: bytes, clock: Synchronized[float]
+) -> type[BaseHTTPRequestHandler]:
+    """Triton's /metrics at the clock's time, model configs and the repository index."""
     cache: dict[float, bytes] = {}
 
     class Handler(BaseHTTPRequestHandler):
@@ -403,17 +426,14 @@ def _serve(n: int, clock: Synchronized[float], ports: Any) -> None:
             if length:
                 self.rfile.read(length)
             if self.path.split("?")[0] == "/v2/repository/index":
-                self._send(index.encode(), "application/json")
+                self._send(index, "application/json")
             else:
                 self.send_error(404)
 
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    srv.daemon_threads = True
-    ports.put(srv.server_address[1])
-    srv.serve_forever(poll_interval=0.2)
+    return Handler
 
 
 class StandIn:
