@@ -387,53 +387,61 @@ def _serve(n: int, clock: Synchronized[float], ports: Any) -> None:
 def _handler(
     page: MetricsPage, configs: dict[str, bytes], index: bytes, clock: Synchronized[float]
 ) -> type[BaseHTTPRequestHandler]:
+    """A handler class serving this page, these configs and index, at the clock's time."""
+    attrs = {"page": page, "configs": configs, "index": index, "clock": clock, "cache": {}}
+    return type("Handler", (_StandInHandler,), attrs)
+
+
+class _StandInHandler(BaseHTTPRequestHandler):
     """Triton's /metrics at the clock's time, model configs and the repository index."""
-    cache: dict[float, bytes] = {}
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive, as Triton
-        # One send per response and no Nagle: otherwise headers and body go out in two
-        # segments and the client's delayed ACK stalls every request by ~40 ms.
-        wbufsize = 1 << 16
-        disable_nagle_algorithm = True
+    page: MetricsPage
+    configs: dict[str, bytes]
+    index: bytes
+    clock: Synchronized[float]
+    cache: dict[float, bytes]  # the page at the last time asked, rendered once
 
-        def _send(self, body: bytes, ctype: str) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    protocol_version = "HTTP/1.1"  # keep-alive, as Triton
+    # One send per response and no Nagle: otherwise headers and body go out in two
+    # segments and the client's delayed ACK stalls every request by ~40 ms.
+    wbufsize = 1 << 16
+    disable_nagle_algorithm = True
 
-        def do_GET(self) -> None:
-            path = self.path.split("?")[0]
-            if path == "/metrics":
-                t = float(clock.value)
-                if t not in cache:
-                    cache.clear()
-                    cache[t] = page.render(t).encode()
-                self._send(cache[t], "text/plain; charset=utf-8")
-            elif path.startswith("/v2/models/") and path.endswith("/config"):
-                body = configs.get(path[len("/v2/models/") : -len("/config")])
-                if body is None:
-                    self.send_error(404)
-                else:
-                    self._send(body, "application/json")
-            else:
+    def _send(self, body: bytes, ctype: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        path = self.path.split("?")[0]
+        if path == "/metrics":
+            t = float(self.clock.value)
+            if t not in self.cache:
+                self.cache.clear()
+                self.cache[t] = self.page.render(t).encode()
+            self._send(self.cache[t], "text/plain; charset=utf-8")
+        elif path.startswith("/v2/models/") and path.endswith("/config"):
+            body = self.configs.get(path[len("/v2/models/") : -len("/config")])
+            if body is None:
                 self.send_error(404)
-
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length:
-                self.rfile.read(length)
-            if self.path.split("?")[0] == "/v2/repository/index":
-                self._send(index, "application/json")
             else:
-                self.send_error(404)
+                self._send(body, "application/json")
+        else:
+            self.send_error(404)
 
-        def log_message(self, format: str, *args: object) -> None:
-            pass
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        if self.path.split("?")[0] == "/v2/repository/index":
+            self._send(self.index, "application/json")
+        else:
+            self.send_error(404)
 
-    return Handler
+    def log_message(self, format: str, *args: object) -> None:
+        pass
 
 
 class StandIn:

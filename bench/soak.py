@@ -452,26 +452,30 @@ class _FakeTritonHandler(BaseHTTPRequestHandler):
         elif f.metrics == "empty":
             self._reply(200, b"", kind)
         elif f.metrics == "dribble":
-            body = fake.metrics_body(f)
-            try:
-                self.send_response(200)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                step = max(1, len(body) // 8)
-                for i in range(0, len(body), step):
-                    self.wfile.write(body[i : i + step])
-                    self.wfile.flush()
-                    if fake._released.wait(READ_TIMEOUT_S / 3):
-                        break
-            except OSError:
-                pass
-            self.close_connection = True
+            self._dribble(fake, fake.metrics_body(f), kind)
         elif f.metrics == "slow_ok":  # slow but inside the timeout: valid data
             time.sleep(READ_TIMEOUT_S * 0.3)
             self._reply(200, fake.metrics_body(f), kind)
         else:
             self._reply(200, fake.metrics_body(f), kind)
+
+    def _dribble(self, fake: FakeTriton, body: bytes, kind: str) -> None:
+        """A valid page sent in eighths a third of the read timeout apart: the whole
+        read outlasts the timeout though every byte comes within it."""
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            step = max(1, len(body) // 8)
+            for i in range(0, len(body), step):
+                self.wfile.write(body[i : i + step])
+                self.wfile.flush()
+                if fake._released.wait(READ_TIMEOUT_S / 3):
+                    break
+        except OSError:
+            pass
+        self.close_connection = True
 
     def do_POST(self) -> None:
         fake = self.server.fake
@@ -702,9 +706,14 @@ class FaultPlan:
 
     def next(self, tick: int) -> tuple[CollectFaults, dict[str, Any]]:
         """This tick's collection faults, and events: loads, resets, refusals, webhook mode."""
-        rng = self.rng
         f = CollectFaults()
-        if self._model is None and rng.random() < self.model_rate:
+        self._model_faults(f)
+        self._gpu_faults(f)
+        return f, self._events(tick)
+
+    def _model_faults(self, f: CollectFaults) -> None:
+        """The model channel: an episode's fault this tick, else sometimes a slow read."""
+        if self._model is None and self.rng.random() < self.model_rate:
             self._model = self._episode(MODEL_FAULTS)
         if self._model is not None:
             kind, left, detail = self._model
@@ -716,10 +725,12 @@ class FaultPlan:
                 f.metrics, f.garbage = kind, detail
             self.injected[kind] += 1
             self._model = (kind, left - 1, detail) if left > 1 else None
-        elif rng.random() < self.slow_rate:
+        elif self.rng.random() < self.slow_rate:
             f.metrics = "slow_ok"
             self.injected["slow_ok"] += 1
-        if self._gpu is None and rng.random() < self.gpu_rate:
+
+    def _gpu_faults(self, f: CollectFaults) -> None:
+        if self._gpu is None and self.rng.random() < self.gpu_rate:
             self._gpu = self._episode(GPU_FAULTS)
         if self._gpu is not None:
             kind, left, detail = self._gpu
@@ -727,6 +738,10 @@ class FaultPlan:
             f.lost_gpu = detail % GPUS if kind == "lost" else None
             self.injected["gpu_" + kind] += 1
             self._gpu = (kind, left - 1, detail) if left > 1 else None
+
+    def _events(self, tick: int) -> dict[str, Any]:
+        """Load changes on their own clocks, a restart or counter reset, a refusal, webhooks."""
+        rng = self.rng
         events: dict[str, Any] = {}
         for s in SPECS:
             if tick >= self._next_load[s.name]:
@@ -744,7 +759,7 @@ class FaultPlan:
         if tick >= self._next_webhook:
             events["webhook"] = rng.choice(FlakyReceiver.MODES)
             self._next_webhook = tick + rng.randint(*self.webhook_phase)
-        return f, events
+        return events
 
 
 # -- the checks around the actuator ----------------------------------------------------------
@@ -1013,10 +1028,23 @@ class Soak:
     def check_apply(self, d: Decision, now: float) -> None:
         """An apply must rest on data that was valid on this tick, for every part it needs."""
         self.applies[d.action.value] += 1
-        f = self.faults_now
         snap = self.daemon.history[-1] if self.daemon.history else None
         where = f"t={now:.0f} {d.model} {d.action.value} {d.current_instances}→"
         where += f"{d.desired_instances} ({d.rule.value})"
+        self._check_model_data(d, now, snap, where)
+        if d.action is Action.scale_up:
+            self._check_gpu_data(d, snap, where)
+        # The figure acted on must be near the load that was really there over the window.
+        recent = [
+            c[d.model] for t, c in self.truth if t >= now - SOAK_POLICY["stable_window_s"] - 2
+        ]
+        if d.observed_concurrency is None or not recent:
+            self._violation(f"{where}: no observed concurrency")
+            return
+        self._check_observed(d, d.observed_concurrency, min(recent), max(recent), where)
+
+    def _check_model_data(self, d: Decision, now: float, snap: Snapshot | None, where: str) -> None:
+        f = self.faults_now
         if d.rule in (Rule.invalid_telemetry, Rule.gpu_telemetry) or not d.changes:
             self._violation(f"{where}: applied a decision of rule {d.rule.value}")
         if not f.model_part_ok(d.model):
@@ -1027,22 +1055,19 @@ class Soak:
             m = snap.models.get(d.model)
             if m is None or m.counters is None or not m.ready:
                 self._violation(f"{where}: the model's sample was unusable: {m}")
-        if d.action is Action.scale_up:
-            if f.gpu in ("nvml_timeout", "driver_gone"):
-                self._violation(f"{where}: scale-up while GPU telemetry failed ({f.gpu})")
-            read = {g.index for g in (snap.gpus or ())} if snap is not None else set()
-            for slot in d.placement:
-                if slot.gpu not in read or (f.gpu == "lost" and slot.gpu == f.lost_gpu):
-                    self._violation(f"{where}: placed on GPU {slot.gpu}, not read this tick")
-        # The figure acted on must be near the load that was really there over the window.
-        recent = [
-            c[d.model] for t, c in self.truth if t >= now - SOAK_POLICY["stable_window_s"] - 2
-        ]
-        if d.observed_concurrency is None or not recent:
-            self._violation(f"{where}: no observed concurrency")
-            return
-        lo, hi = min(recent), max(recent)
-        obs = d.observed_concurrency
+
+    def _check_gpu_data(self, d: Decision, snap: Snapshot | None, where: str) -> None:
+        """A scale-up places instances: only on GPUs read, and read well, on this tick."""
+        f = self.faults_now
+        if f.gpu in ("nvml_timeout", "driver_gone"):
+            self._violation(f"{where}: scale-up while GPU telemetry failed ({f.gpu})")
+        read = {g.index for g in (snap.gpus or ())} if snap is not None else set()
+        for slot in d.placement:
+            if slot.gpu not in read or (f.gpu == "lost" and slot.gpu == f.lost_gpu):
+                self._violation(f"{where}: placed on GPU {slot.gpu}, not read this tick")
+
+    def _check_observed(self, d: Decision, obs: float, lo: float, hi: float, where: str) -> None:
+        """The concurrency acted on against the true load over the window (`lo`–`hi`)."""
         err = 0.0 if lo <= obs <= hi else min(abs(obs - lo), abs(obs - hi)) / max(hi, 1.0)
         if err > self.worst_error:
             self.worst_error = err
@@ -1086,6 +1111,40 @@ class Soak:
         traced = tracemalloc.get_traced_memory()[0] // 1024 if trace_memory else None
         return MemoryPoint(tick, rss_kb(), traced, threading.active_count(), open_fds())
 
+    def _marks(self, ticks: int, warmup: int | None, checkpoints: int) -> set[int]:
+        """The ticks after which memory is measured: the warm-up's end, then checkpoints.
+
+        After the warm-up every buffer is at its working size: windows full, every
+        fault, rule and notification path taken at least once; growth counts from here.
+        (`warmup` ticks: by default a tenth of the run, at least the longest retention
+        horizon of the daemon's own buffers, the drift tracker's picture.)
+        """
+        if warmup is None:
+            warmup = max(ticks // 10, int(self.daemon.drift.settings.picture_horizon_s) + 100)
+        warmup = min(ticks - 1, warmup)
+        return {warmup} | {
+            m
+            for k in range(1, checkpoints + 1)
+            if (m := round(ticks * k / checkpoints) - 1) > warmup
+        }
+
+    def _inject(self, tick: int, now: float) -> None:
+        """Tick `tick`'s faults and events into the fake endpoints; the truth it serves."""
+        faults, events = self.plan.next(tick)
+        for model, clients in events.get("load", {}).items():
+            self.fake.set_load(model, clients)
+        self.fake.set_tick(now, faults)
+        if events.get("restart"):
+            self.fake.restart(counters_only=False)
+        elif events.get("counter_reset"):
+            self.fake.restart(counters_only=True)
+        self.fake.refuse_next_load = bool(events.get("refuse_load"))
+        if "webhook" in events:
+            self.hook_rx.mode = self.slack_rx.mode = events["webhook"]
+        self.nvml.faults = faults
+        self.faults_now = faults
+        self.truth.append((now, {n: m.concurrency for n, m in self.fake.models.items()}))
+
     def _run(
         self,
         ticks: int,
@@ -1100,37 +1159,13 @@ class Soak:
         rules: Counter[str] = Counter()
         crashes, crash_first, invalid_ticks = 0, "", 0
         webhook_modes: Counter[str] = Counter()
-        # After the warm-up every buffer is at its working size: windows full, every
-        # fault, rule and notification path taken at least once; growth counts from here.
-        # (`warmup` ticks: by default a tenth of the run, at least the longest retention
-        # horizon of the daemon's own buffers, the drift tracker's picture.)
-        if warmup is None:
-            warmup = max(ticks // 10, int(self.daemon.drift.settings.picture_horizon_s) + 100)
-        warmup = min(ticks - 1, warmup)
-        marks = {warmup} | {
-            m
-            for k in range(1, checkpoints + 1)
-            if (m := round(ticks * k / checkpoints) - 1) > warmup
-        }
+        marks = self._marks(ticks, warmup, checkpoints)
         memory = [self._point(0, trace_memory)]
         started = time.monotonic()
         for i in range(ticks):
             now = t0 + i
-            faults, events = self.plan.next(i)
-            for model, clients in events.get("load", {}).items():
-                self.fake.set_load(model, clients)
-            self.fake.set_tick(now, faults)
-            if events.get("restart"):
-                self.fake.restart(counters_only=False)
-            elif events.get("counter_reset"):
-                self.fake.restart(counters_only=True)
-            self.fake.refuse_next_load = bool(events.get("refuse_load"))
-            if "webhook" in events:
-                self.hook_rx.mode = self.slack_rx.mode = events["webhook"]
+            self._inject(i, now)
             webhook_modes[self.hook_rx.mode] += 1
-            self.nvml.faults = faults
-            self.faults_now = faults
-            self.truth.append((now, {n: m.concurrency for n, m in self.fake.models.items()}))
             t = time.perf_counter()
             try:
                 report = d.tick(now)
