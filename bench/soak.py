@@ -1544,20 +1544,8 @@ def kill9_mid_apply(
         killed_at: float | None = None
         deadline = time.monotonic() + 60
         try:
-            while time.monotonic() < deadline and proc.poll() is None:
-                with server.log_path.open("rb") as f:
-                    f.seek(log_from)
-                    tlog = f.read().decode("utf-8", "replace")
-                if f'"loading: {MODEL}:' in tlog:
-                    load_seen = True
-                    os.kill(proc.pid, signal.SIGKILL)
-                    killed_at = _seconds_of_day(time.time())
-                    with server.log_path.open("rb") as f:
-                        f.seek(log_from)
-                        mid = "successfully loaded" not in f.read().decode("utf-8", "replace")
-                    break
-                time.sleep(0.02)
-            else:
+            load_seen, killed_at, mid = _kill_when_loading(proc, server, log_from, deadline)
+            if not load_seen:
                 notes.append("no load started within 60 s (or the daemon exited)")
         finally:
             if proc.poll() is None:
@@ -1573,9 +1561,7 @@ def kill9_mid_apply(
         ready = False
         settle_end = time.monotonic() + 60
         while True:
-            with server.log_path.open("rb") as f:
-                f.seek(log_from)
-                tlog = f.read().decode("utf-8", "replace")
+            tlog = _log_since(server, log_from)
             if "successfully loaded" in tlog or "failed to load" in tlog:
                 break
             if time.monotonic() >= settle_end:
@@ -1596,18 +1582,8 @@ def kill9_mid_apply(
         served = _infer_ok(server)
         # The restart: same config, new process, no state but what Triton says.
         proc2, _, err2 = start_daemon(["--config", str(cfg)], workdir, "kill9-second")
-        counts: list[int] = []
         try:
-            # At least observe_s; past it, until the count is back at the target (4) or
-            # another 60 s: a daemon slow to start on a busy machine is not cut short.
-            end, last_end = time.monotonic() + observe_s, time.monotonic() + observe_s + 60
-            while proc2.poll() is None and (
-                time.monotonic() < end
-                or (time.monotonic() < last_end and (not counts or counts[-1] != 4))
-            ):
-                with contextlib.suppress(Exception):
-                    counts.append(int(server.instance_count(MODEL)))
-                time.sleep(0.5)
+            counts = _watch_counts(proc2, server, observe_s)
             if proc2.poll() is not None:
                 notes.append(f"the restarted daemon exited with {proc2.returncode}")
         finally:
@@ -1649,6 +1625,48 @@ def kill9_mid_apply(
         failure_examples=[str(r.error) for r in bad[:5]],
         notes=notes,
     )
+
+
+def _log_since(server: Any, offset: int) -> str:
+    with server.log_path.open("rb") as f:
+        f.seek(offset)
+        return str(f.read().decode("utf-8", "replace"))
+
+
+def _kill_when_loading(
+    proc: Any, server: Any, log_from: int, deadline: float
+) -> tuple[bool, float | None, bool]:
+    """SIGKILL the daemon as Triton logs the load it asked for (polled every 20 ms).
+
+    Returns whether the load was seen, when the kill came (seconds of the day, as
+    Triton's log writes times), and whether the load was still running then.
+    """
+    import signal
+
+    while time.monotonic() < deadline and proc.poll() is None:
+        if f'"loading: {MODEL}:' in _log_since(server, log_from):
+            os.kill(proc.pid, signal.SIGKILL)
+            killed_at = _seconds_of_day(time.time())
+            return True, killed_at, "successfully loaded" not in _log_since(server, log_from)
+        time.sleep(0.02)
+    return False, None, False
+
+
+def _watch_counts(proc: Any, server: Any, observe_s: float) -> list[int]:
+    """The model's instance counts every 0.5 s while the restarted daemon runs.
+
+    At least observe_s; past it, until the count is back at the target (4) or
+    another 60 s: a daemon slow to start on a busy machine is not cut short.
+    """
+    counts: list[int] = []
+    end, last_end = time.monotonic() + observe_s, time.monotonic() + observe_s + 60
+    while proc.poll() is None and (
+        time.monotonic() < end or (time.monotonic() < last_end and (not counts or counts[-1] != 4))
+    ):
+        with contextlib.suppress(Exception):
+            counts.append(int(server.instance_count(MODEL)))
+        time.sleep(0.5)
+    return counts
 
 
 # -- secrets in everything the daemon writes ---------------------------------------------------
@@ -1737,14 +1755,6 @@ def secrets_run(server: Any, workdir: Path, *, duration_s: float = 20.0) -> Secr
     cfg.write_text(cfg.read_text().replace("mode: apply", "mode: recommend"), encoding="utf-8")
     bodies: list[tuple[str, bytes]] = []
     healthz_ok = 0
-    # receivers misbehave in turn: every failure path of the delivery code is taken
-    phases = [
-        ("http500", "http500"),
-        ("ok", "hang"),
-        ("hang", "drop"),
-        ("drop", "ok"),
-        ("ok", "ok"),
-    ]
     with LoadGenerator(server.http_url, max_duration_s=duration_s + 60, seed=5) as gen:
         gen.set_clients(MODEL, 16)
         proc, out, err = start_daemon(
@@ -1766,15 +1776,7 @@ def secrets_run(server: Any, workdir: Path, *, duration_s: float = 20.0) -> Secr
                     bodies.append(("/healthz", body))
                     break
                 time.sleep(0.2)
-            start = time.monotonic()
-            while (elapsed := time.monotonic() - start) < duration_s and proc.poll() is None:
-                hook.mode, slack.mode = phases[min(len(phases) - 1, int(elapsed / duration_s * 5))]
-                for path in ("/metrics", "/healthz"):
-                    status, body = _get(f"http://{listen}{path}")
-                    if status:
-                        bodies.append((path, body))
-                        healthz_ok += path == "/healthz" and status == 200
-                time.sleep(1.0)
+            healthz_ok = _read_through_phases(proc, listen, hook, slack, duration_s, bodies)
             status, body = _get(f"http://{listen}/metrics")
             if status:
                 bodies.append(("/metrics", body))
@@ -1803,13 +1805,6 @@ def secrets_run(server: Any, workdir: Path, *, duration_s: float = 20.0) -> Secr
             leaks[label] = where
     events = Counter(str(e.get("event")) for e in json_lines(err))
     last_metrics = next((b for p, b in reversed(bodies) if p == "/metrics"), b"").decode()
-    notified: dict[str, float] = {}
-    for line in last_metrics.splitlines():
-        if line.startswith("triton_autoscaler_notifications_total{"):
-            labels, _, value = line.rpartition(" ")
-            name = labels.split('notifier="')[1].split('"')[0]
-            result = labels.split('result="')[1].split('"')[0]
-            notified[f"{name}_{result}"] = float(value)
     verified = sum(
         1
         for headers, body in hook.kept
@@ -1820,6 +1815,7 @@ def secrets_run(server: Any, workdir: Path, *, duration_s: float = 20.0) -> Secr
             headers.get(SIGNATURE_HEADER),
         )
     )
+    notified = _notifications(last_metrics)
     return SecretsResult(
         exit_code=proc.returncode,
         searched={"all": sum(len(v) for v in places.values())}
@@ -1834,6 +1830,52 @@ def secrets_run(server: Any, workdir: Path, *, duration_s: float = 20.0) -> Secr
         healthz_ok=healthz_ok,
         trace_lines=places["trace"].count(b"\n"),
     )
+
+
+# receivers misbehave in turn (webhook, Slack): every failure path of the delivery code is taken
+_RECEIVER_PHASES = [
+    ("http500", "http500"),
+    ("ok", "hang"),
+    ("hang", "drop"),
+    ("drop", "ok"),
+    ("ok", "ok"),
+]
+
+
+def _read_through_phases(
+    proc: Any,
+    listen: str,
+    hook: FlakyReceiver,
+    slack: FlakyReceiver,
+    duration_s: float,
+    bodies: list[tuple[str, bytes]],
+) -> int:
+    """/metrics and /healthz read every second while the receivers go through their
+    phases; the bodies appended to `bodies`. Returns the /healthz reads that answered 200."""
+    healthz_ok = 0
+    phases = _RECEIVER_PHASES
+    start = time.monotonic()
+    while (elapsed := time.monotonic() - start) < duration_s and proc.poll() is None:
+        hook.mode, slack.mode = phases[min(len(phases) - 1, int(elapsed / duration_s * 5))]
+        for path in ("/metrics", "/healthz"):
+            status, body = _get(f"http://{listen}{path}")
+            if status:
+                bodies.append((path, body))
+                healthz_ok += path == "/healthz" and status == 200
+        time.sleep(1.0)
+    return healthz_ok
+
+
+def _notifications(metrics_page: str) -> dict[str, float]:
+    """triton_autoscaler_notifications_total from a /metrics page, as NOTIFIER_RESULT: n."""
+    notified: dict[str, float] = {}
+    for line in metrics_page.splitlines():
+        if line.startswith("triton_autoscaler_notifications_total{"):
+            labels, _, value = line.rpartition(" ")
+            name = labels.split('notifier="')[1].split('"')[0]
+            result = labels.split('result="')[1].split('"')[0]
+            notified[f"{name}_{result}"] = float(value)
+    return notified
 
 
 def _pct(sorted_values: Sequence[float], q: float) -> float:
