@@ -108,6 +108,77 @@ def _keep_dir() -> Any:
     return Path(d)
 
 
+class _CountPoller:
+    """The model's instance count as Triton's config shows it, every POLL_S, with the
+    time each new count was first seen."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.counts: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="count-poller", daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        last = None
+        while not self._stop.is_set():
+            try:
+                n = self.server.instance_count(MODEL)
+            except Exception:  # a load in flight can make one read fail
+                n = None
+            if n is not None and n != last:
+                self.counts.append((time.time(), n))
+                last = n
+            self._stop.wait(POLL_S)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def _timeline(
+    decided: list[tuple[float, list[Any]]],
+    counts: list[tuple[float, int]],
+    reports: list[Any],
+    step: float,
+) -> Timeline:
+    """The run's decisions, counts and applies, in seconds from the step."""
+    tl = Timeline()
+
+    def rel(t: float) -> float:
+        return round(t - step, 3)
+
+    for t, decisions in decided:
+        for d in decisions:
+            if d.model == MODEL:
+                tl.decisions.append(
+                    {
+                        "t": rel(t),
+                        "action": d.action.value,
+                        "current": d.current_instances,
+                        "desired": d.desired_instances,
+                        "rule": d.rule.value,
+                        "concurrency": None
+                        if d.observed_concurrency is None
+                        else round(d.observed_concurrency, 2),
+                        "p95_ms": None if d.p95_ms is None else round(d.p95_ms),
+                    }
+                )
+    tl.counts = [(rel(t), n) for t, n in counts]
+    for r in reports:
+        for d, res in r.applied:
+            tl.applies.append(
+                {
+                    "t": rel(r.now),
+                    "from": d.current_instances,
+                    "to": d.desired_instances,
+                    "ok": bool(getattr(res, "ok", False)),
+                    "duration_s": round(float(getattr(res, "duration_s", 0.0)), 2),
+                }
+            )
+    return tl
+
+
 def run_one(
     name: str,
     policy_fn: Callable[..., Any],
@@ -128,7 +199,6 @@ def run_one(
     from autoscaler.testing.emulated_models import emulated
     from autoscaler.testing.triton_server import TritonServer
 
-    tl = Timeline()
     step_at: list[float] = []  # set once the step happens
 
     with TritonServer([emulated(MODEL)], workdir=_keep_dir()) as server:
@@ -180,23 +250,7 @@ def run_one(
             applier_factory=BackgroundApplier,  # as `run` does: ticks go on during a load
         )
         holder["d"] = daemon
-        stop = threading.Event()
-        counts: list[tuple[float, int]] = []
-
-        def poll() -> None:
-            last = None
-            while not stop.is_set():
-                try:
-                    n = server.instance_count(MODEL)
-                except Exception:  # a load in flight can make one read fail
-                    n = None
-                if n is not None and n != last:
-                    counts.append((time.time(), n))
-                    last = n
-                stop.wait(POLL_S)
-
-        poller = threading.Thread(target=poll, name="count-poller", daemon=True)
-        poller.start()
+        poller = _CountPoller(server)
         tick_s = resolved.policy.tick_interval_s
         # The step falls halfway between two ticks: on average a tick is that far away.
         warm = tick_s * round(warm_s / tick_s) + tick_s / 2
@@ -236,43 +290,11 @@ def run_one(
                 say(f"reaction[{name}]: a tick is still applying at the end of the run")
             gen.stop()
             records = gen.records(MODEL)
-        stop.set()
-        poller.join(5)
+        poller.stop()
         devnull.close()
     logs.configure("auto")
     step = step_at[0]
-
-    def rel(t: float) -> float:
-        return round(t - step, 3)
-
-    for t, decisions in decided:
-        for d in decisions:
-            if d.model == MODEL:
-                tl.decisions.append(
-                    {
-                        "t": rel(t),
-                        "action": d.action.value,
-                        "current": d.current_instances,
-                        "desired": d.desired_instances,
-                        "rule": d.rule.value,
-                        "concurrency": None
-                        if d.observed_concurrency is None
-                        else round(d.observed_concurrency, 2),
-                        "p95_ms": None if d.p95_ms is None else round(d.p95_ms),
-                    }
-                )
-    tl.counts = [(rel(t), n) for t, n in counts]
-    for r in reports:
-        for d, res in r.applied:
-            tl.applies.append(
-                {
-                    "t": rel(r.now),
-                    "from": d.current_instances,
-                    "to": d.desired_instances,
-                    "ok": bool(getattr(res, "ok", False)),
-                    "duration_s": round(float(getattr(res, "duration_s", 0.0)), 2),
-                }
-            )
+    tl = _timeline(decided, poller.counts, reports, step)
     out = _analyse(name, tl, records, step, observe_s, cont.result())
     out["tick_still_applying_at_end"] = still_applying
     return out
