@@ -13,6 +13,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -122,15 +123,7 @@ def run(
     log_format: Annotated[str, typer.Option(help="auto, json or console.")] = "auto",
 ) -> None:
     """Watch Triton and GPUs, and recommend or apply instance counts per model."""
-    if log_format not in ("auto", "json", "console"):
-        raise ConfigError(
-            "unknown log format",
-            field="--log-format",
-            value=log_format,
-            allowed="auto, json, console",
-        )
-    if diff and not once:
-        raise ConfigError("needs --once (a plan of one decision)", field="--diff")
+    _check_run_options(log_format, once=once, diff=diff)
     logs.configure(log_format)  # type: ignore[arg-type]
     log = logs.get()
     source = str(config) if config else "<command line>"
@@ -196,18 +189,7 @@ def run(
         endpoints=endpoints,
     )
     resolved = daemon.resolved
-    if cfg.record is not None:
-        # the policy's memory of the traffic, from the daemon's own trace (autoscaler/resume.py)
-        # `decide` itself, without the fleet's room advisor (`policy_for`): what the
-        # advisor adds is a reason, not state, and a warm-up would read the fleet for
-        # every capacity alarm of the trace
-        resumed = resume_from_trace(daemon, cfg.record, time.time(), policy_fn=decide)
-        _log_resumed(log, "resumed_from_trace", resumed, trace=str(cfg.record))
-    elif cfg.kubernetes is not None:
-        # Kubernetes mode reads every pod's series from Prometheus, which holds their past
-        resumed = resume_from_pods(daemon, endpoints.prometheus.session(), time.time())
-        url = cfg.telemetry.prometheus_url
-        _log_resumed(log, "resumed_from_prometheus", resumed, prometheus=url)
+    _resume(daemon, cfg, endpoints, log)
     log.info(
         "starting",
         mode=daemon.mode,
@@ -217,35 +199,10 @@ def run(
         policy=resolved.policy.name,
     )
     if once:
-        report = decide_once(daemon, resolved.policy.panic_window_s)
-        if diff:
-            code = print_diff(report.decisions, cfg, endpoints)
-        else:
-            for d in report.decisions:
-                typer.echo(json.dumps(d.to_json()))
-            code = 0
-        failed = once_failures(report)
-        if failed:
-            for line in failed:
-                typer.echo(f"error: {line}", err=True)
-            raise typer.Exit(EXIT_FAILURE)
-        if code:
-            raise typer.Exit(code)
+        _run_once(daemon, cfg, endpoints, diff=diff)
         return
 
-    try:
-        srv, _ = serve(cfg.http.listen, metrics, daemon.health, daemon.status)
-    except OSError as exc:
-        raise RuntimeFailure(
-            f"cannot listen on {cfg.http.listen} (http.listen / --listen): "
-            f"{exc.strerror or exc}"
-            + (" — another triton-autoscaler running?" if exc.errno == errno.EADDRINUSE else "")
-        ) from None
-    log.info(
-        "http",
-        listen=f"{srv.server_address[0]!s}:{srv.server_address[1]}",
-        paths=["/metrics", "/healthz", "/status"],
-    )
+    srv = _serve_http(cfg, metrics, daemon, log)
 
     def reload() -> None:
         try:
@@ -277,6 +234,77 @@ def run(
     finally:
         close_all(daemon.notifiers, timeout_s=3.0)
         srv.shutdown()
+
+
+def _check_run_options(log_format: str, *, once: bool, diff: bool) -> None:
+    """The options checked before anything is read: a bad one is a usage error."""
+    if log_format not in ("auto", "json", "console"):
+        raise ConfigError(
+            "unknown log format",
+            field="--log-format",
+            value=log_format,
+            allowed="auto, json, console",
+        )
+    if diff and not once:
+        raise ConfigError("needs --once (a plan of one decision)", field="--diff")
+
+
+def _resume(daemon: Autoscaler, cfg: DaemonConfig, endpoints: Endpoints, log: Any) -> None:
+    """Warm the policy's memory of the traffic up from the past, where there is one to read."""
+    if cfg.record is not None:
+        # the policy's memory of the traffic, from the daemon's own trace (autoscaler/resume.py)
+        # `decide` itself, without the fleet's room advisor (`policy_for`): what the
+        # advisor adds is a reason, not state, and a warm-up would read the fleet for
+        # every capacity alarm of the trace
+        resumed = resume_from_trace(daemon, cfg.record, time.time(), policy_fn=decide)
+        _log_resumed(log, "resumed_from_trace", resumed, trace=str(cfg.record))
+    elif cfg.kubernetes is not None:
+        # Kubernetes mode reads every pod's series from Prometheus, which holds their past
+        resumed = resume_from_pods(daemon, endpoints.prometheus.session(), time.time())
+        url = cfg.telemetry.prometheus_url
+        _log_resumed(log, "resumed_from_prometheus", resumed, prometheus=url)
+
+
+def _run_once(daemon: Autoscaler, cfg: DaemonConfig, endpoints: Endpoints, *, diff: bool) -> None:
+    """`run --once`: one decision printed (as JSON lines, or as a diff with --diff).
+
+    Raises typer.Exit with 1 when telemetry was never valid or an apply failed (that
+    wins over --diff's 3), else with --diff's code when it is not 0.
+    """
+    report = decide_once(daemon, daemon.resolved.policy.panic_window_s)
+    if diff:
+        code = print_diff(report.decisions, cfg, endpoints)
+    else:
+        for d in report.decisions:
+            typer.echo(json.dumps(d.to_json()))
+        code = 0
+    failed = once_failures(report)
+    if failed:
+        for line in failed:
+            typer.echo(f"error: {line}", err=True)
+        raise typer.Exit(EXIT_FAILURE)
+    if code:
+        raise typer.Exit(code)
+
+
+def _serve_http(
+    cfg: DaemonConfig, metrics: DaemonMetrics, daemon: Autoscaler, log: Any
+) -> ThreadingHTTPServer:
+    """Start /metrics, /healthz and /status on http.listen; the server, to shut down at exit."""
+    try:
+        srv, _ = serve(cfg.http.listen, metrics, daemon.health, daemon.status)
+    except OSError as exc:
+        raise RuntimeFailure(
+            f"cannot listen on {cfg.http.listen} (http.listen / --listen): "
+            f"{exc.strerror or exc}"
+            + (" — another triton-autoscaler running?" if exc.errno == errno.EADDRINUSE else "")
+        ) from None
+    log.info(
+        "http",
+        listen=f"{srv.server_address[0]!s}:{srv.server_address[1]}",
+        paths=["/metrics", "/healthz", "/status"],
+    )
+    return srv
 
 
 def tune_gc() -> None:
@@ -372,6 +400,17 @@ def print_diff(decisions: list[Decision], cfg: DaemonConfig, endpoints: Endpoint
 def _apply_flags(data: dict[str, Any], **flags: Any) -> dict[str, Any]:
     """Quick-start flags override (or, without --config, make up) the config."""
     d = dict(data)
+    _apply_endpoint_flags(d, flags)
+    if flags["prometheus_selector"] is not None:
+        _apply_selector_flag(d, flags["prometheus_selector"])
+    _apply_daemon_flags(d, flags)
+    _apply_security_flags(d, flags)
+    _apply_model_flags(d, flags)
+    return d
+
+
+def _apply_endpoint_flags(d: dict[str, Any], flags: dict[str, Any]) -> None:
+    """--triton / --metrics-url / --models / --gpus / --prometheus: where telemetry comes from."""
     if flags["triton"]:
         d.setdefault("triton", {})["url"] = flags["triton"]
     if flags["metrics_url"]:
@@ -382,21 +421,29 @@ def _apply_flags(data: dict[str, Any], **flags: Any) -> dict[str, Any]:
         d.setdefault("telemetry", {})["gpus"] = flags["gpus"]
     if flags["prometheus"]:
         d.setdefault("telemetry", {})["prometheus_url"] = flags["prometheus"]
-    if flags["prometheus_selector"] is not None:
-        try:
-            sel = check_selector(flags["prometheus_selector"])
-        except ValueError as exc:
-            raise ConfigError(
-                str(exc), field="--prometheus-selector", value=flags["prometheus_selector"]
-            ) from None
-        tel = d.setdefault("telemetry", {})
-        if tel.get("models", "triton") != "prometheus":
-            raise ConfigError(
-                "picks Triton's series in Prometheus: it needs the prometheus model source "
-                "(--models prometheus, or telemetry.models: prometheus in the config)",
-                field="--prometheus-selector",
-            )
-        tel["prometheus"] = {**tel.get("prometheus", {}), "selector": sel}
+
+
+def _apply_selector_flag(d: dict[str, Any], selector: str) -> None:
+    """--prometheus-selector, checked, and only with the prometheus model source.
+
+    Applied after the endpoint flags, so a `--models prometheus` given with it counts.
+    """
+    try:
+        sel = check_selector(selector)
+    except ValueError as exc:
+        raise ConfigError(str(exc), field="--prometheus-selector", value=selector) from None
+    tel = d.setdefault("telemetry", {})
+    if tel.get("models", "triton") != "prometheus":
+        raise ConfigError(
+            "picks Triton's series in Prometheus: it needs the prometheus model source "
+            "(--models prometheus, or telemetry.models: prometheus in the config)",
+            field="--prometheus-selector",
+        )
+    tel["prometheus"] = {**tel.get("prometheus", {}), "selector": sel}
+
+
+def _apply_daemon_flags(d: dict[str, Any], flags: dict[str, Any]) -> None:
+    """--mode / --record / --listen / --policies / --interval: how the daemon itself runs."""
     if flags["mode"]:
         d["mode"] = flags["mode"]
     if flags["record"]:
@@ -410,7 +457,14 @@ def _apply_flags(data: dict[str, Any], **flags: Any) -> dict[str, Any]:
         if not (iv > 0 and math.isfinite(iv)):
             raise ConfigError("must be a positive number of seconds", field="--interval", value=iv)
         d.setdefault("policy_overrides", {})["tick_interval_s"] = iv
-    _apply_security_flags(d, flags)
+
+
+def _apply_model_flags(d: dict[str, Any], flags: dict[str, Any]) -> None:
+    """--target / --slo-ms / --memory-gb / --profile: per-model settings, MODEL=VALUE each.
+
+    All four are parsed before any is applied, so a bad pair is reported whatever
+    the others hold; a model named by any of them gets a `models` entry.
+    """
     targets = parse_pairs(
         flags["target"] or [], "--target", positive_float, "CONCURRENCY", "a positive number"
     )
@@ -432,7 +486,6 @@ def _apply_flags(data: dict[str, Any], **flags: Any) -> dict[str, Any]:
         models[name]["profile"] = prof
     if models:
         d["models"] = models
-    return d
 
 
 def _apply_security_flags(d: dict[str, Any], flags: dict[str, Any]) -> None:
