@@ -154,22 +154,45 @@ class Autoscaler:
             return report
 
     def _tick(self, now: float) -> TickReport:
-        cfg = self.resolved.config
         # Applies that ended since the last tick, and those still running, at one
         # instant and before the read: an ended one has its config re-read now (the
         # collector may keep configs between ticks), and one that ends during this
         # tick still counts as in flight, so no decision is made on its old count.
         finished, in_flight = self._collect_applied(now)
-        # the measured start-ups as this tick begins (applies that ended included): for
-        # the record and /metrics, where a restart finds them (autoscaler/resume.py)
+        held = self._export_startups()
+        snap = self.collector.collect(now)
+        if self.recorder is not None:
+            snap = self._record_snapshot(snap, now, self.recorder, held)
+        self._take_in(snap, now)
+
+        decisions, drift = self._decide_on(snap, now, in_flight, self.policy_fn)
+        self._measure_startups(decisions, now)
+        self._report_drift(drift)
+        report = TickReport(now=now, decisions=decisions, snapshot=snap)
+        report.applied.extend((f.decision, f.result) for f in finished)
+        self.metrics.set_in_flight({m: since for m, (_, since) in in_flight.items()}, now)
+        self.decision_history.update(now, decisions)
+        self._observe_decisions(decisions, now)
+        if self.mode == "apply" and self.actuator is not None:
+            self._apply(decisions, now, report)
+        self._notify(decisions, now)
+        return report
+
+    def _export_startups(self) -> dict[str, tuple[float, ...]]:
+        """The measured start-ups as this tick begins (applies that ended included).
+
+        For the record and /metrics, where a restart finds them (autoscaler/resume.py);
+        the gauges are set again only when they changed.
+        """
         held = measured_startups(self.state) if isinstance(self.state, PolicyState) else {}
         if held != self._startups_exported:
             self.metrics.set_startups({m: statistics.median(v) for m, v in held.items()})
             self._startups_exported = held
-        snap = self.collector.collect(now)
-        if self.recorder is not None:
-            snap = self._record_snapshot(snap, now, self.recorder, held)
-        check_gpus = cfg.telemetry.gpus != "none"
+        return held
+
+    def _take_in(self, snap: Snapshot, now: float) -> None:
+        """Count, log and keep what this tick's read says of telemetry and instances."""
+        check_gpus = self.resolved.config.telemetry.gpus != "none"
         if snap.models is None:
             self.metrics.telemetry_errors.labels("models").inc()
         if check_gpus and snap.gpus is None:
@@ -185,22 +208,26 @@ class Autoscaler:
         for name, m in (snap.models or {}).items():
             self.instances[name] = m.instances
 
-        decisions, drift = self._decide_on(snap, now, in_flight, self.policy_fn)
-        if self.startup_meter is not None:
-            for model, took in self.startup_meter.update(decisions, now):
-                if isinstance(self.state, PolicyState):
-                    self.state = record_startup(self.state, model, took)
-                self._log("info", "startup_measured", model=model, seconds=round(took, 1))
+    def _measure_startups(self, decisions: list[Decision], now: float) -> None:
+        """Start-ups the meter saw end this tick: into the policy's horizon, and the log."""
+        if self.startup_meter is None:
+            return
+        for model, took in self.startup_meter.update(decisions, now):
+            if isinstance(self.state, PolicyState):
+                self.state = record_startup(self.state, model, took)
+            self._log("info", "startup_measured", model=model, seconds=round(took, 1))
+
+    def _report_drift(self, drift: dict[str, DriftFinding]) -> None:
+        """Profile drift: a line when a finding fires or clears, every ratio on /metrics."""
         for f in drift.values():
             if f.changed:  # log when it fires or clears, not every tick
                 level = "warning" if f.state == "drifting" else "info"
                 self._log(level, "profile_drift", model=f.model, **f.to_json())
         for name in self.drift_refs:
             self.metrics.set_drift(name, self.drift.ratio(name))
-        report = TickReport(now=now, decisions=decisions, snapshot=snap)
-        report.applied.extend((f.decision, f.result) for f in finished)
-        self.metrics.set_in_flight({m: since for m, (_, since) in in_flight.items()}, now)
-        self.decision_history.update(now, decisions)
+
+    def _observe_decisions(self, decisions: list[Decision], now: float) -> None:
+        """Every decision into /metrics; those worth a line into the log."""
         for d in decisions:
             self.metrics.observe(d)
             if self.log is not None and self._worth_logging(d, now):
@@ -211,14 +238,14 @@ class Autoscaler:
                 repeats = self._unlogged.pop(d.model, 0)
                 extra = {"repeats_unlogged": repeats} if repeats else {}
                 self._log(level, "decision", mode=self.mode, **_log_fields(d), **extra)
-        if self.mode == "apply" and self.actuator is not None:
-            self._apply(decisions, now, report)
+
+    def _notify(self, decisions: list[Decision], now: float) -> None:
+        """Hand the tick's decisions to every notifier, each on its own."""
         for n in self.notifiers:
             try:
                 n.notify(decisions, now)
             except Exception as exc:  # a notifier must never break a tick
                 self._log("error", "notifier_failed", error=f"{type(exc).__name__}: {exc}")
-        return report
 
     def _record_snapshot(
         self,
