@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from autoscaler.commands._common import stdout_console
@@ -24,6 +26,9 @@ from autoscaler.commands.simulate import check_format, progress_bar
 from autoscaler.config import load_config, resolve
 from autoscaler.errors import ConfigError
 from autoscaler.policy.decision import Decision
+
+if TYPE_CHECKING:
+    from autoscaler.sim.replay import ReplaySummary
 
 DECISIONS = ("changes", "all")
 # The table shows at most this many decisions (the JSON lines have them all).
@@ -65,69 +70,98 @@ def replay(
     if not trace.is_file():
         raise ConfigError("no such trace file", file=trace)
     resolved = resolve(load_config(config), config)
-    keep = (lambda _d: True) if decisions == "all" else changes_only
-    rows: list[Decision] = []
-    lines: list[str] = []
-    shown = 0
-
-    def flush() -> None:
-        if lines:
-            typer.echo("\n".join(lines))  # the same bytes as one echo per line
-            lines.clear()
-
-    def on_decision(d: Decision) -> None:
-        nonlocal shown
-        if not keep(d):
-            return
-        if fmt == "json":
-            lines.append(json.dumps(d.to_json()))
-            if len(lines) >= CHUNK:
-                flush()
-        elif shown < TABLE_ROWS:
-            rows.append(d)
-        shown += 1
+    shown = _Shown(fmt, (lambda _d: True) if decisions == "all" else changes_only)
 
     warnings: list[str] = []
     # the bar shows only on a terminal: count the lines only then
     show = fmt != "json" and _on_terminal()
     total = _count_lines(trace) if show else 0
-    step = max(1, int(total * PROGRESS_STEP))
     with progress_bar(show, "replaying") as bar:
-
-        def progress(n: int) -> None:
-            if n % step == 0 or n == total:
-                bar(trace.name, n / total)
-
         try:
             summary = run_replay(
                 iter_trace(trace, warnings),
                 resolved,
-                on_decision=on_decision,
-                progress=progress if total else None,
+                on_decision=shown.add,
+                progress=_progress(bar, trace.name, total) if total else None,
             )
         finally:
-            flush()  # what was decided before an error is printed too
+            shown.flush()  # what was decided before an error is printed too
     summary.warnings = warnings + summary.warnings
     if fmt == "json":
         typer.echo(json.dumps({"summary": summary.to_json()}))
         return
     console = stdout_console()
-    if rows:
-        t = Table(title=f"Decisions ({decisions})", title_justify="left")
-        for col in ("as of (UTC)", "model", "action", "instances", "rule", "reason"):
-            t.add_column(col)
-        for d in rows:
-            t.add_row(
-                datetime.fromtimestamp(d.as_of, UTC).strftime("%Y-%m-%d %H:%M:%S"),
-                d.model,
-                d.action.value,
-                f"{d.current_instances} → {d.desired_instances}",
-                d.rule.value,
-                d.reason,
-            )
-        console.print(t)
-        if shown > len(rows):
-            console.print(f"… and {shown - len(rows)} more (use --format json for all)")
+    if shown.rows:
+        _print_decisions(console, shown, decisions)
+    console.print(_summary_table(summary))
+    for w in summary.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
+
+
+class _Shown:
+    """The decisions `replay` prints, as they come.
+
+    With --format json each kept decision is a JSON line, written CHUNK at a time
+    (`flush` writes the rest); for the table the first TABLE_ROWS are kept in `rows`.
+    `count` is how many were kept in all, for the table's "… and N more".
+    """
+
+    def __init__(self, fmt: str, keep: Callable[[Decision], bool]) -> None:
+        self.fmt = fmt
+        self.keep = keep
+        self.rows: list[Decision] = []
+        self.lines: list[str] = []
+        self.count = 0
+
+    def flush(self) -> None:
+        if self.lines:
+            typer.echo("\n".join(self.lines))  # the same bytes as one echo per line
+            self.lines.clear()
+
+    def add(self, d: Decision) -> None:
+        if not self.keep(d):
+            return
+        if self.fmt == "json":
+            self.lines.append(json.dumps(d.to_json()))
+            if len(self.lines) >= CHUNK:
+                self.flush()
+        elif self.count < TABLE_ROWS:
+            self.rows.append(d)
+        self.count += 1
+
+
+def _progress(bar: Callable[[str, float], None], name: str, total: int) -> Callable[[int], None]:
+    """The replay's progress callback: moves `bar` every PROGRESS_STEP of `total` lines."""
+    step = max(1, int(total * PROGRESS_STEP))
+
+    def progress(n: int) -> None:
+        if n % step == 0 or n == total:
+            bar(name, n / total)
+
+    return progress
+
+
+def _print_decisions(console: Console, shown: _Shown, decisions: str) -> None:
+    """The table of the decisions kept, and how many more there were."""
+    t = Table(title=f"Decisions ({decisions})", title_justify="left")
+    for col in ("as of (UTC)", "model", "action", "instances", "rule", "reason"):
+        t.add_column(col)
+    for d in shown.rows:
+        t.add_row(
+            datetime.fromtimestamp(d.as_of, UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            d.model,
+            d.action.value,
+            f"{d.current_instances} → {d.desired_instances}",
+            d.rule.value,
+            d.reason,
+        )
+    console.print(t)
+    if shown.count > len(shown.rows):
+        console.print(f"… and {shown.count - len(shown.rows)} more (use --format json for all)")
+
+
+def _summary_table(summary: ReplaySummary) -> Table:
+    """Per model: actions, instance-hours recorded and recommended, minutes out of bounds."""
     s = Table(
         title=f"Summary: {summary.snapshots} snapshots over "
         f"{((summary.end or 0) - (summary.start or 0)) / 3600:.2f} h",
@@ -157,6 +191,4 @@ def replay(
             str(m.minutes_above_slo),
             str(m.minutes_unknown),
         )
-    console.print(s)
-    for w in summary.warnings:
-        console.print(f"[yellow]warning:[/] {w}")
+    return s
