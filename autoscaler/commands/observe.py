@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import annotated_types
 import typer
@@ -53,6 +53,9 @@ from autoscaler.telemetry.base import (
 )
 from autoscaler.telemetry.snapshot import GpuSample, ModelSample, ModelWindow, Snapshot
 from autoscaler.telemetry.window import WindowSettings, derive
+
+if TYPE_CHECKING:
+    from autoscaler.telemetry.trace import TraceWriter
 
 GB = 1e9
 
@@ -181,16 +184,7 @@ def observe(
     if fleet:
         from autoscaler.commands.fleet import observe_fleet
 
-        for flag, given in (
-            ("--triton", triton),
-            ("--metrics-url", metrics_url),
-            ("--models", models),
-            ("--record", record),
-        ):
-            if given:
-                raise ConfigError(
-                    "watches one Triton; --fleet reads the daemons' series", field=flag
-                )
+        _check_not_fleet(triton=triton, metrics_url=metrics_url, models=models, record=record)
         observe_fleet(
             prometheus,
             selector=prometheus_selector,
@@ -204,11 +198,7 @@ def observe(
         )
         return
     src_name = models or ("triton" if triton else "prometheus" if prometheus else "none")
-    for flag, url in (("--triton", triton), ("--metrics-url", metrics_url)):
-        if url is not None:
-            _endpoint(flag, url)
-    if prometheus is not None:
-        _endpoint("--prometheus", prometheus, scheme_required=True)
+    _check_endpoints(triton, metrics_url, prometheus)
     tri_sec, prom_sec = _security(
         triton,
         metrics_url,
@@ -219,14 +209,7 @@ def observe(
         triton_token_file=triton_token_file,
         prometheus_token_file=prometheus_token_file,
     )
-    for name, table, what in ((src_name, MODEL_SOURCES, "--models"), (gpus, GPU_SOURCES, "--gpus")):
-        if name not in table:
-            raise ConfigError("unknown source", field=what, value=name, allowed=table.keys())
-    if prometheus_selector and src_name != "prometheus":
-        raise ConfigError(
-            "picks Triton's series in Prometheus: it needs --models prometheus",
-            field="--prometheus-selector",
-        )
+    _check_sources(src_name, gpus, prometheus_selector)
     read_timeout = timeout if timeout is not None else min(2.0, interval / 2)
     opts = SourceOptions(
         triton_url=triton,
@@ -243,19 +226,8 @@ def observe(
     if gpus == "simulated":
         opts = _simulated_options(opts, latest, policies)
     collector = Combined(latest, gpu_source(gpus, opts))
-    settings = WindowSettings(
-        window_s=window,
-        # three missed reads, or a read that took its whole timeout twice
-        stale_after_s=max(3 * interval, 2 * read_timeout + interval),
-        # one interval of data is enough for a live view (jitter allowed for)
-        min_span_s=min(0.9 * interval, window / 2),
-    )
-    writer = None
-    if record is not None:
-        from autoscaler.telemetry.trace import TraceWriter
-
-        meta = {"command": "observe", "models": src_name, "gpus": gpus, "interval_s": interval}
-        writer = TraceWriter(record, meta=meta, created_at=time.time())
+    settings = _window_settings(window, interval, read_timeout)
+    writer = _trace_writer(record, src_name, gpus, interval)
     show = _Shower(fmt, src_name, gpus)
     reads = _Reads(models=src_name != "none", gpus=gpus != "none")
     try:
@@ -271,6 +243,64 @@ def observe(
         raise RuntimeFailure(
             f"every read failed ({reads.total} of {reads.total}): {reads.last_error or 'no data'}"
         )
+
+
+def _check_not_fleet(
+    *, triton: str | None, metrics_url: str | None, models: str | None, record: Path | None
+) -> None:
+    """--fleet reads every daemon's series: the flags that pick one Triton make no sense."""
+    for flag, given in (
+        ("--triton", triton),
+        ("--metrics-url", metrics_url),
+        ("--models", models),
+        ("--record", record),
+    ):
+        if given:
+            raise ConfigError("watches one Triton; --fleet reads the daemons' series", field=flag)
+
+
+def _check_endpoints(triton: str | None, metrics_url: str | None, prometheus: str | None) -> None:
+    """Each endpoint given, checked before anything is read; Prometheus' needs its scheme."""
+    for flag, url in (("--triton", triton), ("--metrics-url", metrics_url)):
+        if url is not None:
+            _endpoint(flag, url)
+    if prometheus is not None:
+        _endpoint("--prometheus", prometheus, scheme_required=True)
+
+
+def _check_sources(src_name: str, gpus: str, prometheus_selector: str) -> None:
+    """The model and GPU sources are known ones; a selector only with Prometheus' models."""
+    for name, table, what in ((src_name, MODEL_SOURCES, "--models"), (gpus, GPU_SOURCES, "--gpus")):
+        if name not in table:
+            raise ConfigError("unknown source", field=what, value=name, allowed=table.keys())
+    if prometheus_selector and src_name != "prometheus":
+        raise ConfigError(
+            "picks Triton's series in Prometheus: it needs --models prometheus",
+            field="--prometheus-selector",
+        )
+
+
+def _window_settings(window: float, interval: float, read_timeout: float) -> WindowSettings:
+    """The sliding window behind each figure, for reads every `interval` seconds."""
+    return WindowSettings(
+        window_s=window,
+        # three missed reads, or a read that took its whole timeout twice
+        stale_after_s=max(3 * interval, 2 * read_timeout + interval),
+        # one interval of data is enough for a live view (jitter allowed for)
+        min_span_s=min(0.9 * interval, window / 2),
+    )
+
+
+def _trace_writer(
+    record: Path | None, src_name: str, gpus: str, interval: float
+) -> TraceWriter | None:
+    """--record: the trace every raw snapshot is appended to, or None without it."""
+    if record is None:
+        return None
+    from autoscaler.telemetry.trace import TraceWriter
+
+    meta = {"command": "observe", "models": src_name, "gpus": gpus, "interval_s": interval}
+    return TraceWriter(record, meta=meta, created_at=time.time())
 
 
 class _Reads:
