@@ -19,6 +19,7 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 import typer
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -296,6 +297,15 @@ def render_explain(doc: dict[str, Any]) -> None:
     if d is None:
         console.print(f"{doc.get('model')}: no decision yet (no tick has run)")
         return
+    _print_decision(console, d, now)
+    _print_applies(console, doc, now)
+    recent = doc.get("recent") or []
+    if recent:
+        console.print(_recent_table(recent, now))
+
+
+def _print_decision(console: Console, d: dict[str, Any], now: float) -> None:
+    """The model's last decision: what, why, its figures, placement and details."""
     console.print(
         Text(
             f"{d['model']}: {d['action']} {d['current_instances']} → {d['desired_instances']} "
@@ -324,6 +334,10 @@ def render_explain(doc: dict[str, Any]) -> None:
         )
     for key, value in (d.get("details") or {}).items():
         console.print(f"  {key}: {json.dumps(value, sort_keys=True)}")
+
+
+def _print_applies(console: Console, doc: dict[str, Any], now: float) -> None:
+    """The apply in flight, and how the last one ended, where there are such."""
     flying = doc.get("apply_in_flight")
     if flying:
         console.print(f"  apply in flight: {_in_flight_text(flying)}")
@@ -335,20 +349,22 @@ def render_explain(doc: dict[str, Any]) -> None:
             f"({last['rule']}), ended {_ago(last['ended_at'], now)} after "
             f"{last['duration_s']:.1f} s: {result}"
         )
-    recent = doc.get("recent") or []
-    if recent:
-        table = Table(title="Recent changes of decision (newest first)", title_justify="left")
-        for col in ("when", "action", "now → wanted", "rule", "conc", "p95 ms"):
-            table.add_column(col, no_wrap=True, justify="left" if col == "when" else "right")
-        table.add_column("reason")
-        for r in recent:
-            table.add_row(
-                _ago(r.get("at"), now),
-                r["action"],
-                f"{r['current_instances']} → {r['desired_instances']}",
-                r["rule"],
-                _num(r.get("observed_concurrency"), ".1f"),
-                _num(r.get("p95_ms"), ".0f"),
-                r.get("reason", ""),
-            )
-        console.print(table)
+
+
+def _recent_table(recent: list[dict[str, Any]], now: float) -> Table:
+    """The model's recent changes of decision, newest first."""
+    table = Table(title="Recent changes of decision (newest first)", title_justify="left")
+    for col in ("when", "action", "now → wanted", "rule", "conc", "p95 ms"):
+        table.add_column(col, no_wrap=True, justify="left" if col == "when" else "right")
+    table.add_column("reason")
+    for r in recent:
+        table.add_row(
+            _ago(r.get("at"), now),
+            r["action"],
+            f"{r['current_instances']} → {r['desired_instances']}",
+            r["rule"],
+            _num(r.get("observed_concurrency"), ".1f"),
+            _num(r.get("p95_ms"), ".0f"),
+            r.get("reason", ""),
+        )
+    return table
