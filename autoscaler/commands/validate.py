@@ -36,7 +36,17 @@ def validate(
     cat = Catalog()
     for profile, path in load_layer(builtin_policies_dir()):
         cat.add(profile, path)
-    profiles = configs = 0
+    profiles = _add_profiles(cat, paths)
+    cat.check_references()
+    configs, notes = _check_configs(paths)
+    for note in notes:
+        typer.echo(f"note: {note}", err=True)
+    typer.echo(f"ok: {profiles} profile(s) and {configs} config(s) valid in {len(paths)} path(s)")
+
+
+def _add_profiles(cat: Catalog, paths: list[Path]) -> int:
+    """Every profile of `paths` into `cat`; how many. A path that checks nothing is an error."""
+    profiles = 0
     for root in paths:
         if not root.exists():
             raise ConfigError("no such file or directory", file=root)
@@ -47,7 +57,15 @@ def validate(
             raise ConfigError("file holds no YAML document", file=root)
         if root.is_dir() and not yaml_files(root):  # "ok … valid" said of nothing checked
             raise ConfigError("no YAML files (*.yaml, *.yml) in this directory", file=root)
-    cat.check_references()
+    return profiles
+
+
+def _check_configs(paths: list[Path]) -> tuple[int, list[str]]:
+    """Every daemon config of `paths`, checked as `run` would: how many, and their notes.
+
+    Run after every profile is in, as a config names profiles from any of the paths.
+    """
+    configs = 0
     notes: list[str] = []
     for root in paths:
         for path in yaml_files(root):
@@ -57,9 +75,7 @@ def validate(
                     resolve(cfg, path)
                     notes += [f"{path}: {n}" for n in check_as_run_would(cfg, str(path)) if n]
                     configs += 1
-    for note in notes:
-        typer.echo(f"note: {note}", err=True)
-    typer.echo(f"ok: {profiles} profile(s) and {configs} config(s) valid in {len(paths)} path(s)")
+    return configs, notes
 
 
 def check_as_run_would(cfg: DaemonConfig, source: str) -> list[str]:
