@@ -84,28 +84,12 @@ class Deduplicator:
             drift = drift_of(d) if self.profile_drift else None
             seen = self._drift.get(d.model)
             news = drift is not None and (seen is None or seen.since != drift.get("since"))
-            pick: Pick | None = None
             if d.action in self.actions:
-                key = (d.action.value, d.desired_instances)
-                prev = self._sent.get(d.model)
-                if prev is None or prev.key != key or news:
-                    self._sent[d.model] = _Sent(key, now)
-                    pick = Pick(d, reminder=False, drift_news=news)
-                elif self._due(prev.at, now):
-                    prev.at = now
-                    pick = Pick(d, reminder=True)
+                pick = self._pick_sent_action(d, now, news)
             elif d.rule is Rule.apply_stalled:
-                self._sent.pop(d.model, None)
-                last = self._stalled.get(d.model)
-                if last is None or news or self._due(last, now):
-                    self._stalled[d.model] = now
-                    pick = Pick(d, reminder=last is not None and not news, drift_news=news)
+                pick = self._pick_stalled(d, now, news)
             else:
-                self._sent.pop(d.model, None)
-                if news:
-                    pick = Pick(d, reminder=False, drift_news=True)
-                elif drift is not None and seen is not None and self._due(seen.at, now):
-                    pick = Pick(d, reminder=True)
+                pick = self._pick_other(d, now, news, drifting=drift is not None, seen=seen)
             if d.rule is not Rule.apply_stalled:
                 self._stalled.pop(d.model, None)
             if pick is None:
@@ -114,6 +98,38 @@ class Deduplicator:
                 self._drift[d.model] = _DriftSent(drift.get("since"), now)
             picks.append(pick)
         return picks
+
+    def _pick_sent_action(self, d: Decision, now: float, news: bool) -> Pick | None:
+        """An action this notifier sends: when its key is new (or drift is), or as a reminder."""
+        key = (d.action.value, d.desired_instances)
+        prev = self._sent.get(d.model)
+        if prev is None or prev.key != key or news:
+            self._sent[d.model] = _Sent(key, now)
+            return Pick(d, reminder=False, drift_news=news)
+        if self._due(prev.at, now):
+            prev.at = now
+            return Pick(d, reminder=True)
+        return None
+
+    def _pick_stalled(self, d: Decision, now: float, news: bool) -> Pick | None:
+        """A change waiting behind the request queue: when it starts to wait, then reminded."""
+        self._sent.pop(d.model, None)
+        last = self._stalled.get(d.model)
+        if last is None or news or self._due(last, now):
+            self._stalled[d.model] = now
+            return Pick(d, reminder=last is not None and not news, drift_news=news)
+        return None
+
+    def _pick_other(
+        self, d: Decision, now: float, news: bool, *, drifting: bool, seen: _DriftSent | None
+    ) -> Pick | None:
+        """Anything else (a hold) forgets the model's recommendation; sent only for drift."""
+        self._sent.pop(d.model, None)
+        if news:
+            return Pick(d, reminder=False, drift_news=True)
+        if drifting and seen is not None and self._due(seen.at, now):
+            return Pick(d, reminder=True)
+        return None
 
     def forget(self, model: str | None = None) -> None:
         """Forget one model (or all): its next recommendation, or drift, is sent as new."""
