@@ -105,6 +105,22 @@ def build(
     metrics = metrics_for(registry)
     context = Context(host, triton_url=triton_url, config_path=config_path, source=source)
     names = notifier_names(settings)
+    secrets = _load_secrets(settings, source)
+    out: list[Notifier] = []
+    for name, s, secret in zip(names, settings, secrets, strict=True):
+        n = _start_notifier(name, s, secret, metrics=metrics, log=log, context=context)
+        out.append(n)
+        if log is not None:
+            to = getattr(n, "target", None)  # already redacted
+            log.info("notifier_ready", notifier=name, type=s.type, **({"to": to} if to else {}))
+    return out
+
+
+def _load_secrets(settings: Sequence[AnySettings], source: str) -> list[Any]:
+    """Each entry's secret (None for a kind without one) and CA file, read and checked.
+
+    All of them before any notifier starts: see `build`.
+    """
     secrets: list[Any] = []
     for i, s in enumerate(settings):
         prefix = f"notifiers.{i}"
@@ -135,24 +151,28 @@ def build(
         ca = getattr(s, "ca_file", None)
         if ca is not None:
             _check_ca_file(ca, source=source, field=f"{prefix}.ca_file")
-    out: list[Notifier] = []
-    for name, s, secret in zip(names, settings, secrets, strict=True):
-        n: Notifier
-        if isinstance(s, SlackSettings):
-            n = SlackNotifier(name, s, secret, metrics=metrics, log=log, context=context)
-        elif isinstance(s, WebhookSettings):
-            if log is not None and s.url.startswith("http://") and not is_loopback(_host(s.url)):
-                log.warning("webhook_without_tls", notifier=name, url=redact_url(s.url))
-            if log is not None and not s.verify_tls:
-                log.warning("webhook_tls_verification_off", notifier=name)
-            n = WebhookNotifier(name, s, secret, metrics=metrics, log=log, context=context)
-        else:
-            n = LogNotifier(name, s, metrics=metrics, log=log, context=context)
-        out.append(n)
-        if log is not None:
-            to = getattr(n, "target", None)  # already redacted
-            log.info("notifier_ready", notifier=name, type=s.type, **({"to": to} if to else {}))
-    return out
+    return secrets
+
+
+def _start_notifier(
+    name: str,
+    s: AnySettings,
+    secret: Any,
+    *,
+    metrics: NotifyMetrics,
+    log: Any,
+    context: Context,
+) -> Notifier:
+    """The notifier of one settings entry; a webhook's weak transport is warned of here."""
+    if isinstance(s, SlackSettings):
+        return SlackNotifier(name, s, secret, metrics=metrics, log=log, context=context)
+    if isinstance(s, WebhookSettings):
+        if log is not None and s.url.startswith("http://") and not is_loopback(_host(s.url)):
+            log.warning("webhook_without_tls", notifier=name, url=redact_url(s.url))
+        if log is not None and not s.verify_tls:
+            log.warning("webhook_tls_verification_off", notifier=name)
+        return WebhookNotifier(name, s, secret, metrics=metrics, log=log, context=context)
+    return LogNotifier(name, s, metrics=metrics, log=log, context=context)
 
 
 def _check_ca_file(path: Path, *, source: str, field: str) -> None:
