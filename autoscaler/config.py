@@ -27,7 +27,7 @@ from autoscaler.fleet.settings import FleetSection
 from autoscaler.kubernetes.settings import KubernetesSection, check_config, replica_policy
 from autoscaler.notify import NotifierList
 from autoscaler.policy.target import ModelTarget, service_model
-from autoscaler.profiles import Name, ScalingPolicy
+from autoscaler.profiles import ModelProfile, Name, ScalingPolicy
 from autoscaler.telemetry.promql import check_label_name, check_selector
 from autoscaler.transport import (
     AuthSettings,
@@ -388,6 +388,19 @@ def load_config(path: Path) -> DaemonConfig:
 def resolve(cfg: DaemonConfig, source: str | Path = "<config>") -> Resolved:
     """Join the config with the profiles; unknown names list the known ones."""
     cat = load_catalog(cfg.policies_dirs)
+    policy = _policy_of(cfg, cat, source)
+    targets: dict[str, ModelTarget] = {}
+    # With no GPU watched (telemetry.gpus: none) nothing is placed on a GPU, so a
+    # model needs no memory figure: 0 GB per instance, never used for a decision.
+    needs_memory = cfg.telemetry.gpus != "none"
+    for name, m in cfg.models.items():
+        targets[name] = _model_target(name, m, cat, needs_memory, source)
+        _check_instance_bounds(name, m, policy, source)
+    return Resolved(config=cfg, policy=policy, targets=targets, catalog=cat)
+
+
+def _policy_of(cfg: DaemonConfig, cat: Catalog, source: str | Path) -> ScalingPolicy:
+    """The scaling policy the config names, with its `policy_overrides` applied."""
     if cfg.policy not in cat.policies:
         raise ConfigError(
             "unknown scaling policy",
@@ -403,75 +416,106 @@ def resolve(cfg: DaemonConfig, source: str | Path = "<config>") -> Resolved:
         raise validation_error(exc, source, prefix="policy_overrides") from exc
     if cfg.kubernetes is not None:
         policy = replica_policy(policy)  # the HPA's behavior limits the pods' pace
-    targets: dict[str, ModelTarget] = {}
-    # With no GPU watched (telemetry.gpus: none) nothing is placed on a GPU, so a
-    # model needs no memory figure: 0 GB per instance, never used for a decision.
-    needs_memory = cfg.telemetry.gpus != "none"
-    for name, m in cfg.models.items():
-        prof_name = m.profile or name
-        field = f"models.{name}.profile"
-        if prof_name not in cat.models:
-            no_memory = m.memory_per_instance_gb is None or not needs_memory
-            if m.optimal_concurrency is None and no_memory:
-                what = (
-                    "give both optimal_concurrency and memory_per_instance_gb "
-                    f"(run: --target {name}=C --memory-gb {name}=GB)"
-                    if needs_memory
-                    else f"give optimal_concurrency (run: --target {name}=C)"
-                )
-                raise ConfigError(
-                    f"no model profile '{prof_name}': name a known profile, or {what}",
-                    file=source,
-                    field=field,
-                    allowed=cat.models,
-                )
-            for key, flag, unit in (
-                ("optimal_concurrency", "--target", "C"),
-                ("memory_per_instance_gb", "--memory-gb", "GB"),
-            ):
-                if key == "memory_per_instance_gb" and not needs_memory:
-                    continue
-                if getattr(m, key) is None:
-                    raise ConfigError(
-                        f"no model profile '{prof_name}' to take {key} from: set it "
-                        f"(run: {flag} {name}={unit}), or name a profile (--profile {name}=NAME)",
-                        file=source,
-                        field=f"models.{name}.{key}",
-                    )
-            opt_c: float | None = m.optimal_concurrency
-            mem = m.memory_per_instance_gb if m.memory_per_instance_gb is not None else 0.0
-            startup = None
-            service = None
-        else:
-            prof = cat.models[prof_name]
-            opt_c = m.optimal_concurrency or (prof.optimum.concurrency if prof.optimum else None)
-            if opt_c is None:
-                raise ConfigError(
-                    f"profile '{prof_name}' has no optimal concurrency: set "
-                    f"models.{name}.optimal_concurrency or profile the model",
-                    file=source,
-                    field=f"models.{name}.optimal_concurrency",
-                )
-            mem = m.memory_per_instance_gb or prof.instance_memory()[0]
-            startup = prof.startup_s
-            service = service_model(prof)
-        assert opt_c is not None and mem is not None  # both checked above
-        targets[name] = ModelTarget(
-            model=name,
-            optimal_concurrency=float(opt_c),
-            memory_per_instance_gb=float(mem),
-            slo_p95_ms=m.slo_p95_ms,
-            min_instances=m.min_instances,
-            max_instances=m.max_instances,
-            startup_s=startup,
-            service=service,
+    return policy
+
+
+def _model_target(
+    name: str, m: ModelSection, cat: Catalog, needs_memory: bool, source: str | Path
+) -> ModelTarget:
+    """One model's target: its own figures, the rest from its profile when there is one."""
+    prof_name = m.profile or name
+    if prof_name not in cat.models:
+        opt_c, mem = _figures_without_profile(name, m, prof_name, cat, needs_memory, source)
+        startup = None
+        service = None
+    else:
+        prof = cat.models[prof_name]
+        opt_c, mem = _figures_from_profile(name, m, prof_name, prof, source)
+        startup = prof.startup_s
+        service = service_model(prof)
+    assert opt_c is not None and mem is not None  # both checked above
+    return ModelTarget(
+        model=name,
+        optimal_concurrency=float(opt_c),
+        memory_per_instance_gb=float(mem),
+        slo_p95_ms=m.slo_p95_ms,
+        min_instances=m.min_instances,
+        max_instances=m.max_instances,
+        startup_s=startup,
+        service=service,
+    )
+
+
+def _figures_without_profile(
+    name: str,
+    m: ModelSection,
+    prof_name: str,
+    cat: Catalog,
+    needs_memory: bool,
+    source: str | Path,
+) -> tuple[float | None, float]:
+    """Optimal concurrency and memory per instance of a model no profile describes.
+
+    Both must be in the config (memory only when GPUs are watched); the error says
+    which flag gives the missing one.
+    """
+    no_memory = m.memory_per_instance_gb is None or not needs_memory
+    if m.optimal_concurrency is None and no_memory:
+        what = (
+            "give both optimal_concurrency and memory_per_instance_gb "
+            f"(run: --target {name}=C --memory-gb {name}=GB)"
+            if needs_memory
+            else f"give optimal_concurrency (run: --target {name}=C)"
         )
-        lo = policy.min_instances if m.min_instances is None else m.min_instances
-        hi = policy.max_instances if m.max_instances is None else m.max_instances
-        if lo > hi:
+        raise ConfigError(
+            f"no model profile '{prof_name}': name a known profile, or {what}",
+            file=source,
+            field=f"models.{name}.profile",
+            allowed=cat.models,
+        )
+    for key, flag, unit in (
+        ("optimal_concurrency", "--target", "C"),
+        ("memory_per_instance_gb", "--memory-gb", "GB"),
+    ):
+        if key == "memory_per_instance_gb" and not needs_memory:
+            continue
+        if getattr(m, key) is None:
             raise ConfigError(
-                f"min_instances ({lo}) must be ≤ max_instances ({hi}) (one comes from the policy)",
+                f"no model profile '{prof_name}' to take {key} from: set it "
+                f"(run: {flag} {name}={unit}), or name a profile (--profile {name}=NAME)",
                 file=source,
-                field=f"models.{name}",
+                field=f"models.{name}.{key}",
             )
-    return Resolved(config=cfg, policy=policy, targets=targets, catalog=cat)
+    opt_c: float | None = m.optimal_concurrency
+    mem = m.memory_per_instance_gb if m.memory_per_instance_gb is not None else 0.0
+    return opt_c, mem
+
+
+def _figures_from_profile(
+    name: str, m: ModelSection, prof_name: str, prof: ModelProfile, source: str | Path
+) -> tuple[float, float]:
+    """Optimal concurrency and memory per instance: the config's, else the profile's."""
+    opt_c = m.optimal_concurrency or (prof.optimum.concurrency if prof.optimum else None)
+    if opt_c is None:
+        raise ConfigError(
+            f"profile '{prof_name}' has no optimal concurrency: set "
+            f"models.{name}.optimal_concurrency or profile the model",
+            file=source,
+            field=f"models.{name}.optimal_concurrency",
+        )
+    mem = m.memory_per_instance_gb or prof.instance_memory()[0]
+    return opt_c, mem
+
+
+def _check_instance_bounds(
+    name: str, m: ModelSection, policy: ScalingPolicy, source: str | Path
+) -> None:
+    """The model's instance bounds, each its own or the policy's, must not cross."""
+    lo = policy.min_instances if m.min_instances is None else m.min_instances
+    hi = policy.max_instances if m.max_instances is None else m.max_instances
+    if lo > hi:
+        raise ConfigError(
+            f"min_instances ({lo}) must be ≤ max_instances ({hi}) (one comes from the policy)",
+            file=source,
+            field=f"models.{name}",
+        )
