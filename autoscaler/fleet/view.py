@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from autoscaler.errors import AutoscalerError
@@ -239,60 +239,79 @@ def _num(s: Mapping[str, Any]) -> float | None:
 
 def assemble(results: Mapping[str, list[dict[str, Any]]], label: str) -> tuple[FleetServer, ...]:
     """Servers from the answers (API result lists) by the server label; sorted by name."""
-    rows: dict[str, dict[str, dict[str, Any]]] = {}  # server → model → figure → value
-    gpus: dict[str, dict[tuple[str, str], dict[str, float | None]]] = {}
-    ticks: dict[str, float] = {}
-    modes: dict[str, str] = {}
-    addresses: dict[str, str] = {}
+    by = _ByServer()
     for part, result in results.items():
         for s in result:
             labels = s.get("metric", {})
             server = labels.get(label)
             if server is None:
                 continue
-            if part in ("gpu_total", "gpu_free"):
-                key = (labels.get("gpu", ""), labels.get("uuid", ""))
-                gpus.setdefault(server, {}).setdefault(key, {})[part] = _num(s)
-            elif part == "tick":
-                v = _num(s)
-                if v is not None and v >= ticks.get(server, v):
-                    ticks[server] = v
-                    if "instance" in labels:
-                        addresses[server] = labels["instance"]
-            elif part == "mode":
-                modes[server] = labels.get("mode", "")
-            elif "model" in labels:
-                row = rows.setdefault(server, {}).setdefault(labels["model"], {})
-                if part == "decision":
-                    row["action"], row["rule"] = labels.get("action"), labels.get("rule")
-                else:
-                    row[part] = _num(s)
-    names = sorted(set(rows) | set(gpus) | set(ticks))
+            by.add(part, server, labels, s)
+    names = sorted(set(by.rows) | set(by.gpus) | set(by.ticks))
     out = []
     for name in names:
-        models = tuple(_model(m, f) for m, f in sorted(rows.get(name, {}).items()))
-        server_gpus = tuple(
-            FleetGpu(
-                index=int(idx) if idx.isdigit() else -1,
-                uuid=uuid,
-                total_gb=(v.get("gpu_total") or 0.0) / GB,
-                free_gb=_gb(v.get("gpu_free")),
-            )
-            for (idx, uuid), v in sorted(
-                gpus.get(name, {}).items(), key=lambda kv: (_int(kv[0][0]), kv[0][1])
-            )
-        )
+        models = tuple(_model(m, f) for m, f in sorted(by.rows.get(name, {}).items()))
         out.append(
             FleetServer(
                 name,
-                ticks.get(name),
-                modes.get(name),
+                by.ticks.get(name),
+                by.modes.get(name),
                 models,
-                server_gpus,
-                address=addresses.get(name),
+                _server_gpus(by.gpus.get(name, {})),
+                address=by.addresses.get(name),
             )
         )
     return tuple(out)
+
+
+@dataclass
+class _ByServer:
+    """The answers' series sorted by server, as `assemble` builds its servers from them."""
+
+    rows: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # model → figures
+    gpus: dict[str, dict[tuple[str, str], dict[str, float | None]]] = field(default_factory=dict)
+    ticks: dict[str, float] = field(default_factory=dict)
+    modes: dict[str, str] = field(default_factory=dict)
+    addresses: dict[str, str] = field(default_factory=dict)
+
+    def add(self, part: str, server: str, labels: Mapping[str, Any], s: Mapping[str, Any]) -> None:
+        """One series `s` of the answer to `part` (a name of QUERIES), from `server`."""
+        if part in ("gpu_total", "gpu_free"):
+            key = (labels.get("gpu", ""), labels.get("uuid", ""))
+            self.gpus.setdefault(server, {}).setdefault(key, {})[part] = _num(s)
+        elif part == "tick":
+            self._add_tick(server, labels, s)
+        elif part == "mode":
+            self.modes[server] = labels.get("mode", "")
+        elif "model" in labels:
+            row = self.rows.setdefault(server, {}).setdefault(labels["model"], {})
+            if part == "decision":
+                row["action"], row["rule"] = labels.get("action"), labels.get("rule")
+            else:
+                row[part] = _num(s)
+
+    def _add_tick(self, server: str, labels: Mapping[str, Any], s: Mapping[str, Any]) -> None:
+        # the latest tick wins, and the address Prometheus scraped it at comes with it
+        v = _num(s)
+        if v is not None and v >= self.ticks.get(server, v):
+            self.ticks[server] = v
+            if "instance" in labels:
+                self.addresses[server] = labels["instance"]
+
+
+def _server_gpus(
+    gpus: Mapping[tuple[str, str], Mapping[str, float | None]],
+) -> tuple[FleetGpu, ...]:
+    """One server's GPUs, by index (then UUID); an index that is not a number sorts last."""
+    return tuple(
+        FleetGpu(
+            index=int(idx) if idx.isdigit() else -1,
+            uuid=uuid,
+            total_gb=(v.get("gpu_total") or 0.0) / GB,
+            free_gb=_gb(v.get("gpu_free")),
+        )
+        for (idx, uuid), v in sorted(gpus.items(), key=lambda kv: (_int(kv[0][0]), kv[0][1]))
+    )
 
 
 def _gb(v: float | None) -> float | None:
