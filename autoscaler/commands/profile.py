@@ -41,6 +41,7 @@ from autoscaler.profiling.model_analyzer import import_results
 from autoscaler.profiling.optimum import OptimumChoice, ProfilePoint, choose_optimum
 from autoscaler.profiling.perf_analyzer import import_csv as import_perf_analyzer
 from autoscaler.profiling.sweep import (
+    SweepResult,
     SweepSettings,
     WindowStats,
     parse_concurrency,
@@ -171,9 +172,7 @@ def sweep(
             close()
     console = stdout_console()
     render_points(result.points, console, title=f"Sweep of {model} on {result.url}")
-    for note in (result.stopped_early, *result.notes):
-        if note:
-            console.print(f"[yellow]note:[/] {note}")
+    _print_notes(result, console)
     choice = _choose(result.points, slo_ms, None)
     _print_choice(choice, console)
     when = dt.datetime.fromtimestamp(result.started_at, dt.UTC)
@@ -202,11 +201,31 @@ def sweep(
         write_profile(out, prof, header)
         console.print(f"wrote profile [bold]{prof.name}[/] to {out}")
     if plot is not None:
-        from autoscaler.profiling.plot import plot_sweep
+        _plot(result, choice, plot, model=model, when=when, console=console)
 
-        title = f"{model}: closed-loop sweep on {result.url}, {when:%Y-%m-%d}"
-        plot_sweep(result.points, choice, plot, title=title)
-        console.print(f"wrote plot to {plot}")
+
+def _print_notes(result: SweepResult, console: Console) -> None:
+    """Why the sweep stopped early, and what went wrong on the way (GPU reads), if anything."""
+    for note in (result.stopped_early, *result.notes):
+        if note:
+            console.print(f"[yellow]note:[/] {note}")
+
+
+def _plot(
+    result: SweepResult,
+    choice: OptimumChoice,
+    plot: Path,
+    *,
+    model: str,
+    when: dt.datetime,
+    console: Console,
+) -> None:
+    """--plot: the sweep's points and the optimum chosen, as an image."""
+    from autoscaler.profiling.plot import plot_sweep
+
+    title = f"{model}: closed-loop sweep on {result.url}, {when:%Y-%m-%d}"
+    plot_sweep(result.points, choice, plot, title=title)
+    console.print(f"wrote plot to {plot}")
 
 
 @app.command("import")
