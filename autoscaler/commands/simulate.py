@@ -25,7 +25,7 @@ import math
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -33,6 +33,10 @@ from rich.table import Table
 
 from autoscaler.commands._common import catalog_from, stdout_console
 from autoscaler.errors import ConfigError
+
+if TYPE_CHECKING:
+    from autoscaler.profiles import ModelProfile
+    from autoscaler.sim.runner import FixedResult
 
 FORMATS = ("table", "json")
 
@@ -140,32 +144,47 @@ def simulate(
         raise ConfigError("--vary and --jobs go with --sweep", field="--vary" if vary else "--jobs")
     check_seed_and_out(seed, out)
     if profile is not None or concurrency is not None:
-        if scenario is not None:
-            raise ConfigError("give a SCENARIO or --profile/--concurrency, not both")
-        if sweep:
-            raise ConfigError("--sweep needs a SCENARIO, not --profile", field="--sweep")
+        _check_fixed_mode(scenario, sweep=sweep)
         # `duration or 600` read --duration 0 as "the default" and ran 600 s, exit 0
         seconds = 600.0 if duration is None else duration
         _fixed(profile, concurrency, seconds, instances, seed, policies, fmt)
         return
-    if duration is not None or instances != 1:  # a scenario has its own: they went unused
-        raise ConfigError(
-            "goes with --profile/--concurrency (fixed-load mode); a scenario sets its own",
-            field="--duration" if duration is not None else "--instances",
-        )
+    _check_scenario_mode(duration, instances)
     if scenario is None:
         raise ConfigError(
             "nothing to simulate: give a SCENARIO file, or --profile MODEL --concurrency N",
             allowed="simulations/scenarios/*.yaml",
         )
     if sweep:
-        if record is not None:
-            raise ConfigError("--record records one run; not with --sweep", field="--record")
-        if jobs < 1:
-            raise ConfigError("must be ≥ 1", field="--jobs", value=jobs)
+        _check_sweep_options(record, jobs)
         _sweep(scenario, policy, vary or [], jobs, out, plots, seed, policies, fmt)
         return
     _scenario(scenario, policy, out, plots, seed, policies, fmt, record)
+
+
+def _check_fixed_mode(scenario: Path | None, *, sweep: bool) -> None:
+    """Fixed-load mode (--profile/--concurrency) simulates one point: no scenario, no sweep."""
+    if scenario is not None:
+        raise ConfigError("give a SCENARIO or --profile/--concurrency, not both")
+    if sweep:
+        raise ConfigError("--sweep needs a SCENARIO, not --profile", field="--sweep")
+
+
+def _check_scenario_mode(duration: float | None, instances: int) -> None:
+    """Fixed-load mode's --duration and --instances: a scenario has its own (they went unused)."""
+    if duration is not None or instances != 1:
+        raise ConfigError(
+            "goes with --profile/--concurrency (fixed-load mode); a scenario sets its own",
+            field="--duration" if duration is not None else "--instances",
+        )
+
+
+def _check_sweep_options(record: Path | None, jobs: int) -> None:
+    """--sweep runs many simulations, side by side: none is recorded."""
+    if record is not None:
+        raise ConfigError("--record records one run; not with --sweep", field="--record")
+    if jobs < 1:
+        raise ConfigError("must be ≥ 1", field="--jobs", value=jobs)
 
 
 def check_seed_and_out(seed: int | None, out: Path | None) -> None:
@@ -194,12 +213,7 @@ def _fixed(
 
     if profile is None or concurrency is None:
         raise ConfigError("fixed-load mode needs both --profile and --concurrency")
-    if concurrency < 1:
-        raise ConfigError("must be ≥ 1", field="--concurrency", value=concurrency)
-    if instances < 1:
-        raise ConfigError("must be ≥ 1", field="--instances", value=instances)
-    if not (duration >= 10 and math.isfinite(duration)):
-        raise ConfigError("must be ≥ 10 seconds", field="--duration", value=duration)
+    _check_fixed_load(concurrency, instances, duration)
     prof = catalog_from(policies).model(profile)
     try:
         spec = SimModelSpec.from_profile(prof)
@@ -215,23 +229,51 @@ def _fixed(
             progress=lambda f: bar(profile, f),
         )
     out = res.to_json()
+    reference = _reference(prof, concurrency, instances)
+    if reference is not None:
+        out["reference"] = reference
+    if fmt == "json":
+        typer.echo(json.dumps(out, indent=2))
+        return
+    stdout_console().print(_fixed_table(prof, res, concurrency, instances, reference or {}))
+
+
+def _check_fixed_load(concurrency: int, instances: int, duration: float) -> None:
+    """The fixed load's figures, before the simulator is built."""
+    if concurrency < 1:
+        raise ConfigError("must be ≥ 1", field="--concurrency", value=concurrency)
+    if instances < 1:
+        raise ConfigError("must be ≥ 1", field="--instances", value=instances)
+    if not (duration >= 10 and math.isfinite(duration)):
+        raise ConfigError("must be ≥ 10 seconds", field="--duration", value=duration)
+
+
+def _reference(prof: ModelProfile, concurrency: int, instances: int) -> dict[str, Any] | None:
+    """The profile's measured optimum, when the run reproduces it (its clients, one instance)."""
     opt = prof.optimum
     if opt is not None and opt.concurrency == concurrency and instances == 1:
-        out["reference"] = {
+        return {
             "source": opt.source.ref or opt.source.kind.value,
             "p95_ms": opt.p95_ms,
             "throughput_rps": opt.throughput_rps,
             "queue_ms": opt.queue_ms,
             "concurrency": opt.concurrency,
         }
-    if fmt == "json":
-        typer.echo(json.dumps(out, indent=2))
-        return
+    return None
+
+
+def _fixed_table(
+    prof: ModelProfile,
+    res: FixedResult,
+    concurrency: int,
+    instances: int,
+    ref: dict[str, Any],
+) -> Table:
+    """The simulated figures, beside the reference's and the gap when there is one."""
     table = Table(
         title=f"{prof.display_name or prof.name}: {concurrency} clients on "
         f"{instances} instance{'s' if instances != 1 else ''}, {res.duration_s:g} s"
     )
-    ref = out.get("reference", {})
     table.add_column("metric")
     table.add_column("simulated", justify="right")
     if ref:
@@ -249,7 +291,7 @@ def _fixed(
             r = ref.get(key)
             cells += ["—", "—"] if r is None else [f"{r:g}", f"{(val - r) / r:+.1%}"]
         table.add_row(*cells)
-    stdout_console().print(table)
+    return table
 
 
 def _scenario(
