@@ -278,7 +278,15 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         (["size", "--from-prometheus", "http://127.0.0.1:9", "--at", "soon"], "'--at': not a time"),
         (["observe", "--fleet"], "'--prometheus'"),
         (["observe", "--fleet", "--prometheus", "http://x", "--triton", "h:1"], "'--triton'"),
+        (
+            ["observe", "--fleet", "--prometheus", "ftp://127.0.0.1:9"],
+            "'--prometheus': must start with http:// or https://",
+        ),
         (["size", "--from-prometheus", "http://127.0.0.1:9"], "cannot reach Prometheus"),
+        (
+            ["size", "--from-prometheus", "ftp://127.0.0.1:9"],
+            "'--from-prometheus': must start with http:// or https://",
+        ),
         (
             ["observe", "--fleet", "--prometheus", "http://127.0.0.1:9", "--server-label", "a-b"],
             "not a Prometheus label name",

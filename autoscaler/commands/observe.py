@@ -185,6 +185,8 @@ def observe(
         from autoscaler.commands.fleet import observe_fleet
 
         _check_not_fleet(triton=triton, metrics_url=metrics_url, models=models, record=record)
+        # ftp:// went to the first query: "query ... failed at ftp://…: InvalidURL"
+        _check_endpoints(None, None, prometheus)
         observe_fleet(
             prometheus,
             selector=prometheus_selector,

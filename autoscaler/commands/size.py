@@ -90,7 +90,10 @@ def size(
                 allowed="table, json",
             )
         from autoscaler.commands.fleet import size_from_prometheus
+        from autoscaler.commands.observe import _endpoint
 
+        # ftp:// went to the first query: "query ... failed at ftp://…: InvalidURL"
+        _endpoint("--from-prometheus", from_prometheus, scheme_required=True)
         size_from_prometheus(
             from_prometheus,
             at=at,
