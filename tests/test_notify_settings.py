@@ -106,7 +106,29 @@ def test_duplicate_names_refused() -> None:
         parse_settings([{"type": "log", "name": "ops"}, {"type": "log", "name": "ops"}], "c.yaml")
     assert ei.value.field == "notifiers.1.name"
     # two unnamed of one type get distinct default names
-    assert len(parse_settings([{"type": "log"}, {"type": "log"}], "c.yaml")) == 2
+    two = [{"type": "log"}, {"type": "log", "level": "warning"}]
+    assert len(parse_settings(two, "c.yaml")) == 2
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        [{"type": "log"}, {"type": "log"}],
+        [{"type": "log"}, {"type": "log", "name": "journal"}],
+        [
+            {"type": "webhook", "url": "https://x.example/h", "secret_env": "K"},
+            {"type": "log"},
+            {"type": "webhook", "url": "https://x.example/h", "secret_env": "K", "name": "b"},
+        ],
+    ],
+)
+def test_a_notifier_repeated_under_another_name_is_refused(raw: list[dict[str, Any]]) -> None:
+    """The same settings twice (the name aside) would send every message twice."""
+    with pytest.raises(ConfigError) as ei:
+        parse_settings(raw, "c.yaml")
+    last = len(raw) - 1
+    assert ei.value.field == f"notifiers.{last}"
+    assert "repeats notifiers.0 (the same settings but the name)" in str(ei.value)
 
 
 class _Config(BaseModel):

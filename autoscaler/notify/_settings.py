@@ -233,7 +233,39 @@ def _unique_names(settings: list[AnySettings]) -> list[AnySettings]:
     return settings
 
 
-NotifierList = Annotated[list[NotifierSettings], AfterValidator(_unique_names)]
+def _no_repeats(settings: list[AnySettings]) -> list[AnySettings]:
+    """No entry is another one again under another name: it would send every message twice.
+
+    Two `{type: log}` got names log-0 and log-1 and wrote each recommendation twice.
+    Entries that differ in anything but the name (another level, URL, secret, actions)
+    are notifiers of their own.
+    """
+    seen: dict[str, int] = {}
+    for i, s in enumerate(settings):
+        key = s.model_dump_json(exclude={"name"})
+        if key in seen:
+            raise ValidationError.from_exception_data(
+                "notifiers",
+                [
+                    {
+                        "type": PydanticCustomError(
+                            "repeated_notifier",
+                            "repeats notifiers.{first} (the same settings but the name): "
+                            "every message would be sent twice; remove one",
+                            {"first": seen[key]},
+                        ),
+                        "loc": (i,),
+                        "input": s.type,
+                    }
+                ],
+            )
+        seen[key] = i
+    return settings
+
+
+NotifierList = Annotated[
+    list[NotifierSettings], AfterValidator(_unique_names), AfterValidator(_no_repeats)
+]
 """The `notifiers:` field of the daemon's config: `notifiers: NotifierList = []`."""
 
 _LIST = TypeAdapter(NotifierList)
