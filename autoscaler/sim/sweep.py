@@ -163,39 +163,52 @@ def _check_vary(scn: Scenario, v: Vary, policies: Sequence[str]) -> None:
     if not v.values:
         raise ConfigError("give at least one value", field=field_name)
     if v.policy == STATIC:
-        if v.parameter != "instances":
-            raise ConfigError(
-                "static varies only 'instances'",
-                field=field_name,
-                value=v.parameter,
-                allowed=["instances"],
-            )
-        if any(x < 1 or x != int(x) for x in v.values):
-            raise ConfigError(
-                "instances are whole numbers ≥ 1", field=field_name, value=list(v.values)
-            )
-        return
-    if v.policy == OURS:
-        if v.parameter not in ScalingPolicy.model_fields or v.parameter in ("kind", "name"):
-            raise ConfigError(
-                "not a scaling-policy setting",
-                field=field_name,
-                value=v.parameter,
-                allowed=[f for f in ScalingPolicy.model_fields if f not in ("kind", "name")],
-            )
-        return
+        _check_static_vary(v)
+    elif v.policy == OURS:
+        _check_ours_vary(v)
+    else:
+        _check_baseline_vary(scn, v)
+
+
+def _check_static_vary(v: Vary) -> None:
+    """Static has one setting, its instance count, and counts are whole."""
+    if v.parameter != "instances":
+        raise ConfigError(
+            "static varies only 'instances'",
+            field=v.source,
+            value=v.parameter,
+            allowed=["instances"],
+        )
+    if any(x < 1 or x != int(x) for x in v.values):
+        raise ConfigError("instances are whole numbers ≥ 1", field=v.source, value=list(v.values))
+
+
+def _check_ours_vary(v: Vary) -> None:
+    """Ours varies a scaling-policy field; its values are checked when the plan resolves
+    each setting (make_plan), as they need the profile."""
+    if v.parameter not in ScalingPolicy.model_fields or v.parameter in ("kind", "name"):
+        raise ConfigError(
+            "not a scaling-policy setting",
+            field=v.source,
+            value=v.parameter,
+            allowed=[f for f in ScalingPolicy.model_fields if f not in ("kind", "name")],
+        )
+
+
+def _check_baseline_vary(scn: Scenario, v: Vary) -> None:
+    """A baseline varies one of its own settings, and every value must validate."""
     own = BaselineSettings.model_fields.get(v.policy)
     if own is None:
         raise ConfigError(
             f"policy '{v.policy}' has no settings to vary",
-            field=field_name,
+            field=v.source,
             allowed=[STATIC, OURS, *BaselineSettings.model_fields],
         )
     known = scn.baselines.model_dump()[v.policy]
     if v.parameter not in known:
         raise ConfigError(
             f"not a setting of {v.policy}",
-            field=field_name,
+            field=v.source,
             value=v.parameter,
             allowed=list(known),
         )
@@ -203,13 +216,8 @@ def _check_vary(scn: Scenario, v: Vary, policies: Sequence[str]) -> None:
         with_setting(scn, v.policy, v.parameter, x)
 
 
-def make_plan(
-    scn: Scenario,
-    base_dir: Path,
-    policies: Sequence[str],
-    vary: Sequence[Vary] = (),
-) -> Plan:
-    """Which runs a sweep makes; every bad request is a ConfigError before any run."""
+def _chosen_varies(scn: Scenario, policies: Sequence[str], vary: Sequence[Vary]) -> dict[str, Vary]:
+    """The setting each policy varies: the scenario's `sweep:` section, then `vary`."""
     chosen: dict[str, Vary] = {}
     for name, params in scn.sweep.items():
         for parameter, values in params.items():
@@ -228,29 +236,44 @@ def make_plan(
             )
         asked.add(v.policy)
         chosen[v.policy] = v
+    return chosen
+
+
+def _policy_tasks(scn: Scenario, name: str, vary_it: Vary | None) -> list[Task]:
+    """One (non-static) policy's runs: one per value, plus its scenario's own setting."""
+    if vary_it is None and name in DEFAULT_VARY:
+        param, default_values = DEFAULT_VARY[name]
+        vary_it = Vary(name, param, default_values, source="default")
+    if vary_it is None:
+        return [Task(name, default=True)]
+    v = vary_it
+    tasks: list[Task] = []
+    current = _current(scn, name, v.parameter)
+    values = list(dict.fromkeys(v.values))
+    if current is not None and current not in values:
+        values.append(float(current))
+    if current is None and name == OURS:
+        tasks.append(Task(name, default=True))  # the profile's own setting
+    for x in sorted(values):
+        tasks.append(Task(name, v.parameter, x, default=current is not None and x == current))
+    return tasks
+
+
+def make_plan(
+    scn: Scenario,
+    base_dir: Path,
+    policies: Sequence[str],
+    vary: Sequence[Vary] = (),
+) -> Plan:
+    """Which runs a sweep makes; every bad request is a ConfigError before any run."""
+    chosen = _chosen_varies(scn, policies, vary)
     static_values = None
     if STATIC in chosen:
         static_values = tuple(sorted({int(x) for x in chosen[STATIC].values}))
     tasks: list[Task] = []
     for name in policies:
-        if name == STATIC:
-            continue
-        vary_it = chosen.get(name)
-        if vary_it is None and name in DEFAULT_VARY:
-            param, default_values = DEFAULT_VARY[name]
-            vary_it = Vary(name, param, default_values, source="default")
-        if vary_it is None:
-            tasks.append(Task(name, default=True))
-            continue
-        v = vary_it
-        current = _current(scn, name, v.parameter)
-        values = list(dict.fromkeys(v.values))
-        if current is not None and current not in values:
-            values.append(float(current))
-        if current is None and name == OURS:
-            tasks.append(Task(name, default=True))  # the profile's own setting
-        for x in sorted(values):
-            tasks.append(Task(name, v.parameter, x, default=current is not None and x == current))
+        if name != STATIC:
+            tasks.extend(_policy_tasks(scn, name, chosen.get(name)))
     if OURS in [t.policy for t in tasks]:  # ours' settings must resolve (policy fields)
         for t in tasks:
             if t.policy == OURS and t.parameter is not None and t.value is not None:
