@@ -241,6 +241,46 @@ class ModelAnalyzerImport:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
+def _check_launch_mode(launch_mode: str) -> None:
+    if launch_mode not in LAUNCH_MODES:
+        raise ConfigError(
+            "unknown Model Analyzer launch mode",
+            field="--launch-mode",
+            value=launch_mode,
+            allowed=LAUNCH_MODES,
+        )
+
+
+def _load_key(header: Sequence[str], present: set[str], file: Path) -> str:
+    """The CSV's load column (concurrency before request rate); a CSV without a column
+    the import needs is refused, naming every one that is missing."""
+    missing = [k for k in REQUIRED if k not in present]
+    load_keys = [k for k in LOAD_KEYS if k in present]
+    if not load_keys:
+        missing.append("Concurrency or Request Rate")
+    if missing:
+        raise ConfigError(
+            f"not a Model Analyzer inference CSV: no column for {', '.join(missing)} "
+            f"(found: {', '.join(header)})",
+            file=file,
+        )
+    return load_keys[0]
+
+
+def _of_batch(rows: list[Row], present: set[str], batch: int, model: str, file: Path) -> list[Row]:
+    """The rows at batch size `batch` (all of them when the CSV has no Batch column)."""
+    if "batch" not in present:
+        return rows
+    mine = [r for r in rows if r.number("batch", file) == batch]
+    if not mine:
+        raise ConfigError(
+            f"no rows with Batch {batch} for model '{model}': the profile describes "
+            "single requests",
+            file=file,
+        )
+    return mine
+
+
 def import_results(
     inference_csv: Path,
     model: str,
@@ -252,36 +292,13 @@ def import_results(
     launch_mode: str = "local",
 ) -> ModelAnalyzerImport:
     """The levels of `model` (one config, per instance, batch `batch`) as ProfilePoints."""
-    if launch_mode not in LAUNCH_MODES:
-        raise ConfigError(
-            "unknown Model Analyzer launch mode",
-            field="--launch-mode",
-            value=launch_mode,
-            allowed=LAUNCH_MODES,
-        )
+    _check_launch_mode(launch_mode)
     rows, header = read_csv(inference_csv)
     present = _present(header)
-    missing = [k for k in REQUIRED if k not in present]
-    load_keys = [k for k in LOAD_KEYS if k in present]
-    if not load_keys:
-        missing.append("Concurrency or Request Rate")
-    if missing:
-        raise ConfigError(
-            f"not a Model Analyzer inference CSV: no column for {', '.join(missing)} "
-            f"(found: {', '.join(header)})",
-            file=inference_csv,
-        )
-    load = load_keys[0]
+    load = _load_key(header, present, inference_csv)
     notes: list[str] = []
     mine, partners = _rows_of(rows, model, inference_csv, notes)
-    if "batch" in present:
-        mine = [r for r in mine if r.number("batch", inference_csv) == batch]
-        if not mine:
-            raise ConfigError(
-                f"no rows with Batch {batch} for model '{model}': the profile describes "
-                "single requests",
-                file=inference_csv,
-            )
+    mine = _of_batch(mine, present, batch, model, inference_csv)
     _refuse_ensemble(mine, model, inference_csv)
     if load == "request_rate":
         _need_mean_latency(present, inference_csv)
@@ -465,53 +482,18 @@ def _points(
     config: str,
 ) -> tuple[ProfilePoint, ...]:
     """Per-instance ProfilePoints of one config's rows (repeated levels combined)."""
-    by_level: dict[float, list[Row]] = {}
-    for r in rows:
-        level = r.number(load, file)
-        what = "concurrency" if load == "concurrency" else "request rate"
-        if level is None or level <= 0:
-            raise ConfigError(
-                f"line {r.line}: {what} must be a number > 0", file=file, value=r.text(load)
-            )
-        if load == "concurrency" and level != int(level):
-            raise ConfigError(
-                f"line {r.line}: concurrency must be a whole number", file=file, value=level
-            )
-        by_level.setdefault(level, []).append(r)
+    by_level = _by_level(rows, file, load)
     out: dict[int, tuple[float, ProfilePoint]] = {}
     dropped: list[str] = []
     for level in sorted(by_level):
         r = _combine(by_level[level], file, load, level, notes, config)
-        thr = r.number("throughput", file)
-        if thr is None or thr < 0:
-            raise ConfigError(
-                f"line {r.line}: throughput must be a number ≥ 0",
-                file=file,
-                value=r.text("throughput"),
-            )
-        wait = r.number("response_wait", file)
-        mean = r.number("avg_latency", file)
-        if load == "concurrency":
-            exact = level / n
-        else:
-            lat = mean if mean is not None else wait
-            if lat is None:
-                raise ConfigError(f"line {r.line}: no mean latency for Little's law", file=file)
-            exact = thr * lat / 1000.0 / n
+        thr, exact = _throughput_and_in_flight(r, file, load, level, n)
         c = round(exact)
         if c < 1:
             dropped.append(f"{_fmt(level)} ({exact:.2f} per instance)")
             continue
-        note = "Model Analyzer"
-        if load == "request_rate":
-            note += f": {_fmt(level)} req/s offered, {exact:.2f} in flight per instance"
-        elif n > 1:
-            note += f": c={_fmt(level)} over {n} instances"
-        if r.text("satisfies") not in ("", "Yes"):
-            note += ": fails its constraints"
-        mem_mb, util = gpu.get((config, level), (None, r.number("gpu_util", file)))
-        if mem_mb is None and (m := r.number("gpu_memory_mb", file)) is not None:
-            mem_mb = m / n
+        note = _level_note(r, load, level, exact, n)
+        mem_mb, util = _level_gpu(r, file, gpu, config, level, n)
         point = _point(r, file, c, thr / n, mem_mb, util, launch_mode, note)
         old = out.get(c)
         if old is not None:
@@ -532,6 +514,71 @@ def _points(
             file=file,
         )
     return tuple(out[c][1] for c in sorted(out))
+
+
+def _by_level(rows: Sequence[Row], file: Path, load: str) -> dict[float, list[Row]]:
+    """The rows per load level, in file order; a level must be > 0 (and whole, for
+    concurrency)."""
+    by_level: dict[float, list[Row]] = {}
+    for r in rows:
+        level = r.number(load, file)
+        what = "concurrency" if load == "concurrency" else "request rate"
+        if level is None or level <= 0:
+            raise ConfigError(
+                f"line {r.line}: {what} must be a number > 0", file=file, value=r.text(load)
+            )
+        if load == "concurrency" and level != int(level):
+            raise ConfigError(
+                f"line {r.line}: concurrency must be a whole number", file=file, value=level
+            )
+        by_level.setdefault(level, []).append(r)
+    return by_level
+
+
+def _throughput_and_in_flight(
+    r: Row, file: Path, load: str, level: float, n: int
+) -> tuple[float, float]:
+    """A level's throughput (all instances), and the requests in flight per instance:
+    the concurrency itself, or at a request rate by Little's law (throughput × mean
+    latency), which is why a request-rate CSV needs a latency column."""
+    thr = r.number("throughput", file)
+    if thr is None or thr < 0:
+        raise ConfigError(
+            f"line {r.line}: throughput must be a number ≥ 0",
+            file=file,
+            value=r.text("throughput"),
+        )
+    wait = r.number("response_wait", file)
+    mean = r.number("avg_latency", file)
+    if load == "concurrency":
+        return thr, level / n
+    lat = mean if mean is not None else wait
+    if lat is None:
+        raise ConfigError(f"line {r.line}: no mean latency for Little's law", file=file)
+    return thr, thr * lat / 1000.0 / n
+
+
+def _level_note(r: Row, load: str, level: float, exact: float, n: int) -> str:
+    """The point's note: where it came from, and how the level was read per instance."""
+    note = "Model Analyzer"
+    if load == "request_rate":
+        note += f": {_fmt(level)} req/s offered, {exact:.2f} in flight per instance"
+    elif n > 1:
+        note += f": c={_fmt(level)} over {n} instances"
+    if r.text("satisfies") not in ("", "Yes"):
+        note += ": fails its constraints"
+    return note
+
+
+def _level_gpu(
+    r: Row, file: Path, gpu: _GpuFigures, config: str, level: float, n: int
+) -> tuple[float | None, float | None]:
+    """GPU memory (MB per instance) and utilisation at a level: the GPU CSV's figures,
+    else the inference CSV's own columns."""
+    mem_mb, util = gpu.get((config, level), (None, r.number("gpu_util", file)))
+    if mem_mb is None and (m := r.number("gpu_memory_mb", file)) is not None:
+        mem_mb = m / n
+    return mem_mb, util
 
 
 def _combine(
