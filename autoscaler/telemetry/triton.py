@@ -608,11 +608,7 @@ class _MetricsReader:
             series, _, value = line.rpartition(" ")
             where = known.get(series)
             if where is None:
-                where = self._learn(series)
-                if where is None:
-                    self._read_odd(line, text, rows)
-                    continue
-                rows.grow()
+                where = self._learn_line(line, series, text, rows)
             kind, slot, vi, mi = where
             if not kind:
                 continue
@@ -635,11 +631,19 @@ class _MetricsReader:
             elif kind == _GAUGE:
                 old = vals[slot]
                 vals[slot] = (0.0 if old is None else old) + x
-            elif x == x:  # a summary: the worst GPU's quantile; NaN = no observations
-                old = vals[slot]
-                if old is None or x > old:
-                    vals[slot] = x if x else _zero(value)
+            else:
+                rows.worst(slot, x, value)
         return rows.samples()
+
+    def _learn_line(self, line: str, series: str, text: str, rows: _Rows) -> _Place:
+        """Where a series not seen before goes (the rows grown for it); a line that is not
+        canonical is read alone, here, and skipped by the caller."""
+        where = self._learn(series)
+        if where is None:
+            self._read_odd(line, text, rows)
+            return _SKIPPED
+        rows.grow()
+        return where
 
     def _read_odd(self, line: str, text: str, rows: _Rows) -> None:
         """A line of our families that is not canonical: prometheus_client reads it alone."""
@@ -701,6 +705,16 @@ class _Rows:
             self.mseen.extend(bytes(more))
         if len(self.vseen) < len(r.versions):
             self.vseen.extend(bytes(len(r.versions) - len(self.vseen)))
+
+    def worst(self, slot: int, x: float, value: str) -> None:
+        """A summary's quantile (`value` as written): the worst GPU's; NaN = no observations.
+
+        Kept out of the fast loop's body, which reads counters most (a summary's lines
+        are a few of a model's)."""
+        if x == x:
+            old = self.vals[slot]
+            if old is None or x > old:
+                self.vals[slot] = x if x else _zero(value)
 
     def bucket(self, bi: int, x: float) -> None:
         self.bvals[bi] = self.bvals.get(bi, 0.0) + x  # summed over gpu_uuid and versions
@@ -884,6 +898,34 @@ _AMBIGUOUS = "model namespace must be provided"
 
 # A kept config: (the model's index entries, when it was fetched, the state it gave).
 _Kept = tuple[tuple[tuple[str, str, str], ...], float, ModelState]
+# Per model, each index entry as (version, state, reason) …
+_Entries = dict[str, list[tuple[str, str, str]]]
+# … and the version that stands for the model: (version, ready, reason).
+_Winners = dict[str, tuple[str, bool, str]]
+
+
+def _index_winners(index: Any) -> tuple[_Entries, _Winners]:
+    """The repository index's entries per model, and each model's standing version."""
+    if not isinstance(index, list):
+        raise _BadAnswer(f"the repository index is not a list: {str(index)[:100]}")
+    entries: _Entries = {}
+    winners: _Winners = {}
+    for entry in index:
+        if not isinstance(entry, dict):
+            raise _BadAnswer(f"an index entry is not an object: {str(entry)[:100]}")
+        name = str(entry.get("name", ""))
+        if not name:
+            continue
+        state = str(entry.get("state", ""))
+        version = str(entry.get("version", "") or "1")
+        reason = str(entry.get("reason", ""))
+        entries.setdefault(name, []).append((version, state, reason))
+        ready = state == "READY"
+        won = winners.get(name)
+        if won is not None and won[1] and not ready:
+            continue  # a READY version wins over an unavailable older one
+        winners[name] = (version, ready, reason)
+    return entries, winners
 
 
 def instance_groups(config: Mapping[str, Any]) -> tuple[InstanceGroup, ...]:
@@ -948,25 +990,7 @@ class TritonConfigReader:
         epoch = self._epoch
         try:
             index = self._call("POST", "/repository/index")
-            if not isinstance(index, list):
-                raise _BadAnswer(f"the repository index is not a list: {str(index)[:100]}")
-            entries: dict[str, list[tuple[str, str, str]]] = {}
-            winners: dict[str, tuple[str, bool, str]] = {}  # name → version, ready, reason
-            for entry in index:
-                if not isinstance(entry, dict):
-                    raise _BadAnswer(f"an index entry is not an object: {str(entry)[:100]}")
-                name = str(entry.get("name", ""))
-                if not name:
-                    continue
-                state = str(entry.get("state", ""))
-                version = str(entry.get("version", "") or "1")
-                reason = str(entry.get("reason", ""))
-                entries.setdefault(name, []).append((version, state, reason))
-                ready = state == "READY"
-                won = winners.get(name)
-                if won is not None and won[1] and not ready:
-                    continue  # a READY version wins over an unavailable older one
-                winners[name] = (version, ready, reason)
+            entries, winners = _index_winners(index)
             states: dict[str, ModelState] = {}
             fetched: dict[str, _Kept] = {}
             for name, (version, ready, reason) in winners.items():
@@ -976,19 +1000,10 @@ class TritonConfigReader:
                 sig = tuple(entries[name])
                 kept = self._kept.get(name)
                 if kept is None or kept[0] != sig or not self._fresh(name, kept[1], now):
-                    self.fetches += 1
-                    try:
-                        config = self._call("GET", f"/models/{quote(name, safe='')}/config")
-                    except TelemetryReadError as exc:
-                        if _AMBIGUOUS not in str(exc):
-                            raise
-                        # two repositories hold a model of this name: this one model
-                        # cannot be read, the others can
-                        states[name] = ModelState(name, version, True, (), reason, str(exc))
+                    st = self._fetch_state(name, version, reason)
+                    if st.unaddressable:  # not kept: asked again on the next read
+                        states[name] = st
                         continue
-                    if not isinstance(config, dict):
-                        raise _BadAnswer(f"the config of {name!r} is not an object")
-                    st = ModelState(name, version, True, instance_groups(config), reason)
                     kept = fetched[name] = (sig, now, st)
                 states[name] = kept[2]  # the same entries: the same state, kept whole
         except (TelemetryReadError, _BadAnswer) as exc:
@@ -997,13 +1012,32 @@ class TritonConfigReader:
                 f"cannot read model index/config from {self.url}: {exc}"
             ) from None
         if self.max_age_s > 0:
-            with self._lock:
-                if epoch == self._epoch:  # no invalidate() since the read began
-                    # models gone from the index, or not ready, are forgotten
-                    old = self._kept
-                    still = {n: old[n] for n, st in states.items() if st.ready and n in old}
-                    self._kept = still | fetched
+            self._keep(epoch, states, fetched)
         return states
+
+    def _fetch_state(self, name: str, version: str, reason: str) -> ModelState:
+        """A ready model's state, its instance groups from a config fetched now."""
+        self.fetches += 1
+        try:
+            config = self._call("GET", f"/models/{quote(name, safe='')}/config")
+        except TelemetryReadError as exc:
+            if _AMBIGUOUS not in str(exc):
+                raise
+            # two repositories hold a model of this name: this one model
+            # cannot be read, the others can
+            return ModelState(name, version, True, (), reason, str(exc))
+        if not isinstance(config, dict):
+            raise _BadAnswer(f"the config of {name!r} is not an object")
+        return ModelState(name, version, True, instance_groups(config), reason)
+
+    def _keep(self, epoch: int, states: dict[str, ModelState], fetched: dict[str, _Kept]) -> None:
+        """Keep this read's configs for later reads, unless invalidate() ran meanwhile."""
+        with self._lock:
+            if epoch == self._epoch:  # no invalidate() since the read began
+                # models gone from the index, or not ready, are forgotten
+                old = self._kept
+                still = {n: old[n] for n, st in states.items() if st.ready and n in old}
+                self._kept = still | fetched
 
     def invalidate(self, model: str | None = None) -> None:
         """Fetch `model`'s config (every model's, with None) again on the next read.
