@@ -27,7 +27,7 @@ import csv
 import itertools
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -220,57 +220,13 @@ def load_rate_trace(path: Path, interpolation: Interpolation = "step") -> dict[s
     earliest row, so a trace cut from production starts at 0. Rates are
     requests per second, held until the model's next row (step) by default.
     """
-    rows: list[tuple[float, str, float]] = []
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read rate trace: {exc.strerror}", file=path) from None
-    except UnicodeDecodeError:  # a ValueError, not an OSError: binary, or another encoding
-        raise ConfigError(
-            "not a text file (UTF-8)", file=path, allowed="CSV time,model,rate, or JSON"
-        ) from None
-    records: Iterable[Mapping[str, object]]
+    text = _trace_text(path)
+    records: Sequence[object]
     if path.suffix.lower() == ".csv":
-        reader = csv.DictReader(text.splitlines(), restkey=_EXTRA)
-        need = {"time", "model", "rate"}
-        if reader.fieldnames is None or not need <= {f.strip() for f in reader.fieldnames}:
-            raise ConfigError(
-                "a rate trace CSV needs the header time,model,rate",
-                file=path,
-                value=reader.fieldnames,
-            )
-        rows_in: list[Mapping[str, object]] = []
-        for n, row in enumerate(reader, start=1):
-            # cells past the header's: "0,nemo-gpt-5b,1,000" (a thousands separator) read
-            # as 1 req/s, the "000" dropped without a word
-            if row.get(_EXTRA):
-                raise ConfigError(
-                    f"{path}: row {n}: more cells than the header's",
-                    value=row[_EXTRA],
-                    allowed="time,model,rate",
-                )
-            rows_in.append({k.strip(): v for k, v in row.items() if k is not None})
-        records = rows_in
+        records = _csv_records(text, path)
     else:
-        stripped = text.strip()
-        try:
-            if stripped.startswith("["):
-                records = json.loads(stripped)
-            else:
-                records = [json.loads(line) for line in stripped.splitlines() if line.strip()]
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"not JSON: {exc.msg} at line {exc.lineno}", file=path) from None
-    for i, r in enumerate(records, start=1):
-        where = f"{path}: row {i}"
-        if not isinstance(r, Mapping) or not {"time", "model", "rate"} <= set(r):
-            raise ConfigError(f"{where}: needs time, model and rate", value=r)
-        try:
-            rate = float(str(r["rate"]))
-        except ValueError:
-            raise ConfigError(f"{where}: rate must be a number", value=r["rate"]) from None
-        if rate < 0 or not math.isfinite(rate):
-            raise ConfigError(f"{where}: rate must be ≥ 0 requests/s", value=rate)
-        rows.append((_time_value(r["time"], where), str(r["model"]), rate))
+        records = _json_records(text, path)
+    rows = [_trace_row(r, f"{path}: row {i}") for i, r in enumerate(records, start=1)]
     if not rows:
         raise ConfigError("the rate trace has no rows", file=path)
     t0 = min(t for t, _, _ in rows)
@@ -278,6 +234,65 @@ def load_rate_trace(path: Path, interpolation: Interpolation = "step") -> dict[s
     for t, m, rate in sorted(rows, key=lambda r: (r[1], r[0])):
         by_model.setdefault(m, []).append((t - t0, rate))
     return {m: Schedule(tuple(pts), interpolation) for m, pts in by_model.items()}
+
+
+def _trace_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read rate trace: {exc.strerror}", file=path) from None
+    except UnicodeDecodeError:  # a ValueError, not an OSError: binary, or another encoding
+        raise ConfigError(
+            "not a text file (UTF-8)", file=path, allowed="CSV time,model,rate, or JSON"
+        ) from None
+
+
+def _csv_records(text: str, path: Path) -> list[Mapping[str, object]]:
+    """A CSV trace's rows as records (keys stripped), checked against its header."""
+    reader = csv.DictReader(text.splitlines(), restkey=_EXTRA)
+    need = {"time", "model", "rate"}
+    if reader.fieldnames is None or not need <= {f.strip() for f in reader.fieldnames}:
+        raise ConfigError(
+            "a rate trace CSV needs the header time,model,rate",
+            file=path,
+            value=reader.fieldnames,
+        )
+    rows_in: list[Mapping[str, object]] = []
+    for n, row in enumerate(reader, start=1):
+        # cells past the header's: "0,nemo-gpt-5b,1,000" (a thousands separator) read
+        # as 1 req/s, the "000" dropped without a word
+        if row.get(_EXTRA):
+            raise ConfigError(
+                f"{path}: row {n}: more cells than the header's",
+                value=row[_EXTRA],
+                allowed="time,model,rate",
+            )
+        rows_in.append({k.strip(): v for k, v in row.items() if k is not None})
+    return rows_in
+
+
+def _json_records(text: str, path: Path) -> list[object]:
+    """A JSON list, or JSON Lines, as parsed (each record is checked by `_trace_row`)."""
+    stripped = text.strip()
+    try:
+        if stripped.startswith("["):
+            return json.loads(stripped)
+        return [json.loads(line) for line in stripped.splitlines() if line.strip()]
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"not JSON: {exc.msg} at line {exc.lineno}", file=path) from None
+
+
+def _trace_row(r: object, where: str) -> tuple[float, str, float]:
+    """One record as (time as written, model, rate ≥ 0)."""
+    if not isinstance(r, Mapping) or not {"time", "model", "rate"} <= set(r):
+        raise ConfigError(f"{where}: needs time, model and rate", value=r)
+    try:
+        rate = float(str(r["rate"]))
+    except ValueError:
+        raise ConfigError(f"{where}: rate must be a number", value=r["rate"]) from None
+    if rate < 0 or not math.isfinite(rate):
+        raise ConfigError(f"{where}: rate must be ≥ 0 requests/s", value=rate)
+    return (_time_value(r["time"], where), str(r["model"]), rate)
 
 
 # -- workload specs ------------------------------------------------------------------------
