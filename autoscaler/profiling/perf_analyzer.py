@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,6 +94,41 @@ def import_csv(path: Path, *, instances: int = 1) -> PerfAnalyzerImport:
         raise ConfigError("must be ≥ 1", field="--instances", value=instances)
     rows, header = read_csv(path, column_key)
     present = {k for h in header if (k := column_key(h))}
+    load = _load_column(header, present, path)
+    percentiles = sorted(k for k in present if k.startswith("p") and k[1:2].isdigit())
+    composing = not percentiles and all(
+        (r.number("send", path) or 0) == 0 and (r.number("recv", path) or 0) == 0 for r in rows
+    )
+    _refuse_ensemble(path, composing)
+    mode, notes = _mode_and_notes(load, composing, instances, present)
+    out: dict[int, ProfilePoint] = {}
+    dropped: list[str] = []
+    for r in rows:
+        lv = _level(r, path, load, mode, instances, composing)
+        c = round(lv.exact)
+        if c < 1:
+            dropped.append(f"{lv.level:g} ({lv.exact:.2f} in flight per instance)")
+            continue
+        if c in out:
+            dropped.append(f"{lv.level:g} (also ≈ {c} per instance)")
+            continue
+        out[c] = _point(r, path, c, lv.thr / instances, lv.mean_us, lv.exact, mode, lv.level)
+    if dropped:
+        notes.append(f"levels left out: {', '.join(dropped)}")
+    if not out:
+        raise ConfigError(
+            "no level keeps one request or more in flight per instance: the run never "
+            "loaded an instance; measure higher loads",
+            file=path,
+        )
+    return PerfAnalyzerImport(
+        points=tuple(out[c] for c in sorted(out)), mode=mode, notes=tuple(notes)
+    )
+
+
+def _load_column(header: Sequence[str], present: set[str], path: Path) -> str:
+    """The load level's column (concurrency before request rate); refuses a CSV that has
+    none, or no throughput."""
     load = next((k for k in ("concurrency", "request_rate") if k in present), None)
     if load is None or "throughput" not in present:
         raise ConfigError(
@@ -101,12 +137,14 @@ def import_csv(path: Path, *, instances: int = 1) -> PerfAnalyzerImport:
             f"(found: {', '.join(header)})",
             file=path,
         )
-    percentiles = sorted(k for k in present if k.startswith("p") and k[1:2].isdigit())
-    composing = not percentiles and all(
-        (r.number("send", path) or 0) == 0 and (r.number("recv", path) or 0) == 0 for r in rows
-    )
+    return load
+
+
+def _mode_and_notes(
+    load: str, composing: bool, instances: int, present: set[str]
+) -> tuple[str, list[str]]:
+    """How the file's levels are read (the import's mode), and the notes that say so."""
     notes: list[str] = []
-    _refuse_ensemble(path, composing)
     if composing:
         mode = "composing model"
         notes.append(
@@ -123,48 +161,42 @@ def import_csv(path: Path, *, instances: int = 1) -> PerfAnalyzerImport:
         notes.append(f"{instances} instances served the run: levels are per instance")
     if "response_throughput" in present:
         notes.append("decoupled model: throughput counts requests, not responses")
-    out: dict[int, ProfilePoint] = {}
-    dropped: list[str] = []
-    for r in rows:
-        level = r.number(load, path)
-        thr = r.number("throughput", path)
-        if level is None or level <= 0 or thr is None or thr < 0:
-            raise ConfigError(
-                f"line {r.line}: the load level must be > 0 and Inferences/Second ≥ 0",
-                file=path,
-                value=f"{r.text(load)}, {r.text('throughput')}",
-            )
-        mean_us = _mean_us(r, path, composing)
-        if mode == "concurrency":
-            exact = level / instances
-        else:
-            if mean_us is None:
-                raise ConfigError(
-                    f"line {r.line}: no mean latency (neither 'Avg latency' nor the server "
-                    "breakdown columns): run perf_analyzer with --verbose-csv, or against "
-                    "Triton with server statistics",
-                    file=path,
-                )
-            exact = thr * mean_us / 1e6 / instances
-        c = round(exact)
-        if c < 1:
-            dropped.append(f"{level:g} ({exact:.2f} in flight per instance)")
-            continue
-        if c in out:
-            dropped.append(f"{level:g} (also ≈ {c} per instance)")
-            continue
-        out[c] = _point(r, path, c, thr / instances, mean_us, exact, mode, level)
-    if dropped:
-        notes.append(f"levels left out: {', '.join(dropped)}")
-    if not out:
+    return mode, notes
+
+
+@dataclass(frozen=True)
+class _Level:
+    """One row's load level as written, its throughput, mean latency and requests in
+    flight per instance."""
+
+    level: float
+    thr: float
+    mean_us: float | None
+    exact: float
+
+
+def _level(r: Row, path: Path, load: str, mode: str, instances: int, composing: bool) -> _Level:
+    """A row's level; off a concurrency sweep, its requests in flight come by Little's law
+    (throughput × mean latency), so the row needs a mean latency."""
+    level = r.number(load, path)
+    thr = r.number("throughput", path)
+    if level is None or level <= 0 or thr is None or thr < 0:
         raise ConfigError(
-            "no level keeps one request or more in flight per instance: the run never "
-            "loaded an instance; measure higher loads",
+            f"line {r.line}: the load level must be > 0 and Inferences/Second ≥ 0",
+            file=path,
+            value=f"{r.text(load)}, {r.text('throughput')}",
+        )
+    mean_us = _mean_us(r, path, composing)
+    if mode == "concurrency":
+        return _Level(level, thr, mean_us, level / instances)
+    if mean_us is None:
+        raise ConfigError(
+            f"line {r.line}: no mean latency (neither 'Avg latency' nor the server "
+            "breakdown columns): run perf_analyzer with --verbose-csv, or against "
+            "Triton with server statistics",
             file=path,
         )
-    return PerfAnalyzerImport(
-        points=tuple(out[c] for c in sorted(out)), mode=mode, notes=tuple(notes)
-    )
+    return _Level(level, thr, mean_us, thr * mean_us / 1e6 / instances)
 
 
 def _mean_us(r: Row, path: Path, composing: bool) -> float | None:
