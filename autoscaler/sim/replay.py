@@ -193,34 +193,14 @@ def _replay(
             summary.start = t
         collector.current = snap
         decisions = daemon.tick(t).decisions
-        # time each recorded count held: up to the next snapshot, but never more than
-        # twice the usual gap (an outage is not instance-time we know about)
         if prev_t is not None and last:
-            gaps.append(t - prev_t)
-            if len(gaps) > 64:
-                del gaps[:32]
-            dt = min(t - prev_t, 2 * statistics.median(gaps))
-            for ms, d in last:
-                ms.recorded_instance_s += d.current_instances * dt
-                ms.recommended_instance_s += d.desired_instances * dt
+            _add_held_time(last, gaps, t - prev_t)
         m = math.floor(t / 60.0)
         if minute is not None and m != minute:
             for ms in models.values():
                 _close_minute(ms)
         minute = m
-        # Once per model and tick (1.7 M times in a day of 100 models), so kept lean:
-        # no summary built just to be thrown away (setdefault's default was, each
-        # time), and the action's name from a dict (Enum.value is a property).
-        last = []
-        for d in decisions:
-            of = models.get(d.model)
-            if of is None:
-                of = models[d.model] = ModelSummary(d.model)
-            of.actions[_ACTION_NAME[d.action]] += 1
-            of._last = d
-            last.append((of, d))
-            if on_decision is not None:
-                on_decision(d)
+        last = _tally(decisions, models, on_decision)
         prev_t = t
         summary.snapshots += 1
         summary.end = t
@@ -231,6 +211,44 @@ def _replay(
     if summary.snapshots == 0:
         summary.warnings.append("the trace holds no snapshots")
     return summary
+
+
+def _add_held_time(
+    last: list[tuple[ModelSummary, Decision]], gaps: list[float], gap: float
+) -> None:
+    """Add the time each recorded count held: up to the next snapshot (`gap` later), but
+    never more than twice the usual gap (an outage is not instance-time we know about).
+    `gaps` keeps the recent gaps (trimmed, so the median stays cheap)."""
+    gaps.append(gap)
+    if len(gaps) > 64:
+        del gaps[:32]
+    dt = min(gap, 2 * statistics.median(gaps))
+    for ms, d in last:
+        ms.recorded_instance_s += d.current_instances * dt
+        ms.recommended_instance_s += d.desired_instances * dt
+
+
+def _tally(
+    decisions: Iterable[Decision],
+    models: dict[str, ModelSummary],
+    on_decision: Callable[[Decision], None] | None,
+) -> list[tuple[ModelSummary, Decision]]:
+    """Count one tick's decisions into their models' summaries; the (summary, decision)
+    pairs, whose counts hold until the next tick."""
+    # Once per model and tick (1.7 M times in a day of 100 models), so kept lean:
+    # no summary built just to be thrown away (setdefault's default was, each
+    # time), and the action's name from a dict (Enum.value is a property).
+    last = []
+    for d in decisions:
+        of = models.get(d.model)
+        if of is None:
+            of = models[d.model] = ModelSummary(d.model)
+        of.actions[_ACTION_NAME[d.action]] += 1
+        of._last = d
+        last.append((of, d))
+        if on_decision is not None:
+            on_decision(d)
+    return last
 
 
 def changes_only(d: Decision) -> bool:
