@@ -262,14 +262,43 @@ def _json_rows(path: Path, text: str) -> tuple[list[str], Iterator[tuple[int, di
     return list(objects[0][1]), iter(objects)
 
 
-def read_request_trace(path: Path) -> RequestFile:
-    """Every request of a trace file, per model, times relative to its first request."""
+def _trace_text(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read request trace: {exc.strerror}", file=path) from None
     except UnicodeDecodeError:
         raise ConfigError("not a text file (UTF-8)", file=path, allowed=FORMATS_HELP) from None
+
+
+def _cell(row: dict[str, object], col: str, path: Path, line: int) -> object:
+    """A row's value in column `col`; missing or blank is an error naming the line."""
+    raw = row.get(col)
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        raise ConfigError("missing value", file=_where(path, line), field=col, allowed=FORMATS_HELP)
+    return raw
+
+
+def _time_origin(times: dict[str, list[float]], absolute: bool, path: Path, col: str) -> float:
+    """The time the trace's requests are counted from."""
+    first = min(min(ts) for ts in times.values())
+    # clock times (ISO 8601, or Unix seconds) start at the first request; seconds from
+    # the trace's start are kept, so a lull before the first request stays
+    t0 = first if absolute or first >= UNIX_SECONDS_FROM else 0.0
+    if t0 == 0.0 and first < 0:
+        raise ConfigError(
+            "times before the trace's start",
+            file=path,
+            field=col,
+            value=first,
+            allowed="seconds ≥ 0 from the trace's start, or clock times",
+        )
+    return t0
+
+
+def read_request_trace(path: Path) -> RequestFile:
+    """Every request of a trace file, per model, times relative to its first request."""
+    text = _trace_text(path)
     is_json = path.suffix.lower() in (".json", ".jsonl", ".ndjson") or text.lstrip()[:1] in "[{"
     header, rows = (_json_rows if is_json else _csv_rows)(path, text)
     fmt, cols = _columns_for(header, path)
@@ -280,33 +309,30 @@ def read_request_trace(path: Path) -> RequestFile:
     dropped = 0
     absolute = False
     for line, row in rows:
-
-        def get(col: str, line: int = line, row: dict[str, object] = row) -> object:
-            raw = row.get(col)
-            if raw is None or (isinstance(raw, str) and not raw.strip()):
-                raise ConfigError(
-                    "missing value", file=_where(path, line), field=col, allowed=FORMATS_HELP
-                )
-            return raw
-
-        t, stamped = parse_time(get(cols.time), path, line, cols.time)
+        t, stamped = parse_time(_cell(row, cols.time, path, line), path, line, cols.time)
         if not stamped:
             t *= cols.seconds_per_unit
         absolute = absolute or stamped
-        model = str(get(cols.model)).strip() if cols.model else ANY_MODEL
+        model = str(_cell(row, cols.model, path, line)).strip() if cols.model else ANY_MODEL
         if cols.output_tokens:
-            out = parse_count(get(cols.output_tokens), path, line, cols.output_tokens)
+            out = parse_count(
+                _cell(row, cols.output_tokens, path, line), path, line, cols.output_tokens
+            )
             if cols.failed_if_zero_output and out == 0:
                 dropped += 1
                 continue
             outputs.setdefault(model, []).append(out)
         if cols.input_tokens:
             inputs.setdefault(model, []).append(
-                parse_count(get(cols.input_tokens), path, line, cols.input_tokens)
+                parse_count(
+                    _cell(row, cols.input_tokens, path, line), path, line, cols.input_tokens
+                )
             )
         if cols.service_ms:
             services.setdefault(model, []).append(
-                parse_service_ms(get(cols.service_ms), path, line, cols.service_ms)
+                parse_service_ms(
+                    _cell(row, cols.service_ms, path, line), path, line, cols.service_ms
+                )
             )
         times.setdefault(model, []).append(t)
     if not times:
@@ -315,18 +341,7 @@ def read_request_trace(path: Path) -> RequestFile:
             + (f" ({dropped} failed ones left out)" if dropped else ""),
             file=path,
         )
-    first = min(min(ts) for ts in times.values())
-    # clock times (ISO 8601, or Unix seconds) start at the first request; seconds from
-    # the trace's start are kept, so a lull before the first request stays
-    t0 = first if absolute or first >= UNIX_SECONDS_FROM else 0.0
-    if t0 == 0.0 and first < 0:
-        raise ConfigError(
-            "times before the trace's start",
-            file=path,
-            field=cols.time,
-            value=first,
-            allowed="seconds ≥ 0 from the trace's start, or clock times",
-        )
+    t0 = _time_origin(times, absolute, path, cols.time)
 
     def arr(d: dict[str, list[int]] | dict[str, list[float]], m: str) -> np.ndarray | None:
         return np.asarray(d[m]) if m in d else None
@@ -450,6 +465,10 @@ WriteFormat = Literal["csv", "jsonl", "azure"]
 AZURE_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
 
+# A request to write: (time s, model, input tokens, output tokens, service ms)
+_OutRow = tuple[float, str, int | None, int | None, float | None]
+
+
 def write_request_trace(path: Path, models: Mapping[str, Requests], fmt: WriteFormat) -> int:
     """Write requests as a trace file `read_request_trace` reads back; returns the rows written.
 
@@ -458,7 +477,26 @@ def write_request_trace(path: Path, models: Mapping[str, Requests], fmt: WriteFo
     model's requests as `TIMESTAMP,ContextTokens,GeneratedTokens` from 2026-01-01
     (Azure's format has neither a model column nor service times).
     """
-    rows: list[tuple[float, str, int | None, int | None, float | None]] = []
+    rows = _rows_in_time_order(models)
+    has_in = any(r[2] is not None for r in rows)
+    has_out = any(r[3] is not None for r in rows)
+    has_svc = any(r[4] is not None for r in rows)
+    if fmt == "azure":
+        if len(models) != 1 or not (has_in and has_out):
+            raise ValueError(
+                "Azure's format holds one model's requests with input and output tokens"
+            )
+        lines = _azure_lines(rows)
+    elif fmt == "csv":
+        lines = _csv_lines(rows, has_in, has_out, has_svc)
+    else:
+        lines = _jsonl_lines(rows, has_in, has_out, has_svc)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return len(rows)
+
+
+def _rows_in_time_order(models: Mapping[str, Requests]) -> list[_OutRow]:
+    rows: list[_OutRow] = []
     for m, req in models.items():
         for i in range(len(req)):
             rows.append(
@@ -471,40 +509,44 @@ def write_request_trace(path: Path, models: Mapping[str, Requests], fmt: WriteFo
                 )
             )
     rows.sort(key=lambda r: r[0])
-    has_in = any(r[2] is not None for r in rows)
-    has_out = any(r[3] is not None for r in rows)
-    has_svc = any(r[4] is not None for r in rows)
-    if fmt == "azure":
-        if len(models) != 1 or not (has_in and has_out):
-            raise ValueError(
-                "Azure's format holds one model's requests with input and output tokens"
-            )
-        lines = ["TIMESTAMP,ContextTokens,GeneratedTokens"]
-        for t, _, inp, out, _ in rows:
-            stamp = (AZURE_EPOCH + timedelta(seconds=t)).strftime("%Y-%m-%d %H:%M:%S.%f")
-            lines.append(f"{stamp}0,{inp},{out}")
-    elif fmt == "csv":
-        cols = ["time", "model"]
-        cols += ["input_tokens"] if has_in else []
-        cols += ["output_tokens"] if has_out else []
-        cols += ["service_ms"] if has_svc else []
-        lines = [",".join(cols)]
-        for t, m, inp, out, svc in rows:
-            cells = [f"{t:.6f}", m]
-            cells += [str(inp)] if has_in else []
-            cells += [str(out)] if has_out else []
-            cells += [f"{svc:.3f}"] if has_svc else []
-            lines.append(",".join(cells))
-    else:
-        lines = []
-        for t, m, inp, out, svc in rows:
-            rec: dict[str, object] = {"time": round(t, 6), "model": m}
-            if has_in:
-                rec["input_tokens"] = inp
-            if has_out:
-                rec["output_tokens"] = out
-            if has_svc:
-                rec["service_ms"] = round(svc or 0.0, 3)
-            lines.append(json.dumps(rec))
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return len(rows)
+    return rows
+
+
+def _azure_lines(rows: list[_OutRow]) -> list[str]:
+    """Azure's rows: clock times from AZURE_EPOCH (7 fractional digits), no model."""
+    lines = ["TIMESTAMP,ContextTokens,GeneratedTokens"]
+    for t, _, inp, out, _ in rows:
+        stamp = (AZURE_EPOCH + timedelta(seconds=t)).strftime("%Y-%m-%d %H:%M:%S.%f")
+        lines.append(f"{stamp}0,{inp},{out}")
+    return lines
+
+
+def _csv_lines(rows: list[_OutRow], has_in: bool, has_out: bool, has_svc: bool) -> list[str]:
+    """Our CSV: a column for each optional field that some request carries."""
+    cols = ["time", "model"]
+    cols += ["input_tokens"] if has_in else []
+    cols += ["output_tokens"] if has_out else []
+    cols += ["service_ms"] if has_svc else []
+    lines = [",".join(cols)]
+    for t, m, inp, out, svc in rows:
+        cells = [f"{t:.6f}", m]
+        cells += [str(inp)] if has_in else []
+        cells += [str(out)] if has_out else []
+        cells += [f"{svc:.3f}"] if has_svc else []
+        lines.append(",".join(cells))
+    return lines
+
+
+def _jsonl_lines(rows: list[_OutRow], has_in: bool, has_out: bool, has_svc: bool) -> list[str]:
+    """JSON Lines: a key for each optional field that some request carries."""
+    lines = []
+    for t, m, inp, out, svc in rows:
+        rec: dict[str, object] = {"time": round(t, 6), "model": m}
+        if has_in:
+            rec["input_tokens"] = inp
+        if has_out:
+            rec["output_tokens"] = out
+        if has_svc:
+            rec["service_ms"] = round(svc or 0.0, 3)
+        lines.append(json.dumps(rec))
+    return lines
