@@ -59,41 +59,57 @@ def parse_concurrency(spec: str) -> list[int]:
     and then 32: the end is always measured.
     """
     text = spec.strip()
-    if "," in text:
-        try:
-            levels = sorted({int(part) for part in text.split(",") if part.strip()})
-        except ValueError:
-            raise _bad(spec, "a list must hold whole numbers") from None
-    else:
-        m = _SPEC.match(text)
-        if not m:
-            raise _bad(spec, "expected START:END[:STEP|xFACTOR], e.g. 1:32, 1:8:1 or 1:32:x2")
-        start = int(m.group(1))
-        end = int(m.group(2)) if m.group(2) else start
-        if start < 1 or end < start:
-            raise _bad(spec, "need 1 ≤ START ≤ END")
-        if m.group(4) is None or m.group(3):
-            factor = float(m.group(4)) if m.group(4) else 2.0
-            if factor <= 1:
-                raise _bad(spec, "a factor must be > 1 (x2 doubles)")
-            levels, c = [], float(start)
-            while round(c) <= end and len(levels) <= MAX_LEVELS:
-                if not levels or round(c) > levels[-1]:
-                    levels.append(round(c))
-                c *= factor
-        else:
-            step = float(m.group(4))
-            if step != int(step) or step < 1:
-                raise _bad(spec, "a step must be a whole number ≥ 1 (or xFACTOR)")
-            levels = list(range(start, end + 1, int(step)))[: MAX_LEVELS + 1]
-        if levels[-1] != end:
-            levels.append(end)
+    levels = _list_levels(text, spec) if "," in text else _range_levels(text, spec)
     if not levels or levels[0] < 1:
         raise _bad(spec, "levels must be ≥ 1")
     if levels[-1] > MAX_CONCURRENCY:
         raise _bad(spec, f"levels must be ≤ {MAX_CONCURRENCY}")
     if len(levels) > MAX_LEVELS:
         raise _bad(spec, f"more than {MAX_LEVELS} levels; use a larger step or xFACTOR")
+    return levels
+
+
+def _list_levels(text: str, spec: str) -> list[int]:
+    """`1,2,4,6`: the distinct levels, sorted (checked by the caller)."""
+    try:
+        return sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise _bad(spec, "a list must hold whole numbers") from None
+
+
+def _range_levels(text: str, spec: str) -> list[int]:
+    """`START:END[:STEP|xFACTOR]` or `N`: the levels up to END, and END itself."""
+    m = _SPEC.match(text)
+    if not m:
+        raise _bad(spec, "expected START:END[:STEP|xFACTOR], e.g. 1:32, 1:8:1 or 1:32:x2")
+    start = int(m.group(1))
+    end = int(m.group(2)) if m.group(2) else start
+    if start < 1 or end < start:
+        raise _bad(spec, "need 1 ≤ START ≤ END")
+    if m.group(4) is None or m.group(3):
+        factor = float(m.group(4)) if m.group(4) else 2.0
+        levels = _factor_levels(start, end, factor, spec)
+    else:
+        step = float(m.group(4))
+        if step != int(step) or step < 1:
+            raise _bad(spec, "a step must be a whole number ≥ 1 (or xFACTOR)")
+        levels = list(range(start, end + 1, int(step)))[: MAX_LEVELS + 1]
+    if levels[-1] != end:
+        levels.append(end)
+    return levels
+
+
+def _factor_levels(start: int, end: int, factor: float, spec: str) -> list[int]:
+    """START, START × factor, … (rounded, each once) up to END; one more than MAX_LEVELS
+    at most, so that too long a sweep is refused without being listed whole."""
+    if factor <= 1:
+        raise _bad(spec, "a factor must be > 1 (x2 doubles)")
+    levels: list[int] = []
+    c = float(start)
+    while round(c) <= end and len(levels) <= MAX_LEVELS:
+        if not levels or round(c) > levels[-1]:
+            levels.append(round(c))
+        c *= factor
     return levels
 
 
