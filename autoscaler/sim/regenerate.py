@@ -185,7 +185,7 @@ def update_readme(readme: Path, out: Path) -> bool:
     return update_docs(readme, readme_scorecard(out), README_BEGIN, README_END)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m autoscaler.sim.regenerate", description=__doc__)
     ap.add_argument("--scenarios", type=Path, default=ROOT / "simulations" / "scenarios")
     ap.add_argument("--out", type=Path, default=ROOT / "simulations" / "results")
@@ -200,16 +200,25 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only rewrite the README's scorecard from the result files in --out",
     )
-    args = ap.parse_args(argv)
+    return ap
+
+
+def _readme_only(readme: Path, out: Path) -> int:
+    """`--readme-only`: the README's scorecard from the result files already in `out`."""
+    index_file = out / "index.json"
+    if not index_file.exists():
+        print(f"error: {index_file}: no results; run without --readme-only", file=sys.stderr)
+        return 2
+    if not update_readme(readme, out):
+        print(f"error: {readme}: no scorecard markers ({README_BEGIN!r})", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     if args.readme_only:
-        index_file = args.out / "index.json"
-        if not index_file.exists():
-            print(f"error: {index_file}: no results; run without --readme-only", file=sys.stderr)
-            return 2
-        if not update_readme(args.readme, args.out):
-            print(f"error: {args.readme}: no scorecard markers ({README_BEGIN!r})", file=sys.stderr)
-            return 2
-        return 0
+        return _readme_only(args.readme, args.out)
     paths = sorted(args.scenarios.glob("*.yaml"))
     results = []
     sweeps: list[SweepResult] = []
@@ -243,6 +252,15 @@ def main(argv: list[str] | None = None) -> int:
         print(note, file=sys.stderr)
     if args.only:
         return 0  # a partial run leaves the summaries as they are
+    _write_summaries(results, sweeps, args.out, args.docs, args.readme)
+    return 0
+
+
+def _write_summaries(
+    results: list[ScenarioResult], sweeps: list[SweepResult], out: Path, docs: Path, readme: Path
+) -> None:
+    """The headline tables: `out`'s README.md and index.json, and the marked sections of
+    `docs` and `readme` (a note, not an error, where the markers are missing)."""
     body = "Headline (generated; details and plots in `simulations/results/<scenario>/`):\n\n"
     if sweeps:
         body += (
@@ -253,21 +271,19 @@ def main(argv: list[str] | None = None) -> int:
             "Every policy at the scenario's own settings:\n\n"
         )
     body += headline(results) + "\n" + standing(results, sweeps)
-    readme = args.out / "README.md"
-    readme.write_text(
+    (out / "README.md").write_text(
         "# Simulation results\n\nRegenerate with `python -m autoscaler.sim.regenerate` "
         "(see docs/simulation.md).\n\n" + body,
         encoding="utf-8",
     )
     index = {r.name: r.to_json() for r in results}
-    (args.out / "index.json").write_text(
+    (out / "index.json").write_text(
         json.dumps(_without_wall(index), indent=2) + "\n", encoding="utf-8"
     )
-    if not update_docs(args.docs, body):
-        print(f"note: {args.docs} has no results markers; not updated", file=sys.stderr)
-    if not update_readme(args.readme, args.out):
-        print(f"note: {args.readme} has no scorecard markers; not updated", file=sys.stderr)
-    return 0
+    if not update_docs(docs, body):
+        print(f"note: {docs} has no results markers; not updated", file=sys.stderr)
+    if not update_readme(readme, out):
+        print(f"note: {readme} has no scorecard markers; not updated", file=sys.stderr)
 
 
 def _without_wall(doc: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
