@@ -447,23 +447,7 @@ def plan_oracle(setup: SimSetup) -> OraclePlan:
     started = time.perf_counter()
     require_fit(setup)
     tl = Timeline.of(setup)
-    dur = setup.scenario.duration_s
-    seed = setup.scenario.seed
-    queues = model_queues(setup.specs, setup.workloads, dur, seed)
-    ceiling_queues = model_queues(setup.specs, setup.workloads, dur, seed)
-    planners: dict[str, _Planner] = {}
-    for spec in setup.specs:
-        lo = setup.bounds(spec.name)[0]
-        hi = max(lo, most_alone(setup, spec.name))
-        planners[spec.name] = _Planner(
-            spec,
-            queues[spec.name],
-            ceiling_queues[spec.name],
-            lo,
-            hi,
-            setup.slo_ms[spec.name],
-            tl,
-        )
+    planners = _planners(setup, tl)
     gpus = empty_gpus(setup)
     cuts: dict[str, dict[int, int]] = {m: {} for m in planners}
     last = tl.ticks + 1
@@ -498,17 +482,58 @@ def plan_oracle(setup: SimSetup) -> OraclePlan:
     for m in range(tl.minutes):
         vec = {x: p.preferred(m) for x, p in planners.items()}
         want = dict(vec)
-        overflow = replay(m, vec, commit=False)
-        while overflow > 0:
-            cut = _least_damage(m, vec, overflow, planners, replay)
-            if cut is None:
-                break  # nothing left to take (see _least_damage); the run will say so
-            vec, overflow = cut
+        vec = _fit(m, vec, planners, replay)
         for x, p in planners.items():
             if vec[x] < want[x]:
                 cuts[x][m] = want[x] - vec[x]
             p.commit(m, vec[x])
         replay(m, vec, commit=True)
+    models = _model_plans(planners, cuts)
+    schedule = {x: [p.count_at(k) for k in range(tl.ticks + 1)] for x, p in planners.items()}
+    return OraclePlan(tl, models, schedule, time.perf_counter() - started)
+
+
+def _planners(setup: SimSetup, tl: Timeline) -> dict[str, _Planner]:
+    """A planner per model, from its minimum up to what fits on the GPUs alone."""
+    dur = setup.scenario.duration_s
+    seed = setup.scenario.seed
+    queues = model_queues(setup.specs, setup.workloads, dur, seed)
+    ceiling_queues = model_queues(setup.specs, setup.workloads, dur, seed)
+    planners: dict[str, _Planner] = {}
+    for spec in setup.specs:
+        lo = setup.bounds(spec.name)[0]
+        hi = max(lo, most_alone(setup, spec.name))
+        planners[spec.name] = _Planner(
+            spec,
+            queues[spec.name],
+            ceiling_queues[spec.name],
+            lo,
+            hi,
+            setup.slo_ms[spec.name],
+            tl,
+        )
+    return planners
+
+
+def _fit(
+    m: int,
+    vec: dict[str, int],
+    planners: Mapping[str, _Planner],
+    replay: Callable[[int, Mapping[str, int], bool], float],
+) -> dict[str, int]:
+    """Minute m's counts cut, one instance at a time, until their changes fit the GPUs."""
+    overflow = replay(m, vec, False)
+    while overflow > 0:
+        cut = _least_damage(m, vec, overflow, planners, replay)
+        if cut is None:
+            break  # nothing left to take (see _least_damage); the run will say so
+        vec, overflow = cut
+    return vec
+
+
+def _model_plans(
+    planners: Mapping[str, _Planner], cuts: Mapping[str, dict[int, int]]
+) -> dict[str, ModelPlan]:
     models = {}
     for x, p in planners.items():
         models[x] = ModelPlan(
@@ -522,8 +547,7 @@ def plan_oracle(setup: SimSetup) -> OraclePlan:
             slo_ms=p.slo,
             cut=cuts[x],
         )
-    schedule = {x: [p.count_at(k) for k in range(tl.ticks + 1)] for x, p in planners.items()}
-    return OraclePlan(tl, models, schedule, time.perf_counter() - started)
+    return models
 
 
 def _least_damage(
