@@ -357,14 +357,25 @@ class HpaModel:
     down_events: list[tuple[float, int]] = field(default_factory=list)
 
 
-def hpa_plugin(setup: SimSetup) -> PolicyPlugin:
-    cfg = setup.scenario.baselines.hpa
-    tol = Tolerances(cfg.tolerance, cfg.tolerance)
-    up = ScalingRules(cfg.scale_up_stabilization_s, DEFAULT_UP.policies)
-    down = ScalingRules(cfg.scale_down_stabilization_s, DEFAULT_DOWN.policies)
-    keep_s = max(cfg.metric_window_s, max(p.period_s for p in up.policies + down.policies))
+@dataclass(frozen=True)
+class _HpaController:
+    """The HPA controller of one scenario: its settings, and what it decides each tick."""
 
-    def fn(ctx: PolicyContext, state: dict[str, HpaModel]) -> tuple[list[Decision], Any]:
+    cfg: HpaSettings
+    tol: Tolerances
+    up: ScalingRules
+    down: ScalingRules
+    keep_s: float  # how long reads and scaling events matter (metric window, rate limits)
+
+    @classmethod
+    def of(cls, cfg: HpaSettings) -> _HpaController:
+        up = ScalingRules(cfg.scale_up_stabilization_s, DEFAULT_UP.policies)
+        down = ScalingRules(cfg.scale_down_stabilization_s, DEFAULT_DOWN.policies)
+        keep_s = max(cfg.metric_window_s, max(p.period_s for p in up.policies + down.policies))
+        return cls(cfg, Tolerances(cfg.tolerance, cfg.tolerance), up, down, keep_s)
+
+    def decide(self, ctx: PolicyContext, state: dict[str, HpaModel]) -> tuple[list[Decision], Any]:
+        cfg = self.cfg
         out = []
         for name in sorted(ctx.targets):
             t = ctx.targets[name]
@@ -372,7 +383,7 @@ def hpa_plugin(setup: SimSetup) -> PolicyPlugin:
             st = state.setdefault(name, HpaModel())
             if w is not None:
                 st.reads.append((ctx.now, ready_instances(w)))
-                st.reads = [r for r in st.reads if r[0] >= ctx.now - keep_s - cfg.tick_s]
+                st.reads = [r for r in st.reads if r[0] >= ctx.now - self.keep_s - cfg.tick_s]
             if not usable(w):
                 out.append(hold_invalid(t, w, ctx.now, "hpa"))
                 continue
@@ -383,12 +394,13 @@ def hpa_plugin(setup: SimSetup) -> PolicyPlugin:
                 out.append(decision(t, w, ctx.now, cur, Rule.cooldown, why, 0.0, "hpa"))
                 continue
             st.last_sync = ctx.now
-            out.append(_sync(ctx, t, w, st, cur))
+            out.append(self._sync(ctx, t, w, st, cur))
         return out, state
 
     def _sync(
-        ctx: PolicyContext, t: ModelTarget, w: ModelWindow, st: HpaModel, cur: int
+        self, ctx: PolicyContext, t: ModelTarget, w: ModelWindow, st: HpaModel, cur: int
     ) -> Decision:
+        cfg, up, down = self.cfg, self.up, self.down
         now = ctx.now
         ready = ready_instances(w)
         span = w.span_s or 0.0
@@ -396,7 +408,7 @@ def hpa_plugin(setup: SimSetup) -> PolicyPlugin:
         util = busy_seconds(w) / serving if serving > 0 else 0.0
         pods = [Pod(util)] * ready + [Pod(None, ready=False)] * max(cur - ready, 0)
         try:
-            raw = replica_count(cur, pods, cfg.target_utilization, tol)
+            raw = replica_count(cur, pods, cfg.target_utilization, self.tol)
         except NoMetrics as exc:
             return decision(t, w, now, cur, Rule.invalid_telemetry, f"hold: {exc}", 0.0, "hpa")
         if not st.recommendations:  # the controller's first sight of the target
@@ -406,13 +418,7 @@ def hpa_plugin(setup: SimSetup) -> PolicyPlugin:
         )
         lo, hi = bounds(ctx, t)
         want, why = rate_limit(cur, stable_n, lo, hi, st.up_events, st.down_events, up, down, now)
-        if want > cur:
-            st.up_events.append((now, want - cur))
-        elif want < cur:
-            st.down_events.append((now, cur - want))
-        horizon = now - keep_s
-        st.up_events = [e for e in st.up_events if e[0] > horizon]
-        st.down_events = [e for e in st.down_events if e[0] > horizon]
+        self._record_scaling(st, cur, want, now)
         rule = Rule.concurrency
         if want == cur:
             rule = Rule.stabilization if raw < cur else Rule.steady
@@ -424,9 +430,22 @@ def hpa_plugin(setup: SimSetup) -> PolicyPlugin:
             t, w, now, want, rule, reason, 0.0, "hpa", utilization=round(util, 4), ready=ready
         )
 
+    def _record_scaling(self, st: HpaModel, cur: int, want: int, now: float) -> None:
+        """Note a scaling event for the rate limits; forget those older than `keep_s`."""
+        if want > cur:
+            st.up_events.append((now, want - cur))
+        elif want < cur:
+            st.down_events.append((now, cur - want))
+        horizon = now - self.keep_s
+        st.up_events = [e for e in st.up_events if e[0] > horizon]
+        st.down_events = [e for e in st.down_events if e[0] > horizon]
+
+
+def hpa_plugin(setup: SimSetup) -> PolicyPlugin:
+    cfg = setup.scenario.baselines.hpa
     return PolicyPlugin(
         "hpa",
-        fn,
+        _HpaController.of(cfg).decide,
         {},
         dict(setup.initial_instances),
         f"Kubernetes HPA: GPU utilisation per ready instance over {cfg.metric_window_s:g} s, "
