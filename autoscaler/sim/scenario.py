@@ -470,34 +470,7 @@ def _workload(
         return ClosedLoop(to_schedule(spec.users, duration_s), spec.think_time_s, spec.think)
     if isinstance(spec, RequestsSpec):
         return _request_trace(spec, model, scn, base, traces, notes)
-    if spec.trace is not None:
-        path = spec.trace if spec.trace.is_absolute() else base / spec.trace
-        if path not in traces:
-            traces[path] = load_rate_trace(path)
-        rates = traces[path]
-        if isinstance(rates, RequestFile):
-            raise ConfigError(
-                "a request trace cannot be a rate trace", file=path, field=f"{field}.trace"
-            )
-        key = spec.trace_model or model
-        if key not in rates:
-            raise ConfigError(
-                f"the rate trace has no rows for model '{key}'",
-                file=path,
-                field=f"{field}.trace_model",
-                allowed=rates,
-            )
-        rate = rates[key]
-    elif spec.on_off is not None:
-        try:
-            rate = on_off_schedule(spec.on_off, duration_s, model_rng(scn.seed, model, "on_off"))
-        except ValueError as exc:
-            raise ConfigError(str(exc), file=source, field=f"{field}.on_off") from None
-    else:
-        assert spec.rate is not None
-        rate = to_schedule(spec.rate, duration_s)
-    if spec.noise is not None:
-        rate = with_noise(rate, spec.noise, duration_s, model_rng(scn.seed, model, "noise"))
+    rate = _open_loop_rate(spec, model, scn, base, traces, source)
     expected = expected_requests(rate, duration_s)
     if expected > MAX_REQUESTS:
         raise ConfigError(
@@ -513,6 +486,58 @@ def _workload(
     times = open_loop_arrivals(load, duration_s, model_rng(scn.seed, model, "arrivals"))
     inp, out = token_counts(spec.tokens, len(times), model_rng(scn.seed, model, "tokens"))
     return RequestTrace(Requests(times, inp, out))
+
+
+def _open_loop_rate(
+    spec: OpenLoopSpec,
+    model: str,
+    scn: Scenario,
+    base: Path,
+    traces: dict[Path, dict[str, Schedule] | RequestFile],
+    source: str,
+) -> Schedule:
+    """An open loop's rate: from a rate trace, on/off periods, or a schedule; noise added."""
+    duration_s = scn.duration_s
+    field = f"models.{model}.workload"
+    if spec.trace is not None:
+        rate = _trace_rate(spec.trace, spec.trace_model or model, base, traces, field)
+    elif spec.on_off is not None:
+        try:
+            rate = on_off_schedule(spec.on_off, duration_s, model_rng(scn.seed, model, "on_off"))
+        except ValueError as exc:
+            raise ConfigError(str(exc), file=source, field=f"{field}.on_off") from None
+    else:
+        assert spec.rate is not None
+        rate = to_schedule(spec.rate, duration_s)
+    if spec.noise is not None:
+        rate = with_noise(rate, spec.noise, duration_s, model_rng(scn.seed, model, "noise"))
+    return rate
+
+
+def _trace_rate(
+    trace: Path,
+    key: str,
+    base: Path,
+    traces: dict[Path, dict[str, Schedule] | RequestFile],
+    field: str,
+) -> Schedule:
+    """Model `key`'s rates from a rate trace (each file read once per scenario)."""
+    path = trace if trace.is_absolute() else base / trace
+    if path not in traces:
+        traces[path] = load_rate_trace(path)
+    rates = traces[path]
+    if isinstance(rates, RequestFile):
+        raise ConfigError(
+            "a request trace cannot be a rate trace", file=path, field=f"{field}.trace"
+        )
+    if key not in rates:
+        raise ConfigError(
+            f"the rate trace has no rows for model '{key}'",
+            file=path,
+            field=f"{field}.trace_model",
+            allowed=rates,
+        )
+    return rates[key]
 
 
 def _request_trace(
