@@ -692,23 +692,13 @@ class WindowTracker(Sequence[Snapshot]):
         """Add the newest snapshot (after every one already held)."""
         seq = self._next
         self._next += 1
-        t = snap.taken_at
-        if self._snaps and not t >= self._snaps[-1].taken_at:
-            self._unordered = max(self._unordered, seq - 1)
-        if not math.isfinite(t):
-            self._unordered = seq
+        self._order_taken_at(seq, snap.taken_at)
         self._snaps.append(snap)
         models = snap.models
         if models is None:
             return
         mt = snap.models_time
-        prev_good, prev_t = -1, math.nan
-        if self._good_seqs:
-            prev_good, prev_t = self._good_seqs[-1], self._good_times[-1]
-            if not mt >= prev_t:
-                self._unordered = max(self._unordered, prev_good)
-        if not math.isfinite(mt):
-            self._unordered = seq
+        prev_good, prev_t = self._previous_good(seq, mt)
         keys = tuple(models)
         if self._good_keys and keys == self._good_keys[-1]:
             keys = self._good_keys[-1]  # the same object: `derive` skips repeats by identity
@@ -726,6 +716,27 @@ class WindowTracker(Sequence[Snapshot]):
             tr.push(seq, mt, m, prev_good, prev_t)
         if seq % 256 == 0:
             self._sweep()
+
+    def _order_taken_at(self, seq: int, t: float) -> None:
+        """Before snapshot `seq` (taken at `t`) is held: where `t` goes back in time or is
+        not finite, the fast path is not exact until that snapshot leaves."""
+        if self._snaps and not t >= self._snaps[-1].taken_at:
+            self._unordered = max(self._unordered, seq - 1)
+        if not math.isfinite(t):
+            self._unordered = seq
+
+    def _previous_good(self, seq: int, mt: float) -> tuple[int, float]:
+        """The good read before snapshot `seq` (its sequence number and models_time; -1 and
+        NaN if none), the history marked unordered as above where `mt` goes back in time
+        or is not finite."""
+        prev_good, prev_t = -1, math.nan
+        if self._good_seqs:
+            prev_good, prev_t = self._good_seqs[-1], self._good_times[-1]
+            if not mt >= prev_t:
+                self._unordered = max(self._unordered, prev_good)
+        if not math.isfinite(mt):
+            self._unordered = seq
+        return prev_good, prev_t
 
     def popleft(self) -> Snapshot:
         """Remove and return the oldest snapshot."""
@@ -827,9 +838,7 @@ class WindowTracker(Sequence[Snapshot]):
         # held, or the model was absent from the read before) ...
         b = max(lo, tr.hard - tr.n0)
         if gap_seq > seqs[b]:
-            k = bisect_left(seqs, gap_seq, b, e + 1)
-            if k <= e and seqs[k] == gap_seq:
-                b = k
+            b = self._gap_break(seqs, gap_seq, b, e)
         # ... unless it reaches the window's ideal start first
         s = bisect_right(times, t_end - cfg.window_s, lo, e + 1) - 1
         note = ""
@@ -857,6 +866,16 @@ class WindowTracker(Sequence[Snapshot]):
                     reduce(add, tr.c_inst[i : e + 1], 0.0),
                 )
         return _figures(name, now, cfg, tr.samples[s], end, span, busy)
+
+    @staticmethod
+    def _gap_break(seqs: list[int], gap_seq: int, b: int, e: int) -> int:
+        """Where the walk back stops for the history's newest gap: the entry of snapshot
+        `gap_seq` when the model was read in it (past entry b), else b.
+
+        Only called when there is such a gap after entry b; it is kept out of `_one`'s
+        body, which runs per model and derive."""
+        k = bisect_left(seqs, gap_seq, b, e + 1)
+        return k if k <= e and seqs[k] == gap_seq else b
 
     @staticmethod
     def _why(tr: _Track, k: int, base: int, max_gap_s: float) -> str:
