@@ -199,14 +199,7 @@ def too_big_error(
 MAX_SIZED_INSTANCES = 100_000
 
 
-def size(
-    demands: Sequence[Demand],
-    models: dict[str, ModelProfile],
-    gpu: GpuProfile,
-    gpus_per_server: int,
-    headroom_gb: float = 2.0,
-) -> SizingResult:
-    """Instances per model, then a placement of every instance on GPUs, GPUs in servers."""
+def _check_hardware(gpu: GpuProfile, gpus_per_server: int, headroom_gb: float) -> None:
     if headroom_gb < 0:
         raise ConfigError("headroom must be ≥ 0 GB", field="headroom_gb", value=headroom_gb)
     if headroom_gb >= gpu.memory_gb:
@@ -218,6 +211,10 @@ def size(
         )
     if gpus_per_server < 1:
         raise ConfigError("must be ≥ 1", field="gpus_per_server", value=gpus_per_server)
+
+
+def _size_models(demands: Sequence[Demand], models: dict[str, ModelProfile]) -> list[ModelSizing]:
+    """Each demand's instances: a model demanded once, and one the profiles know."""
     seen: set[str] = set()
     sized: list[ModelSizing] = []
     for d in demands:
@@ -231,6 +228,19 @@ def size(
                 f"unknown model '{d.model}'", field="demand", allowed=sizable(models)
             )
         sized.append(size_model(models[d.model], d, sizable(models)))
+    return sized
+
+
+def size(
+    demands: Sequence[Demand],
+    models: dict[str, ModelProfile],
+    gpu: GpuProfile,
+    gpus_per_server: int,
+    headroom_gb: float = 2.0,
+) -> SizingResult:
+    """Instances per model, then a placement of every instance on GPUs, GPUs in servers."""
+    _check_hardware(gpu, gpus_per_server, headroom_gb)
+    sized = _size_models(demands, models)
     for m in sized:
         if m.memory_per_instance_gb > gpu.memory_gb - headroom_gb:
             raise too_big_error(m.name, m.memory_per_instance_gb, gpu, headroom_gb)
