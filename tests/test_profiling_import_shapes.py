@@ -193,6 +193,20 @@ def test_not_a_perf_analyzer_csv(tmp_path: Path) -> None:
         import_csv(f)
 
 
+def test_a_header_only_csv_says_so(tmp_path: Path) -> None:
+    """perf_analyzer's header and no level (a run cut short): said as such, not as a run
+    that never loaded an instance."""
+    f = tmp_path / "pa.csv"
+    f.write_text(
+        "Concurrency,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,"
+        "Server Compute Input,Server Compute Infer,Server Compute Output,Client Recv,"
+        "p50 latency,p90 latency,p95 latency,p99 latency\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match="no measured levels: the file holds the header only"):
+        import_csv(f)
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "160"}
     return subprocess.run(

@@ -95,6 +95,12 @@ def import_csv(path: Path, *, instances: int = 1) -> PerfAnalyzerImport:
     rows, header = read_csv(path, column_key)
     present = {k for h in header if (k := column_key(h))}
     load = _load_column(header, present, path)
+    if not rows:  # else "no level keeps one request … in flight": a run that never loaded
+        raise ConfigError(
+            "no measured levels: the file holds the header only (perf_analyzer writes a "
+            "row per level it measured; was the run cut short?)",
+            file=path,
+        )
     percentiles = sorted(k for k in present if k.startswith("p") and k[1:2].isdigit())
     composing = not percentiles and all(
         (r.number("send", path) or 0) == 0 and (r.number("recv", path) or 0) == 0 for r in rows
