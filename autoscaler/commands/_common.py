@@ -166,3 +166,94 @@ def csv_text(columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> str:
     for row in rows:
         w.writerow(["" if row.get(c) is None else row.get(c) for c in columns])
     return buf.getvalue()
+
+
+# -- endpoints and their TLS/token flags (run, observe, record, size) --------------------
+
+
+def check_endpoint_option(flag: str, url: str, *, scheme_required: bool = False) -> None:
+    """An endpoint given on the command line, checked before anything is read (a URL
+    without http(s):// where one is needed: an error naming the option)."""
+    from autoscaler.transport import check_endpoint
+
+    try:
+        if scheme_required and not url.strip().lower().startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        check_endpoint(url)
+    except ValueError as exc:
+        raise ConfigError(str(exc), field=flag, value=url) from None
+
+
+def security_of_flags(
+    triton: str | None,
+    metrics_url: str | None,
+    prometheus: str | None,
+    **flags: Path | None,
+) -> tuple[Any, Any]:
+    """The TLS files and tokens of the flags, read and checked as `run` does."""
+    from autoscaler.config import TelemetrySection, TritonSection
+    from autoscaler.transport import load_security
+
+    data: dict[str, Any] = {"triton": {}, "telemetry": {}}
+    if triton:
+        data["triton"]["url"] = triton
+    if metrics_url:
+        data["triton"]["metrics_url"] = metrics_url
+    if prometheus:
+        data["telemetry"]["prometheus_url"] = prometheus
+    apply_security_flags(data, flags)
+    t = TritonSection.model_validate(data.get("triton", {}))
+    tel = TelemetrySection.model_validate(data.get("telemetry", {}))
+    src = "<command line>"
+    tri = load_security(t.tls, t.auth, url=triton, source=src, prefix="triton")
+    prom = load_security(
+        tel.prometheus.tls, tel.prometheus.auth, url=prometheus, source=src, prefix="prometheus"
+    )
+    return tri, prom
+
+
+def apply_security_flags(d: dict[str, Any], flags: dict[str, Any]) -> None:
+    """--ca-file / --client-cert / --client-key go to every https:// endpoint's tls;
+    --triton-token-file / --prometheus-token-file make a bearer auth section."""
+    given = [
+        (key, flag)
+        for key, flag in (
+            ("ca_file", "ca_file"),
+            ("cert_file", "client_cert"),
+            ("key_file", "client_key"),
+        )
+        if flags.get(flag) is not None
+    ]
+    tls = {key: str(flags[flag]) for key, flag in given}
+    tri = d.setdefault("triton", {})
+    tel = d.setdefault("telemetry", {})
+    prom = tel.setdefault("prometheus", {})
+    if tls:
+        urls = {
+            "triton": [tri.get("url"), tri.get("metrics_url"), tri.get("grpc_url")],
+            "prometheus": [tel.get("prometheus_url")],
+        }
+        targets = [
+            name
+            for name, us in urls.items()
+            if any(str(u or "").lower().startswith(("https://", "grpcs://")) for u in us)
+        ]
+        if not targets:
+            flag = "--" + given[0][1].replace("_", "-")
+            raise ConfigError(
+                "no https:// endpoint to use it for: give --triton https://HOST:PORT or "
+                "--prometheus https://HOST:PORT",
+                field=flag,
+            )
+        for name in targets:
+            section = tri if name == "triton" else prom
+            section["tls"] = {**section.get("tls", {}), **tls}
+    for flag, section in (("triton_token_file", tri), ("prometheus_token_file", prom)):
+        if flags.get(flag) is not None:
+            section["auth"] = {"type": "bearer", "secret_file": str(flags[flag])}
+    if not prom:
+        del tel["prometheus"]
+    if not tel:
+        del d["telemetry"]
+    if not tri:
+        del d["triton"]

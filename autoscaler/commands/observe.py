@@ -37,7 +37,9 @@ from autoscaler.commands._common import (
     PrometheusTokenFileOption,
     TritonTokenFileOption,
     cadence,
+    check_endpoint_option,
     csv_text,
+    security_of_flags,
 )
 from autoscaler.errors import ConfigError, RuntimeFailure
 from autoscaler.policy.decision import observed
@@ -201,7 +203,7 @@ def observe(
         return
     src_name = models or ("triton" if triton else "prometheus" if prometheus else "none")
     _check_endpoints(triton, metrics_url, prometheus)
-    tri_sec, prom_sec = _security(
+    tri_sec, prom_sec = security_of_flags(
         triton,
         metrics_url,
         prometheus,
@@ -265,9 +267,9 @@ def _check_endpoints(triton: str | None, metrics_url: str | None, prometheus: st
     """Each endpoint given, checked before anything is read; Prometheus' needs its scheme."""
     for flag, url in (("--triton", triton), ("--metrics-url", metrics_url)):
         if url is not None:
-            _endpoint(flag, url)
+            check_endpoint_option(flag, url)
     if prometheus is not None:
-        _endpoint("--prometheus", prometheus, scheme_required=True)
+        check_endpoint_option("--prometheus", prometheus, scheme_required=True)
 
 
 def _check_sources(src_name: str, gpus: str, prometheus_selector: str) -> None:
@@ -320,47 +322,6 @@ class _Reads:
             self.last_error = "; ".join(snap.errors) or self.last_error
         else:
             self.good += 1
-
-
-def _endpoint(flag: str, url: str, *, scheme_required: bool = False) -> None:
-    from autoscaler.transport import check_endpoint
-
-    try:
-        if scheme_required and not url.strip().lower().startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        check_endpoint(url)
-    except ValueError as exc:
-        raise ConfigError(str(exc), field=flag, value=url) from None
-
-
-def _security(
-    triton: str | None,
-    metrics_url: str | None,
-    prometheus: str | None,
-    **flags: Path | None,
-) -> tuple[Any, Any]:
-    """The TLS files and tokens of the flags, read and checked as `run` does."""
-    from autoscaler.config import TelemetrySection, TritonSection
-    from autoscaler.transport import load_security
-
-    data: dict[str, Any] = {"triton": {}, "telemetry": {}}
-    if triton:
-        data["triton"]["url"] = triton
-    if metrics_url:
-        data["triton"]["metrics_url"] = metrics_url
-    if prometheus:
-        data["telemetry"]["prometheus_url"] = prometheus
-    from autoscaler.commands.run import _apply_security_flags
-
-    _apply_security_flags(data, flags)
-    t = TritonSection.model_validate(data.get("triton", {}))
-    tel = TelemetrySection.model_validate(data.get("telemetry", {}))
-    src = "<command line>"
-    tri = load_security(t.tls, t.auth, url=triton, source=src, prefix="triton")
-    prom = load_security(
-        tel.prometheus.tls, tel.prometheus.auth, url=prometheus, source=src, prefix="prometheus"
-    )
-    return tri, prom
 
 
 def _check(

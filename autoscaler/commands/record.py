@@ -22,8 +22,10 @@ from autoscaler.commands._common import (
     ClientCertOption,
     ClientKeyOption,
     PrometheusTokenFileOption,
+    check_endpoint_option,
     parse_pairs,
     positive_int,
+    security_of_flags,
 )
 from autoscaler.commands.simulate import check_format, progress_bar
 from autoscaler.errors import ConfigError, RuntimeFailure
@@ -105,7 +107,6 @@ def record(
     renamed at the end. Exit code 1 when Prometheus cannot be read or holds no
     Triton series in the range (no file is left).
     """
-    from autoscaler.commands.observe import _endpoint, _security
     from autoscaler.sim.record import record as run_record
 
     check_format(fmt)
@@ -116,8 +117,8 @@ def record(
     # error", naming a temporary file); `profile` makes its directory, a trace does not
     if not out.parent.is_dir():
         raise ConfigError("the directory of the trace file does not exist", file=out)
-    _endpoint("--prometheus", prometheus, scheme_required=True)
-    _, security = _security(
+    check_endpoint_option("--prometheus", prometheus, scheme_required=True)
+    _, security = security_of_flags(
         None,
         None,
         prometheus,

@@ -27,6 +27,7 @@ from autoscaler.commands._common import (
     ClientKeyOption,
     PrometheusTokenFileOption,
     TritonTokenFileOption,
+    apply_security_flags,
     parse_pairs,
     positive_float,
 )
@@ -404,7 +405,7 @@ def _apply_flags(data: dict[str, Any], **flags: Any) -> dict[str, Any]:
     if flags["prometheus_selector"] is not None:
         _apply_selector_flag(d, flags["prometheus_selector"])
     _apply_daemon_flags(d, flags)
-    _apply_security_flags(d, flags)
+    apply_security_flags(d, flags)
     _apply_model_flags(d, flags)
     return d
 
@@ -486,53 +487,6 @@ def _apply_model_flags(d: dict[str, Any], flags: dict[str, Any]) -> None:
         models[name]["profile"] = prof
     if models:
         d["models"] = models
-
-
-def _apply_security_flags(d: dict[str, Any], flags: dict[str, Any]) -> None:
-    """--ca-file / --client-cert / --client-key go to every https:// endpoint's tls;
-    --triton-token-file / --prometheus-token-file make a bearer auth section."""
-    given = [
-        (key, flag)
-        for key, flag in (
-            ("ca_file", "ca_file"),
-            ("cert_file", "client_cert"),
-            ("key_file", "client_key"),
-        )
-        if flags.get(flag) is not None
-    ]
-    tls = {key: str(flags[flag]) for key, flag in given}
-    tri = d.setdefault("triton", {})
-    tel = d.setdefault("telemetry", {})
-    prom = tel.setdefault("prometheus", {})
-    if tls:
-        urls = {
-            "triton": [tri.get("url"), tri.get("metrics_url"), tri.get("grpc_url")],
-            "prometheus": [tel.get("prometheus_url")],
-        }
-        targets = [
-            name
-            for name, us in urls.items()
-            if any(str(u or "").lower().startswith(("https://", "grpcs://")) for u in us)
-        ]
-        if not targets:
-            flag = "--" + given[0][1].replace("_", "-")
-            raise ConfigError(
-                "no https:// endpoint to use it for: give --triton https://HOST:PORT or "
-                "--prometheus https://HOST:PORT",
-                field=flag,
-            )
-        for name in targets:
-            section = tri if name == "triton" else prom
-            section["tls"] = {**section.get("tls", {}), **tls}
-    for flag, section in (("triton_token_file", tri), ("prometheus_token_file", prom)):
-        if flags.get(flag) is not None:
-            section["auth"] = {"type": "bearer", "secret_file": str(flags[flag])}
-    if not prom:
-        del tel["prometheus"]
-    if not tel:
-        del d["telemetry"]
-    if not tri:
-        del d["triton"]
 
 
 def live_daemon(

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from autoscaler.commands._common import (
     catalog_from,
+    check_endpoint_option,
     check_format,
     csv_text,
     hardware_from,
@@ -90,10 +91,9 @@ def size(
                 allowed="table, json",
             )
         from autoscaler.commands.fleet import size_from_prometheus
-        from autoscaler.commands.observe import _endpoint
 
         # ftp:// went to the first query: "query ... failed at ftp://…: InvalidURL"
-        _endpoint("--from-prometheus", from_prometheus, scheme_required=True)
+        check_endpoint_option("--from-prometheus", from_prometheus, scheme_required=True)
         size_from_prometheus(
             from_prometheus,
             at=at,
