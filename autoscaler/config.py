@@ -473,13 +473,13 @@ def _figures_without_profile(
             field=f"models.{name}.profile",
             allowed=cat.models,
         )
-    for key, flag, unit in (
-        ("optimal_concurrency", "--target", "C"),
-        ("memory_per_instance_gb", "--memory-gb", "GB"),
+    for key, value, flag, unit in (
+        ("optimal_concurrency", m.optimal_concurrency, "--target", "C"),
+        ("memory_per_instance_gb", m.memory_per_instance_gb, "--memory-gb", "GB"),
     ):
         if key == "memory_per_instance_gb" and not needs_memory:
             continue
-        if getattr(m, key) is None:
+        if value is None:
             raise ConfigError(
                 f"no model profile '{prof_name}' to take {key} from: set it "
                 f"(run: {flag} {name}={unit}), or name a profile (--profile {name}=NAME)",
