@@ -148,9 +148,8 @@ def _load_secrets(settings: Sequence[AnySettings], source: str) -> list[Any]:
             )
         else:
             secrets.append(None)
-        ca = getattr(s, "ca_file", None)
-        if ca is not None:
-            _check_ca_file(ca, source=source, field=f"{prefix}.ca_file")
+        if not isinstance(s, LogSettings) and s.ca_file is not None:
+            _check_ca_file(s.ca_file, source=source, field=f"{prefix}.ca_file")
     return secrets
 
 

@@ -422,7 +422,7 @@ class _Sweep:
             ended_at=self.clock(),
             settings=self.cfg,
             info=self.info,
-            gpu_source=getattr(self.gpus, "name", None) if self.gpus is not None else None,
+            gpu_source=self.gpus.name if self.gpus is not None else None,
             stopped_early=stopped,
             notes=notes,
         )

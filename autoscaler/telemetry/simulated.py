@@ -21,9 +21,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from autoscaler.placement import Fit, GpuBin, Item, pack
 from autoscaler.telemetry.snapshot import GpuSample, Snapshot
+
+if TYPE_CHECKING:
+    from autoscaler.profiles import ModelProfile
 
 SOURCE = "simulated"
 MIB = 1024**2
@@ -65,15 +69,12 @@ class SimGpuState:
         )
 
 
-def instance_memory_from_catalog(models: Mapping[str, object]) -> dict[str, int]:
+def instance_memory_from_catalog(models: Mapping[str, ModelProfile]) -> dict[str, int]:
     """Bytes per instance for every catalog model that has a size (profiles give GB = 1e9 B)."""
     out: dict[str, int] = {}
     for name, profile in models.items():
-        memory = getattr(profile, "instance_memory", None)
-        if memory is None:
-            continue
         try:
-            gb, _ = memory()
+            gb, _ = profile.instance_memory()
         except (AssertionError, ValueError):
             continue  # a profile without any size: nothing to simulate
         out[name] = round(gb * 1e9)
