@@ -111,7 +111,8 @@ def build(
         n = _start_notifier(name, s, secret, metrics=metrics, log=log, context=context)
         out.append(n)
         if log is not None:
-            to = getattr(n, "target", None)  # already redacted
+            # a delivered notifier's address, already redacted (a log one has none)
+            to = n.target if isinstance(n, SlackNotifier | WebhookNotifier) else None
             log.info("notifier_ready", notifier=name, type=s.type, **({"to": to} if to else {}))
     return out
 

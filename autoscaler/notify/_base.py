@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from autoscaler.notify._dedup import Deduplicator, Pick
@@ -92,14 +93,18 @@ class QueuedNotifier(Generic[P]):
         raise NotImplementedError
 
 
-def close_all(notifiers: list[Any], timeout_s: float = 3.0) -> None:
-    """Close every notifier within one shared `timeout_s` (they drain in parallel)."""
+def close_all(notifiers: Sequence[object], timeout_s: float = 3.0) -> None:
+    """Close every notifier within one shared `timeout_s` (they drain in parallel).
+
+    The daemon holds anything with a `notify` (its own `Notifier`); those that are
+    this module's `Notifier` have a bounded close too.
+    """
     deadline = time.monotonic() + timeout_s
-    queued = [n for n in notifiers if isinstance(getattr(n, "delivery", None), Delivery)]
-    for n in queued:
-        n.delivery.begin_close()
-    for n in queued:
-        n.delivery.join(deadline)
+    queued = [n for n in notifiers if isinstance(n, QueuedNotifier)]
+    for q in queued:
+        q.delivery.begin_close()
+    for q in queued:
+        q.delivery.join(deadline)
     for n in notifiers:
-        if n not in queued and hasattr(n, "close"):
+        if isinstance(n, Notifier) and not isinstance(n, QueuedNotifier):
             n.close(max(0.0, deadline - time.monotonic()))
