@@ -784,8 +784,11 @@ def _sim_to_real_block(real: dict[str, Any]) -> list[str]:
         out += [
             "",
             f"{len(near)} of the {len(over)} model-minutes over ±{100 * goal:g} % are the "
-            "minute of an instance change (load_model) or the one after: actuation "
-            "transients inside Triton, which the simulator does not model.",
+            "minute of an instance change (load_model) or the one after. Neither kind of "
+            "gap seen so far is modelled by the simulator: actuation transients inside "
+            "Triton, and a batched model's closed-loop clients split into more batch "
+            "groups than instances after a change, groups that then hold "
+            '(docs/simulation.md, "Sim-to-real").',
         ]
     out.append("")
     return out
