@@ -112,7 +112,7 @@ def build(
         out.append(n)
         if log is not None:
             # a delivered notifier's address, already redacted (a log one has none)
-            to = n.target if isinstance(n, SlackNotifier | WebhookNotifier) else None
+            to = n.target if isinstance(n, QueuedNotifier) else None
             log.info("notifier_ready", notifier=name, type=s.type, **({"to": to} if to else {}))
     return out
 

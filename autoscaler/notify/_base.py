@@ -46,6 +46,8 @@ class Context:
 class QueuedNotifier(Generic[P]):
     """Selects on the tick (cheap, pure), formats, and hands the payload to its worker."""
 
+    target: str  # where it delivers, redacted (set by each kind; logged, never the secret)
+
     def __init__(
         self,
         name: str,
