@@ -24,6 +24,7 @@ from autoscaler.policy.queueing import (
     Sequential,
     ServiceModel,
     execution_s,
+    tail_for_p95,
     wait_mean_s,
     wait_p95_s,
 )
@@ -81,13 +82,14 @@ def correct(
       the 16 (`conversation-5b`). For a batched model v comes from the queue p95
       against the predicted wait p95, where that lies above the batcher's own
       delay, which every request's queue time holds.
-    - the service tail from request p95 − queue p95 − mean service: service times with
+    - the service tail from the request p95 and the queue p95: service times with
       a CV of 1 (the 5B at 277 ms on average; lognormal in the simulator) have a p95 of
       2.8 × 277 ≈ 770 ms, and charging those ~490 ms to waiting (what the model did
       before it read the queue p95) taught v = 4 at 20 req/s on 8 instances where
-      M/G/n puts v near (1 + c_s²) / 2 = 1. p95(wait + service) lies between the
-      larger and the sum of the two p95s, so this reads the tail low by at most the
-      queue p95, and sizing adds it whole to the predicted wait p95.
+      M/G/n puts v near (1 + c_s²) / 2 = 1. For a model that runs one request at a
+      time the tail is what, composed with the window's wait, makes its p95
+      (`queueing.tail_for_p95`: the inverse of the composition sizing predicts with);
+      a batch's is request p95 − queue p95 − batch time, added whole.
 
     Without a queue p95 (histogram p95 only) the whole excess of the p95 over the
     service time and its learnt tail is read as waiting, against the predicted wait
@@ -108,17 +110,18 @@ def correct(
     target: float | None = None
     # the requests behind the window's p95s (Triton's summaries slide over the window)
     p95_known = (w.throughput_rps or 0.0) * w.window_s >= P95_MIN_REQUESTS
-    if w.p95_queue_ms is not None and p95_known:
-        queue_s = w.p95_queue_ms / 1000.0
-        changes.update(_tail_learnt(mem, max(0.0, p95_s - queue_s - base_s), step))
-        if isinstance(svc, Batched) and predicted > svc.queue_delay_s:
-            target = queue_s / predicted
     if isinstance(svc, Sequential) and w.avg_queue_ms is not None:
         mean = wait_mean_s(svc, n, d.arrival_rps, 1.0)
         if MEASURABLE_WAIT_SHARE * svc.service_s <= mean < math.inf:
             target = w.avg_queue_ms / 1000.0 / mean
     elif w.p95_queue_ms is None and predicted > 0.0 and p95_known:
         target = max(0.0, p95_s - base_s - mem.service_tail_s) / predicted
+    if w.p95_queue_ms is not None and p95_known:
+        queue_s = w.p95_queue_ms / 1000.0
+        tail, weight = _tail_read(svc, n, d, p95_s, queue_s)
+        changes.update(_tail_learnt(mem, tail, step, weight))
+        if isinstance(svc, Batched) and predicted > svc.queue_delay_s:
+            target = queue_s / predicted
     if target is not None and learn_v:
         target = min(VARIABILITY_MAX, max(VARIABILITY_MIN, target))
         v, var = _ewm(mem.variability, mem.variability_var, target, step)
@@ -129,17 +132,38 @@ def correct(
     return _memory_with(mem, changes)
 
 
-def _tail_learnt(mem: DemandMemory, tail: float, step: float) -> dict[str, float | bool]:
-    """The service tail's mean and variance moved towards a window's reading `tail` (s).
+def _tail_read(
+    svc: ServiceModel, n: int, d: Demand, p95_s: float, queue_s: float
+) -> tuple[float, float]:
+    """A window's service tail (s) and its weight: composed with its wait (one request at
+    a time, `queueing.tail_for_p95`) or request p95 − queue p95 − batch time (batched)."""
+    if isinstance(svc, Sequential):
+        return tail_for_p95(svc, n, d.arrival_rps, p95_s, queue_s)
+    return max(0.0, p95_s - queue_s - execution_s(svc)), 1.0
+
+
+def _tail_learnt(
+    mem: DemandMemory, tail: float, step: float, weight: float = 1.0
+) -> dict[str, float | bool]:
+    """The service tail's mean and variance moved towards a window's reading `tail` (s),
+    by `step` × the reading's `weight` (`queueing.tail_for_p95`).
 
     The first reading is the estimate: weighing it against the prior of 0 would count
     the climb from 0 as scatter (a 1.3B whose windows read 170–270 ms put 80 ms of sd
-    on its tail, and sized with a tail of 400 ms where 220 was seen).
+    on its tail, and sized with a tail of 400 ms where 220 was seen). Only a reading
+    of weight ½ or more is taken as the first: below that the tail moves the window's
+    p95 by less than 0.7 × itself, and the p95's scatter is most of what it reads.
     """
-    var = 0.0
-    if mem.service_tail_read:
-        tail, var = _ewm(mem.service_tail_s, mem.service_tail_var, tail, step)
-    return {"service_tail_s": tail, "service_tail_var": var, "service_tail_read": True}
+    if not mem.service_tail_read:
+        if weight < FIRST_TAIL_WEIGHT:
+            return {}
+        return {"service_tail_s": tail, "service_tail_var": 0.0, "service_tail_read": True}
+    mean, var = _ewm(mem.service_tail_s, mem.service_tail_var, tail, step * weight)
+    return {"service_tail_s": mean, "service_tail_var": var, "service_tail_read": True}
+
+
+# see _tail_learnt: the least weight (∂p95/∂tail)² a first reading needs
+FIRST_TAIL_WEIGHT = 0.5
 
 
 def _memory_with(mem: DemandMemory, changes: Mapping[str, object]) -> DemandMemory:

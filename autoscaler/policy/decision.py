@@ -114,7 +114,7 @@ class Figures:
         n = self.instances
         v, tail = self.variability, self.service_tail_ms
         return tuple(
-            (k, p95_ms(self.service, k, self.sized_for_rps, v) + tail)
+            (k, p95_ms(self.service, k, self.sized_for_rps, v, tail / 1000.0))
             for k in (n - 1, n, n + 1)
             if k >= 1
         )
