@@ -162,7 +162,11 @@ def _tail_learnt(
     return {"service_tail_s": mean, "service_tail_var": var, "service_tail_read": True}
 
 
-# see _tail_learnt: the least weight (∂p95/∂tail)² a first reading needs
+# see _tail_learnt: the least weight (∂p95/∂tail)² a first reading needs. A reading of
+# weight w has 1 / w times the variance of the window's p95; the reading it replaced,
+# request p95 − queue p95, was the difference of two sample quantiles of one window, up
+# to twice a p95's variance (two independent ones; over the same requests they scatter
+# together, less). A first reading is taken whole, so it may scatter no more: w ≥ ½.
 FIRST_TAIL_WEIGHT = 0.5
 
 

@@ -175,12 +175,12 @@ def p95_ms(
     (learnt, `policy.correction`). One request at a time, it is composed with the wait
     (`_sum_p95_s`); a batch's time varies little, and its tail is added.
     """
-    wait = wait_p95_s(service, n, rate_rps, variability)
     if isinstance(service, Batched):
+        wait = wait_p95_s(service, n, rate_rps, variability)
         return (service.batch_s + max(service.queue_delay_s, wait) + tail_s) * 1000.0
-    if tail_s <= 0.0 or wait == math.inf:
-        return (service.service_s + wait) * 1000.0
-    return _sum_p95_s(service, n, rate_rps, variability, tail_s) * 1000.0
+    if tail_s > 0.0 and rate_rps * service.service_s < n:  # a tail, and not overloaded
+        return _sum_p95_s(service, n, rate_rps, variability, tail_s) * 1000.0
+    return (service.service_s + wait_p95_s(service, n, rate_rps, variability)) * 1000.0
 
 
 # The service time's own tail and the wait, composed. A request's latency is its wait
