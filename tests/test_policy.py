@@ -240,6 +240,27 @@ def test_a_model_short_of_memory_keeps_its_own_stabilisation(
     assert after.short_of_memory == frozenset()
 
 
+@pytest.mark.parametrize(("used_gb", "short"), [(75.0, True), (10.0, False)])
+def test_a_scale_up_held_by_the_cooldown_says_when_no_gpu_has_room(
+    used_gb: float, short: bool
+) -> None:
+    """1 → 2 applied at 1 s; from 5 s 16 in the server, at 10 s two ticks agree that they
+    want 4, and the cooldown holds. With no GPU able to take the two more, the model is
+    short of memory now, not when the cooldown ends: other models' stabilisation is
+    lifted on the next tick."""
+    d, st = one(ctx(0, win(8, 1)))
+    assert (d.action, d.desired_instances) == (Action.scale_up, 2)
+    st = record_outcome(st, "nemo-gpt-5b", 1.0, True, POLICY)
+    full = gpus(used_gb, used_gb, used_gb, used_gb)
+    d, st = one(ctx(5, win(16, 2, now=5), gpu=full), st)
+    assert d.action is Action.hold and st.short_of_memory == frozenset()
+    d, st = one(ctx(10, win(16, 2, now=10), gpu=full), st)
+    assert (d.action, d.rule, d.desired_instances) == (Action.hold, Rule.cooldown, 2)
+    assert "would go 2 → 4" in d.reason
+    assert ("no GPU has room" in d.reason) is short
+    assert st.short_of_memory == (frozenset({"nemo-gpt-5b"}) if short else frozenset())
+
+
 def test_partial_capacity_scales_what_fits() -> None:
     """Room for one of three wanted instances: scale up by one and say what is missing."""
     d, _ = one(ctx(0, win(16, 1), gpu=gpus(60, 70, 70, 70)))

@@ -53,7 +53,14 @@ from autoscaler.policy.demand import (
     queue_grew_since,
     waited,
 )
-from autoscaler.policy.placing import gpu_bins, make_room, place, release_from, reserve_in_flight
+from autoscaler.policy.placing import (
+    fits,
+    gpu_bins,
+    make_room,
+    place,
+    release_from,
+    reserve_in_flight,
+)
 from autoscaler.policy.queueing import Batched, ServiceModel
 from autoscaler.policy.stages import (
     Held,
@@ -103,11 +110,11 @@ def decide(ctx: PolicyContext, state: PolicyState) -> tuple[list[Decision], Poli
     for t in sorted(ctx.targets.values(), key=lambda t: (-t.memory_per_instance_gb, t.model)):
         # another model than this one was left short of memory by the last tick
         others_short = bool(short_before) and (t.model not in short_before or len(short_before) > 1)
-        d, models[t.model] = _decide_model(
+        d, models[t.model], wants_memory = _decide_model(
             ctx, t, state.get(t.model), bins, quiet, others_short, moves
         )
         decisions[t.model] = d
-        if d.rule is Rule.capacity:
+        if wants_memory:
             short.add(t.model)
     return [decisions[n] for n in sorted(decisions)], PolicyState(models, frozenset(short))
 
@@ -144,7 +151,9 @@ def _decide_model(
     quiet: bool,
     others_short: bool,  # a model other than `t` was left short of GPU memory
     moves: dict[str, tuple[Move, str]],
-) -> tuple[Decision, ModelState]:
+) -> tuple[Decision, ModelState, bool]:
+    """One model's decision, its new state, and whether it is short of GPU memory: it
+    wants instances that no GPU has room for (rule `capacity`, or held by its cooldown)."""
     pol, now = ctx.policy, ctx.now
     w = ctx.stable.get(t.model)
     target_c = t.optimal_concurrency * pol.target_utilization
@@ -160,6 +169,7 @@ def _decide_model(
         return (
             out(Action.hold, cur, Rule.invalid_telemetry, f"hold: {why}", current_instances=cur),
             st,
+            False,
         )
     current = w.instances
     if st.seen_instances != current:
@@ -171,7 +181,7 @@ def _decide_model(
         else:
             st = evolve(st, seen_instances=current, seen_change_at=now)
     if not w.ready:
-        return out(Action.hold, current, Rule.invalid_telemetry, "hold: model not ready"), st
+        return out(Action.hold, current, Rule.invalid_telemetry, "hold: model not ready"), st, False
 
     # 2-3b. Demand, what the model's recent past says about it, and the capacity model
     # corrected from what Triton measured (`_learn`).
@@ -193,16 +203,56 @@ def _decide_model(
     # 8. Gates: hands off while a change is applied, after a failed one, and for a
     # cooldown after a successful one; then the steps.
     if t.model in ctx.in_flight:
-        return hold_in_flight(ctx, t, w, current, wish.want, make), st
+        return hold_in_flight(ctx, t, w, current, wish.want, make), st, False
     stage = _gated(ctx, st, wish, current, history[0][1], sz.undrained, lr, others_short)
     if isinstance(stage, Held):
-        move = moves.get(t.model)
-        if move is not None and bins is not None and stage.rule is not Rule.backoff:
-            made = make_room(ctx, t, bins, current, hi, move, make, figs)
-            if made is not None:
-                return made, st
-        return make(Action.hold, current, stage.rule, stage.reason, figures=figs), st
-    return _stepped(ctx, t, st, bins, current, stage, make, figs, others_short, moves)
+        d, short = _held(ctx, t, bins, current, hi, stage, wish.want, make, figs, moves)
+        return d, st, short
+    d, st = _stepped(ctx, t, st, bins, current, stage, make, figs, others_short, moves)
+    return d, st, d.rule is Rule.capacity
+
+
+def _held(
+    ctx: PolicyContext,
+    t: ModelTarget,
+    bins: list[GpuBin] | None,
+    current: int,
+    hi: int,
+    held: Held,
+    want: int,
+    make: DecisionMaker,
+    figs: Figures,
+    moves: dict[str, tuple[Move, str]],
+) -> tuple[Decision, bool]:
+    """A gate held the wish: the hold (or the first half of a move a larger model waits
+    for, `make_room`), and whether the model is short of GPU memory meanwhile.
+
+    A scale-up held by the cooldown that no GPU has the memory for is short: a
+    cooldown waits to see what the last change did; the memory the wish needs is
+    there or not whatever it did. Said now, the other models release at once (stage
+    7): `competing-5b-20b`'s 20B went 1 → 2 at 9005 s as its users rose 16 → 64, and
+    held by its cooldown, "would go 2 → 4", for 25 s with 3–8 GB free a GPU, while the
+    5B, whose users fell 64 → 8 at the same time, kept 16 instances under its
+    stabilisation window until the 20B's next step found no room at 9035 s. Said
+    during the cooldown, the 5B went 16 → 12 at 9015 s, and the 20B had its third
+    instance at 9035 s and its fourth at 9070 s, not 9045 s and 9085 s.
+    """
+    move = moves.get(t.model)
+    if move is not None and bins is not None and held.rule is not Rule.backoff:
+        made = make_room(ctx, t, bins, current, hi, move, make, figs)
+        if made is not None:
+            return made, False
+    short = (
+        held.rule is Rule.cooldown
+        and want > current
+        and bins is not None
+        and ctx.check_gpu_memory
+        and not fits(ctx, t, bins, want - current)
+    )
+    reason = held.reason
+    if short:
+        reason += "; no GPU has room for it: other models' releases go at once"
+    return make(Action.hold, current, held.rule, reason, figures=figs), short
 
 
 class _Learnt(NamedTuple):

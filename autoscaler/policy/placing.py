@@ -48,6 +48,13 @@ def reserve_in_flight(ctx: PolicyContext, bins: list[GpuBin]) -> None:
                 b.used_gb += slot.instances * t.memory_per_instance_gb
 
 
+def fits(ctx: PolicyContext, t: ModelTarget, bins: list[GpuBin], count: int) -> bool:
+    """Whether `count` more instances of `t` would fit the GPUs' free memory (bins untouched)."""
+    item = Item(t.model, t.memory_per_instance_gb)
+    res = pack([item] * count, bins, headroom_gb=ctx.policy.gpu_headroom_gb, fit=Fit.best)
+    return not res.unplaced
+
+
 def place(
     ctx: PolicyContext,
     t: ModelTarget,

@@ -87,7 +87,8 @@ def evolve(st: ModelState, **changes: Any) -> ModelState:
 @dataclass(frozen=True)
 class PolicyState:
     models: Mapping[str, ModelState] = field(default_factory=dict)
-    # the models the last tick left short of GPU memory (rule `capacity`): stabilisation
+    # the models the last tick left short of GPU memory (rule `capacity`, or a scale-up
+    # the cooldown held that no GPU had room for, `core._held`): stabilisation
     # then holds no instance of any other model, which another could use (`_decide_model`,
     # stage 7). Per model, not one flag: the short model's own releases free nothing it
     # waits for. A 5B alone on four L40S (48 GB: three instances a GPU) at 12 wanted 13
