@@ -405,3 +405,76 @@ def test_readme_scorecard_is_in_step_with_the_committed_results() -> None:
         "README.md's scorecard is out of step with simulations/results/: "
         "run python -m autoscaler.sim.regenerate --readme-only"
     )
+
+
+def _pt(policy: str, setting: str, pct: float, ih: float) -> dict[str, Any]:
+    return {
+        "policy": policy,
+        "setting": setting,
+        "default": setting == "default",
+        "slo_attainment_pct": pct,
+        "instance_hours": ih,
+        "gpu_hours": ih,
+        "scale_actions": 0,
+        "failed": 0,
+    }
+
+
+def test_readme_curves_place_every_setting_of_ours_against_each_frontier(tmp_path: Path) -> None:
+    """Each cell is the range over ours' points of the baseline's need ÷ ours' cost."""
+    from autoscaler.sim.regenerate import main, readme_curves
+
+    points = [
+        _pt("ours", "default", 98.0, 10.0),
+        _pt("ours", "slo_attainment_target=0.9", 95.0, 8.0),
+        # static: 95 % at 9 (1.125× ours' 8), 98 % at 9.5 (0.95× ours' 10)
+        _pt("static", "instances=9", 95.0, 9.0),
+        _pt("static", "instances=10", 98.0, 9.5),
+        # hpa behind at both: 95 % at 7, 98 % at 9
+        _pt("hpa", "target_utilization=0.7", 95.0, 7.0),
+        _pt("hpa", "target_utilization=0.6", 98.0, 9.0),
+        # kpa never reaches 98 %, and reaches 95 % at 12
+        _pt("kpa", "target_utilization=0.7", 95.0, 12.0),
+    ]
+    (tmp_path / "pair").mkdir()
+    (tmp_path / "pair" / "frontier.json").write_text(
+        json.dumps({"points": points, "standing": {"instance_hours": []}})
+    )
+    (tmp_path / "alone").mkdir()  # no ours: no row
+    (tmp_path / "alone" / "frontier.json").write_text(json.dumps({"points": points[2:]}))
+    table = readme_curves(tmp_path)
+    assert table.splitlines()[2:] == [
+        "| pair | 2 | 0.95× – 1.12× | 0.88× – 0.90× | 1.50× – never |"
+    ]
+    (tmp_path / "index.json").write_text(
+        json.dumps(
+            {
+                "pair": {
+                    "scorecards": [
+                        {"policy": "ours", "slo_attainment_pct": 98.0, "instance_hours": 10.0}
+                    ]
+                }
+            }
+        )
+    )
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "<!-- scorecard:begin (written by python -m autoscaler.sim.regenerate) -->\n"
+        "<!-- scorecard:end -->\nmid\n"
+        "<!-- curves:begin (written by python -m autoscaler.sim.regenerate) -->\nold\n"
+        "<!-- curves:end -->\n"
+    )
+    assert main(["--readme-only", "--out", str(tmp_path), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert table in text and "old" not in text
+
+
+def test_readme_curves_are_in_step_with_the_committed_results() -> None:
+    from autoscaler.sim.regenerate import readme_curves
+
+    table = readme_curves(ROOT / "simulations" / "results")
+    assert len(table.splitlines()) == 2 + 9  # a row for every shipped scenario
+    assert table in (ROOT / "README.md").read_text(encoding="utf-8"), (
+        "README.md's curves table is out of step with simulations/results/: "
+        "run python -m autoscaler.sim.regenerate --readme-only"
+    )

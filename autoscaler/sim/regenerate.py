@@ -6,10 +6,11 @@ it), writes `simulations/results/<scenario>/` (scorecards, summary, per-minute
 CSV, plots, frontier.json/.csv/.png) and `simulations/results/README.md`, and
 rewrites the results section of `docs/simulation.md` (between its
 `results:begin` / `results:end` markers) and the README's scorecard (between
-`scorecard:begin` / `scorecard:end`; `--readme-only` rewrites just that from the
-committed result files). The headline compares ours with each
-baseline's *best* settings at ours' cost (its Pareto frontier), not with its
-default. Runs are seeded, so the same code gives the same files (wall times
+`scorecard:begin` / `scorecard:end`) and ours' curves (between `curves:begin` /
+`curves:end`); `--readme-only` rewrites just those from the committed result
+files. The headline compares ours with each baseline's *best* settings at ours'
+cost (its Pareto frontier), not with its default; the curves table does the same
+for every setting of ours the sweep ran. Runs are seeded, so the same code gives the same files (wall times
 are left out of them).
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -25,6 +27,7 @@ from typing import Any
 
 from autoscaler.errors import AutoscalerError
 from autoscaler.sim.capacity import require_fit
+from autoscaler.sim.frontier import Point, cost_for, pareto
 from autoscaler.sim.report import (
     ScenarioResult,
     run_scenario,
@@ -41,6 +44,8 @@ BEGIN = "<!-- results:begin (written by python -m autoscaler.sim.regenerate) -->
 END = "<!-- results:end -->"
 README_BEGIN = "<!-- scorecard:begin (written by python -m autoscaler.sim.regenerate) -->"
 README_END = "<!-- scorecard:end -->"
+CURVES_BEGIN = "<!-- curves:begin (written by python -m autoscaler.sim.regenerate) -->"
+CURVES_END = "<!-- curves:end -->"
 BASELINES = ("static", "hpa", "kpa")
 
 
@@ -180,9 +185,71 @@ def update_docs(doc: Path, body: str, begin: str = BEGIN, end: str = END) -> boo
     return True
 
 
+def readme_curves(out: Path) -> str:
+    """Ours' own curve against each baseline's frontier, from every `frontier.json` in `out`.
+
+    The scorecard above it places ours at its default setting against each baseline at
+    its best settings in hindsight. Here every setting of ours the sweep ran
+    (`slo_attainment_target` 0.9 … 0.995) is placed the same way, and a cell gives the
+    range of the multiples: what the baseline's frontier needs for each of ours' points'
+    attainment, over that point's instance-hours. Its lower end under 1× means ours
+    is behind that frontier at some setting, its upper end under 1× at every setting;
+    *never* stands for a point of ours that no setting of the baseline reaches.
+    """
+    lines = [
+        "| scenario | ours' settings run | " + " | ".join(BASELINES) + " |",
+        "|---|---:|" + "---:|" * len(BASELINES),
+    ]
+    for d in sorted(p for p in out.iterdir() if (p / "frontier.json").is_file()):
+        doc = json.loads((d / "frontier.json").read_text(encoding="utf-8"))
+        points = [_point(p) for p in doc.get("points", [])]
+        ours = [p for p in points if p.policy == "ours"]
+        if not ours:
+            continue
+        cells = []
+        for b in BASELINES:
+            front = pareto([p for p in points if p.policy == b])
+            if not front:
+                cells.append("—")
+                continue
+            ratios = []
+            for o in ours:
+                need = cost_for(front, o.attainment_pct)
+                ratios.append(math.inf if need is None else need / o.instance_hours)
+            cells.append(_ratio_range(min(ratios), max(ratios)))
+        lines.append(f"| {d.name} | {len(ours)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _point(p: dict[str, Any]) -> Point:
+    return Point(
+        policy=p["policy"],
+        setting=p["setting"],
+        attainment_pct=p["slo_attainment_pct"],
+        instance_hours=p["instance_hours"],
+        gpu_hours=p["gpu_hours"],
+        scale_actions=p["scale_actions"],
+        failed=p["failed"],
+        default=p["default"],
+    )
+
+
+def _ratio_range(lo: float, hi: float) -> str:
+    def one(r: float) -> str:
+        return "never" if math.isinf(r) else f"{r:.2f}×"
+
+    if lo == hi or (math.isinf(lo) and math.isinf(hi)):
+        return one(hi)
+    return f"{one(lo)} – {one(hi)}"
+
+
 def update_readme(readme: Path, out: Path) -> bool:
-    """Rewrite the README's scorecard from the result files (False: no markers)."""
-    return update_docs(readme, readme_scorecard(out), README_BEGIN, README_END)
+    """Rewrite the README's scorecard and, where its markers are, ours' curves from the
+    result files (False: no scorecard markers)."""
+    if not update_docs(readme, readme_scorecard(out), README_BEGIN, README_END):
+        return False
+    update_docs(readme, readme_curves(out), CURVES_BEGIN, CURVES_END)
+    return True
 
 
 def _parser() -> argparse.ArgumentParser:
