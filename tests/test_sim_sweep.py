@@ -478,3 +478,10 @@ def test_readme_curves_are_in_step_with_the_committed_results() -> None:
         "README.md's curves table is out of step with simulations/results/: "
         "run python -m autoscaler.sim.regenerate --readme-only"
     )
+
+
+def test_a_point_reads_back_what_it_wrote() -> None:
+    from autoscaler.sim.frontier import Point
+
+    p = Point("kpa", "target_utilization=0.55", 98.33, 5.432, 1.0, 84, 2, default=False)
+    assert Point.from_json(json.loads(json.dumps(p.to_json()))) == p

@@ -58,6 +58,20 @@ class Point:
             "failed": self.failed,
         }
 
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Point:
+        """The point `to_json` wrote (a results file's `points`)."""
+        return cls(
+            policy=doc["policy"],
+            setting=doc["setting"],
+            attainment_pct=doc["slo_attainment_pct"],
+            instance_hours=doc["instance_hours"],
+            gpu_hours=doc["gpu_hours"],
+            scale_actions=doc["scale_actions"],
+            failed=doc["failed"],
+            default=doc["default"],
+        )
+
 
 def dominates(a: Point, b: Point, axis: Cost = "instance_hours") -> bool:
     """`a` is as cheap and as good as `b`, and strictly one of the two."""

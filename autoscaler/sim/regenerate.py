@@ -10,8 +10,8 @@ rewrites the results section of `docs/simulation.md` (between its
 `curves:end`); `--readme-only` rewrites just those from the committed result
 files. The headline compares ours with each baseline's *best* settings at ours'
 cost (its Pareto frontier), not with its default; the curves table does the same
-for every setting of ours the sweep ran. Runs are seeded, so the same code gives the same files (wall times
-are left out of them).
+for every setting of ours the sweep ran. Runs are seeded, so the same code gives
+the same files (wall times are left out of them).
 """
 
 from __future__ import annotations
@@ -202,7 +202,7 @@ def readme_curves(out: Path) -> str:
     ]
     for d in sorted(p for p in out.iterdir() if (p / "frontier.json").is_file()):
         doc = json.loads((d / "frontier.json").read_text(encoding="utf-8"))
-        points = [_point(p) for p in doc.get("points", [])]
+        points = [Point.from_json(p) for p in doc.get("points", [])]
         ours = [p for p in points if p.policy == "ours"]
         if not ours:
             continue
@@ -219,19 +219,6 @@ def readme_curves(out: Path) -> str:
             cells.append(_ratio_range(min(ratios), max(ratios)))
         lines.append(f"| {d.name} | {len(ours)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def _point(p: dict[str, Any]) -> Point:
-    return Point(
-        policy=p["policy"],
-        setting=p["setting"],
-        attainment_pct=p["slo_attainment_pct"],
-        instance_hours=p["instance_hours"],
-        gpu_hours=p["gpu_hours"],
-        scale_actions=p["scale_actions"],
-        failed=p["failed"],
-        default=p["default"],
-    )
 
 
 def _ratio_range(lo: float, hi: float) -> str:
