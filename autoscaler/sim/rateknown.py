@@ -32,10 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from autoscaler.errors import AutoscalerError, ConfigError
-from autoscaler.sim.engine import ModelQueue, SimModelSpec, minute_p95_ms
+from autoscaler.sim.engine import SimCluster, SimModelSpec
 from autoscaler.sim.scenario import load_scenario, resolve_scenario
 from autoscaler.sim.workload import OpenLoop, Schedule
 
@@ -50,24 +48,25 @@ TICK_S = 5.0
 def minute_share(
     spec: SimModelSpec, load: OpenLoop, n: int, slo_ms: float, minutes: int, seed: int
 ) -> float:
-    """The share of `minutes` minutes (after one of warm-up) whose p95 meets `slo_ms` with
-    `n` instances serving from the start, as the scorecard counts a minute."""
-    q = ModelQueue(spec, load, 60.0 * (minutes + 1), seed=seed)
-    q.set_instances(n, 0.0, startup_s=0.0)
-    per_minute = round(60.0 / TICK_S)
-    met = 0
-    lat: list[np.ndarray] = []
-    failed = 0
-    for k in range(1, (minutes + 1) * per_minute + 1):
-        st = q.tick(k * TICK_S)
-        lat.append(st.latencies_s)
-        failed += st.failed
-        if k % per_minute == 0:
-            if k > per_minute:
-                p = minute_p95_ms(np.concatenate(lat), failed, len(q.queue))
-                met += math.isnan(p) or p <= slo_ms
-            lat, failed = [], 0
-    return met / minutes
+    """The share of `minutes` scored minutes (after one of warm-up) whose p95 meets
+    `slo_ms` with `n` instances serving from the start: the scorecard's minutes, from the
+    simulator's own series (a minute with no request and no backlog is not scored)."""
+    cluster = SimCluster(
+        [spec],
+        {spec.name: load},
+        gpus=1,
+        gpu_memory_gb=spec.memory_gb * n + 1.0,
+        duration_s=60.0 * (minutes + 1),
+        interval_s=TICK_S,
+        seed=seed,
+        initial_instances={spec.name: n},
+    )
+    for k in range(1, round(60.0 * (minutes + 1) / TICK_S) + 1):
+        cluster.advance(k * TICK_S)
+    p95 = cluster.series.minute_p95_ms[spec.name][1:]
+    backlog = cluster.series.minute_backlog[spec.name][1:]
+    scored = [p for p, b in zip(p95, backlog, strict=True) if not (math.isnan(p) and b == 0)]
+    return sum(p <= slo_ms for p in scored) / len(scored) if scored else 1.0
 
 
 def threshold_rps(n: int, service_s: float, meets: Callable[[float, int], bool]) -> float:
