@@ -1014,6 +1014,20 @@ class SeriesRecorder:
     def add_minute_stats(self, model: str, stats: TickStats) -> None:
         self._acc[model].append(stats)
 
+    def scored_p95_ms(self, model: str, since_minute: int = 0) -> list[float]:
+        """The p95 (ms) of every minute from `since_minute` on that the scorecard scores:
+        one in which a request completed, failed or waited. A minute with none of them
+        has a NaN p95 and no backlog; a scored one never has a NaN p95 (inf: a miss)."""
+        return [
+            p
+            for p, b in zip(
+                self.minute_p95_ms[model][since_minute:],
+                self.minute_backlog[model][since_minute:],
+                strict=True,
+            )
+            if not (math.isnan(p) and b == 0)
+        ]
+
     def close_minute(self, model: str, backlog: int) -> None:
         acc = self._acc[model]
         self._acc[model] = []

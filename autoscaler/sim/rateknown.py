@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,9 +62,7 @@ def minute_share(
     )
     for k in range(1, round(60.0 * (minutes + 1) / TICK_S) + 1):
         cluster.advance(k * TICK_S)
-    p95 = cluster.series.minute_p95_ms[spec.name][1:]
-    backlog = cluster.series.minute_backlog[spec.name][1:]
-    scored = [p for p, b in zip(p95, backlog, strict=True) if not (math.isnan(p) and b == 0)]
+    scored = cluster.series.scored_p95_ms(spec.name, since_minute=1)
     return sum(p <= slo_ms for p in scored) / len(scored) if scored else 1.0
 
 

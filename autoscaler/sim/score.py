@@ -134,28 +134,24 @@ def score(run: SimRun) -> Scorecard:
     hours_per_tick = run.tick_s / 3600.0
     models = []
     for m in run.models:
-        p95 = np.array(s.minute_p95_ms[m], dtype=float)
         completed = np.array(s.minute_completed[m])
         rejected = np.array(s.minute_rejected[m])
         timed_out = np.array(s.minute_timed_out[m])
-        backlog = np.array(s.minute_backlog[m])
-        scored = (completed + rejected + timed_out + backlog) > 0
-        ok = scored & (p95 <= run.slo_ms[m])  # NaN/inf compare False: a miss
+        scored = s.scored_p95_ms(m)  # inf compares False: a miss
         acts = [a for a in run.actions if a.model == m]
-        worst = p95[scored & ~np.isnan(p95)]
         models.append(
             ModelScore(
                 model=m,
                 slo_p95_ms=run.slo_ms[m],
-                minutes_scored=int(scored.sum()),
-                minutes_ok=int(ok.sum()),
+                minutes_scored=len(scored),
+                minutes_ok=sum(p <= run.slo_ms[m] for p in scored),
                 requests=int(completed.sum()),
                 failed=int(rejected.sum() + timed_out.sum()),
                 timed_out=int(timed_out.sum()),
                 instance_hours=float(np.sum(s.instances[m])) * hours_per_tick,
                 scale_actions=sum(1 for a in acts if a.ok),
                 failed_applies=sum(1 for a in acts if not a.ok),
-                p95_worst_minute_ms=float(worst.max()) if len(worst) else None,
+                p95_worst_minute_ms=max(scored) if scored else None,
                 peak_instances=int(max(s.instances[m])) if s.instances[m] else 0,
             )
         )
