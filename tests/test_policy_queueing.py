@@ -11,6 +11,7 @@ import heapq
 import itertools
 import math
 import random
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -28,8 +29,11 @@ from autoscaler.policy.correction import (
 from autoscaler.policy.decision import Rule
 from autoscaler.policy.demand import Demand, DemandMemory, Loop
 from autoscaler.policy.queueing import (
+    TAIL,
     Batched,
     Sequential,
+    _tau_through,
+    _u95,
     erlang_c,
     instances_for,
     p95_ms,
@@ -381,7 +385,7 @@ def test_the_composed_p95_follows_a_simulated_queue(cv: float, n: int, rate: flo
 
 # -- the composition's properties on random draws: service 20 ms – 2 s, 1–40 instances,
 # utilisation up to 0.999, v 0.05–8, tails up to 3 s.
-_MS = 0.05  # ms: the bisection's resolution (queueing._BISECT) and float noise, with 1e-5 of it
+_MS = 0.05  # ms: float noise and the solvers' resolution, with 1e-5 of it
 
 
 def _near(x: float) -> float:
@@ -414,6 +418,53 @@ def test_the_composed_p95_lies_within_its_bounds_and_moves_one_way(
     assert p95_ms(svc, n, rate, v * 1.1, tail_s) >= p - _near(p)
     assert p95_ms(svc, n, rate * 1.001, v, tail_s) >= p - _near(p)
     assert p95_ms(svc, n + 1, rate, v, tail_s) <= p + _near(p)
+
+
+def _ref_excess(u: float, c: float, theta: float, tau: float) -> float:
+    """P(X + W > u), written out again (see queueing's comment)."""
+    x = math.exp(-u / tau)
+    if c <= 0.0 or theta <= 0.0:
+        return x
+    if abs(theta - tau) <= 1e-9 * tau:
+        return (1 - c) * x + c * (1 + u / tau) * x
+    return (1 - c) * x + c * (theta * math.exp(-u / theta) - tau * x) / (theta - tau)
+
+
+def _ref_root(f: Callable[[float], float], lo: float, hi: float) -> float:
+    """Plain bisection to 1e-12 of the bracket: the reference the package's Newton and
+    Illinois steps are checked against (kept here, not in the package)."""
+    for _ in range(80):
+        mid = 0.5 * (lo + hi)
+        if f(mid) > 0.0:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.floats(0.0, 0.999), st.floats(1e-3, 30.0), st.floats(1e-3, 3.0))
+def test_the_p95_solver_finds_the_bisections_root(c: float, theta: float, tau: float) -> None:
+    """`_u95` (Newton's steps on the log of the tail) lands where bisection does, to a
+    microsecond: waits of 1 ms to 30 s, service tails of 1 ms to 3 s, any share waiting."""
+    want = _ref_root(lambda u: _ref_excess(u, c, theta, tau) - TAIL, 0.0, 200.0)
+    assert _u95(c, theta, tau) == pytest.approx(want, abs=1e-6)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.floats(0.06, 0.999), st.floats(1e-3, 30.0), st.floats(1e-3, 10.0))
+def test_the_tail_solver_finds_the_bisections_root(c: float, theta: float, y: float) -> None:
+    """`_tau_through` (false position, Illinois) against bisection of the same equation:
+    the τ whose excess, composed with the wait, passes 5 % at y + τ."""
+    if c * math.exp(-y / theta) >= TAIL:
+        return  # the wait alone explains y: tail_for_p95 reads no tail there
+    scale = math.log(20.0) - 1.0
+
+    def h(t: float) -> float:
+        return TAIL - _ref_excess(y + t, c, theta, t) if t > 0 else TAIL - c * math.exp(-y / theta)
+
+    want = _ref_root(h, 0.0, y / scale)
+    assert _tau_through(y, c, theta) == pytest.approx(want, abs=1e-6)
 
 
 def test_the_composed_p95_may_pass_the_two_p95s_added() -> None:

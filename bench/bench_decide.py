@@ -1,0 +1,209 @@
+"""`decide` alone, at 500 models that carry service profiles, on the simulator's inputs.
+
+`python -m bench tick` times the whole daemon against a stand-in Triton whose 500
+models have no service profile and a steady load: every one of them is sized by
+the closed rule, the cheapest path through the chain (docs/policy.md). A model
+with a profile under open-loop traffic, what production LLM serving mostly is,
+goes through the queueing model, its online correction (v and the service tail,
+`policy.correction`) and the burst memory on every tick. This bench times that.
+
+The inputs come from the simulator, not from a page: a scenario of N models
+(four NeMo profiles in turn; four in five open loops of 0.6–3.4 instances' worth
+with Poisson or bursty arrivals and a wandering rate, one in five closed loops
+whose users step up halfway) on 2 × 4 H100, each model's instance small enough
+(0.3 GB) that memory never limits it: GPU placement is the tick bench's subject.
+The daemon ticks every 5 s as in `simulate`, with `decide` wrapped: CPU time
+(time.process_time) of each call; the first WARMUP_S of simulated time fill the
+windows, the demand history and the loop evidence, and are not counted.
+`python -m bench decide [--quick]` (quick: 50 models, shorter).
+Results: bench/results/decide.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import dataclasses
+import io
+import pstats
+import sys
+import time
+from collections import Counter
+from typing import Any, cast
+
+from autoscaler.policy.core import decide
+from autoscaler.policy.decision import Decision
+from autoscaler.policy.state import PolicyContext, PolicyState
+from autoscaler.sim.baselines import make_policy
+from autoscaler.sim.runner import run_plugin
+from autoscaler.sim.scenario import Scenario, resolve_scenario
+from bench._common import ROOT, Contention, Figure, machine_facts, say, stats, write_result
+
+# Issue 14: "decide at 500 models costs no more than today (≈ 8 ms median in
+# python -m bench tick)", the rule-based policy's cost before the model-based one.
+GOAL_MS = 8.0
+PROFILES = ("nemo-gpt-345m", "nemo-gpt-1.3b", "nemo-gpt-5b", "nemo-gpt-20b")
+SLO_MS = {"nemo-gpt-345m": 400, "nemo-gpt-1.3b": 600, "nemo-gpt-5b": 1500, "nemo-gpt-20b": 1500}
+# a request's service (s; the 20B's batch of 16: per request 1.05 s / 16 at full batches)
+SERVICE_S = {"nemo-gpt-345m": 0.03, "nemo-gpt-1.3b": 0.11, "nemo-gpt-5b": 0.277}
+BATCHED_RPS_PER_INSTANCE = 4.0  # the 20B: a few requests a batch, not its full 16
+WARMUP_S = 600.0
+PROFILE_TICKS = 10
+
+
+def scenario(n: int, duration_s: int) -> Scenario:
+    """N models, each with a profile, a load of its own and its SLO (see the module's doc)."""
+    models: dict[str, Any] = {}
+    for i in range(n):
+        prof = PROFILES[i % len(PROFILES)]
+        if i % 5 == 4:
+            users = [[0, 2 + i % 7], [duration_s // 2, 4 + i % 11]]
+            load: dict[str, Any] = {
+                "kind": "closed",
+                "users": {"points": users, "interpolation": "step"},
+            }
+        else:
+            busy = 0.6 + (i % 9) * 0.35  # instances' worth of work
+            per = SERVICE_S.get(prof)
+            rate = busy / per if per is not None else busy * BATCHED_RPS_PER_INSTANCE
+            load = {
+                "kind": "open",
+                "arrival": "bursty" if i % 3 else "poisson",
+                "burstiness": 1.5,
+                "rate": round(rate, 3),
+                "noise": {"cv": 0.3, "corr_s": 180, "step_s": 10},
+            }
+        models[f"model-{i:03d}"] = {
+            "profile": prof,
+            "slo_p95_ms": SLO_MS[prof],
+            "workload": load,
+            "sim": {"memory_gb": 0.3},
+        }
+    return Scenario.model_validate(
+        {
+            "kind": "simulation-scenario",
+            "name": f"decide-{n}",
+            "description": f"{n} models with service profiles, open and closed loops",
+            "duration_s": duration_s,
+            "seed": 3,
+            "hardware": {"server": "r760xa-4xh100", "servers": 2},
+            "models": models,
+        }
+    )
+
+
+Call = tuple[PolicyContext, PolicyState]
+
+
+def run(n: int, duration_s: int) -> dict[str, Any]:
+    setup = resolve_scenario(scenario(n, duration_s), ROOT / "simulations" / "scenarios")
+    cpu: list[float] = []
+    kept: list[Call] = []
+    last: list[Decision] = []
+
+    def timed(ctx: PolicyContext, state: PolicyState) -> tuple[list[Decision], PolicyState]:
+        c0 = time.process_time()
+        out = decide(ctx, state)
+        spent = time.process_time() - c0
+        if ctx.now - setup.epoch > WARMUP_S:
+            cpu.append(spent)
+            kept.append((ctx, state))
+            del kept[:-PROFILE_TICKS]
+            last[:] = out[0]
+        return out
+
+    plugin = dataclasses.replace(make_policy("ours", setup), fn=timed)
+    w0 = time.perf_counter()
+    run_plugin(setup, plugin)
+    wall = time.perf_counter() - w0
+    ctx, state = kept[-1]
+    final = decide(ctx, state)[1]
+    loops = Counter(st.demand.loop.value for st in final.models.values())
+    rules = Counter(d.rule.value for d in last)
+    return {
+        "models": n,
+        "simulated_s": duration_s,
+        "timed_ticks": len(cpu),
+        "cpu_ms": stats(cpu, 1000.0),
+        "per_model_us": round(1e6 * sorted(cpu)[len(cpu) // 2] / n, 1),
+        "loops_at_end": dict(loops),
+        "last_tick_rules": dict(rules),
+        "run_wall_s": round(wall, 1),
+        "profile": _profile(kept),
+    }
+
+
+def _profile(calls: list[Call]) -> dict[str, Any]:
+    """cProfile over the last ticks' calls again (inflated ~2×: read shares)."""
+    prof = cProfile.Profile()
+    prof.enable()
+    for ctx, state in calls:
+        decide(ctx, state)
+    prof.disable()
+    st = pstats.Stats(prof, stream=io.StringIO())
+    table = cast(dict[tuple[str, int, str], tuple[int, int, float, float, Any]], st.stats)  # type: ignore[attr-defined]
+    total = sum(tt for (_c, _n, tt, _ct, _cl) in table.values())
+    rows = []
+    for (file, line, func), (_cc, nc, tt, ct, _callers) in table.items():
+        if "/autoscaler/" not in file:
+            continue
+        short = file[file.index("autoscaler/") :]
+        rows.append(
+            {
+                "function": f"{short}:{line}({func})",
+                "calls_per_tick": round(nc / len(calls)),
+                "cumulative_share": round(ct / total, 3),
+                "own_share": round(tt / total, 3),
+            }
+        )
+    rows.sort(key=lambda r: -r["cumulative_share"])
+    return {"ticks": len(calls), "by_cumulative": rows[:20]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench decide", description=__doc__)
+    p.add_argument("--quick", action="store_true")
+    a = p.parse_args(argv)
+    n, duration_s = (50, 660) if a.quick else (500, 900)
+    started = time.time()
+    with Contention() as cont:
+        res = run(n, duration_s)
+    med, p99 = res["cpu_ms"]["median"], res["cpu_ms"]["p99"]
+    say(f"decide at {n} models: {med:.1f} ms median, {p99:.1f} ms p99 ({res['loops_at_end']})")
+    figures = [
+        Figure(
+            f"decide at {n} models with service profiles, median",
+            med,
+            "ms",
+            goal=f"≤ {GOAL_MS:g} ms" if n == 500 else None,
+            met=(med <= GOAL_MS) if n == 500 else None,
+            note=f"{res['per_model_us']} µs a model",
+        ),
+        Figure(f"decide at {n} models with service profiles, p99", p99, "ms"),
+    ]
+    write_result(
+        "decide",
+        title="decide at 500 models with service profiles",
+        command="python -m bench decide" + (" --quick" if a.quick else ""),
+        method=(
+            f"{n} models simulated for {duration_s} s (autoscaler/sim, the daemon ticking "
+            f"every 5 s as in `simulate`): the NeMo 345M, 1.3B, 5B and 20B profiles in turn, "
+            "four in five open loops of 0.6–3.4 instances' worth (Poisson or bursty "
+            "arrivals, a lognormal rate factor of CV 0.3 with a 3-minute correlation), one "
+            "in five closed loops whose users step up halfway; 0.3 GB an instance on 2 × 4 "
+            "H100 so that memory never limits. time.process_time() around each `decide` "
+            f"call after the first {WARMUP_S:g} s (median, p99 by linear interpolation); "
+            f"cProfile over the last {PROFILE_TICKS} ticks' calls run again."
+        ),
+        figures=figures,
+        settings={"models": n, "simulated_s": duration_s, "warmup_s": WARMUP_S},
+        contention=cont.result(),
+        details=res,
+        machine=machine_facts(),
+        started=started,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
