@@ -331,8 +331,41 @@ def _sweep_extra(doc: dict[str, Any]) -> list[str]:
     return out
 
 
+def _decide_extra(doc: dict[str, Any]) -> list[str]:
+    d = doc.get("details") or {}
+    if not d.get("cpu_ms"):
+        return []
+    loops = ", ".join(f"{k} {v}" for k, v in sorted((d.get("loops_at_end") or {}).items()))
+    rules = ", ".join(
+        f"{k} {v}" for k, v in sorted((d.get("last_tick_rules") or {}).items(), key=lambda x: -x[1])
+    )
+    out = [
+        "",
+        f"{d['timed_ticks']} ticks timed; {d['per_model_us']} µs a model at the median; the "
+        f"simulated run took {d['run_wall_s']} s of wall time. The loops as the policy knew "
+        f"them at the end: {loops}. The last tick's rules: {rules}.",
+    ]
+    prof = d.get("profile") or {}
+    if prof.get("by_cumulative"):
+        out += [
+            "",
+            f"cProfile over the last {prof['ticks']} ticks' calls, our functions by cumulative "
+            "share of `decide` (cProfile inflates small functions; read shares):",
+            "",
+            "| Function | Calls/tick | Cumulative share | Own share |",
+            "|---|---|---|---|",
+        ]
+        for r in prof["by_cumulative"][:16]:
+            out.append(
+                f"| `{r['function']}` | {r['calls_per_tick']} | "
+                f"{100 * r['cumulative_share']:.0f} % | {100 * r['own_share']:.0f} % |"
+            )
+    return out
+
+
 EXTRA = {
     "tick": _tick_extra,
+    "decide": _decide_extra,
     "parse": _parse_extra,
     "reaction": _reaction_extra,
     "sweep": _sweep_extra,

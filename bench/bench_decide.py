@@ -11,7 +11,7 @@ The inputs come from the simulator, not from a page: a scenario of N models
 (four NeMo profiles in turn; four in five open loops of 0.6–3.4 instances' worth
 with Poisson or bursty arrivals and a wandering rate, one in five closed loops
 whose users step up halfway) on 2 × 4 H100, each model's instance small enough
-(0.3 GB) that memory never limits it: GPU placement is the tick bench's subject.
+(0.1 GB) that memory never limits it: GPU placement is the tick bench's subject.
 The daemon ticks every 5 s as in `simulate`, with `decide` wrapped: CPU time
 (time.process_time) of each call; the first WARMUP_S of simulated time fill the
 windows, the demand history and the loop evidence, and are not counted.
@@ -31,6 +31,7 @@ import time
 from collections import Counter
 from typing import Any, cast
 
+from autoscaler.commands.run import tune_gc
 from autoscaler.policy.core import decide
 from autoscaler.policy.decision import Decision
 from autoscaler.policy.state import PolicyContext, PolicyState
@@ -47,6 +48,7 @@ SLO_MS = {"nemo-gpt-345m": 400, "nemo-gpt-1.3b": 600, "nemo-gpt-5b": 1500, "nemo
 # a request's service (s; the 20B's batch of 16: per request 1.05 s / 16 at full batches)
 SERVICE_S = {"nemo-gpt-345m": 0.03, "nemo-gpt-1.3b": 0.11, "nemo-gpt-5b": 0.277}
 BATCHED_RPS_PER_INSTANCE = 4.0  # the 20B: a few requests a batch, not its full 16
+MEMORY_GB = 0.1  # 2,000-odd instances in 200 GB of the 640: memory never limits
 WARMUP_S = 600.0
 PROFILE_TICKS = 10
 
@@ -77,7 +79,7 @@ def scenario(n: int, duration_s: int) -> Scenario:
             "profile": prof,
             "slo_p95_ms": SLO_MS[prof],
             "workload": load,
-            "sim": {"memory_gb": 0.3},
+            "sim": {"memory_gb": MEMORY_GB},
         }
     return Scenario.model_validate(
         {
@@ -97,6 +99,7 @@ Call = tuple[PolicyContext, PolicyState]
 
 def run(n: int, duration_s: int) -> dict[str, Any]:
     setup = resolve_scenario(scenario(n, duration_s), ROOT / "simulations" / "scenarios")
+    tune_gc()  # the collector's thresholds as `run` sets them for the daemon
     cpu: list[float] = []
     kept: list[Call] = []
     last: list[Decision] = []
@@ -190,9 +193,11 @@ def main(argv: list[str] | None = None) -> int:
             f"every 5 s as in `simulate`): the NeMo 345M, 1.3B, 5B and 20B profiles in turn, "
             "four in five open loops of 0.6–3.4 instances' worth (Poisson or bursty "
             "arrivals, a lognormal rate factor of CV 0.3 with a 3-minute correlation), one "
-            "in five closed loops whose users step up halfway; 0.3 GB an instance on 2 × 4 "
+            "in five closed loops whose users step up halfway; 0.1 GB an instance on 2 × 4 "
             "H100 so that memory never limits. time.process_time() around each `decide` "
-            f"call after the first {WARMUP_S:g} s (median, p99 by linear interpolation); "
+            f"call after the first {WARMUP_S:g} s (median, p99 by linear interpolation), the "
+            "garbage collector tuned as `run` tunes it (the simulator's own objects stay in "
+            "this process); "
             f"cProfile over the last {PROFILE_TICKS} ticks' calls run again."
         ),
         figures=figures,
