@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import dataclasses
+import gc
 import io
 import pstats
 import sys
@@ -31,7 +32,6 @@ import time
 from collections import Counter
 from typing import Any, cast
 
-from autoscaler.commands.run import tune_gc
 from autoscaler.policy.core import decide
 from autoscaler.policy.decision import Decision
 from autoscaler.policy.state import PolicyContext, PolicyState
@@ -99,15 +99,18 @@ Call = tuple[PolicyContext, PolicyState]
 
 def run(n: int, duration_s: int) -> dict[str, Any]:
     setup = resolve_scenario(scenario(n, duration_s), ROOT / "simulations" / "scenarios")
-    tune_gc()  # the collector's thresholds as `run` sets them for the daemon
     cpu: list[float] = []
     kept: list[Call] = []
     last: list[Decision] = []
 
     def timed(ctx: PolicyContext, state: PolicyState) -> tuple[list[Decision], PolicyState]:
+        # the collector waits for the call to end: here it would walk the simulator's
+        # heap, far larger than the daemon's (the tick bench times the daemon's)
+        gc.disable()
         c0 = time.process_time()
         out = decide(ctx, state)
         spent = time.process_time() - c0
+        gc.enable()
         if ctx.now - setup.epoch > WARMUP_S:
             cpu.append(spent)
             kept.append((ctx, state))
@@ -139,10 +142,12 @@ def run(n: int, duration_s: int) -> dict[str, Any]:
 def _profile(calls: list[Call]) -> dict[str, Any]:
     """cProfile over the last ticks' calls again (inflated ~2×: read shares)."""
     prof = cProfile.Profile()
+    gc.disable()
     prof.enable()
     for ctx, state in calls:
         decide(ctx, state)
     prof.disable()
+    gc.enable()
     st = pstats.Stats(prof, stream=io.StringIO())
     table = cast(dict[tuple[str, int, str], tuple[int, int, float, float, Any]], st.stats)  # type: ignore[attr-defined]
     total = sum(tt for (_c, _n, tt, _ct, _cl) in table.values())
@@ -196,8 +201,8 @@ def main(argv: list[str] | None = None) -> int:
             "in five closed loops whose users step up halfway; 0.1 GB an instance on 2 × 4 "
             "H100 so that memory never limits. time.process_time() around each `decide` "
             f"call after the first {WARMUP_S:g} s (median, p99 by linear interpolation), the "
-            "garbage collector tuned as `run` tunes it (the simulator's own objects stay in "
-            "this process); "
+            "garbage collector paused during the call (it would walk the simulator's heap, "
+            "far larger than the daemon's: the tick bench times the daemon's collector); "
             f"cProfile over the last {PROFILE_TICKS} ticks' calls run again."
         ),
         figures=figures,
