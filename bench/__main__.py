@@ -397,7 +397,8 @@ def render(results: dict[str, dict[str, Any]]) -> str:
         out += ["**Goals not met:**", "", *(f"- {m}" for m in missed), ""]
         if "tick" in stems:
             parse = results.get(stems["parse"]) if "parse" in stems else None
-            out += [*_tick_analysis(results[stems["tick"]], parse), ""]
+            dec = results.get(stems["decide"]) if "decide" in stems else None
+            out += [*_tick_analysis(results[stems["tick"]], parse, dec), ""]
     for name, stem in stems.items():
         doc = results[stem]
         if name == "sim" and ("simulated_day" in doc or "replay_day_100_models" in doc):
@@ -827,7 +828,22 @@ def _sim_to_real_block(real: dict[str, Any]) -> list[str]:
     return out
 
 
-def _tick_analysis(doc: dict[str, Any], parse: dict[str, Any] | None) -> list[str]:
+def _decide_aside(dec: dict[str, Any] | None) -> str:
+    """What `decide` costs where models have service profiles (`python -m bench decide`)."""
+    d = (dec or {}).get("details") or {}
+    if not d.get("cpu_ms"):
+        return ""
+    return (
+        " The synthetic models here have no service profile, so every one is sized by the "
+        "closed rule, the cheapest path through the policy; with profiles, under open and "
+        f"closed loops from the simulator, `decide` at {d['models']} models takes "
+        f"{d['cpu_ms']['median']:.0f} ms (the decide section)."
+    )
+
+
+def _tick_analysis(
+    doc: dict[str, Any], parse: dict[str, Any] | None, dec: dict[str, Any] | None = None
+) -> list[str]:
     """Why the tick misses its goals, from the measured stage breakdown."""
     sizes = (doc.get("details") or {}).get("sizes") or []
     if not sizes:
@@ -881,7 +897,8 @@ def _tick_analysis(doc: dict[str, Any], parse: dict[str, Any] | None) -> list[st
         f"- Reading the instance counts takes {ms('collect.config_reads')}: " + configs_text,
         f"- `derive` (both windows) takes {ms('derive')}; `decide` {ms('decide')}; the "
         f"decision log lines {ms('log')}; the daemon's Prometheus metrics {ms('metrics')}."
-        + gc_text,
+        + gc_text
+        + _decide_aside(dec),
         f"- RSS: {rss} MB after {total} ticks ({early} MB after {doc['settings']['warmup_ticks']}"
         f": flat, no leak), of which {base} MB is the imports alone ({heavy}pydantic, "
         "prometheus_client; structlog and typer pull rich; requests and slack-sdk load only "
