@@ -8,10 +8,11 @@ goes through the queueing model, its online correction (v and the service tail,
 `policy.correction`) and the burst memory on every tick. This bench times that.
 
 The inputs come from the simulator, not from a page: a scenario of N models
-(four NeMo profiles in turn; four in five open loops of 0.6–3.4 instances' worth
-with Poisson or bursty arrivals and a wandering rate, one in five closed loops
-whose users step up halfway) on 2 × 4 H100, each model's instance small enough
-(0.1 GB) that memory never limits it: GPU placement is the tick bench's subject.
+(four NeMo profiles in turn; four in five open loops of 0.6–3.4 instances' worth,
+an instance's worth being what it serves flat out (`instance_rps`), with Poisson
+or bursty arrivals and a wandering rate; one in five closed loops whose users
+step up halfway) on 2 × 4 H100, each model's instance small enough (0.1 GB)
+that memory never limits it: GPU placement is the tick bench's subject.
 The daemon ticks every 5 s as in `simulate`, with `decide` wrapped: CPU time
 (time.process_time) of each call; the first WARMUP_S of simulated time fill the
 windows, the demand history and the loop evidence, and are not counted.
@@ -32,9 +33,12 @@ import time
 from collections import Counter
 from typing import Any, cast
 
+from autoscaler.catalog import load_catalog
 from autoscaler.policy.core import decide
 from autoscaler.policy.decision import Decision
+from autoscaler.policy.queueing import Batched, Sequential
 from autoscaler.policy.state import PolicyContext, PolicyState
+from autoscaler.policy.target import service_model
 from autoscaler.sim.baselines import make_policy
 from autoscaler.sim.runner import run_plugin
 from autoscaler.sim.scenario import Scenario, resolve_scenario
@@ -45,17 +49,27 @@ from bench._common import ROOT, Contention, Figure, machine_facts, say, stats, w
 GOAL_MS = 8.0
 PROFILES = ("nemo-gpt-345m", "nemo-gpt-1.3b", "nemo-gpt-5b", "nemo-gpt-20b")
 SLO_MS = {"nemo-gpt-345m": 400, "nemo-gpt-1.3b": 600, "nemo-gpt-5b": 1500, "nemo-gpt-20b": 1500}
-# a request's service (s; the 20B's batch of 16: per request 1.05 s / 16 at full batches)
-SERVICE_S = {"nemo-gpt-345m": 0.03, "nemo-gpt-1.3b": 0.11, "nemo-gpt-5b": 0.277}
-BATCHED_RPS_PER_INSTANCE = 4.0  # the 20B: a few requests a batch, not its full 16
 MEMORY_GB = 0.1  # 2,000-odd instances in 200 GB of the 640: memory never limits
 WARMUP_S = 600.0
 PROFILE_TICKS = 10
 
 
+def instance_rps(profile: str) -> float:
+    """What one instance serves flat out, from the profile's service: 1 / S one request at
+    a time (the 5B: 3.6 req/s), full batches back to back when batched (the 20B: 16 a
+    1.10 s cycle, 14.5 req/s)."""
+    svc = service_model(load_catalog().model(profile))
+    if isinstance(svc, Sequential):
+        return 1.0 / svc.service_s
+    if isinstance(svc, Batched):
+        return svc.max_batch / svc.cycle_s
+    raise ValueError(f"profile {profile} has no service model")
+
+
 def scenario(n: int, duration_s: int) -> Scenario:
     """N models, each with a profile, a load of its own and its SLO (see the module's doc)."""
     models: dict[str, Any] = {}
+    per_instance = {p: instance_rps(p) for p in PROFILES}
     for i in range(n):
         prof = PROFILES[i % len(PROFILES)]
         if i % 5 == 4:
@@ -66,8 +80,7 @@ def scenario(n: int, duration_s: int) -> Scenario:
             }
         else:
             busy = 0.6 + (i % 9) * 0.35  # instances' worth of work
-            per = SERVICE_S.get(prof)
-            rate = busy / per if per is not None else busy * BATCHED_RPS_PER_INSTANCE
+            rate = busy * per_instance[prof]
             load = {
                 "kind": "open",
                 "arrival": "bursty" if i % 3 else "poisson",
@@ -196,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         method=(
             f"{n} models simulated for {duration_s} s (autoscaler/sim, the daemon ticking "
             f"every 5 s as in `simulate`): the NeMo 345M, 1.3B, 5B and 20B profiles in turn, "
-            "four in five open loops of 0.6–3.4 instances' worth (Poisson or bursty "
+            "four in five open loops of 0.6–3.4 instances' worth (what an instance serves "
+            "flat out, from the profile's service time or full batches; Poisson or bursty "
             "arrivals, a lognormal rate factor of CV 0.3 with a 3-minute correlation), one "
             "in five closed loops whose users step up halfway; 0.1 GB an instance on 2 × 4 "
             "H100 so that memory never limits. time.process_time() around each `decide` "
