@@ -345,6 +345,16 @@ def _decide_extra(doc: dict[str, Any]) -> list[str]:
         f"simulated run took {d['run_wall_s']} s of wall time. The loops as the policy knew "
         f"them at the end: {loops}. The last tick's rules: {rules}.",
     ]
+    comp = d.get("compiled")
+    if comp:
+        out += [
+            "",
+            f"Compiled by mypyc ({comp['build_s']} s to build; "
+            + ", ".join(f"`{m}`" for m in comp["compiled_modules"])
+            + f"), the same run: {comp['cpu_ms']['median']:.1f} ms median, "
+            f"{comp['cpu_ms']['p99']:.1f} ms p99, {comp['per_model_us']} µs a model. The "
+            "package does not ship compiled: this measures what compiling would buy.",
+        ]
     prof = d.get("profile") or {}
     if prof.get("by_cumulative"):
         out += [

@@ -16,7 +16,8 @@ that memory never limits it: GPU placement is the tick bench's subject.
 The daemon ticks every 5 s as in `simulate`, with `decide` wrapped: CPU time
 (time.process_time) of each call; the first WARMUP_S of simulated time fill the
 windows, the demand history and the loop evidence, and are not counted.
-`python -m bench decide [--quick]` (quick: 50 models, shorter).
+`python -m bench decide [--quick] [--compiled]` (quick: 50 models, shorter; compiled:
+the same again with the policy's modules compiled by mypyc, see COMPILED).
 Results: bench/results/decide.json.
 """
 
@@ -27,10 +28,16 @@ import cProfile
 import dataclasses
 import gc
 import io
+import json
+import os
 import pstats
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any, cast
 
 from autoscaler.catalog import load_catalog
@@ -109,8 +116,29 @@ def scenario(n: int, duration_s: int) -> Scenario:
 
 Call = tuple[PolicyContext, PolicyState]
 
+# What `--compiled` compiles with mypyc (the type checker's compiler, from the dev
+# extra): the policy's modules that need no change for it. demand.py, decision.py
+# and state.py stay Python: they build frozen dataclasses through the instance
+# `__dict__` (autoscaler/_frozen.py, `evolve`), which mypyc's native classes have not.
+COMPILED = (
+    "autoscaler/policy/queueing.py",
+    "autoscaler/policy/capacity.py",
+    "autoscaler/policy/correction.py",
+    "autoscaler/policy/stages.py",
+    "autoscaler/policy/core.py",
+    "autoscaler/policy/placing.py",
+    "autoscaler/policy/target.py",
+    "autoscaler/placement.py",
+)
+_BUILD = """
+from mypyc.build import mypycify
+from setuptools import setup
+setup(name="compiled", ext_modules=mypycify({mods!r}, opt_level="3"),
+      script_args=["build_ext", "--inplace"])
+"""
 
-def run(n: int, duration_s: int) -> dict[str, Any]:
+
+def run(n: int, duration_s: int, profile: bool = True) -> dict[str, Any]:
     setup = resolve_scenario(scenario(n, duration_s), ROOT / "simulations" / "scenarios")
     cpu: list[float] = []
     kept: list[Call] = []
@@ -148,7 +176,7 @@ def run(n: int, duration_s: int) -> dict[str, Any]:
         "loops_at_end": dict(loops),
         "last_tick_rules": dict(rules),
         "run_wall_s": round(wall, 1),
-        "profile": _profile(kept),
+        "profile": _profile(kept) if profile else {},
     }
 
 
@@ -181,14 +209,71 @@ def _profile(calls: list[Call]) -> dict[str, Any]:
     return {"ticks": len(calls), "by_cumulative": rows[:20]}
 
 
+def run_compiled(n: int, duration_s: int) -> dict[str, Any]:
+    """`run` in a process of its own over a copy of the tree with COMPILED built by mypyc
+    (the same source: nothing here is a second implementation)."""
+    files = subprocess.run(
+        ["git", "ls-files", "autoscaler", "bench", "policies", "simulations"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    with tempfile.TemporaryDirectory(prefix="bench-decide-") as tmp:
+        for f in files:
+            dst = Path(tmp) / f
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, dst, follow_symlinks=False)  # _builtin_policies
+        (Path(tmp) / "build_compiled.py").write_text(_BUILD.format(mods=list(COMPILED)))
+        b0 = time.perf_counter()
+        built = subprocess.run(
+            [sys.executable, "build_compiled.py"], cwd=tmp, capture_output=True, text=True
+        )
+        if built.returncode != 0:
+            raise RuntimeError(f"mypyc build failed:\n{built.stderr[-2000:]}")
+        build_s = time.perf_counter() - b0
+        out = Path(tmp) / "result.json"
+        child = [sys.executable, "-m", "bench.bench_decide", "--child", str(out)]
+        child += ["--models", str(n), "--duration-s", str(duration_s)]
+        subprocess.run(child, cwd=tmp, check=True, env={**os.environ, "PYTHONPATH": tmp})
+        res = cast(dict[str, Any], json.loads(out.read_text(encoding="utf-8")))
+    res["build_s"] = round(build_s, 1)
+    res["compiled_modules"] = list(COMPILED)
+    return res
+
+
+def _child(out: str, n: int, duration_s: int) -> int:
+    """The compiled copy's side: check that the compiled modules are what got imported."""
+    import autoscaler.policy.core as core_module
+
+    where = Path(core_module.__file__ or "")
+    if where.suffix != ".so" or not str(where).startswith(str(Path.cwd())):
+        raise RuntimeError(f"autoscaler.policy.core came from {where}, not the compiled copy")
+    res = run(n, duration_s, profile=False)
+    Path(out).write_text(json.dumps(res), encoding="utf-8")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench decide", description=__doc__)
     p.add_argument("--quick", action="store_true")
+    p.add_argument(
+        "--compiled",
+        action="store_true",
+        help="also time it with the policy's modules compiled by mypyc (COMPILED)",
+    )
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--models", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--duration-s", type=int, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    if a.child:
+        return _child(a.child, a.models, a.duration_s)
     n, duration_s = (50, 660) if a.quick else (500, 900)
     started = time.time()
     with Contention() as cont:
         res = run(n, duration_s)
+        if a.compiled:
+            res["compiled"] = run_compiled(n, duration_s)
     med, p99 = res["cpu_ms"]["median"], res["cpu_ms"]["p99"]
     say(f"decide at {n} models: {med:.1f} ms median, {p99:.1f} ms p99 ({res['loops_at_end']})")
     figures = [
@@ -202,10 +287,29 @@ def main(argv: list[str] | None = None) -> int:
         ),
         Figure(f"decide at {n} models with service profiles, p99", p99, "ms"),
     ]
+    comp = res.get("compiled")
+    if comp is not None:
+        same = (
+            comp["last_tick_rules"] == res["last_tick_rules"]
+            and comp["loops_at_end"] == res["loops_at_end"]
+        )
+        cmed = comp["cpu_ms"]["median"]
+        say(f"compiled: {cmed:.1f} ms median; the same decisions at the end: {same}")
+        figures.append(
+            Figure(
+                f"… with {len(COMPILED)} of the policy's modules compiled by mypyc, median",
+                cmed,
+                "ms",
+                note=f"{comp['per_model_us']} µs a model; the same last decisions: "
+                + ("yes" if same else "**no**"),
+            )
+        )
     write_result(
         "decide",
         title="decide at 500 models with service profiles",
-        command="python -m bench decide" + (" --quick" if a.quick else ""),
+        command="python -m bench decide"
+        + (" --quick" if a.quick else "")
+        + (" --compiled" if a.compiled else ""),
         method=(
             f"{n} models simulated for {duration_s} s (autoscaler/sim, the daemon ticking "
             f"every 5 s as in `simulate`): the NeMo 345M, 1.3B, 5B and 20B profiles in turn, "
@@ -218,6 +322,14 @@ def main(argv: list[str] | None = None) -> int:
             "garbage collector paused during the call (it would walk the simulator's heap, "
             "far larger than the daemon's: the tick bench times the daemon's collector); "
             f"cProfile over the last {PROFILE_TICKS} ticks' calls run again."
+            + (
+                " `--compiled`: the same run in a process of its own over a copy of the tree "
+                f"whose {len(COMPILED)} modules autoscaler/policy/{{queueing, capacity, "
+                "correction, stages, core, placing, target}} and autoscaler/placement were "
+                "compiled by mypyc (opt level 3), the source unchanged."
+                if a.compiled
+                else ""
+            )
         ),
         figures=figures,
         settings={"models": n, "simulated_s": duration_s, "warmup_s": WARMUP_S},
