@@ -27,6 +27,8 @@ def commands(quick: bool) -> dict[str, list[str]]:
     out = {
         name: [sys.executable, "-m", f"bench.bench_{name}", *q] for name in ORDER if name != "sim"
     }
+    if not quick:  # what compiling the policy would buy (needs a C compiler and mypyc)
+        out["decide"].append("--compiled")
     sim = ROOT / "bench" / "bench_sim.py"
     if sim.is_file():
         out["sim"] = [sys.executable, str(sim)]  # its own interface (another module's)
