@@ -347,6 +347,8 @@ def _decide_extra(doc: dict[str, Any]) -> list[str]:
         f"simulated run took {d['run_wall_s']} s of wall time. The loops as the policy knew "
         f"them at the end: {loops}. The last tick's rules: {rules}.",
     ]
+    if d.get("compiled_error"):
+        out += ["", f"Compiled by mypyc: not measured ({d['compiled_error']})."]
     comp = d.get("compiled")
     if comp:
         out += [
