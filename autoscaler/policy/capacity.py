@@ -57,6 +57,10 @@ class Sizing(NamedTuple):
     # Triton's queue (≤ want): what a change just made does not alter (stage 8's
     # cooldown). None where the loop is not known to be open.
     undrained: int | None = None
+    # What the scale-down window (stage 7) keeps of this wish where that is less: an open
+    # loop's `undrained`, and a known closed loop's count for the requests in the server
+    # over the last seconds, where the wish still follows the minute down (`_closed_count`).
+    window_keeps: int | None = None
 
 
 def _plural(n: int) -> str:
@@ -147,11 +151,30 @@ def _figures(read: _Read, n: int) -> Figures:
 
 
 def _closed_sizing(
-    read: _Read, recent_in_server: float, target_c: float, per: float, want: int, rule: Rule
+    read: _Read,
+    recent_in_server: float,
+    target_c: float,
+    per: float,
+    want: int,
+    rule: Rule,
+    known: bool = False,
 ) -> Sizing:
-    """The closed rule's answer (`_closed_count`), with its reason and figures."""
+    """The closed rule's answer (`_closed_count`), with its reason and figures; for a
+    loop `known` to be closed, what the scale-down window keeps of it (`Sizing`).
+
+    The count follows a fall in the users no faster than the minute's average of the
+    requests in the server (`_closed_count`): 64 → 8 users of the 5B read 59.5, 54.8,
+    50.1 … 8 over the next minute, 15, 14, 13 … 2 instances. The window's 300 s then
+    count from the highest of those, which is the reading's lag, not a demand anyone
+    had: on `competing-5b-20b`, once the 20B next to it had the memory it waited for,
+    the 5B held 7 instances for five minutes for 8 users (2 instances' worth). Keeping
+    the last seconds' count (the users now, two ticks agreeing) it went on down at the
+    minute's pace: 41.12–41.60 → 40.42 instance-hours on six draws, the same minutes met.
+    """
     reason = _closed_reason(read[1].in_server, recent_in_server, target_c, per, want)
-    return Sizing(want, rule, reason, _figures(read, want))
+    now = _want(recent_in_server, per) if known else want
+    keeps = now if now < want else None
+    return Sizing(want, rule, reason, _figures(read, want), window_keeps=keeps)
 
 
 def size_demand(
@@ -255,7 +278,13 @@ def size_demand(
         return Sizing(current, Rule.concurrency, why, _figures(read, current))
     if svc is None or slo is None or mem.loop is Loop.closed:
         return _closed_sizing(
-            read, recent_in_server, target_c, per_instance, closed_want, closed_rule
+            read,
+            recent_in_server,
+            target_c,
+            per_instance,
+            closed_want,
+            closed_rule,
+            known=mem.loop is Loop.closed,
         )
     # A backlog left by a burst must drain within the horizon too: Q queued requests
     # need Q / horizon per second of capacity beyond the arrivals (345M flash crowd:
@@ -334,4 +363,5 @@ def size_demand(
             read, recent_in_server, target_c, per_instance, closed_want, closed_rule
         )
     undrained = min(open_want, max(n_rate, n_hold)) if mem.loop is Loop.open else None
-    return Sizing(open_want, open_rule, open_reason, _figures(read, open_want), undrained)
+    figs = _figures(read, open_want)
+    return Sizing(open_want, open_rule, open_reason, figs, undrained, window_keeps=undrained)

@@ -110,13 +110,23 @@ def decide(ctx: PolicyContext, state: PolicyState) -> tuple[list[Decision], Poli
     for t in sorted(ctx.targets.values(), key=lambda t: (-t.memory_per_instance_gb, t.model)):
         # another model than this one was left short of memory by the last tick
         others_short = bool(short_before) and (t.model not in short_before or len(short_before) > 1)
+        hole_gb = _hole_wanted(ctx, short_before, t.model) if others_short else 0.0
         d, models[t.model], wants_memory = _decide_model(
-            ctx, t, state.get(t.model), bins, quiet, others_short, moves
+            ctx, t, state.get(t.model), bins, quiet, others_short, moves, hole_gb
         )
         decisions[t.model] = d
         if wants_memory:
             short.add(t.model)
     return [decisions[n] for n in sorted(decisions)], PolicyState(models, frozenset(short))
+
+
+def _hole_wanted(ctx: PolicyContext, short: frozenset[str], model: str) -> float:
+    """The instance (GB) of the largest model other than `model` left short of memory:
+    the hole `model`'s releases open first (`placing.release_from`)."""
+    return max(
+        (ctx.targets[m].memory_per_instance_gb for m in short if m != model and m in ctx.targets),
+        default=0.0,
+    )
 
 
 def _server_quiet(ctx: PolicyContext, state: PolicyState) -> bool:
@@ -151,6 +161,7 @@ def _decide_model(
     quiet: bool,
     others_short: bool,  # a model other than `t` was left short of GPU memory
     moves: dict[str, tuple[Move, str]],
+    hole_gb: float,  # the instance (GB) of the largest other model short of memory; 0 none
 ) -> tuple[Decision, ModelState, bool]:
     """One model's decision, its new state, and whether it is short of GPU memory: it
     wants instances that no GPU has room for (rule `capacity`, or held by its cooldown)."""
@@ -208,7 +219,7 @@ def _decide_model(
     if isinstance(stage, Held):
         d, short = _held(ctx, t, bins, current, hi, stage, wish.want, make, figs, moves)
         return d, st, short
-    d, st = _stepped(ctx, t, st, bins, current, stage, make, figs, others_short, moves)
+    d, st = _stepped(ctx, t, st, bins, current, stage, make, figs, others_short, moves, hole_gb)
     return d, st, d.rule is Rule.capacity
 
 
@@ -411,17 +422,20 @@ def _wish(
     # 1330 s); the guard held them while the summary still showed the backlog's p95
     # (19.7 → 4.0 s) until 1410 s, and the window, counting those holds as wishes, kept
     # 40 until 1710 s rather than 1630 s (26.99 instance-hours for the hour, not 27.28).
-    # Of an open loop's wish it keeps what the arrivals need (`Sizing.undrained`): the
+    # Of an open loop's wish it keeps what the arrivals need (`Sizing.window_keeps`): the
     # share that drains Triton's queue within the horizon is not wanted once the queue
     # has gone, and does not come back with the arrivals. The same crowd's 24 → 38 at
     # 1260 s was 26 for its 87 req/s and 12 for a queue of 1,230: the window kept 38
     # and the first went at 1585 s; keeping 26, at 1370 s, once the queue had drained
     # (the 5B alone: 19.79 → 19.33 instance-hours, the same minutes met).
+    # Of a known closed loop's wish it keeps what the users in the server over the last
+    # seconds need: the wish goes down no further than the minute's average, which lags
+    # a fall by up to a minute, and that lag is the reading's, not the demand's.
     remembered = wish.want
     if wish.rule is Rule.latency_guard and wish.want == current and sized.want < current:
         remembered = bounded(unchecked_guard(sized, current, unchecked_wait_ms), lo, hi).want
-    elif sz.undrained is not None and wish.rule is sz.rule and sz.undrained < remembered:
-        remembered = sz.undrained
+    elif sz.window_keeps is not None and wish.rule is sz.rule and sz.window_keeps < remembered:
+        remembered = sz.window_keeps
     return sz, wish, remembered
 
 
@@ -470,6 +484,7 @@ def _stepped(
     figs: Figures,
     others_short: bool,
     moves: dict[str, tuple[Move, str]],
+    hole_gb: float,
 ) -> tuple[Decision, ModelState]:
     """Stage 9: how far this tick goes, and for a scale-up, on which GPUs."""
     pol = ctx.policy
@@ -480,7 +495,7 @@ def _stepped(
     max_down = current if others_short else pol.max_scale_down_step
     new, step_note = capped_step(want, current, max_down, pol.max_scale_up_step)
     if new < current:
-        off = release_from(ctx, t, bins, current - new) if others_short and bins else ()
+        off = release_from(ctx, t, bins, current - new, hole_gb) if others_short and bins else ()
         return make(Action.scale_down, new, rule, reason, placement=off, figures=figs), st
     if not ctx.check_gpu_memory:
         return make(Action.scale_up, new, rule, reason + step_note, figures=figs), st

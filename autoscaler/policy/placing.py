@@ -206,13 +206,28 @@ def make_room(
 
 
 def release_from(
-    ctx: PolicyContext, t: ModelTarget, bins: list[GpuBin], n: int
+    ctx: PolicyContext, t: ModelTarget, bins: list[GpuBin], n: int, hole_gb: float = 0.0
 ) -> tuple[PlacementSlot, ...]:
     """Which GPUs `n` released instances come off while another model is short of memory.
 
-    Each from the GPU holding one that has the most free memory once it is gone: the one
-    closest to the hole the short model needs (a move's source, `make_room`). Without
-    the placements (not known) the actuator chooses, as for any release.
+    First where they open a hole of `hole_gb` (the short model's instance, headroom
+    left) soonest: on the GPU that needs the fewest of this model's instances gone for
+    it, among those where this model holds enough (`_hole_to_open`). Then, and where
+    no GPU can be opened by this model alone, each from the GPU holding one that has the
+    most free memory once it is gone: the one closest to the hole the short model needs
+    (a move's source, `make_room`). Without the placements (not known) the actuator
+    chooses, as for any release.
+
+    The most free memory, release by release, is not the soonest hole. On
+    `competing-5b-20b` the 5B's users fell from 64 to 8 as the 20B's rose from 16 to
+    64, with six 5B instances on each of GPUs 0 and 1 (2.9 GB free) and one 20B and two
+    5B on each of GPUs 2 and 3 (7.8 GB free). The 5B let four go at 9015 s; by the most
+    free memory they came two off GPU 2 and two off GPU 3 (32.6 GB each, where the 20B
+    needs 44.76), and the releases that followed, one or two a tick at the pace of the
+    5B's minute, spread over GPUs 0 and 1 in turn: the 20B had its third instance at
+    9035 s and its fourth at 9070 s. Four off GPU 0 free 2.9 + 4 × 12.41 = 52.5 GB:
+    with the next four off GPU 1 (by 9030 s) the 20B went 2 → 4 at 9035 s, when its cooldown
+    ended, and its users' third minute met the SLO (5 → 4 minutes missed over the 4 h).
     """
     where = dict(ctx.placements.get(t.model, {}))
     by_index = {b.index: b for b in bins}
@@ -222,10 +237,13 @@ def release_from(
         held = [g for g, k in where.items() if k > 0 and g in by_index]
         if not held:
             break
-        # ties to the lowest index, as `plan_room` picks the GPU it opens
-        g = max(
-            held, key=lambda g: (by_index[g].free_gb(headroom) + mem * (taken.get(g, 0) + 1), -g)
-        )
+        g = _hole_to_open(held, by_index, where, taken, headroom, mem, hole_gb)
+        if g is None:
+            # ties to the lowest index, as `plan_room` picks the GPU it opens
+            g = max(
+                held,
+                key=lambda g: (by_index[g].free_gb(headroom) + mem * (taken.get(g, 0) + 1), -g),
+            )
         where[g] -= 1
         taken[g] = taken.get(g, 0) + 1
     if sum(taken.values()) != n:
@@ -241,3 +259,34 @@ def release_from(
         )
         for g, k in sorted(taken.items())
     )
+
+
+def _hole_to_open(
+    held: list[int],
+    by_index: dict[int, GpuBin],
+    where: dict[int, int],
+    taken: dict[int, int],
+    headroom: float,
+    mem: float,
+    hole_gb: float,
+) -> int | None:
+    """The GPU whose hole of `hole_gb` this model's releases open soonest, or None.
+
+    Not one already open (the short model, decided before this one, took what fitted),
+    nor one this model cannot open alone (other models' instances are in the way: the
+    GPU with the most free memory is then the nearest, as before). Ties go to the
+    lowest index, as `plan_room` picks the GPU it opens.
+    """
+    if hole_gb <= 0.0:
+        return None
+    best: tuple[int, int] | None = None
+    for g in held:
+        free = by_index[g].free_gb(headroom) + mem * taken.get(g, 0)
+        if free + 1e-9 >= hole_gb:
+            continue  # open already
+        short = math.ceil((hole_gb - free) / mem - 1e-9)
+        if short > where[g]:
+            continue  # this model's instances there cannot open it
+        if best is None or (short, g) < best:
+            best = (short, g)
+    return None if best is None else best[1]
