@@ -368,8 +368,12 @@ def _fed(rate: float, pending: float, in_server: float, now: float) -> ModelWind
         (Loop.open, 24.0, 300.0, 306.6, Action.hold, 8, Rule.cooldown),
         # both: as far as the arrivals alone need, the backlog's share waits
         (Loop.open, 40.0, 300.0, 311.1, Action.scale_up, 12, Rule.queueing),
-        # a closed loop's requests in the server may be the queue the change drains
-        (Loop.closed, 14.4, 40.0, 48.0, Action.hold, 8, Rule.cooldown),
+        # a known closed loop's requests in the server are its users, whatever the count:
+        # 48 of them 10 s after the change (two ticks agreeing) want 12 now
+        (Loop.closed, 14.4, 40.0, 48.0, Action.scale_up, 12, Rule.concurrency),
+        # a load not known to be either: its requests in the server may be a queue the
+        # change drains, so the whole cooldown holds
+        (Loop.unknown, 40.0, 300.0, 311.1, Action.hold, 8, Rule.cooldown),
     ],
 )
 def test_cooldown_holds_what_the_last_change_alters_not_new_arrivals(
@@ -398,7 +402,7 @@ def test_cooldown_holds_what_the_last_change_alters_not_new_arrivals(
     assert (d.action, d.desired_instances, d.rule) == (action, desired, rule), d.reason
     if rule is Rule.cooldown:
         assert "cooldown 20 s after the last change" in d.reason
-    if pending and action is Action.scale_up:
+    if pending and action is Action.scale_up and loop is Loop.open:
         assert "12 for the arrivals alone during the cooldown" in d.reason
     # the cooldown over, the whole answer (the backlog's share too) goes ahead
     later = now + POLICY.cooldown_s

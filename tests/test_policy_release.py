@@ -1,4 +1,4 @@
-"""Releases while another model waits for GPU memory, and what the scale-down window keeps.
+"""Releases while another model waits for GPU memory; a known closed loop's users count.
 
 `competing-5b-20b`'s flip at 9000 s, in small: the 5B's users fall from 64 to 8 as the
 20B's rise from 16 to 64 on four 80 GB H100s (2 GB headroom; 20B 44.76 GB, 5B 12.41 GB).
@@ -88,6 +88,7 @@ def test_an_open_hole_is_not_opened_again() -> None:
 
 
 def _sized(loop: Loop, in_server: float, recent: float, current: int) -> tuple[int, int | None]:
+    """The closed rule's wish and `Sizing.undrained`, the count for the users now."""
     d = Demand(0.0, 0.0, in_server, recent, 0.0, False, True)
     sz = size_demand(
         POLICY,
@@ -103,26 +104,26 @@ def _sized(loop: Loop, in_server: float, recent: float, current: int) -> tuple[i
         one_count=True,
         rose_in_window=False,
     )
-    return sz.want, sz.window_keeps
+    return sz.want, sz.undrained
 
 
 @pytest.mark.parametrize(
-    ("loop", "in_server", "recent", "current", "want", "keeps"),
+    ("loop", "in_server", "recent", "current", "want", "users"),
     [
         # 64 → 8 users, 35 s on: the minute reads 26.8 (7 instances), the last seconds 8
         (Loop.closed, 26.8, 8.0, 8, 7, 2),
-        # a loop not known to be closed: the window keeps the wish
+        # a loop not known to be closed: nothing said apart from the wish
         (Loop.unknown, 26.8, 8.0, 8, 7, None),
-        # the minute and the last seconds agree: nothing to keep apart
-        (Loop.closed, 8.0, 8.0, 2, 2, None),
+        # the minute and the last seconds agree
+        (Loop.closed, 8.0, 8.0, 2, 2, 2),
         # a rise answers on the last seconds: the wish is what they need
-        (Loop.closed, 20.0, 64.0, 5, 16, None),
+        (Loop.closed, 20.0, 64.0, 5, 16, 16),
     ],
 )
-def test_a_known_closed_loops_window_keeps_the_last_seconds_count(
-    loop: Loop, in_server: float, recent: float, current: int, want: int, keeps: int | None
+def test_a_known_closed_loops_users_count_is_said_apart_from_its_wish(
+    loop: Loop, in_server: float, recent: float, current: int, want: int, users: int | None
 ) -> None:
-    assert _sized(loop, in_server, recent, current) == (want, keeps)
+    assert _sized(loop, in_server, recent, current) == (want, users)
 
 
 def _win(now: float, in_server: float, window_s: float) -> ModelWindow:

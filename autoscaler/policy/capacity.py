@@ -53,14 +53,12 @@ class Sizing(NamedTuple):
     rule: Rule
     reason: str
     figures: Figures
-    # An open loop's count for its arrivals alone, without draining the backlog in
-    # Triton's queue (≤ want): what a change just made does not alter (stage 8's
-    # cooldown). None where the loop is not known to be open.
+    # The count for the demand that a change does not alter: an open loop's arrivals
+    # alone, without draining the backlog in Triton's queue (≤ want); a known closed
+    # loop's users, the requests in the server over the last seconds (`_closed_sizing`).
+    # Stage 8's cooldown lets a scale-up go as far as it, and stage 7's window keeps it
+    # of a wish that is more. None where the loop is not known.
     undrained: int | None = None
-    # What the scale-down window (stage 7) keeps of this wish where that is less: an open
-    # loop's `undrained`, and a known closed loop's count for the requests in the server
-    # over the last seconds, where the wish still follows the minute down (`_closed_count`).
-    window_keeps: int | None = None
 
 
 def _plural(n: int) -> str:
@@ -160,21 +158,32 @@ def _closed_sizing(
     known: bool = False,
 ) -> Sizing:
     """The closed rule's answer (`_closed_count`), with its reason and figures; for a
-    loop `known` to be closed, what the scale-down window keeps of it (`Sizing`).
+    loop `known` to be closed, the count for its users now (`Sizing.undrained`).
 
-    The count follows a fall in the users no faster than the minute's average of the
-    requests in the server (`_closed_count`): 64 → 8 users of the 5B read 59.5, 54.8,
-    50.1 … 8 over the next minute, 15, 14, 13 … 2 instances. The window's 300 s then
-    count from the highest of those, which is the reading's lag, not a demand anyone
-    had: on `competing-5b-20b`, once the 20B next to it had the memory it waited for,
-    the 5B held 7 instances for five minutes for 8 users (2 instances' worth). Keeping
-    the last seconds' count (the users now, two ticks agreeing) it went on down at the
-    minute's pace: 41.12–41.60 → 40.42 instance-hours on six draws, the same minutes met.
+    That count is what the last seconds' requests in the server ask for, two ticks
+    agreeing (`confirmed_recent_in_server`). Zero-think users keep as many requests in
+    the server whatever the count, so a change does not alter it; with think time a
+    scale-up lowers it (the queue drains, more users think), and the smaller of two
+    reads then is the one after the change. Two things follow:
+
+    - The scale-down window keeps it, not the wish: the wish follows a fall in the
+      users no faster than the minute's average (`_closed_count`; 64 → 8 users of the
+      5B read 59.5, 54.8, 50.1 … 8 over the next minute: 15, 14, 13 … 2 instances),
+      and the window's 300 s counted from the highest of those, the reading's lag,
+      not a demand anyone had. On `competing-5b-20b`, once the 20B next to it had the
+      memory it waited for, the 5B held 7 instances for five minutes for 8 users (2
+      instances' worth); keeping the users' count it went on down at the minute's
+      pace: 41.12–41.60 → 40.42 instance-hours on six draws, the same minutes met.
+    - The cooldown lets a scale-up go as far as it (`stages.cooled`): what the last
+      change did to the users' count is seen on the next tick. The same 5B, its users
+      8 → 64 at 3600 s, went 2 → 6 → 12 → 16 capped at +100 % a step and held 30 s
+      after each (3605, 3635, 3665 s); now the steps follow tick by tick as the memory
+      frees, and its minute after the flip meets the SLO (4 → 3 minutes missed on each
+      of six draws, 40.42 → 40.50 instance-hours).
     """
     reason = _closed_reason(read[1].in_server, recent_in_server, target_c, per, want)
-    now = _want(recent_in_server, per) if known else want
-    keeps = now if now < want else None
-    return Sizing(want, rule, reason, _figures(read, want), window_keeps=keeps)
+    now = _want(recent_in_server, per) if known else None
+    return Sizing(want, rule, reason, _figures(read, want), now)
 
 
 def size_demand(
@@ -363,5 +372,4 @@ def size_demand(
             read, recent_in_server, target_c, per_instance, closed_want, closed_rule
         )
     undrained = min(open_want, max(n_rate, n_hold)) if mem.loop is Loop.open else None
-    figs = _figures(read, open_want)
-    return Sizing(open_want, open_rule, open_reason, figs, undrained, window_keeps=undrained)
+    return Sizing(open_want, open_rule, open_reason, _figures(read, open_want), undrained)

@@ -422,20 +422,21 @@ def _wish(
     # 1330 s); the guard held them while the summary still showed the backlog's p95
     # (19.7 → 4.0 s) until 1410 s, and the window, counting those holds as wishes, kept
     # 40 until 1710 s rather than 1630 s (26.99 instance-hours for the hour, not 27.28).
-    # Of an open loop's wish it keeps what the arrivals need (`Sizing.window_keeps`): the
+    # Of an open loop's wish it keeps what the arrivals need (`Sizing.undrained`): the
     # share that drains Triton's queue within the horizon is not wanted once the queue
     # has gone, and does not come back with the arrivals. The same crowd's 24 → 38 at
     # 1260 s was 26 for its 87 req/s and 12 for a queue of 1,230: the window kept 38
     # and the first went at 1585 s; keeping 26, at 1370 s, once the queue had drained
     # (the 5B alone: 19.79 → 19.33 instance-hours, the same minutes met).
-    # Of a known closed loop's wish it keeps what the users in the server over the last
-    # seconds need: the wish goes down no further than the minute's average, which lags
-    # a fall by up to a minute, and that lag is the reading's, not the demand's.
+    # Of a known closed loop's wish it keeps what its users in the server now need
+    # (`Sizing.undrained` too): the wish goes down no further than the minute's average,
+    # which lags a fall by up to a minute, and that lag is the reading's, not the
+    # demand's (`capacity._closed_sizing`).
     remembered = wish.want
     if wish.rule is Rule.latency_guard and wish.want == current and sized.want < current:
         remembered = bounded(unchecked_guard(sized, current, unchecked_wait_ms), lo, hi).want
-    elif sz.window_keeps is not None and wish.rule is sz.rule and sz.window_keeps < remembered:
-        remembered = sz.window_keeps
+    elif sz.undrained is not None and wish.rule is sz.rule and sz.undrained < remembered:
+        remembered = sz.undrained
     return sz, wish, remembered
 
 

@@ -128,6 +128,16 @@ def stabilised(wish: Wish, current: int, peak: int, window_s: float) -> Wish | H
     what the demand needs. Two models competing for four H100s (`competing-5b-20b`):
     95.8 % of minutes at 42.96 instance-hours with the window held through, 97.9 % at
     42.44 with it dropped.
+
+    The window keeps of each wish what its demand needs (`Sizing.undrained`: an open
+    loop's arrivals without Triton's backlog, a known closed loop's users now), which
+    may be less than the wish; so the peak of a window of this tick alone may be less
+    than the wish, and the count then goes to it. The backlog drains on the instances
+    left, and a closed loop's release does not wait for its minute to catch up with a
+    fall of its users. `competing-5b-20b`: the 20B, its users 64 → 16 at 3600 s while
+    the 5B waited for its memory, went 4 → 1 at 3620 s (16 users in the server over
+    the last seconds), not 4 → 3 (the minute's 44.9): 40.86 → 40.50 instance-hours
+    at the same minutes met.
     """
     if wish.want >= current:
         return wish
@@ -178,9 +188,12 @@ def cooled(
     p95 shows the queue they are removing: that part waits. A 345M flash crowd (10 → 80
     req/s in 30 s, 18 s start-up) went 3 → 4 at 910 s and the cooldown held 4 while the
     queue grew from 12 to 548 and the p95 to 5.7 s; going 4 → 5 → 6 → 7 by 925 s and to
-    8 at 940 s, the crowd's second minute met the SLO. A load not known to be open
-    (`undrained` None) keeps the whole cooldown: its requests in the server may be a
-    queue that the change drains.
+    8 at 940 s, the crowd's second minute met the SLO. A known closed loop's users
+    likewise keep their requests in the server whatever the count: a scale-up goes as
+    far as those of the last seconds need, two ticks agreeing (`Sizing.undrained`;
+    with think time a scale-up lowers them, and the smaller of two reads is then the
+    one after the change). A load not known to be either (`undrained` None) keeps the
+    whole cooldown: its requests in the server may be a queue that the change drains.
 
     ... but only the backlog the change was made for. Where the arrivals have outgrown
     the count again and Triton's queue holds more than when the change was made
