@@ -167,3 +167,30 @@ def test_the_minutes_lag_is_not_held_for_the_window(loop: Loop, second: int) -> 
         )
         (d,), state = decide(c, state)
         assert (d.action, d.desired_instances, d.rule) == (action, desired, rule), d.reason
+
+
+@pytest.mark.parametrize("loop", [Loop.closed, Loop.unknown])
+def test_no_release_below_the_wish_while_another_model_is_short(loop: Loop) -> None:
+    """The 20B was left short of memory; the 5B's users have just gone (the last
+    seconds read 0 in the server, the minute still 10). The release goes at once, to
+    the wish the minute gives (10 / 4 → 3), never to the last seconds' 0."""
+    st = ModelState(
+        seen_instances=4,
+        seen_change_at=0.0,
+        demand=DemandMemory(loop=loop, loop_at=995.0, prev_recent_in_server=0.0),
+    )
+    state = PolicyState({"5b": st}, short_of_memory=frozenset({"20b"}))
+    w = ModelWindow("5b", 1000.0, 60, True, instances=4, concurrency=10.0, in_server=10.0)
+    pw = ModelWindow("5b", 1000.0, 6, True, instances=4, concurrency=0.0, in_server=0.0)
+    c = PolicyContext(
+        now=1000.0,
+        policy=POLICY,
+        targets={"5b": T5},
+        stable={"5b": w},
+        panic={"5b": pw},
+        gpus=None,
+        gpu_reason="not read",
+    )
+    (d,), _ = decide(c, state)
+    assert (d.action, d.desired_instances) == (Action.scale_down, 3), d.reason
+    assert "no stabilisation while another model is short" in d.reason

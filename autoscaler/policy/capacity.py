@@ -172,14 +172,13 @@ def _closed_sizing(
       and the window's 300 s counted from the highest of those, the reading's lag,
       not a demand anyone had. On `competing-5b-20b`, once the 20B next to it had the
       memory it waited for, the 5B held 7 instances for five minutes for 8 users (2
-      instances' worth); keeping the users' count it went on down at the minute's
-      pace: 41.12–41.60 → 40.42 instance-hours on six draws, the same minutes met.
+      instances' worth); keeping the users' count it goes on down at the minute's
+      pace (`stages.stabilised`: never below the wish).
     - The cooldown lets a scale-up go as far as it (`stages.cooled`): what the last
       change did to the users' count is seen on the next tick. The same 5B, its users
       8 → 64 at 3600 s, went 2 → 6 → 12 → 16 capped at +100 % a step and held 30 s
       after each (3605, 3635, 3665 s); now the steps follow tick by tick as the memory
-      frees, and its minute after the flip meets the SLO (4 → 3 minutes missed on each
-      of six draws, 40.42 → 40.50 instance-hours).
+      frees (16 at 3625 s), and its minute after the flip meets the SLO.
     """
     reason = _closed_reason(read[1].in_server, recent_in_server, target_c, per, want)
     now = _want(recent_in_server, per) if known else None

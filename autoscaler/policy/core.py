@@ -436,7 +436,7 @@ def _wish(
     if wish.rule is Rule.latency_guard and wish.want == current and sized.want < current:
         remembered = bounded(unchecked_guard(sized, current, unchecked_wait_ms), lo, hi).want
     elif sz.undrained is not None and wish.rule is sz.rule and sz.undrained < remembered:
-        remembered = sz.undrained
+        remembered = max(lo, sz.undrained)
     return sz, wish, remembered
 
 

@@ -131,13 +131,16 @@ def stabilised(wish: Wish, current: int, peak: int, window_s: float) -> Wish | H
 
     The window keeps of each wish what its demand needs (`Sizing.undrained`: an open
     loop's arrivals without Triton's backlog, a known closed loop's users now), which
-    may be less than the wish; so the peak of a window of this tick alone may be less
-    than the wish, and the count then goes to it. The backlog drains on the instances
-    left, and a closed loop's release does not wait for its minute to catch up with a
-    fall of its users. `competing-5b-20b`: the 20B, its users 64 → 16 at 3600 s while
-    the 5B waited for its memory, went 4 → 1 at 3620 s (16 users in the server over
-    the last seconds), not 4 → 3 (the minute's 44.9): 40.86 → 40.50 instance-hours
-    at the same minutes met.
+    may be less than the wish, so its peak may be too: the count never goes below the
+    wish. The wish is the guard on the model's own reading (a closed loop's count
+    follows a fall of its users no faster than the minute, since the last seconds'
+    count of a batched model's requests errs low by a batch), and memory another model
+    waits for does not make that reading any better. Going to the peak (until
+    2026-12-07) let the 20B of `competing-5b-20b`, its users 64 → 16 while the 5B
+    waited, go 4 → 1 on the last seconds' 16 rather than 4 → 3 on the minute's 44.9
+    (40.50 instance-hours rather than 40.86, the same minutes met), and took a model
+    whose arrivals, or closed-loop users, read 0 over the last seconds while another
+    was short to 0 instances, below its `min_instances`.
     """
     if wish.want >= current:
         return wish
@@ -146,7 +149,7 @@ def stabilised(wish: Wish, current: int, peak: int, window_s: float) -> Wish | H
             Rule.stabilization,
             f"hold: {wish.reason}, but {peak} wanted within the last {window_s:g} s",
         )
-    return wish._replace(want=peak)
+    return wish._replace(want=peak) if peak > wish.want else wish
 
 
 def steady(wish: Wish, current: int) -> Wish | Held:
