@@ -155,10 +155,10 @@ def _closed_sizing(
     per: float,
     want: int,
     rule: Rule,
-    known: bool = False,
 ) -> Sizing:
     """The closed rule's answer (`_closed_count`), with its reason and figures; for a
-    loop `known` to be closed, the count for its users now (`Sizing.undrained`).
+    loop known to be closed (`read`'s loop), the count for its users now
+    (`Sizing.undrained`).
 
     That count is what the last seconds' requests in the server ask for, two ticks
     agreeing (`confirmed_recent_in_server`). Zero-think users keep as many requests in
@@ -183,7 +183,7 @@ def _closed_sizing(
       before).
     """
     reason = _closed_reason(read[1].in_server, recent_in_server, target_c, per, want)
-    now = _want(recent_in_server, per) if known else None
+    now = _want(recent_in_server, per) if read[0] == Loop.closed.value else None
     return Sizing(want, rule, reason, _figures(read, want), now)
 
 
@@ -288,13 +288,7 @@ def size_demand(
         return Sizing(current, Rule.concurrency, why, _figures(read, current))
     if svc is None or slo is None or mem.loop is Loop.closed:
         return _closed_sizing(
-            read,
-            recent_in_server,
-            target_c,
-            per_instance,
-            closed_want,
-            closed_rule,
-            known=mem.loop is Loop.closed,
+            read, recent_in_server, target_c, per_instance, closed_want, closed_rule
         )
     # A backlog left by a burst must drain within the horizon too: Q queued requests
     # need Q / horizon per second of capacity beyond the arrivals (345M flash crowd:

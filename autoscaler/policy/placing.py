@@ -206,7 +206,7 @@ def make_room(
 
 
 def release_from(
-    ctx: PolicyContext, t: ModelTarget, bins: list[GpuBin], n: int, hole_gb: float = 0.0
+    ctx: PolicyContext, t: ModelTarget, bins: list[GpuBin], n: int, hole_gb: float
 ) -> tuple[PlacementSlot, ...]:
     """Which GPUs `n` released instances come off while another model is short of memory.
 
