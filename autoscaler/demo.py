@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -76,6 +77,7 @@ class DemoResult:
     trace: Path | None = None
     plot: Path | None = None
     log: Path | None = None
+    config: Path | None = None  # the daemon's config, for `replay` of the trace
     schedule: dict[str, list[tuple[float, int]]] = field(default_factory=lambda: SCHEDULE)
     # Ctrl-C stopped the load early; what ran so far is still summarised and plotted.
     interrupted: bool = False
@@ -98,21 +100,36 @@ def clients_at(
     return n
 
 
+def demo_config_doc(http_url: str, metrics_url: str) -> dict[str, Any]:
+    """The daemon's config in the demo, as a config file would hold it."""
+    return {
+        "mode": "apply",
+        "triton": {"url": http_url, "metrics_url": metrics_url, "timeout_s": 1.5},
+        "telemetry": {"gpus": "simulated", "simulated_gpus": 4},
+        "policy_overrides": dict(DEMO_POLICY),
+        "models": {m: {"slo_p95_ms": SLO_MS[m]} for m in MODELS},
+        "http": {"listen": "127.0.0.1:0"},
+    }
+
+
 def demo_config(http_url: str, metrics_url: str) -> Resolved:
-    return resolve(
-        parse_config(
-            {
-                "mode": "apply",
-                "triton": {"url": http_url, "metrics_url": metrics_url, "timeout_s": 1.5},
-                "telemetry": {"gpus": "simulated", "simulated_gpus": 4},
-                "policy_overrides": DEMO_POLICY,
-                "models": {m: {"slo_p95_ms": SLO_MS[m]} for m in MODELS},
-                "http": {"listen": "127.0.0.1:0"},
-            },
-            "<demo>",
-        ),
-        "<demo>",
+    return resolve(parse_config(demo_config_doc(http_url, metrics_url), "<demo>"), "<demo>")
+
+
+def write_demo_config(path: Path, doc: dict[str, Any]) -> None:
+    """The demo's config as a file, so that `replay` of its trace runs the same policy.
+
+    Replayed with deploy/config.example.yaml instead (the production timings: 60 s / 6 s
+    windows, a 300 s scale-down stabilisation), the demo's trace reads differently: its
+    5B went 1 → 3 on the 4 s window's requests in the server where the example's 6 s
+    window says 1 → 2, and its load falls 140 s before the trace ends, within the
+    example's 300 s window: no release comes.
+    """
+    head = (
+        "# The config triton-autoscaler demo ran with (its Triton is gone: for replay)\n"
+        f"# triton-autoscaler replay {path.parent / 'demo-trace.jsonl'} --config {path}\n"
     )
+    path.write_text(head + yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
 
 
 def run_demo(
@@ -132,8 +149,11 @@ def run_demo(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     trace_path, log_path = out_dir / "demo-trace.jsonl", out_dir / "demo-daemon.log"
-    res = DemoResult(trace=trace_path, log=log_path, schedule=scaled_schedule(time_scale))
-    for p in (trace_path, log_path):
+    config_path = out_dir / "demo-config.yaml"
+    res = DemoResult(
+        trace=trace_path, log=log_path, config=config_path, schedule=scaled_schedule(time_scale)
+    )
+    for p in (trace_path, log_path, config_path):
         p.unlink(missing_ok=True)
     console.print(
         "[bold]triton-autoscaler demo[/]: a real Triton server on the CPU with emulated "
@@ -165,6 +185,8 @@ def _run(
         server = stack.enter_context(TritonServer([emulated(m) for m in MODELS]))
         console.print(f"Triton ready on {server.http_url} (metrics {server.metrics_url})")
         resolved = demo_config(server.http_url, server.metrics_url)
+        if res.config is not None:
+            write_demo_config(res.config, demo_config_doc(server.http_url, server.metrics_url))
         log_file = stack.enter_context(log_path.open("w", encoding="utf-8"))
         logs.configure("json", stream=log_file)
         log = logs.get()
@@ -360,11 +382,16 @@ def _print_summary(res: DemoResult, console: Console) -> None:
     console.print(summ)
     if res.interrupted:
         console.print("[yellow]interrupted[/]: the figures above cover the run up to Ctrl-C")
-    console.print(f"trace: {res.trace}\nplot: {res.plot}\ndaemon log: {res.log}")
+    console.print(
+        f"trace: {res.trace}\nconfig: {res.config}\nplot: {res.plot}\ndaemon log: {res.log}"
+    )
+    # the demo's own config replays with its timings; the example's has production ones
+    cfg = res.config if res.config is not None and res.config.exists() else None
+    replay = f"{cfg}   # the demo's own timings" if cfg else "deploy/config.example.yaml"
     console.print(
         "\n[bold]Try next[/]:\n"
         "  triton-autoscaler size --demand nemo-gpt-5b=64 --demand nemo-gpt-20b=128\n"
-        f"  triton-autoscaler replay {res.trace} --config deploy/config.example.yaml\n"
+        f"  triton-autoscaler replay {res.trace} --config {replay}\n"
         "  triton-autoscaler simulate simulations/scenarios/step-x4.yaml\n"
         "  triton-autoscaler observe --triton 127.0.0.1:8000 --gpus nvml   # on a GPU server"
     )
@@ -415,6 +442,7 @@ def result_json(res: DemoResult) -> str:
             "actions": res.actions,
             "per_model": res.per_model,
             "trace": str(res.trace),
+            "config": None if res.config is None else str(res.config),
             "interrupted": res.interrupted,
         },
         indent=2,

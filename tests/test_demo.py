@@ -18,11 +18,15 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
 
-from autoscaler.demo import MODELS, run_demo
+from autoscaler.config import load_config, resolve
+from autoscaler.demo import DEMO_POLICY, MODELS, DemoResult, run_demo
+from autoscaler.policy.decision import Action, Decision
+from autoscaler.sim.replay import replay
 from autoscaler.telemetry.trace import TraceFormatError, iter_trace
 from autoscaler.testing.waiting import wait_until
 
@@ -75,6 +79,36 @@ def test_shortened_demo_scales_up_with_no_failed_request(
     assert res.plot.read_bytes()[:8] == PNG_MAGIC
     assert res.plot.stat().st_size > 10_000
     assert str(res.trace) in text and "Try next" in text
+    _replay_gives_the_demos_scale_ups(res, warnings, text)
+
+
+def _replay_gives_the_demos_scale_ups(res: DemoResult, warnings: list[str], text: str) -> None:
+    """`replay` of the demo's trace with the config it wrote decides each model's first
+    scale-up as the live daemon did: the same tick, the same counts (the "Try next" line)."""
+    assert res.config is not None and res.trace is not None
+    # the console wraps long lines: compare without whitespace
+    assert f"replay{res.trace}--config{res.config}" in "".join(text.split())
+    resolved = resolve(load_config(res.config), res.config)
+    assert resolved.policy.panic_window_s == DEMO_POLICY["panic_window_s"]
+    replayed: dict[str, Decision] = {}
+
+    def first_up(d: Decision) -> None:
+        if d.action is Action.scale_up and d.model not in replayed:
+            replayed[d.model] = d
+
+    replay(iter_trace(res.trace, warnings), resolved, on_decision=first_up)
+    live: dict[str, dict[str, Any]] = {}
+    for a in res.actions:
+        if a["action"] == "scale_up":
+            live.setdefault(a["model"], a)
+    assert live and set(live) <= set(replayed), (live, replayed)
+    for m, a in live.items():
+        d = replayed[m]
+        assert (d.current_instances, d.desired_instances, d.rule.value) == (
+            a["from"],
+            a["to"],
+            a["rule"],
+        ), (m, a, d)
 
 
 def _procs_under(marker: str) -> dict[int, str]:
