@@ -68,13 +68,53 @@ def read_yaml_documents(path: Path) -> list[Any]:
         raise ConfigError(f"cannot read file: {exc.strerror}", file=path) from exc
     except UnicodeDecodeError:  # a ValueError, not an OSError: binary data, or another encoding
         raise ConfigError("not a text file (YAML is UTF-8)", file=path) from None
+    return parse_yaml_documents(text, path)
+
+
+def parse_yaml_documents(text: str, file: Path | str, field: str | None = None) -> list[Any]:
+    """The documents of YAML text (`file`, and `field` where it is embedded in another
+    file); bad YAML, or YAML that nests or expands too far, names the file and line."""
     try:
-        return [d for d in yaml.load_all(text, Loader=UniqueKeyLoader) if d is not None]
+        docs = [d for d in yaml.load_all(text, Loader=UniqueKeyLoader) if d is not None]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"not valid YAML{where}: {problem}", file=path) from exc
+        raise ConfigError(f"not valid YAML{where}: {problem}", file=file, field=field) from exc
+    except RecursionError:  # 5,000 nested '[' was 'internal error: RecursionError'
+        raise ConfigError("not valid YAML: nested too deeply", file=file, field=field) from None
+    for doc in docs:
+        _check_expanded_size(doc, file, field)
+    return docs
+
+
+# The most values a YAML document may expand to, aliases counted each time they are
+# used. The largest file shipped (a Kubernetes manifest) holds 166; a day of per-second
+# rate points written inline, 2 × 86,400. A few hundred bytes of aliases of aliases
+# ("a: &a [x, x, …]", "b: &b [*a, *a, …]", … nine levels) expand to 10⁹, which every
+# later step walks: `validate` of such a file ran for minutes.
+MAX_YAML_VALUES = 1_000_000
+
+
+def _check_expanded_size(doc: Any, file: Path | str, field: str | None) -> None:
+    """Refuse a document that expands to more than MAX_YAML_VALUES values (a walk that
+    stops there: at most ~0.3 s, whatever the aliases would expand to)."""
+    seen, todo = 0, [doc]
+    while todo:
+        value = todo.pop()
+        seen += 1
+        if seen > MAX_YAML_VALUES:
+            raise ConfigError(
+                f"expands to more than {MAX_YAML_VALUES:,} values (aliases that repeat "
+                "aliases?); write the values out, or split the file",
+                file=file,
+                field=field,
+            )
+        if isinstance(value, dict):
+            todo.extend(value.keys())
+            todo.extend(value.values())
+        elif isinstance(value, list):
+            todo.extend(value)
 
 
 def validation_error(exc: ValidationError, file: Path | str, prefix: str = "") -> ConfigError:

@@ -228,7 +228,9 @@ class TelemetrySection(_Strict):
     hostname: str | None = Field(default=None, description="DCGM series filter")
     prometheus: PrometheusSection = PrometheusSection()
     simulated_gpus: Annotated[int, Field(ge=1, le=64)] = 4
-    simulated_gpu_memory_gb: PositiveFloat = 80.0
+    # Bounded far above any GPU's memory (the largest of 2026 hold 288 GB): 1e308 GB
+    # passed, and its byte count overflowed when the simulated GPUs were built.
+    simulated_gpu_memory_gb: Annotated[float, Field(gt=0, le=4096)] = 80.0
 
     @model_validator(mode="after")
     def _prometheus_needs_url(self) -> TelemetrySection:

@@ -6,6 +6,7 @@ a traceback.
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -57,10 +58,28 @@ class ConfigError(AutoscalerError):
         head = ": ".join(where)
         msg = f"{head}: {self.problem}" if head else self.problem
         if self.value is not _MISSING:
-            msg += f" (got {self.value!r})"
+            msg += f" (got {_shown(self.value)})"
         if self.allowed:
             msg += f"; allowed: {self.allowed}"
         return msg
+
+
+# A bad value is shown as written up to this many characters: a list of 10⁶ items in
+# a YAML file made a one-line error of 522 KB.
+VALUE_SHOWN_CHARS = 200
+
+
+# reprlib stops at a few items a level, so even a value of 10⁹ shared items is shown at
+# once; short values read as repr() writes them
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = VALUE_SHOWN_CHARS
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 10
+_REPR.maxlevel = 3
+
+
+def _shown(value: Any) -> str:
+    text = _REPR.repr(value)
+    return text if len(text) <= VALUE_SHOWN_CHARS else text[:VALUE_SHOWN_CHARS] + "…"
 
 
 class RuntimeFailure(AutoscalerError):

@@ -103,6 +103,18 @@ def test_validate_shipped_policies() -> None:
     assert p.stdout.startswith("ok: ")
 
 
+def _alias_bomb(levels: int) -> str:
+    """YAML whose each level lists the level below ten times by alias."""
+    lines = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, levels):
+        lines.append(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]")
+    return (
+        "kind: gpu\nname: g\nmemory_gb: 10\nbomb:\n"
+        + "\n".join("  " + line for line in lines)
+        + "\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("files", "needles"),
     [
@@ -142,6 +154,10 @@ def test_validate_shipped_policies() -> None:
         ),
         # a directory with nothing to check said "ok: 0 profile(s) … valid", exit 0
         ({"notes.txt": "kind: gpu\n"}, ["no YAML files (*.yaml, *.yml) in this directory"]),
+        # 'internal error: RecursionError'
+        ({"a.yaml": "x: " + "[" * 5000 + "]" * 5000 + "\n"}, ["a.yaml", "nested too deeply"]),
+        # aliases of aliases, nine levels of ten: 10⁹ values from 400 bytes ran for minutes
+        ({"a.yaml": _alias_bomb(9)}, ["a.yaml", "expands to more than 1,000,000 values"]),
     ],
 )
 def test_validate_bad_files(tmp_path: Path, files: dict[str, str], needles: list[str]) -> None:
@@ -149,6 +165,16 @@ def test_validate_bad_files(tmp_path: Path, files: dict[str, str], needles: list
     for name, text in files.items():
         write(tmp_path, name, text)
     assert_user_error(cli("validate", str(tmp_path)), *needles)
+
+
+def test_validate_refuses_a_config_file_of_two_documents_as_run_does(tmp_path: Path) -> None:
+    """`validate` counted two configs in one file valid, and `run --config` refused it."""
+    doc = "kind: autoscaler-config\ntelemetry: {gpus: none}\nmodels: {nemo-gpt-5b: {}}\n"
+    f = write(tmp_path, "c.yaml", doc + "---\n" + doc)
+    assert_user_error(cli("validate", str(f)), "c.yaml", "one YAML document", "2")
+    assert_user_error(cli("run", "-c", str(f), "--once"), "c.yaml", "one YAML document")
+    f.write_text(doc)
+    assert cli("validate", str(f)).returncode == 0
 
 
 def test_size_with_user_policies(tmp_path: Path) -> None:

@@ -254,6 +254,11 @@ def test_example_config_parses_with_documented_defaults() -> None:
             {"models": {"nemo-gpt-5b": {}}, "telemetry": {"gpus": "prometheus"}},
             "prometheus_url is not set",
         ),
+        # passed, and `run` overflowed building the simulated GPUs' byte counts
+        (
+            {"models": {"nemo-gpt-5b": {}}, "telemetry": {"simulated_gpu_memory_gb": 1e308}},
+            "field 'telemetry.simulated_gpu_memory_gb'",
+        ),
     ],
 )
 def test_bad_config(data: dict, needle: str) -> None:  # type: ignore[type-arg]

@@ -197,6 +197,11 @@ def _header(version: object, fmt: str = FORMAT) -> str:
         (_header(1) + '{"models": null}\n', "t.jsonl:2: bad snapshot line: missing key"),
         (_header(1) + '{"taken_at": "soon"}\n', "t.jsonl:2: bad snapshot line: not a number"),
         (_header(1) + "[1, 2]\n", "t.jsonl:2: bad snapshot line"),
+        # 'internal error: RecursionError'
+        (
+            _header(1) + "[" * 100_000 + "]" * 100_000 + "\n",
+            "t.jsonl:2: bad snapshot line: JSON nested too deeply",
+        ),
     ],
 )
 def test_unreadable_traces_are_rejected_naming_file_and_line(

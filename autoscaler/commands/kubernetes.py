@@ -48,21 +48,14 @@ def config_document(path: Path) -> dict[str, Any]:
 def _embedded_yaml(text: str, path: Path) -> Any:
     """The ConfigMap's config.yaml: bad YAML there ("a: [b") was 'internal error:
     ParserError', and a `data:` that is not a mapping an AttributeError."""
-    import yaml
+    from autoscaler.catalog import parse_yaml_documents
 
-    from autoscaler.catalog import UniqueKeyLoader
-
-    try:
-        return yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
+    docs = parse_yaml_documents(text, path, "data.config.yaml")
+    if len(docs) > 1:
         raise ConfigError(
-            f"not valid YAML{where}: {problem}",
-            file=path,
-            field="data.config.yaml",
-        ) from None
+            f"expected one YAML document, found {len(docs)}", file=path, field="data.config.yaml"
+        )
+    return docs[0] if docs else None
 
 
 @app.command("manifests")

@@ -69,8 +69,16 @@ def _check_configs(paths: list[Path]) -> tuple[int, list[str]]:
     notes: list[str] = []
     for root in paths:
         for path in yaml_files(root):
-            for doc in read_yaml_documents(path):
+            docs = read_yaml_documents(path)
+            for doc in docs:
                 if isinstance(doc, dict) and doc.get("kind") == CONFIG_KIND:
+                    # `run --config` reads one document (`load_config`): a second was
+                    # counted "valid" here and refused there
+                    if len(docs) > 1:
+                        raise ConfigError(
+                            f"a config file holds one YAML document, this one {len(docs)}",
+                            file=path,
+                        )
                     cfg = parse_config(doc, path)
                     resolve(cfg, path)
                     notes += [f"{path}: {n}" for n in check_as_run_would(cfg, str(path)) if n]

@@ -704,12 +704,16 @@ def _read_lines(lines: Iterable[tuple[str, str]], warnings: list[str] | None) ->
             continue
         try:
             yield snapshot_from_json(_loads(line))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        # RecursionError: JSON nested deeper than the parser's stack (a line of 100,000 '['
+        # was 'internal error: RecursionError'); no snapshot nests more than a few levels
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             if not line.endswith("\n"):
                 if warnings is not None:
                     warnings.append(f"{where}: last line cut short; skipped")
                 return
             what = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
+            if isinstance(exc, RecursionError):
+                what = "JSON nested too deeply for a snapshot"
             raise TraceFormatError(f"{where}: bad snapshot line: {what[:200]}") from None
 
 
@@ -761,7 +765,7 @@ def _line_time(line: bytes) -> float:
     try:
         t = json.loads(line)["taken_at"]
         return float(t) if isinstance(t, int | float) and not isinstance(t, bool) else math.inf
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         return math.inf
 
 
