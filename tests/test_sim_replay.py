@@ -190,3 +190,14 @@ def test_replay_collects_garbage_less_often_and_restores_the_thresholds() -> Non
     with pytest.raises(RuntimeError):
         replay(snaps, resolved, on_decision=fail)
     assert gc.get_threshold() == before
+
+
+def test_a_config_model_that_no_snapshot_holds_is_warned_of() -> None:
+    """A config for another server's trace ran to exit 0, each minute 'no valid data'."""
+    snaps, resolved = telemetry(models=2, minutes=2)
+    assert replay(snaps, resolved).warnings == []
+    only_m0 = [dataclasses.replace(s, models={"m0": s.models["m0"]}) for s in snaps if s.models]
+    warnings = replay(only_m0, resolved).warnings
+    assert warnings == [
+        "no snapshot of the trace holds m1 (the config's model); the trace holds: m0"
+    ]

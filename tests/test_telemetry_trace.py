@@ -323,6 +323,15 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
             lambda d: d["models"]["nemo-gpt-5b"]["instance_groups"][0].update(count=-3),
             "not a count: -3 (field 'models.nemo-gpt-5b.instance_groups[0].count')",
         ),
+        # 2.5 was read as 2, and 10¹² advised "10¹² → 10¹² − 1" in replay
+        (
+            lambda d: d["models"]["nemo-gpt-5b"]["instance_groups"][0].update(count=2.5),
+            "not a count: 2.5 (field 'models.nemo-gpt-5b.instance_groups[0].count')",
+        ),
+        (
+            lambda d: d["models"]["nemo-gpt-5b"]["instance_groups"][0].update(count=10**12),
+            "more than 100,000 instances in one group: 1000000000000 (field",
+        ),
         # a string is iterable: "x" read as the errors ("x",), one per character
         (
             lambda d: d.update(errors="x"),

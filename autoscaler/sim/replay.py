@@ -181,6 +181,7 @@ def _replay(
     minute: int | None = None
     models = summary.models
     last: list[tuple[ModelSummary, Decision]] = []  # the previous tick's decisions
+    in_trace: set[str] = set()  # the models any snapshot holds
     for snap in snapshots:
         t = snap.taken_at
         if prev_t is not None and t < prev_t:
@@ -192,6 +193,7 @@ def _replay(
             daemon = replay_daemon(resolved, collector, t)
             summary.start = t
         collector.current = snap
+        in_trace.update(snap.models or ())
         decisions = daemon.tick(t).decisions
         if prev_t is not None and last:
             _add_held_time(last, gaps, t - prev_t)
@@ -210,7 +212,25 @@ def _replay(
         _close_minute(ms)
     if summary.snapshots == 0:
         summary.warnings.append("the trace holds no snapshots")
+    summary.warnings += _absent(resolved, in_trace, summary.snapshots)
     return summary
+
+
+def _absent(resolved: Resolved, in_trace: set[str], snapshots: int) -> list[str]:
+    """A warning for the config's models that no snapshot holds.
+
+    Every minute of such a model reads "no valid data": a config for another server's
+    trace, or a model renamed since, ran to exit 0 without a word.
+    """
+    absent = sorted(set(resolved.targets) - in_trace)
+    if not absent or not snapshots:
+        return []
+    held = ", ".join(sorted(in_trace)[:10]) or "none"
+    more = f" and {len(in_trace) - 10} more" if len(in_trace) > 10 else ""
+    return [
+        f"no snapshot of the trace holds {', '.join(absent)} (the config's model"
+        f"{'s' if len(absent) > 1 else ''}); the trace holds: {held}{more}"
+    ]
 
 
 def _add_held_time(

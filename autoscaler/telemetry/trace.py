@@ -327,12 +327,22 @@ def _opt_int(v: Any) -> int | None:
     return v
 
 
+# The most instances one group of one model may count: `size` places at most this many
+# across a whole fleet (sizing.MAX_SIZED_INSTANCES: the largest GPU fleets run about
+# 100,000 GPUs). A count of 10¹² was read, and `replay` advised "10¹² → 10¹² − 1".
+MAX_GROUP_COUNT = 100_000
+
+
 def _count(v: Any) -> int:
-    """An instance group's count: whole and ≥ 0 (a negative one made negative
-    instance-hours in `replay`, exit 0)."""
+    """An instance group's count: whole, ≥ 0 and ≤ MAX_GROUP_COUNT (a negative one made
+    negative instance-hours in `replay`, exit 0; 2.5 was read as 2)."""
+    if isinstance(v, bool) or not isinstance(v, int | float) or not float(v).is_integer():
+        raise ValueError(f"not a count: {v!r}")
     n = int(v)
     if n < 0:
         raise ValueError(f"not a count: {v!r}")
+    if n > MAX_GROUP_COUNT:
+        raise ValueError(f"more than {MAX_GROUP_COUNT:,} instances in one group: {v!r}")
     return n
 
 
@@ -467,7 +477,7 @@ def _fast_groups(gs: list[dict[str, Any]]) -> tuple[InstanceGroup, ...]:
         count, kind, gpus = g["count"], g["kind"], g["gpus"]
         if (
             type(count) is int
-            and count >= 0
+            and 0 <= count <= MAX_GROUP_COUNT
             and type(kind) is str
             and type(gpus) is list
             and (not gpus or _INT.issuperset(map(type, gpus)))
@@ -478,7 +488,12 @@ def _fast_groups(gs: list[dict[str, Any]]) -> tuple[InstanceGroup, ...]:
     out = []
     for g in gs:
         count, kind, gpus = g["count"], g["kind"], g["gpus"]
-        if type(count) is not int or count < 0 or type(kind) is not str or type(gpus) is not list:
+        if (
+            type(count) is not int
+            or not 0 <= count <= MAX_GROUP_COUNT
+            or type(kind) is not str
+            or type(gpus) is not list
+        ):
             raise ValueError("not as written")
         if gpus and not _INT.issuperset(map(type, gpus)):
             raise ValueError("not as written")
