@@ -8,6 +8,7 @@ same name is an error: which one was meant is ambiguous.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,6 +118,9 @@ def _check_expanded_size(doc: Any, file: Path | str, field: str | None) -> None:
             todo.extend(value)
 
 
+_BOUNDS = frozenset(("less_than", "less_than_equal", "greater_than", "greater_than_equal"))
+
+
 def validation_error(exc: ValidationError, file: Path | str, prefix: str = "") -> ConfigError:
     """Turn pydantic's first error into one line naming file, field, value and rule."""
     err = exc.errors(include_url=False)[0]
@@ -129,6 +133,10 @@ def validation_error(exc: ValidationError, file: Path | str, prefix: str = "") -
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
     value = err.get("input")
+    if isinstance(value, float) and math.isnan(value) and err["type"] in _BOUNDS:
+        # NaN fails every comparison, so pydantic names whichever bound it tried first:
+        # "should be less than or equal to 60" for a NaN said nothing of what was wrong
+        msg = f"must be a number, not NaN ({msg[:1].lower()}{msg[1:]})"
     more = len(exc.errors()) - 1
     if more:
         msg += f" (and {more} more problem{'s' if more > 1 else ''} in this file)"

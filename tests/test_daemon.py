@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -253,6 +254,11 @@ def test_example_config_parses_with_documented_defaults() -> None:
         (
             {"models": {"nemo-gpt-5b": {}}, "telemetry": {"gpus": "prometheus"}},
             "prometheus_url is not set",
+        ),
+        # NaN fails every comparison: "should be less than or equal to 60" said nothing
+        (
+            {"models": {"nemo-gpt-5b": {}}, "triton": {"timeout_s": math.nan}},
+            "field 'triton.timeout_s': must be a number, not NaN (input should be less than",
         ),
         # passed, and `run` overflowed building the simulated GPUs' byte counts
         (
