@@ -149,14 +149,22 @@ def validation_error(exc: ValidationError, file: Path | str, prefix: str = "") -
     return ConfigError(msg, file=file, field=field_path, value=value)
 
 
-def parse_profile(doc: Any, path: Path | str, index: int = 0) -> Profile:
+def parse_profile(
+    doc: Any, path: Path | str, index: int = 0, other_kinds: tuple[str, ...] = ()
+) -> Profile:
+    """One profile document; `other_kinds`: the kinds the caller reads itself, named
+    among the allowed ones (`validate` reads autoscaler-config files too)."""
     where = f"{path}#{index + 1}" if index else str(path)
     if not isinstance(doc, dict):
         raise ConfigError("a profile must be a mapping with a 'kind' field", file=where)
     kind = doc.get("kind")
     if kind not in PROFILE_KINDS:
         raise ConfigError(
-            "unknown or missing kind", file=where, field="kind", value=kind, allowed=PROFILE_KINDS
+            "unknown or missing kind",
+            file=where,
+            field="kind",
+            value=kind,
+            allowed=PROFILE_KINDS + other_kinds,
         )
     try:
         return _PROFILE.validate_python(doc)
@@ -234,7 +242,7 @@ def load_layer(root: Path, *, skip_kinds: tuple[str, ...] = ()) -> list[tuple[Pr
         for i, doc in enumerate(read_yaml_documents(path)):
             if isinstance(doc, dict) and doc.get("kind") in skip_kinds:
                 continue
-            profile = parse_profile(doc, path, i)
+            profile = parse_profile(doc, path, i, skip_kinds)
             key = (profile.kind, profile.name)
             if key in seen:
                 raise ConfigError(

@@ -121,7 +121,11 @@ def _alias_bomb(levels: int) -> str:
         ({"a.yaml": "kind: model\nname: [oops\n"}, ["a.yaml", "not valid YAML at line"]),
         ({"a.yaml": "kind: model\nname: x\n"}, ["a.yaml", "parameters_b"]),
         ({"a.yaml": "kind: gpu\nname: g\n"}, ["a.yaml", "field 'memory_gb'", "required"]),
-        ({"a.yaml": "kind: gadget\nname: g\n"}, ["field 'kind'", "'gadget'", "scaling-policy"]),
+        (
+            {"a.yaml": "kind: gadget\nname: g\n"},
+            # validate reads daemon configs too: their kind is allowed here
+            ["field 'kind'", "'gadget'", "scaling-policy", "autoscaler-config"],
+        ),
         (
             {
                 "a.yaml": "kind: gpu\nname: g\nmemory_gb: 10\n",
