@@ -91,6 +91,7 @@ def load_secret(
             raise ConfigError(
                 f"environment variable {env} is not set or empty", file=source, field=env_f
             )
+        _check_one_line(value, source=source, field=env_f)
         return SecretStr(value)
     if file is not None:
         value = _read_secret_file(
@@ -113,7 +114,21 @@ def load_secret(
         raise ConfigError("no secret source given", file=source, field=prefix)
     if not value:
         raise ConfigError("the secret file is empty", file=source, field=field)
+    _check_one_line(value, source=source, field=field)
     return SecretStr(value)
+
+
+def _check_one_line(value: str, *, source: str, field: str) -> None:
+    """A secret is one line: a token, a password, a URL. Each goes into a header or a
+    URL, and a line break there was refused at the first request ("triton: unexpected
+    ValueError: Invalid header value"), naming no file. Said now; the value never."""
+    if any(ord(c) < 0x20 or c == "\x7f" for c in value):
+        raise ConfigError(
+            "the secret holds a line break or another control character: a token, password "
+            "or URL is one line (two secrets in one file?)",
+            file=source,
+            field=field,
+        )
 
 
 def check_secret_url(url: SecretStr, *, source: str, field: str) -> None:

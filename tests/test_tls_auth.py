@@ -103,6 +103,7 @@ def test_settings_are_checked_when_loaded(pki: Pki, tmp_path: Path) -> None:
     """Files, secrets and plain-http credentials fail at load time, naming the field."""
     (tmp_path / "token").write_text(TOKEN)
     (tmp_path / "empty").write_text("")
+    (tmp_path / "two").write_text(TOKEN + "\n" + TOKEN + "\n")  # two secrets in one file
     bad = tmp_path / "bad.pem"
     bad.write_text("not a certificate")
     cases: list[tuple[Callable[[], Any], str]] = [
@@ -115,6 +116,11 @@ def test_settings_are_checked_when_loaded(pki: Pki, tmp_path: Path) -> None:
         (
             lambda: security(auth={"type": "bearer", "secret_file": str(tmp_path / "empty")}),
             "the secret file is empty",
+        ),
+        # refused at the first request ("Invalid header value"), naming no file
+        (
+            lambda: security(auth={"type": "bearer", "secret_file": str(tmp_path / "two")}),
+            "field 'x.auth.secret_file': the secret holds a line break",
         ),
         (
             lambda: security(auth={"type": "bearer", "secret_env": "NO_SUCH_VAR_HERE"}),
