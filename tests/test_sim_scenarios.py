@@ -285,6 +285,28 @@ BAD = {
         {"kind": "requests", "trace": "azure.csv", "spread_s": -3},
         ["spread_s", "greater than or equal to 0"],
     ),
+    # closed loops had no cap: 1e8 users ran past a minute and took 4.5 GB (every shape)
+    "a hundred million users": (
+        {"kind": "closed", "users": 100_000_000},
+        ["workload.users", "up to 5e+06 closed-loop users"],
+    ),
+    "users in points": (
+        {"kind": "closed", "users": {"points": [[0, 4], [60, 1e7]]}},
+        ["workload.users", "≈ 1e+07 users"],
+    ),
+    "users in a diurnal high": (
+        {"kind": "closed", "users": {"diurnal": {"low": 1, "high": 1e7, "peak_at_s": 60}}},
+        ["workload.users", "up to 5e+06"],
+    ),
+    # 'internal error: ValueError: Maximum allowed size exceeded'
+    "copy shift of 1e300 s": (
+        {"kind": "requests", "trace": "azure.csv", "rate_factor": 2, "copy_shift_s": 1e300},
+        ["copy_shift_s", "less than or equal to 2592000"],
+    ),
+    "copy shift past the run": (
+        {"kind": "requests", "trace": "azure.csv", "rate_factor": 2, "copy_shift_s": 200},
+        ["field 'models.nemo-gpt-5b.workload.copy_shift_s'", "longer than the run (120 s)"],
+    ),
 }
 
 

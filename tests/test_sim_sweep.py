@@ -350,6 +350,74 @@ def test_simulate_sweep_bad_arguments_exit_2(tmp_path: Path, args: list[str], ma
     assert code == 2 and "--sweep needs a SCENARIO" in err
 
 
+@pytest.mark.parametrize(
+    ("extra", "args", "needles"),
+    [
+        # never validated without --sweep: exit 0
+        (
+            "sweep: {kpa: {target_utilization: [-5]}}\n",
+            [],
+            ["field 'sweep.kpa.target_utilization'", "greater than 0"],
+        ),
+        # named as the setting it changes (baselines.kpa...), not as written
+        (
+            "sweep: {kpa: {target_utilization: [-5]}}\n",
+            ["--sweep"],
+            ["field 'sweep.kpa.target_utilization'"],
+        ),
+        (
+            "sweep: {ours: {cooldown_s: [-1]}}\n",
+            [],
+            ["field 'sweep.ours.cooldown_s'", "greater than or equal to 0"],
+        ),
+        ("sweep: {static: {instances: [0]}}\n", [], ["field 'sweep.static.instances'"]),
+        # an unknown policy, or one the scenario does not run: dropped, exit 0
+        ("sweep: {magic: {x: [1]}}\n", ["--sweep"], ["field 'sweep.magic'", "unknown policy"]),
+        (
+            "sweep: {oracle: {x: [1]}}\n",
+            [],
+            ["field 'sweep.oracle'", "not among the scenario's policies", "allowed: hpa"],
+        ),
+        # a policy named twice ran twice
+        ("policies: [ours, ours]\n", [], ["field 'policies[1]'", "named twice"]),
+        ("policies: [ours, magic]\n", [], ["field 'policies[1]'", "unknown policy"]),
+        # a static count past what the model may have disappeared from the frontier
+        (
+            "",
+            ["--sweep", "--vary", "static.instances=1,1e9"],
+            ["option '--vary'", "1000000000 static instances", "allowed: 1 to"],
+        ),
+        (
+            "sweep: {static: {instances: [1, 2000]}}\n",
+            ["--sweep", "-p", "static"],
+            ["field 'sweep.static.instances'", "2000 static instances"],
+        ),
+    ],
+)
+def test_scenario_policies_and_sweep_section_are_checked(
+    tmp_path: Path, extra: str, args: list[str], needles: list[str]
+) -> None:
+    """The scenario's `policies:` and `sweep:` are checked, with or without --sweep, and an
+    error names the file and the field as written (or the option)."""
+    path = tmp_path / "tiny.yaml"
+    body = TINY.replace("sweep:\n  kpa: {target_utilization: [0.5, 0.9]}\n", "").replace(
+        "  hpa: {target_utilization: [0.6]}\n", ""
+    )
+    if extra.startswith("policies:"):
+        body = body.replace("policies: [ours, static, kpa, hpa]\n", "")
+    path.write_text(body.replace("duration_s: 300", "duration_s: 60") + extra)
+    code, out, err = (
+        invoke("simulate", str(path), "--jobs", "1", *args)
+        if args
+        else invoke("simulate", str(path), "-p", "static")
+    )
+    assert (code, out) == (2, ""), (code, err, out[-300:])
+    for n in needles:
+        assert n in err, err
+    if "--vary" not in args:
+        assert str(path) in err  # the file is named
+
+
 # -- the README's scorecard ------------------------------------------------------------------
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,7 +34,9 @@ from autoscaler.commands._common import catalog_from, stdout_console
 from autoscaler.errors import ConfigError
 
 if TYPE_CHECKING:
+    from autoscaler.catalog import Catalog
     from autoscaler.profiles import ModelProfile
+    from autoscaler.sim.engine import SimModelSpec
     from autoscaler.sim.runner import FixedResult
 
 FORMATS = ("table", "json")
@@ -144,7 +145,7 @@ def simulate(
         raise ConfigError("--vary and --jobs go with --sweep", field="--vary" if vary else "--jobs")
     check_seed_and_out(seed, out)
     if profile is not None or concurrency is not None:
-        _check_fixed_mode(scenario, sweep=sweep)
+        _check_fixed_mode(scenario, sweep=sweep, out=out, record=record, policy=policy)
         # `duration or 600` read --duration 0 as "the default" and ran 600 s, exit 0
         seconds = 600.0 if duration is None else duration
         _fixed(profile, concurrency, seconds, instances, seed, policies, fmt)
@@ -162,12 +163,28 @@ def simulate(
     _scenario(scenario, policy, out, plots, seed, policies, fmt, record)
 
 
-def _check_fixed_mode(scenario: Path | None, *, sweep: bool) -> None:
-    """Fixed-load mode (--profile/--concurrency) simulates one point: no scenario, no sweep."""
+def _check_fixed_mode(
+    scenario: Path | None,
+    *,
+    sweep: bool,
+    out: Path | None = None,
+    record: Path | None = None,
+    policy: list[str] | None = None,
+) -> None:
+    """Fixed-load mode (--profile/--concurrency) simulates one point: no scenario, no sweep,
+    and none of a scenario run's options (no policy scales it; it writes no files, records
+    no trace: --out, --record and --policy went unused, exit 0)."""
     if scenario is not None:
         raise ConfigError("give a SCENARIO or --profile/--concurrency, not both")
     if sweep:
         raise ConfigError("--sweep needs a SCENARIO, not --profile", field="--sweep")
+    for name, given in (("--policy", policy), ("--out", out), ("--record", record)):
+        if given:
+            raise ConfigError(
+                "goes with a SCENARIO; fixed-load mode (--profile/--concurrency) runs no "
+                "policy and writes no files (--format json prints its figures)",
+                field=name,
+            )
 
 
 def _check_scenario_mode(duration: float | None, instances: int) -> None:
@@ -214,11 +231,13 @@ def _fixed(
     if profile is None or concurrency is None:
         raise ConfigError("fixed-load mode needs both --profile and --concurrency")
     _check_fixed_load(concurrency, instances, duration)
-    prof = catalog_from(policies).model(profile)
+    catalog = catalog_from(policies)
+    prof = catalog.model(profile)
     try:
         spec = SimModelSpec.from_profile(prof)
     except ValueError as exc:
         raise ConfigError(str(exc), field="--profile", value=profile) from None
+    _check_fixed_hardware(catalog, spec, instances, duration)
     with progress_bar(fmt != "json", "simulating") as bar:
         res = measure_fixed(
             spec,
@@ -240,12 +259,71 @@ def _fixed(
 
 def _check_fixed_load(concurrency: int, instances: int, duration: float) -> None:
     """The fixed load's figures, before the simulator is built."""
+    from autoscaler.sim.scenario import MAX_DURATION_S
+    from autoscaler.sim.workload import MAX_USERS
+
     if concurrency < 1:
         raise ConfigError("must be ≥ 1", field="--concurrency", value=concurrency)
+    # the clients are a closed loop's users: the simulator holds as many as a scenario's
+    if concurrency > MAX_USERS:
+        raise ConfigError(
+            f"the simulator holds up to {MAX_USERS:.0e} closed-loop clients",
+            field="--concurrency",
+            value=concurrency,
+            allowed=f"1 to {MAX_USERS}",
+        )
     if instances < 1:
         raise ConfigError("must be ≥ 1", field="--instances", value=instances)
-    if not (duration >= 10 and math.isfinite(duration)):
-        raise ConfigError("must be ≥ 10 seconds", field="--duration", value=duration)
+    # a scenario's own bound on its duration_s (1e12 s ran for ever)
+    if not (10 <= duration <= MAX_DURATION_S):
+        raise ConfigError(
+            "out of range",
+            field="--duration",
+            value=duration,
+            allowed=f"10 to {MAX_DURATION_S:g} s",
+        )
+
+
+def _check_fixed_hardware(
+    catalog: Catalog, spec: SimModelSpec, instances: int, duration: float
+) -> None:
+    """The instances on the hardware a Model Analyzer point is measured on: one server, the
+    scenarios' default (`Hardware`: 4 × H100 80GB, each with its base memory used). The run
+    itself gives each instance a GPU of its own (`measure_fixed`), so 1000 × 12.41 GB of the
+    5B ran, exit 0, and 100 000 never ended. Then the requests the run keeps (each one's
+    latency, for the p95): at most what its instances can serve, held to the simulator's
+    MAX_REQUESTS per model and run, as a scenario's open loop is."""
+    from autoscaler.sim.engine import SimGpus
+    from autoscaler.sim.scenario import Hardware
+    from autoscaler.sim.workload import MAX_REQUESTS
+
+    hw = Hardware()
+    server = catalog.server(hw.server)
+    gpu = catalog.gpu(server.gpu)
+    gpus = SimGpus(server.gpus, gpu.memory_gb, {spec.name: spec.memory_gb}, hw.base_used_gb)
+    fit = 0
+    while fit < instances and gpus.place(spec.name, 1)[0]:
+        fit += 1
+    if fit < instances:
+        raise ConfigError(
+            f"{instances} instances of {spec.name} ({spec.memory_gb:g} GB each) do not fit one "
+            f"{hw.server} ({server.gpus} × {gpu.memory_gb:g} GB, {hw.base_used_gb:g} GB of each "
+            "used before any model)",
+            field="--instances",
+            value=instances,
+            allowed=f"1 to {fit}" if fit else "none: the model does not fit one GPU",
+        )
+    # an instance completes at most a full batch each service time (and release)
+    per_instance_rps = spec.max_batch_size / ((spec.service_ms + spec.release_ms) / 1000.0)
+    most = instances * per_instance_rps * duration * 1.1  # and its warm-up, 10 % more
+    if most > MAX_REQUESTS:
+        raise ConfigError(
+            f"{instances} instance(s) of {spec.name} serve up to ≈ {most:.3g} requests in "
+            f"{duration:g} s; the simulator holds up to {MAX_REQUESTS:.0e} per model and run",
+            field="--duration",
+            value=duration,
+            allowed=f"10 to {MAX_REQUESTS / (instances * per_instance_rps * 1.1):.0f} s",
+        )
 
 
 def _reference(prof: ModelProfile, concurrency: int, instances: int) -> dict[str, Any] | None:
@@ -308,9 +386,10 @@ def _scenario(
     from autoscaler.sim.capacity import require_fit
     from autoscaler.sim.report import run_scenario, write_results
     from autoscaler.sim.scenario import resolve_scenario
+    from autoscaler.sim.sweep import check_sweep_section
 
     scn = _load(path, seed, policies)
-    names = list(policy) if policy else list(scn.policies)
+    names = list(dict.fromkeys(policy)) if policy else list(scn.policies)  # each runs once
     check_names(names)
     if record is not None and len(names) != 1:
         raise ConfigError("--record needs exactly one --policy", field="--record")
@@ -319,6 +398,7 @@ def _scenario(
     if record is not None and not record.parent.is_dir():  # else FileNotFoundError, a "bug"
         raise ConfigError("its directory does not exist", field="--record", value=str(record))
     setup = resolve_scenario(scn, path.parent)
+    check_sweep_section(setup, path)  # checked whether or not --sweep runs it
     require_fit(setup)  # one line and exit 2, before any policy runs
     _notes(setup.notes)
     with progress_bar(fmt != "json", scn.name) as bar:
@@ -370,7 +450,7 @@ def _sweep(
     scn = _load(path, seed, policies)
     names = list(dict.fromkeys(policy)) if policy else list(scn.policies)
     check_names(names)
-    plan = make_plan(scn, path.parent, names, [parse_vary(v) for v in vary])
+    plan = make_plan(scn, path.parent, names, [parse_vary(v) for v in vary], file=path)
     with progress_bar(fmt != "json", f"{scn.name} sweep") as bar:
         res = run_sweep(plan, jobs=jobs, progress=lambda done, total: bar("runs", done / total))
     _notes(res.notes)

@@ -44,6 +44,7 @@ from autoscaler.sim.traces import RequestFile, fit_to_run, read_request_trace, r
 from autoscaler.sim.warmstart import initial_counts
 from autoscaler.sim.workload import (
     MAX_REQUESTS,
+    MAX_USERS,
     ClosedLoop,
     OpenLoop,
     Requests,
@@ -61,6 +62,10 @@ from autoscaler.sim.workload import (
 SCENARIO_KIND = "simulation-scenario"
 # Runs start at 2026-01-01T00:00:00Z so simulated traces look like real ones.
 EPOCH = 1_767_225_600.0
+
+# The longest run a scenario may ask for (`Scenario.duration_s`); fixed-load mode's
+# --duration has the same bound (commands/simulate.py).
+MAX_DURATION_S = 30 * 86400.0
 
 PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNeg = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -214,7 +219,13 @@ class RequestsSpec(_Strict):
     rate_factor: Annotated[float, Field(gt=0, le=100)] = Field(
         default=1.0, description="< 1 thins the requests, > 1 adds shifted copies"
     )
-    copy_shift_s: NonNeg = Field(default=1.0, description="largest shift of an added copy")
+    # a copy's requests are shifted and wrapped once around the run's end (fit_to_run), so a
+    # shift longer than the run leaves them past it: at most the longest run here, and at
+    # most the scenario's own duration when it is resolved (_request_trace); 1e300 made the
+    # rate's 5 s bins out of 2e299 s ("internal error: Maximum allowed size exceeded")
+    copy_shift_s: Annotated[float, Field(ge=0, le=MAX_DURATION_S, allow_inf_nan=False)] = Field(
+        default=1.0, description="largest shift of an added copy"
+    )
     spread_s: NonNeg = Field(
         default=0.0,
         description="spread each request over [t, t + spread_s) trace seconds: for traces "
@@ -270,7 +281,7 @@ class Scenario(_Strict):
     kind: Literal["simulation-scenario"] = "simulation-scenario"
     name: Name
     description: str = ""
-    duration_s: Annotated[float, Field(ge=60, le=30 * 86400)]
+    duration_s: Annotated[float, Field(ge=60, le=MAX_DURATION_S)]
     seed: Annotated[int, Field(ge=0)] = 1  # numpy seeds are ≥ 0 (else a ValueError, not ours)
     hardware: Hardware = Hardware()
     policy: Name = Field(default="default", description="scaling-policy profile for 'ours'")
@@ -309,9 +320,52 @@ def load_scenario(path: Path) -> Scenario:
             allowed=[SCENARIO_KIND],
         )
     try:
-        return Scenario.model_validate(data)
+        scn = Scenario.model_validate(data)
     except ValidationError as exc:
         raise validation_error(exc, path) from exc
+    check_policies(scn, path)
+    return scn
+
+
+def check_policies(scn: Scenario, path: Path | str) -> None:
+    """`policies:` names each known policy once, and `sweep:` only policies among them.
+
+    A policy named twice ran twice and showed two rows. A `sweep:` entry for a policy
+    the scenario does not run was dropped without a word: most likely a typo or a
+    policy left out of `policies:`, and the frontier then lacked the settings asked
+    for, so it is an error here. (`--policy` on the command line may still narrow a
+    run to fewer policies: that is the user's choice for the run, and the entries of
+    the policies left out are then not run.)
+    """
+    from autoscaler.sim.baselines import REGISTRY  # it imports this module
+
+    seen: set[str] = set()
+    for i, name in enumerate(scn.policies):
+        if name not in REGISTRY:
+            raise ConfigError(
+                "unknown policy", file=path, field=f"policies[{i}]", value=name, allowed=REGISTRY
+            )
+        if name in seen:
+            raise ConfigError(
+                "a policy is named twice (it would run twice)",
+                file=path,
+                field=f"policies[{i}]",
+                value=name,
+            )
+        seen.add(name)
+    for name in scn.sweep:
+        if name not in REGISTRY:
+            raise ConfigError(
+                "unknown policy", file=path, field=f"sweep.{name}", value=name, allowed=REGISTRY
+            )
+        if name not in seen:
+            raise ConfigError(
+                f"policy '{name}' is not among the scenario's policies, so it would never be "
+                "swept: add it to 'policies', or remove this entry",
+                file=path,
+                field=f"sweep.{name}",
+                allowed=scn.policies,
+            )
 
 
 @dataclass(frozen=True)
@@ -467,7 +521,17 @@ def _workload(
     duration_s = scn.duration_s
     field = f"models.{model}.workload"
     if isinstance(spec, ClosedLoopSpec):
-        return ClosedLoop(to_schedule(spec.users, duration_s), spec.think_time_s, spec.think)
+        users = to_schedule(spec.users, duration_s)
+        peak = users.peak(duration_s)  # every shape: a number, points, diurnal, flash, week
+        if round(peak) > MAX_USERS:
+            raise ConfigError(
+                f"up to ≈ {peak:.3g} users; the simulator holds up to {MAX_USERS:.0e} "
+                "closed-loop users per model and run",
+                file=source,
+                field=f"{field}.users",
+                allowed=f"at most {MAX_USERS} users at any time",
+            )
+        return ClosedLoop(users, spec.think_time_s, spec.think)
     if isinstance(spec, RequestsSpec):
         return _request_trace(spec, model, scn, base, traces, notes)
     rate = _open_loop_rate(spec, model, scn, base, traces, source)
@@ -561,6 +625,15 @@ def _request_trace(
             field=f"models.{model}.workload.trace",
         )
     req = file.for_model(spec.trace_model or model, f"models.{model}.workload.trace_model")
+    if spec.rate_factor > 1 and spec.copy_shift_s > scn.duration_s:  # copies are shifted
+        raise ConfigError(
+            f"a copy is shifted by up to copy_shift_s and wrapped once around the run's end: "
+            f"a shift longer than the run ({scn.duration_s:g} s) leaves its requests past it",
+            file=f"scenario {scn.name}",
+            field=f"models.{model}.workload.copy_shift_s",
+            value=spec.copy_shift_s,
+            allowed=f"0 to {scn.duration_s:g} s",
+        )
     rounded = None if spec.spread_s else rounded_times(req)
     if rounded is not None:
         note = (

@@ -41,13 +41,20 @@ from typing import Any
 from pydantic import ValidationError
 
 from autoscaler.catalog import validation_error
+from autoscaler.config import resolve
 from autoscaler.errors import ConfigError
 from autoscaler.profiles import ScalingPolicy
 from autoscaler.sim.baselines import REGISTRY, static_counts, static_plugin
 from autoscaler.sim.engine import SimGpus
 from autoscaler.sim.frontier import Cost, Point, Standing, pareto, standing
 from autoscaler.sim.runner import run_plugin, run_policy
-from autoscaler.sim.scenario import BaselineSettings, Scenario, SimSetup, resolve_scenario
+from autoscaler.sim.scenario import (
+    BaselineSettings,
+    Scenario,
+    SimSetup,
+    daemon_config,
+    resolve_scenario,
+)
 from autoscaler.sim.score import ModelScore, Scorecard, score
 
 # The baselines' targets, from about half to fully loaded: a target is the share of
@@ -121,6 +128,9 @@ class Plan:
     static: bool
     static_values: tuple[int, ...] | None  # None: N = 1, 2, … until no model can gain
     tasks: tuple[Task, ...]
+    # where the static values were asked for (`--vary` or the scenario's field), for errors
+    static_source: str = "--vary"
+    file: str | None = None
 
 
 def _fmt(v: float) -> str:
@@ -150,7 +160,30 @@ def with_setting(scn: Scenario, policy: str, parameter: str, value: float) -> Sc
     return scn.model_copy(update={"baselines": baselines})
 
 
-def _check_vary(scn: Scenario, v: Vary, policies: Sequence[str]) -> None:
+def _check_vary(
+    scn: Scenario, v: Vary, policies: Sequence[str], file: Path | str | None = None
+) -> None:
+    """`v`'s policy, setting and values; an error names what the user wrote (the
+    scenario's `sweep.<policy>.<setting>` and its file, or `--vary`), not the setting it
+    would change (`baselines.kpa…`)."""
+    try:
+        _check_vary_in(scn, v, policies)
+    except ConfigError as exc:
+        raise _as_written(exc, v, file) from None
+
+
+def _as_written(exc: ConfigError, v: Vary, file: Path | str | None) -> ConfigError:
+    """`exc` reported at the field (and file) the user wrote the values in."""
+    return ConfigError(
+        exc.problem,
+        file=file if v.source != "--vary" else None,
+        field=v.source,
+        value=exc.value,
+        allowed=exc.allowed,
+    )
+
+
+def _check_vary_in(scn: Scenario, v: Vary, policies: Sequence[str]) -> None:
     field_name = v.source
     if v.policy not in REGISTRY:
         raise ConfigError("unknown policy", field=field_name, value=v.policy, allowed=REGISTRY)
@@ -216,15 +249,53 @@ def _check_baseline_vary(scn: Scenario, v: Vary) -> None:
         with_setting(scn, v.policy, v.parameter, x)
 
 
-def _chosen_varies(scn: Scenario, policies: Sequence[str], vary: Sequence[Vary]) -> dict[str, Vary]:
-    """The setting each policy varies: the scenario's `sweep:` section, then `vary`."""
+def scenario_varies(scn: Scenario) -> list[Vary]:
+    """The scenario's `sweep:` section as Varies (each names its field)."""
+    return [
+        Vary(name, parameter, tuple(values), source=f"sweep.{name}.{parameter}")
+        for name, params in scn.sweep.items()
+        for parameter, values in params.items()
+    ]
+
+
+def check_sweep_section(setup: SimSetup, file: Path | str | None = None) -> None:
+    """The scenario's `sweep:` section, checked when the scenario runs without `--sweep`
+    too: a bad value there (kpa.target_utilization: [-5]) passed until the day it was
+    swept. Each value must make a valid setting of its policy (ours': its scaling-policy
+    field, resolved as the live daemon would)."""
+    scn = setup.scenario
+    for v in scenario_varies(scn):
+        _check_vary(scn, v, scn.policies, file)
+        if v.policy == OURS:
+            for x in v.values:
+                try:
+                    resolve(
+                        daemon_config(
+                            with_setting(scn, OURS, v.parameter, x), setup.gpus_per_server
+                        ),
+                        f"scenario {scn.name}",
+                    )
+                except ConfigError as exc:
+                    raise _as_written(exc, v, file) from None
+
+
+def _chosen_varies(
+    scn: Scenario,
+    policies: Sequence[str],
+    vary: Sequence[Vary],
+    file: Path | str | None = None,
+) -> dict[str, Vary]:
+    """The setting each policy varies: the scenario's `sweep:` section, then `vary`.
+
+    Every entry of the section is checked; one for a policy left out of this run
+    (`--policy` narrowed it) is not run (`load_scenario` refuses one for a policy the
+    scenario itself does not run).
+    """
     chosen: dict[str, Vary] = {}
-    for name, params in scn.sweep.items():
-        for parameter, values in params.items():
-            v = Vary(name, parameter, tuple(values), source=f"sweep.{name}.{parameter}")
-            if name in policies:
-                _check_vary(scn, v, policies)
-                chosen[name] = v
+    for v in scenario_varies(scn):
+        _check_vary(scn, v, [*policies, *(p for p in scn.policies if p not in policies)], file)
+        if v.policy in policies:
+            chosen[v.policy] = v
     asked: set[str] = set()
     for v in vary:  # the command line wins over the scenario
         _check_vary(scn, v, policies)
@@ -264,21 +335,36 @@ def make_plan(
     base_dir: Path,
     policies: Sequence[str],
     vary: Sequence[Vary] = (),
+    file: Path | str | None = None,
 ) -> Plan:
-    """Which runs a sweep makes; every bad request is a ConfigError before any run."""
-    chosen = _chosen_varies(scn, policies, vary)
+    """Which runs a sweep makes; every bad request is a ConfigError before any run
+    (`file`: the scenario's, named in errors about its `sweep:` section)."""
+    chosen = _chosen_varies(scn, policies, vary, file)
     static_values = None
+    static_source = "--vary"
     if STATIC in chosen:
         static_values = tuple(sorted({int(x) for x in chosen[STATIC].values}))
+        static_source = chosen[STATIC].source
     tasks: list[Task] = []
     for name in policies:
         if name != STATIC:
             tasks.extend(_policy_tasks(scn, name, chosen.get(name)))
-    if OURS in [t.policy for t in tasks]:  # ours' settings must resolve (policy fields)
-        for t in tasks:
-            if t.policy == OURS and t.parameter is not None and t.value is not None:
+    for t in tasks:  # ours' settings must resolve (policy fields)
+        if t.policy == OURS and t.parameter is not None and t.value is not None:
+            try:
                 resolve_scenario(with_setting(scn, OURS, t.parameter, t.value), base_dir)
-    return Plan(scn, base_dir, STATIC in policies, static_values, tuple(tasks))
+            except ConfigError as exc:
+                asked = chosen.get(OURS)
+                raise exc if asked is None else _as_written(exc, asked, file) from None
+    return Plan(
+        scn,
+        base_dir,
+        STATIC in policies,
+        static_values,
+        tuple(tasks),
+        static_source,
+        None if file is None else str(file),
+    )
 
 
 # -- running ------------------------------------------------------------------------------
@@ -507,6 +593,7 @@ def run_sweep(
     """
     t0 = time.perf_counter()
     setup = resolve_scenario(plan.scenario, plan.base_dir)
+    _check_static_values(plan, setup)
     known = known or {}
     scn_json = plan.scenario.model_dump_json()
     base = str(plan.base_dir)
@@ -555,6 +642,30 @@ def run_sweep(
     return result
 
 
+def _static_most(setup: SimSetup) -> dict[str, int]:
+    """The most static instances of each model: its max_instances, and what its GPUs hold
+    with nothing else on them (more would never be placed)."""
+    return {m: min(setup.bounds(m)[1], _fits_alone(setup, m)) for m in setup.models}
+
+
+def _check_static_values(plan: Plan, setup: SimSetup) -> None:
+    """Static counts asked for past what any model may have were dropped without a word
+    (`static.instances=1,1e9` ran N = 1 alone): an error naming where they were asked for."""
+    if plan.static_values is None:
+        return
+    top = max(_static_most(setup).values())
+    over = [k for k in plan.static_values if k > top]
+    if over:
+        raise ConfigError(
+            f"no model here may have {over[0]} static instances (its max_instances, and "
+            "what its GPUs hold alone)",
+            file=plan.file if plan.static_source != "--vary" else None,
+            field=plan.static_source,
+            value=over[0],
+            allowed=f"1 to {top}",
+        )
+
+
 def _static_search(
     plan: Plan,
     setup: SimSetup,
@@ -563,7 +674,7 @@ def _static_search(
     tick: Callable[[], None],
 ) -> tuple[list[Point], float]:
     """Static runs at N = 1, 2, … (or the values asked for), then every combination."""
-    hi = {m: min(setup.bounds(m)[1], _fits_alone(setup, m)) for m in setup.models}
+    hi = _static_most(setup)
     top = max(hi.values())
     per_model: dict[str, dict[int, ModelScore]] = {m: {} for m in setup.models}
     hours = setup.scenario.duration_s / 3600.0
@@ -612,6 +723,7 @@ __all__ = [
     "SweepResult",
     "Task",
     "Vary",
+    "check_sweep_section",
     "gpus_in_use",
     "make_plan",
     "parse_vary",

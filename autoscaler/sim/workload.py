@@ -341,6 +341,13 @@ class OpenLoop:
 
 # Open-loop requests one run may hold (16 bytes each: 0.8 GB, ~50 s per policy at 1 µs).
 MAX_REQUESTS = 50_000_000
+# Closed-loop users one run may hold, by the same budget. A user is the simulator's to
+# hold as a request is, but as a Python float in the ready heap or the queue (≈ 80 bytes,
+# measured: 0.47 GB at 5e6 users), not 16 bytes in an array, and every simulation of a
+# scenario seeds and sends each user once more (the warm start's ≈ 4, then each policy's):
+# ≈ 6 µs a user before any policy has scored (5e6 users: 33 s; 1e7: 90 s, 1e8: 4.5 GB).
+# A tenth of MAX_REQUESTS keeps a run of users within open loops' 0.8 GB and ~50 s.
+MAX_USERS = MAX_REQUESTS // 10
 
 
 def expected_requests(rate: Schedule, duration_s: float) -> float:
