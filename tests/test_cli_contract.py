@@ -298,9 +298,7 @@ def test_tables_are_not_cut_in_a_pipe() -> None:
 
 
 def test_csv_output() -> None:
-    code, out, _ = cli(
-        "size", "-d", "nemo-gpt-5b=64", "-d", "nemo-gpt-20b=128", "--format", "csv"
-    )
+    code, out, _ = cli("size", "-d", "nemo-gpt-5b=64", "-d", "nemo-gpt-20b=128", "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(out)))
     assert code == 0 and [(r["name"], r["instances"]) for r in rows] == [
         ("nemo-gpt-5b", "16"),

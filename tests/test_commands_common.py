@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from autoscaler.commands import _common
@@ -78,6 +80,11 @@ def test_hardware_from_a_server_profile_or_a_gpu_and_a_count() -> None:
         ("r760xa-4xh100", "h100-80gb", None, None, None),  # --server with --gpu
         (None, None, 0, None, "--gpus-per-server"),
         (None, None, None, -1.0, "--headroom-gb"),
+        # NaN failed neither "< 0" nor anything after it: an AssertionError deep in packing
+        (None, None, None, math.nan, "--headroom-gb"),
+        (None, None, None, math.inf, "--headroom-gb"),
+        (None, None, None, 80.0, "--headroom-gb"),  # the whole H100: no room for anything
+        (None, None, 10**20, None, "--gpus-per-server"),  # was "1 server of 10²⁰ GPUs"
     ],
 )
 def test_hardware_from_refuses_what_contradicts_or_cannot_be(
@@ -90,3 +97,25 @@ def test_hardware_from_refuses_what_contradicts_or_cannot_be(
     with pytest.raises(ConfigError) as err:
         hardware_from(catalog_from(None), server, gpu, per_server, headroom)
     assert err.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("ftp://x", "(got 'ftp://x')"),
+        (1e308, "(got 1e+308)"),
+        (10**20, "(got 100000000000000000000)"),
+    ],
+)
+def test_a_bad_value_is_shown_as_written(value: object, shown: str) -> None:
+    assert str(ConfigError("bad", field="f", value=value)).endswith(shown)
+
+
+def test_a_huge_bad_value_is_shown_in_a_line_of_bounded_length() -> None:
+    """A list of 10⁶ items made a one-line error of 522 KB; 10⁹ shared ones never ended."""
+    level: list[object] = ["x"] * 10
+    for _ in range(8):
+        level = [level] * 10  # 10⁹ leaves by reference, a few hundred objects
+    text = str(ConfigError("bad", file="a.yaml", field="f", value=level))
+    assert text.startswith("a.yaml: field 'f': bad (got [[[")
+    assert len(text) < 300

@@ -155,6 +155,36 @@ def test_bad_seeds_durations_and_paths_are_refused_up_front(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seed.yaml", "small.yaml"]
 
 
+FIXED = ["simulate", "--profile", "nemo-gpt-5b", "--concurrency", "4", "--duration", "60"]
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        # each of these never ended (or ran at a hardware no one has, exit 0)
+        (["--concurrency", "100000000"], ["option '--concurrency'", "up to 5e+06", "1 to 5000000"]),
+        (["--instances", "100000"], ["option '--instances'", "do not fit one r760xa-4xh100"]),
+        (["--instances", "1000"], ["option '--instances'", "12.41 GB each", "1 to 24"]),
+        (["--duration", "1e12"], ["option '--duration'", "10 to 2.592e+06 s"]),
+        (["--duration", "nan"], ["option '--duration'"]),
+        (["--instances", "24", "--duration", "2592000"], ["option '--duration'", "5e+07"]),
+        # a scenario run's options went unused, exit 0
+        (["--out", "{tmp}/out"], ["option '--out': goes with a SCENARIO"]),
+        (["--record", "{tmp}/t.jsonl"], ["option '--record': goes with a SCENARIO"]),
+        (["-p", "ours"], ["option '--policy': goes with a SCENARIO"]),
+    ],
+)
+def test_fixed_mode_out_of_range_or_unused_options_exit_2(
+    tmp_path: Path, args: list[str], needles: list[str]
+) -> None:
+    """Fixed-load mode refuses what it cannot run, or would not use, naming the option."""
+    code, out, err = invoke(*FIXED, *(a.format(tmp=tmp_path) for a in args))
+    assert (code, out) == (2, ""), err
+    for n in needles:
+        assert n in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_scenario_scorecards_json_and_files(tmp_path: Path) -> None:
     """A scenario under two policies: JSON scorecards on stdout, summary/CSV/PNG under --out."""
     scn = tmp_path / "small.yaml"
@@ -337,8 +367,8 @@ def test_record_refuses_a_range_of_more_than_max_snapshots(tmp_path: Path) -> No
         "--out", str(out),
     )  # fmt: skip
     assert code == 2, err
-    assert "option '--start': the range holds 2,000,001 snapshots at --step 5" in err
-    assert "at most 2,000,000 (a later --start, an earlier --end or a longer --step)" in err
+    assert "option '--step': the range from --start to --end holds 2,000,001 snapshots" in err
+    assert "at most 2,000,000 (a longer --step, or a later --start or earlier --end)" in err
     assert not out.exists()
 
 

@@ -417,8 +417,8 @@ def test_explain_says_the_numbers_behind_a_decision() -> None:
         "demand: open loop; arrivals 10.00/s over the minute, 12.50/s over the last "
         "seconds; 3.2 in the server"
     )
-    assert "sized for: 21.00/s (burst headroom 11.00/s, trend forecast 10.00/s: +11.00/s" in (
-        lines[1]
+    assert (
+        "sized for: 21.00/s (burst headroom 11.00/s, trend forecast 10.00/s: +11.00/s" in (lines[1])
     )
     assert lines[1].endswith(
         "within 7.5 s, a tick and a start-up measured (median of the last 3 scale-ups)"

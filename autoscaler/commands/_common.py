@@ -10,7 +10,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import annotated_types
 import typer
+from pydantic import BaseModel
 from rich.console import Console
 
 from autoscaler.catalog import Catalog, GpuProfile, load_catalog
@@ -127,11 +129,20 @@ def hardware_from(
     else:
         gpu_profile = cat.gpu(gpu or "h100-80gb")
         per_server = gpus_per_server if gpus_per_server is not None else 4
-        if per_server < 1:
-            raise ConfigError("must be ≥ 1", field="--gpus-per-server", value=per_server)
+        # the bounds a server profile's `gpus` and the config's `gpus_per_server` have
+        if not 1 <= per_server <= 64:
+            raise ConfigError(
+                "must be 1–64, as in a server profile", field="--gpus-per-server", value=per_server
+            )
     headroom = headroom_gb if headroom_gb is not None else cat.policy("default").gpu_headroom_gb
-    if headroom < 0:
-        raise ConfigError("must be ≥ 0", field="--headroom-gb", value=headroom)
+    # NaN passes neither test, so it is asked for in the positive: a finite headroom below
+    # the GPU's memory (a headroom of the whole GPU leaves no room for any instance)
+    if not (math.isfinite(headroom) and 0 <= headroom < gpu_profile.memory_gb):
+        raise ConfigError(
+            f"must be a number of GB ≥ 0 and below the GPU's {gpu_profile.memory_gb:g} GB",
+            field="--headroom-gb",
+            value=headroom,
+        )
     return gpu_profile, per_server, headroom
 
 
@@ -142,11 +153,15 @@ def hardware_from(
 PIPE_WIDTH = 1000
 
 
-def stdout_console() -> Console:
-    """The console for a command's output (stdout): never cuts a table in a pipe."""
-    console = Console()
+def stdout_console(*, markup: bool = True) -> Console:
+    """The console for a command's output (stdout): never cuts a table in a pipe.
+
+    `markup=False` for text that comes from elsewhere (a daemon's reasons, model names):
+    with markup, "[ms]" in it vanished and "[/]" was an error.
+    """
+    console = Console(markup=markup)
     if not console.is_terminal:
-        console = Console(width=PIPE_WIDTH)
+        console = Console(width=PIPE_WIDTH, markup=markup)
     return console
 
 
@@ -171,17 +186,76 @@ def csv_text(columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> str:
 # -- endpoints and their TLS/token flags (run, observe, record, size) --------------------
 
 
-def check_endpoint_option(flag: str, url: str, *, scheme_required: bool = False) -> None:
+def check_endpoint_option(
+    flag: str,
+    url: str,
+    *,
+    scheme_required: bool = False,
+    schemes: tuple[str, ...] = ("http", "https"),
+) -> None:
     """An endpoint given on the command line, checked before anything is read (a URL
-    without http(s):// where one is needed: an error naming the option)."""
+    without http(s):// where one is needed, an empty one, a port out of range, a scheme
+    not in `schemes`: an error naming the option and the forms it takes)."""
     from autoscaler.transport import check_endpoint
 
+    forms = [] if scheme_required else ["HOST:PORT"]
+    forms += [f"{s}://HOST:PORT" for s in schemes]
     try:
-        if scheme_required and not url.strip().lower().startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        check_endpoint(url)
+        if not url.strip():  # an empty value once fell back to the default silently
+            raise ValueError("is empty: give an address")
+        if scheme_required and not url.strip().lower().startswith(
+            tuple(f"{s}://" for s in schemes)
+        ):
+            raise ValueError(f"must start with {' or '.join(f'{s}://' for s in schemes)}")
+        check_endpoint(url, schemes=schemes)
     except ValueError as exc:
-        raise ConfigError(str(exc), field=flag, value=url) from None
+        raise ConfigError(str(exc), field=flag, value=url, allowed=", ".join(forms)) from None
+
+
+def json_kind(v: Any) -> str:
+    """What a decoded JSON value is, in JSON's words, for an error about a peer's answer."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, int | float):
+        return "number"
+    if isinstance(v, dict):
+        return "object"
+    return "list" if isinstance(v, list) else "string"
+
+
+def upper_bound(model: type[BaseModel], name: str) -> float:
+    """The `le` bound a config model puts on its field `name`: a command-line option
+    that means the same as a config field is held to the config file's limit."""
+    for rule in model.model_fields[name].metadata:
+        if isinstance(rule, annotated_types.Le):
+            return float(rule.le)  # type: ignore[arg-type]  # numbers, in these models
+    raise AssertionError(f"{model.__name__}.{name} has no upper bound")
+
+
+# The options each field of `triton` / `telemetry.prometheus` comes from in
+# `security_of_flags`, so that an error names the option given, not a config field
+# the user never wrote ("<command line>: field 'triton.tls.key_file'").
+_FIELD_OPTIONS = (
+    ("tls.ca_file", "--ca-file"),
+    ("tls.cert_file", "--client-cert"),
+    ("tls.key_file", "--client-key"),
+    ("tls", "--client-key"),  # the section's own check: a key without its certificate
+)
+
+
+def _option_of(field: str | None) -> str | None:
+    """The command-line option behind a `triton.…` / `prometheus.…` field, or None."""
+    if not field:
+        return None
+    endpoint, _, rest = field.partition(".")
+    if rest.startswith("auth"):
+        return f"--{endpoint}-token-file"
+    for prefix, option in _FIELD_OPTIONS:
+        if rest == prefix or rest.startswith(prefix + "."):
+            return option
+    return None
 
 
 def security_of_flags(
@@ -190,10 +264,21 @@ def security_of_flags(
     prometheus: str | None,
     **flags: Path | None,
 ) -> tuple[Any, Any]:
-    """The TLS files and tokens of the flags, read and checked as `run` does."""
+    """The TLS files and tokens of the flags, read and checked as `run` does; an error
+    names the option (--ca-file, --client-key, ...) rather than a config field."""
+    from pydantic import ValidationError
+
+    from autoscaler.catalog import validation_error
     from autoscaler.config import TelemetrySection, TritonSection
     from autoscaler.transport import load_security
 
+    if flags.get("client_key") is not None and flags.get("client_cert") is None:
+        # TlsSettings' own check, said in options: it was 'internal error: ValidationError'
+        raise ConfigError(
+            "is the key of a client certificate: give --client-cert too",
+            field="--client-key",
+            value=str(flags["client_key"]),
+        )
     data: dict[str, Any] = {"triton": {}, "telemetry": {}}
     if triton:
         data["triton"]["url"] = triton
@@ -202,13 +287,25 @@ def security_of_flags(
     if prometheus:
         data["telemetry"]["prometheus_url"] = prometheus
     apply_security_flags(data, flags)
-    t = TritonSection.model_validate(data.get("triton", {}))
-    tel = TelemetrySection.model_validate(data.get("telemetry", {}))
     src = "<command line>"
-    tri = load_security(t.tls, t.auth, url=triton, source=src, prefix="triton")
-    prom = load_security(
-        tel.prometheus.tls, tel.prometheus.auth, url=prometheus, source=src, prefix="prometheus"
-    )
+    try:
+        try:
+            t = TritonSection.model_validate(data.get("triton", {}))
+        except ValidationError as exc:
+            raise validation_error(exc, src, "triton") from None
+        try:
+            tel = TelemetrySection.model_validate(data.get("telemetry", {}))
+        except ValidationError as exc:
+            raise validation_error(exc, src) from None  # its fields are prometheus.…
+        tri = load_security(t.tls, t.auth, url=triton, source=src, prefix="triton")
+        prom = load_security(
+            tel.prometheus.tls, tel.prometheus.auth, url=prometheus, source=src, prefix="prometheus"
+        )
+    except ConfigError as exc:
+        option = _option_of(exc.field)
+        if option is None:
+            raise
+        raise ConfigError(exc.problem, field=option, value=exc.value, allowed=exc.allowed) from None
     return tri, prom
 
 

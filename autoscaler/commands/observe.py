@@ -21,9 +21,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import annotated_types
 import typer
-from pydantic import BaseModel
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -40,6 +38,7 @@ from autoscaler.commands._common import (
     check_endpoint_option,
     csv_text,
     security_of_flags,
+    upper_bound,
 )
 from autoscaler.errors import ConfigError, RuntimeFailure
 from autoscaler.policy.decision import observed
@@ -304,7 +303,14 @@ def _trace_writer(
     from autoscaler.telemetry.trace import TraceWriter
 
     meta = {"command": "observe", "models": src_name, "gpus": gpus, "interval_s": interval}
-    return TraceWriter(record, meta=meta, created_at=time.time())
+    try:
+        return TraceWriter(record, meta=meta, created_at=time.time())
+    except OSError as exc:  # a directory, no such directory: as `run --record` says it
+        raise ConfigError(
+            f"cannot open the trace for appending: {exc.strerror or exc}",
+            field="--record",
+            value=str(record),
+        ) from None
 
 
 class _Reads:
@@ -346,8 +352,8 @@ def _check(
     # and --timeout 1e10 made every read fail (exit 1)
     from autoscaler.config import TelemetrySection, TritonSection
 
-    most_interval = _upper_bound(ScalingPolicy, "tick_interval_s")
-    most_timeout = _upper_bound(TritonSection, "timeout_s")
+    most_interval = upper_bound(ScalingPolicy, "tick_interval_s")
+    most_timeout = upper_bound(TritonSection, "timeout_s")
     for flag, v, most in (
         ("--interval", interval, most_interval),
         ("--timeout", timeout, most_timeout),
@@ -362,21 +368,13 @@ def _check(
         raise ConfigError(
             "must be a positive number of seconds", field="--duration", value=duration
         )
-    most_gpus = _upper_bound(TelemetrySection, "simulated_gpus")
+    most_gpus = upper_bound(TelemetrySection, "simulated_gpus")
     if not 1 <= simulated_gpus <= most_gpus:  # 10⁸ hung building the GPUs
         raise ConfigError(
             f"must be between 1 and {most_gpus:g} (the config file's limit)",
             field="--simulated-gpus",
             value=simulated_gpus,
         )
-
-
-def _upper_bound(model: type[BaseModel], name: str) -> float:
-    """The `le` bound a config model puts on its field `name`."""
-    for rule in model.model_fields[name].metadata:
-        if isinstance(rule, annotated_types.Le):
-            return float(rule.le)  # type: ignore[arg-type]  # numbers, in these models
-    raise AssertionError(f"{model.__name__}.{name} has no upper bound")
 
 
 def _simulated_options(

@@ -33,7 +33,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from autoscaler.commands._common import catalog_from, stdout_console
+from autoscaler.commands._common import catalog_from, check_endpoint_option, stdout_console
 from autoscaler.errors import ConfigError, RuntimeFailure
 from autoscaler.files import refuse_existing
 from autoscaler.profiles import ModelProfile
@@ -138,10 +138,21 @@ def sweep(
         return
     if out is not None:  # before a sweep of minutes, not after it
         refuse_existing(out, force=force, what="the profile")
-    if not triton:
+    if triton is None:
         raise ConfigError(
             "is required (Triton's HTTP endpoint, e.g. 127.0.0.1:8000)", field="--triton"
         )
+    # else 'internal error: ValueError: not a host:port URL' at the first read. The sweep
+    # speaks plain http (tritonclient without TLS): an https:// address would be read
+    # over http, and ftp:// taken for http, both silently
+    if triton.strip().lower().startswith("https://"):
+        raise ConfigError(
+            "the sweep reads Triton over plain http (no TLS): give its http address",
+            field="--triton",
+            value=triton,
+            allowed="HOST:PORT, http://HOST:PORT",
+        )
+    check_endpoint_option("--triton", triton, schemes=("http",))
     if not model:
         raise ConfigError("is required (the model to sweep)", field="--model")
     levels = parse_concurrency(concurrency)

@@ -10,11 +10,13 @@ The trace replays with `triton-autoscaler replay day.jsonl --config FILE`.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import urlsplit
 
 import typer
 
@@ -23,6 +25,7 @@ from autoscaler.commands._common import (
     ClientKeyOption,
     PrometheusTokenFileOption,
     check_endpoint_option,
+    json_kind,
     parse_pairs,
     positive_int,
     security_of_flags,
@@ -31,6 +34,9 @@ from autoscaler.commands.simulate import check_format, progress_bar
 from autoscaler.errors import ConfigError, RuntimeFailure
 from autoscaler.files import atomic_path, refuse_existing
 from autoscaler.telemetry.promql import check_selector
+
+if TYPE_CHECKING:
+    import requests
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 LAST_TIME = 253402300799.0  # 9999-12-31T23:59:59Z, the last time ISO 8601 can write
@@ -69,6 +75,123 @@ def parse_time(text: str, option: str, now: float | None = None) -> float:
     if dt.tzinfo is None:
         raise ConfigError("give a time zone (e.g. Z or +01:00)", field=option, value=text)
     return dt.timestamp()
+
+
+def check_step(step: float, span_s: float) -> None:
+    """--step: a positive, finite number of seconds, at most the range and giving at most
+    MAX_SNAPSHOTS snapshots over it.
+
+    At most the range: a longer step leaves one snapshot, and a trace needs two for any
+    rate (rates are differences between snapshots); it also keeps `inf` (not JSON: the
+    trace's header could not be written) and 1e300 (asked of Prometheus as is) out.
+    """
+    from autoscaler.sim.record import MAX_SNAPSHOTS
+
+    if not (math.isfinite(step) and step > 0):
+        raise ConfigError("must be a positive number of seconds", field="--step", value=step)
+    if step > span_s:
+        raise ConfigError(
+            f"must be at most the range from --start to --end ({span_s:g} s): a trace needs "
+            "two snapshots at least",
+            field="--step",
+            value=step,
+        )
+    n = math.floor(span_s / step + 1e-9) + 1  # as autoscaler.sim.record counts them
+    if n > MAX_SNAPSHOTS:
+        raise ConfigError(
+            f"the range from --start to --end holds {n:,} snapshots at this step; at most "
+            f"{MAX_SNAPSHOTS:,} (a longer --step, or a later --start or earlier --end)",
+            field="--step",
+            value=step,
+        )
+
+
+# -- what Prometheus answers ------------------------------------------------------------------
+# `RangeClient` (autoscaler/sim/record.py) reads a range query's answer as Prometheus
+# writes it; anything else (a JSON list, `data` that is not an object, a series that is
+# not one, nesting deep enough to exhaust the parser) ended in an "internal error". Each
+# answer is checked first, by a response hook on the session: a clear error naming the URL.
+RANGE_PATH = "/api/v1/query_range"
+
+
+def checked_session(session: requests.Session, url: str) -> requests.Session:
+    """`session`, with every range query's answer checked (`range_answer_problem`)."""
+
+    def check(resp: requests.Response, *_: Any, **__: Any) -> requests.Response:
+        if not urlsplit(resp.url).path.endswith(RANGE_PATH):
+            return resp
+        try:
+            body = json.loads(resp.content)
+        except RecursionError:
+            problem: str | None = "JSON nested too deeply to read"
+        except ValueError:
+            return resp  # not JSON: RangeClient says so, with the HTTP status
+        else:
+            problem = range_answer_problem(body)
+        if problem is not None:
+            raise RuntimeFailure(
+                f"Prometheus at {url} answered something that is not a range query's "
+                f"answer (HTTP {resp.status_code}): {problem}"
+            )
+        return resp
+
+    session.hooks["response"].append(check)
+    return session
+
+
+def range_answer_problem(body: Any) -> str | None:
+    """What is wrong with a decoded `/api/v1/query_range` answer, or None if nothing is."""
+    if not isinstance(body, dict):
+        return f"a JSON {json_kind(body)}, not an object"
+    status = body.get("status")
+    if status == "error":
+        return None  # RangeClient reports Prometheus' error (a query it refused)
+    if status != "success":
+        return f"'status' is {status!r:.40}, not 'success' or 'error'"
+    data = body.get("data", {})
+    if not isinstance(data, dict):
+        return f"'data' is a JSON {json_kind(data)}, not an object"
+    result = data.get("result", [])
+    if not isinstance(result, list):
+        return None  # not a matrix: RangeClient reads it as no series
+    for i, series in enumerate(result):
+        problem = _series_problem(series, f"data.result[{i}]")
+        if problem is not None:
+            return problem
+    return None
+
+
+def _series_problem(series: Any, where: str) -> str | None:
+    """What is wrong with one series of a range query's answer, or None."""
+    if not isinstance(series, dict):
+        return f"{where} is a JSON {json_kind(series)}, not a series"
+    metric, values = series.get("metric", {}), series.get("values", [])
+    if not isinstance(metric, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metric.items()
+    ):
+        return f"{where}.metric is not an object of label names and values"
+    if not isinstance(values, list):
+        return f"{where}.values is a JSON {json_kind(values)}, not a list"
+    for j, point in enumerate(values):
+        if not _is_point(point):
+            return f'{where}.values[{j}] is not a [time, "value"] pair: {point!r:.80}'
+    return None
+
+
+def _is_point(point: Any) -> bool:
+    """[1767225600, "12.5"]: a finite number of seconds and a number written as a string."""
+    if not (isinstance(point, list) and len(point) == 2):
+        return False
+    ts, value = point
+    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
+        return False
+    if not isinstance(value, str):
+        return False
+    try:
+        float(value)  # Prometheus writes "NaN" and "+Inf": float() reads both
+    except ValueError:
+        return False
+    return True
 
 
 def record(
@@ -112,6 +235,13 @@ def record(
     check_format(fmt)
     t0 = parse_time(start, "--start")
     t1 = parse_time(end, "--end")
+    if not t1 > t0:
+        raise ConfigError("must be after --start", field="--end", value=end)
+    check_step(step, t1 - t0)
+    if triton is not None:
+        # else 'internal error: ValueError: not a host:port URL' from the config reader, an
+        # ftp:// scheme dropped silently, and '' taken as "no --triton"
+        check_endpoint_option("--triton", triton)
     refuse_existing(out, force=force, what="the trace file")
     # else atomic_path's FileNotFoundError after the whole range was read ("internal
     # error", naming a temporary file); `profile` makes its directory, a trace does not
@@ -145,7 +275,7 @@ def record(
             gpus=gpus,
             hostname=hostname,
             progress=lambda f: bar(out.name, f),
-            session=security.session(),
+            session=checked_session(security.session(), prometheus),
         )
         if not res.models:  # a trace of nothing: no file, and say so
             raise RuntimeFailure(

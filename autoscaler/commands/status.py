@@ -14,8 +14,9 @@ import math
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 from urllib.parse import quote
 
 import typer
@@ -23,7 +24,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from autoscaler.commands._common import check_format, csv_text, stdout_console
+from autoscaler.commands._common import (
+    check_format,
+    csv_text,
+    json_kind,
+    stdout_console,
+    upper_bound,
+)
 from autoscaler.errors import EXIT_FAILURE, ConfigError, RuntimeFailure
 from autoscaler.transport import parse_listen
 
@@ -31,9 +38,7 @@ DEFAULT_URL = "http://127.0.0.1:9108"
 
 UrlOpt = Annotated[
     str | None,
-    typer.Option(
-        "--url", help=f"The daemon's http.listen address (default {DEFAULT_URL})."
-    ),
+    typer.Option("--url", help=f"The daemon's http.listen address (default {DEFAULT_URL})."),
 ]
 ConfigOpt = Annotated[
     Path | None,
@@ -108,6 +113,13 @@ def daemon_url(url: str | None, config: Path | None) -> str:
     """The daemon's base URL: --url, else the config's http.listen, else the default."""
     if url is not None and config is not None:
         raise ConfigError("give --url or --config, not both", field="--url")
+    if url is not None and not url.strip():  # once the default, silently
+        raise ConfigError(
+            "is empty: give the daemon's http.listen address",
+            field="--url",
+            value=url,
+            allowed=f"HOST:PORT or http://HOST:PORT (default {DEFAULT_URL})",
+        )
     if config is not None:
         from autoscaler.config import load_config
 
@@ -117,9 +129,7 @@ def daemon_url(url: str | None, config: Path | None) -> str:
         text = f"http://{text}"
     scheme, _, rest = text.partition("://")
     if scheme != "http":
-        raise ConfigError(
-            "the daemon serves plain http on http.listen", field="--url", value=url
-        )
+        raise ConfigError("the daemon serves plain http on http.listen", field="--url", value=url)
     try:
         host, port = parse_listen(rest.split("/", 1)[0])
     except ValueError as exc:
@@ -132,11 +142,24 @@ def daemon_url(url: str | None, config: Path | None) -> str:
     return f"http://{host}:{port}"
 
 
-def fetch(url: str, timeout_s: float, *, model: str | None = None) -> dict[str, Any]:
+def check_timeout(timeout_s: float) -> None:
+    """--timeout: positive, and at most the config's triton.timeout_s limit (as `observe
+    --timeout`): past ~9.2e9 s a socket's timeout overflows ('internal error')."""
+    from autoscaler.config import TritonSection
+
+    most = upper_bound(TritonSection, "timeout_s")
     if not (timeout_s > 0 and math.isfinite(timeout_s)):
         raise ConfigError(
             "must be a positive number of seconds", field="--timeout", value=timeout_s
         )
+    if timeout_s > most:
+        raise ConfigError(f"must be at most {most:g} seconds", field="--timeout", value=timeout_s)
+
+
+def fetch(url: str, timeout_s: float, *, model: str | None = None) -> dict[str, Any]:
+    """The daemon's reply at `url`, checked to be `/status` (or `/status/MODEL` with
+    `model`) as the renderers read it: anything else is a RuntimeFailure naming `url`."""
+    check_timeout(timeout_s)
     req = urllib.request.Request(url, headers={"Accept": "application/json"})
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
     try:
@@ -145,7 +168,8 @@ def fetch(url: str, timeout_s: float, *, model: str | None = None) -> dict[str, 
     except urllib.error.HTTPError as exc:
         body = exc.read()
         if exc.code == 404 and model is not None:
-            known = _json(body).get("models") or []
+            known = _json(body).get("models")
+            known = known if isinstance(known, list) else []
             raise ConfigError(
                 "the daemon does not watch this model",
                 field="MODEL",
@@ -163,18 +187,213 @@ def fetch(url: str, timeout_s: float, *, model: str | None = None) -> dict[str, 
             f"cannot reach the daemon at {url}: {reason} (is `triton-autoscaler run` running, "
             "and is this its http.listen? --url / --config)"
         ) from None
-    doc = _json(body)
-    if not doc:
-        raise RuntimeFailure(f"{url} did not answer the daemon's JSON")
+    try:
+        doc = _parse(body)
+    except ValueError as exc:
+        raise RuntimeFailure(f"{url} {NOT_STATUS}: {exc}") from None
+    shape = _Shape(url)
+    if model is None:
+        shape.status(doc)
+    else:
+        shape.explain(doc)
+    return doc
+
+
+NOT_STATUS = "answered something that is not the daemon's status"
+
+
+def _parse(body: bytes) -> dict[str, Any]:
+    """The JSON object in `body`. ValueError says why it is not JSON the daemon writes: not
+    JSON, not an object, nested too deeply, NaN/Infinity, a number past an int64 or a float
+    (the daemon writes none of these, and each failed later: RecursionError, a status in
+    `--format json` that is not JSON, OverflowError formatting it)."""
+
+    def no_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not a JSON number")
+
+    def finite_float(text: str) -> float:
+        v = float(text)
+        if not math.isfinite(v):
+            raise ValueError(f"the number {text[:40]} is out of range")
+        return v
+
+    def bounded_int(text: str) -> int:
+        if len(text.lstrip("-")) > 18:  # past an int64, as no count or time of the daemon is
+            raise ValueError(f"the number {text[:40]} is out of range")
+        return int(text)
+
+    try:
+        doc = json.loads(
+            body, parse_constant=no_constant, parse_float=finite_float, parse_int=bounded_int
+        )
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to read") from None
+    except ValueError as exc:
+        raise ValueError(f"not JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"a JSON {json_kind(doc)}, not an object")
     return doc
 
 
 def _json(body: bytes) -> dict[str, Any]:
+    """The JSON object in `body`, or {} (an error page's body, read for what it can tell)."""
     try:
-        doc = json.loads(body)
+        return _parse(body)
     except ValueError:
         return {}
-    return doc if isinstance(doc, dict) else {}
+
+
+_KINDS: dict[str, Callable[[Any], bool]] = {
+    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "string": lambda v: isinstance(v, str),
+    "boolean": lambda v: isinstance(v, bool),
+    "object": lambda v: isinstance(v, dict),
+    "list": lambda v: isinstance(v, list),
+    "any": lambda v: True,
+}
+
+
+class _Shape:
+    """Checks a reply as `status`/`explain` read it, before anything reads it.
+
+    A peer that is not the daemon (or a broken one) answered `{"models": "x"}` or
+    `{"models": [1, 2]}`, and the renderers failed on it with AttributeError, TypeError
+    or rich's NotRenderableError: 'internal error'. Each field they index or format is
+    checked here; the first misfit is a RuntimeFailure naming the URL and the field.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def bad(self, where: str, what: str) -> NoReturn:
+        raise RuntimeFailure(f"{self.url} {NOT_STATUS}: {where} {what}")
+
+    def get(
+        self,
+        d: dict[str, Any],
+        key: str,
+        kind: str,
+        where: str = "",
+        *,
+        required: bool = False,
+        null: bool = False,
+    ) -> Any:
+        """d[key] if it is of `kind` (or None, with `null`); None when absent and not
+        `required`."""
+        path = f"{where}.{key}" if where else key
+        if key not in d:
+            if required:
+                self.bad(path, "is missing")
+            return None
+        v = d[key]
+        if v is None and null:
+            return None
+        if not _KINDS[kind](v):
+            self.bad(path, f"is a JSON {json_kind(v)}, not a {kind}")
+        return v
+
+    def obj(self, v: Any, where: str) -> dict[str, Any]:
+        if not isinstance(v, dict):
+            self.bad(where, f"is a JSON {json_kind(v)}, not an object")
+        return v
+
+    def header(self, doc: dict[str, Any]) -> None:
+        for key in ("now", "last_tick_at"):
+            self.get(doc, key, "number", null=True)
+        self.get(doc, "uptime_s", "number")
+        self.get(doc, "healthy", "boolean", required=True)  # what every reply says first
+        tel = self.get(doc, "telemetry", "object", null=True) or {}
+        self.get(tel, "age_s", "number", "telemetry", null=True)
+        self.get(tel, "errors", "list", "telemetry", null=True)
+
+    def status(self, doc: dict[str, Any]) -> None:
+        """`GET /status` (autoscaler/status.py: status_json)."""
+        self.header(doc)
+        for i, m in enumerate(self.get(doc, "models", "list") or []):
+            where = f"models[{i}]"
+            m = self.obj(m, where)
+            self.get(m, "model", "string", where, required=True)
+            self.get(m, "reason", "string", where, null=True)
+            if self.get(m, "action", "string", where, null=True) is not None:
+                for key in ("current_instances", "desired_instances"):
+                    self.get(m, key, "number", where, required=True)
+                self.get(m, "rule", "string", where, required=True)
+            self.in_flight(m, where)
+        self.get(doc, "applies_in_flight", "list", null=True)
+
+    def explain(self, doc: dict[str, Any]) -> None:
+        """`GET /status/MODEL` (autoscaler/status.py: model_status_json)."""
+        self.header(doc)
+        self.get(doc, "model", "string", required=True)
+        d = self.get(doc, "decision", "object", null=True)
+        if d is not None:
+            self.decision(d, "decision")
+        self.in_flight(doc, "")
+        last = self.get(doc, "last_apply", "object", null=True)
+        if last:
+            for key in ("current_instances", "desired_instances", "rule", "ok", "error"):
+                self.get(last, key, "any", "last_apply", required=True)
+            self.get(last, "ended_at", "number", "last_apply", required=True, null=True)
+            self.get(last, "duration_s", "number", "last_apply", required=True)
+        for i, r in enumerate(self.get(doc, "recent", "list", null=True) or []):
+            where = f"recent[{i}]"
+            r = self.obj(r, where)
+            self.get(r, "at", "number", where, null=True)
+            for key in ("action", "rule"):
+                self.get(r, key, "string", where, required=True)
+            for key in ("current_instances", "desired_instances"):
+                self.get(r, key, "number", where, required=True)
+            self.get(r, "reason", "string", where, null=True)
+
+    def in_flight(self, d: dict[str, Any], where: str) -> None:
+        f = self.get(d, "apply_in_flight", "object", where, null=True)
+        if f:
+            path = f"{where}.apply_in_flight" if where else "apply_in_flight"
+            for key in ("current_instances", "desired_instances"):
+                self.get(f, key, "any", path, required=True)
+            self.get(f, "for_s", "number", path, required=True)
+
+    def decision(self, d: dict[str, Any], where: str) -> None:
+        self.get(d, "model", "string", where, required=True)
+        for key in ("action", "rule", "reason"):
+            self.get(d, key, "string", where, required=True)
+        for key in ("current_instances", "desired_instances"):
+            self.get(d, key, "number", where, required=True)
+        self.get(d, "at", "number", where, null=True)
+        for i, slot in enumerate(self.get(d, "placement", "list", where, null=True) or []):
+            at = f"{where}.placement[{i}]"
+            slot = self.obj(slot, at)
+            for key in ("instances", "gpu"):
+                self.get(slot, key, "any", at, required=True)
+            self.get(slot, "free_gb_before", "number", at, required=True)
+        self.get(d, "details", "object", where, null=True)
+        f = self.get(d, "figures", "object", where, null=True)
+        if f:
+            self.figures(f, f"{where}.figures")
+
+    def figures(self, f: dict[str, Any], where: str) -> None:
+        """What `figure_lines` reads of a decision's figures."""
+        self.get(f, "startup_source", "string", where, null=True)
+        self.get(f, "startup_samples", "number", where, null=True)
+        self.get(f, "loop", "any", where, required=True)
+        for key in (
+            "sized_for_rps",
+            "arrival_rps",
+            "recent_rps",
+            "in_server",
+            "headroom_rps",
+            "forecast_rps",
+            "horizon_s",
+        ):
+            self.get(f, key, "number", where, required=True)
+        p95 = self.get(f, "p95_ms", "object", where, null=True) or {}
+        for n, ms in p95.items():
+            if ms is not None and not _KINDS["number"](ms):
+                self.bad(f"{where}.p95_ms.{n}", f"is a JSON {json_kind(ms)}, not a number")
+        if p95:
+            self.get(f, "service_ms", "number", where, null=True)
+            self.get(f, "variability", "number", where, required=True)
+            self.get(f, "service_tail_ms", "number", where)
 
 
 # -- rendering --------------------------------------------------------------------------------
@@ -218,7 +437,7 @@ def header_lines(doc: dict[str, Any]) -> list[Text]:
 
 
 def render_status(doc: dict[str, Any]) -> None:
-    console = stdout_console()
+    console = stdout_console(markup=False)  # reasons and names are the daemon's text
     for line in header_lines(doc):
         console.print(line)
     table = Table(title="Models", title_justify="left")
@@ -288,7 +507,7 @@ def figure_lines(f: dict[str, Any]) -> list[str]:
 
 
 def render_explain(doc: dict[str, Any]) -> None:
-    console = stdout_console()
+    console = stdout_console(markup=False)  # reasons and names are the daemon's text
     for line in header_lines(doc):
         console.print(line)
     now = float(doc.get("now") or time.time())
