@@ -34,6 +34,7 @@ from autoscaler.transport import (
     Security,
     TlsSettings,
     check_endpoint,
+    check_http_url,
     check_secure_url,
     load_security,
     parse_listen,
@@ -55,13 +56,7 @@ def _grpc(text: str) -> str:
 Endpoint = Annotated[str, Field(max_length=2000), AfterValidator(check_endpoint)]
 
 
-def _http_url(text: str) -> str:
-    if not text.strip().lower().startswith(("http://", "https://")):
-        raise ValueError("must start with http:// or https://, e.g. http://127.0.0.1:9090")
-    return check_endpoint(text)
-
-
-HttpUrl = Annotated[str, Field(max_length=2000), AfterValidator(_http_url)]
+HttpUrl = Annotated[str, Field(max_length=2000), AfterValidator(check_http_url)]
 GrpcEndpoint = Annotated[str, Field(max_length=2000), AfterValidator(_grpc)]
 ListenAddress = Annotated[str, Field(max_length=300), AfterValidator(_listen)]
 

@@ -305,6 +305,14 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host or "127.0.0.1", port
 
 
+def check_http_url(text: str) -> str:
+    """An HTTP endpoint written whole (a Prometheus): scheme included, then as
+    `check_endpoint`."""
+    if not text.strip().lower().startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://, e.g. http://127.0.0.1:9090")
+    return check_endpoint(text)
+
+
 def check_endpoint(text: str, *, schemes: tuple[str, ...] = ("http", "https")) -> str:
     """An endpoint to connect to: `host:port` or `scheme://host[:port][/path]`; port 1–65535.
 

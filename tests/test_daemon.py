@@ -260,6 +260,11 @@ def test_example_config_parses_with_documented_defaults() -> None:
             {"models": {"nemo-gpt-5b": {}}, "triton": {"timeout_s": math.nan}},
             "field 'triton.timeout_s': must be a number, not NaN (input should be less than",
         ),
+        # passed `validate`, where telemetry.prometheus_url's "nope" did not
+        (
+            {"models": {"nemo-gpt-5b": {}}, "fleet": {"prometheus_url": "nope"}},
+            "field 'fleet.prometheus_url': must start with http:// or https://",
+        ),
         # passed, and `run` overflowed building the simulated GPUs' byte counts
         (
             {"models": {"nemo-gpt-5b": {}}, "telemetry": {"simulated_gpu_memory_gb": 1e308}},

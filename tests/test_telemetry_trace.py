@@ -318,6 +318,11 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
         ),
         (lambda d: d.update(taken_at="Infinity"), "(field 'taken_at')"),
         (lambda d: d.update(models_as_of=math.inf), "(field 'models_as_of')"),
+        # every later line skipped as earlier than it, "over 2.8e296 h"
+        (
+            lambda d: d.update(taken_at=1e300),
+            "not a time in Unix seconds: 1e+300 (field 'taken_at')",
+        ),
         # a negative count made negative instance-hours in replay, exit 0
         (
             lambda d: d["models"]["nemo-gpt-5b"]["instance_groups"][0].update(count=-3),

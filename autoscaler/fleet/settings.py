@@ -8,6 +8,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from autoscaler.fleet.view import STALE_AFTER_S
 from autoscaler.telemetry.promql import check_label_name, check_selector
+from autoscaler.transport import check_http_url
 
 Selector = Annotated[str, Field(max_length=1000), AfterValidator(check_selector)]
 LabelName = Annotated[str, Field(max_length=200), AfterValidator(check_label_name)]
@@ -18,9 +19,10 @@ class FleetSection(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    prometheus_url: str | None = Field(
-        default=None, description="default: telemetry.prometheus_url"
-    )
+    # checked as telemetry.prometheus_url is: "nope" passed `validate` here
+    prometheus_url: (
+        Annotated[str, Field(max_length=2000), AfterValidator(check_http_url)] | None
+    ) = Field(default=None, description="default: telemetry.prometheus_url")
     selector: Selector = Field(
         default="",
         description='label matchers picking the daemons\' series, e.g. job="triton-autoscaler"',

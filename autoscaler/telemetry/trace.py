@@ -70,11 +70,17 @@ def _opt(v: Any) -> float | None:
     return None if v is None else _float(v)
 
 
+# The last second of the year 9999, the last a datetime can show: 1e300 was read as a
+# time, every later line was skipped as earlier than it, and replay's summary said
+# "over 2.8e296 h".
+LATEST_S = 253_402_300_799.0
+
+
 def _seconds(v: Any) -> float:
     """A time (`taken_at`, `models_as_of`): Unix seconds, finite. NaN or infinity would
     reach the replay's minute arithmetic as 'cannot convert float NaN to integer'."""
     t = _float(v)
-    if not math.isfinite(t):
+    if not 0.0 <= t <= LATEST_S:  # NaN fails it too
         raise ValueError(f"not a time in Unix seconds: {v!r}")
     return t
 
@@ -359,7 +365,6 @@ def _group(v: Any, w: str) -> InstanceGroup:
 
 _FLOAT = frozenset((float,))
 _FLOAT_OR_NONE = frozenset((float, type(None)))
-_INF = math.inf
 _INT_OR_NONE = frozenset((int, type(None)))
 _STR = frozenset((str,))
 _INT = frozenset((int,))
@@ -387,9 +392,9 @@ def _fast_snapshot(d: Any) -> Snapshot:
     gpus, models = d["gpus"], d["models"]
     if (
         type(taken_at) is not float
-        or not -_INF < taken_at < _INF  # NaN and ±inf: the careful path names them
+        or not 0.0 <= taken_at <= LATEST_S  # NaN, ±inf, far off: the careful path names them
         or not _FLOAT_OR_NONE.issuperset((type(as_of),))
-        or (as_of is not None and not -_INF < as_of < _INF)
+        or (as_of is not None and not 0.0 <= as_of <= LATEST_S)
         or type(errors) is not list
         or type(sources) is not list
         or not _STR.issuperset(map(type, errors))
