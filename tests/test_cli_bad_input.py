@@ -8,9 +8,7 @@ URL. The peers are small http.servers on 127.0.0.1, port 0, started per test.
 
 from __future__ import annotations
 
-import contextlib
 import http.server
-import io
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -19,22 +17,9 @@ from typing import Any
 
 import pytest
 
-from autoscaler.cli import main
+from tests.test_cli_contract import cli  # the CLI in-process: exit code, stdout, stderr
 
 START, END = "2026-01-01T00:00:00Z", "2026-01-01T00:10:00Z"
-
-
-def cli(*argv: str) -> tuple[int, str, str]:
-    """The CLI in-process: exit code, stdout, stderr."""
-    out, err = io.StringIO(), io.StringIO()
-    code: Any = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(list(argv))
-        except SystemExit as ex:
-            code = ex.code
-    code = 0 if code is None else code if isinstance(code, int) else 1
-    return code, out.getvalue(), err.getvalue()
 
 
 def one_clear_line(err: str, *needles: str) -> None:
