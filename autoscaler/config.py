@@ -76,7 +76,9 @@ class TritonSection(_Strict):
         "there, so that a long load does not tie up one of Triton's HTTP worker threads "
         "(needs tritonclient[grpc])",
     )
-    metrics_url: Endpoint | None = Field(
+    # a whole URL, scheme included: it is read as written ("foo" passed `validate` and
+    # every tick then failed with "Invalid URL 'foo': No scheme supplied")
+    metrics_url: HttpUrl | None = Field(
         default=None, description="default: http(s)://HOST:8002/metrics, the scheme of url"
     )
     tls: TlsSettings | None = Field(default=None, description="for https:// (docs/operations.md)")

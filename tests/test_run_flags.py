@@ -131,3 +131,19 @@ def test_interval_zero_is_refused_not_ignored() -> None:
     assert _apply_flags({}, **NO_FLAGS | {"interval": 2.5})["policy_overrides"] == {
         "tick_interval_s": 2.5
     }
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        # an empty --triton fell back to the config's address without a word
+        ({"triton": ""}, "option '--triton': is empty"),
+        ({"triton": "127.0.0.1:99999"}, "option '--triton': the port must be a number"),
+        # "foo" passed, and every tick then read "Invalid URL 'foo': No scheme supplied"
+        ({"metrics_url": "foo"}, "option '--metrics-url': must start with http:// or https://"),
+    ],
+)
+def test_endpoint_flags_are_checked_naming_the_option(flags: dict[str, Any], needle: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        resolved(slo_ms=["nemo-gpt-5b=1500"], **flags)
+    assert needle in str(err.value)

@@ -284,6 +284,11 @@ def test_replay_table_and_errors(tmp_path: Path) -> None:
     cfg.write_text("kind: autoscaler-config\nmodels:\n  nemo-gpt-5b: {}\n")
     code, _, err = invoke("replay", str(tmp_path / "none.jsonl"), "--config", str(cfg))
     assert code == 2 and "no such trace file" in err
+    # a directory and a device were "no such trace file" too
+    code, _, err = invoke("replay", str(tmp_path), "--config", str(cfg))
+    assert code == 2 and f"{tmp_path}: is a directory, not a trace file" in err
+    code, _, err = invoke("replay", "/dev/null", "--config", str(cfg))
+    assert code == 2 and "/dev/null: not a regular file" in err
     trace = tmp_path / "t.jsonl"
     trace.write_text('{"format": "triton-autoscaler-trace", "version": 1}\n')
     code, _, err = invoke("replay", str(trace), "--config", str(cfg), "--decisions", "some")

@@ -264,9 +264,10 @@ def _check_not_fleet(
 
 def _check_endpoints(triton: str | None, metrics_url: str | None, prometheus: str | None) -> None:
     """Each endpoint given, checked before anything is read; Prometheus' needs its scheme."""
-    for flag, url in (("--triton", triton), ("--metrics-url", metrics_url)):
-        if url is not None:
-            check_endpoint_option(flag, url)
+    if triton is not None:
+        check_endpoint_option("--triton", triton)
+    if metrics_url is not None:  # read as written: the scheme is needed
+        check_endpoint_option("--metrics-url", metrics_url, scheme_required=True)
     if prometheus is not None:
         check_endpoint_option("--prometheus", prometheus, scheme_required=True)
 

@@ -67,8 +67,13 @@ def replay(
     check_format(fmt)
     if decisions not in DECISIONS:
         raise ConfigError("unknown choice", field="--decisions", value=decisions, allowed=DECISIONS)
-    if not trace.is_file():
-        raise ConfigError("no such trace file", file=trace)
+    if not trace.is_file():  # a directory or a FIFO was "no such trace file"
+        what = "not a regular file (a device or a pipe): give a trace file"
+        if not trace.exists():
+            what = "no such trace file"
+        elif trace.is_dir():
+            what = "is a directory, not a trace file"
+        raise ConfigError(what, file=trace)
     resolved = resolve(load_config(config), config)
     shown = _Shown(fmt, (lambda _d: True) if decisions == "all" else changes_only)
 

@@ -28,6 +28,7 @@ from autoscaler.commands._common import (
     PrometheusTokenFileOption,
     TritonTokenFileOption,
     apply_security_flags,
+    check_endpoint_option,
     parse_pairs,
     positive_float,
 )
@@ -411,10 +412,15 @@ def _apply_flags(data: dict[str, Any], **flags: Any) -> dict[str, Any]:
 
 
 def _apply_endpoint_flags(d: dict[str, Any], flags: dict[str, Any]) -> None:
-    """--triton / --metrics-url / --models / --gpus / --prometheus: where telemetry comes from."""
-    if flags["triton"]:
+    """--triton / --metrics-url / --models / --gpus / --prometheus: where telemetry comes from.
+
+    An endpoint given is checked as `observe` checks it (an empty --triton fell back to
+    the config's address without a word)."""
+    if flags["triton"] is not None:
+        check_endpoint_option("--triton", flags["triton"])
         d.setdefault("triton", {})["url"] = flags["triton"]
-    if flags["metrics_url"]:
+    if flags["metrics_url"] is not None:
+        check_endpoint_option("--metrics-url", flags["metrics_url"], scheme_required=True)
         d.setdefault("triton", {})["metrics_url"] = flags["metrics_url"]
     if flags["models"]:
         d.setdefault("telemetry", {})["models"] = flags["models"]
