@@ -260,6 +260,11 @@ def test_example_config_parses_with_documented_defaults() -> None:
             {"models": {"nemo-gpt-5b": {}}, "triton": {"timeout_s": math.nan}},
             "field 'triton.timeout_s': must be a number, not NaN (input should be less than",
         ),
+        # passed `validate`, and every tick read "Invalid URL 'foo': No scheme supplied"
+        (
+            {"models": {"nemo-gpt-5b": {}}, "triton": {"metrics_url": "foo"}},
+            "field 'triton.metrics_url': must start with http:// or https://",
+        ),
         # passed `validate`, where telemetry.prometheus_url's "nope" did not
         (
             {"models": {"nemo-gpt-5b": {}}, "fleet": {"prometheus_url": "nope"}},
