@@ -90,3 +90,16 @@ class RuntimeFailure(AutoscalerError):
 
 class CapacityError(AutoscalerError):
     """A demand that no hardware of the chosen kind can hold (e.g. model larger than a GPU)."""
+
+
+def json_kind(v: Any) -> str:
+    """What a decoded JSON value is, in JSON's words, for an error about a peer's answer."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, int | float):
+        return "number"
+    if isinstance(v, dict):
+        return "object"
+    return "list" if isinstance(v, list) else "string"

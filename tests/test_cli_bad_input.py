@@ -410,7 +410,7 @@ def test_record_from_a_prometheus_that_answers_garbage(
 
 
 def test_range_answers_prometheus_writes_pass() -> None:
-    from autoscaler.commands.record import range_answer_problem
+    from autoscaler.sim.record import range_answer_problem
 
     good = {
         "status": "success",

@@ -212,19 +212,6 @@ def check_endpoint_option(
         raise ConfigError(str(exc), field=flag, value=url, allowed=", ".join(forms)) from None
 
 
-def json_kind(v: Any) -> str:
-    """What a decoded JSON value is, in JSON's words, for an error about a peer's answer."""
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "boolean"
-    if isinstance(v, int | float):
-        return "number"
-    if isinstance(v, dict):
-        return "object"
-    return "list" if isinstance(v, list) else "string"
-
-
 def upper_bound(model: type[BaseModel], name: str) -> float:
     """The `le` bound a config model puts on its field `name`: a command-line option
     that means the same as a config field is held to the config file's limit."""

@@ -15,8 +15,7 @@ import re
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
-from urllib.parse import urlsplit
+from typing import Annotated
 
 import typer
 
@@ -25,7 +24,6 @@ from autoscaler.commands._common import (
     ClientKeyOption,
     PrometheusTokenFileOption,
     check_endpoint_option,
-    json_kind,
     parse_pairs,
     positive_int,
     security_of_flags,
@@ -34,9 +32,6 @@ from autoscaler.commands.simulate import check_format, progress_bar
 from autoscaler.errors import ConfigError, RuntimeFailure
 from autoscaler.files import atomic_path, refuse_existing
 from autoscaler.telemetry.promql import check_selector
-
-if TYPE_CHECKING:
-    import requests
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 LAST_TIME = 253402300799.0  # 9999-12-31T23:59:59Z, the last time ISO 8601 can write
@@ -104,94 +99,6 @@ def check_step(step: float, span_s: float) -> None:
             field="--step",
             value=step,
         )
-
-
-# -- what Prometheus answers ------------------------------------------------------------------
-# `RangeClient` (autoscaler/sim/record.py) reads a range query's answer as Prometheus
-# writes it; anything else (a JSON list, `data` that is not an object, a series that is
-# not one, nesting deep enough to exhaust the parser) ended in an "internal error". Each
-# answer is checked first, by a response hook on the session: a clear error naming the URL.
-RANGE_PATH = "/api/v1/query_range"
-
-
-def checked_session(session: requests.Session, url: str) -> requests.Session:
-    """`session`, with every range query's answer checked (`range_answer_problem`)."""
-
-    def check(resp: requests.Response, *_: Any, **__: Any) -> requests.Response:
-        if not urlsplit(resp.url).path.endswith(RANGE_PATH):
-            return resp
-        try:
-            body = json.loads(resp.content)
-        except RecursionError:
-            problem: str | None = "JSON nested too deeply to read"
-        except ValueError:
-            return resp  # not JSON: RangeClient says so, with the HTTP status
-        else:
-            problem = range_answer_problem(body)
-        if problem is not None:
-            raise RuntimeFailure(
-                f"Prometheus at {url} answered something that is not a range query's "
-                f"answer (HTTP {resp.status_code}): {problem}"
-            )
-        return resp
-
-    session.hooks["response"].append(check)
-    return session
-
-
-def range_answer_problem(body: Any) -> str | None:
-    """What is wrong with a decoded `/api/v1/query_range` answer, or None if nothing is."""
-    if not isinstance(body, dict):
-        return f"a JSON {json_kind(body)}, not an object"
-    status = body.get("status")
-    if status == "error":
-        return None  # RangeClient reports Prometheus' error (a query it refused)
-    if status != "success":
-        return f"'status' is {status!r:.40}, not 'success' or 'error'"
-    data = body.get("data", {})
-    if not isinstance(data, dict):
-        return f"'data' is a JSON {json_kind(data)}, not an object"
-    result = data.get("result", [])
-    if not isinstance(result, list):
-        return None  # not a matrix: RangeClient reads it as no series
-    for i, series in enumerate(result):
-        problem = _series_problem(series, f"data.result[{i}]")
-        if problem is not None:
-            return problem
-    return None
-
-
-def _series_problem(series: Any, where: str) -> str | None:
-    """What is wrong with one series of a range query's answer, or None."""
-    if not isinstance(series, dict):
-        return f"{where} is a JSON {json_kind(series)}, not a series"
-    metric, values = series.get("metric", {}), series.get("values", [])
-    if not isinstance(metric, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in metric.items()
-    ):
-        return f"{where}.metric is not an object of label names and values"
-    if not isinstance(values, list):
-        return f"{where}.values is a JSON {json_kind(values)}, not a list"
-    for j, point in enumerate(values):
-        if not _is_point(point):
-            return f'{where}.values[{j}] is not a [time, "value"] pair: {point!r:.80}'
-    return None
-
-
-def _is_point(point: Any) -> bool:
-    """[1767225600, "12.5"]: a finite number of seconds and a number written as a string."""
-    if not (isinstance(point, list) and len(point) == 2):
-        return False
-    ts, value = point
-    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
-        return False
-    if not isinstance(value, str):
-        return False
-    try:
-        float(value)  # Prometheus writes "NaN" and "+Inf": float() reads both
-    except ValueError:
-        return False
-    return True
 
 
 def record(
@@ -275,7 +182,7 @@ def record(
             gpus=gpus,
             hostname=hostname,
             progress=lambda f: bar(out.name, f),
-            session=checked_session(security.session(), prometheus),
+            session=security.session(),
         )
         if not res.models:  # a trace of nothing: no file, and say so
             raise RuntimeFailure(

@@ -27,11 +27,10 @@ from rich.text import Text
 from autoscaler.commands._common import (
     check_format,
     csv_text,
-    json_kind,
     stdout_console,
     upper_bound,
 )
-from autoscaler.errors import EXIT_FAILURE, ConfigError, RuntimeFailure
+from autoscaler.errors import EXIT_FAILURE, ConfigError, RuntimeFailure, json_kind
 from autoscaler.transport import parse_listen
 
 DEFAULT_URL = "http://127.0.0.1:9108"

@@ -26,7 +26,7 @@ from typing import Any
 
 import requests
 
-from autoscaler.errors import ConfigError, RuntimeFailure
+from autoscaler.errors import ConfigError, RuntimeFailure, json_kind
 from autoscaler.telemetry.base import Combined, NoSource
 from autoscaler.telemetry.snapshot import InstanceGroup, ModelSample, Snapshot
 from autoscaler.telemetry.trace import TraceWriter
@@ -104,12 +104,25 @@ class RangeClient:
             )
         except requests.RequestException as exc:  # down, or TLS refused: not the input's fault
             raise RuntimeFailure(f"cannot query Prometheus at {self.url}: {exc}") from None
+        problem: str | None = "JSON nested too deeply to read"
         try:
             body = resp.json()
         except ValueError:
             raise RuntimeFailure(
                 f"Prometheus at {self.url} answered HTTP {resp.status_code} with no JSON"
             ) from None
+        except RecursionError:
+            pass
+        else:
+            problem = range_answer_problem(body)
+        # anything but Prometheus' answer (a JSON list, `data` that is not an object, a
+        # series that is not one) ended in an "internal error" of `record`, or of a
+        # daemon resuming from Prometheus
+        if problem is not None:
+            raise RuntimeFailure(
+                f"Prometheus at {self.url} answered something that is not a range query's "
+                f"answer (HTTP {resp.status_code}): {problem}"
+            )
         if resp.status_code != 200 or body.get("status") != "success":
             raise ConfigError(
                 f"Prometheus at {self.url} rejected {promql!r}: "
@@ -139,6 +152,61 @@ class RangeClient:
 
     def close(self) -> None:
         self.session.close()
+
+
+def range_answer_problem(body: Any) -> str | None:
+    """What is wrong with a decoded `/api/v1/query_range` answer, or None if nothing is."""
+    if not isinstance(body, dict):
+        return f"a JSON {json_kind(body)}, not an object"
+    status = body.get("status")
+    if status == "error":
+        return None  # RangeClient reports Prometheus' error (a query it refused)
+    if status != "success":
+        return f"'status' is {status!r:.40}, not 'success' or 'error'"
+    data = body.get("data", {})
+    if not isinstance(data, dict):
+        return f"'data' is a JSON {json_kind(data)}, not an object"
+    result = data.get("result", [])
+    if not isinstance(result, list):
+        return None  # not a matrix: RangeClient reads it as no series
+    for i, series in enumerate(result):
+        problem = _series_problem(series, f"data.result[{i}]")
+        if problem is not None:
+            return problem
+    return None
+
+
+def _series_problem(series: Any, where: str) -> str | None:
+    """What is wrong with one series of a range query's answer, or None."""
+    if not isinstance(series, dict):
+        return f"{where} is a JSON {json_kind(series)}, not a series"
+    metric, values = series.get("metric", {}), series.get("values", [])
+    if not isinstance(metric, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metric.items()
+    ):
+        return f"{where}.metric is not an object of label names and values"
+    if not isinstance(values, list):
+        return f"{where}.values is a JSON {json_kind(values)}, not a list"
+    for j, point in enumerate(values):
+        if not _is_point(point):
+            return f'{where}.values[{j}] is not a [time, "value"] pair: {point!r:.80}'
+    return None
+
+
+def _is_point(point: Any) -> bool:
+    """[1767225600, "12.5"]: a finite number of seconds and a number written as a string."""
+    if not (isinstance(point, list) and len(point) == 2):
+        return False
+    ts, value = point
+    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
+        return False
+    if not isinstance(value, str):
+        return False
+    try:
+        float(value)  # Prometheus writes "NaN" and "+Inf": float() reads both
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass
