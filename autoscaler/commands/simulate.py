@@ -294,6 +294,7 @@ def _check_fixed_hardware(
     latency, for the p95): at most what its instances can serve, held to the simulator's
     MAX_REQUESTS per model and run, as a scenario's open loop is."""
     from autoscaler.sim.engine import SimGpus
+    from autoscaler.sim.runner import fixed_warmup_s
     from autoscaler.sim.scenario import Hardware
     from autoscaler.sim.workload import MAX_REQUESTS
 
@@ -313,15 +314,17 @@ def _check_fixed_hardware(
             value=instances,
             allowed=f"1 to {fit}" if fit else "none: the model does not fit one GPU",
         )
-    # an instance completes at most a full batch each service time (and release)
+    # an instance completes at most a full batch each service time (and release), over the
+    # run and the warm-up `measure_fixed` adds before it
     per_instance_rps = spec.max_batch_size / ((spec.service_ms + spec.release_ms) / 1000.0)
-    most = instances * per_instance_rps * duration * 1.1  # and its warm-up, 10 % more
+    most = instances * per_instance_rps * (duration + fixed_warmup_s(duration))
     if most > MAX_REQUESTS:
         raise ConfigError(
             f"{instances} instance(s) of {spec.name} serve up to ≈ {most:.3g} requests in "
             f"{duration:g} s; the simulator holds up to {MAX_REQUESTS:.0e} per model and run",
             field="--duration",
             value=duration,
+            # the warm-up is ≈ 10 % of the run (`fixed_warmup_s`)
             allowed=f"10 to {MAX_REQUESTS / (instances * per_instance_rps * 1.1):.0f} s",
         )
 

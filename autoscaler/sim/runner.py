@@ -176,6 +176,11 @@ class FixedResult:
         }
 
 
+def fixed_warmup_s(duration_s: float, tick_s: float = 5.0) -> float:
+    """`measure_fixed`'s warm-up: 10 % of the run, in whole ticks, at least one tick."""
+    return max(tick_s, round(duration_s * 0.1 / tick_s) * tick_s)
+
+
 def measure_fixed(
     spec: SimModelSpec,
     concurrency: int,
@@ -196,7 +201,7 @@ def measure_fixed(
     and at the end; p95 from the clients' latencies (perf_analyzer's p95).
     """
     if warmup_s is None:
-        warmup_s = max(tick_s, round(duration_s * 0.1 / tick_s) * tick_s)
+        warmup_s = fixed_warmup_s(duration_s, tick_s)
     warm = warmup_s
     total = warm + duration_s
     cl = SimCluster(
