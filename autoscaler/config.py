@@ -28,6 +28,7 @@ from autoscaler.kubernetes.settings import KubernetesSection, check_config, repl
 from autoscaler.notify import NotifierList
 from autoscaler.policy.target import ModelTarget, service_model
 from autoscaler.profiles import ModelProfile, Name, ScalingPolicy
+from autoscaler.strict_model import StrictModel
 from autoscaler.telemetry.promql import check_label_name, check_selector
 from autoscaler.transport import (
     AuthSettings,
@@ -61,8 +62,7 @@ GrpcEndpoint = Annotated[str, Field(max_length=2000), AfterValidator(_grpc)]
 ListenAddress = Annotated[str, Field(max_length=300), AfterValidator(_listen)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+_Strict = StrictModel
 
 
 class TritonSection(_Strict):

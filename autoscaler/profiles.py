@@ -12,7 +12,9 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
+
+from autoscaler.strict_model import StrictModel
 
 # Table 9's rule of thumb: an LLM needs about 2.1 GB of GPU memory per 1B parameters.
 GB_PER_BILLION_PARAMS = 2.1
@@ -25,7 +27,7 @@ PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
-class Strict(BaseModel):
+class Strict(StrictModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 

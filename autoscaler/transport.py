@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import ConfigDict, Field, SecretStr, model_validator
 
 from autoscaler.errors import ConfigError
 from autoscaler.secrets import (
@@ -40,12 +40,13 @@ from autoscaler.secrets import (
     is_loopback,
     load_secret,
 )
+from autoscaler.strict_model import StrictModel
 
 # An HTTP header name (RFC 9110 token); Triton's --http-restricted-api takes any.
 HeaderName = Annotated[str, Field(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$", max_length=128)]
 
 
-class _Strict(BaseModel):
+class _Strict(StrictModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 

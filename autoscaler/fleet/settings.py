@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, ConfigDict, Field
 
 from autoscaler.fleet.view import STALE_AFTER_S
+from autoscaler.strict_model import StrictModel
 from autoscaler.telemetry.promql import check_label_name, check_selector
 from autoscaler.transport import check_http_url
 
@@ -14,7 +15,7 @@ Selector = Annotated[str, Field(max_length=1000), AfterValidator(check_selector)
 LabelName = Annotated[str, Field(max_length=200), AfterValidator(check_label_name)]
 
 
-class FleetSection(BaseModel):
+class FleetSection(StrictModel):
     """The daemons' own series in one Prometheus (docs/fleet.md)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -10,9 +10,10 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from autoscaler.profiles import Name, ScalingPolicy
+from autoscaler.strict_model import StrictModel
 from autoscaler.telemetry.promql import check_label_name
 
 # DNS-1123 names, as Kubernetes requires for Deployments (subdomain) and namespaces (label).
@@ -35,7 +36,7 @@ RATE_LIMITS = ("max_scale_up_step", "max_scale_down_step", "cooldown_s")
 UNLIMITED_STEP = 1024
 
 
-class DeploymentSettings(BaseModel):
+class DeploymentSettings(StrictModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: Name = Field(description="the model the Deployment's pods serve (a key of `models`)")
@@ -48,7 +49,7 @@ class DeploymentSettings(BaseModel):
     )
 
 
-class KubernetesSection(BaseModel):
+class KubernetesSection(StrictModel):
     """Deployments whose pods KEDA or an HPA scales on `triton_autoscaler_desired_replicas`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -33,6 +32,7 @@ from autoscaler.secrets import CredentialName, EnvName
 from autoscaler.secrets import check_secret_url as check_secret_url  # re-exported
 from autoscaler.secrets import is_loopback as is_loopback
 from autoscaler.secrets import load_secret as load_secret
+from autoscaler.strict_model import StrictModel
 
 NotifiedAction = Literal["scale_up", "scale_down", "capacity_exhausted"]
 NOTIFIED_ACTIONS: tuple[NotifiedAction, ...] = ("scale_up", "scale_down", "capacity_exhausted")
@@ -42,7 +42,7 @@ NotifierName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", max_lengt
 
 
 
-class _Strict(BaseModel):
+class _Strict(StrictModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from autoscaler.policy.core import ModelTarget
 from autoscaler.policy.decision import Decision, Rule
@@ -52,13 +52,14 @@ from autoscaler.sim.plugin import (
     ready_instances,
     usable,
 )
+from autoscaler.strict_model import StrictModel
 from autoscaler.telemetry.snapshot import ModelWindow
 
 if TYPE_CHECKING:
     from autoscaler.sim.scenario import SimSetup
 
 
-class HpaSettings(BaseModel):
+class HpaSettings(StrictModel):
     """The HPA's knobs, with Kubernetes' defaults (and a GPU-utilisation target)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

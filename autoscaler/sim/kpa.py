@@ -32,7 +32,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from autoscaler.policy.decision import Decision, Rule
 from autoscaler.policy.state import PolicyContext
@@ -46,12 +46,13 @@ from autoscaler.sim.plugin import (
     ready_instances,
     usable,
 )
+from autoscaler.strict_model import StrictModel
 
 if TYPE_CHECKING:
     from autoscaler.sim.scenario import SimSetup
 
 
-class KpaSettings(BaseModel):
+class KpaSettings(StrictModel):
     """Knative's config-autoscaler keys that matter here, with Knative's defaults."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

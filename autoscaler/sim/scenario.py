@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Discriminator,
     Field,
@@ -58,6 +57,7 @@ from autoscaler.sim.workload import (
     open_loop_arrivals,
     week,
 )
+from autoscaler.strict_model import StrictModel
 
 SCENARIO_KIND = "simulation-scenario"
 # Runs start at 2026-01-01T00:00:00Z so simulated traces look like real ones.
@@ -72,7 +72,7 @@ NonNeg = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 
-class _Strict(BaseModel):
+class _Strict(StrictModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
