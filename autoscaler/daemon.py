@@ -41,7 +41,7 @@ from autoscaler.status import (
     status_json,
 )
 from autoscaler.telemetry.base import Collector
-from autoscaler.telemetry.snapshot import ModelWindow, Snapshot
+from autoscaler.telemetry.snapshot import ModelWindow, Snapshot, with_gpus_checked
 from autoscaler.telemetry.window import WindowSettings, WindowTracker, derive
 
 PolicyFn = Callable[[PolicyContext, Any], tuple[list[Decision], Any]]
@@ -163,6 +163,7 @@ class Autoscaler:
         snap = self.collector.collect(now)
         if self.recorder is not None:
             snap = self._record_snapshot(snap, now, self.recorder, held)
+        snap = with_gpus_checked(snap)  # the trace keeps the read as it came
         self._take_in(snap, now)
 
         decisions, drift = self._decide_on(snap, now, in_flight, self.policy_fn)
@@ -304,6 +305,7 @@ class Autoscaler:
                     targets = self.resolved.targets
                     held = {m: v for m, v in snap.startups_s.items() if m in targets}
                     self.state = with_startups(self.state, held)
+                snap = with_gpus_checked(snap)
                 self._decide_on(snap, snap.taken_at, {}, policy_fn or self.policy_fn)
                 used, last = used + 1, snap.taken_at
             return used

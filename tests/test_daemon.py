@@ -130,7 +130,10 @@ def test_gpu_telemetry_loss_blocks_scale_up() -> None:
 
 def test_capacity_exhausted_makes_no_call() -> None:
     """GPUs too full for another 12.41 GB instance: capacity_exhausted and no load call."""
-    daemon, _, act = make(base_used_gb=70.0)
+    # 67 GB used on each of 4 × 80 GB, the instance on GPU 0 (79.41 GB): 13 GB free on
+    # the others, short of 12.41 + the 2 GB headroom. (70 made GPU 0 read 82.41 GB used
+    # of 80, a read no GPU gives, now refused as no GPU read.)
+    daemon, _, act = make(base_used_gb=67.0)
     reports = step(daemon, 0, 30)
     assert act.calls == []
     last = reports[-1].decisions[0]

@@ -323,6 +323,34 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
             lambda d: d.update(taken_at=1e300),
             "not a time in Unix seconds: 1e+300 (field 'taken_at')",
         ),
+        # bool("no") is True: a string was read as a ready model
+        (
+            lambda d: d["models"]["nemo-gpt-5b"].update(ready="no"),
+            "expected true or false, got a string (field 'models.nemo-gpt-5b.ready')",
+        ),
+        # int() read 1.5 as GPU 1 and -1 as a GPU index
+        (
+            lambda d: d["gpus"][0].update(index=1.5),
+            "not a whole number: 1.5 (field 'gpus[0].index')",
+        ),
+        (lambda d: d["gpus"][0].update(index=-1), "negative: -1 (field 'gpus[0].index')"),
+        (
+            lambda d: d["gpus"][0].update(memory_free_bytes=-5),
+            "negative: -5 (field 'gpus[0].memory_free_bytes')",
+        ),
+        (
+            lambda d: d["models"]["nemo-gpt-5b"]["instance_groups"][0].update(kind="KIND_TPU"),
+            "not an instance group kind: 'KIND_TPU' (one of KIND_AUTO, KIND_CPU, KIND_GPU, "
+            "KIND_MODEL) (field 'models.nemo-gpt-5b.instance_groups[0].kind')",
+        ),
+        (
+            lambda d: d["models"]["nemo-gpt-5b"]["instance_groups"][0].update(gpus=[0, -2]),
+            "negative: -2 (field 'models.nemo-gpt-5b.instance_groups[0].gpus')",
+        ),
+        (
+            lambda d: d["models"]["nemo-gpt-5b"]["instance_groups"][0].update(gpus="0"),
+            "expected a JSON array of GPU indexes, got a string (field",
+        ),
         # a negative count made negative instance-hours in replay, exit 0
         (
             lambda d: d["models"]["nemo-gpt-5b"]["instance_groups"][0].update(count=-3),

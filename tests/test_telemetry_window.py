@@ -193,6 +193,21 @@ def _inf(c: FakeClock) -> None:
     c.read(a=m(30, math.inf))
 
 
+def _negative_counter(c: FakeClock) -> None:
+    steady(c, 3)
+    c.read(a=m(-5, 10))
+
+
+def _negative_pending(c: FakeClock) -> None:
+    steady(c, 3)
+    c.read(a=m(30, 15, pending=-2.0))
+
+
+def _negative_p95(c: FakeClock) -> None:
+    steady(c, 3)
+    c.read(a=m(30, 15, p95_ms=-1.0))
+
+
 def _stale(c: FakeClock) -> None:
     steady(c, 4)
     c.t += 7.0  # nothing read for 7 s; the bound is 6 s
@@ -226,6 +241,9 @@ INVALID = [
     ("missing series", _missing, "missing series: nv_inference_queue_duration_us"),
     ("NaN counter", _nan, "non-finite counter request_success=nan"),
     ("Inf counter", _inf, "non-finite counter request_duration_us=inf"),
+    ("negative counter", _negative_counter, "negative counter request_success=-5"),
+    ("negative pending", _negative_pending, "negative pending_requests=-2 in the latest read"),
+    ("negative p95", _negative_p95, "negative p95_request_us=-1000 in the latest read"),
     ("stale", _stale, "stale: latest data is 7.0 s old (bound 6 s)"),
     ("only one read", _only_one, "only one read so far"),
     ("too short", _too_short, "window too short: 1.5 s of data (need 2 s)"),

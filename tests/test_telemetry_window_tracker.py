@@ -34,8 +34,10 @@ def sample(
     ready: bool = True,
     counters: bool = True,
     bad: str = "",
+    bad_value: float = math.nan,
 ) -> ModelSample:
-    """A model whose cumulative counters are all proportional to `n` (bad: one set to NaN)."""
+    """A model whose cumulative counters are all proportional to `n` (bad: one set to
+    `bad_value`, NaN unless given)."""
     c = ModelCounters(
         request_success=n,
         request_failure=n / 10,
@@ -48,7 +50,7 @@ def sample(
         execution_count=n / 2,
     )
     if bad:
-        c = ModelCounters(**{**c.__dict__, bad: math.nan})
+        c = ModelCounters(**{**c.__dict__, bad: bad_value})
     return ModelSample(
         name=name,
         ready=ready,
@@ -138,11 +140,25 @@ CASES: dict[str, tuple[Callable[[], list[Snapshot]], str]] = {
     ),
     "NaN counter in an older read": (
         lambda: ticks(*steady(4), {"a": sample(45, bad="queue_duration_us")}, *steady(4, 50)),
-        "series missing or non-finite",
+        "series missing, non-finite or negative",
+    ),
+    "negative counter in an older read": (
+        lambda: ticks(
+            *steady(4), {"a": sample(45, bad="queue_duration_us", bad_value=-1.0)}, *steady(4, 50)
+        ),
+        "series missing, non-finite or negative",
     ),
     "NaN counter in the latest read": (
         lambda: ticks(*steady(4), {"a": sample(45, bad="request_success")}),
         "non-finite counter request_success=nan",
+    ),
+    "negative pending gauge in an older read": (
+        lambda: ticks(*steady(4), {"a": sample(45, pending=-3.0)}, *steady(4, 50)),
+        "",
+    ),
+    "negative pending gauge in the latest read": (
+        lambda: ticks(*steady(4), {"a": sample(45, pending=-3.0)}),
+        "negative pending_requests=-3",
     ),
     "series missing": (
         lambda: ticks(*steady(4), {"a": sample(45, counters=False)}, *steady(4, 50)),

@@ -8,7 +8,7 @@ Times are Unix seconds passed in as values (never read from a clock here).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 
@@ -190,3 +190,49 @@ class ModelWindow:
     degraded: tuple[str, ...] = ()
     # The latest read's `ModelSample.ready_instances` (None: every instance serves).
     ready_instances: int | None = None
+
+
+# Bounded far above any GPU's memory (the largest of 2026 hold 288 GB): a read or a
+# setting beyond it is a typo or a broken exporter (1e300 bytes was read from a trace).
+MAX_GPU_MEMORY_GB = 4096
+
+
+def gpu_read_problem(gpus: tuple[GpuSample, ...]) -> str:
+    """Why a GPU read cannot be true ("" when it can): a GPU listed twice (same host and
+    index), memory below 0, beyond MAX_GPU_MEMORY_GB or used beyond the total,
+    utilisation outside 0–1.
+
+    Placement packs instances into `memory_total - memory_used`: a read saying a GPU
+    had −5 GB used, or listing GPU 0 twice, would place instances in memory that is not
+    there. Such a read comes from a broken exporter or a hand-edited trace; the daemon
+    treats it as no GPU read at all (never overfill a GPU on data it cannot trust).
+    """
+    seen: set[tuple[str, int]] = set()
+    for g in gpus:
+        on = f"GPU {g.index}" + (f" on {g.hostname}" if g.hostname else "")
+        if (g.hostname, g.index) in seen:
+            return f"{on} is listed twice"
+        seen.add((g.hostname, g.index))
+        if min(g.memory_total_bytes, g.memory_used_bytes, g.memory_free_bytes) < 0:
+            return f"{on}: negative memory (total, used, free must be ≥ 0 bytes)"
+        if g.memory_total_bytes > MAX_GPU_MEMORY_GB * 1e9:
+            most = f"no GPU has {MAX_GPU_MEMORY_GB:,} GB"
+            return f"{on}: {g.memory_total_bytes:.3g} bytes of memory ({most})"
+        if g.memory_used_bytes > g.memory_total_bytes:
+            return (
+                f"{on}: {g.memory_used_bytes:,} bytes used of {g.memory_total_bytes:,} "
+                "(more than its total)"
+            )
+        u = g.utilization
+        if u is not None and not 0.0 <= u <= 1.0 and u == u:  # NaN: not measured
+            return f"{on}: utilization {u:g} (a share, 0–1)"
+    return ""
+
+
+def with_gpus_checked(snap: Snapshot) -> Snapshot:
+    """`snap`, or the same read with `gpus` None and an error saying why, where the GPU
+    read cannot be true (`gpu_read_problem`): what a failed GPU read is."""
+    why = "" if snap.gpus is None else gpu_read_problem(snap.gpus)
+    if not why:
+        return snap
+    return replace(snap, gpus=None, errors=(*snap.errors, f"GPU read refused: {why}"))

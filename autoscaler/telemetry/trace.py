@@ -269,7 +269,7 @@ def _gpu(v: Any, w: str) -> GpuSample:
     g = _obj(v, w[:-1])
 
     def whole(key: str) -> int:
-        return _at(w + key, int, _key(g, key, w))
+        return _at(w + key, _whole, _key(g, key, w))
 
     proc = g.get("process_memory_bytes")
     return GpuSample(
@@ -280,13 +280,32 @@ def _gpu(v: Any, w: str) -> GpuSample:
         memory_used_bytes=whole("memory_used_bytes"),
         memory_free_bytes=whole("memory_free_bytes"),
         utilization=_at(w + "utilization", _opt, g.get("utilization")),
-        process_memory_bytes=None if proc is None else _at(w + "process_memory_bytes", int, proc),
+        process_memory_bytes=None
+        if proc is None
+        else _at(w + "process_memory_bytes", _whole, proc),
         hostname=str(g.get("hostname", "")),
         mig_profile=str(g.get("mig_profile", "")),
         gpu_instance_id=None
         if g.get("gpu_instance_id") is None
-        else _at(w + "gpu_instance_id", int, g["gpu_instance_id"]),
+        else _at(w + "gpu_instance_id", _whole, g["gpu_instance_id"]),
     )
+
+
+def _whole(v: Any) -> int:
+    """A GPU index or a number of bytes: a whole number ≥ 0 (int() read 1.5 as GPU 1,
+    "12" as 12 and -1 as a GPU index)."""
+    if isinstance(v, bool) or not isinstance(v, int | float) or not float(v).is_integer():
+        raise ValueError(f"not a whole number: {v!r}")
+    if v < 0:
+        raise ValueError(f"negative: {v!r}")
+    return int(v)
+
+
+def _ready(v: Any) -> bool:
+    # bool("no") is True: a string here was read as a ready model
+    if not isinstance(v, bool):
+        raise ValueError(f"expected true or false, got {_json_type(v)}")
+    return v
 
 
 _COUNTER_FIELDS = {f.name for f in fields(ModelCounters)}
@@ -311,7 +330,7 @@ def _model(name: str, v: Any, w: str) -> ModelSample:
     return ModelSample(
         name=name,
         version=str(m.get("version", "1")),
-        ready=bool(m.get("ready", True)),
+        ready=_at(w + "ready", _ready, m.get("ready", True)),
         instance_groups=tuple(
             _group(g, f"{w}instance_groups[{i}].")
             for i, g in enumerate(_at(w + "instance_groups", list, m.get("instance_groups", ())))
@@ -356,9 +375,25 @@ def _group(v: Any, w: str) -> InstanceGroup:
     g = _obj(v, w[:-1])
     return InstanceGroup(
         count=_at(w + "count", _count, _key(g, "count", w)),
-        kind=str(g.get("kind", "KIND_GPU")),
-        gpus=_at(w + "gpus", lambda xs: tuple(int(x) for x in xs), g.get("gpus", ())),
+        kind=_at(w + "kind", _kind, g.get("kind", "KIND_GPU")),
+        gpus=_at(w + "gpus", _gpu_list, g.get("gpus", ())),
     )
+
+
+# the instance-group kinds of Triton's model_config.proto
+KINDS = frozenset(("KIND_AUTO", "KIND_GPU", "KIND_CPU", "KIND_MODEL"))
+
+
+def _kind(v: Any) -> str:
+    if v not in KINDS:
+        raise ValueError(f"not an instance group kind: {v!r} (one of {', '.join(sorted(KINDS))})")
+    return str(v)
+
+
+def _gpu_list(xs: Any) -> tuple[int, ...]:
+    if not isinstance(xs, list | tuple):
+        raise ValueError(f"expected a JSON array of GPU indexes, got {_json_type(xs)}")
+    return tuple(_whole(x) for x in xs)
 
 
 # -- the fast path: exactly the types TraceWriter writes, else an exception -------------------
@@ -431,6 +466,7 @@ def _fast_gpu(g: dict[str, Any]) -> GpuSample:
     if (
         not _INT.issuperset(map(type, (out.index, out.memory_total_bytes, out.memory_used_bytes)))
         or type(out.memory_free_bytes) is not int
+        or min(out.index, out.memory_total_bytes, out.memory_used_bytes, out.memory_free_bytes) < 0
         or not _STR.issuperset(map(type, (out.uuid, out.name, out.hostname)))
         or not _FLOAT_OR_NONE.issuperset((type(out.utilization),))
         or not _INT_OR_NONE.issuperset((type(out.process_memory_bytes),))
@@ -497,10 +533,11 @@ def _fast_groups(gs: list[dict[str, Any]]) -> tuple[InstanceGroup, ...]:
             type(count) is not int
             or not 0 <= count <= MAX_GROUP_COUNT
             or type(kind) is not str
+            or kind not in KINDS
             or type(gpus) is not list
         ):
             raise ValueError("not as written")
-        if gpus and not _INT.issuperset(map(type, gpus)):
+        if gpus and (not _INT.issuperset(map(type, gpus)) or min(gpus) < 0):
             raise ValueError("not as written")
         key = (count, kind, *gpus)
         ig = _GROUPS.get(key)

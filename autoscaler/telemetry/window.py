@@ -148,7 +148,7 @@ def in_server(name: str, snapshots: Sequence[Snapshot], since: float, now: float
                 d_inf = cur.counters.inference_count - a.counters.inference_count
                 d_exe = cur.counters.execution_count - a.counters.execution_count
                 ok = min(d_busy, d_inf, d_exe) >= 0  # a reset inside: skip that interval
-                if ok and math.isfinite(d_busy) and math.isfinite(cur.pending_requests):
+                if ok and math.isfinite(d_busy) and 0.0 <= cur.pending_requests < math.inf:
                     pend += _queued(a, cur, d_inf, d_exe) * dt
                     weight += dt
                     busy_us += d_busy
@@ -335,7 +335,19 @@ def _unusable(end: ModelSample, age: float, cfg: WindowSettings) -> str:
         return f"stale: latest data is {age:.1f} s old (bound {cfg.stale_after_s:g} s)"
     if not end.ready:
         return "model not ready"
-    return end.unaddressable or ""
+    return end.unaddressable or _bad_gauge(end)
+
+
+def _bad_gauge(m: ModelSample) -> str:
+    """A gauge of the latest read no server can report ("" if none): requests pending or
+    a p95 below 0. NaN is no such value: it means "not observed" (an empty summary)."""
+    pend, p95, p95q = m.pending_requests, m.p95_request_us, m.p95_queue_us
+    if (pend or 0.0) >= 0.0 and (p95 or 0.0) >= 0.0 and (p95q or 0.0) >= 0.0:
+        return ""  # every tick of every model: the usual case first
+    for name, v in (("pending_requests", pend), ("p95_request_us", p95), ("p95_queue_us", p95q)):
+        if v is not None and v < 0.0:
+            return f"negative {name}={v:g} in the latest read"
+    return ""
 
 
 def _one(name: str, good: Sequence[Snapshot], now: float, cfg: WindowSettings) -> ModelWindow:
@@ -349,9 +361,9 @@ def _one(name: str, good: Sequence[Snapshot], now: float, cfg: WindowSettings) -
     if end.counters is None:
         missing = ", ".join(end.missing_series) or "counters"
         return _invalid(name, now, cfg, f"missing series: {missing}", end)
-    bad = _non_finite(end.counters)
+    bad = _bad_counter(end.counters)
     if bad:
-        return _invalid(name, now, cfg, f"non-finite counter {bad} in the latest read", end)
+        return _invalid(name, now, cfg, f"{bad} in the latest read", end)
     start, note = _start(name, good, end_snap.models_time - cfg.window_s, cfg.stale_after_s)
     if start is None:
         return _invalid(name, now, cfg, note or "only one read so far", end)
@@ -368,11 +380,16 @@ def _one(name: str, good: Sequence[Snapshot], now: float, cfg: WindowSettings) -
 _COUNTERS = tuple(f.name for f in fields(ModelCounters))
 
 
-def _non_finite(c: ModelCounters) -> str:
+def _bad_counter(c: ModelCounters) -> str:
+    """The first counter no read can hold, named with its value ("" if none): one not
+    finite, or below 0 (Triton's counters count up from 0; a negative one is a broken
+    exporter, and its differences would be read as requests)."""
     for name in _COUNTERS:
         v = getattr(c, name)
         if not math.isfinite(v):
-            return f"{name}={v}"
+            return f"non-finite counter {name}={v}"
+        if v < 0.0:
+            return f"negative counter {name}={v:g}"
     return ""
 
 
@@ -396,8 +413,8 @@ def _start(
         why = ""
         if m is None:
             why = f"model appeared after t={t:.1f}"
-        elif m.counters is None or _non_finite(m.counters):
-            why = f"series missing or non-finite at t={t:.1f}"
+        elif m.counters is None or _bad_counter(m.counters):
+            why = f"series missing, non-finite or negative at t={t:.1f}"
         elif later is not None:
             assert later[1].counters is not None
             dropped = _dropped(m.counters, later[1].counters)
@@ -543,7 +560,7 @@ class _Track:
         self.seqs: list[int] = []  # snapshot sequence numbers
         self.times: list[float] = []  # models_time
         self.samples: list[ModelSample] = []
-        # None: counters usable; "": no counters; else the non-finite counter, "name=value"
+        # None: counters usable; "": no counters; else why not (_bad_counter)
         self.bad: list[str | None] = []
         self.drop: list[str] = []  # counter that went down since presence k-1, else ""
         self.prev_good: list[int] = []  # seq of the good snapshot before presence k (-1: none)
@@ -594,7 +611,7 @@ class _Track:
         bad: str | None = ""
         if c is not None:
             vals = _counter_values(c)
-            bad = None if all(map(math.isfinite, vals)) else _non_finite(c)
+            bad = None if all(map(math.isfinite, vals)) and min(vals) >= 0.0 else _bad_counter(c)
         k = len(self.seqs)
         drop = ""
         if k and self.seqs[-1] == prev_good:  # the model was in the good read before
@@ -620,7 +637,7 @@ class _Track:
                 b_inf = c.inference_count - a.counters.inference_count
                 b_exe = c.execution_count - a.counters.execution_count
                 ok = min(b_busy, b_inf, b_exe) >= 0
-                if ok and math.isfinite(b_busy) and math.isfinite(m.pending_requests):
+                if ok and math.isfinite(b_busy) and 0.0 <= m.pending_requests < math.inf:
                     pend = _queued(a, m, b_inf, b_exe) * gap
                     dt = gap
                     d_busy, d_inf, d_exe = b_busy, b_inf, b_exe
@@ -831,7 +848,7 @@ class WindowTracker(Sequence[Snapshot]):
             missing = ", ".join(end.missing_series) or "counters"
             return _invalid(name, now, cfg, f"missing series: {missing}", end)
         if bad is not None:
-            return _invalid(name, now, cfg, f"non-finite counter {bad} in the latest read", end)
+            return _invalid(name, now, cfg, f"{bad} in the latest read", end)
         seqs, times = tr.seqs, tr.times
         lo = bisect_left(seqs, base)
         # the walk back from the end stops at the newest break (`lo`: nothing older is
@@ -888,7 +905,7 @@ class WindowTracker(Sequence[Snapshot]):
         else:
             t = tr.times[k - 1]
             if tr.bad[k - 1] is not None:
-                why = f"series missing or non-finite at t={t:.1f}"
+                why = f"series missing, non-finite or negative at t={t:.1f}"
             elif tr.drop[k]:
                 why = f"counter reset ({tr.drop[k]} went down) after t={t:.1f}"
             elif tr.times[k] - t > max_gap_s:
