@@ -29,7 +29,8 @@ from autoscaler.notify import NotifierList
 from autoscaler.policy.target import ModelTarget, service_model
 from autoscaler.profiles import ModelProfile, Name, ScalingPolicy
 from autoscaler.strict_model import StrictModel
-from autoscaler.telemetry.promql import check_label_name, check_selector
+from autoscaler.telemetry.promql import check_label_name, check_query, check_selector
+from autoscaler.telemetry.snapshot import MAX_GPU_MEMORY_GB
 from autoscaler.transport import (
     AuthSettings,
     Security,
@@ -104,15 +105,9 @@ class TritonSection(_Strict):
         return self
 
 
-def _nonblank(text: str) -> str:
-    if not text.strip():
-        raise ValueError("a query may not be blank")
-    return text
-
-
 Selector = Annotated[str, Field(max_length=1000), AfterValidator(check_selector)]
 LabelName = Annotated[str, Field(max_length=200), AfterValidator(check_label_name)]
-PromQL = Annotated[str, Field(min_length=1, max_length=4000), AfterValidator(_nonblank)]
+PromQL = Annotated[str, Field(min_length=1, max_length=4000), AfterValidator(check_query)]
 
 
 def _path_given(value: Any) -> Any:
@@ -225,9 +220,8 @@ class TelemetrySection(_Strict):
     hostname: str | None = Field(default=None, description="DCGM series filter")
     prometheus: PrometheusSection = PrometheusSection()
     simulated_gpus: Annotated[int, Field(ge=1, le=64)] = 4
-    # Bounded far above any GPU's memory (the largest of 2026 hold 288 GB): 1e308 GB
-    # passed, and its byte count overflowed when the simulated GPUs were built.
-    simulated_gpu_memory_gb: Annotated[float, Field(gt=0, le=4096)] = 80.0
+    # 1e308 GB passed, and its byte count overflowed when the simulated GPUs were built
+    simulated_gpu_memory_gb: Annotated[float, Field(gt=0, le=MAX_GPU_MEMORY_GB)] = 80.0
 
     @model_validator(mode="after")
     def _prometheus_needs_url(self) -> TelemetrySection:
