@@ -230,7 +230,9 @@ def yaml_files(root: Path) -> list[Path]:
     if root.is_file():
         return [root]
     if not root.is_dir():
-        raise ConfigError("policies directory does not exist", file=root)
+        # /dev/null, a FIFO, a socket: "does not exist" said of a path that does
+        why = "not a regular file or directory" if root.exists() else "no such file or directory"
+        raise ConfigError(f"cannot read profiles: {why}", file=root)
     return sorted(p for p in root.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
 
 

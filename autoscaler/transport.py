@@ -213,7 +213,8 @@ def _path(template: str | None, source: str, field: str) -> Path | None:
         return None
     path = expand_path(template, source=source, field=field)
     if not path.is_file():
-        raise ConfigError("no such file", file=source, field=field, value=str(path))
+        why = "is a directory, not a file" if path.is_dir() else "no such file"
+        raise ConfigError(why, file=source, field=field, value=str(path))
     return path
 
 

@@ -108,6 +108,8 @@ def test_client_key_without_cert_names_the_option(tmp_path: Path) -> None:
     ("flags", "needles"),
     [
         (["--ca-file", "/no/ca.pem"], ["option '--ca-file'", "no such file"]),
+        # a directory was "no such file" of a path that exists
+        (["--ca-file", "DIR"], ["option '--ca-file'", "is a directory, not a file"]),
         (
             ["--client-cert", "CERT", "--client-key", "CERT"],
             ["option '--client-cert'", "not a usable PEM client certificate"],
@@ -121,7 +123,7 @@ def test_tls_flag_errors_name_the_option(
 ) -> None:
     cert = tmp_path / "cert.pem"
     cert.write_text("not a certificate\n")
-    flags = [str(cert) if f == "CERT" else f for f in flags]
+    flags = [{"CERT": str(cert), "DIR": str(tmp_path)}.get(f, f) for f in flags]
     code, _, err = cli(
         "observe", "--triton", "https://127.0.0.1:1", "--gpus", "none", "--ticks", "1", *flags
     )
@@ -425,3 +427,24 @@ def test_range_answers_prometheus_writes_pass() -> None:
     assert range_answer_problem(good) is None
     assert range_answer_problem({"status": "success"}) is None  # no data: no series
     assert range_answer_problem({"status": "error", "error": "bad selector"}) is None
+
+
+# -- validate on a path that is neither file nor directory ------------------------------------
+
+
+def test_validate_dev_null_says_what_it_is() -> None:
+    """/dev/null exists: it was "policies directory does not exist"."""
+    code, _, err = cli("validate", "/dev/null")
+    assert code == 2
+    one_clear_line(err, "/dev/null", "not a regular file or directory")
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--at", "2026-01-01"], ["--prometheus-selector", 'job="x"'], ["--server-label", "host"]],
+)
+def test_size_refuses_prometheus_options_without_from_prometheus(flags: list[str]) -> None:
+    """They were ignored: `--at 2026-01-01` with --demand answered for no day at all."""
+    code, _, err = cli("size", "--demand", "nemo-gpt-5b=16", *flags)
+    assert code == 2
+    one_clear_line(err, f"option '{flags[0]}'", "goes with --from-prometheus")
