@@ -319,3 +319,21 @@ def test_a_row_with_more_cells_than_the_header_is_refused(tmp_path: Path) -> Non
         encoding="utf-8",
     )
     assert import_results(trailing, "m").points[0].throughput_rps == 3.6
+
+
+def test_a_row_cut_short_is_refused(tmp_path: Path) -> None:
+    """A row with fewer cells than the header (a copy that stopped mid-line) read its
+    missing latencies as 'not measured' and became a profile point."""
+    pa = tmp_path / "pa.csv"
+    pa.write_text(
+        "Concurrency,Inferences/Second,Client Send,p95 latency\n1,3.6,40,289700\n2,3.6,40\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match=r"line 3: 3 cells, the header has 4"):
+        import_csv(pa)
+    ma = tmp_path / "ma.csv"
+    ma.write_text(
+        "Model,Concurrency,Throughput (infer/sec),p99 Latency (ms)\nm,1,3.6\n", encoding="utf-8"
+    )
+    with pytest.raises(ConfigError, match=r"line 2: 3 cells, the header has 4"):
+        import_results(ma, "m")

@@ -112,19 +112,7 @@ def size(
             "say what to size: --demand MODEL=USERS (repeatable), or --from-prometheus URL",
             field="--demand",
         )
-    # options of --from-prometheus given without it were ignored in silence: a user who
-    # wrote `--at 2026-01-01` believed the answer was for that day
-    for option, value, default in (
-        ("--at", at, "peak"),
-        ("--prometheus-selector", prometheus_selector, ""),
-        ("--server-label", server_label, "instance"),
-    ):
-        if value != default:
-            raise ConfigError(
-                f"{option} goes with --from-prometheus; with --demand it means nothing",
-                field=option,
-                value=value,
-            )
+    _refuse_prometheus_options(at=at, selector=prometheus_selector, label=server_label)
     users = parse_pairs(demand, "--demand", positive_int, "USERS", "a positive whole number")
     slos = parse_pairs(slo_ms or [], "--slo-ms", positive_float, "MS", "a positive number")
     for name in slos:
@@ -218,3 +206,19 @@ def render_table(r: SizingResult, console: Console) -> None:
             console.print(f"[cyan]{m.name}[/]: {m.reason}")
     for w in r.warnings:
         console.print(f"[yellow]warning:[/] {w}")
+
+
+def _refuse_prometheus_options(*, at: str, selector: str, label: str) -> None:
+    """Options of --from-prometheus given without it were ignored in silence: a user who
+    wrote `--at 2026-01-01` believed the answer was for that day."""
+    for option, value, default in (
+        ("--at", at, "peak"),
+        ("--prometheus-selector", selector, ""),
+        ("--server-label", label, "instance"),
+    ):
+        if value != default:
+            raise ConfigError(
+                f"{option} goes with --from-prometheus; with --demand it means nothing",
+                field=option,
+                value=value,
+            )

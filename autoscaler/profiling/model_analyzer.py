@@ -220,6 +220,14 @@ def read_csv(
                     file=path,
                     value=",".join(cells[len(header) :]),
                 )
+            # fewer: a row cut short (a copy that stopped mid-line) read its missing
+            # latencies as "not measured" and became a profile point
+            if len(cells) < len(header):
+                raise ConfigError(
+                    f"line {i}: {len(cells)} cells, the header has {len(header)} "
+                    "(a row cut short?)",
+                    file=path,
+                )
             values = {k: c for k, c in zip(keys, cells, strict=False) if k is not None}
             rows.append(Row(i, values))
     except csv.Error as exc:
