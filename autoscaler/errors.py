@@ -93,13 +93,14 @@ class CapacityError(AutoscalerError):
 
 
 def json_kind(v: Any) -> str:
-    """What a decoded JSON value is, in JSON's words, for an error about a peer's answer."""
+    """What a decoded JSON value is, in JSON's words and with its article ("an array",
+    "a number", "null"), for an error about a file's or a peer's answer."""
     if v is None:
         return "null"
     if isinstance(v, bool):
-        return "boolean"
+        return "a boolean"
     if isinstance(v, int | float):
-        return "number"
+        return "a number"
     if isinstance(v, dict):
-        return "object"
-    return "list" if isinstance(v, list) else "string"
+        return "an object"
+    return "an array" if isinstance(v, list | tuple) else "a string"

@@ -233,23 +233,23 @@ HEADER = {"schema_version": 1, "healthy": True, "health": "ok", "now": 100.0, "u
     ("body", "needle"),
     [
         (b"not json <html>", "not JSON"),
-        (b"[1, 2, 3]", "a JSON list, not an object"),
-        (b"null", "a JSON null, not an object"),
+        (b"[1, 2, 3]", "an array (JSON), not an object"),
+        (b"null", "null (JSON), not an object"),
         (b'{"models": NaN}', "NaN is not a JSON number"),
         (b'{"healthy": true, "uptime_s": 1e999}', "out of range"),
         (b'{"healthy": true, "uptime_s": 1' + b"0" * 400 + b"}", "out of range"),
         (DEEP, "nested too deeply"),
         (b'{"models": ' + DEEP + b"}", "nested too deeply"),
         (json.dumps({"models": "x", "generated_at": "soon"}).encode(), "healthy is missing"),
-        (json.dumps({**HEADER, "models": "x"}).encode(), "models is a JSON string, not a list"),
-        (json.dumps({**HEADER, "models": [1, 2]}).encode(), "models[0] is a JSON number"),
+        (json.dumps({**HEADER, "models": "x"}).encode(), "models is a string, not an array"),
+        (json.dumps({**HEADER, "models": [1, 2]}).encode(), "models[0] is a number"),
         (
             json.dumps({**HEADER, "models": {"m": {"current_instances": "two"}}}).encode(),
-            "models is a JSON object, not a list",
+            "models is an object, not an array",
         ),
         (
             json.dumps({**HEADER, "models": [{"model": "m", "action": 5, "reason": {}}]}).encode(),
-            "models[0].reason is a JSON object, not a string",
+            "models[0].reason is an object, not a string",
         ),
         (
             json.dumps({**HEADER, "models": [{"model": "m", "action": "hold"}]}).encode(),
@@ -257,7 +257,7 @@ HEADER = {"schema_version": 1, "healthy": True, "health": "ok", "now": 100.0, "u
         ),
         (
             json.dumps({**HEADER, "models": [{"model": 7, "action": None}]}).encode(),
-            "models[0].model is a JSON number, not a string",
+            "models[0].model is a number, not a string",
         ),
         (
             json.dumps(
@@ -268,8 +268,8 @@ HEADER = {"schema_version": 1, "healthy": True, "health": "ok", "now": 100.0, "u
             ).encode(),
             "models[0].apply_in_flight.current_instances is missing",
         ),
-        (json.dumps({**HEADER, "uptime_s": None}).encode(), "uptime_s is a JSON null"),
-        (json.dumps({**HEADER, "telemetry": []}).encode(), "telemetry is a JSON list"),
+        (json.dumps({**HEADER, "uptime_s": None}).encode(), "uptime_s is null, not a number"),
+        (json.dumps({**HEADER, "telemetry": []}).encode(), "telemetry is an array, not an object"),
     ],
     ids=short,
 )
@@ -298,9 +298,12 @@ DECISION = {
     ("doc", "needle"),
     [
         (DEEP, "nested too deeply"),
-        ({**EXPLAIN, "model": None}, "model is a JSON null"),
-        ({**EXPLAIN, "decision": []}, "decision is a JSON list"),
-        ({**EXPLAIN, "decision": {**DECISION, "rule": 3}}, "decision.rule is a JSON number"),
+        ({**EXPLAIN, "model": None}, "model is null, not a string"),
+        ({**EXPLAIN, "decision": []}, "decision is an array, not an object"),
+        (
+            {**EXPLAIN, "decision": {**DECISION, "rule": 3}},
+            "decision.rule is a number, not a string",
+        ),
         (
             {**EXPLAIN, "decision": {**DECISION, "figures": {"loop": "open"}}},
             "decision.figures.sized_for_rps is missing",
@@ -376,14 +379,14 @@ def _range(result: Any) -> bytes:
 @pytest.mark.parametrize(
     ("body", "needle"),
     [
-        (b"[1, 2, 3]", "a JSON list, not an object"),
+        (b"[1, 2, 3]", "an array (JSON), not an object"),
         (DEEP, "nested too deeply"),
         (b'{"status": "success", "data": ' + DEEP + b"}", "nested too deeply"),
-        (b'{"status": "success", "data": [1]}', "'data' is a JSON list, not an object"),
+        (b'{"status": "success", "data": [1]}', "'data' is an array, not an object"),
         (b'{"hello": 1}', "'status' is None, not 'success' or 'error'"),
-        (_range([1, "x"]), "data.result[0] is a JSON number, not a series"),
+        (_range([1, "x"]), "data.result[0] is a number, not a series"),
         (_range([{"metric": 5, "values": []}]), "data.result[0].metric is not"),
-        (_range([{"metric": {}, "values": 7}]), "data.result[0].values is a JSON"),
+        (_range([{"metric": {}, "values": 7}]), "data.result[0].values is a number, not an array"),
         (
             _range([{"metric": {"model": "m"}, "values": [["x", "y"]]}]),
             'data.result[0].values[0] is not a [time, "value"] pair',

@@ -230,7 +230,7 @@ def _parse(body: bytes) -> dict[str, Any]:
     except ValueError as exc:
         raise ValueError(f"not JSON ({exc})") from None
     if not isinstance(doc, dict):
-        raise ValueError(f"a JSON {json_kind(doc)}, not an object")
+        raise ValueError(f"{json_kind(doc)} (JSON), not an object")
     return doc
 
 
@@ -243,11 +243,11 @@ def _json(body: bytes) -> dict[str, Any]:
 
 
 _KINDS: dict[str, Callable[[Any], bool]] = {
-    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-    "string": lambda v: isinstance(v, str),
-    "boolean": lambda v: isinstance(v, bool),
-    "object": lambda v: isinstance(v, dict),
-    "list": lambda v: isinstance(v, list),
+    "a number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "a string": lambda v: isinstance(v, str),
+    "a boolean": lambda v: isinstance(v, bool),
+    "an object": lambda v: isinstance(v, dict),
+    "an array": lambda v: isinstance(v, list),
     "any": lambda v: True,
 }
 
@@ -288,92 +288,92 @@ class _Shape:
         if v is None and null:
             return None
         if not _KINDS[kind](v):
-            self.bad(path, f"is a JSON {json_kind(v)}, not a {kind}")
+            self.bad(path, f"is {json_kind(v)}, not {kind}")
         return v
 
     def obj(self, v: Any, where: str) -> dict[str, Any]:
         if not isinstance(v, dict):
-            self.bad(where, f"is a JSON {json_kind(v)}, not an object")
+            self.bad(where, f"is {json_kind(v)}, not an object")
         return v
 
     def header(self, doc: dict[str, Any]) -> None:
         for key in ("now", "last_tick_at"):
-            self.get(doc, key, "number", null=True)
-        self.get(doc, "uptime_s", "number")
-        self.get(doc, "healthy", "boolean", required=True)  # what every reply says first
-        tel = self.get(doc, "telemetry", "object", null=True) or {}
-        self.get(tel, "age_s", "number", "telemetry", null=True)
-        self.get(tel, "errors", "list", "telemetry", null=True)
+            self.get(doc, key, "a number", null=True)
+        self.get(doc, "uptime_s", "a number")
+        self.get(doc, "healthy", "a boolean", required=True)  # what every reply says first
+        tel = self.get(doc, "telemetry", "an object", null=True) or {}
+        self.get(tel, "age_s", "a number", "telemetry", null=True)
+        self.get(tel, "errors", "an array", "telemetry", null=True)
 
     def status(self, doc: dict[str, Any]) -> None:
         """`GET /status` (autoscaler/status.py: status_json)."""
         self.header(doc)
-        for i, m in enumerate(self.get(doc, "models", "list") or []):
+        for i, m in enumerate(self.get(doc, "models", "an array") or []):
             where = f"models[{i}]"
             m = self.obj(m, where)
-            self.get(m, "model", "string", where, required=True)
-            self.get(m, "reason", "string", where, null=True)
-            if self.get(m, "action", "string", where, null=True) is not None:
+            self.get(m, "model", "a string", where, required=True)
+            self.get(m, "reason", "a string", where, null=True)
+            if self.get(m, "action", "a string", where, null=True) is not None:
                 for key in ("current_instances", "desired_instances"):
-                    self.get(m, key, "number", where, required=True)
-                self.get(m, "rule", "string", where, required=True)
+                    self.get(m, key, "a number", where, required=True)
+                self.get(m, "rule", "a string", where, required=True)
             self.in_flight(m, where)
-        self.get(doc, "applies_in_flight", "list", null=True)
+        self.get(doc, "applies_in_flight", "an array", null=True)
 
     def explain(self, doc: dict[str, Any]) -> None:
         """`GET /status/MODEL` (autoscaler/status.py: model_status_json)."""
         self.header(doc)
-        self.get(doc, "model", "string", required=True)
-        d = self.get(doc, "decision", "object", null=True)
+        self.get(doc, "model", "a string", required=True)
+        d = self.get(doc, "decision", "an object", null=True)
         if d is not None:
             self.decision(d, "decision")
         self.in_flight(doc, "")
-        last = self.get(doc, "last_apply", "object", null=True)
+        last = self.get(doc, "last_apply", "an object", null=True)
         if last:
             for key in ("current_instances", "desired_instances", "rule", "ok", "error"):
                 self.get(last, key, "any", "last_apply", required=True)
-            self.get(last, "ended_at", "number", "last_apply", required=True, null=True)
-            self.get(last, "duration_s", "number", "last_apply", required=True)
-        for i, r in enumerate(self.get(doc, "recent", "list", null=True) or []):
+            self.get(last, "ended_at", "a number", "last_apply", required=True, null=True)
+            self.get(last, "duration_s", "a number", "last_apply", required=True)
+        for i, r in enumerate(self.get(doc, "recent", "an array", null=True) or []):
             where = f"recent[{i}]"
             r = self.obj(r, where)
-            self.get(r, "at", "number", where, null=True)
+            self.get(r, "at", "a number", where, null=True)
             for key in ("action", "rule"):
-                self.get(r, key, "string", where, required=True)
+                self.get(r, key, "a string", where, required=True)
             for key in ("current_instances", "desired_instances"):
-                self.get(r, key, "number", where, required=True)
-            self.get(r, "reason", "string", where, null=True)
+                self.get(r, key, "a number", where, required=True)
+            self.get(r, "reason", "a string", where, null=True)
 
     def in_flight(self, d: dict[str, Any], where: str) -> None:
-        f = self.get(d, "apply_in_flight", "object", where, null=True)
+        f = self.get(d, "apply_in_flight", "an object", where, null=True)
         if f:
             path = f"{where}.apply_in_flight" if where else "apply_in_flight"
             for key in ("current_instances", "desired_instances"):
                 self.get(f, key, "any", path, required=True)
-            self.get(f, "for_s", "number", path, required=True)
+            self.get(f, "for_s", "a number", path, required=True)
 
     def decision(self, d: dict[str, Any], where: str) -> None:
-        self.get(d, "model", "string", where, required=True)
+        self.get(d, "model", "a string", where, required=True)
         for key in ("action", "rule", "reason"):
-            self.get(d, key, "string", where, required=True)
+            self.get(d, key, "a string", where, required=True)
         for key in ("current_instances", "desired_instances"):
-            self.get(d, key, "number", where, required=True)
-        self.get(d, "at", "number", where, null=True)
-        for i, slot in enumerate(self.get(d, "placement", "list", where, null=True) or []):
+            self.get(d, key, "a number", where, required=True)
+        self.get(d, "at", "a number", where, null=True)
+        for i, slot in enumerate(self.get(d, "placement", "an array", where, null=True) or []):
             at = f"{where}.placement[{i}]"
             slot = self.obj(slot, at)
             for key in ("instances", "gpu"):
                 self.get(slot, key, "any", at, required=True)
-            self.get(slot, "free_gb_before", "number", at, required=True)
-        self.get(d, "details", "object", where, null=True)
-        f = self.get(d, "figures", "object", where, null=True)
+            self.get(slot, "free_gb_before", "a number", at, required=True)
+        self.get(d, "details", "an object", where, null=True)
+        f = self.get(d, "figures", "an object", where, null=True)
         if f:
             self.figures(f, f"{where}.figures")
 
     def figures(self, f: dict[str, Any], where: str) -> None:
         """What `figure_lines` reads of a decision's figures."""
-        self.get(f, "startup_source", "string", where, null=True)
-        self.get(f, "startup_samples", "number", where, null=True)
+        self.get(f, "startup_source", "a string", where, null=True)
+        self.get(f, "startup_samples", "a number", where, null=True)
         self.get(f, "loop", "any", where, required=True)
         for key in (
             "sized_for_rps",
@@ -384,15 +384,15 @@ class _Shape:
             "forecast_rps",
             "horizon_s",
         ):
-            self.get(f, key, "number", where, required=True)
-        p95 = self.get(f, "p95_ms", "object", where, null=True) or {}
+            self.get(f, key, "a number", where, required=True)
+        p95 = self.get(f, "p95_ms", "an object", where, null=True) or {}
         for n, ms in p95.items():
-            if ms is not None and not _KINDS["number"](ms):
-                self.bad(f"{where}.p95_ms.{n}", f"is a JSON {json_kind(ms)}, not a number")
+            if ms is not None and not _KINDS["a number"](ms):
+                self.bad(f"{where}.p95_ms.{n}", f"is {json_kind(ms)}, not a number")
         if p95:
-            self.get(f, "service_ms", "number", where, null=True)
-            self.get(f, "variability", "number", where, required=True)
-            self.get(f, "service_tail_ms", "number", where)
+            self.get(f, "service_ms", "a number", where, null=True)
+            self.get(f, "variability", "a number", where, required=True)
+            self.get(f, "service_tail_ms", "a number", where)
 
 
 # -- rendering --------------------------------------------------------------------------------

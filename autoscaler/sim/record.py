@@ -157,7 +157,7 @@ class RangeClient:
 def range_answer_problem(body: Any) -> str | None:
     """What is wrong with a decoded `/api/v1/query_range` answer, or None if nothing is."""
     if not isinstance(body, dict):
-        return f"a JSON {json_kind(body)}, not an object"
+        return f"{json_kind(body)} (JSON), not an object"
     status = body.get("status")
     if status == "error":
         return None  # RangeClient reports Prometheus' error (a query it refused)
@@ -165,7 +165,7 @@ def range_answer_problem(body: Any) -> str | None:
         return f"'status' is {status!r:.40}, not 'success' or 'error'"
     data = body.get("data", {})
     if not isinstance(data, dict):
-        return f"'data' is a JSON {json_kind(data)}, not an object"
+        return f"'data' is {json_kind(data)}, not an object"
     result = data.get("result", [])
     if not isinstance(result, list):
         return None  # not a matrix: RangeClient reads it as no series
@@ -179,14 +179,14 @@ def range_answer_problem(body: Any) -> str | None:
 def _series_problem(series: Any, where: str) -> str | None:
     """What is wrong with one series of a range query's answer, or None."""
     if not isinstance(series, dict):
-        return f"{where} is a JSON {json_kind(series)}, not a series"
+        return f"{where} is {json_kind(series)}, not a series"
     metric, values = series.get("metric", {}), series.get("values", [])
     if not isinstance(metric, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in metric.items()
     ):
         return f"{where}.metric is not an object of label names and values"
     if not isinstance(values, list):
-        return f"{where}.values is a JSON {json_kind(values)}, not a list"
+        return f"{where}.values is {json_kind(values)}, not an array"
     for j, point in enumerate(values):
         if not _is_point(point):
             return f'{where}.values[{j}] is not a [time, "value"] pair: {point!r:.80}'

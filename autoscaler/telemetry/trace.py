@@ -21,7 +21,7 @@ from typing import IO, Any, TypeVar
 
 from autoscaler import __version__
 from autoscaler._frozen import maker
-from autoscaler.errors import ConfigError
+from autoscaler.errors import ConfigError, json_kind
 from autoscaler.telemetry.snapshot import (
     GpuSample,
     InstanceGroup,
@@ -200,7 +200,7 @@ def _at(where: str, conv: Callable[[Any], _T], v: Any) -> _T:
 
 def _obj(v: Any, where: str) -> Mapping[str, Any]:
     if not isinstance(v, Mapping):
-        raise _FieldError(f"expected a JSON object, got {_json_type(v)} (field '{where or '.'}')")
+        raise _FieldError(f"expected a JSON object, got {json_kind(v)} (field '{where or '.'}')")
     return v
 
 
@@ -211,16 +211,13 @@ def _key(d: Mapping[str, Any], key: str, where: str) -> Any:
     return d[key]
 
 
-def _json_type(v: Any) -> str:
-    names = {list: "an array", dict: "an object", str: "a string", bool: "a boolean"}
-    return names.get(type(v), "null" if v is None else "a number")
 
 
 def _strs(xs: Any) -> tuple[str, ...]:
     """A JSON array of strings. A string is iterable too: "errors": "x" read as ("x",)
     one character at a time."""
     if not isinstance(xs, list | tuple):
-        raise ValueError(f"expected a JSON array of strings, got {_json_type(xs)}")
+        raise ValueError(f"expected a JSON array of strings, got {json_kind(xs)}")
     return tuple(str(x) for x in xs)
 
 
@@ -257,7 +254,7 @@ def _startups(v: Any) -> dict[str, tuple[float, ...]] | None:
     for name, xs in _at("startups_s", _items, _obj(v, "startups_s")):
         w = f"startups_s.{name}"
         if not isinstance(xs, list):
-            raise _FieldError(f"expected an array of seconds, got {_json_type(xs)} (field '{w}')")
+            raise _FieldError(f"expected an array of seconds, got {json_kind(xs)} (field '{w}')")
         got = tuple(_at(f"{w}[{i}]", _float, x) for i, x in enumerate(xs))
         if not all(math.isfinite(x) and x >= 0.0 for x in got):
             raise _FieldError(f"start-ups are seconds, finite and ≥ 0 (field '{w}')")
@@ -304,7 +301,7 @@ def _whole(v: Any) -> int:
 def _ready(v: Any) -> bool:
     # bool("no") is True: a string here was read as a ready model
     if not isinstance(v, bool):
-        raise ValueError(f"expected true or false, got {_json_type(v)}")
+        raise ValueError(f"expected true or false, got {json_kind(v)}")
     return v
 
 
@@ -392,7 +389,7 @@ def _kind(v: Any) -> str:
 
 def _gpu_list(xs: Any) -> tuple[int, ...]:
     if not isinstance(xs, list | tuple):
-        raise ValueError(f"expected a JSON array of GPU indexes, got {_json_type(xs)}")
+        raise ValueError(f"expected a JSON array of GPU indexes, got {json_kind(xs)}")
     return tuple(_whole(x) for x in xs)
 
 
