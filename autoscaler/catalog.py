@@ -128,10 +128,16 @@ def validation_error(exc: ValidationError, file: Path | str, prefix: str = "") -
     # discriminated unions put the tag in the path ("model.optimum..."): drop it
     if loc and loc[0] in PROFILE_KINDS:
         loc = loc[1:]
-    field_path = ".".join(([prefix] if prefix else []) + loc) or None
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
+    if err["type"] == "model_type":  # "... or instance of TritonSection": our class name
+        msg = "must be a mapping of its fields (key: value lines), not a single value or list"
+    # a dict key's error ends in "[key]": "counters.nope.[key]" named the key twice
+    if loc and loc[-1] == "[key]":
+        loc = loc[:-1]
+        msg = f"unknown key: {msg[:1].lower()}{msg[1:]}"
+    field_path = ".".join(([prefix] if prefix else []) + loc) or None
     value = err.get("input")
     if isinstance(value, float) and math.isnan(value) and err["type"] in _BOUNDS:
         # NaN fails every comparison, so pydantic names whichever bound it tried first:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_cli_contract import cli  # the CLI in-process: exit code, stdout, stderr
+from tests.test_cli_contract import cli, write_config  # cli: in-process; code, out, err
 
 START, END = "2026-01-01T00:00:00Z", "2026-01-01T00:10:00Z"
 
@@ -451,3 +451,34 @@ def test_size_refuses_prometheus_options_without_from_prometheus(flags: list[str
     code, _, err = cli("size", "--demand", "nemo-gpt-5b=16", *flags)
     assert code == 2
     one_clear_line(err, f"option '{flags[0]}'", "goes with --from-prometheus")
+
+
+@pytest.mark.parametrize(
+    ("sections", "field", "needle"),
+    [
+        # "Input should be a valid dictionary or instance of TritonSection": a class name
+        ({"triton": None}, "'triton'", "must be a mapping of its fields"),
+        ({"models": {"nemo-gpt-5b": "fast"}}, "'models.nemo-gpt-5b'", "must be a mapping"),
+        # "counters.nope.[key]" named the key twice
+        (
+            {
+                "telemetry": {
+                    "gpus": "none",
+                    "models": "prometheus",
+                    "prometheus_url": "http://127.0.0.1:9090",
+                    "prometheus": {"triton": {"counters": {"nope": "x"}}},
+                }
+            },
+            "'telemetry.prometheus.triton.counters.nope'",
+            "unknown key",
+        ),
+    ],
+)
+def test_config_errors_speak_of_the_file_not_the_code(
+    tmp_path: Path, sections: dict[str, Any], field: str, needle: str
+) -> None:
+    cfg = write_config(tmp_path / "c.yaml", **sections)
+    code, _, err = cli("validate", str(cfg))
+    assert code == 2
+    one_clear_line(err, f"field {field}", needle)
+    assert "instance of" not in err and "[key]" not in err

@@ -184,7 +184,7 @@ def test_config_query_and_label_overrides_reach_both_sources() -> None:
         ),
         (
             {"triton": {"counters": {"request_sucess": "x{__SEL__}"}}},
-            "telemetry.prometheus.triton.counters.request_sucess.[key]",
+            "telemetry.prometheus.triton.counters.request_sucess",
             "request_success",
         ),
         ({"dcgm": {"index_label": "gpu-index"}}, "telemetry.prometheus.dcgm.index_label", "label"),
