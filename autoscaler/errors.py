@@ -78,6 +78,8 @@ _REPR.maxlevel = 3
 
 
 def _shown(value: Any) -> str:
+    if value is None or isinstance(value, bool):  # as the YAML or JSON file wrote it
+        return "null" if value is None else str(value).lower()
     text = _REPR.repr(value)
     return text if len(text) <= VALUE_SHOWN_CHARS else text[:VALUE_SHOWN_CHARS] + "…"
 

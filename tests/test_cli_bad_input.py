@@ -482,3 +482,5 @@ def test_config_errors_speak_of_the_file_not_the_code(
     assert code == 2
     one_clear_line(err, f"field {field}", needle)
     assert "instance of" not in err and "[key]" not in err
+    if sections.get("triton", {}) is None:
+        assert "(got null)" in err  # as YAML wrote it, not Python's None
