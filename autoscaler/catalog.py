@@ -121,10 +121,16 @@ def _check_expanded_size(doc: Any, file: Path | str, field: str | None) -> None:
 _BOUNDS = frozenset(("less_than", "less_than_equal", "greater_than", "greater_than_equal"))
 
 
-def validation_error(exc: ValidationError, file: Path | str, prefix: str = "") -> ConfigError:
-    """Turn pydantic's first error into one line naming file, field, value and rule."""
+_NO_DOC = object()  # validation_error without the document: pydantic's path as it is
+
+
+def validation_error(
+    exc: ValidationError, file: Path | str, prefix: str = "", doc: Any = _NO_DOC
+) -> ConfigError:
+    """Turn pydantic's first error into one line naming file, field, value and rule;
+    `doc`, the document validated, names the field as the file wrote it (below)."""
     err = exc.errors(include_url=False)[0]
-    loc = [str(p) for p in err["loc"]]
+    loc = _as_written(err["loc"], doc) if doc is not _NO_DOC else [str(p) for p in err["loc"]]
     # discriminated unions put the tag in the path ("model.optimum..."): drop it
     if loc and loc[0] in PROFILE_KINDS:
         loc = loc[1:]
@@ -134,8 +140,8 @@ def validation_error(exc: ValidationError, file: Path | str, prefix: str = "") -
     if err["type"] == "model_type":  # "... or instance of TritonSection": our class name
         msg = "must be a mapping of its fields (key: value lines), not a single value or list"
     # a dict key's error ends in "[key]": "counters.nope.[key]" named the key twice
-    if loc and loc[-1] == "[key]":
-        loc = loc[:-1]
+    if err["loc"] and err["loc"][-1] == "[key]":
+        loc = loc[:-1] if loc and loc[-1] == "[key]" else loc
         msg = f"unknown key: {msg[:1].lower()}{msg[1:]}"
     field_path = ".".join(([prefix] if prefix else []) + loc) or None
     value = err.get("input")
@@ -153,6 +159,39 @@ def validation_error(exc: ValidationError, file: Path | str, prefix: str = "") -
     if isinstance(value, dict):  # a whole mapping is not a helpful "value"
         return ConfigError(msg, file=file, field=field_path)
     return ConfigError(msg, file=file, field=field_path, value=value)
+
+
+def _as_written(loc: tuple[int | str, ...], doc: Any) -> list[str]:
+    """The path of `loc` through `doc`, leaving out what the file did not write: the tag
+    pydantic puts in the path of a tagged union's member ("users.week.week.peak_hour"
+    for `users: {week: {peak_hour: 24}}`, "users.number" for `users: -4`,
+    "workload.closed.rate" for a workload of kind closed). A segment that names a key
+    of the document is still a tag where the next one is a key beside it, not in it
+    (`users: {points: [...], diurnal: ...}`: "users.points.diurnal" is users.diurnal).
+    The last segment stays where it is missing from a mapping: a missing or unknown
+    field."""
+    out: list[str] = []
+    node = doc
+    for i, part in enumerate(loc):
+        nxt = loc[i + 1] if i + 1 < len(loc) else None
+        if _has(node, part) and not (
+            nxt is not None and _has(node, nxt) and not _has(_at(node, part), nxt)
+        ):
+            node = _at(node, part)
+        elif i < len(loc) - 1 or part == "[key]" or not isinstance(node, dict):
+            continue  # a tag, or pydantic's marker of a dict key
+        out.append(str(part))
+    return out
+
+
+def _has(node: Any, part: int | str) -> bool:
+    if isinstance(node, dict):
+        return part in node
+    return isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+
+
+def _at(node: Any, part: int | str) -> Any:
+    return node[part] if _has(node, part) else None
 
 
 def parse_profile(
@@ -175,7 +214,7 @@ def parse_profile(
     try:
         return _PROFILE.validate_python(doc)
     except ValidationError as exc:
-        raise validation_error(exc, where) from exc
+        raise validation_error(exc, where, doc=doc) from exc
 
 
 @dataclass

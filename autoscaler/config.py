@@ -368,7 +368,7 @@ def parse_config(data: Any, source: str | Path = "<config>") -> DaemonConfig:
     try:
         return DaemonConfig.model_validate(data)
     except ValidationError as exc:
-        raise validation_error(exc, source) from exc
+        raise validation_error(exc, source, doc=data) from exc
 
 
 def load_config(path: Path) -> DaemonConfig:

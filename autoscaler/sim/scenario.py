@@ -322,7 +322,7 @@ def load_scenario(path: Path) -> Scenario:
     try:
         scn = Scenario.model_validate(data)
     except ValidationError as exc:
-        raise validation_error(exc, path) from exc
+        raise validation_error(exc, path, doc=data) from exc
     check_policies(scn, path)
     return scn
 
