@@ -132,7 +132,7 @@ def validation_error(
     err = exc.errors(include_url=False)[0]
     loc = _as_written(err["loc"], doc) if doc is not _NO_DOC else [str(p) for p in err["loc"]]
     # discriminated unions put the tag in the path ("model.optimum..."): drop it
-    if loc and loc[0] in PROFILE_KINDS:
+    if doc is _NO_DOC and loc and loc[0] in PROFILE_KINDS:
         loc = loc[1:]
     msg = err["msg"]
     if msg.startswith("Value error, "):
