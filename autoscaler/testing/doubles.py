@@ -102,6 +102,10 @@ class ScriptedCluster:
                 # spread instances round-robin: enough for a double
                 for k in range(n):
                     used[k % self.gpus] += self.memory_gb.get(name, 0.0)
+            if max(used) > self.gpu_memory_gb:  # a read no GPU gives: the daemon refuses it
+                raise ValueError(
+                    f"scripted GPUs overfilled: {max(used):.2f} GB used of {self.gpu_memory_gb}"
+                )
             gpus = tuple(
                 GpuSample(
                     index=i,
