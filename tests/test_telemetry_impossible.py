@@ -86,3 +86,37 @@ def test_replay_holds_scale_ups_on_a_gpu_read_listing_a_gpu_twice() -> None:
     assert not any(d["action"] == "scale_up" for d in seen)
     held = [d for d in seen if d["rule"] == "gpu_telemetry"]
     assert held and all("GPU read refused: GPU 0 " in d["reason"] for d in held)
+
+
+def test_observe_shows_a_refused_gpu_read_as_the_daemon_takes_it(tmp_path: Any) -> None:
+    """`observe` shows what the daemon would use: a read listing GPU 0 twice is no GPU
+    read (its error says why) and counts as a failed read; the recording keeps it."""
+    from autoscaler.commands.observe import _Latest, _loop, _Reads
+    from autoscaler.telemetry.trace import TraceWriter, read_trace
+    from autoscaler.telemetry.window import WindowSettings
+
+    class Doubled:
+        name = "doubled"
+
+        def collect(self, now: float) -> Snapshot:
+            return Snapshot(taken_at=now, gpus=(gpu(0), gpu(0)), models={}, sources=("x",))
+
+    shown: list[Snapshot] = []
+    reads = _Reads(models=True, gpus=True)
+    with TraceWriter(tmp_path / "t.jsonl") as writer:
+        _loop(
+            Doubled(),  # type: ignore[arg-type]
+            _Latest(Doubled()),  # type: ignore[arg-type]
+            WindowSettings(),
+            0.01,
+            2,
+            None,
+            lambda snap, _w: shown.append(snap),  # type: ignore[arg-type]
+            writer,
+            reads,
+        )
+    assert len(shown) == 2 and all(s.gpus is None for s in shown)
+    assert "GPU read refused: GPU 0 is listed twice" in shown[0].errors[-1]
+    assert reads.total == 2 and reads.good == 0 and "listed twice" in reads.last_error
+    recorded = read_trace(tmp_path / "t.jsonl").snapshots
+    assert [len(s.gpus or ()) for s in recorded] == [2, 2]

@@ -52,7 +52,13 @@ from autoscaler.telemetry.base import (
     gpu_source,
     model_source,
 )
-from autoscaler.telemetry.snapshot import GpuSample, ModelSample, ModelWindow, Snapshot
+from autoscaler.telemetry.snapshot import (
+    GpuSample,
+    ModelSample,
+    ModelWindow,
+    Snapshot,
+    with_gpus_checked,
+)
 from autoscaler.telemetry.window import WindowSettings, derive
 
 if TYPE_CHECKING:
@@ -405,9 +411,10 @@ def _loop(
     for _ in cadence(interval, ticks, duration):
         now = time.time()
         snap = collector.collect(now)
-        reads.count(snap)
         if writer is not None:
-            writer.write(snap)
+            writer.write(snap)  # the read as it came
+        snap = with_gpus_checked(snap)  # what the daemon would use (docs/telemetry.md)
+        reads.count(snap)
         history.append(snap)
         # keep one window plus a margin so the newest read at or before the
         # window's start is still there
