@@ -50,6 +50,9 @@ def gpu(
         ((gpu(0, util=None), gpu(1, util=math.nan)), ""),  # utilisation not measured
         ((gpu(0, used=80, free=0), gpu(1, util=1.0)), ""),  # full, busy: still possible
         ((gpu(0), gpu(0)), "GPU 0 is listed twice"),
+        # index not known (-1, DCGM without its `gpu` label): the UUID tells them apart
+        ((dataclasses.replace(gpu(-1), uuid="a"), dataclasses.replace(gpu(-1), uuid="b")), ""),
+        ((dataclasses.replace(gpu(-1), uuid="a"),) * 2, "GPU a is listed twice"),
         ((gpu(0, host="a"), gpu(0, host="a")), "GPU 0 on a is listed twice"),
         ((gpu(1, used=-5),), "GPU 1: negative memory"),
         ((gpu(0, free=-1),), "negative memory"),

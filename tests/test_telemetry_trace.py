@@ -88,6 +88,15 @@ SNAPS = [
         models={"nemo-gpt-5b": model(24, 26.4e6)},
         startups_s={"nemo-gpt-5b": (8.25, 7.5)},  # the daemon's measured start-ups
     ),
+    Snapshot(  # DCGM series without their `gpu` label: index -1, "not known"
+        taken_at=110.0,
+        gpus=(
+            dataclasses.replace(GPU, index=-1, uuid="GPU-a"),
+            dataclasses.replace(GPU, index=-1, uuid="GPU-b"),
+        ),
+        models={"nemo-gpt-5b": model(30, 33e6)},
+        sources=("triton", "prometheus"),
+    ),
 ]
 
 
@@ -328,12 +337,12 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
             lambda d: d["models"]["nemo-gpt-5b"].update(ready="no"),
             "expected true or false, got a string (field 'models.nemo-gpt-5b.ready')",
         ),
-        # int() read 1.5 as GPU 1 and -1 as a GPU index
+        # int() read 1.5 as GPU 1 and -2 as a GPU index (-1 is "not known": read below)
         (
             lambda d: d["gpus"][0].update(index=1.5),
             "not a whole number: 1.5 (field 'gpus[0].index')",
         ),
-        (lambda d: d["gpus"][0].update(index=-1), "negative: -1 (field 'gpus[0].index')"),
+        (lambda d: d["gpus"][0].update(index=-2), "negative: -2 (field 'gpus[0].index')"),
         (
             lambda d: d["gpus"][0].update(memory_free_bytes=-5),
             "negative: -5 (field 'gpus[0].memory_free_bytes')",

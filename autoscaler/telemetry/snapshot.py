@@ -14,7 +14,7 @@ from functools import cached_property
 
 @dataclass(frozen=True)
 class GpuSample:
-    index: int
+    index: int  # -1: not known (a DCGM series without its `gpu` label)
     uuid: str
     name: str
     memory_total_bytes: int
@@ -207,12 +207,17 @@ def gpu_read_problem(gpus: tuple[GpuSample, ...]) -> str:
     there. Such a read comes from a broken exporter or a hand-edited trace; the daemon
     treats it as no GPU read at all (never overfill a GPU on data it cannot trust).
     """
-    seen: set[tuple[str, int]] = set()
+    seen: set[tuple[str, int | str]] = set()
     for g in gpus:
-        on = f"GPU {g.index}" + (f" on {g.hostname}" if g.hostname else "")
-        if (g.hostname, g.index) in seen:
+        on = f"GPU {g.index if g.index >= 0 else g.uuid}" + (
+            f" on {g.hostname}" if g.hostname else ""
+        )
+        # an index below 0 is not known (a DCGM series without its `gpu` label): the UUID
+        # tells those GPUs apart
+        key = (g.hostname, g.index if g.index >= 0 else g.uuid)
+        if key in seen:
             return f"{on} is listed twice"
-        seen.add((g.hostname, g.index))
+        seen.add(key)
         if min(g.memory_total_bytes, g.memory_used_bytes, g.memory_free_bytes) < 0:
             return f"{on}: negative memory (total, used, free must be ≥ 0 bytes)"
         if g.memory_total_bytes > MAX_GPU_MEMORY_GB * 1e9:

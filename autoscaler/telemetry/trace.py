@@ -211,8 +211,6 @@ def _key(d: Mapping[str, Any], key: str, where: str) -> Any:
     return d[key]
 
 
-
-
 def _strs(xs: Any) -> tuple[str, ...]:
     """A JSON array of strings. A string is iterable too: "errors": "x" read as ("x",)
     one character at a time."""
@@ -268,9 +266,12 @@ def _gpu(v: Any, w: str) -> GpuSample:
     def whole(key: str) -> int:
         return _at(w + key, _whole, _key(g, key, w))
 
+    def gpu_index(v: Any) -> int:
+        return -1 if v == -1 and not isinstance(v, bool) else _whole(v)  # -1: not known
+
     proc = g.get("process_memory_bytes")
     return GpuSample(
-        index=whole("index"),
+        index=_at(w + "index", gpu_index, _key(g, "index", w)),
         uuid=str(_key(g, "uuid", w)),
         name=str(g.get("name", "")),
         memory_total_bytes=whole("memory_total_bytes"),
@@ -463,7 +464,8 @@ def _fast_gpu(g: dict[str, Any]) -> GpuSample:
     if (
         not _INT.issuperset(map(type, (out.index, out.memory_total_bytes, out.memory_used_bytes)))
         or type(out.memory_free_bytes) is not int
-        or min(out.index, out.memory_total_bytes, out.memory_used_bytes, out.memory_free_bytes) < 0
+        or out.index < -1  # -1: not known
+        or min(out.memory_total_bytes, out.memory_used_bytes, out.memory_free_bytes) < 0
         or not _STR.issuperset(map(type, (out.uuid, out.name, out.hostname)))
         or not _FLOAT_OR_NONE.issuperset((type(out.utilization),))
         or not _INT_OR_NONE.issuperset((type(out.process_memory_bytes),))
