@@ -130,10 +130,9 @@ def validation_error(
     """Turn pydantic's first error into one line naming file, field, value and rule;
     `doc`, the document validated, names the field as the file wrote it (below)."""
     err = exc.errors(include_url=False)[0]
+    # with the document, a tagged union's tag ("model.optimum..." for a profile of kind
+    # model) is left out of the path (_as_written)
     loc = _as_written(err["loc"], doc) if doc is not _NO_DOC else [str(p) for p in err["loc"]]
-    # discriminated unions put the tag in the path ("model.optimum..."): drop it
-    if doc is _NO_DOC and loc and loc[0] in PROFILE_KINDS:
-        loc = loc[1:]
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]

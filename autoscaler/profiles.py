@@ -28,7 +28,7 @@ NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 class Strict(StrictModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
 
 class SourceKind(StrEnum):

@@ -18,7 +18,7 @@ LabelName = Annotated[str, Field(max_length=200), AfterValidator(check_label_nam
 class FleetSection(StrictModel):
     """The daemons' own series in one Prometheus (docs/fleet.md)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
     # checked as telemetry.prometheus_url is: "nope" passed `validate` here
     prometheus_url: (

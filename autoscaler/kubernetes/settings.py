@@ -37,7 +37,7 @@ UNLIMITED_STEP = 1024
 
 
 class DeploymentSettings(StrictModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
     model: Name = Field(description="the model the Deployment's pods serve (a key of `models`)")
     instances_per_pod: Annotated[int, Field(ge=1, le=64)] = Field(
@@ -52,7 +52,7 @@ class DeploymentSettings(StrictModel):
 class KubernetesSection(StrictModel):
     """Deployments whose pods KEDA or an HPA scales on `triton_autoscaler_desired_replicas`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
     namespace: Namespace = Field(
         default="default", description="namespace of the Deployments (and generated objects)"

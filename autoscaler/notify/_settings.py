@@ -43,7 +43,7 @@ NotifierName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", max_lengt
 
 
 class _Strict(StrictModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
 
 class _Common(_Strict):

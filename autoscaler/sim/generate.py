@@ -34,7 +34,7 @@ NonNeg = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 class _Strict(StrictModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
 
 # Generated values above this are input errors (tokens, seconds, requests/s alike).

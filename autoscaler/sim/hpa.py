@@ -62,7 +62,7 @@ if TYPE_CHECKING:
 class HpaSettings(StrictModel):
     """The HPA's knobs, with Kubernetes' defaults (and a GPU-utilisation target)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
     # average GPU utilisation per ready instance to aim for (kubectl autoscale's 80 %)
     target_utilization: Annotated[float, Field(gt=0, le=1)] = 0.8

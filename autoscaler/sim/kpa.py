@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 class KpaSettings(StrictModel):
     """Knative's config-autoscaler keys that matter here, with Knative's defaults."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
     # container-concurrency-target-percentage: 70 %
     target_utilization: Annotated[float, Field(gt=0, le=1)] = 0.7

@@ -73,7 +73,7 @@ FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class _Strict(StrictModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
 
 class PointsSpec(_Strict):
