@@ -11,15 +11,25 @@
 2. The busiest shipped scenario, `week-noisy` (24 simulated hours, ≈ 1 M
    token-sized requests, a tick every 5 s): wall time of `run_policy` for each
    policy, and of `resolve_scenario` (generating the requests and the warm start).
+3. Reading a production-sized request trace: an Azure-format file (clock times with
+   microseconds and a zone, two token counts) of a million rows, as a week of Azure's
+   2024 traces holds millions, read by `read_request_trace` in a process of its own:
+   wall time and the peak memory it added.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
+import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -185,6 +195,55 @@ def busiest_day(quick: bool) -> dict[str, Any]:
     }
 
 
+# Read in a child, its peak memory taken from VmHWM (the high-water mark of its own
+# address space, which exec starts afresh; ru_maxrss carries the forking parent's over).
+_READ_CHILD = """
+import json, sys, time
+from pathlib import Path
+from autoscaler.sim.traces import read_request_trace
+def hwm_kb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+before = hwm_kb()
+t0 = time.perf_counter()
+f = read_request_trace(Path(sys.argv[1]))
+wall = time.perf_counter() - t0
+print(json.dumps({"rows": sum(len(r) for r in f.models.values()), "wall_s": wall,
+                  "peak_added_mb": (hwm_kb() - before) / 1024}))
+"""
+
+
+def read_trace(rows: int) -> dict[str, Any]:
+    """`rows` Azure-format requests at ~10 req/s (exponential gaps, lognormal tokens)
+    written to a temporary file, then read in a child process."""
+    rng = np.random.default_rng(7)
+    gaps = rng.exponential(0.1, rows)
+    inp = rng.lognormal(6.5, 1.0, rows).astype(int)
+    out = rng.lognormal(5.0, 0.8, rows).astype(int)
+    t0 = datetime(2024, 5, 10, tzinfo=UTC)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "azure.csv"
+        with path.open("w") as f:
+            f.write("TIMESTAMP,ContextTokens,GeneratedTokens\n")
+            t = 0.0
+            for g, i, o in zip(gaps.tolist(), inp.tolist(), out.tolist(), strict=True):
+                t += g
+                f.write(f"{(t0 + timedelta(seconds=t)).isoformat(sep=' ')},{i},{o}\n")
+        size_mb = path.stat().st_size / 1e6
+        child = subprocess.run(
+            [sys.executable, "-c", _READ_CHILD, str(path)],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        )
+    got = json.loads(child.stdout)
+    if got["rows"] != rows:
+        raise RuntimeError(f"read {got['rows']} rows of {rows}")
+    return {"rows": rows, "file_mb": round(size_mb, 1), **got}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench requests", description=__doc__)
     p.add_argument("--quick", action="store_true", help="short runs: checks the bench runs")
@@ -197,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
         rows = per_request(dur)
         say("requests: the busiest scenario under each policy …")
         day = busiest_day(a.quick)
+        n_rows = 100_000 if a.quick else 1_000_000
+        say(f"requests: reading a request trace of {n_rows:,} rows …")
+        read = read_trace(n_rows)
     # the goal is the engine's per-request cost at a steady 50 req/s open loop; the code
     # bursts (a few req/s on average: per-tick costs weigh) and the closed loop compare
     figures = [
@@ -226,6 +288,16 @@ def main(argv: list[str] | None = None) -> int:
             + f"; generating the requests and the warm start: {day['resolve_s']} s",
         )
     )
+    figures.append(
+        Figure(
+            f"reading an Azure-format request trace of {read['rows']:,} rows "
+            f"({read['file_mb']:g} MB)",
+            round(read["wall_s"], 2),
+            "s",
+            note=f"{read['wall_s'] / read['rows'] * 1e6:.1f} µs a row; peak memory added "
+            f"{read['peak_added_mb']:.0f} MB",
+        )
+    )
     method = (
         "One run each, in one process, no warm-up. (1) CPU time of this process "
         "(time.process_time: the simulator is single-threaded, and on a shared machine wall "
@@ -235,7 +307,11 @@ def main(argv: list[str] | None = None) -> int:
         "time (and CPU) of "
         "resolve_scenario of simulations/scenarios/week-noisy.yaml (generating its "
         "requests, finding the warm start), then run_policy (the live daemon tick every "
-        "5 s) once per policy. Contention: cores other processes kept busy meanwhile."
+        "5 s) once per policy. (3) wall "
+        "time of read_request_trace over a generated Azure-format file (clock times with "
+        "microseconds and a zone, ~10 req/s), in a child process, and its peak resident "
+        "memory (VmHWM) less what it held before reading. Contention: cores other "
+        "processes kept busy meanwhile."
     )
     path = write_result(
         "requests",
@@ -245,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         figures=figures,
         settings={"quick": a.quick, "per_request_duration_s": dur},
         contention=cont.result(),
-        details={"per_request": rows, "busiest_day": day},
+        details={"per_request": rows, "busiest_day": day, "read_trace": read},
         machine=machine,
         started=started,
     )

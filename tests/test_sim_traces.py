@@ -189,6 +189,10 @@ def test_our_csv_and_json_forms(tmp_path: Path) -> None:
         ),
         ('{"time": 1, "output_tokens": 3}\n[1, 2]\n', ".jsonl", ["t.jsonl:2", "JSON object"]),
         ("", ".csv", ["empty"]),
+        # a row with fewer cells than the header, and the line counted past a blank one
+        ("time,model,output_tokens\n1,a\n", ".csv", ["t.csv:2", "'output_tokens'", "missing"]),
+        ("time,output_tokens\n\n1,x\n", ".csv", ["t.csv:3", "not a token count"]),
+        ("time,output_tokens\n1,-4\n", ".csv", ["t.csv:2", "not a token count", "-4"]),
         ("time,output_tokens\n-3,4\n", ".csv", ["before the trace's start", "≥ 0"]),
         (
             '{"timestamp": 0, "input_length": 10}\n',
@@ -385,3 +389,48 @@ def test_rounded_times_are_recognised() -> None:
     assert rounded_times(seconds) is None
     assert rounded_times(Requests(np.array([1.0]))) is None
     assert rounded_times(Requests(np.zeros(50))) is None  # one instant: no grid to name
+
+
+def test_unreadable_files_are_one_error(tmp_path: Path) -> None:
+    """Bytes that are not UTF-8 past the first rows (the file is streamed), a directory,
+    a missing file: each one ConfigError naming the file."""
+    late = tmp_path / "late.csv"
+    late.write_bytes(b"time,output_tokens\n" + b"1,2\n" * 5000 + b"2,\xff\xfe\n")
+    for path, needle in [
+        (late, "not a text file (UTF-8)"),
+        (tmp_path, "cannot read request trace"),
+        (tmp_path / "absent.csv", "cannot read request trace"),
+    ]:
+        with pytest.raises(ConfigError) as err:
+            read_request_trace(path)
+        assert needle in str(err.value) and str(path) in str(err.value), str(err.value)
+
+
+def test_spreadsheet_csv_blank_lines_and_lax_counts(tmp_path: Path) -> None:
+    """A CSV saved by a spreadsheet (a byte-order mark before the header, CRLF line ends,
+    blank lines) reads as the plain file does; counts written 12.0 or with spaces are the
+    whole numbers they say."""
+    p = tmp_path / "sheet.csv"
+    p.write_bytes(
+        "\ufeffTIMESTAMP,ContextTokens,GeneratedTokens\r\n"
+        "2024-05-10 00:00:00.5+00:00,12.0, 7 \r\n\r\n"
+        "2024-05-10 00:00:02+00:00,3,4\r\n".encode()
+    )
+    f = read_request_trace(p)
+    assert f.format == "azure"
+    r = f.models[ANY_MODEL]
+    assert r.t_s.tolist() == [0.0, 1.5]
+    assert r.input_tokens is not None and r.input_tokens.tolist() == [12, 3]
+    assert r.output_tokens is not None and r.output_tokens.tolist() == [7, 4]
+
+
+def test_a_file_is_read_once_until_it_changes(tmp_path: Path) -> None:
+    """A sweep resolves its scenario once per setting: the same unchanged file gives the
+    same requests without reading it again; a rewritten one is read anew."""
+    p = tmp_path / "t.csv"
+    p.write_text("time,output_tokens\n0,5\n1,6\n")
+    first = read_request_trace(p)
+    assert read_request_trace(p) is first
+    p.write_text("time,output_tokens\n0,5\n1,6\n2,7\n")
+    again = read_request_trace(p)
+    assert again is not first and again.models[ANY_MODEL].t_s.tolist() == [0.0, 1.0, 2.0]

@@ -34,13 +34,16 @@ field and what is allowed.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
-from collections.abc import Iterator, Mapping
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TextIO
 
 import numpy as np
 
@@ -102,6 +105,10 @@ def parse_time(raw: object, path: Path, line: int, field: str) -> tuple[float, b
     else:
         text = str(raw).strip()
         try:
+            # a clock time has a colon, a number never: no float() to fail first on
+            # every row of a trace stamped with clock times (Azure's)
+            if ":" in text:
+                raise ValueError(text)
             value = float(text)
         except ValueError:
             try:
@@ -126,6 +133,14 @@ def parse_time(raw: object, path: Path, line: int, field: str) -> tuple[float, b
 
 def parse_count(raw: object, path: Path, line: int, field: str) -> int:
     """A token count: a whole number ≥ 0."""
+    if type(raw) is str:  # a CSV cell: as int() reads it, else the checks below say why not
+        try:
+            n = int(raw)
+        except ValueError:
+            pass
+        else:
+            if n >= 0:
+                return n
     try:
         value = float(str(raw).strip()) if not isinstance(raw, int | float) else float(raw)
     except ValueError:
@@ -217,40 +232,54 @@ def _columns_for(header: list[str], path: Path) -> tuple[TraceFormat, _Columns]:
     )
 
 
-def _csv_rows(path: Path, text: str) -> tuple[list[str], Iterator[tuple[int, dict[str, object]]]]:
-    reader = csv.DictReader(text.splitlines())
-    header = [f.strip() for f in reader.fieldnames or []]
-    if not header:
+# A row as the reader sees it: its line, and the cells of the columns it reads (`_Columns`
+# order: time, model, input tokens, output tokens, service ms; None where absent).
+_Row = tuple[int, list[object]]
+
+
+def _wanted(cols: _Columns) -> list[str | None]:
+    return [cols.time, cols.model, cols.input_tokens, cols.output_tokens, cols.service_ms]
+
+
+def _csv_rows(
+    path: Path, lines: Iterable[str]
+) -> tuple[list[str], Callable[[_Columns], Iterator[_Row]]]:
+    """The header, and the rows' cells by position (csv.reader, not DictReader: a dict a
+    row cost about half of reading a multi-million-row trace)."""
+    reader = csv.reader(lines)
+    header = [f.strip() for f in next(reader, [])]
+    if not header or header == [""]:
         raise ConfigError("the request trace is empty", file=path, allowed=FORMATS_HELP)
-    reader.fieldnames = header
 
-    def rows() -> Iterator[tuple[int, dict[str, object]]]:
-        for r in reader:
-            yield reader.line_num, r
+    def rows(cols: _Columns) -> Iterator[_Row]:
+        at = [None if c is None else header.index(c) for c in _wanted(cols)]
+        for row in reader:
+            if not row:  # a blank line
+                continue
+            n = len(row)
+            yield reader.line_num, [None if i is None or i >= n else row[i] for i in at]
 
-    return header, rows()
+    return header, rows
 
 
-def _json_rows(path: Path, text: str) -> tuple[list[str], Iterator[tuple[int, dict[str, object]]]]:
-    stripped = text.strip()
-    records: list[tuple[int, object]] = []
-    if stripped.startswith("["):
+def _json_rows(
+    path: Path, lines: Iterable[str], first: str
+) -> tuple[list[str], Callable[[_Columns], Iterator[_Row]]]:
+    """JSON Lines (one object a line, read as they come) or one JSON list (read whole)."""
+    records: Iterator[tuple[int, object]]
+    if first == "[":
+        text = "".join(lines)
         try:
-            records = list(enumerate(json.loads(stripped), start=1))
+            records = iter(list(enumerate(json.loads(text), start=1)))
         except json.JSONDecodeError as exc:
             raise ConfigError(f"not JSON: {exc.msg}", file=_where(path, exc.lineno)) from None
     else:
-        for i, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append((i, json.loads(line)))
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"not JSON: {exc.msg}", file=_where(path, i)) from None
-    if not records:
+        records = _json_lines(path, lines)
+    head = next(records, None)
+    if head is None:
         raise ConfigError("the request trace is empty", file=path, allowed=FORMATS_HELP)
-    objects: list[tuple[int, dict[str, object]]] = []
-    for n, rec in records:
+
+    def obj(n: int, rec: object) -> Mapping[object, object]:
         if not isinstance(rec, Mapping):
             raise ConfigError(
                 "each request must be a JSON object",
@@ -258,28 +287,35 @@ def _json_rows(path: Path, text: str) -> tuple[list[str], Iterator[tuple[int, di
                 value=rec,
                 allowed=FORMATS_HELP,
             )
-        objects.append((n, {str(k): v for k, v in rec.items()}))
-    return list(objects[0][1]), iter(objects)
+        return rec
+
+    def rows(cols: _Columns) -> Iterator[_Row]:
+        want = _wanted(cols)
+        for n, rec in itertools.chain((head,), records):
+            o = obj(n, rec)
+            yield n, [None if c is None else o.get(c) for c in want]
+
+    return [str(k) for k in obj(*head)], rows
 
 
-def _trace_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read request trace: {exc.strerror}", file=path) from None
-    except UnicodeDecodeError:
-        raise ConfigError("not a text file (UTF-8)", file=path, allowed=FORMATS_HELP) from None
+def _json_lines(path: Path, lines: Iterable[str]) -> Iterator[tuple[int, object]]:
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            yield i, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"not JSON: {exc.msg}", file=_where(path, i)) from None
 
 
-def _cell(row: dict[str, object], col: str, path: Path, line: int) -> object:
+def _cell(raw: object, col: str, path: Path, line: int) -> object:
     """A row's value in column `col`; missing or blank is an error naming the line."""
-    raw = row.get(col)
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         raise ConfigError("missing value", file=_where(path, line), field=col, allowed=FORMATS_HELP)
     return raw
 
 
-def _time_origin(times: dict[str, list[float]], absolute: bool, path: Path, col: str) -> float:
+def _time_origin(times: Mapping[str, array[float]], absolute: bool, path: Path, col: str) -> float:
     """The time the trace's requests are counted from."""
     first = min(min(ts) for ts in times.values())
     # clock times (ISO 8601, or Unix seconds) start at the first request; seconds from
@@ -297,44 +333,77 @@ def _time_origin(times: dict[str, list[float]], absolute: bool, path: Path, col:
 
 
 def read_request_trace(path: Path) -> RequestFile:
-    """Every request of a trace file, per model, times relative to its first request."""
-    text = _trace_text(path)
-    is_json = path.suffix.lower() in (".json", ".jsonl", ".ndjson") or text.lstrip()[:1] in "[{"
-    header, rows = (_json_rows if is_json else _csv_rows)(path, text)
+    """Every request of a trace file, per model, times relative to its first request.
+
+    A file read before, unchanged since (the same size and modification time), is not
+    read again: a sweep resolves its scenario once per setting, and a production trace
+    of a week (Azure's 2024 ones: millions of rows) took ~5 µs a row each time.
+    """
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise ConfigError(f"cannot read request trace: {exc.strerror}", file=path) from None
+    return _read_once(path, st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=4)
+def _read_once(path: Path, _size: int, _mtime_ns: int) -> RequestFile:
+    try:
+        # utf-8-sig: a spreadsheet's CSV export begins with a byte-order mark, which
+        # would otherwise be part of the first column's name
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            return _read(path, f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read request trace: {exc.strerror}", file=path) from None
+    except UnicodeDecodeError:  # a ValueError, not an OSError: binary, or another encoding
+        raise ConfigError("not a text file (UTF-8)", file=path, allowed=FORMATS_HELP) from None
+
+
+def _read(path: Path, f: TextIO) -> RequestFile:
+    """The rows of an open trace file, streamed: per model, times and sizes are kept in
+    typed arrays (8 bytes a value, where a list of floats holds ~32), so a trace of
+    millions of rows is read in a few hundred MB, not in GB."""
+    start = f.read(4096)
+    f.seek(0)
+    first = start.lstrip()[:1]
+    is_json = path.suffix.lower() in (".json", ".jsonl", ".ndjson") or (first in "[{" and first)
+    header, rows = _json_rows(path, f, first) if is_json else _csv_rows(path, f)
     fmt, cols = _columns_for(header, path)
-    times: dict[str, list[float]] = {}
-    inputs: dict[str, list[int]] = {}
-    outputs: dict[str, list[int]] = {}
-    services: dict[str, list[float]] = {}
+    got: dict[str, _Got] = {}
     dropped = 0
     absolute = False
-    for line, row in rows:
-        t, stamped = parse_time(_cell(row, cols.time, path, line), path, line, cols.time)
+    for line, (t_raw, m_raw, in_raw, out_raw, svc_raw) in rows(cols):
+        t, stamped = parse_time(_cell(t_raw, cols.time, path, line), path, line, cols.time)
         if not stamped:
             t *= cols.seconds_per_unit
         absolute = absolute or stamped
-        model = str(_cell(row, cols.model, path, line)).strip() if cols.model else ANY_MODEL
+        model = str(_cell(m_raw, cols.model, path, line)).strip() if cols.model else ANY_MODEL
+        g = got.get(model)
+        if g is None:
+            g = got[model] = _Got()
         if cols.output_tokens:
             out = parse_count(
-                _cell(row, cols.output_tokens, path, line), path, line, cols.output_tokens
+                _cell(out_raw, cols.output_tokens, path, line), path, line, cols.output_tokens
             )
             if cols.failed_if_zero_output and out == 0:
                 dropped += 1
                 continue
-            outputs.setdefault(model, []).append(out)
+            g.output_tokens.append(out)
         if cols.input_tokens:
-            inputs.setdefault(model, []).append(
+            g.input_tokens.append(
                 parse_count(
-                    _cell(row, cols.input_tokens, path, line), path, line, cols.input_tokens
+                    _cell(in_raw, cols.input_tokens, path, line), path, line, cols.input_tokens
                 )
             )
         if cols.service_ms:
-            services.setdefault(model, []).append(
+            g.service_ms.append(
                 parse_service_ms(
-                    _cell(row, cols.service_ms, path, line), path, line, cols.service_ms
+                    _cell(svc_raw, cols.service_ms, path, line), path, line, cols.service_ms
                 )
             )
-        times.setdefault(model, []).append(t)
+        g.t_s.append(t)
+    # a model whose every row was a failed request has no times
+    times = {m: g.t_s for m, g in got.items() if g.t_s}
     if not times:
         raise ConfigError(
             "the request trace has no requests"
@@ -342,17 +411,43 @@ def read_request_trace(path: Path) -> RequestFile:
             file=path,
         )
     t0 = _time_origin(times, absolute, path, cols.time)
+    return RequestFile(path, fmt, _requests(got, cols, t0), dropped)
 
-    def arr(d: dict[str, list[int]] | dict[str, list[float]], m: str) -> np.ndarray | None:
-        return np.asarray(d[m]) if m in d else None
+
+def _requests(got: Mapping[str, _Got], cols: _Columns, t0: float) -> dict[str, Requests]:
+    """Each model's requests from its columns (the ones its file has), times from `t0`,
+    the arrays read-only: they are kept for the next read of the same file."""
+
+    def arr(a: array[Any], kept: str | None) -> np.ndarray | None:
+        return np.asarray(a) if kept else None
 
     models = {
         m: Requests.from_rows(
-            np.asarray(ts, dtype=float) - t0, arr(inputs, m), arr(outputs, m), arr(services, m)
+            np.asarray(g.t_s, dtype=float) - t0,
+            arr(g.input_tokens, cols.input_tokens),
+            arr(g.output_tokens, cols.output_tokens),
+            arr(g.service_ms, cols.service_ms),
         )
-        for m, ts in times.items()
+        for m, g in got.items()
+        if g.t_s
     }
-    return RequestFile(path, fmt, models, dropped)
+    for req in models.values():
+        for a in (req.t_s, req.input_tokens, req.output_tokens, req.service_ms):
+            if a is not None:
+                a.flags.writeable = False
+    return models
+
+
+class _Got:
+    """One model's rows as read so far, column by column (the columns its file has)."""
+
+    __slots__ = ("input_tokens", "output_tokens", "service_ms", "t_s")
+
+    def __init__(self) -> None:
+        self.t_s: array[float] = array("d")
+        self.input_tokens: array[int] = array("q")
+        self.output_tokens: array[int] = array("q")
+        self.service_ms: array[float] = array("d")
 
 
 # -- fitting a trace to a run ---------------------------------------------------------------
