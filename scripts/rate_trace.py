@@ -3,6 +3,12 @@
 
     python scripts/rate_trace.py AzureLLMInferenceTrace_conv.csv --model nemo-gpt-5b --factor 5
     python scripts/rate_trace.py requests.jsonl --bin 10 --out rates.csv
+    python scripts/rate_trace.py recorded.jsonl --out rates.csv   # a telemetry trace
+
+A telemetry trace (the daemon's `record:`, `triton-autoscaler record`) gives each
+model's arrival rate between each two of its reads instead (`autoscaler.sim.observed`:
+completed + failed + the queue's growth, over the interval); `--bin` does not apply,
+and `workload: {kind: open, trace: FILE}` reads such a trace as it is, the same rates.
 
 A request trace (any format `workload: {kind: requests}` reads: ours, Azure's LLM
 inference traces, BurstGPT, Mooncake) replays each request at its instant, and
@@ -38,7 +44,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from autoscaler.errors import AutoscalerError, ConfigError  # noqa: E402
+from autoscaler.sim.observed import read_observed_rates  # noqa: E402
 from autoscaler.sim.traces import ANY_MODEL, read_request_trace, rounded_times  # noqa: E402
+from autoscaler.telemetry.trace import is_trace  # noqa: E402
 
 # Rows one model's rate trace may have: 115 days of 1 s bins, ~250 MB of CSV. A trace
 # whose requests span more (a stray timestamp years off) made np.bincount allocate a
@@ -108,19 +116,60 @@ def rate_rows(
     return rows, notes
 
 
+def observed_rows(
+    trace: Path, model: str | None, factor: float
+) -> tuple[list[tuple[float, str, float]], list[str]]:
+    """(time, model, rate) rows of a telemetry trace's arrival rates, and notes (intervals
+    without a rate: the one before holds over them)."""
+    if not factor > 0 or not math.isfinite(factor):
+        raise ConfigError("must be a number > 0", field="--factor", value=factor)
+    got = read_observed_rates(trace)
+    if model is not None and model not in got.rates:
+        raise ConfigError(
+            "the telemetry trace has no rates for this model",
+            file=trace,
+            field="--model",
+            value=model,
+            allowed=", ".join(sorted(got.rates)),
+        )
+    chosen = [model] if model is not None else sorted(got.rates)
+    rows = [(t, m, rate * factor) for m in chosen for t, rate in got.rates[m]]
+    rows.sort(key=lambda row: (row[0], row[1]))
+    notes = [
+        f"{trace} ({m}): {n} interval(s) between reads without a rate (a counter reset, "
+        "missing series or a failed read); the rate before each holds over it"
+        for m, n in sorted(got.unread.items())
+        if m in chosen
+    ]
+    return rows, notes
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("trace", type=Path)
     ap.add_argument("--model", help="the model (required for a trace that names none)")
     ap.add_argument("--factor", type=float, default=1.0, help="multiplies every rate")
-    ap.add_argument("--bin", type=float, default=1.0, help="seconds per row (default 1)")
+    ap.add_argument(
+        "--bin", type=float, help="seconds per row (default 1; not for a telemetry trace)"
+    )
     ap.add_argument("--out", type=Path, help="default: <trace name>-rates.csv")
     args = ap.parse_args(argv)
     try:
         out = args.out or args.trace.with_name(f"{args.trace.stem}-rates.csv")
         if out.exists():
             raise ConfigError("the file exists; choose a new name", file=out)
-        rows, notes = rate_rows(args.trace, args.model, args.bin, args.factor)
+        if is_trace(args.trace):
+            if args.bin is not None:
+                raise ConfigError(
+                    "a telemetry trace's rates are per interval between its reads",
+                    field="--bin",
+                    value=args.bin,
+                    allowed="no --bin with a telemetry trace",
+                )
+            rows, notes = observed_rows(args.trace, args.model, args.factor)
+        else:
+            bin_s = 1.0 if args.bin is None else args.bin
+            rows, notes = rate_rows(args.trace, args.model, bin_s, args.factor)
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
         if not rows:

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from autoscaler.sim.workload import expected_requests, load_rate_trace
+from autoscaler.telemetry.snapshot import ModelCounters, ModelSample, Snapshot
+from autoscaler.telemetry.trace import TraceWriter
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "rate_trace.py"
@@ -179,3 +181,28 @@ def test_rounded_times_are_noted_and_whole_steps_count_them(tmp_path: Path) -> N
     done = run(src, "--model", "m", "--bin", "3", "--out", whole)
     assert done.returncode == 0 and "note: " not in done.stderr, done.stderr
     assert {round(r, 2) for _, _, r in rows(whole)[:-1]} == {3.33}
+
+
+def test_a_telemetry_trace_gives_its_arrival_rates(tmp_path: Path) -> None:
+    """A recorded telemetry trace: each model's rate between its reads (completed +
+    failed + the queue's growth) × --factor, the rows the simulator reads from the trace
+    itself; an interval without a rate is noted; --bin is refused."""
+    def read(t: float, done: float, pending: float) -> Snapshot:
+        c = ModelCounters(done, 0.0, 0.0, 0.0)
+        m = ModelSample("m", counters=c, pending_requests=pending)
+        return Snapshot(taken_at=t, gpus=(), models={"m": m})
+
+    src = tmp_path / "rec.jsonl"
+    with TraceWriter(src) as w:
+        for snap in (read(50, 0, 0), read(55, 40, 10), read(60, 5, 0), read(65, 30, 0)):
+            w.write(snap)
+    out = tmp_path / "rates.csv"
+    done = run(src, "--factor", "2", "--out", out)
+    assert done.returncode == 0, done.stderr
+    # (40 + 10) / 5 s, the reset at 60 s unread, 25 / 5 s, and a 0 at the last read
+    assert rows(out) == [(0.0, "m", 20.0), (10.0, "m", 10.0), (15.0, "m", 0.0)]
+    assert "1 interval(s) between reads without a rate" in done.stderr
+    assert load_rate_trace(src)["m"].points == ((0.0, 10.0), (10.0, 5.0), (15.0, 0.0))
+    refused = run(src, "--bin", "10", "--out", tmp_path / "other.csv")
+    assert refused.returncode == 2 and "--bin" in refused.stderr
+    assert "Traceback" not in refused.stderr

@@ -37,6 +37,8 @@ from typing import Literal
 import numpy as np
 
 from autoscaler.errors import ConfigError
+from autoscaler.sim.observed import read_observed_rates
+from autoscaler.telemetry.trace import is_trace
 
 Interpolation = Literal["step", "linear"]
 Arrival = Literal["poisson", "fixed", "bursty"]
@@ -219,7 +221,12 @@ def load_rate_trace(path: Path, interpolation: Interpolation = "step") -> dict[s
     Times are seconds or ISO 8601 timestamps; they are made relative to the
     earliest row, so a trace cut from production starts at 0. Rates are
     requests per second, held until the model's next row (step) by default.
+    A telemetry trace (the daemon's `record:`, `triton-autoscaler record`) gives the
+    arrival rates between its reads instead (`sim.observed`).
     """
+    if is_trace(path):  # recorded telemetry: the arrival rates between its reads
+        got = read_observed_rates(path)
+        return {m: Schedule(tuple(pts), interpolation) for m, pts in got.rates.items()}
     text = _trace_text(path)
     records: Sequence[object]
     if path.suffix.lower() == ".csv":

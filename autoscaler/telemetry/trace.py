@@ -666,6 +666,18 @@ class Trace:
     warnings: list[str] = field(default_factory=list)
 
 
+def is_trace(path: Path) -> bool:
+    """Whether `path` begins as a trace of this format does (its header line), so that a
+    reader of other files (`simulate`'s rate traces) can take it as one."""
+    try:
+        with path.open("rb") as f:
+            first = f.readline(1 << 16)
+        head = json.loads(first)
+    except (OSError, ValueError):  # unreadable, or not JSON (UnicodeDecodeError too)
+        return False
+    return isinstance(head, dict) and head.get("format") == FORMAT
+
+
 def _read_header(path: Path) -> dict[str, Any]:
     with path.open("rb") as f:
         first = f.readline()
