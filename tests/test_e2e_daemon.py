@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -26,9 +27,10 @@ from autoscaler.loadgen import LoadGenerator
 from autoscaler.policy.decision import Action, Rule
 from autoscaler.policy.state import PolicyState, startup_of
 from autoscaler.resume import resume_from_trace
+from autoscaler.sim.observed import read_observed_rates
 from autoscaler.sim.replay import TraceCollector, replay_daemon
 from autoscaler.telemetry.snapshot import Snapshot
-from autoscaler.telemetry.trace import TraceWriter
+from autoscaler.telemetry.trace import TraceWriter, iter_trace
 from autoscaler.testing.emulated_models import emulated
 from autoscaler.testing.triton_server import TritonFactory, TritonServer
 from autoscaler.testing.waiting import WaitTimeout, completed, wait_for_completions, wait_until
@@ -189,8 +191,18 @@ def test_apply_mode_scales_up_and_back_down(
         first_down = next(r.now for r in down if r.applied)
         assert first_down - down[0].now >= FAST["scale_down_stabilization_s"] - 2
         total = gen.summary("nemo-gpt-5b")
+        sent_at = [r.start for r in gen.records("nemo-gpt-5b")]
     record.close()
     assert total.count > 100 and total.failures == 0, total
+    # The record read back as a workload (`sim.observed`, what `simulate` replays): the
+    # arrivals between its first and last read are the requests the clients sent then. A
+    # request executing at the first read (neither queued nor done) counts when it
+    # completes: up to the 16 clients' worth more; a read takes a moment, so ±2.
+    reads = [s.taken_at for s in iter_trace(record.path)]
+    rows = read_observed_rates(record.path).rates["nemo-gpt-5b"]
+    arrived = sum(r * (t1 - t0) for (t0, r), (t1, _) in itertools.pairwise(rows))
+    sent = sum(1 for t in sent_at if reads[0] < t <= reads[-1])
+    assert sent - 2 <= arrived <= sent + 16 + 2, (arrived, sent)
 
 
 def test_a_group_of_clients_under_a_batch_keeps_one_20b_instance(
