@@ -9,6 +9,7 @@ instants, and replay must turn it into decisions. About 40 s in all.
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import socket
 import subprocess
@@ -23,6 +24,7 @@ from autoscaler.config import parse_config, resolve
 from autoscaler.daemon_metrics import DaemonMetrics, serve
 from autoscaler.loadgen import LoadGenerator
 from autoscaler.policy.decision import Decision
+from autoscaler.sim.observed import read_observed_rates
 from autoscaler.sim.record import RangeClient, record
 from autoscaler.sim.replay import replay
 from autoscaler.telemetry.base import Combined
@@ -49,11 +51,19 @@ def _port() -> int:
 
 
 class History:
-    def __init__(self, prom_url: str, triton: TritonServer, start: float, end: float) -> None:
+    def __init__(
+        self,
+        prom_url: str,
+        triton: TritonServer,
+        start: float,
+        end: float,
+        sent_at: list[float] | None = None,
+    ) -> None:
         self.prom_url = prom_url
         self.triton = triton
         self.start = start
         self.end = end
+        self.sent_at = sent_at or []  # when each request of the load was sent
 
 
 def _wait(check: object, what: str, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
@@ -157,7 +167,7 @@ def history(
             ignore=(requests.RequestException,),
         )
         assert last is not None
-        yield History(url, triton, start, last + 0.5)
+        yield History(url, triton, start, last + 0.5, [r.start for r in gen.records(MODEL)])
     finally:
         proc.terminate()
         proc.wait(timeout=20)
@@ -224,6 +234,24 @@ def test_recorded_history_replays_to_decisions(history: History, tmp_path: Path)
     assert len(valid) > len(decisions) // 2
     # 12 clients on 2 instances of a 4-per-instance model: the policy wants a third
     assert max(d.desired_instances for d in valid) >= 3
+
+
+def test_recorded_history_is_a_workload_of_the_requests_sent(
+    history: History, tmp_path: Path
+) -> None:
+    """Prometheus' history, recorded and read back as arrival rates (`sim.observed`, what
+    `simulate` replays for a recorded trace): the arrivals between the first and last
+    read's scrapes are the requests sent then. A request executing at the first scrape
+    (neither queued nor done) counts when it completes: up to the 12 clients' worth
+    more; a scrape takes a moment: ±3."""
+    out = tmp_path / "trace.jsonl"
+    record(history.prom_url, round(history.start), round(history.end) - 1, 1.0, out)
+    snaps = read_trace(out).snapshots
+    rows = read_observed_rates(out).rates[MODEL]
+    arrived = sum(r * (t1 - t0) for (t0, r), (t1, _) in itertools.pairwise(rows))
+    first, last = snaps[0].models_time, snaps[-1].models_time
+    sent = sum(1 for t in history.sent_at if first < t <= last)
+    assert sent > 200 and sent - 3 <= arrived <= sent + 12 + 3, (arrived, sent)
 
 
 def test_range_client_answers_only_grid_times(history: History) -> None:
