@@ -15,7 +15,8 @@ from autoscaler.errors import ConfigError
 from autoscaler.sim.observed import observed_rates, read_observed_rates
 from autoscaler.sim.runner import run_policy
 from autoscaler.sim.scenario import Scenario, resolve_scenario
-from autoscaler.sim.workload import OpenLoop, load_rate_trace
+from autoscaler.sim.traces import write_request_trace
+from autoscaler.sim.workload import OpenLoop, Requests, RequestTrace, load_rate_trace
 from autoscaler.telemetry.snapshot import InstanceGroup, ModelCounters, ModelSample, Snapshot
 from autoscaler.telemetry.trace import TraceWriter
 
@@ -130,8 +131,10 @@ def test_a_recorded_run_reads_back_as_its_arrival_rate(tmp_path: Path) -> None:
         }
     )
     setup = resolve_scenario(replayed, tmp_path)
+    # the 1.3B runs one request at a time: its arrivals carry the measured service
     wl = setup.workloads[M]
-    assert isinstance(wl, OpenLoop) and wl.rate.points == tuple(rows)
+    assert isinstance(wl, RequestTrace) and wl.requests.service_ms is not None
+    assert np.allclose(wl.requests.service_ms, setup.specs[0].service_ms, rtol=0.05)
     again = tmp_path / "again.jsonl"
     with TraceWriter(again) as tw:
         run_policy(setup, "ours", recorder=tw.write)
@@ -160,3 +163,48 @@ def test_unusable_recordings_are_one_error_naming_the_file(tmp_path: Path) -> No
     with pytest.raises(ConfigError) as err:
         load_rate_trace(bad)
     assert f"{bad}:3" in str(err.value), str(err.value)
+
+
+def test_a_replayed_record_keeps_the_service_times_it_measured(tmp_path: Path) -> None:
+    """Requests of 200 ms, then of 400 ms (their tokens changed), recorded: the replay
+    of the record sizes each arrival with its interval's measured compute time, not with
+    the 5B's profile (277 ms); `simulate` notes it. A batched model keeps its profile."""
+    rng = np.random.default_rng(3)
+    t = np.cumsum(rng.exponential(0.5, 2600))
+    t = t[t < 1200.0]
+    svc = np.where(t < 600.0, 200.0, 400.0)
+    src = tmp_path / "requests.csv"
+    write_request_trace(src, {"nemo-gpt-5b": Requests(t, None, None, svc)}, "csv")
+
+    def scenario(model: str, workload: dict[str, object]) -> Scenario:
+        return Scenario.model_validate(
+            {
+                "kind": "simulation-scenario",
+                "name": "svc",
+                "duration_s": 1200,
+                "seed": 2,
+                "models": {model: {"slo_p95_ms": 1500, "workload": workload}},
+            }
+        )
+
+    rec = tmp_path / "rec.jsonl"
+    with TraceWriter(rec) as w:
+        run = scenario("nemo-gpt-5b", {"kind": "requests", "trace": str(src)})
+        run_policy(resolve_scenario(run, tmp_path), "ours", recorder=w.write)
+    replay = resolve_scenario(scenario("nemo-gpt-5b", {"kind": "open", "trace": str(rec)}))
+    wl = replay.workloads["nemo-gpt-5b"]
+    assert isinstance(wl, RequestTrace) and wl.requests.service_ms is not None
+    times, ms = wl.requests.t_s, wl.requests.service_ms
+    # whole intervals away from the change and the ends: exactly what was served
+    assert np.allclose(ms[(times > 20) & (times < 580)], 200.0)
+    assert np.allclose(ms[(times > 620) & (times < 1180)], 400.0)
+    assert any("measured them between its reads" in n and "277 ms" in n for n in replay.notes)
+
+    # the 20B runs batches: its record's figure is a batch's, and its profile stays
+    rec20 = tmp_path / "rec20.jsonl"
+    with TraceWriter(rec20) as w:
+        run = scenario("nemo-gpt-20b", {"kind": "open", "rate": 4})
+        run_policy(resolve_scenario(run, tmp_path), "ours", recorder=w.write)
+    assert read_observed_rates(rec20).execution_ms["nemo-gpt-20b"]  # measured, not used
+    batched = resolve_scenario(scenario("nemo-gpt-20b", {"kind": "open", "trace": str(rec20)}))
+    assert isinstance(batched.workloads["nemo-gpt-20b"], OpenLoop) and not batched.notes

@@ -25,8 +25,12 @@ requests that clients gave up on before Triton saw them are not in any counter.
 What the rates do not keep: the arrivals within an interval (the simulator draws them
 as a Poisson process at the interval's rate; a burst shorter than the record's step is
 averaged over it), a closed loop's users (their requests are replayed as open arrivals
-at the rate they came, which a slower server would have slowed), and request sizes (the
-service times come from the scenario's profile, or its `tokens`).
+at the rate they came, which a slower server would have slowed), and request sizes
+beyond each interval's mean: a model run one request at a time gets, per arrival, the
+mean compute time Triton measured over its interval (`ObservedRates.execution_ms`,
+`sim.scenario._measured_service`), the same figure the policy learns its service time
+from (`policy.correction.measure_service`); a batched model's figure is a batch's, and
+it keeps its profile's.
 """
 
 from __future__ import annotations
@@ -54,17 +58,22 @@ STALE_SLACK_S = WindowSettings().stale_after_s
 @dataclass(frozen=True)
 class ObservedRates:
     """Per model, (seconds from the trace's first read, requests per second from then
-    to the next read) in time order, ending with a 0 at the last read; and per model,
-    the intervals without a rate (the previous rate holds over them)."""
+    to the next read) in time order, ending with a 0 at the last read; per model, the
+    intervals without a rate (the previous rate holds over them); and per model, (the
+    same seconds, the mean compute time in ms of the execution a request rode in) where
+    Triton's latency counters tell it: a model run one request at a time is its service
+    time, which moves with its requests' tokens."""
 
     rates: dict[str, list[tuple[float, float]]]
     unread: dict[str, int] = field(default_factory=dict)
     reads: int = 0
+    execution_ms: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
 
 
 def observed_rates(snapshots: Iterable[Snapshot]) -> ObservedRates:
     """The arrival rate of each model between each two consecutive reads."""
     rates: dict[str, list[tuple[float, float]]] = {}
+    execution: dict[str, list[tuple[float, float]]] = {}
     unread: Counter[str] = Counter()
     prev: Snapshot | None = None
     t0 = 0.0
@@ -84,13 +93,15 @@ def observed_rates(snapshots: Iterable[Snapshot]) -> ObservedRates:
         for name, w in derive([prev, snap], snap.taken_at, cfg).items():
             if w.valid and w.arrival_rps is not None:
                 rates.setdefault(name, []).append((prev.taken_at - t0, w.arrival_rps))
+                if w.execution_ms is not None:
+                    execution.setdefault(name, []).append((prev.taken_at - t0, w.execution_ms))
             else:
                 unread[name] += 1
         prev = snap
     if prev is not None:
         for rows in rates.values():
             rows.append((prev.taken_at - t0, 0.0))  # nothing known after the last read
-    return ObservedRates(rates, dict(unread), reads)
+    return ObservedRates(rates, dict(unread), reads, execution)
 
 
 def read_observed_rates(path: Path) -> ObservedRates:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from pydantic import (
     ConfigDict,
     Discriminator,
@@ -39,6 +40,7 @@ from autoscaler.sim.generate import (
 )
 from autoscaler.sim.hpa import HpaSettings
 from autoscaler.sim.kpa import KpaSettings
+from autoscaler.sim.observed import ObservedRates, read_observed_rates
 from autoscaler.sim.traces import RequestFile, fit_to_run, read_request_trace, rounded_times
 from autoscaler.sim.warmstart import initial_counts
 from autoscaler.sim.workload import (
@@ -58,6 +60,10 @@ from autoscaler.sim.workload import (
     week,
 )
 from autoscaler.strict_model import StrictModel
+from autoscaler.telemetry.trace import is_trace
+
+# Files read for one scenario, each once: rate traces, request traces, recorded telemetry.
+_Traces = dict[Path, dict[str, Schedule] | RequestFile | ObservedRates]
 
 SCENARIO_KIND = "simulation-scenario"
 # Runs start at 2026-01-01T00:00:00Z so simulated traces look like real ones.
@@ -464,7 +470,7 @@ def resolve_scenario(scn: Scenario, base_dir: Path | None = None) -> SimSetup:
     specs: list[SimModelSpec] = []
     workloads: dict[str, Workload] = {}
     latency: dict[str, float] = {}
-    traces: dict[Path, dict[str, Schedule] | RequestFile] = {}
+    traces: _Traces = {}
     notes: list[str] = []
     for name, m in scn.models.items():
         prof = cat.model(m.profile or name)
@@ -492,6 +498,10 @@ def resolve_scenario(scn: Scenario, base_dir: Path | None = None) -> SimSetup:
         opt = prof.optimum
         latency[name] = (opt.client_wait_ms or opt.p95_ms or specs[-1].service_ms) / 1000.0
         workloads[name] = _workload(m.workload, name, scn, base, traces, source, notes)
+        if specs[-1].mode == "sequential":
+            workloads[name] = _measured_service(
+                workloads[name], m.workload, name, specs[-1], scn, base, traces, notes
+            )
     setup = SimSetup(
         scenario=scn,
         resolved=resolved,
@@ -514,7 +524,7 @@ def _workload(
     model: str,
     scn: Scenario,
     base: Path,
-    traces: dict[Path, dict[str, Schedule] | RequestFile],
+    traces: _Traces,
     source: str,
     notes: list[str],
 ) -> Workload:
@@ -557,7 +567,7 @@ def _open_loop_rate(
     model: str,
     scn: Scenario,
     base: Path,
-    traces: dict[Path, dict[str, Schedule] | RequestFile],
+    traces: _Traces,
     source: str,
 ) -> Schedule:
     """An open loop's rate: from a rate trace, on/off periods, or a schedule; noise added."""
@@ -582,14 +592,17 @@ def _trace_rate(
     trace: Path,
     key: str,
     base: Path,
-    traces: dict[Path, dict[str, Schedule] | RequestFile],
+    traces: _Traces,
     field: str,
 ) -> Schedule:
     """Model `key`'s rates from a rate trace (each file read once per scenario)."""
     path = trace if trace.is_absolute() else base / trace
     if path not in traces:
-        traces[path] = load_rate_trace(path)
+        # recorded telemetry is kept whole: its service times may size the requests
+        traces[path] = read_observed_rates(path) if is_trace(path) else load_rate_trace(path)
     rates = traces[path]
+    if isinstance(rates, ObservedRates):
+        rates = {m: Schedule(tuple(rows)) for m, rows in rates.rates.items()}
     if isinstance(rates, RequestFile):
         raise ConfigError(
             "a request trace cannot be a rate trace", file=path, field=f"{field}.trace"
@@ -604,12 +617,56 @@ def _trace_rate(
     return rates[key]
 
 
+def _measured_service(
+    load: Workload,
+    spec: ClosedLoopSpec | OpenLoopSpec | RequestsSpec,
+    model: str,
+    sim: SimModelSpec,
+    scn: Scenario,
+    base: Path,
+    traces: _Traces,
+    notes: list[str],
+) -> Workload:
+    """An open loop read from recorded telemetry, its requests sized by what the record
+    measured: each arrival's service time is the mean compute time of the interval it
+    falls in (`ObservedRates.execution_ms`), for a model run one request at a time.
+
+    What a request costs moves with its tokens (Azure's conversation trace: halved for a
+    stretch mid-hour), and the profile's one figure holds one mix; the record's compute
+    counters hold the mix that came. A batched model's figure is a batch's, whose size
+    the run decides, so it keeps its profile. Without `tokens` in the workload only; the
+    note says the range used against the profile's figure.
+    """
+    if not (isinstance(load, OpenLoop) and isinstance(spec, OpenLoopSpec)) or spec.tokens:
+        return load
+    if spec.trace is None:
+        return load
+    path = spec.trace if spec.trace.is_absolute() else base / spec.trace
+    observed = traces.get(path)
+    if not isinstance(observed, ObservedRates):
+        return load
+    rows = observed.execution_ms.get(spec.trace_model or model)
+    if not rows:
+        return load
+    times = open_loop_arrivals(load, scn.duration_s, model_rng(scn.seed, model, "arrivals"))
+    at = np.array([t for t, _ in rows])
+    ms = np.array([v for _, v in rows])
+    # each arrival takes its interval's figure; before the first, the first's
+    svc = ms[np.maximum(np.searchsorted(at, times, side="right") - 1, 0)]
+    notes.append(
+        f"{model}: service times as {path.name} measured them between its reads, "
+        f"{ms.min():.0f}–{ms.max():.0f} ms by interval (mean {ms.mean():.0f} ms; the "
+        f"profile's {sim.service_ms:.0f} ms)"
+    )
+    return RequestTrace(Requests(times, None, None, svc))
+
+
 def _request_trace(
     spec: RequestsSpec,
     model: str,
     scn: Scenario,
     base: Path,
-    traces: dict[Path, dict[str, Schedule] | RequestFile],
+    traces: _Traces,
     notes: list[str],
 ) -> RequestTrace:
     """The run's requests of `model` from its trace; a note added to `notes` (once) where the
