@@ -241,9 +241,12 @@ def test_recorded_history_is_a_workload_of_the_requests_sent(
 ) -> None:
     """Prometheus' history, recorded and read back as arrival rates (`sim.observed`, what
     `simulate` replays for a recorded trace): the arrivals between the first and last
-    read's scrapes are the requests sent then. A request executing at the first scrape
-    (neither queued nor done) counts when it completes: up to the 12 clients' worth
-    more; a scrape takes a moment: ±3."""
+    read's scrapes are the requests sent then. A request on its way or executing at a
+    scrape (neither queued nor done) counts when it completes: one at the first scrape
+    adds to the count, one at the last is missing from it, up to the 12 clients' worth
+    each (the history ends 0.5 s after the load, and a loaded host may still be serving
+    its last requests: 675 read for 687 sent under a parallel test run); ±3 more for
+    the moment a scrape takes."""
     out = tmp_path / "trace.jsonl"
     record(history.prom_url, round(history.start), round(history.end) - 1, 1.0, out)
     snaps = read_trace(out).snapshots
@@ -251,7 +254,7 @@ def test_recorded_history_is_a_workload_of_the_requests_sent(
     arrived = sum(r * (t1 - t0) for (t0, r), (t1, _) in itertools.pairwise(rows))
     first, last = snaps[0].models_time, snaps[-1].models_time
     sent = sum(1 for t in history.sent_at if first < t <= last)
-    assert sent > 200 and sent - 3 <= arrived <= sent + 12 + 3, (arrived, sent)
+    assert sent > 200 and sent - 12 - 3 <= arrived <= sent + 12 + 3, (arrived, sent)
 
 
 def test_range_client_answers_only_grid_times(history: History) -> None:
