@@ -10,6 +10,7 @@ instants, and replay must turn it into decisions. About 40 s in all.
 from __future__ import annotations
 
 import itertools
+import math
 import shutil
 import socket
 import subprocess
@@ -57,13 +58,13 @@ class History:
         triton: TritonServer,
         start: float,
         end: float,
-        sent_at: list[float] | None = None,
+        sent: list[tuple[float, float]] | None = None,
     ) -> None:
         self.prom_url = prom_url
         self.triton = triton
         self.start = start
         self.end = end
-        self.sent_at = sent_at or []  # when each request of the load was sent
+        self.sent = sent or []  # (sent, answered) of each request of the load, epoch s
 
 
 def _wait(check: object, what: str, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
@@ -148,6 +149,19 @@ def history(
             proc,
             30,
         )
+        # ... for a few scrapes: the history then reaches back before the load, and a
+        # window can start where nothing was in flight
+        history_before = "min(count_over_time(up[10s])) >= 4"
+        _wait(
+            lambda: bool(
+                requests.get(
+                    f"{url}/api/v1/query", params={"query": history_before}, timeout=1
+                ).json()["data"]["result"]
+            ),
+            "4 scrapes of every target",
+            proc,
+            30,
+        )
         start = time.time()
         gen = LoadGenerator(triton.http_url, max_duration_s=20.0)
         gen.schedule_clients(MODEL, [(0, 4), (10, 12)])
@@ -167,7 +181,8 @@ def history(
             ignore=(requests.RequestException,),
         )
         assert last is not None
-        yield History(url, triton, start, last + 0.5, [r.start for r in gen.records(MODEL)])
+        sent = [(r.start, r.start + r.latency_s) for r in gen.records(MODEL)]
+        yield History(url, triton, start, last + 0.5, sent)
     finally:
         proc.terminate()
         proc.wait(timeout=20)
@@ -240,21 +255,38 @@ def test_recorded_history_is_a_workload_of_the_requests_sent(
     history: History, tmp_path: Path
 ) -> None:
     """Prometheus' history, recorded and read back as arrival rates (`sim.observed`, what
-    `simulate` replays for a recorded trace): the arrivals between the first and last
-    read's scrapes are the requests sent then. A request on its way or executing at a
-    scrape (neither queued nor done) counts when it completes: one at the first scrape
-    adds to the count, one at the last is missing from it, up to the 12 clients' worth
-    each (the history ends 0.5 s after the load, and a loaded host may still be serving
-    its last requests: 675 read for 687 sent under a parallel test run); ±3 more for
-    the moment a scrape takes."""
+    `simulate` replays for a recorded trace), counts the requests the load sent.
+
+    Read from before the load to a scrape after its last answer, so that no request is
+    on its way, queued or executing at either end: each arrival is then a request that
+    completed between the two reads. (A window with the load running at an end counts
+    the requests in flight at its first read and misses those at its last: up to the
+    12 clients' worth either way, more than that on a loaded host, where the answers
+    of a load that has stopped come in after the 0.5 s the fixture waits.)
+    """
+    answered = max(done for _, done in history.sent)
+    scraped = wait_until(
+        lambda: _oldest_latest_scrape(history.prom_url),
+        30.0,
+        "a scrape of every target after the load's last answer",
+        until=lambda ts: ts is not None and ts > answered + 0.5,
+        interval_s=0.2,
+        ignore=(requests.RequestException,),
+    )
+    assert scraped is not None
     out = tmp_path / "trace.jsonl"
-    record(history.prom_url, round(history.start), round(history.end) - 1, 1.0, out)
-    snaps = read_trace(out).snapshots
+    record(history.prom_url, math.floor(history.start) - 1, math.ceil(scraped), 1.0, out)
+    reads = [s.models_time for s in read_trace(out).snapshots if s.models]
     rows = read_observed_rates(out).rates[MODEL]
     arrived = sum(r * (t1 - t0) for (t0, r), (t1, _) in itertools.pairwise(rows))
-    first, last = snaps[0].models_time, snaps[-1].models_time
-    sent = sum(1 for t in history.sent_at if first < t <= last)
-    assert sent > 200 and sent - 12 - 3 <= arrived <= sent + 12 + 3, (arrived, sent)
+    # every request was sent after the first read and answered by the last
+    assert reads[0] < min(t for t, _ in history.sent) and answered < reads[-1], reads
+    # (the rates divide by the scrapes' own times, the rows step at the reads': within
+    # a request in all)
+    assert len(history.sent) > 200 and arrived == pytest.approx(len(history.sent), abs=0.5), (
+        arrived,
+        len(history.sent),
+    )
 
 
 def test_range_client_answers_only_grid_times(history: History) -> None:
