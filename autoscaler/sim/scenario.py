@@ -186,7 +186,8 @@ class OpenLoopSpec(_Strict):
     kind: Literal["open"] = "open"
     rate: ScheduleIn | None = Field(default=None, description="requests per second")
     trace: Path | None = Field(
-        default=None, description="rate trace file (CSV/JSON: time, model, rate)"
+        default=None,
+        description="rate trace file (CSV/JSON: time, model, rate), or recorded telemetry",
     )
     trace_model: str | None = Field(default=None, description="model name in the trace")
     on_off: OnOffSpec | None = Field(default=None, description="bursts and silences in turn")
