@@ -80,6 +80,20 @@ def _wait(check: object, what: str, proc: subprocess.Popen[bytes], timeout_s: fl
     raise AssertionError(f"prometheus: {what} not reached in {timeout_s} s")
 
 
+def _scraped_after(url: str, after: float, what: str) -> float:
+    """The oldest of every target's latest scrape, once that is later than `after`."""
+    got = wait_until(
+        lambda: _oldest_latest_scrape(url),
+        30.0,
+        what,
+        until=lambda ts: ts is not None and ts > after,
+        interval_s=0.2,
+        ignore=(requests.RequestException,),
+    )
+    assert got is not None
+    return got
+
+
 def _oldest_latest_scrape(url: str) -> float | None:
     """The time of the least recent of the targets' latest scrapes (None before any)."""
     r = requests.get(f"{url}/api/v1/query", params={"query": "min(timestamp(up))"}, timeout=1)
@@ -172,15 +186,7 @@ def history(
         # the last scrapes land: every target scraped at least one interval after the
         # load ended; the history ends at the oldest of those latest scrapes (+ 0.5 s, so
         # that the last whole second `record` reads is covered for every target)
-        last = wait_until(
-            lambda: _oldest_latest_scrape(url),
-            30.0,
-            "a scrape of every target after the load ended",
-            until=lambda ts: ts is not None and ts > ended + 0.5,
-            interval_s=0.2,
-            ignore=(requests.RequestException,),
-        )
-        assert last is not None
+        last = _scraped_after(url, ended + 0.5, "a scrape of every target after the load ended")
         sent = [(r.start, r.start + r.latency_s) for r in gen.records(MODEL)]
         yield History(url, triton, start, last + 0.5, sent)
     finally:
@@ -265,15 +271,9 @@ def test_recorded_history_is_a_workload_of_the_requests_sent(
     of a load that has stopped come in after the 0.5 s the fixture waits.)
     """
     answered = max(done for _, done in history.sent)
-    scraped = wait_until(
-        lambda: _oldest_latest_scrape(history.prom_url),
-        30.0,
-        "a scrape of every target after the load's last answer",
-        until=lambda ts: ts is not None and ts > answered + 0.5,
-        interval_s=0.2,
-        ignore=(requests.RequestException,),
+    scraped = _scraped_after(
+        history.prom_url, answered + 0.5, "a scrape of every target after the last answer"
     )
-    assert scraped is not None
     out = tmp_path / "trace.jsonl"
     record(history.prom_url, math.floor(history.start) - 1, math.ceil(scraped), 1.0, out)
     reads = [s.models_time for s in read_trace(out).snapshots if s.models]
