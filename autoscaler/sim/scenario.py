@@ -56,6 +56,7 @@ from autoscaler.sim.workload import (
     expected_requests,
     flash_crowd,
     load_rate_trace,
+    observed_schedules,
     open_loop_arrivals,
     week,
 )
@@ -603,7 +604,7 @@ def _trace_rate(
         traces[path] = read_observed_rates(path) if is_trace(path) else load_rate_trace(path)
     rates = traces[path]
     if isinstance(rates, ObservedRates):
-        rates = {m: Schedule(tuple(rows)) for m, rows in rates.rates.items()}
+        rates = observed_schedules(rates)
     if isinstance(rates, RequestFile):
         raise ConfigError(
             "a request trace cannot be a rate trace", file=path, field=f"{field}.trace"

@@ -37,7 +37,7 @@ from typing import Literal
 import numpy as np
 
 from autoscaler.errors import ConfigError
-from autoscaler.sim.observed import read_observed_rates
+from autoscaler.sim.observed import ObservedRates, read_observed_rates
 from autoscaler.telemetry.trace import is_trace
 
 Interpolation = Literal["step", "linear"]
@@ -225,8 +225,7 @@ def load_rate_trace(path: Path, interpolation: Interpolation = "step") -> dict[s
     arrival rates between its reads instead (`sim.observed`).
     """
     if is_trace(path):  # recorded telemetry: the arrival rates between its reads
-        got = read_observed_rates(path)
-        return {m: Schedule(tuple(pts), interpolation) for m, pts in got.rates.items()}
+        return observed_schedules(read_observed_rates(path), interpolation)
     text = _trace_text(path)
     records: Sequence[object]
     if path.suffix.lower() == ".csv":
@@ -241,6 +240,13 @@ def load_rate_trace(path: Path, interpolation: Interpolation = "step") -> dict[s
     for t, m, rate in sorted(rows, key=lambda r: (r[1], r[0])):
         by_model.setdefault(m, []).append((t - t0, rate))
     return {m: Schedule(tuple(pts), interpolation) for m, pts in by_model.items()}
+
+
+def observed_schedules(
+    got: ObservedRates, interpolation: Interpolation = "step"
+) -> dict[str, Schedule]:
+    """Recorded telemetry's arrival rates (`sim.observed`) as a rate trace's schedules."""
+    return {m: Schedule(tuple(rows), interpolation) for m, rows in got.rates.items()}
 
 
 def _trace_text(path: Path) -> str:
