@@ -1,8 +1,16 @@
-"""The sizing engine: demand (model → concurrent users, optional p95 SLO) → hardware.
+"""The sizing engine: demand (model → concurrent users or an arrival rate, optional
+p95 SLO) → hardware.
 
 Pure functions, no I/O. The worked example (Table 11): 64 users of NeMo GPT 5B
 and 128 of 20B → ceil(64/4) = 16 and ceil(128/16) = 8 instances, 16 × 12.41 +
 8 × 44.76 = 556.64 GB, packed onto 8 H100s in 2 servers.
+
+Users are a closed loop (each waits for its answer before asking again), sized by
+Table 11's rule. A rate is an open loop (independent arrivals, as production
+traffic comes), sized by the live policy's own queueing model
+(`policy.queueing.instances_for`): 40 req/s of the 5B at a 1500 ms p95 SLO is
+a = 40 × 0.277 s = 11.1 instances busy on average, and 12 instances keep the
+predicted p95 at 1078 ms where 11 cannot keep up at all.
 """
 
 from __future__ import annotations
@@ -14,14 +22,24 @@ from typing import Any
 
 from autoscaler.errors import CapacityError, ConfigError
 from autoscaler.placement import Fit, Item, pack
+from autoscaler.policy.queueing import Batched, ServiceModel, least_instances, p95_ms
+from autoscaler.policy.target import service_model
 from autoscaler.profiles import GpuProfile, ModelProfile, SourceKind
 
 
 @dataclass(frozen=True)
 class Demand:
+    """What one model is sized for: `users` concurrent users (a closed loop), or
+    `rate_rps` independent arrivals a second (an open loop; `users` 0), which the
+    queueing model sizes against `slo_p95_ms` with Allen–Cunneen's `variability`
+    (1: Poisson arrivals and exponential service times, M/M/n; the daemon reports the
+    v it learnt on real traffic in each decision's figures)."""
+
     model: str
-    users: int
+    users: int = 0
     slo_p95_ms: float | None = None
+    rate_rps: float | None = None
+    variability: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -39,6 +57,11 @@ class ModelSizing:
     expected_p95_ms: float | None
     reason: str
     warnings: tuple[str, ...] = ()
+    # an open-loop demand (`Demand.rate_rps`): the rate, the v it was sized with, and
+    # the queueing model's p95 (ms; inf: overloaded) at n − 1, n and n + 1 instances
+    rate_rps: float | None = None
+    variability: float | None = None
+    predicted_p95_ms: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,6 +102,12 @@ class SizingResult:
                     "expected_p95_ms": m.expected_p95_ms,
                     "reason": m.reason,
                     "warnings": list(m.warnings),
+                    "rate_rps": m.rate_rps,
+                    "variability": m.variability,
+                    "predicted_p95_ms": {
+                        str(n): (None if math.isinf(p) else round(p, 1))
+                        for n, p in m.predicted_p95_ms
+                    },
                 }
                 for m in self.models
             ],
@@ -139,6 +168,8 @@ def sizable(models: dict[str, ModelProfile]) -> list[str]:
 def size_model(
     profile: ModelProfile, demand: Demand, sizable_models: Sequence[str] = ()
 ) -> ModelSizing:
+    if demand.rate_rps is not None:
+        return _size_rate(profile, demand)
     if demand.users <= 0:
         raise ConfigError("users must be a positive integer", field="users", value=demand.users)
     if profile.optimum is None:
@@ -175,6 +206,118 @@ def size_model(
         expected_p95_ms=profile.p95_at_concurrency_ms(per_instance),
         reason=reason,
         warnings=tuple(profile.estimate_warnings()),
+    )
+
+
+def _size_rate(profile: ModelProfile, demand: Demand) -> ModelSizing:
+    """An open loop's instances: the fewest whose predicted p95 meets the SLO at the rate.
+
+    The policy's own queueing model (`least_instances`, what the rule `queueing` of a
+    decision asks, there on a 1 % grid of the rate), so that `size` and the daemon agree
+    on a steady rate. The count is checked against
+    the simulator (tests/test_sizing.py): for the one-request-at-a-time profiles under
+    Poisson arrivals it is the least count whose simulated p95 meets the SLO.
+    """
+    rate, v, slo = demand.rate_rps, demand.variability, demand.slo_p95_ms
+    assert rate is not None
+    if not 0.0 < rate < math.inf:
+        raise ConfigError(
+            "must be a positive number", field="rate_rps", value=rate, allowed="> 0 req/s"
+        )
+    if not 0.0 < v < math.inf:
+        raise ConfigError(
+            "must be a positive number", field="variability", value=v, allowed="> 0 (1: M/M/n)"
+        )
+    svc = service_model(profile)
+    if svc is None:
+        raise ConfigError(
+            f"model '{profile.name}' has no service time in its profile (Table 10), so the "
+            "queueing model cannot size a rate for it; size it by users (--demand "
+            "MODEL=USERS), or add 'service' to a policies file of your own (--policies DIR)",
+            field="rate_rps",
+        )
+    if slo is None:
+        raise ConfigError(
+            f"a rate of {profile.name} is sized against a p95 SLO: give one "
+            f"(--slo-ms {profile.name}=MS)",
+            field="slo_p95_ms",
+        )
+    # with no wait at all a request still takes its service time (a batched one, its
+    # batch and the batcher's delay): no count meets an SLO below that
+    floor_ms = p95_ms(svc, 1, 0.0)
+    if slo < floor_ms:
+        raise ConfigError(
+            f"p95 SLO {slo:g} ms for {profile.name} is below the latency of a request that "
+            f"waits for nothing (≈ {floor_ms:.0f} ms): more instances cannot meet it",
+            field="slo",
+            value=slo,
+            allowed=f"≥ {math.ceil(floor_ms)} ms",
+        )
+    least = _busy_instances(svc, rate)
+    if least > MAX_SIZED_INSTANCES:
+        raise ConfigError(
+            f"{rate:g} req/s of {profile.name} keeps {least:,} instances busy; size places at "
+            f"most {MAX_SIZED_INSTANCES:,}",
+            field="rate_rps",
+            value=rate,
+            allowed=f"a rate that needs ≤ {MAX_SIZED_INSTANCES:,} instances",
+        )
+    n = least_instances(svc, rate, slo, v, MAX_SIZED_INSTANCES)
+    if n is None:  # the SLO lies between the floor and what the largest count reaches
+        raise ConfigError(
+            f"no count up to {MAX_SIZED_INSTANCES:,} instances meets a p95 SLO of {slo:g} ms "
+            f"for {rate:g} req/s of {profile.name}",
+            field="slo",
+            value=slo,
+        )
+    predicted = tuple((k, p95_ms(svc, k, rate, v)) for k in (n - 1, n, n + 1) if k >= 1)
+    mem, source = profile.instance_memory()
+    opt_c = profile.optimum.concurrency if profile.optimum is not None else 0
+    return ModelSizing(
+        name=profile.name,
+        users=0,
+        optimal_concurrency=opt_c,
+        concurrency_per_instance=0,  # the queueing model sizes an open loop, not users
+        instances=n,
+        memory_per_instance_gb=mem,
+        memory_gb=round(n * mem, 2),
+        estimated=source.kind is SourceKind.estimate,
+        memory_source=f"{source.ref} ({source.kind.value})" if source.ref else source.kind.value,
+        slo_p95_ms=slo,
+        expected_p95_ms=round(p95_ms(svc, n, rate, v), 1),
+        reason=_rate_reason(rate, slo, v, n, predicted),
+        warnings=tuple(profile.estimate_warnings()),
+        rate_rps=rate,
+        variability=v,
+        predicted_p95_ms=predicted,
+    )
+
+
+def _busy_instances(svc: ServiceModel, rate_rps: float) -> int:
+    """The fewest instances that keep up at all: a = λS busy one at a time (the 5B at
+    40 req/s: 11.08 → 12), full batches back to back when batched (the 20B at 60 req/s,
+    16 a 1.10 s cycle: 4.1 → 5)."""
+    if isinstance(svc, Batched):
+        return max(1, math.ceil(rate_rps * svc.cycle_s / svc.max_batch))
+    return max(1, math.floor(rate_rps * svc.service_s) + 1)
+
+
+def _rate_reason(
+    rate: float, slo: float, v: float, n: int, predicted: tuple[tuple[int, float], ...]
+) -> str:
+    """40 req/s, p95 ≤ 1500 ms: 12 instances (queueing model, v 1: predicted p95 1078 ms
+    at 12; 11 cannot keep up)."""
+    at = dict(predicted)
+    below = at.get(n - 1)
+    if below is None:
+        fewer = ""
+    elif math.isinf(below):
+        fewer = f"; {n - 1} cannot keep up"
+    else:
+        fewer = f", {below:.0f} ms at {n - 1}"
+    return (
+        f"{rate:g} req/s, p95 ≤ {slo:g} ms: {n} instance{'' if n == 1 else 's'} (queueing "
+        f"model, v {v:g}: predicted p95 {at[n]:.0f} ms at {n}{fewer})"
     )
 
 
@@ -250,7 +393,7 @@ def size(
             f"the demand needs {total:,} instances; size places at most "
             f"{MAX_SIZED_INSTANCES:,}",
             field="demand",
-            allowed=f"users that need ≤ {MAX_SIZED_INSTANCES:,} instances in all",
+            allowed=f"a demand that needs ≤ {MAX_SIZED_INSTANCES:,} instances in all",
         )
 
     items = [Item(m.name, m.memory_per_instance_gb) for m in sized for _ in range(m.instances)]

@@ -51,6 +51,33 @@ def test_size_json_contract() -> None:
     assert set(gpu0) == {"gpu", "instances", "memory_used_gb", "memory_free_gb"}
 
 
+def test_size_for_a_rate() -> None:
+    """`--rate` sizes an open loop by the queueing model, beside users, in every format."""
+    args = ["size", "-d", "nemo-gpt-20b=32", "-r", "nemo-gpt-5b=40", "--slo-ms", "nemo-gpt-5b=1500"]
+    p = cli(*args, "--format", "json")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    five = out["models"][1]
+    assert (five["name"], five["instances"], five["rate_rps"], five["users"]) == (
+        "nemo-gpt-5b",
+        12,
+        40.0,
+        0,
+    )
+    assert five["predicted_p95_ms"] == {"11": None, "12": 1078.4, "13": 604.3}
+    assert out["models"][0]["rate_rps"] is None
+    assert out["total_instances"] == 14
+    table = cli(*args)
+    assert table.returncode == 0, table.stderr
+    assert "40 req/s" in table.stdout and "32 users" in table.stdout
+    assert "12 instances (queueing model, v 1: predicted p95 1078 ms at 12" in table.stdout
+    csv = cli(*args, "--format", "csv")
+    assert csv.returncode == 0, csv.stderr
+    header, _, five_row = csv.stdout.splitlines()
+    assert header.endswith("rate_rps,variability")
+    assert five_row.startswith("nemo-gpt-5b,0,") and five_row.endswith(",40.0,1.0")
+
+
 def test_size_table_for_people() -> None:
     """The table output names the totals a person asked for."""
     p = cli("size", "-d", "nemo-gpt-5b=64", "-d", "nemo-gpt-20b=128", "--server", "r760xa-4xh100")
@@ -78,6 +105,23 @@ def test_size_table_for_people() -> None:
         (["-d", "nemo-gpt-5b=4", "-d", "nemo-gpt-5b=8"], ["names 'nemo-gpt-5b' twice"]),
         (["-d", "nemo-gpt-20b=4", "--gpu", "a100-40gb"], ["44.76 GB", "tensor parallelism"]),
         (["-d", "nemo-gpt-5b=4", "--slo-ms", "nemo-gpt-5b=abc"], ["MS must be a positive number"]),
+        (["-r", "nemo-gpt-5b=40"], ["--slo-ms", "sized against a p95 SLO", "nemo-gpt-5b=MS"]),
+        (["-r", "nemo-gpt-5b=0", "--slo-ms", "nemo-gpt-5b=1500"], ["RPS must be a positive"]),
+        (["-r", "nemo-gpt-5b=nan", "--slo-ms", "nemo-gpt-5b=1500"], ["RPS must be a positive"]),
+        (
+            ["-d", "nemo-gpt-5b=4", "-r", "nemo-gpt-5b=3", "--slo-ms", "nemo-gpt-5b=1500"],
+            ["both --demand (users) and --rate"],
+        ),
+        (
+            ["-d", "nemo-gpt-5b=4", "--variability", "nemo-gpt-5b=2"],
+            ["--variability", "no --rate"],
+        ),
+        (
+            ["-r", "nemo-gpt-5b=4", "--slo-ms", "nemo-gpt-5b=1500", "--variability", "x=2"],
+            ["--variability", "'x'", "no --rate"],
+        ),
+        (["-r", "nemo-gpt-5b=4", "--slo-ms", "nemo-gpt-5b=100"], ["below the latency", "277"]),
+        (["-r", "llama-2-7b=4", "--slo-ms", "llama-2-7b=900"], ["no service time"]),
         # 10²⁰ users hung the command (one item packed per instance)
         (
             ["-d", "nemo-gpt-5b=" + "9" * 20],

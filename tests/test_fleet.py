@@ -270,7 +270,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("args", "words"),
     [
-        (["size"], "--demand MODEL=USERS (repeatable), or --from-prometheus URL"),
+        (["size"], "--demand MODEL=USERS or --rate MODEL=RPS (repeatable), or --from-prometheus URL"),
         (
             ["size", "--from-prometheus", "http://127.0.0.1:9", "-d", "nemo-gpt-5b=4"],
             "drop --demand",

@@ -31,9 +31,26 @@ def size(
         list[str] | None,
         typer.Option("--demand", "-d", help="MODEL=USERS (concurrent users); repeatable."),
     ] = None,
+    rate: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--rate",
+            "-r",
+            help="MODEL=RPS (independent arrivals a second, sized by the policy's queueing "
+            "model; needs --slo-ms for that model); repeatable.",
+        ),
+    ] = None,
     slo_ms: Annotated[
         list[str] | None,
         typer.Option("--slo-ms", help="MODEL=MS p95 latency SLO; raises instances if needed."),
+    ] = None,
+    variability: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--variability",
+            help="MODEL=V for a --rate: Allen–Cunneen's v (default 1: Poisson arrivals, "
+            "M/M/n; the daemon's decisions show the v it learnt).",
+        ),
     ] = None,
     gpu: Annotated[str | None, typer.Option(help="GPU profile name (default h100-80gb).")] = None,
     gpus_per_server: Annotated[
@@ -75,12 +92,14 @@ def size(
         str, typer.Option(help="With --from-prometheus: the label naming a server.")
     ] = "instance",
 ) -> None:
-    """Answer "how many GPUs and servers for N users of model X?" from the sizing rules."""
+    """Answer "how many GPUs and servers for N users, or R requests a second, of model X?"
+    from the sizing rules."""
     check_format(fmt)
     if from_prometheus is not None:
-        if demand or slo_ms:
+        if demand or rate or slo_ms or variability:
             raise ConfigError(
-                "the demand comes from Prometheus with --from-prometheus; drop --demand/--slo-ms",
+                "the demand comes from Prometheus with --from-prometheus; drop "
+                "--demand/--rate/--slo-ms/--variability",
                 field="--from-prometheus",
             )
         if fmt == "csv":
@@ -107,24 +126,18 @@ def size(
             fmt=fmt,
         )
         return
-    if not demand:
+    if not demand and not rate:
         raise ConfigError(
-            "say what to size: --demand MODEL=USERS (repeatable), or --from-prometheus URL",
+            "say what to size: --demand MODEL=USERS or --rate MODEL=RPS (repeatable), or "
+            "--from-prometheus URL",
             field="--demand",
         )
     _refuse_prometheus_options(at=at, selector=prometheus_selector, label=server_label)
-    users = parse_pairs(demand, "--demand", positive_int, "USERS", "a positive whole number")
-    slos = parse_pairs(slo_ms or [], "--slo-ms", positive_float, "MS", "a positive number")
-    for name in slos:
-        if name not in users:
-            raise ConfigError(
-                f"--slo-ms names '{name}', which has no --demand", field="--slo-ms", allowed=users
-            )
+    demands = _demands(demand or [], rate or [], slo_ms or [], variability or [])
     cat = catalog_from(policies)
     gpu_profile, per_server, headroom = hardware_from(
         cat, server, gpu, gpus_per_server, headroom_gb
     )
-    demands = [Demand(m, u, slos.get(m)) for m, u in users.items()]
     result = run_sizing(demands, cat.models, gpu_profile, per_server, headroom)
     if fmt == "json":
         typer.echo(json.dumps(result.to_json(), indent=2))
@@ -132,6 +145,45 @@ def size(
         typer.echo(csv_text(CSV_COLUMNS, result.to_json()["models"]), nl=False)
     else:
         render_table(result, stdout_console())
+
+
+def _demands(
+    demand: list[str], rate: list[str], slo_ms: list[str], variability: list[str]
+) -> list[Demand]:
+    """The --demand entries in the order given, then the --rate ones; each model once,
+    an SLO or a v only for a model demanded, and an SLO for every rate."""
+    users = parse_pairs(demand, "--demand", positive_int, "USERS", "a positive whole number")
+    rates = parse_pairs(rate, "--rate", positive_float, "RPS", "a positive number (req/s)")
+    slos = parse_pairs(slo_ms, "--slo-ms", positive_float, "MS", "a positive number")
+    vs = parse_pairs(variability, "--variability", positive_float, "V", "a positive number")
+    for name in rates:
+        if name in users:
+            raise ConfigError(
+                f"'{name}' has both --demand (users) and --rate; give one", field="--rate"
+            )
+        if name not in slos:
+            raise ConfigError(
+                f"a --rate is sized against a p95 SLO: add --slo-ms {name}=MS", field="--slo-ms"
+            )
+    named = [*users, *rates]
+    for name in slos:
+        if name not in named:
+            raise ConfigError(
+                f"--slo-ms names '{name}', which has no --demand or --rate",
+                field="--slo-ms",
+                allowed=named,
+            )
+    for name in vs:
+        if name not in rates:
+            raise ConfigError(
+                f"--variability names '{name}', which has no --rate (v sizes open loops only)",
+                field="--variability",
+                allowed=list(rates) or None,
+            )
+    return [Demand(m, u, slos.get(m)) for m, u in users.items()] + [
+        Demand(m, slo_p95_ms=slos[m], rate_rps=r, variability=vs.get(m, 1.0))
+        for m, r in rates.items()
+    ]
 
 
 # `size --format csv`: the per-model table (placement and totals are in --format json)
@@ -148,20 +200,22 @@ CSV_COLUMNS = (
     "slo_p95_ms",
     "expected_p95_ms",
     "reason",
+    "rate_rps",
+    "variability",
 )
 
 
 def render_table(r: SizingResult, console: Console) -> None:
     models = Table(title="Instances per model", title_justify="left")
-    for col in ("model", "users", "optimal/inst", "used/inst", "instances", "GB/inst", "GB"):
+    for col in ("model", "demand", "optimal/inst", "used/inst", "instances", "GB/inst", "GB"):
         models.add_column(col, justify="left" if col == "model" else "right")
     models.add_column("memory source")
     for m in r.models:
         models.add_row(
             m.name,
-            str(m.users),
+            f"{m.rate_rps:g} req/s" if m.rate_rps is not None else f"{m.users} users",
             str(m.optimal_concurrency),
-            str(m.concurrency_per_instance),
+            str(m.concurrency_per_instance) if m.rate_rps is None else "",
             str(m.instances),
             f"{m.memory_per_instance_gb:g}",
             f"{m.memory_gb:.2f}",
@@ -170,7 +224,7 @@ def render_table(r: SizingResult, console: Console) -> None:
     models.add_section()
     models.add_row(
         "total",
-        str(sum(m.users for m in r.models)),
+        "",
         "",
         "",
         str(r.total_instances),
@@ -202,7 +256,7 @@ def render_table(r: SizingResult, console: Console) -> None:
         f"of {r.gpus_per_server} GPUs[/]"
     )
     for m in r.models:
-        if "raised" in m.reason:
+        if "raised" in m.reason or m.rate_rps is not None:
             console.print(f"[cyan]{m.name}[/]: {m.reason}")
     for w in r.warnings:
         console.print(f"[yellow]warning:[/] {w}")
