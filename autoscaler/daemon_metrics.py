@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from autoscaler.policy.decision import Action, Decision, Figures
+from autoscaler.policy.demand import Loop
 from autoscaler.policy.queueing import execution_s
 from autoscaler.telemetry.snapshot import GpuSample
 
@@ -59,6 +60,13 @@ def _service_s(f: Figures | None) -> float:
     if svc is None:
         return math.nan
     return execution_s(svc)
+
+
+def _load_figures(f: Figures | None) -> tuple[float, float, float]:
+    """What `arrival_rate_rps`, `closed_loop` and `variability` show for a decision's figures."""
+    if f is None:
+        return math.nan, math.nan, math.nan
+    return f.arrival_rps, 1.0 if f.loop == Loop.closed.value else 0.0, f.variability
 
 
 class DaemonMetrics:
@@ -104,6 +112,30 @@ class DaemonMetrics:
             "The service time the capacity model used: a request's (one at a time) or a "
             "batch's, measured from Triton's compute counters once a window has enough "
             "requests, else the profile's; NaN without figures or a service model",
+            m,
+            registry=r,
+        )
+        # what `size --from-prometheus` sizes an open loop by (docs/fleet.md): requests in
+        # flight say little of an open loop's need (40 req/s of the 5B hold ~12 in flight
+        # on the 12 instances they need, which Table 11's rule would call 3)
+        self.arrival_rate = Gauge(
+            f"{PREFIX}_arrival_rate_rps",
+            "Requests arriving per second over the stable window (the minute's), as the "
+            "policy read them; NaN without figures",
+            m,
+            registry=r,
+        )
+        self.closed_loop = Gauge(
+            f"{PREFIX}_closed_loop",
+            "1 while the policy knows the model's load as a closed loop (users who wait for "
+            "their answers), 0 for an open or not yet known one; NaN without figures",
+            m,
+            registry=r,
+        )
+        self.variability = Gauge(
+            f"{PREFIX}_variability",
+            "Allen–Cunneen's v the capacity model sized with (1 = M/M/n), as corrected "
+            "online from the observed p95; NaN without figures",
             m,
             registry=r,
         )
@@ -211,6 +243,9 @@ class DaemonMetrics:
             self.extra_gpus,
             self.horizon,
             self.service,
+            self.arrival_rate,
+            self.closed_loop,
+            self.variability,
         )
         self._rows: dict[str, tuple[list[Any], list[float] | None]] = {}
 
@@ -261,6 +296,7 @@ class DaemonMetrics:
             d.extra_gpus_needed or 0 if exhausted else 0,
             d.figures.horizon_s if d.figures is not None else math.nan,
             _service_s(d.figures),
+            *_load_figures(d.figures),
         ]
         if row is None:  # the first usable decision makes the model's series, in this order
             children = [self._valid(m) if g is self.valid else g.labels(m) for g in self._figures]

@@ -302,6 +302,13 @@ def _busy_instances(svc: ServiceModel, rate_rps: float) -> int:
     return max(1, math.floor(rate_rps * svc.service_s) + 1)
 
 
+def rate_text(rate_rps: float) -> str:
+    """A rate as a person reads it: 40, 5.686, 300000, 0.0005 (req/s)."""
+    if rate_rps < 1.0:
+        return f"{rate_rps:.3g}"
+    return f"{rate_rps:.3f}".rstrip("0").rstrip(".")
+
+
 def _rate_reason(
     rate: float, slo: float, v: float, n: int, predicted: tuple[tuple[int, float], ...]
 ) -> str:
@@ -316,7 +323,7 @@ def _rate_reason(
     else:
         fewer = f", {below:.0f} ms at {n - 1}"
     return (
-        f"{rate:g} req/s, p95 ≤ {slo:g} ms: {n} instance{'' if n == 1 else 's'} (queueing "
+        f"{rate_text(rate)} req/s, p95 ≤ {slo:g} ms: {n} instance{'' if n == 1 else 's'} (queueing "
         f"model, v {v:g}: predicted p95 {at[n]:.0f} ms at {n}{fewer})"
     )
 

@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/fleet_examples.py kubernetes
     .venv/bin/python scripts/fleet_examples.py fleet
+    .venv/bin/python scripts/fleet_examples.py open
 
 `kubernetes`: two CPU Tritons as the pods of triton-nemo-gpt-5b, a real
 Prometheus scraping them with pod labels and the Kubernetes-mode daemon
@@ -13,6 +14,9 @@ its /metrics lines and KEDA's arithmetic on the ScaledObject's query.
 GPUs), one Prometheus (autoscaler/testing/fleet.py); 32 clients on the full
 server's 5B, 4 on another's. Prints the full server's decision, then runs
 `observe --fleet` and `size --from-prometheus` as a user would.
+
+`open`: one emulated server whose 5B gets 6 req/s of independent arrivals; runs
+`size --from-prometheus`, which sizes it by its arrival rate.
 """
 
 from __future__ import annotations
@@ -201,12 +205,36 @@ def fleet() -> None:
             cli("size", "--from-prometheus", f.prom.url, *common, "--at", "now", "--format", "json")
 
 
+def open_loop() -> None:
+    """One server whose 5B (2 instances) gets 6 req/s of independent arrivals."""
+    spec = ServerSpec("gpu-d", [emulated(B5, instances=2)], gpus=1, slo_p95_ms={B5: 1500})
+    with tempfile.TemporaryDirectory() as tmp, EmulatedFleet([spec], Path(tmp)) as f:
+        assert f.prom is not None
+        d = f.servers["gpu-d"]
+        with LoadGenerator(d.triton.http_url, max_duration_s=400) as g:
+            g.set_rate(B5, 6.0)
+            # the stable window full of the load, and Prometheus holding the daemon's rate
+            f.wait(
+                lambda: (x := d.last(B5)) is not None
+                and x.figures is not None
+                and x.figures.arrival_rps > 4.0,
+                "the 5B's arrivals read",
+                timeout_s=120,
+            )
+            time.sleep(15)
+            section("size --from-prometheus (an open loop)")
+            common = ["--server-label", "server", "--at", "now"]
+            cli("size", "--from-prometheus", f.prom.url, *common)
+
+
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) == 2 else ""
     if what == "kubernetes":
         kubernetes()
     elif what == "fleet":
         fleet()
+    elif what == "open":
+        open_loop()
     else:  # bad input is exit 2, as the CLI's; `fleet extra` ran, ignoring `extra`
-        print("usage: scripts/fleet_examples.py kubernetes|fleet", file=sys.stderr)
+        print("usage: scripts/fleet_examples.py kubernetes|fleet|open", file=sys.stderr)
         sys.exit(2)

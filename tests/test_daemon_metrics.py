@@ -50,6 +50,10 @@ def _reference_observe(metrics: DaemonMetrics, d: Decision) -> None:
     svc = d.figures.service if d.figures is not None else None
     shown = svc.batch_s if isinstance(svc, Batched) else svc.service_s if svc else math.nan
     metrics.service.labels(m).set(shown)
+    f = d.figures
+    metrics.arrival_rate.labels(m).set(f.arrival_rps if f else math.nan)
+    metrics.closed_loop.labels(m).set((1 if f.loop == "closed" else 0) if f else math.nan)
+    metrics.variability.labels(m).set(f.variability if f else math.nan)
 
 
 def _decision(rng: random.Random) -> Decision:
@@ -179,6 +183,25 @@ def test_the_service_time_the_capacity_model_used_is_exported() -> None:
         assert f'triton_autoscaler_service_seconds{{model="m"}} {shown}' in _text(metrics)
     metrics.observe(Decision("m", 2, 2, Action.hold, 3.0, 4.0, 800.0, Rule.steady, "s"))
     assert 'triton_autoscaler_service_seconds{model="m"} NaN' in _text(metrics)
+
+
+def test_the_load_the_fleet_planner_sizes_an_open_loop_by_is_exported() -> None:
+    """arrival_rate_rps, closed_loop and variability: the figures' minute rate, 1 only for a
+    load known closed, and v; NaN without figures."""
+    metrics = DaemonMetrics(CollectorRegistry())
+    for loop, closed in (("open", "0.0"), ("unknown", "0.0"), ("closed", "1.0")):
+        f = replace(_figures(27.4), loop=loop, arrival_rps=31.5, variability=2.25)
+        metrics.observe(
+            Decision("m", 2, 2, Action.hold, 3.0, 4.0, 800.0, Rule.steady, "s", figures=f)
+        )
+        text = _text(metrics)
+        assert 'triton_autoscaler_arrival_rate_rps{model="m"} 31.5' in text
+        assert f'triton_autoscaler_closed_loop{{model="m"}} {closed}' in text
+        assert 'triton_autoscaler_variability{model="m"} 2.25' in text
+    metrics.observe(Decision("m", 2, 2, Action.hold, 3.0, 4.0, 800.0, Rule.steady, "s"))
+    text = _text(metrics)
+    for name in ("arrival_rate_rps", "closed_loop", "variability"):
+        assert f'triton_autoscaler_{name}{{model="m"}} NaN' in text
 
 
 def test_measured_start_ups_are_exported_and_a_model_no_longer_measured_loses_its_series() -> None:

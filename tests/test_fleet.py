@@ -254,6 +254,81 @@ def test_plan_sizes_like_size_and_places_on_live_servers_then_new_ones() -> None
     assert j["servers_needed"] == 1 and j["changes"][1]["add"][0]["server"] in ("b", "new-1")
 
 
+def test_an_open_loop_is_sized_by_its_arrival_rate() -> None:
+    """40 req/s of the 5B over the fleet hold ~12 requests in flight on the 12 instances
+    they need: Table 11's rule on those calls it 3 users' worth, the queueing model 12.
+    A load a daemon knows as closed, or one with no SLO, stays sized by its users."""
+    cat = load_catalog([])
+    gpu = cat.gpu("h100-80gb")
+    view = fleet({"a": {"gpus": [(80, 79.5)] * 4, "models": {B5: (12, 12), B20: (1, 1)}}})
+    conc = {B5: 12.2, B20: 16.0}
+    slos = {B5: 1500.0}
+    p = plan(
+        parse_at("now", NOW),
+        conc,
+        slos,
+        view,
+        cat.models,
+        gpu,
+        4,
+        2.0,
+        rates={B5: 40.0, B20: 14.5},
+        variability={B5: 1.0},
+    )
+    rows = {d.model: d for d in p.demand}
+    assert (rows[B5].sized_by, rows[B5].users, rows[B5].arrival_rps) == ("rate", 12, 40.0)
+    assert rows[B20].sized_by == "users"  # no SLO: the rate has nothing to be sized against
+    assert any(B20 in w and "no SLO" in w for w in p.warnings)
+    assert p.sizing is not None
+    sized = {m.name: m for m in p.sizing.models}
+    assert sized[B5].instances == 12 and sized[B5].rate_rps == 40.0
+    assert sized[B20].instances == 1
+    assert {c.model: c.remove for c in p.changes} == {B5: 0, B20: 0}
+    j = {d["model"]: d for d in p.to_json()["demand"]}
+    assert (j[B5]["sized_by"], j[B5]["arrival_rps"], j[B5]["variability"]) == ("rate", 40.0, 1.0)
+    # a daemon that knows the 5B's load as closed: its users size it, as before
+    known = plan(
+        parse_at("now", NOW),
+        conc,
+        slos,
+        view,
+        cat.models,
+        gpu,
+        4,
+        2.0,
+        rates={B5: 40.0},
+        closed=frozenset({B5}),
+    )
+    assert {m.name: m.instances for m in known.sizing.models}[B5] == 3  # ceil(12 / 4)
+    # burstier arrivals (v 3) need more; a backlog in flight beyond the rate's count wins
+    bursty = plan(
+        parse_at("now", NOW),
+        conc,
+        slos,
+        view,
+        cat.models,
+        gpu,
+        4,
+        2.0,
+        rates={B5: 40.0},
+        variability={B5: 3.0},
+    )
+    assert {m.name: m.instances for m in bursty.sizing.models}[B5] > 12
+    backlog = plan(
+        parse_at("now", NOW),
+        {B5: 80.0},
+        slos,
+        view,
+        cat.models,
+        gpu,
+        4,
+        2.0,
+        rates={B5: 10.0},
+    )
+    five = next(d for d in backlog.demand if d.model == B5)
+    assert five.sized_by == "users" and backlog.sizing.models[0].instances == 20
+
+
 # -- the commands --------------------------------------------------------------------------
 
 
@@ -270,7 +345,10 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("args", "words"),
     [
-        (["size"], "--demand MODEL=USERS or --rate MODEL=RPS (repeatable), or --from-prometheus URL"),
+        (
+            ["size"],
+            "--demand MODEL=USERS or --rate MODEL=RPS (repeatable), or --from-prometheus URL",
+        ),
         (
             ["size", "--from-prometheus", "http://127.0.0.1:9", "-d", "nemo-gpt-5b=4"],
             "drop --demand",
@@ -368,4 +446,4 @@ def test_fleet_examples_script_usage_is_exit_2(args: list[str]) -> None:
         [sys.executable, str(script), *args], capture_output=True, text=True, timeout=60
     )
     assert p.returncode == 2, p.stderr
-    assert p.stderr.strip() == "usage: scripts/fleet_examples.py kubernetes|fleet"
+    assert p.stderr.strip() == "usage: scripts/fleet_examples.py kubernetes|fleet|open"

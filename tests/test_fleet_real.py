@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -205,3 +206,53 @@ def test_size_from_prometheus_places_what_is_missing_on_servers_with_room(
     assert any("every daemon's series" in w for w in raw["warnings"])
     r5 = next(d for d in raw["demand"] if d["model"] == B5)
     assert r5["concurrency"] == pytest.approx(p5["concurrency"], abs=3)
+
+
+def test_an_open_loop_is_sized_by_its_arrival_rate(tmp_path: Path) -> None:
+    """One server, its 5B fed 2 req/s of independent arrivals: the daemon exports the
+    rate, Prometheus sums it, and `size --from-prometheus` sizes the 5B by the queueing
+    model. At a 700 ms SLO one instance predicts a p95 of 277 ms + v × 1.49 s, past the
+    SLO for any v the policy sizes with, and two hold it at ~300 ms; the ~1.2 requests
+    in flight would be one user, one instance."""
+    why = unavailable_reason()
+    if why:
+        pytest.skip(f"real Triton server not available: {why}")
+    spec = ServerSpec("solo", [emulated(B5)], gpus=1, slo_p95_ms={B5: 700})
+    with EmulatedFleet([spec], tmp_path) as f:
+        assert f.prom is not None
+        triton = f.servers["solo"].triton
+        with LoadGenerator(triton.http_url, max_duration_s=180) as g:
+            g.set_rate(B5, 2.0)
+            reader = FleetReader(f.prom.url, selector=f'job="{JOB}"', server_label="server")
+
+            def rate_seen() -> float:
+                got = reader.query(
+                    f'triton_autoscaler_arrival_rate_rps{{job="{JOB}"}}', time.time()
+                )
+                v = float(got[0]["value"][1]) if got else float("nan")
+                return v if 1.4 <= v <= 2.6 else 0.0
+
+            seen = f.wait(rate_seen, "Prometheus holding the 5B's arrival rate", timeout_s=90)
+            out = cli(
+                "size",
+                "--from-prometheus",
+                f.prom.url,
+                "--at",
+                "now",
+                "--prometheus-selector",
+                f'job="{JOB}"',
+                "--server-label",
+                "server",
+                "--format",
+                "json",
+            )
+    d = next(x for x in out["demand"] if x["model"] == B5)
+    print(f"\nPrometheus: {seen:.2f} req/s; demand {d}")
+    assert d["sized_by"] == "rate", d
+    assert d["arrival_rps"] == pytest.approx(2.0, abs=0.6)
+    assert d["users"] <= 2  # what the closed rule would have sized: one instance
+    five = next(m for m in out["sizing"]["models"] if m["name"] == B5)
+    assert five["instances"] == 2
+    assert five["rate_rps"] == pytest.approx(d["arrival_rps"], abs=1e-3)
+    change = next(c for c in out["changes"] if c["model"] == B5)
+    assert (change["current_instances"], change["needed_instances"]) == (1, 2)

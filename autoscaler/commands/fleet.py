@@ -251,11 +251,19 @@ def render_plan(p: FleetPlan, console: Console) -> None:
             style="bold",
         )
     )
-    demand = Table(title="Demand (fleet-wide requests in flight)", title_justify="left")
-    for col in ("model", "in flight", "users", "SLO ms"):
-        demand.add_column(col, justify="left" if col == "model" else "right")
+    demand = Table(title="Demand (fleet-wide)", title_justify="left")
+    for col in ("model", "in flight", "users", "arriving/s", "v", "SLO ms", "sized by"):
+        demand.add_column(col, justify="left" if col in ("model", "sized by") else "right")
     for d in p.demand:
-        demand.add_row(d.model, f"{d.concurrency:.2f}", str(d.users), _cell(d.slo_p95_ms, "g"))
+        demand.add_row(
+            d.model,
+            f"{d.concurrency:.2f}",
+            str(d.users),
+            _cell(d.arrival_rps, ".2f"),
+            _cell(d.variability, ".2f"),
+            _cell(d.slo_p95_ms, "g"),
+            "arrival rate" if d.sized_by == "rate" else "users",
+        )
     console.print(demand)
     if p.sizing is not None:
         render_table(p.sizing, console)  # the same tables as `size`

@@ -22,7 +22,7 @@ from autoscaler.commands._common import (
     stdout_console,
 )
 from autoscaler.errors import ConfigError
-from autoscaler.sizing import Demand, SizingResult
+from autoscaler.sizing import Demand, SizingResult, rate_text
 from autoscaler.sizing import size as run_sizing
 
 
@@ -213,7 +213,7 @@ def render_table(r: SizingResult, console: Console) -> None:
     for m in r.models:
         models.add_row(
             m.name,
-            f"{m.rate_rps:g} req/s" if m.rate_rps is not None else f"{m.users} users",
+            f"{rate_text(m.rate_rps)} req/s" if m.rate_rps is not None else f"{m.users} users",
             str(m.optimal_concurrency),
             str(m.concurrency_per_instance) if m.rate_rps is None else "",
             str(m.instances),

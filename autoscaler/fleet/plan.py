@@ -1,7 +1,8 @@
 """Fleet capacity from live demand: what Prometheus recorded, sized and placed as `size` does.
 
 Demand is the daemons' `observed_concurrency` (requests in flight per model, the
-figure the policy sizes on) added up over the fleet, at one of:
+figure the policy sizes a closed loop on) and `arrival_rate_rps` (requests arriving
+a second, what it sizes an open loop on) added up over the fleet, at one of:
 
 - `peak` (default): the highest fleet-wide sum of the last 24 h, sampled every
   minute: `max_over_time(sum by (model) (…)[1d:1m])`. The peak of the sum, not
@@ -12,8 +13,14 @@ figure the policy sizes on) added up over the fleet, at one of:
   (UTC when no offset): the sum then.
 
 Users = ceil(concurrency − CEIL_SLACK × optimal concurrency), the policy's own
-rounding (15.98–16.07 in flight reads as 16 users: 4 5B instances, not 5). The
-SLOs are the daemons' (`slo_p95_ms`). `sizing.size` then gives instances and the
+rounding (15.98–16.07 in flight reads as 16 users: 4 5B instances, not 5). A model
+no daemon knows as a closed loop, with an SLO and a service profile, is also sized
+as an open loop at the fleet-wide rate, with the largest v a daemon sized with
+(`sizing`'s `rate_rps`, the policy's queueing model), and the larger count stands:
+requests in flight undercount an open loop (40 req/s of the 5B hold ~12 in flight on
+the 12 instances they need; Table 11's rule calls that 3), and a rate read while
+every instance was busy undercounts a backlog, which the requests in flight hold.
+The SLOs are the daemons' (`slo_p95_ms`). `sizing.size` then gives instances and the
 from-scratch packing (servers of the chosen kind the fleet needs), exactly as the
 `size` command; and `placement.pack` puts the instances missing today on the
 live servers' free GPU memory (best fit, headroom kept), opening new servers of
@@ -27,7 +34,7 @@ import math
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,13 +43,24 @@ from autoscaler.fleet.view import ROOM_PARTS, FleetReader, FleetUnavailable, Fle
 from autoscaler.placement import Fit, GpuBin, Item, pack
 from autoscaler.policy.capacity import CEIL_SLACK
 from autoscaler.profiles import GpuProfile, ModelProfile
-from autoscaler.sizing import Demand, SizingResult, concurrency_for_slo, size
+from autoscaler.sizing import (
+    Demand,
+    ModelSizing,
+    SizingResult,
+    concurrency_for_slo,
+    size,
+    size_model,
+)
 from autoscaler.telemetry.prometheus import SEL
 
 CONCURRENCY = "triton_autoscaler_observed_concurrency"
 # deploy/prometheus/rules.yml records the fleet-wide sum per model: a day's peak is
 # then a scan of 50 series instead of every server's (64 × 50 at 10 s: seconds).
 RECORDED = "triton_autoscaler:observed_concurrency:sum_by_model"
+ARRIVALS = "triton_autoscaler_arrival_rate_rps"
+RECORDED_ARRIVALS = "triton_autoscaler:arrival_rate_rps:sum_by_model"
+CLOSED = "triton_autoscaler_closed_loop"
+VARIABILITY = "triton_autoscaler_variability"
 SLO = "triton_autoscaler_slo_p95_ms"
 # The daemons' concurrency is already a 60 s average: a 1-minute subquery step sees
 # every value it held, at 1,440 points a day per model.
@@ -52,46 +70,53 @@ _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 @dataclass(frozen=True)
 class At:
-    """When the demand is read: `label` as given, the queries and their evaluation time.
-
-    `query` reads the daemons' own series (the selector applies); `recorded`, for
-    a peak, reads the recording rule's series instead (no selector: it has only
-    `model`) and is tried first.
-    """
+    """When the demand is read: `label` as given, the evaluation time, and for a peak the
+    range it is the peak of (`span`, a PromQL duration; None: the value at `time`)."""
 
     label: str
     time: float
-    query: str  # with __SEL__
     meaning: str
-    recorded: str | None = None
+    span: str | None = None
 
-
-def parse_at(text: str, now: float) -> At:
-    """`peak`, `now`, `YYYY-MM-DD` or an ISO time; a clear error for anything else."""
-    sum_now = f"sum by (model) ({CONCURRENCY}{{{SEL}}})"
-
-    def peak(span: str) -> tuple[str, str]:
+    def queries(self, series: str, recorded: str) -> tuple[str, str | None]:
+        """The fleet-wide sum per model of the daemons' `series` (with __SEL__: the selector
+        applies) and, for a peak, the same from the recording rule's `recorded` series
+        (no selector: it has only `model`), which is tried first."""
+        sum_now = f"sum by (model) ({series}{{{SEL}}})"
+        if self.span is None:
+            return sum_now, None
         # The subquery's steps fall on whole minutes, and rule evaluations every
         # evaluation_interval, up to a step before the evaluation time: `> now or
         # now` adds the value at that time, so a peak going on right now counts
         # (max(peak, now) per model, in one query).
-        raw = f"max_over_time({sum_now}[{span}:{STEP}]) > {sum_now} or {sum_now}"
-        rec = f"max_over_time({RECORDED}[{span}]) > {sum_now} or {sum_now}"
+        raw = f"max_over_time({sum_now}[{self.span}:{STEP}]) > {sum_now} or {sum_now}"
+        rec = f"max_over_time({recorded}[{self.span}]) > {sum_now} or {sum_now}"
         return raw, rec
 
+    @property
+    def query(self) -> str:
+        """The requests in flight from the daemons' own series."""
+        return self.queries(CONCURRENCY, RECORDED)[0]
+
+    @property
+    def recorded(self) -> str | None:
+        """… and, for a peak, from the recording rule's."""
+        return self.queries(CONCURRENCY, RECORDED)[1]
+
+
+def parse_at(text: str, now: float) -> At:
+    """`peak`, `now`, `YYYY-MM-DD` or an ISO time; a clear error for anything else."""
     if text == "peak":
-        raw, rec = peak("1d")
-        return At("peak", now, raw, "the peak of the last 24 h (fleet-wide sum)", rec)
+        return At("peak", now, "the peak of the last 24 h (fleet-wide sum)", "1d")
     if text == "now":
-        return At("now", now, sum_now, "now")
+        return At("now", now, "now")
     try:
         if _DAY.match(text):
             start = datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
             if start > now:
                 raise ConfigError("that day has not begun", field="--at", value=text)
             end = min(start + 86400.0, now)
-            raw, rec = peak(f"{max(60, int(end - start))}s")
-            return At(text, end, raw, f"the peak of {text} (UTC)", rec)
+            return At(text, end, f"the peak of {text} (UTC)", f"{max(60, int(end - start))}s")
         t = datetime.fromisoformat(text)
     except ValueError:
         raise ConfigError(
@@ -105,7 +130,7 @@ def parse_at(text: str, now: float) -> At:
     at = t.timestamp()
     if at > now:
         raise ConfigError("that time is in the future", field="--at", value=text)
-    return At(text, at, sum_now, f"at {t.astimezone(UTC).isoformat(timespec='seconds')}")
+    return At(text, at, f"at {t.astimezone(UTC).isoformat(timespec='seconds')}")
 
 
 @dataclass(frozen=True)
@@ -114,6 +139,9 @@ class ModelDemand:
     concurrency: float  # requests in flight, fleet-wide
     users: int
     slo_p95_ms: float | None
+    arrival_rps: float | None = None  # requests arriving a second, fleet-wide
+    variability: float | None = None  # the largest v a daemon sized the model with
+    sized_by: str = "users"  # "users" (Table 11's rule) or "rate" (the queueing model)
 
 
 @dataclass(frozen=True)
@@ -162,6 +190,9 @@ class FleetPlan:
                     "concurrency": round(d.concurrency, 3),
                     "users": d.users,
                     "slo_p95_ms": d.slo_p95_ms,
+                    "arrival_rps": None if d.arrival_rps is None else round(d.arrival_rps, 3),
+                    "variability": None if d.variability is None else round(d.variability, 3),
+                    "sized_by": d.sized_by,
                 }
                 for d in self.demand
             ],
@@ -206,38 +237,68 @@ class DemandRead:
     queries: int
     seconds: float
     notes: tuple[str, ...]
+    rates: dict[str, float] = field(default_factory=dict)  # arrivals a second, fleet-wide
+    closed: frozenset[str] = frozenset()  # models some daemon knows as a closed loop
+    variability: dict[str, float] = field(default_factory=dict)  # the largest v per model
 
 
 def read_demand(reader: FleetReader, at: At) -> DemandRead:
-    """Concurrency and SLO per model at `at`: the recorded series first, for a peak."""
+    """Concurrency, arrival rate and SLO per model at `at` (the recorded series first, for
+    a peak), the models a daemon knows as closed loops and the v they were sized with."""
     t0 = time.perf_counter()
     queries, notes = 0, []
-    conc: list[dict[str, Any]] = []
-    if at.recorded is not None and not reader.selector:
-        conc = reader.query(reader.render(at.recorded), at.time)
-        queries += 1
-        if not conc:
-            notes.append(
-                f"no {RECORDED} series (deploy/prometheus/rules.yml not loaded?): the peak "
-                "was read from every daemon's series, which is slow on a large fleet"
-            )
-    elif at.recorded is not None:
+    if at.span is not None and reader.selector:
         notes.append(f"with a selector the peak is read from every daemon's series, not {RECORDED}")
-    if not conc:
-        conc = reader.query(reader.render(at.query), at.time)
-        queries += 1
-    slo = reader.query(reader.render(f"max by (model) ({SLO}{{{SEL}}})"), at.time)
+    conc, n = _fleet_sum(reader, at, CONCURRENCY, RECORDED)
+    queries += n
+    if at.span is not None and not reader.selector and n > 1:
+        notes.append(
+            f"no {RECORDED} series (deploy/prometheus/rules.yml not loaded?): the peak "
+            "was read from every daemon's series, which is slow on a large fleet"
+        )
+    rates, n = _fleet_sum(reader, at, ARRIVALS, RECORDED_ARRIVALS)
+    queries += n
+
+    def by_model(promql: str) -> dict[str, float]:
+        return _by_model(reader.query(reader.render(promql), at.time))
+
+    slos = by_model(f"max by (model) ({SLO}{{{SEL}}})")
+    closed = by_model(f"max by (model) ({CLOSED}{{{SEL}}})")
+    vs = by_model(f"max by (model) ({VARIABILITY}{{{SEL}}})")
+    return DemandRead(
+        conc,
+        slos,
+        queries + 3,
+        time.perf_counter() - t0,
+        tuple(notes),
+        rates,
+        frozenset(m for m, v in closed.items() if v >= 1.0),
+        vs,
+    )
+
+
+def _fleet_sum(
+    reader: FleetReader, at: At, series: str, recorded: str
+) -> tuple[dict[str, float], int]:
+    """`series` summed over the fleet per model at `at` (the recording rule's first, for a
+    peak without a selector), and how many queries that took."""
+    raw, rec = at.queries(series, recorded)
+    if rec is not None and not reader.selector:
+        got = _by_model(reader.query(reader.render(rec), at.time))
+        if got:
+            return got, 1
+        return _by_model(reader.query(reader.render(raw), at.time)), 2
+    return _by_model(reader.query(reader.render(raw), at.time)), 1
+
+
+def _by_model(result: list[dict[str, Any]]) -> dict[str, float]:
+    """An instant vector's finite values by their `model` label."""
     out: dict[str, float] = {}
-    for s in conc:
+    for s in result:
         model, v = s.get("metric", {}).get("model"), float(s["value"][1])
         if model is not None and math.isfinite(v):
             out[model] = v
-    slos = {
-        s["metric"]["model"]: float(s["value"][1])
-        for s in slo
-        if "model" in s.get("metric", {}) and math.isfinite(float(s["value"][1]))
-    }
-    return DemandRead(out, slos, queries + 1, time.perf_counter() - t0, tuple(notes))
+    return out
 
 
 def plan(
@@ -250,13 +311,20 @@ def plan(
     gpus_per_server: int,
     headroom_gb: float,
     *,
+    rates: Mapping[str, float] | None = None,
+    closed: frozenset[str] = frozenset(),
+    variability: Mapping[str, float] | None = None,
     queries: int = 0,
     query_s: float = 0.0,
 ) -> FleetPlan:
+    """Size the demand (`concurrency` in flight and, where known, arrival `rates` per
+    model; `closed`: models a daemon knows as closed loops) and place it on `view`."""
     skipped: list[tuple[str, str]] = []
     warnings: list[str] = []
     demands: list[Demand] = []
     rows: list[ModelDemand] = []
+    rates = rates or {}
+    variability = variability or {}
     for model, c in sorted(concurrency.items()):
         prof = models.get(model)
         if prof is None or prof.optimum is None:
@@ -277,8 +345,14 @@ def plan(
         users = users_for(c, prof.optimum.concurrency)
         if c <= 0:
             warnings.append(f"{model}: no requests in flight recorded; sized for 1 user")
-        demands.append(Demand(model, users, slo))
-        rows.append(ModelDemand(model, c, users, slo))
+        demand = Demand(model, users, slo)
+        row = ModelDemand(model, c, users, slo, rates.get(model), variability.get(model))
+        if model not in closed and model in rates:
+            by_rate = _rate_demand(prof, demand, rates[model], variability.get(model), warnings)
+            if by_rate is not None and by_rate[1].instances > size_model(prof, demand).instances:
+                demand, row = by_rate[0], replace(row, sized_by="rate")
+        demands.append(demand)
+        rows.append(row)
     sizing = size(demands, dict(models), gpu, gpus_per_server, headroom_gb) if demands else None
     live = view.live()
     stale = [s.name for s in view.servers if s not in live]
@@ -301,6 +375,28 @@ def plan(
         queries=queries,
         query_s=query_s,
     )
+
+
+def _rate_demand(
+    prof: ModelProfile, users: Demand, rate: float, v: float | None, warnings: list[str]
+) -> tuple[Demand, ModelSizing] | None:
+    """The open-loop demand for a model at its fleet-wide `rate`, and its sizing; None where
+    the queueing model cannot size it (no SLO, no service profile, no rate: said in
+    `warnings` where the model has arrivals)."""
+    if rate <= 0.0:
+        return None
+    if users.slo_p95_ms is None:
+        warnings.append(
+            f"{prof.name}: {rate:.3g} req/s arriving, but no SLO to size them against: sized "
+            "by requests in flight alone, which undercount an open loop"
+        )
+        return None
+    d = Demand(users.model, slo_p95_ms=users.slo_p95_ms, rate_rps=rate, variability=v or 1.0)
+    try:
+        return d, size_model(prof, d)
+    except ConfigError as exc:
+        warnings.append(f"{prof.name}: not sized by its arrival rate: {exc.problem}")
+        return None
 
 
 def _place(
@@ -378,6 +474,9 @@ def read_plan(
         gpu,
         gpus_per_server,
         headroom_gb,
+        rates=demand.rates,
+        closed=demand.closed,
+        variability=demand.variability,
         queries=demand.queries + view.queries,
         query_s=demand.seconds + view.query_s,
     )
