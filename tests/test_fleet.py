@@ -16,7 +16,7 @@ import pytest
 from autoscaler.catalog import load_catalog
 from autoscaler.config import parse_config, resolve
 from autoscaler.errors import ConfigError
-from autoscaler.fleet.plan import parse_at, plan, users_for
+from autoscaler.fleet.plan import parse_at, plan, read_demand, users_for
 from autoscaler.fleet.room import RoomAdvisor, RoomLookup, room_for, with_room
 from autoscaler.fleet.view import FleetUnavailable, FleetView, assemble
 from autoscaler.policy.core import decide
@@ -327,6 +327,49 @@ def test_an_open_loop_is_sized_by_its_arrival_rate() -> None:
     )
     five = next(d for d in backlog.demand if d.model == B5)
     assert five.sized_by == "users" and backlog.sizing.models[0].instances == 20
+
+
+class PromAnswers:
+    """What `read_demand` asks of a FleetReader: instant queries, answered by the series
+    name each one reads (a query naming none of `answers` gets nothing)."""
+
+    selector = ""
+
+    def __init__(self, answers: dict[str, dict[str, float]]) -> None:
+        self.answers, self.asked = answers, []
+
+    def render(self, promql: str) -> str:
+        return promql.replace("__SEL__", "")
+
+    def query(self, promql: str, at: float) -> list[dict[str, Any]]:
+        self.asked.append(promql)
+        for name, by_model in self.answers.items():
+            if name in promql:
+                return [
+                    {"metric": {"model": m}, "value": [at, repr(v)]} for m, v in by_model.items()
+                ]
+        return []
+
+
+def test_read_demand_reads_rates_loops_and_v_and_says_when_rates_are_missing() -> None:
+    at = parse_at("peak", NOW)
+    r = PromAnswers(
+        {
+            "triton_autoscaler:observed_concurrency:sum_by_model": {B5: 12.2, B20: 16.0},
+            "triton_autoscaler:arrival_rate_rps:sum_by_model": {B5: 40.0, B20: math.nan},
+            "triton_autoscaler_slo_p95_ms": {B5: 1500.0},
+            "triton_autoscaler_closed_loop": {B5: 0.0, B20: 1.0},
+            "triton_autoscaler_variability": {B5: 2.5},
+        }
+    )
+    d = read_demand(r, at)  # type: ignore[arg-type]
+    assert d.concurrency == {B5: 12.2, B20: 16.0} and d.rates == {B5: 40.0}  # NaN left out
+    assert d.closed == frozenset({B20}) and d.variability == {B5: 2.5}
+    assert d.queries == len(r.asked) == 5 and d.notes == ()
+    old = PromAnswers({"triton_autoscaler:observed_concurrency:sum_by_model": {B5: 12.2}})
+    d = read_demand(old, at)  # type: ignore[arg-type]
+    assert d.rates == {} and d.queries == len(old.asked) == 6  # the rate's raw query too
+    assert any("no triton_autoscaler_arrival_rate_rps series" in n for n in d.notes)
 
 
 # -- the commands --------------------------------------------------------------------------

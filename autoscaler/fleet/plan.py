@@ -258,6 +258,11 @@ def read_demand(reader: FleetReader, at: At) -> DemandRead:
         )
     rates, n = _fleet_sum(reader, at, ARRIVALS, RECORDED_ARRIVALS)
     queries += n
+    if conc and not rates:
+        notes.append(
+            f"no {ARRIVALS} series (daemons older than it?): every model is sized by its "
+            "requests in flight, which undercount an open loop"
+        )
 
     def by_model(promql: str) -> dict[str, float]:
         return _by_model(reader.query(reader.render(promql), at.time))
