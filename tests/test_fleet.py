@@ -366,6 +366,9 @@ def test_read_demand_reads_rates_loops_and_v_and_says_when_rates_are_missing() -
     assert d.concurrency == {B5: 12.2, B20: 16.0} and d.rates == {B5: 40.0}  # NaN left out
     assert d.closed == frozenset({B20}) and d.variability == {B5: 2.5}
     assert d.queries == len(r.asked) == 5 and d.notes == ()
+    # a server mid-apply exports NaN: left out of the rate's sum, not making it NaN
+    rate_query = next(q for q in r.asked if "arrival_rate_rps:sum_by_model" in q)
+    assert "sum by (model) (triton_autoscaler_arrival_rate_rps{} >= 0)" in rate_query
     old = PromAnswers({"triton_autoscaler:observed_concurrency:sum_by_model": {B5: 12.2}})
     d = read_demand(old, at)  # type: ignore[arg-type]
     assert d.rates == {} and d.queries == len(old.asked) == 6  # the rate's raw query too

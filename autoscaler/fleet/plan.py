@@ -36,7 +36,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from autoscaler.errors import ConfigError
 from autoscaler.fleet.view import ROOM_PARTS, FleetReader, FleetUnavailable, FleetView
@@ -78,11 +78,15 @@ class At:
     meaning: str
     span: str | None = None
 
-    def queries(self, series: str, recorded: str) -> tuple[str, str | None]:
+    def queries(
+        self, series: str, recorded: str, *, known_only: bool = False
+    ) -> tuple[str, str | None]:
         """The fleet-wide sum per model of the daemons' `series` (with __SEL__: the selector
         applies) and, for a peak, the same from the recording rule's `recorded` series
-        (no selector: it has only `model`), which is tried first."""
-        sum_now = f"sum by (model) ({series}{{{SEL}}})"
+        (no selector: it has only `model`), which is tried first. `known_only`: servers
+        whose value is NaN (unknown) are left out of the sum rather than making it NaN."""
+        known = " >= 0" if known_only else ""
+        sum_now = f"sum by (model) ({series}{{{SEL}}}{known})"
         if self.span is None:
             return sum_now, None
         # The subquery's steps fall on whole minutes, and rule evaluations every
@@ -141,7 +145,7 @@ class ModelDemand:
     slo_p95_ms: float | None
     arrival_rps: float | None = None  # requests arriving a second, fleet-wide
     variability: float | None = None  # the largest v a daemon sized the model with
-    sized_by: str = "users"  # "users" (Table 11's rule) or "rate" (the queueing model)
+    sized_by: Literal["users", "rate"] = "users"  # Table 11's rule, or the queueing model
 
 
 @dataclass(frozen=True)
@@ -256,7 +260,9 @@ def read_demand(reader: FleetReader, at: At) -> DemandRead:
             f"no {RECORDED} series (deploy/prometheus/rules.yml not loaded?): the peak "
             "was read from every daemon's series, which is slow on a large fleet"
         )
-    rates, n = _fleet_sum(reader, at, ARRIVALS, RECORDED_ARRIVALS)
+    # A daemon whose last decision had no figures (an apply in flight: a few seconds)
+    # exports NaN, which would make its model's whole sum NaN and size it by users alone
+    rates, n = _fleet_sum(reader, at, ARRIVALS, RECORDED_ARRIVALS, known_only=True)
     queries += n
     if conc and not rates:
         notes.append(
@@ -283,11 +289,11 @@ def read_demand(reader: FleetReader, at: At) -> DemandRead:
 
 
 def _fleet_sum(
-    reader: FleetReader, at: At, series: str, recorded: str
+    reader: FleetReader, at: At, series: str, recorded: str, *, known_only: bool = False
 ) -> tuple[dict[str, float], int]:
     """`series` summed over the fleet per model at `at` (the recording rule's first, for a
     peak without a selector), and how many queries that took."""
-    raw, rec = at.queries(series, recorded)
+    raw, rec = at.queries(series, recorded, known_only=known_only)
     if rec is not None and not reader.selector:
         got = _by_model(reader.query(reader.render(rec), at.time))
         if got:
