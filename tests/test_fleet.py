@@ -259,27 +259,23 @@ def test_an_open_loop_is_sized_by_its_arrival_rate() -> None:
     they need: Table 11's rule on those calls it 3 users' worth, the queueing model 12.
     A load a daemon knows as closed, or one with no SLO, stays sized by its users."""
     cat = load_catalog([])
-    gpu = cat.gpu("h100-80gb")
     view = fleet({"a": {"gpus": [(80, 79.5)] * 4, "models": {B5: (12, 12), B20: (1, 1)}}})
-    conc = {B5: 12.2, B20: 16.0}
     slos = {B5: 1500.0}
-    p = plan(
-        parse_at("now", NOW),
-        conc,
-        slos,
-        view,
-        cat.models,
-        gpu,
-        4,
-        2.0,
-        rates={B5: 40.0, B20: 14.5},
-        variability={B5: 1.0},
-    )
+
+    def planned(conc: dict[str, float], **kw: Any) -> Any:
+        return plan(
+            parse_at("now", NOW), conc, slos, view, cat.models, cat.gpu("h100-80gb"), 4, 2.0, **kw
+        )
+
+    def count(p: Any) -> int:
+        return next(m.instances for m in p.sizing.models if m.name == B5)
+
+    conc = {B5: 12.2, B20: 16.0}
+    p = planned(conc, rates={B5: 40.0, B20: 14.5}, variability={B5: 1.0})
     rows = {d.model: d for d in p.demand}
     assert (rows[B5].sized_by, rows[B5].users, rows[B5].arrival_rps) == ("rate", 12, 40.0)
     assert rows[B20].sized_by == "users"  # no SLO: the rate has nothing to be sized against
     assert any(B20 in w and "no SLO" in w for w in p.warnings)
-    assert p.sizing is not None
     sized = {m.name: m for m in p.sizing.models}
     assert sized[B5].instances == 12 and sized[B5].rate_rps == 40.0
     assert sized[B20].instances == 1
@@ -287,46 +283,13 @@ def test_an_open_loop_is_sized_by_its_arrival_rate() -> None:
     j = {d["model"]: d for d in p.to_json()["demand"]}
     assert (j[B5]["sized_by"], j[B5]["arrival_rps"], j[B5]["variability"]) == ("rate", 40.0, 1.0)
     # a daemon that knows the 5B's load as closed: its users size it, as before
-    known = plan(
-        parse_at("now", NOW),
-        conc,
-        slos,
-        view,
-        cat.models,
-        gpu,
-        4,
-        2.0,
-        rates={B5: 40.0},
-        closed=frozenset({B5}),
-    )
-    assert {m.name: m.instances for m in known.sizing.models}[B5] == 3  # ceil(12 / 4)
-    # burstier arrivals (v 3) need more; a backlog in flight beyond the rate's count wins
-    bursty = plan(
-        parse_at("now", NOW),
-        conc,
-        slos,
-        view,
-        cat.models,
-        gpu,
-        4,
-        2.0,
-        rates={B5: 40.0},
-        variability={B5: 3.0},
-    )
-    assert {m.name: m.instances for m in bursty.sizing.models}[B5] > 12
-    backlog = plan(
-        parse_at("now", NOW),
-        {B5: 80.0},
-        slos,
-        view,
-        cat.models,
-        gpu,
-        4,
-        2.0,
-        rates={B5: 10.0},
-    )
-    five = next(d for d in backlog.demand if d.model == B5)
-    assert five.sized_by == "users" and backlog.sizing.models[0].instances == 20
+    assert count(planned(conc, rates={B5: 40.0}, closed=frozenset({B5}))) == 3  # ceil(12/4)
+    # burstier arrivals (v 3) need more
+    assert count(planned(conc, rates={B5: 40.0}, variability={B5: 3.0})) > 12
+    # a backlog in flight beyond what the rate asks for: the users' count wins
+    backlog = planned({B5: 80.0}, rates={B5: 10.0})
+    assert next(d for d in backlog.demand if d.model == B5).sized_by == "users"
+    assert count(backlog) == 20
 
 
 class PromAnswers:

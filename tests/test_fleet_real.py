@@ -42,6 +42,8 @@ pytestmark = [
     pytest.mark.skipif(binary() is None, reason="needs the prometheus binary (apt prometheus)"),
 ]
 B5, B20 = "nemo-gpt-5b", "nemo-gpt-20b"
+# the fleet's daemons, and the label naming a server, as the commands are told them
+SELECTED = ["--prometheus-selector", f'job="{JOB}"', "--server-label", "server"]
 SPECS = [
     ServerSpec(
         "gpu-a", [emulated(B5, instances=3)], gpus=1, gpu_memory_gb=40, slo_p95_ms={B5: 1500}
@@ -169,9 +171,9 @@ def test_size_from_prometheus_places_what_is_missing_on_servers_with_room(
 ) -> None:
     assert fleet.prom is not None
     fleet.wait(_settled(fleet.prom.url), "the fleet view settled", timeout_s=90)
-    common = ["--prometheus-selector", f'job="{JOB}"', "--server-label", "server"]
+
     now = cli(
-        "size", "--from-prometheus", fleet.prom.url, "--at", "now", *common, "--format", "json"
+        "size", "--from-prometheus", fleet.prom.url, "--at", "now", *SELECTED, "--format", "json"
     )
     demand = {d["model"]: d for d in now["demand"]}
     # 32 + 4 clients of the 5B in flight; no 20B requests at all (sized for 1 user)
@@ -202,7 +204,7 @@ def test_size_from_prometheus_places_what_is_missing_on_servers_with_room(
     p5 = next(d for d in peak["demand"] if d["model"] == B5)
     assert p5["concurrency"] >= demand[B5]["concurrency"] - 3
     # with a selector, from every daemon's series (said so)
-    raw = cli("size", "--from-prometheus", fleet.prom.url, *common, "--format", "json")
+    raw = cli("size", "--from-prometheus", fleet.prom.url, *SELECTED, "--format", "json")
     assert any("every daemon's series" in w for w in raw["warnings"])
     r5 = next(d for d in raw["demand"] if d["model"] == B5)
     assert r5["concurrency"] == pytest.approx(p5["concurrency"], abs=3)
@@ -239,10 +241,7 @@ def test_an_open_loop_is_sized_by_its_arrival_rate(tmp_path: Path) -> None:
                 f.prom.url,
                 "--at",
                 "now",
-                "--prometheus-selector",
-                f'job="{JOB}"',
-                "--server-label",
-                "server",
+                *SELECTED,
                 "--format",
                 "json",
             )
