@@ -171,7 +171,6 @@ def test_size_from_prometheus_places_what_is_missing_on_servers_with_room(
 ) -> None:
     assert fleet.prom is not None
     fleet.wait(_settled(fleet.prom.url), "the fleet view settled", timeout_s=90)
-
     now = cli(
         "size", "--from-prometheus", fleet.prom.url, "--at", "now", *SELECTED, "--format", "json"
     )
