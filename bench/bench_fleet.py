@@ -5,13 +5,15 @@ real Prometheus TSDB (Debian's `promtool tsdb create-blocks-from openmetrics`,
 one OpenMetrics file per 2-hour block, each made while promtool ingests the
 previous one), then Debian's `prometheus` serves them on 127.0.0.1:
 
-- the shipped recording rule's fleet-wide demand,
-  `triton_autoscaler:observed_concurrency:sum_by_model` (one series per model),
+- the shipped recording rules' fleet-wide demand,
+  `triton_autoscaler:observed_concurrency:sum_by_model` and
+  `triton_autoscaler:arrival_rate_rps:sum_by_model` (one series per model each),
   for the last 24 h at the shipped evaluation_interval (15 s), diurnal with a
-  phase per model: the planner's `peak` reads the whole day of it;
+  phase per model: the planner's `peak` reads the whole day of them;
 - every daemon series the view and the planner read (observed concurrency,
-  current/desired instances, p95, SLO, telemetry_valid, last_decision, per-GPU
-  total/free memory, the tick time, the mode), per server at the daemon job's
+  arrival rate, closed loop, v, current/desired instances, p95, SLO,
+  telemetry_valid, last_decision, per-GPU total/free memory, the tick time, the
+  mode), per server at the daemon job's
   scrape interval in deploy/prometheus/prometheus.yml (10 s), for the last hour:
   instant queries read only the last 5 minutes of a series, so more history
   would not change what is timed (it would make the backfill 20× longer);
@@ -49,6 +51,11 @@ SERVERS, GPUS, MODELS = 64, 8, 50
 SCRAPE_S = 10  # deploy/prometheus/prometheus.yml: the daemon job's scrape_interval
 EVAL_S = 15  # … and its evaluation_interval (the recording rule's resolution)
 RECORDED = "triton_autoscaler:observed_concurrency:sum_by_model"  # deploy/prometheus/rules.yml
+RECORDED_ARRIVALS = "triton_autoscaler:arrival_rate_rps:sum_by_model"  # … and its rate's
+# Each synthetic request takes SERVICE_MS: in flight = rate × latency, with a latency of
+# about twice the service time, so rate = concurrency / (2 × SERVICE_MS)
+SERVICE_MS = 250.0
+RATE_PER_IN_FLIGHT = 1000.0 / (2 * SERVICE_MS)  # 2 req/s for each request in flight
 HISTORY_S = 24 * 3600
 RECENT_S = 3600
 AHEAD_S = 1800
@@ -73,6 +80,8 @@ def profiles(directory: Path, models: int) -> Path:
         (directory / f"{name}.yaml").write_text(
             f"kind: model\nname: {name}\nfamily: llm\nprecision: fp16\n"
             f"optimum:\n  concurrency: {opt}\n  memory_gb: {gb}\n  p95_ms: 1000\n"
+            f"  source: {{kind: measured, ref: bench_fleet synthetic}}\n"
+            f"service:\n  mode: sequential\n  service_time_ms: {SERVICE_MS}\n"
             f"  source: {{kind: measured, ref: bench_fleet synthetic}}\n"
         )
     return directory
@@ -121,16 +130,23 @@ class Fleet:
         yield from self._per_server(late)
 
     def _recorded(self, rec: list[int]) -> Iterator[str]:
-        yield f"# TYPE {RECORDED} gauge\n"
-        for m in range(self.models):
-            total = sum(self.level[s][m] for s in range(self.servers))
-            name = f'{RECORDED}{{model="{_model(m)[0]}"}}'
-            yield "".join(f"{name} {total * self.concurrency_factor(m, t):.3f} {t}\n" for t in rec)
+        for fam, per in ((RECORDED, 1.0), (RECORDED_ARRIVALS, RATE_PER_IN_FLIGHT)):
+            yield f"# TYPE {fam} gauge\n"
+            for m in range(self.models):
+                total = per * sum(self.level[s][m] for s in range(self.servers))
+                name = f'{fam}{{model="{_model(m)[0]}"}}'
+                yield "".join(
+                    f"{name} {total * self.concurrency_factor(m, t):.3f} {t}\n" for t in rec
+                )
 
     def _per_model(self, late: list[int]) -> Iterator[str]:
         """Each server's per-model gauges: concurrency, instances, p95 and SLO, validity."""
         per_model = {
             "observed_concurrency": lambda s, m, t: self.concurrency(s, m, t),
+            "arrival_rate_rps": lambda s, m, t: self.concurrency(s, m, t) * RATE_PER_IN_FLIGHT,
+            # every third model's load known closed; the rest open or not yet known
+            "closed_loop": lambda s, m, t: 1.0 if m % 3 == 0 else 0.0,
+            "variability": lambda s, m, t: 1.0 + (m % 4) / 2.0,
             "current_instances": lambda s, m, t: self.instances(s, m, t),
             "desired_instances": lambda s, m, t: self.instances(s, m, t + 60),
             "p95_latency_ms": lambda s, m, t: 900.0 + 300.0 * (self.concurrency(s, m, t) % 1),
@@ -139,7 +155,7 @@ class Fleet:
         }
         for fam, value in per_model.items():
             # concurrency to three decimals, the rest as %g would print them
-            fmt = ".3f" if fam == "observed_concurrency" else "g"
+            fmt = ".3f" if fam in ("observed_concurrency", "arrival_rate_rps") else "g"
             yield f"# TYPE triton_autoscaler_{fam} gauge\n"
             for s in range(self.servers):
                 for m in range(self.models):
