@@ -8,7 +8,7 @@ and 128 of 20B → ceil(64/4) = 16 and ceil(128/16) = 8 instances, 16 × 12.41 +
 Users are a closed loop (each waits for its answer before asking again), sized by
 Table 11's rule. A rate is an open loop (independent arrivals, as production
 traffic comes), sized by the live policy's own queueing model
-(`policy.queueing.instances_for`): 40 req/s of the 5B at a 1500 ms p95 SLO is
+(`policy.queueing.least_instances`): 40 req/s of the 5B at a 1500 ms p95 SLO is
 a = 40 × 0.277 s = 11.1 instances busy on average, and 12 instances keep the
 predicted p95 at 1078 ms where 11 cannot keep up at all.
 """
@@ -22,7 +22,7 @@ from typing import Any
 
 from autoscaler.errors import CapacityError, ConfigError
 from autoscaler.placement import Fit, Item, pack
-from autoscaler.policy.queueing import Batched, ServiceModel, least_instances, p95_ms
+from autoscaler.policy.queueing import keeping_up, least_instances, p95_ms
 from autoscaler.policy.target import service_model
 from autoscaler.profiles import GpuProfile, ModelProfile, SourceKind
 
@@ -215,7 +215,7 @@ def _size_rate(profile: ModelProfile, demand: Demand) -> ModelSizing:
     The policy's own queueing model (`least_instances`, what the rule `queueing` of a
     decision asks, there on a 1 % grid of the rate), so that `size` and the daemon agree
     on a steady rate. The count is checked against
-    the simulator (tests/test_sizing.py): for the one-request-at-a-time profiles under
+    the simulator (tests/test_sizing_rate.py): for the one-request-at-a-time profiles under
     Poisson arrivals it is the least count whose simulated p95 meets the SLO.
     """
     rate, v, slo = demand.rate_rps, demand.variability, demand.slo_p95_ms
@@ -253,7 +253,7 @@ def _size_rate(profile: ModelProfile, demand: Demand) -> ModelSizing:
             value=slo,
             allowed=f"≥ {math.ceil(floor_ms)} ms",
         )
-    least = _busy_instances(svc, rate)
+    least = keeping_up(svc, rate)
     if least > MAX_SIZED_INSTANCES:
         raise ConfigError(
             f"{rate:g} req/s of {profile.name} keeps {least:,} instances busy; size places at "
@@ -291,15 +291,6 @@ def _size_rate(profile: ModelProfile, demand: Demand) -> ModelSizing:
         variability=v,
         predicted_p95_ms=predicted,
     )
-
-
-def _busy_instances(svc: ServiceModel, rate_rps: float) -> int:
-    """The fewest instances that keep up at all: a = λS busy one at a time (the 5B at
-    40 req/s: 11.08 → 12), full batches back to back when batched (the 20B at 60 req/s,
-    16 a 1.10 s cycle: 4.1 → 5)."""
-    if isinstance(svc, Batched):
-        return max(1, math.ceil(rate_rps * svc.cycle_s / svc.max_batch))
-    return max(1, math.floor(rate_rps * svc.service_s) + 1)
 
 
 def rate_text(rate_rps: float) -> str:
