@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from autoscaler.errors import CapacityError, ConfigError
@@ -33,7 +33,13 @@ class Demand:
     `rate_rps` independent arrivals a second (an open loop; `users` 0), which the
     queueing model sizes against `slo_p95_ms` with Allen–Cunneen's `variability`
     (1: Poisson arrivals and exponential service times, M/M/n; the daemon reports the
-    v it learnt on real traffic in each decision's figures)."""
+    v it learnt on real traffic in each decision's figures).
+
+    Both (`users` > 0 and `rate_rps`): a closed loop and an open loop served apart, as
+    on a fleet whose daemons see one kind of load on some servers and the other on the
+    rest (`fleet.plan`); each is sized alone and the counts add. The `size` command
+    takes one or the other per model: on shared instances the two loads would queue
+    together, which neither rule models."""
 
     model: str
     users: int = 0
@@ -168,6 +174,8 @@ def sizable(models: dict[str, ModelProfile]) -> list[str]:
 def size_model(
     profile: ModelProfile, demand: Demand, sizable_models: Sequence[str] = ()
 ) -> ModelSizing:
+    if demand.rate_rps is not None and demand.users > 0:
+        return _size_both(profile, demand, sizable_models)
     if demand.rate_rps is not None:
         return _size_rate(profile, demand)
     if demand.users <= 0:
@@ -206,6 +214,28 @@ def size_model(
         expected_p95_ms=profile.p95_at_concurrency_ms(per_instance),
         reason=reason,
         warnings=tuple(profile.estimate_warnings()),
+    )
+
+
+def _size_both(profile: ModelProfile, demand: Demand, sizable_models: Sequence[str]) -> ModelSizing:
+    """A closed loop and an open loop served apart (`Demand`): each sized alone, added.
+
+    The row keeps the closed part's users and per-instance concurrency, the open part's
+    rate, v and predicted p95 (at its own n − 1, n, n + 1), and the worse of the two
+    parts' expected p95s.
+    """
+    closed = size_model(profile, replace(demand, rate_rps=None), sizable_models)
+    opened = _size_rate(profile, replace(demand, users=0))
+    n = closed.instances + opened.instances
+    expected = [p for p in (closed.expected_p95_ms, opened.expected_p95_ms) if p is not None]
+    return replace(
+        opened,
+        users=closed.users,
+        concurrency_per_instance=closed.concurrency_per_instance,
+        instances=n,
+        memory_gb=round(n * opened.memory_per_instance_gb, 2),
+        expected_p95_ms=max(expected) if expected else None,
+        reason=f"closed loop: {closed.reason}; open loop: {opened.reason}; {n} in all",
     )
 
 
@@ -365,9 +395,7 @@ def _size_models(demands: Sequence[Demand], models: dict[str, ModelProfile]) -> 
             )
         seen.add(d.model)
         if d.model not in models:
-            raise ConfigError(
-                f"unknown model '{d.model}'", field="demand", allowed=sizable(models)
-            )
+            raise ConfigError(f"unknown model '{d.model}'", field="demand", allowed=sizable(models))
         sized.append(size_model(models[d.model], d, sizable(models)))
     return sized
 
@@ -388,8 +416,7 @@ def size(
     total = sum(m.instances for m in sized)
     if total > MAX_SIZED_INSTANCES:
         raise ConfigError(
-            f"the demand needs {total:,} instances; size places at most "
-            f"{MAX_SIZED_INSTANCES:,}",
+            f"the demand needs {total:,} instances; size places at most {MAX_SIZED_INSTANCES:,}",
             field="demand",
             allowed=f"a demand that needs ≤ {MAX_SIZED_INSTANCES:,} instances in all",
         )

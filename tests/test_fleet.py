@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -12,17 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from rich.console import Console
 
 from autoscaler.catalog import load_catalog
+from autoscaler.commands.fleet import render_plan
 from autoscaler.config import parse_config, resolve
 from autoscaler.errors import ConfigError
-from autoscaler.fleet.plan import parse_at, plan, read_demand, users_for
+from autoscaler.fleet.plan import Split, parse_at, plan, read_demand, users_for
 from autoscaler.fleet.room import RoomAdvisor, RoomLookup, room_for, with_room
 from autoscaler.fleet.view import FleetUnavailable, FleetView, assemble
 from autoscaler.policy.core import decide
 from autoscaler.policy.decision import Action, Decision, Rule
 from autoscaler.policy.state import PolicyContext, PolicyState
-from autoscaler.sizing import Demand, size
+from autoscaler.sizing import Demand, size, size_model
 from autoscaler.telemetry.snapshot import GpuSample, ModelWindow
 from autoscaler.testing.prometheus_server import PrometheusServer
 from autoscaler.testing.prometheus_server import binary as prometheus_binary
@@ -292,9 +296,68 @@ def test_an_open_loop_is_sized_by_its_arrival_rate() -> None:
     assert count(backlog) == 20
 
 
+def test_a_model_closed_on_some_servers_and_open_on_others_adds_both_parts() -> None:
+    """One daemon knows the 5B as a closed loop (16 users in flight), the others see 40
+    req/s arrive (12 in flight). Taken whole, the model went by its users (7 instances:
+    the open part's 12 read as 3 instances' worth); split, 4 for the users and 12 for the
+    rate."""
+    cat = load_catalog([])
+    view = fleet({"a": {"gpus": [(80, 79.5)] * 4, "models": {B5: (16, 16)}}})
+
+    def planned(slos: dict[str, float], parts: Split, v: float = 1.0) -> Any:
+        return plan(
+            parse_at("now", NOW),
+            {B5: 28.2},
+            slos,
+            view,
+            cat.models,
+            cat.gpu("h100-80gb"),
+            4,
+            2.0,
+            rates={B5: 44.0},
+            closed=frozenset(),
+            variability={B5: v},
+            split={B5: parts},
+        )
+
+    p = planned({B5: 1500.0}, Split(16.1, 12.1, 40.0))
+    (row,) = p.demand
+    assert (row.sized_by, row.users, row.arrival_rps, row.concurrency) == (
+        "users+rate",
+        16,
+        40.0,
+        28.2,
+    )
+    (m,) = p.sizing.models
+    assert (m.instances, m.users, m.rate_rps) == (4 + 12, 16, 40.0)
+    assert p.to_json()["demand"][0]["sized_by"] == "users+rate"
+    console = Console(record=True, width=220)
+    render_plan(p, console)
+    shown = console.export_text()
+    assert "users + arrival rate" in shown and "16 users + 40 req/s" in shown
+    # the open servers' backlog asks for more than their rate: users on both sides
+    p = planned({B5: 1500.0}, Split(16.1, 40.0, 5.0))
+    assert (p.demand[0].sized_by, p.demand[0].users, p.sizing.models[0].instances) == (
+        "users",
+        16 + 40,
+        14,
+    )
+    # no SLO for the rate: the model whole, by its users, as before, and said
+    p = planned({}, Split(16.1, 12.1, 40.0))
+    assert (p.demand[0].sized_by, p.sizing.models[0].instances) == ("users", 7)
+    assert any("no SLO" in w for w in p.warnings)
+    # the closed servers hold nothing in flight: sized as an open loop at the fleet's rate
+    p = planned({B5: 1500.0}, Split(0.0, 12.1, 40.0))
+    assert (p.demand[0].sized_by, p.demand[0].arrival_rps) == ("rate", 44.0)
+    assert (
+        p.sizing.models[0].instances
+        == size_model(cat.model(B5), Demand(B5, slo_p95_ms=1500.0, rate_rps=44.0)).instances
+    )
+
+
 class PromAnswers:
     """What `read_demand` asks of a FleetReader: instant queries, answered by the series
-    name each one reads (a query naming none of `answers` gets nothing)."""
+    name each one reads, or every part of "A & B" (a query naming none gets nothing)."""
 
     selector = ""
 
@@ -307,11 +370,102 @@ class PromAnswers:
     def query(self, promql: str, at: float) -> list[dict[str, Any]]:
         self.asked.append(promql)
         for name, by_model in self.answers.items():
-            if name in promql:
+            if all(part in promql for part in name.split(" & ")):
                 return [
                     {"metric": {"model": m}, "value": [at, repr(v)]} for m, v in by_model.items()
                 ]
         return []
+
+
+L8 = "llama-3.1-8b"  # a name with regex metacharacters
+
+
+def test_read_demand_splits_a_model_some_daemons_know_as_closed() -> None:
+    """Half the daemons that report the 5B know it as closed: three more queries sum its
+    requests in flight and arrivals apart by kind of server; a model every daemon knows as
+    closed, or none, costs none."""
+    at = parse_at("peak", NOW)
+    split_answers = {
+        "observed_concurrency{model & == 1)": {B5: 16.1, L8: 8.0},
+        "observed_concurrency{model & == 0)": {B5: 12.1},
+        "arrival_rate_rps{model & == 0)": {B5: 40.0, L8: 9.0},
+    }
+    r = PromAnswers(
+        split_answers
+        | {
+            "triton_autoscaler:observed_concurrency:sum_by_model": {B5: 28.2, B20: 16.0},
+            "triton_autoscaler:arrival_rate_rps:sum_by_model": {B5: 44.0},
+            "avg by (model) (triton_autoscaler_closed_loop{} >= 0)": {B5: 0.5, B20: 1.0, L8: 0.25},
+        }
+    )
+    d = read_demand(r, at)  # type: ignore[arg-type]
+    assert d.closed == frozenset({B20})  # every daemon: closed; some: split
+    assert d.split == {B5: Split(16.1, 12.1, 40.0), L8: Split(8.0, 0.0, 9.0)}
+    assert d.queries == len(r.asked) == 5 + 3
+    split_queries = r.asked[-3:]
+    assert all('{model=~"llama\\\\-3\\\\.1\\\\-8b|nemo' in q for q in split_queries)
+    none = PromAnswers({"avg by (model) (triton_autoscaler_closed_loop{} >= 0)": {B5: 0.0}})
+    assert read_demand(none, at).split == {} and len(none.asked) == 7  # 2 raw sums too
+
+
+def test_the_split_queries_sum_each_kind_of_server_in_prometheus(tmp_path: Path) -> None:
+    """The three split queries as `read_demand` renders them, now and at a peak, evaluated
+    by Prometheus's own engine (`promtool test rules`) over series as the daemons export
+    them: gpu-a knows the 5B and the 8B as closed loops, gpu-b sees them open, gpu-c has
+    no figures this tick (its loop NaN: in neither part), and a model only gpu-b serves
+    stays out (the `model` matcher)."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is not installed: run scripts/install-system-deps.sh")
+    series_values = {
+        # (series, server, model): one value a minute, minutes 0-5
+        ("observed_concurrency", "gpu-a", B5): "16 16 30 16 16 16",
+        ("closed_loop", "gpu-a", B5): "1x5",
+        ("arrival_rate_rps", "gpu-a", B5): "4x5",
+        ("observed_concurrency", "gpu-b", B5): "12x5",
+        ("closed_loop", "gpu-b", B5): "0x5",
+        ("arrival_rate_rps", "gpu-b", B5): "40 40 40 50 40 40",
+        ("observed_concurrency", "gpu-c", B5): "2x5",
+        ("closed_loop", "gpu-c", B5): "NaN NaN NaN NaN NaN NaN",
+        ("arrival_rate_rps", "gpu-c", B5): "NaN NaN NaN NaN NaN NaN",
+        ("observed_concurrency", "gpu-a", L8): "8x5",
+        ("closed_loop", "gpu-a", L8): "1x5",
+        ("observed_concurrency", "gpu-b", L8): "3x5",
+        ("closed_loop", "gpu-b", L8): "0x5",
+        ("arrival_rate_rps", "gpu-b", L8): "9x5",
+        ("observed_concurrency", "gpu-b", "other"): "5x5",
+        ("closed_loop", "gpu-b", "other"): "0x5",
+        ("arrival_rate_rps", "gpu-b", "other"): "7x5",
+    }
+    inputs = [
+        {"series": f'triton_autoscaler_{name}{{model="{m}",server="{srv}"}}', "values": v}
+        for (name, srv, m), v in series_values.items()
+    ]
+    share = {"avg by (model) (triton_autoscaler_closed_loop{} >= 0)": {B5: 0.5, L8: 0.5}}
+    # closed in flight, open in flight, open arrivals; now (minute 5) and the peak
+    expected = {
+        "now": [{B5: 16, L8: 8}, {B5: 12, L8: 3}, {B5: 40, L8: 9}],
+        "peak": [{B5: 30, L8: 8}, {B5: 12, L8: 3}, {B5: 50, L8: 9}],
+    }
+    tests = []
+    for when, want in expected.items():
+        reader = PromAnswers(share)
+        read_demand(reader, parse_at(when, NOW))  # type: ignore[arg-type]
+        for query, by_model in zip(reader.asked[-3:], want, strict=True):
+            samples = [{"labels": f'{{model="{m}"}}', "value": v} for m, v in by_model.items()]
+            tests.append({"expr": query, "eval_time": "5m", "exp_samples": samples})
+    spec = {"tests": [{"interval": "1m", "input_series": inputs, "promql_expr_test": tests}]}
+    (tmp_path / "split_test.yml").write_text(yaml.safe_dump(spec, width=1000))
+    res = subprocess.run(
+        [promtool, "test", "rules", "split_test.yml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "SUCCESS" in res.stdout + res.stderr
 
 
 def test_read_demand_reads_rates_loops_and_v_and_says_when_rates_are_missing() -> None:

@@ -106,6 +106,26 @@ def test_batched_model_is_sized_short_of_the_simulator() -> None:
     assert _simulated_p95_ms(B20, 25.0, n + 1) <= 1500.0
 
 
+def test_a_closed_and_an_open_loop_served_apart_add_up() -> None:
+    """Users and a rate of one model (a fleet whose daemons see a closed loop on some
+    servers, an open one on the rest): each part sized alone, the counts added."""
+    closed, opened = (
+        size_model(CAT.model(B5), Demand(B5, 64, 1500.0)),
+        size_model(CAT.model(B5), rate(B5, 40.0, 1500.0)),
+    )
+    both = size_model(CAT.model(B5), Demand(B5, 64, 1500.0, 40.0))
+    assert (closed.instances, opened.instances, both.instances) == (16, 12, 28)
+    assert (both.users, both.rate_rps, both.concurrency_per_instance) == (64, 40.0, 4)
+    assert both.predicted_p95_ms == opened.predicted_p95_ms  # the open part's own n ± 1
+    assert both.expected_p95_ms == max(closed.expected_p95_ms or 0, opened.expected_p95_ms or 0)
+    assert both.memory_gb == pytest.approx(28 * both.memory_per_instance_gb, abs=0.01)
+    assert both.reason.startswith("closed loop: ceil(64 users / 4 per instance) = 16; open loop:")
+    assert both.reason.endswith("; 28 in all")
+    # each part keeps its own errors: the open part still needs an SLO
+    with pytest.raises(ConfigError, match="sized against a p95 SLO"):
+        size_model(CAT.model(B5), Demand(B5, 64, None, 40.0))
+
+
 def test_rates_and_users_place_together() -> None:
     """A rate's instances are packed beside users' like any others."""
     r = size([Demand(B20, 32), rate(B5, 40.0, 1500.0)], CAT.models, H100, 4)

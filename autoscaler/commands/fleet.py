@@ -241,6 +241,9 @@ def size_from_prometheus(
         render_plan(result, _console())
 
 
+_SIZED_BY = {"users": "users", "rate": "arrival rate", "users+rate": "users + arrival rate"}
+
+
 def render_plan(p: FleetPlan, console: Console) -> None:
     from autoscaler.commands.size import render_table
 
@@ -262,7 +265,7 @@ def render_plan(p: FleetPlan, console: Console) -> None:
             _cell(d.arrival_rps, ".2f"),
             _cell(d.variability, ".2f"),
             _cell(d.slo_p95_ms, "g"),
-            "arrival rate" if d.sized_by == "rate" else "users",
+            _SIZED_BY[d.sized_by],
         )
     console.print(demand)
     if p.sizing is not None:

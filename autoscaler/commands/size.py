@@ -22,7 +22,7 @@ from autoscaler.commands._common import (
     stdout_console,
 )
 from autoscaler.errors import ConfigError
-from autoscaler.sizing import Demand, SizingResult, rate_text
+from autoscaler.sizing import Demand, ModelSizing, SizingResult, rate_text
 from autoscaler.sizing import size as run_sizing
 
 
@@ -205,6 +205,14 @@ CSV_COLUMNS = (
 )
 
 
+def _demand_text(m: ModelSizing) -> str:
+    """64 users, 40 req/s, or both (a fleet's closed and open loops, `sizing.Demand`)."""
+    parts = [f"{m.users} users"] if m.users > 0 else []
+    if m.rate_rps is not None:
+        parts.append(f"{rate_text(m.rate_rps)} req/s")
+    return " + ".join(parts)
+
+
 def render_table(r: SizingResult, console: Console) -> None:
     models = Table(title="Instances per model", title_justify="left")
     for col in ("model", "demand", "optimal/inst", "used/inst", "instances", "GB/inst", "GB"):
@@ -213,9 +221,9 @@ def render_table(r: SizingResult, console: Console) -> None:
     for m in r.models:
         models.add_row(
             m.name,
-            f"{rate_text(m.rate_rps)} req/s" if m.rate_rps is not None else f"{m.users} users",
+            _demand_text(m),
             str(m.optimal_concurrency),
-            str(m.concurrency_per_instance) if m.rate_rps is None else "",
+            str(m.concurrency_per_instance) if m.users > 0 else "",
             str(m.instances),
             f"{m.memory_per_instance_gb:g}",
             f"{m.memory_gb:.2f}",

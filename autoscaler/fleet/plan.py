@@ -86,16 +86,24 @@ class At:
         (no selector: it has only `model`), which is tried first. `known_only`: servers
         whose value is NaN (unknown) are left out of the sum rather than making it NaN."""
         known = " >= 0" if known_only else ""
-        sum_now = f"sum by (model) ({series}{{{SEL}}}{known})"
+        raw = self.summed(f"{series}{{{SEL}}}{known}")
         if self.span is None:
-            return sum_now, None
+            return raw, None
+        sum_now = f"sum by (model) ({series}{{{SEL}}}{known})"
+        rec = f"max_over_time({recorded}[{self.span}]) > {sum_now} or {sum_now}"
+        return raw, rec
+
+    def summed(self, vector: str) -> str:
+        """`vector` (an instant-vector expression over the daemons' series) summed per
+        model at `time`, or its peak over `span`."""
+        sum_now = f"sum by (model) ({vector})"
+        if self.span is None:
+            return sum_now
         # The subquery's steps fall on whole minutes, and rule evaluations every
         # evaluation_interval, up to a step before the evaluation time: `> now or
         # now` adds the value at that time, so a peak going on right now counts
         # (max(peak, now) per model, in one query).
-        raw = f"max_over_time({sum_now}[{self.span}:{STEP}]) > {sum_now} or {sum_now}"
-        rec = f"max_over_time({recorded}[{self.span}]) > {sum_now} or {sum_now}"
-        return raw, rec
+        return f"max_over_time({sum_now}[{self.span}:{STEP}]) > {sum_now} or {sum_now}"
 
     @property
     def query(self) -> str:
@@ -145,7 +153,9 @@ class ModelDemand:
     slo_p95_ms: float | None
     arrival_rps: float | None = None  # requests arriving a second, fleet-wide
     variability: float | None = None  # the largest v a daemon sized the model with
-    sized_by: Literal["users", "rate"] = "users"  # Table 11's rule, or the queueing model
+    # Table 11's rule, the queueing model, or both: the users of the servers whose daemons
+    # know a closed loop and the arrivals of the rest (`Split`)
+    sized_by: Literal["users", "rate", "users+rate"] = "users"
 
 
 @dataclass(frozen=True)
@@ -242,8 +252,28 @@ class DemandRead:
     seconds: float
     notes: tuple[str, ...]
     rates: dict[str, float] = field(default_factory=dict)  # arrivals a second, fleet-wide
-    closed: frozenset[str] = frozenset()  # models some daemon knows as a closed loop
+    closed: frozenset[str] = frozenset()  # models every daemon knows as a closed loop
     variability: dict[str, float] = field(default_factory=dict)  # the largest v per model
+    split: dict[str, Split] = field(default_factory=dict)  # models some daemons know closed
+
+
+@dataclass(frozen=True)
+class Split:
+    """A model that some daemons know as a closed loop and the others do not: its demand
+    summed apart over the two kinds of server (fleet-wide, at the same `At`)."""
+
+    closed_concurrency: float  # requests in flight on the servers that see a closed loop
+    open_concurrency: float  # … on the others
+    open_rate: float  # requests arriving a second on the others
+
+
+# A model is split when this share of the daemons that report its loop know it as
+# closed is strictly between 0 and 1 (`read_demand`).
+_SPLIT_PARTS = {
+    "closed_concurrency": (CONCURRENCY, "", 1),
+    "open_concurrency": (CONCURRENCY, "", 0),
+    "open_rate": (ARRIVALS, " >= 0", 0),
+}
 
 
 def read_demand(reader: FleetReader, at: At) -> DemandRead:
@@ -274,18 +304,48 @@ def read_demand(reader: FleetReader, at: At) -> DemandRead:
         return _by_model(reader.query(reader.render(promql), at.time))
 
     slos = by_model(f"max by (model) ({SLO}{{{SEL}}})")
-    closed = by_model(f"max by (model) ({CLOSED}{{{SEL}}})")
+    # the share of the daemons that know each model's loop as closed (1 or 0 a daemon;
+    # NaN, a daemon without figures this tick, left out)
+    closed_share = by_model(f"avg by (model) ({CLOSED}{{{SEL}}} >= 0)")
     vs = by_model(f"max by (model) ({VARIABILITY}{{{SEL}}})")
+    queries += 3
+    split_models = sorted(m for m, share in closed_share.items() if 0.0 < share < 1.0)
+    split: dict[str, Split] = {}
+    if split_models:
+        parts, n = _split_sums(reader, at, split_models)
+        queries += n
+        split = {m: Split(**{k: parts[k].get(m, 0.0) for k in _SPLIT_PARTS}) for m in split_models}
     return DemandRead(
         conc,
         slos,
-        queries + 3,
+        queries,
         time.perf_counter() - t0,
         tuple(notes),
         rates,
-        frozenset(m for m, v in closed.items() if v >= 1.0),
+        frozenset(m for m, share in closed_share.items() if share >= 1.0),
         vs,
+        split,
     )
+
+
+def _split_sums(
+    reader: FleetReader, at: At, models: list[str]
+) -> tuple[dict[str, dict[str, float]], int]:
+    """For `models` (split: some daemons know them as closed loops, others not), each
+    `_SPLIT_PARTS` sum over the servers of one kind, and how many queries that took.
+
+    The daemons' own series, as no recording rule splits them: a day's peak scans each
+    server's series of these models (the `model` matcher keeps the rest out). A series
+    and the same daemon's `closed_loop` carry the same labels, which `and` matches on.
+    """
+    # RE2 takes Python's escapes; a PromQL string doubles each backslash
+    names = "|".join(re.escape(m) for m in models).replace("\\", "\\\\")
+    sel = f'model=~"{names}",{SEL}'
+    out: dict[str, dict[str, float]] = {}
+    for part, (series, known, closed) in _SPLIT_PARTS.items():
+        vector = f"{series}{{{sel}}}{known} and {CLOSED}{{{sel}}} == {closed}"
+        out[part] = _by_model(reader.query(reader.render(at.summed(vector)), at.time))
+    return out, len(_SPLIT_PARTS)
 
 
 def _fleet_sum(
@@ -325,17 +385,20 @@ def plan(
     rates: Mapping[str, float] | None = None,
     closed: frozenset[str] = frozenset(),
     variability: Mapping[str, float] | None = None,
+    split: Mapping[str, Split] | None = None,
     queries: int = 0,
     query_s: float = 0.0,
 ) -> FleetPlan:
     """Size the demand (`concurrency` in flight and, where known, arrival `rates` per
-    model; `closed`: models a daemon knows as closed loops) and place it on `view`."""
+    model; `closed`: models every daemon knows as closed loops; `split`: models some
+    daemons know as closed, by kind of server) and place it on `view`."""
     skipped: list[tuple[str, str]] = []
     warnings: list[str] = []
     demands: list[Demand] = []
     rows: list[ModelDemand] = []
     rates = rates or {}
     variability = variability or {}
+    split = split or {}
     for model, c in sorted(concurrency.items()):
         prof = models.get(model)
         if prof is None or prof.optimum is None:
@@ -358,7 +421,11 @@ def plan(
             warnings.append(f"{model}: no requests in flight recorded; sized for 1 user")
         demand = Demand(model, users, slo)
         row = ModelDemand(model, c, users, slo, rates.get(model), variability.get(model))
-        if model not in closed and model in rates:
+        parts = split.get(model)
+        apart = _split_demand(prof, demand, row, parts, warnings) if parts else None
+        if apart is not None:
+            demand, row = apart
+        elif model not in closed and model in rates:
             by_rate = _rate_demand(prof, demand, rates[model], variability.get(model), warnings)
             if by_rate is not None and by_rate[1].instances > size_model(prof, demand).instances:
                 demand, row = by_rate[0], replace(row, sized_by="rate")
@@ -385,6 +452,42 @@ def plan(
         warnings=tuple(warnings),
         queries=queries,
         query_s=query_s,
+    )
+
+
+def _split_demand(
+    prof: ModelProfile,
+    whole: Demand,
+    row: ModelDemand,
+    parts: Split,
+    warnings: list[str],
+) -> tuple[Demand, ModelDemand] | None:
+    """A model some daemons know as a closed loop and others not: the closed servers'
+    requests in flight as users, and the others' load as an open loop would be sized
+    there (their arrival rate, or their requests in flight where those need more), the
+    two added (`sizing.Demand`: they are served on different servers).
+
+    Taken whole, such a model was sized by its users alone: one daemon that knew a
+    closed loop made an open loop of 40 req/s of the 5B, 12 in flight on its 12
+    instances, read as 12 users, 3 instances. Where the open part cannot be sized by
+    its rate (no SLO, no service profile, no arrivals) the model is sized whole, by
+    its users, as before; None where the closed servers hold nothing in flight (the
+    model is then sized as one that no daemon knows as closed).
+    """
+    if parts.closed_concurrency <= 0:
+        return None
+    opt = prof.optimum.concurrency if prof.optimum is not None else 1
+    closed_users = users_for(parts.closed_concurrency, opt)
+    open_users = Demand(whole.model, users_for(parts.open_concurrency, opt), whole.slo_p95_ms)
+    by_rate = _rate_demand(prof, whole, parts.open_rate, row.variability, warnings)
+    if by_rate is None:
+        return whole, row
+    if by_rate[1].instances <= size_model(prof, open_users).instances:
+        users = closed_users + open_users.users
+        return replace(whole, users=users), replace(row, users=users)
+    both = replace(by_rate[0], users=closed_users)
+    return both, replace(
+        row, users=closed_users, arrival_rps=parts.open_rate, sized_by="users+rate"
     )
 
 
@@ -488,6 +591,7 @@ def read_plan(
         rates=demand.rates,
         closed=demand.closed,
         variability=demand.variability,
+        split=demand.split,
         queries=demand.queries + view.queries,
         query_s=demand.seconds + view.query_s,
     )
