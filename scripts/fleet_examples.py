@@ -3,6 +3,7 @@
     .venv/bin/python scripts/fleet_examples.py kubernetes
     .venv/bin/python scripts/fleet_examples.py fleet
     .venv/bin/python scripts/fleet_examples.py open
+    .venv/bin/python scripts/fleet_examples.py mixed
 
 `kubernetes`: two CPU Tritons as the pods of triton-nemo-gpt-5b, a real
 Prometheus scraping them with pod labels and the Kubernetes-mode daemon
@@ -17,6 +18,10 @@ server's 5B, 4 on another's. Prints the full server's decision, then runs
 
 `open`: one emulated server whose 5B gets 6 req/s of independent arrivals; runs
 `size --from-prometheus`, which sizes it by its arrival rate.
+
+`mixed`: the 5B on two emulated servers, 4 users on one (a closed loop), 2 req/s
+of arrivals on the other; `observe --fleet`, then `size --from-prometheus`, which
+sizes the two parts apart and adds them.
 """
 
 from __future__ import annotations
@@ -215,15 +220,61 @@ def open_loop() -> None:
             g.set_rate(B5, 6.0)
             # the stable window full of the load, and Prometheus holding the daemon's rate
             f.wait(
-                lambda: (x := d.last(B5)) is not None
-                and x.figures is not None
-                and x.figures.arrival_rps > 4.0,
+                lambda: (
+                    (x := d.last(B5)) is not None
+                    and x.figures is not None
+                    and x.figures.arrival_rps > 4.0
+                ),
                 "the 5B's arrivals read",
                 timeout_s=120,
             )
             time.sleep(15)
             section("size --from-prometheus (an open loop)")
             common = ["--server-label", "server", "--at", "now"]
+            cli("size", "--from-prometheus", f.prom.url, *common)
+
+
+def mixed() -> None:
+    """The 5B on two servers at a 600 ms SLO: 4 users on one (a closed loop its daemon
+    learns), 2 req/s of independent arrivals on the other."""
+    specs = [
+        ServerSpec(name, [emulated(B5)], gpus=1, slo_p95_ms={B5: 600})
+        for name in ("gpu-u", "gpu-r")
+    ]
+    with tempfile.TemporaryDirectory() as tmp, EmulatedFleet(specs, Path(tmp)) as f:
+        assert f.prom is not None
+        u, r = f.servers["gpu-u"], f.servers["gpu-r"]
+        with (
+            LoadGenerator(u.triton.http_url, max_duration_s=400) as gu,
+            LoadGenerator(r.triton.http_url, max_duration_s=400) as gr,
+        ):
+            gu.set_clients(B5, 4)
+            gr.set_rate(B5, 2.0)
+            f.wait(
+                lambda: (
+                    (x := u.last(B5)) is not None
+                    and x.figures is not None
+                    and x.figures.loop == "closed"
+                    and (y := r.last(B5)) is not None
+                    and y.figures is not None
+                    and y.figures.arrival_rps > 1.0
+                ),
+                "gpu-u's loop known as closed, gpu-r's arrivals read",
+                timeout_s=150,
+            )
+            time.sleep(15)  # Prometheus scrapes every 5 s
+            section("size --from-prometheus (closed on one server, open on the other)")
+            common = ["--server-label", "server", "--at", "now"]
+            cli(
+                "observe",
+                "--fleet",
+                "--prometheus",
+                f.prom.url,
+                "--server-label",
+                "server",
+                "--ticks",
+                "1",
+            )
             cli("size", "--from-prometheus", f.prom.url, *common)
 
 
@@ -235,6 +286,8 @@ if __name__ == "__main__":
         fleet()
     elif what == "open":
         open_loop()
+    elif what == "mixed":
+        mixed()
     else:  # bad input is exit 2, as the CLI's; `fleet extra` ran, ignoring `extra`
-        print("usage: scripts/fleet_examples.py kubernetes|fleet|open", file=sys.stderr)
+        print("usage: scripts/fleet_examples.py kubernetes|fleet|open|mixed", file=sys.stderr)
         sys.exit(2)

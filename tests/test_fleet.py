@@ -17,7 +17,7 @@ import yaml
 from rich.console import Console
 
 from autoscaler.catalog import load_catalog
-from autoscaler.commands.fleet import render_plan
+from autoscaler.commands.fleet import render_plan, render_view
 from autoscaler.config import parse_config, resolve
 from autoscaler.errors import ConfigError
 from autoscaler.fleet.plan import Split, parse_at, plan, read_demand, users_for
@@ -74,6 +74,8 @@ def test_assemble_groups_by_server_and_reads_nan_as_unknown() -> None:
         "tick": [series("a", NOW - 2), series("c", NOW - 600)],
         "mode": [{"metric": {"server": "a", "mode": "apply"}, "value": [NOW, "1"]}],
         "valid": [{"metric": {"model": B5}, "value": [NOW, "1"]}],  # no server label: left out
+        "arrivals": [series("a", 7.5, model=B5), series("b", math.nan, model=B5)],
+        "closed": [series("a", 0.0, model=B5), series("b", math.nan, model=B5)],
     }
     servers = {s.name: s for s in assemble(r, "server")}
     assert list(servers) == ["a", "b", "c"]
@@ -82,6 +84,9 @@ def test_assemble_groups_by_server_and_reads_nan_as_unknown() -> None:
     m = a.model(B5)
     assert m is not None and m.p95_over_slo == pytest.approx(1.4)
     assert (m.action, m.rule, m.telemetry_valid) == ("capacity_exhausted", "capacity", None)
+    assert (m.arrival_rps, m.closed_loop) == (7.5, False)
+    b5 = servers["b"].model(B5)
+    assert b5 is not None and (b5.arrival_rps, b5.closed_loop) == (None, None)  # NaN: unknown
     assert [(g.index, g.free_gb) for g in a.gpus] == [(0, 3.0), (1, None)]
     assert a.mode == "apply" and not a.stale(NOW) and servers["c"].stale(NOW)
     assert servers["b"].stale(NOW)  # no tick seen at all
@@ -90,6 +95,28 @@ def test_assemble_groups_by_server_and_reads_nan_as_unknown() -> None:
     assert view.instances() == {B5: 1, B20: 1}  # b and c are not live
     j = view.to_json()
     assert j["servers"][0]["gpus"][1]["free_gb"] is None and j["servers"][2]["stale"]
+    j5 = j["servers"][0]["models"][1]
+    assert (j5["model"], j5["arrival_rps"], j5["closed_loop"]) == (B5, 7.5, False)
+
+
+def test_the_view_shows_each_models_arrivals_and_loop() -> None:
+    r = {
+        "current": [series("a", 3, model=B5), series("a", 1, model=B20), series("b", 2, model=B5)],
+        "arrivals": [series("a", 7.5, model=B5), series("a", 0.25, model=B20)],
+        "closed": [series("a", 0.0, model=B5), series("a", 1.0, model=B20)],
+        "tick": [series("a", NOW - 2), series("b", NOW - 2)],
+    }
+    console = Console(record=True, width=200)
+    console.print(render_view(FleetView(NOW, "server", assemble(r, "server"), 13, 0.01)))
+    rows = {
+        tuple(line.split("│")[1:3]): line
+        for line in console.export_text().splitlines()
+        if "│" in line
+    }
+    cells = {k[0].strip() + "/" + k[1].strip(): v for k, v in rows.items()}
+    assert "7.50" in cells[f"a/{B5}"] and "open?" in cells[f"a/{B5}"]
+    assert "0.25" in cells[f"a/{B20}"] and "closed" in cells[f"a/{B20}"]
+    assert "open?" not in cells[f"b/{B5}"] and "closed" not in cells[f"b/{B5}"]  # not exported
 
 
 def test_room_for_ranks_servers_that_serve_the_model_and_are_not_growing() -> None:
@@ -609,4 +636,4 @@ def test_fleet_examples_script_usage_is_exit_2(args: list[str]) -> None:
         [sys.executable, str(script), *args], capture_output=True, text=True, timeout=60
     )
     assert p.returncode == 2, p.stderr
-    assert p.stderr.strip() == "usage: scripts/fleet_examples.py kubernetes|fleet|open"
+    assert p.stderr.strip() == "usage: scripts/fleet_examples.py kubernetes|fleet|open|mixed"

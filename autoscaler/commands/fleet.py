@@ -140,9 +140,14 @@ def render_view(view: FleetView, stale_after_s: float = STALE_AFTER_S) -> Group:
     return Group(*parts)
 
 
+# the daemon's `closed_loop`: it knows a closed loop, or not (open, or not known yet)
+_LOOP = {True: "closed", False: "open?", None: "-"}
+
+
 def _models_table(title: str, rows: list[tuple[FleetServer, FleetModel]]) -> Table:
     models = Table(title=title, title_justify="left")
-    for col in ("server", "model", "inst", "desired", "conc", "p95 ms", "SLO ms", "p95/SLO"):
+    cols = ("server", "model", "inst", "desired", "conc", "arr/s", "loop", "p95 ms", "SLO ms")
+    for col in (*cols, "p95/SLO"):
         models.add_column(col, justify="left" if col in ("server", "model") else "right")
     models.add_column("last decision")
     for s, m in rows:
@@ -166,6 +171,8 @@ def _models_table(title: str, rows: list[tuple[FleetServer, FleetModel]]) -> Tab
             _cell(m.current_instances, "d"),
             want,
             _cell(m.observed_concurrency, ".1f"),
+            _cell(m.arrival_rps, ".2f"),
+            _LOOP[m.closed_loop],
             _cell(m.p95_ms, ".0f"),
             _cell(m.slo_p95_ms, "g"),
             r,

@@ -30,6 +30,8 @@ QUERIES: dict[str, str] = {
     "current": f"{P}current_instances{{{SEL}}}",
     "desired": f"{P}desired_instances{{{SEL}}}",
     "concurrency": f"{P}observed_concurrency{{{SEL}}}",
+    "arrivals": f"{P}arrival_rate_rps{{{SEL}}}",
+    "closed": f"{P}closed_loop{{{SEL}}}",
     "p95": f"{P}p95_latency_ms{{{SEL}}}",
     "slo": f"{P}slo_p95_ms{{{SEL}}}",
     "valid": f"{P}telemetry_valid{{{SEL}}}",
@@ -73,6 +75,11 @@ class FleetModel:
     # the last decision's reason, from the daemon's GET /status (fleet.reasons); None
     # when not asked for or not read: Prometheus holds figures, never free text
     reason: str | None = None
+    # requests arriving a second (the figure an open loop is sized on), and whether the
+    # daemon knows the load as a closed loop (False: open, or not known either way);
+    # None where the daemon had no figures (NaN) or is older than these series
+    arrival_rps: float | None = None
+    closed_loop: bool | None = None
 
     @property
     def p95_over_slo(self) -> float | None:
@@ -159,6 +166,8 @@ class FleetView:
                             "current_instances": m.current_instances,
                             "desired_instances": m.desired_instances,
                             "observed_concurrency": _round(m.observed_concurrency, 2),
+                            "arrival_rps": _round(m.arrival_rps, 3),
+                            "closed_loop": m.closed_loop,
                             "p95_ms": _round(m.p95_ms, 1),
                             "slo_p95_ms": m.slo_p95_ms,
                             "p95_over_slo": _round(m.p95_over_slo, 3),
@@ -327,7 +336,7 @@ def _model(name: str, f: Mapping[str, Any]) -> FleetModel:
         v = f.get(key)
         return None if v is None else round(v)
 
-    valid = f.get("valid")
+    valid, closed = f.get("valid"), f.get("closed")
     return FleetModel(
         model=name,
         current_instances=count("current"),
@@ -338,4 +347,6 @@ def _model(name: str, f: Mapping[str, Any]) -> FleetModel:
         telemetry_valid=None if valid is None else valid == 1,
         action=f.get("action"),
         rule=f.get("rule"),
+        arrival_rps=f.get("arrivals"),
+        closed_loop=None if closed is None else closed == 1,
     )
