@@ -32,8 +32,10 @@ from autoscaler.policy.queueing import (
     TAIL,
     Batched,
     Sequential,
+    ServiceModel,
     _tau_through,
     _u95,
+    closed_per_instance,
     erlang_c,
     instances_for,
     p95_ms,
@@ -771,3 +773,35 @@ def test_v_is_sized_at_its_quantile_beyond_what_one_window_may_teach(
     assert sz.want == instances_for(svc, 18.0, 1500.0, sized_v, 64)
     if sized_v > VARIABILITY_MAX:
         assert sz.want > instances_for(svc, 18.0, 1500.0, VARIABILITY_MAX, 64)
+
+
+@pytest.mark.parametrize(
+    ("service", "slo_ms", "tail_s", "expected"),
+    [
+        # one request at a time: c·S + the tail within the SLO
+        (Sequential(0.277), 600.0, 0.0, 2),  # 554 ms (size: 2, ≈ 568 ms)
+        (Sequential(0.277), 554.0, 0.0, 2),  # exactly 2·S: floating point must not drop it
+        (Sequential(0.277), 1500.0, 0.0, 5),  # above the optimum of 4: the optimum stands
+        (Sequential(0.277), 600.0, 0.05, 1),  # the tail takes 50 ms: 550 / 277
+        (Sequential(0.277), 200.0, 0.0, 0),  # not even one request meets it
+        (Sequential(0.277), 600.0, 0.7, 0),  # the tail alone passes it
+        # batches of 16, a cycle of 1.10 s each
+        (
+            Batched(batch_s=1.05, release_s=0.0527, max_batch=16, queue_delay_s=0.06),
+            1500.0,
+            0.0,
+            16,
+        ),
+        (
+            Batched(batch_s=1.05, release_s=0.0527, max_batch=16, queue_delay_s=0.06),
+            2300.0,
+            0.0,
+            32,
+        ),
+        (Batched(batch_s=1.05, release_s=0.0527, max_batch=16, queue_delay_s=0.06), 1000.0, 0.0, 0),
+    ],
+)
+def test_closed_per_instance(
+    service: ServiceModel, slo_ms: float, tail_s: float, expected: int
+) -> None:
+    assert closed_per_instance(service, slo_ms, tail_s) == expected

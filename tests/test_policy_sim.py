@@ -128,6 +128,40 @@ def test_closed_loop_of_the_20b_is_sized_by_batches() -> None:
     assert max(tail) <= 1500, tail
 
 
+def test_a_closed_loop_under_a_tight_slo_gets_fewer_users_an_instance_at_once() -> None:
+    """8 → 64 users of the 5B at a 600 ms SLO: 4 to an instance queue to ~1.1 s, 2 to
+    one hold ~570 ms (`closed_per_instance`, as `size` says: 2 an instance, 32 for 64).
+    The closed rule goes 4 → 32 within a few ticks of the step, and every minute after
+    it meets the SLO. Left to the latency guard (until 2026-12-07) it went to 16 at 4
+    each, then one instance every ~75 s: 22 of 30 minutes missed, 31 instances after 30
+    minutes."""
+    s = setup_of(
+        1800,
+        {
+            "nemo-gpt-5b": {
+                "slo_p95_ms": 600,
+                "max_instances": 40,
+                "workload": closed([[0, 8], [600, 64]]),
+            }
+        },
+        hardware={"server": "r760xa-4xh100", "servers": 2},
+    )
+    r = run(s, {"nemo-gpt-5b": 4})
+    per_tick = round(60 / s.tick_s)
+    assert set(r.counts["nemo-gpt-5b"][2 * per_tick : 10 * per_tick]) == {4}  # 8 users: 2 each
+    ups = [(t, d) for t, d in r.changes("nemo-gpt-5b") if d.action is Action.scale_up]
+    assert ups and ups[-1][1].desired_instances == 32
+    assert all(600 < t <= 600 + 30 for t, _ in ups)
+    assert "2 per instance keep the latency within the 600 ms SLO" in ups[-1][1].reason
+    assert max(r.minute_p95["nemo-gpt-5b"][11:]) <= 600, r.minute_p95["nemo-gpt-5b"]
+    # the size command's answer for the same users
+    from autoscaler.catalog import load_catalog
+    from autoscaler.sizing import Demand, size_model
+
+    five = load_catalog().model("nemo-gpt-5b")
+    assert size_model(five, Demand("nemo-gpt-5b", 64, 600.0)).instances == 32
+
+
 def test_users_leaving_a_saturated_model_release_its_instances() -> None:
     """64 users on 16 5B instances (seen saturated: a closed loop), then 8: down to 2."""
     s = setup_of(

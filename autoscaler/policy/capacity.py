@@ -28,6 +28,7 @@ from autoscaler.policy.demand import (
 from autoscaler.policy.queueing import (
     Sequential,
     ServiceModel,
+    closed_per_instance,
     instances_for,
 )
 from autoscaler.policy.state import Startup
@@ -87,14 +88,21 @@ def _closed_count(
 
 
 def _closed_reason(
-    in_server: float, recent_in_server: float, target_c: float, per: float, want: int
+    in_server: float,
+    recent_in_server: float,
+    target_c: float,
+    per: float,
+    want: int,
+    slo_ms: float | None = None,
 ) -> str:
-    """Why `_closed_count` wants `want`: `per` below the target is the groups' batch."""
-    how = (
-        f"{per:.1f} per batch (the groups that circulate)"
-        if per < target_c
-        else f"target {target_c:g} per instance"
-    )
+    """Why `_closed_count` wants `want`: `per` below the target is the groups' batch, or
+    what keeps the latency within `slo_ms` where that is given (`closed_per_instance`)."""
+    if slo_ms is not None:
+        how = f"{per:g} per instance keep the latency within the {slo_ms:g} ms SLO"
+    elif per < target_c:
+        how = f"{per:.1f} per batch (the groups that circulate)"
+    else:
+        how = f"target {target_c:g} per instance"
     return (
         f"requests in the server {max(in_server, recent_in_server):.1f} / {how} → "
         f"{want} instance{_plural(want)}"
@@ -155,6 +163,7 @@ def _closed_sizing(
     per: float,
     want: int,
     rule: Rule,
+    slo_ms: float | None = None,  # `per` is what keeps the latency within this SLO
 ) -> Sizing:
     """The closed rule's answer (`_closed_count`), with its reason and figures; for a
     loop known to be closed (`read`'s loop), the count for its users now
@@ -182,9 +191,24 @@ def _closed_sizing(
       of six draws (1503 and 1510 ms against 1500 on the other two; missed on all six
       before).
     """
-    reason = _closed_reason(read[1].in_server, recent_in_server, target_c, per, want)
+    reason = _closed_reason(read[1].in_server, recent_in_server, target_c, per, want, slo_ms)
     now = _want(recent_in_server, per) if read[0] == Loop.closed.value else None
     return Sizing(want, rule, reason, _figures(read, want), now)
+
+
+def _within_slo(
+    per: float, loop: Loop, svc: ServiceModel | None, slo_ms: float | None, tail_ms: float
+) -> tuple[float, float | None]:
+    """A known closed loop's requests to an instance: `per`, or fewer where the SLO is
+    tighter than the latency at `per` (`closed_per_instance`, as `size` sizes it), with
+    that SLO; `per` for any other `loop`. Left to the latency guard, 64 users of the 5B
+    at a 600 ms SLO went to 16 instances at 4 each, then one instance a settle (≥ 60 s)
+    towards the 32 that 2 each need. Where not even one request meets the SLO no count
+    does, and `per` stands."""
+    if loop is not Loop.closed or svc is None or slo_ms is None:
+        return per, None
+    within = closed_per_instance(svc, slo_ms, tail_ms / 1000.0)
+    return (within, slo_ms) if 1 <= within < per else (per, None)
 
 
 def size_demand(
@@ -233,6 +257,10 @@ def size_demand(
     readable = one_count and mem.loop is not Loop.open
     group = g if readable and g is not None and g < target_c else None
     per_instance = group if group is not None and mem.loop is Loop.closed else target_c
+    # the service time's own tail, composed with the wait (`queueing.p95_ms`)
+    tail_ms = mem.service_tail_for(pol.slo_attainment_target) * 1000.0
+    slo = t.slo_p95_ms
+    per_instance, within_slo = _within_slo(per_instance, mem.loop, svc, slo, tail_ms)
 
     closed_want, closed_rule = _closed_count(d.in_server, recent_in_server, current, per_instance)
 
@@ -255,9 +283,6 @@ def size_demand(
     # the service tail whole; with the quantile, none).
     v = mem.variability_for(pol.slo_attainment_target)
     v = VARIABILITY_MIN if v < VARIABILITY_MIN else v
-    # the service time's own tail, composed with the wait (`queueing.p95_ms`)
-    tail_ms = mem.service_tail_for(pol.slo_attainment_target) * 1000.0
-    slo = t.slo_p95_ms
 
     read: _Read = (
         mem.loop.value,
@@ -288,7 +313,7 @@ def size_demand(
         return Sizing(current, Rule.concurrency, why, _figures(read, current))
     if svc is None or slo is None or mem.loop is Loop.closed:
         return _closed_sizing(
-            read, recent_in_server, target_c, per_instance, closed_want, closed_rule
+            read, recent_in_server, target_c, per_instance, closed_want, closed_rule, within_slo
         )
     # A backlog left by a burst must drain within the horizon too: Q queued requests
     # need Q / horizon per second of capacity beyond the arrivals (345M flash crowd:
