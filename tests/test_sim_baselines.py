@@ -165,6 +165,8 @@ def test_check_scenarios_are_valid() -> None:
         "l40s-5b",
         "wake-1p3b",
         "noisy-1p3b",
+        # 2026-12-07
+        "tight-1p3b",
     }
     assert not {p.stem for p in paths} & {p.stem for p in SCENARIOS.glob("*.yaml")}
     for p in paths:
