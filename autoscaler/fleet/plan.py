@@ -267,13 +267,13 @@ class Split:
     open_rate: float  # requests arriving a second on the others
 
 
-# A model is split when this share of the daemons that report its loop know it as
-# closed is strictly between 0 and 1 (`read_demand`).
-_SPLIT_PARTS = {
-    "closed_concurrency": (CONCURRENCY, "", 1),
-    "open_concurrency": (CONCURRENCY, "", 0),
-    "open_rate": (ARRIVALS, " >= 0", 0),
-}
+# A split model's three sums (`Split`'s fields, in order): the series, a filter on it
+# (a NaN rate is left out), and the `closed_loop` value of the servers summed.
+_SPLIT_PARTS = (
+    (CONCURRENCY, "", 1),
+    (CONCURRENCY, "", 0),
+    (ARRIVALS, " >= 0", 0),
+)
 
 
 def read_demand(reader: FleetReader, at: At) -> DemandRead:
@@ -309,12 +309,16 @@ def read_demand(reader: FleetReader, at: At) -> DemandRead:
     closed_share = by_model(f"avg by (model) ({CLOSED}{{{SEL}}} >= 0)")
     vs = by_model(f"max by (model) ({VARIABILITY}{{{SEL}}})")
     queries += 3
+    # split: some of the daemons that report the model's loop know it as closed, not all
     split_models = sorted(m for m, share in closed_share.items() if 0.0 < share < 1.0)
     split: dict[str, Split] = {}
     if split_models:
-        parts, n = _split_sums(reader, at, split_models)
-        queries += n
-        split = {m: Split(**{k: parts[k].get(m, 0.0) for k in _SPLIT_PARTS}) for m in split_models}
+        closed_c, open_c, open_rate = _split_sums(reader, at, split_models)
+        queries += len(_SPLIT_PARTS)
+        split = {
+            m: Split(closed_c.get(m, 0.0), open_c.get(m, 0.0), open_rate.get(m, 0.0))
+            for m in split_models
+        }
     return DemandRead(
         conc,
         slos,
@@ -328,11 +332,9 @@ def read_demand(reader: FleetReader, at: At) -> DemandRead:
     )
 
 
-def _split_sums(
-    reader: FleetReader, at: At, models: list[str]
-) -> tuple[dict[str, dict[str, float]], int]:
-    """For `models` (split: some daemons know them as closed loops, others not), each
-    `_SPLIT_PARTS` sum over the servers of one kind, and how many queries that took.
+def _split_sums(reader: FleetReader, at: At, models: list[str]) -> list[dict[str, float]]:
+    """For `models` (split: some daemons know them as closed loops, others not), each of
+    `_SPLIT_PARTS` summed over the servers of one kind, one query each.
 
     The daemons' own series, as no recording rule splits them: a day's peak scans each
     server's series of these models (the `model` matcher keeps the rest out). A series
@@ -341,11 +343,11 @@ def _split_sums(
     # RE2 takes Python's escapes; a PromQL string doubles each backslash
     names = "|".join(re.escape(m) for m in models).replace("\\", "\\\\")
     sel = f'model=~"{names}",{SEL}'
-    out: dict[str, dict[str, float]] = {}
-    for part, (series, known, closed) in _SPLIT_PARTS.items():
+    out = []
+    for series, known, closed in _SPLIT_PARTS:
         vector = f"{series}{{{sel}}}{known} and {CLOSED}{{{sel}}} == {closed}"
-        out[part] = _by_model(reader.query(reader.render(at.summed(vector)), at.time))
-    return out, len(_SPLIT_PARTS)
+        out.append(_by_model(reader.query(reader.render(at.summed(vector)), at.time)))
+    return out
 
 
 def _fleet_sum(
