@@ -83,6 +83,11 @@ def cli(*args: str) -> Any:
     return json.loads(res.stdout)
 
 
+def plan_now(url: str) -> Any:
+    """`size --from-prometheus --at now` over the fleet's daemons, as JSON."""
+    return cli("size", "--from-prometheus", url, "--at", "now", *SELECTED, "--format", "json")
+
+
 def test_a_full_server_names_a_server_with_room(fleet: EmulatedFleet) -> None:
     a = fleet.servers["gpu-a"]
     d = fleet.wait(
@@ -239,16 +244,7 @@ def test_an_open_loop_is_sized_by_its_arrival_rate(tmp_path: Path) -> None:
                 return v if 1.0 <= v <= 3.0 else 0.0
 
             seen = f.wait(rate_seen, "Prometheus holding the 5B's arrival rate", timeout_s=90)
-            out = cli(
-                "size",
-                "--from-prometheus",
-                f.prom.url,
-                "--at",
-                "now",
-                *SELECTED,
-                "--format",
-                "json",
-            )
+            out = plan_now(f.prom.url)
     d = next(x for x in out["demand"] if x["model"] == B5)
     print(f"\nPrometheus: {seen:.2f} req/s; demand {d}")
     # 10 s of Poisson arrivals at 2/s: 20 ± 4.5 requests; outside 7–35 once in ~1,000 runs
@@ -303,16 +299,7 @@ def test_a_model_closed_on_one_server_and_open_on_another_is_split(tmp_path: Pat
                 )
 
             f.wait(split_seen, "one daemon knowing a closed loop, the other 1-3 req/s", 150)
-            out = cli(
-                "size",
-                "--from-prometheus",
-                f.prom.url,
-                "--at",
-                "now",
-                *SELECTED,
-                "--format",
-                "json",
-            )
+            out = plan_now(f.prom.url)
     d = next(x for x in out["demand"] if x["model"] == B5)
     print(f"\ndemand {d}")
     assert d["sized_by"] == "users+rate", d
