@@ -300,6 +300,18 @@ def test_a_model_closed_on_one_server_and_open_on_another_is_split(tmp_path: Pat
 
             f.wait(split_seen, "one daemon knowing a closed loop, the other 1-3 req/s", 150)
             out = plan_now(f.prom.url)
+            # the users' own daemon (recommend mode) agrees with `size`: 2 instances for
+            # its 4 users, 2 a 5B instance within 600 ms (policy.queueing's
+            # closed_per_instance), where the optimum's 4 an instance would hold 1
+            ours = f.wait(
+                lambda: (
+                    (x := f.servers["users"].last(B5)) is not None
+                    and x.desired_instances == 2
+                    and x
+                ),
+                "the users' daemon recommending 2",
+                60,
+            )
     d = next(x for x in out["demand"] if x["model"] == B5)
     print(f"\ndemand {d}")
     assert d["sized_by"] == "users+rate", d
@@ -313,4 +325,5 @@ def test_a_model_closed_on_one_server_and_open_on_another_is_split(tmp_path: Pat
     by_users = size_model(load_catalog([]).model(B5), Demand(B5, 4, 600.0)).instances
     assert (five["users"], by_users) == (4, 2) and by_rate >= 2
     assert five["instances"] == by_users + by_rate
+    assert "2 per instance keep the latency within the 600 ms SLO" in ours.reason, ours.reason
     assert five["rate_rps"] == pytest.approx(d["arrival_rps"], abs=1e-3)
