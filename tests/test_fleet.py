@@ -405,6 +405,7 @@ class PromAnswers:
 
 
 L8 = "llama-3.1-8b"  # a name with regex metacharacters
+QT = 'q"t\\v'  # … and with a quote and a backslash, which a PromQL string escapes
 
 
 def test_read_demand_splits_a_model_some_daemons_know_as_closed() -> None:
@@ -460,26 +461,38 @@ def test_the_split_queries_sum_each_kind_of_server_in_prometheus(tmp_path: Path)
         ("observed_concurrency", "gpu-b", L8): "3x5",
         ("closed_loop", "gpu-b", L8): "0x5",
         ("arrival_rate_rps", "gpu-b", L8): "9x5",
+        ("observed_concurrency", "gpu-a", QT): "6x5",
+        ("closed_loop", "gpu-a", QT): "1x5",
+        ("observed_concurrency", "gpu-b", QT): "1x5",
+        ("closed_loop", "gpu-b", QT): "0x5",
+        ("arrival_rate_rps", "gpu-b", QT): "2x5",
         ("observed_concurrency", "gpu-b", "other"): "5x5",
         ("closed_loop", "gpu-b", "other"): "0x5",
         ("arrival_rate_rps", "gpu-b", "other"): "7x5",
     }
+    def label(m: str) -> str:  # a label value in the series notation: \ and " escaped
+        return m.replace("\\", "\\\\").replace('"', '\\"')
+
     inputs = [
-        {"series": f'triton_autoscaler_{name}{{model="{m}",server="{srv}"}}', "values": v}
+        {"series": f'triton_autoscaler_{name}{{model="{label(m)}",server="{srv}"}}', "values": v}
         for (name, srv, m), v in series_values.items()
     ]
-    share = {"avg by (model) (triton_autoscaler_closed_loop{} >= 0)": {B5: 0.5, L8: 0.5}}
+    share = {
+        "avg by (model) (triton_autoscaler_closed_loop{} >= 0)": {B5: 0.5, L8: 0.5, QT: 0.5}
+    }
     # closed in flight, open in flight, open arrivals; now (minute 5) and the peak
     expected = {
-        "now": [{B5: 16, L8: 8}, {B5: 12, L8: 3}, {B5: 40, L8: 9}],
-        "peak": [{B5: 30, L8: 8}, {B5: 12, L8: 3}, {B5: 50, L8: 9}],
+        "now": [{B5: 16, L8: 8, QT: 6}, {B5: 12, L8: 3, QT: 1}, {B5: 40, L8: 9, QT: 2}],
+        "peak": [{B5: 30, L8: 8, QT: 6}, {B5: 12, L8: 3, QT: 1}, {B5: 50, L8: 9, QT: 2}],
     }
     tests = []
     for when, want in expected.items():
         reader = PromAnswers(share)
         read_demand(reader, parse_at(when, NOW))  # type: ignore[arg-type]
         for query, by_model in zip(reader.asked[-3:], want, strict=True):
-            samples = [{"labels": f'{{model="{m}"}}', "value": v} for m, v in by_model.items()]
+            samples = [
+                {"labels": f'{{model="{label(m)}"}}', "value": v} for m, v in by_model.items()
+            ]
             tests.append({"expr": query, "eval_time": "5m", "exp_samples": samples})
     spec = {"tests": [{"interval": "1m", "input_series": inputs, "promql_expr_test": tests}]}
     (tmp_path / "split_test.yml").write_text(yaml.safe_dump(spec, width=1000))

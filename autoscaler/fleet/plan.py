@@ -340,8 +340,8 @@ def _split_sums(reader: FleetReader, at: At, models: list[str]) -> list[dict[str
     server's series of these models (the `model` matcher keeps the rest out). A series
     and the same daemon's `closed_loop` carry the same labels, which `and` matches on.
     """
-    # RE2 takes Python's escapes; a PromQL string doubles each backslash
-    names = "|".join(re.escape(m) for m in models).replace("\\", "\\\\")
+    # RE2 takes Python's escapes; a PromQL string doubles each backslash and escapes `"`
+    names = "|".join(re.escape(m) for m in models).replace("\\", "\\\\").replace('"', '\\"')
     sel = f'model=~"{names}",{SEL}'
     out = []
     for series, known, closed in _SPLIT_PARTS:
