@@ -22,9 +22,17 @@ from typing import Any
 
 from autoscaler.errors import CapacityError, ConfigError
 from autoscaler.placement import Fit, Item, pack
-from autoscaler.policy.queueing import keeping_up, least_instances, p95_ms
+from autoscaler.policy.queueing import (
+    Batched,
+    Sequential,
+    ServiceModel,
+    closed_per_instance,
+    keeping_up,
+    least_instances,
+    p95_ms,
+)
 from autoscaler.policy.target import service_model
-from autoscaler.profiles import GpuProfile, ModelProfile, SourceKind
+from autoscaler.profiles import BatchedService, GpuProfile, ModelProfile, SourceKind
 
 
 @dataclass(frozen=True)
@@ -136,6 +144,11 @@ def concurrency_for_slo(profile: ModelProfile, slo_p95_ms: float) -> tuple[int, 
     600 ms SLO gets floor(600 / (1135.52 / 4)) = 2 per instance instead of 4.
     Batched service: p95 ≈ one batch time for any load up to the batch size, so an
     SLO below it cannot be met by adding instances.
+
+    The count is the closed rule's own (`queueing.closed_per_instance`, which the
+    daemon feeds with the service time and tail it measures), fed here with the
+    profile's latency curve (`ModelProfile.p95_at_concurrency_ms`): each request on an
+    instance adds p95_opt / c_opt, each batch of B adds p95_opt.
     """
     opt = profile.optimum
     assert opt is not None
@@ -153,17 +166,22 @@ def concurrency_for_slo(profile: ModelProfile, slo_p95_ms: float) -> tuple[int, 
             value=slo_p95_ms,
             allowed=f"≥ {math.ceil(floor_ms)} ms",
         )
-    per_instance = opt.concurrency
-    while per_instance > 1:
-        p95 = profile.p95_at_concurrency_ms(per_instance)
-        if p95 is not None and p95 <= slo_p95_ms:
-            break
-        per_instance -= 1
+    per_instance = max(1, min(opt.concurrency, closed_per_instance(_curve(profile), slo_p95_ms)))
     return per_instance, (
         f"p95 SLO {slo_p95_ms:g} ms < {expected:.0f} ms at the optimum "
         f"({opt.concurrency}/instance): "
         f"{per_instance}/instance expected ≈ {profile.p95_at_concurrency_ms(per_instance):.0f} ms"
     )
+
+
+def _curve(profile: ModelProfile) -> ServiceModel:
+    """The profile's latency curve as the closed rule's service model: a request's p95
+    share (p95_opt / c_opt, the 5B's 283.88 ms) or a batch's p95 (the 20B's 1112.39 ms)."""
+    opt = profile.optimum
+    assert opt is not None and opt.p95_ms is not None
+    if isinstance(profile.service, BatchedService):
+        return Batched(opt.p95_ms / 1000.0, 0.0, profile.service.max_batch_size, 0.0)
+    return Sequential(opt.p95_ms / opt.concurrency / 1000.0)
 
 
 def sizable(models: dict[str, ModelProfile]) -> list[str]:

@@ -111,20 +111,18 @@ def closed_per_instance(service: ServiceModel, slo_ms: float, tail_s: float = 0.
     the last of c waits for the c − 1 ahead and then its own: c·S. In batches of B, the
     c ride ceil(c / B) batches, a cycle (the batch and its release) each. The request's
     own service tail comes on top (`tail_s`, learnt online: `policy.correction`). It is
-    Table 11's per-instance concurrency as a tight SLO lowers it, the rule `size`
-    applies from the profile's latency curve (`sizing.concurrency_for_slo`, p95 ≈
-    p95_opt · c / c_opt): the 5B (S = 277 ms) keeps 2 at a 600 ms SLO (554 ms; `size`:
-    2, ≈ 568 ms) and 5 at 1500 ms, above its optimum of 4, which then stands; the 20B
-    (a cycle of 1.10 s for 16) one batch at 1500 ms, 16.
+    Table 11's per-instance concurrency as a tight SLO lowers it; `size` applies the
+    same rule to the profile's latency curve (`sizing.concurrency_for_slo`: a request
+    adds p95_opt / c_opt). The 5B (S = 277 ms) keeps 2 at a 600 ms SLO (554 ms;
+    `size`: 2, ≈ 568 ms) and 5 at 1500 ms, above its optimum of 4, which then stands;
+    the 20B (a cycle of 1.10 s for 16) one batch at 1500 ms, 16.
     """
     budget_s = slo_ms / 1000.0 - tail_s
     if budget_s <= 0.0:
         return 0
     # 1e-9: 0.554 / 0.277 is 1.9999999999999998 in binary floating point
     if isinstance(service, Batched):
-        return math.floor(budget_s / (service.batch_s + service.release_s) + 1e-9) * (
-            service.max_batch
-        )
+        return math.floor(budget_s / service.cycle_s + 1e-9) * service.max_batch
     return math.floor(budget_s / service.service_s + 1e-9)
 
 
