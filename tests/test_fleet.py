@@ -414,9 +414,9 @@ def test_read_demand_splits_a_model_some_daemons_know_as_closed() -> None:
     closed, or none, costs none."""
     at = parse_at("peak", NOW)
     split_answers = {
-        "observed_concurrency{model & == 1)": {B5: 16.1, L8: 8.0},
-        "observed_concurrency{model & == 0)": {B5: 12.1},
-        "arrival_rate_rps{model & == 0)": {B5: 40.0, L8: 9.0},
+        "observed_concurrency{model & and triton_autoscaler_closed_loop": {B5: 16.1, L8: 8.0},
+        "observed_concurrency{model & unless triton_autoscaler_closed_loop": {B5: 12.1},
+        "arrival_rate_rps{model & unless triton_autoscaler_closed_loop": {B5: 40.0, L8: 9.0},
     }
     r = PromAnswers(
         split_answers
@@ -440,8 +440,10 @@ def test_the_split_queries_sum_each_kind_of_server_in_prometheus(tmp_path: Path)
     """The three split queries as `read_demand` renders them, now and at a peak, evaluated
     by Prometheus's own engine (`promtool test rules`) over series as the daemons export
     them: gpu-a knows the 5B and the 8B as closed loops, gpu-b sees them open, gpu-c has
-    no figures this tick (its loop NaN: in neither part), and a model only gpu-b serves
-    stays out (the `model` matcher)."""
+    no figures this tick (its loop and rate NaN) and gpu-d's daemon is older than the
+    `closed_loop` series: both count their requests in flight in the open part (with
+    `and closed_loop == 0` they fell in neither); a model only gpu-b serves stays out
+    (the `model` matcher)."""
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.fail("promtool is not installed: run scripts/install-system-deps.sh")
@@ -456,6 +458,8 @@ def test_the_split_queries_sum_each_kind_of_server_in_prometheus(tmp_path: Path)
         ("observed_concurrency", "gpu-c", B5): "2x5",
         ("closed_loop", "gpu-c", B5): "NaN NaN NaN NaN NaN NaN",
         ("arrival_rate_rps", "gpu-c", B5): "NaN NaN NaN NaN NaN NaN",
+        ("observed_concurrency", "gpu-d", B5): "3 3 3 3 20 3",
+        ("arrival_rate_rps", "gpu-d", B5): "1x5",
         ("observed_concurrency", "gpu-a", L8): "8x5",
         ("closed_loop", "gpu-a", L8): "1x5",
         ("observed_concurrency", "gpu-b", L8): "3x5",
@@ -482,8 +486,8 @@ def test_the_split_queries_sum_each_kind_of_server_in_prometheus(tmp_path: Path)
     }
     # closed in flight, open in flight, open arrivals; now (minute 5) and the peak
     expected = {
-        "now": [{B5: 16, L8: 8, QT: 6}, {B5: 12, L8: 3, QT: 1}, {B5: 40, L8: 9, QT: 2}],
-        "peak": [{B5: 30, L8: 8, QT: 6}, {B5: 12, L8: 3, QT: 1}, {B5: 50, L8: 9, QT: 2}],
+        "now": [{B5: 16, L8: 8, QT: 6}, {B5: 17, L8: 3, QT: 1}, {B5: 41, L8: 9, QT: 2}],
+        "peak": [{B5: 30, L8: 8, QT: 6}, {B5: 34, L8: 3, QT: 1}, {B5: 51, L8: 9, QT: 2}],
     }
     tests = []
     for when, want in expected.items():

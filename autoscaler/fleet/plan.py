@@ -268,11 +268,15 @@ class Split:
 
 
 # A split model's three sums (`Split`'s fields, in order): the series, a filter on it
-# (a NaN rate is left out), and the `closed_loop` value of the servers summed.
+# (a NaN rate is left out), and whether the servers summed are those whose daemon knows
+# a closed loop (`and`) or all the others (`unless`). The others include a daemon with
+# no figures this tick (its `closed_loop` NaN, a few seconds while an apply is in flight)
+# and one older than the series: their requests in flight count in the open part, sized
+# by its rate or by those requests where they need more, rather than in neither part.
 _SPLIT_PARTS = (
-    (CONCURRENCY, "", 1),
-    (CONCURRENCY, "", 0),
-    (ARRIVALS, " >= 0", 0),
+    (CONCURRENCY, "", "and"),
+    (CONCURRENCY, "", "unless"),
+    (ARRIVALS, " >= 0", "unless"),
 )
 
 
@@ -344,8 +348,8 @@ def _split_sums(reader: FleetReader, at: At, models: list[str]) -> list[dict[str
     names = "|".join(re.escape(m) for m in models).replace("\\", "\\\\").replace('"', '\\"')
     sel = f'model=~"{names}",{SEL}'
     out = []
-    for series, known, closed in _SPLIT_PARTS:
-        vector = f"{series}{{{sel}}}{known} and {CLOSED}{{{sel}}} == {closed}"
+    for series, known, kind in _SPLIT_PARTS:
+        vector = f"{series}{{{sel}}}{known} {kind} {CLOSED}{{{sel}}} == 1"
         out.append(_by_model(reader.query(reader.render(at.summed(vector)), at.time)))
     return out
 
