@@ -474,6 +474,7 @@ def test_the_split_queries_sum_each_kind_of_server_in_prometheus(tmp_path: Path)
         ("closed_loop", "gpu-b", "other"): "0x5",
         ("arrival_rate_rps", "gpu-b", "other"): "7x5",
     }
+
     def label(m: str) -> str:  # a label value in the series notation: \ and " escaped
         return m.replace("\\", "\\\\").replace('"', '\\"')
 
@@ -481,9 +482,7 @@ def test_the_split_queries_sum_each_kind_of_server_in_prometheus(tmp_path: Path)
         {"series": f'triton_autoscaler_{name}{{model="{label(m)}",server="{srv}"}}', "values": v}
         for (name, srv, m), v in series_values.items()
     ]
-    share = {
-        "avg by (model) (triton_autoscaler_closed_loop{} >= 0)": {B5: 0.5, L8: 0.5, QT: 0.5}
-    }
+    share = {"avg by (model) (triton_autoscaler_closed_loop{} >= 0)": {B5: 0.5, L8: 0.5, QT: 0.5}}
     # closed in flight, open in flight, open arrivals; now (minute 5) and the peak
     expected = {
         "now": [{B5: 16, L8: 8, QT: 6}, {B5: 17, L8: 3, QT: 1}, {B5: 41, L8: 9, QT: 2}],
