@@ -89,7 +89,8 @@ def correct(
       M/G/n puts v near (1 + c_s²) / 2 = 1. For a model that runs one request at a
       time the tail is what, composed with the window's wait, makes its p95
       (`queueing.tail_for_p95`: the inverse of the composition sizing predicts with);
-      a batch's is request p95 − queue p95 − batch time, added whole.
+      a batch's likewise, its wait the window's queue p95 (2026-12-07; before, request
+      p95 − queue p95 − batch time, added whole).
 
     Without a queue p95 (histogram p95 only) the whole excess of the p95 over the
     service time and its learnt tail is read as waiting, against the predicted wait
@@ -135,11 +136,9 @@ def correct(
 def _tail_read(
     svc: ServiceModel, n: int, d: Demand, p95_s: float, queue_s: float
 ) -> tuple[float, float]:
-    """A window's service tail (s) and its weight: composed with its wait (one request at
-    a time, `queueing.tail_for_p95`) or request p95 − queue p95 − batch time (batched)."""
-    if isinstance(svc, Sequential):
-        return tail_for_p95(svc, n, d.arrival_rps, p95_s, queue_s)
-    return max(0.0, p95_s - queue_s - execution_s(svc)), 1.0
+    """A window's service tail (s) and its weight: the tail that, composed with the
+    window's wait, makes its p95 (`queueing.tail_for_p95`)."""
+    return tail_for_p95(svc, n, d.arrival_rps, p95_s, queue_s)
 
 
 def _tail_learnt(
