@@ -20,6 +20,8 @@ from autoscaler.policy.queueing import (
     TAIL,
     Batched,
     _batch_wait,
+    _erlang_c_past,
+    erlang_c,
     instances_for,
     p95_ms,
     tail_for_p95,
@@ -161,3 +163,16 @@ def test_the_tail_is_read_whole_where_nothing_waits_and_little_where_waits_sprea
     # past the delay): the two p95s subtracted, as before
     assert _batch_wait(B20, 16, 2.0, 1.0)[0] <= TAIL
     assert tail_for_p95(B20, 16, 2.0, 1.4, 0.2) == (pytest.approx(0.15), 1.0)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.integers(1, 400), st.floats(0.0, 1.1))
+def test_the_slots_erlang_c_stops_only_below_the_floor(n: int, load: float) -> None:
+    """The further turns' Erlang C over n·K slots stops its recursion early only where C
+    is proven under half the 5 % it is compared with: past the floor it is Erlang C."""
+    a = load * n
+    full, early = erlang_c(n, a), _erlang_c_past(n, a, TAIL)
+    if full > TAIL:
+        assert early == full
+    else:
+        assert early <= TAIL and early in (0.0, full)
