@@ -176,3 +176,21 @@ def test_the_slots_erlang_c_stops_only_below_the_floor(n: int, load: float) -> N
         assert early == full
     else:
         assert early <= TAIL and early in (0.0, full)
+
+
+@pytest.mark.parametrize(("n", "rate"), [(8, 2.0), (7, 5.0), (6, 5.0), (3, 25.0), (1, 2.0)])
+@pytest.mark.parametrize("tail_s", [0.05, 0.3])
+def test_the_batched_reading_is_weighed_by_the_tails_effect_on_the_p95(
+    n: int, rate: float, tail_s: float
+) -> None:
+    """The weight is (∂p95/∂tail)², from the slope Newton's steps carry (u₉₅′ − 1,
+    `_batch_excess`): it matches a difference of the forward model, and the tail read
+    back is the one composed."""
+    p95 = p95_ms(B20, n, rate, 1.0, tail_s) / 1000.0
+    q95 = max(B20.queue_delay_s, wait_p95_s(B20, n, rate, 1.0))
+    tail, weight = tail_for_p95(B20, n, rate, p95, q95)
+    step = 1e-4
+    effect = (p95_ms(B20, n, rate, 1.0, tail_s + step) / 1000.0 - p95) / step
+    assert math.sqrt(weight) == pytest.approx(min(1.0, max(0.0, effect)), abs=0.01)
+    if weight > 0.01:
+        assert tail == pytest.approx(tail_s, rel=1e-3)

@@ -72,6 +72,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 # The percentile the SLO is about.
 TAIL = 0.05
@@ -248,7 +249,7 @@ def p95_ms(
         ):
             tau = tail_s / _TAIL_SCALE
             c, start, span = _batch_wait(service, n, rate_rps, variability)
-            u = _batch_u95(c, start, span, service.queue_delay_s, tau)
+            u = _batch_u95(_mix(c, start, span, service.queue_delay_s), tau)[0]
             return (service.batch_s - tau + u) * 1000.0
         wait = wait_p95_s(service, n, rate_rps, variability)
         return (service.batch_s + max(service.queue_delay_s, wait) + tail_s) * 1000.0
@@ -365,58 +366,75 @@ _U_TOL = 1e-9
 # the wait formula; at C = 0, B + δ + tail, the two added.
 
 
-def _batch_excess(
-    u: float, p0: float, dens: float, a: float, b: float, delay: float, tau: float
-) -> tuple[float, float]:
-    """P(Y + X > u) for u ≥ δ (module comment above), and its density at u; `dens` is
-    C / L, the wait's density on (a, b]."""
-    at_delay = p0 * math.exp(-(u - delay) / tau)
-    p, d = at_delay, at_delay / tau
-    if dens > 0.0:
-        if u >= b:
-            e_a, e_b = math.exp(-(u - a) / tau), math.exp(-(u - b) / tau)
-            p += dens * tau * (e_b - e_a)
-        elif u > a:
-            e_a, e_b = math.exp(-(u - a) / tau), 1.0
-            p += dens * ((b - u) + tau * (1.0 - e_a))
-        else:  # every wait on (a, b] still ahead of u
-            e_a = e_b = 1.0
-            p += dens * (b - a)
-        d += dens * (e_b - e_a)
-    return p, d
+class _Mix(NamedTuple):
+    """The batched wait Y = max(δ, W) as the composition reads it: P(Y = δ), the density
+    C / L of the waits on (a, b], that span, and Y's own 5 % point (s)."""
+
+    p0: float
+    dens: float
+    a: float
+    b: float
+    delay: float
+    own95: float
 
 
-def _batch_u95(
-    c: float, start: float, span: float, delay: float, tau: float, guess: float | None = None
-) -> float:
-    """Where P(Y + X > u) falls to 5 % (s): a batch's p95 less B − τ. Newton's steps on
-    its log from within a bracket (or from `guess` inside it), as `_u95`."""
+def _mix(c: float, start: float, span: float, delay: float) -> _Mix:
     end = start + span
     a = max(delay, start)
     if end > a and span > 0.0:
         p0 = (1.0 - c) + c * min(1.0, max(0.0, (delay - start) / span))
-        dens = c / span
-    else:  # every wait ends within the batcher's delay
-        p0, dens, end = 1.0, 0.0, a
+        own = max(delay, start + span * (1.0 - TAIL / c)) if c > TAIL else delay
+        return _Mix(p0, c / span, a, end, delay, own)
+    return _Mix(1.0, 0.0, a, a, delay, delay)  # every wait ends within the batcher's delay
+
+
+def _batch_excess(m: _Mix, u: float, tau: float) -> tuple[float, float, float]:
+    """P(Y + X > u) for u ≥ δ (module comment above), its density at u, and its rate of
+    change with τ at that u (for the inverse's Newton steps: u moves by that / density
+    per unit of τ)."""
+    x = u - m.delay
+    at_delay = m.p0 * math.exp(-x / tau)
+    p, d, dt = at_delay, at_delay / tau, at_delay * x / (tau * tau)
+    if m.dens > 0.0:
+        a, b = m.a, m.b
+        if u >= b:
+            e_a, e_b = math.exp(-(u - a) / tau), math.exp(-(u - b) / tau)
+            p += m.dens * tau * (e_b - e_a)
+            dt += m.dens * ((e_b - e_a) + ((u - b) * e_b - (u - a) * e_a) / tau)
+        elif u > a:
+            e_a, e_b = math.exp(-(u - a) / tau), 1.0
+            p += m.dens * ((b - u) + tau * (1.0 - e_a))
+            dt += m.dens * ((1.0 - e_a) - (u - a) / tau * e_a)
+        else:  # every wait on (a, b] still ahead of u
+            e_a = e_b = 1.0
+            p += m.dens * (b - a)
+        d += m.dens * (e_b - e_a)
+    return p, d, dt
+
+
+def _batch_u95(m: _Mix, tau: float, guess: float | None = None) -> tuple[float, float]:
+    """Where P(Y + X > u) falls to 5 % (s): a batch's p95 less B − τ; and du/dτ there.
+    Newton's steps on its log from within a bracket (or from `guess` inside it), as
+    `_u95`."""
     # at least each part's own 5 % point, at most X's past the longest wait
-    lo = delay + tau * math.log(p0 / TAIL) if p0 > TAIL else delay
-    if c > TAIL and dens > 0.0:
-        lo = max(lo, start + span * (1.0 - TAIL / c))
-    hi = max(end, delay) + tau * _LN20
+    lo = m.delay + tau * math.log(m.p0 / TAIL) if m.p0 > TAIL else m.delay
+    lo = max(lo, m.own95)
+    hi = max(m.b, m.delay) + tau * _LN20
     u = 0.5 * (lo + hi) if guess is None or not lo < guess < hi else guess
     for _ in range(_STEPS):
-        p, d = _batch_excess(u, p0, dens, a, end, delay, tau)
+        p, d, dt = _batch_excess(m, u, tau)
         if p > TAIL:
             lo = u
         else:
             hi = u
         nxt = u + math.log(p / TAIL) * p / d if p > 0.0 and d > 0.0 else math.nan
         if abs(nxt - u) <= _U_TOL * (1.0 + u):
-            return nxt
+            return nxt, dt / d
         u = nxt if lo < nxt < hi else 0.5 * (lo + hi)
         if hi - lo <= _U_TOL * (1.0 + u):
-            return hi
-    return hi
+            break
+    p, d, dt = _batch_excess(m, hi, tau)
+    return hi, (dt / d if d > 0.0 else 0.0)
 
 
 def tail_for_p95(
@@ -488,12 +506,10 @@ def _false_position(
     low: tuple[float, float],
     high: tuple[float, float],
     tol: float,
-    f_tol: float = 0.0,
 ) -> float:
     """The root of a rising `f` between `low` and `high` ((x, f(x)) each, f below 0 at
     the first): the Illinois variant of false position, the bracket's stale end
-    weighed down by half, to within `tol` of x or `f_tol` of f (a flat stretch, where
-    any x is the root); the upper end where f is not above 0 there."""
+    weighed down by half, to within `tol`; the upper end where f is not above 0 there."""
     (lo, f_lo), (hi, f_hi) = low, high
     if f_hi <= 0.0:
         return hi
@@ -503,8 +519,6 @@ def _false_position(
         if not lo < mid < hi:
             mid = 0.5 * (lo + hi)
         f_mid = f(mid)
-        if f_tol > 0.0 and abs(f_mid) <= f_tol:
-            return mid
         if f_mid >= 0.0:
             hi, f_hi = mid, f_mid
             if side == 1:
@@ -554,31 +568,31 @@ def _batch_tail_for_p95(
     elif queue_p95_s > delay:
         return max(0.0, y - queue_p95_s), 1.0
 
-    def excess(tau: float) -> float:  # the composed p95 less B (s)
-        if tau <= 0.0:
-            return max(delay, start + span * (1.0 - TAIL / c) if c > TAIL else 0.0)
-        # from y + τ: where the root puts it, and near it on the way there
-        return _batch_u95(c, start, span, delay, tau, y + tau) - tau
-
-    at_zero = excess(0.0)
-    if at_zero >= y:
+    m = _mix(c, start, span, delay)
+    if m.own95 >= y:  # the wait alone explains the p95 (or more)
         return 0.0, 1.0
-    # the root of excess(τ) = y: below it at 0, at or above it where δ + X alone
-    # reaches y (Y ≥ δ)
-    hi = (y - delay) / _TAIL_SCALE
-    # to within 0.1 µs of the window's p95 (a wait uniform past most requests' lets a
-    # small tail move the p95 not at all: any τ there is the root)
-    tau = _false_position(
-        lambda t: excess(t) - y,
-        (0.0, at_zero - y),
-        (hi, excess(hi) - y),
-        _U_TOL * (1.0 + y),
-        _BATCH_TAIL_TOL_S,
-    )
-    eps = max(1e-4, 0.01 * tau)
-    # (at τ the composed p95 is the window's, y, to 0.1 µs: no solve for it; that is
-    # 0.1 % of a difference over eps ≥ 0.1 ms)
-    slope = (excess(tau + eps) - y) / eps / _TAIL_SCALE
+    # Newton's steps on f(τ) = u₉₅(τ) − τ − y (the composed p95 less the window's),
+    # whose slope u₉₅′ − 1 comes with each u₉₅ (`_batch_excess`), inside the bracket
+    # [0, (y − δ) / (ln 20 − 1)]: below the root at 0, at or above it where δ + X alone
+    # reaches y (Y ≥ δ). From the tail that subtracting the p95s would read.
+    lo, hi = 0.0, (y - delay) / _TAIL_SCALE
+    tau = min(max(y - queue_p95_s, 1e-6) / _TAIL_SCALE, 0.5 * hi)
+    slope = 1.0
+    for _ in range(_STEPS):
+        u, du = _batch_u95(m, tau, y + tau)
+        f, slope = u - tau - y, du - 1.0
+        if abs(f) <= _BATCH_TAIL_TOL_S:
+            break
+        if f > 0.0:
+            hi = tau
+        else:
+            lo = tau
+        nxt = tau - f / slope if slope > 0.0 else math.nan
+        tau = nxt if lo < nxt < hi else 0.5 * (lo + hi)
+        if hi - lo <= _U_TOL * (1.0 + y):
+            break
+    # ∂p95/∂tail = (u₉₅′ − 1) / (ln 20 − 1): the weight, its square
+    slope /= _TAIL_SCALE
     return tau * _TAIL_SCALE, min(1.0, max(0.0, slope)) ** 2
 
 
