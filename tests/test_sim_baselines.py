@@ -167,6 +167,7 @@ def test_check_scenarios_are_valid() -> None:
         "noisy-1p3b",
         # 2026-12-07
         "tight-1p3b",
+        "tight-20b",
     }
     assert not {p.stem for p in paths} & {p.stem for p in SCENARIOS.glob("*.yaml")}
     for p in paths:
