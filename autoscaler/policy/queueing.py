@@ -249,7 +249,7 @@ def p95_ms(
         ):
             tau = tail_s / _TAIL_SCALE
             c, start, span = _batch_wait(service, n, rate_rps, variability)
-            u = _batch_u95(_mix(c, start, span, service.queue_delay_s), tau)[0]
+            u = _batch_u95(_mix(c, start, span, service.queue_delay_s), tau)
             return (service.batch_s - tau + u) * 1000.0
         wait = wait_p95_s(service, n, rate_rps, variability)
         return (service.batch_s + max(service.queue_delay_s, wait) + tail_s) * 1000.0
@@ -330,9 +330,18 @@ def _u95(c: float, theta: float, tau: float, guess: float | None = None) -> floa
     if c > TAIL:
         lo = max(lo, theta * math.log(c / TAIL))
     hi = 2.0 * max(tau * math.log(2.0 / TAIL), theta * math.log(max(2.0 * c / TAIL, 1.0)))
+    return _five_percent_point(lambda u: _excess_beyond(u, c, theta, tau), lo, hi, guess)
+
+
+def _five_percent_point(
+    tail: Callable[[float], tuple[float, float]], lo: float, hi: float, guess: float | None
+) -> float:
+    """Where a tail P(u) falls to 5 % (`tail` gives P and its density at u): Newton's
+    steps on ln P from the bracket's middle (or `guess` inside it); a step that would
+    leave the bracket halves it instead; its upper end if they do not settle."""
     u = 0.5 * (lo + hi) if guess is None or not lo < guess < hi else guess
     for _ in range(_STEPS):
-        p, dens = _excess_beyond(u, c, theta, tau)
+        p, dens = tail(u)
         if p > TAIL:
             lo = u
         else:
@@ -412,29 +421,13 @@ def _batch_excess(m: _Mix, u: float, tau: float) -> tuple[float, float, float]:
     return p, d, dt
 
 
-def _batch_u95(m: _Mix, tau: float, guess: float | None = None) -> tuple[float, float]:
-    """Where P(Y + X > u) falls to 5 % (s): a batch's p95 less B − τ; and du/dτ there.
-    Newton's steps on its log from within a bracket (or from `guess` inside it), as
-    `_u95`."""
+def _batch_u95(m: _Mix, tau: float, guess: float | None = None) -> float:
+    """Where P(Y + X > u) falls to 5 % (s): a batch's p95 less B − τ (as `_u95`)."""
     # at least each part's own 5 % point, at most X's past the longest wait
     lo = m.delay + tau * math.log(m.p0 / TAIL) if m.p0 > TAIL else m.delay
     lo = max(lo, m.own95)
     hi = max(m.b, m.delay) + tau * _LN20
-    u = 0.5 * (lo + hi) if guess is None or not lo < guess < hi else guess
-    for _ in range(_STEPS):
-        p, d, dt = _batch_excess(m, u, tau)
-        if p > TAIL:
-            lo = u
-        else:
-            hi = u
-        nxt = u + math.log(p / TAIL) * p / d if p > 0.0 and d > 0.0 else math.nan
-        if abs(nxt - u) <= _U_TOL * (1.0 + u):
-            return nxt, dt / d
-        u = nxt if lo < nxt < hi else 0.5 * (lo + hi)
-        if hi - lo <= _U_TOL * (1.0 + u):
-            break
-    p, d, dt = _batch_excess(m, hi, tau)
-    return hi, (dt / d if d > 0.0 else 0.0)
+    return _five_percent_point(lambda u: _batch_excess(m, u, tau)[:2], lo, hi, guess)
 
 
 def tail_for_p95(
@@ -579,8 +572,9 @@ def _batch_tail_for_p95(
     tau = min(max(y - queue_p95_s, 1e-6) / _TAIL_SCALE, 0.5 * hi)
     slope = 1.0
     for _ in range(_STEPS):
-        u, du = _batch_u95(m, tau, y + tau)
-        f, slope = u - tau - y, du - 1.0
+        u = _batch_u95(m, tau, y + tau)
+        _, dens, dt = _batch_excess(m, u, tau)
+        f, slope = u - tau - y, (dt / dens if dens > 0.0 else 0.0) - 1.0
         if abs(f) <= _BATCH_TAIL_TOL_S:
             break
         if f > 0.0:
