@@ -485,25 +485,8 @@ def _tau_through(y: float, c: float, theta: float) -> float:
     The Illinois variant of false position (the bracket's stale end weighed down by
     half): to 1e-9 s in 6.4 evaluations on average over random draws (4–24), where
     18 halvings gave 1e-5 of the bracket."""
-    hi = y / _TAIL_SCALE
-    return _false_position(
-        lambda tau: _excess_beyond(y + tau, c, theta, tau)[0] - TAIL,
-        (0.0, c * math.exp(-y / theta) - TAIL),
-        (hi, _excess_beyond(y + hi, c, theta, hi)[0] - TAIL),
-        _U_TOL * (1.0 + y),
-    )
-
-
-def _false_position(
-    f: Callable[[float], float],
-    low: tuple[float, float],
-    high: tuple[float, float],
-    tol: float,
-) -> float:
-    """The root of a rising `f` between `low` and `high` ((x, f(x)) each, f below 0 at
-    the first): the Illinois variant of false position, the bracket's stale end
-    weighed down by half, to within `tol`; the upper end where f is not above 0 there."""
-    (lo, f_lo), (hi, f_hi) = low, high
+    lo, hi = 0.0, y / _TAIL_SCALE
+    f_lo, f_hi = c * math.exp(-y / theta) - TAIL, _excess_beyond(y + hi, c, theta, hi)[0] - TAIL
     if f_hi <= 0.0:
         return hi
     side = 0
@@ -511,18 +494,18 @@ def _false_position(
         mid = (lo * f_hi - hi * f_lo) / (f_hi - f_lo)
         if not lo < mid < hi:
             mid = 0.5 * (lo + hi)
-        f_mid = f(mid)
-        if f_mid >= 0.0:
-            hi, f_hi = mid, f_mid
+        f = _excess_beyond(y + mid, c, theta, mid)[0] - TAIL
+        if f >= 0.0:
+            hi, f_hi = mid, f
             if side == 1:
                 f_lo *= 0.5
             side = 1
         else:
-            lo, f_lo = mid, f_mid
+            lo, f_lo = mid, f
             if side == -1:
                 f_hi *= 0.5
             side = -1
-        if hi - lo <= tol:
+        if hi - lo <= _U_TOL * (1.0 + y):
             break
     return 0.5 * (lo + hi)
 
