@@ -176,6 +176,18 @@ def test_observe_fleet_json(fleet: EmulatedFleet) -> None:
     assert sorted(round(u, 1) for u in used) == [0.5, 45.3]
 
 
+def _sizing_demand(d: dict[str, Any], sized: dict[str, Any]) -> Demand:
+    """A demand row of `size --from-prometheus --format json` as `sizing.Demand`: its
+    users, its arrival rate, or both (`sized_by`). The rate and v as the sizing row
+    carries them (the demand row rounds them to 3 places)."""
+    by_rate = d["sized_by"] in ("rate", "users+rate")
+    if by_rate:
+        assert sized["rate_rps"] == pytest.approx(d["arrival_rps"], abs=1e-3)
+    rate = sized["rate_rps"] if by_rate else None
+    users = 0 if d["sized_by"] == "rate" else d["users"]
+    return Demand(d["model"], users, d["slo_p95_ms"], rate, sized["variability"] or 1.0)
+
+
 def test_size_from_prometheus_places_what_is_missing_on_servers_with_room(
     fleet: EmulatedFleet,
 ) -> None:
@@ -196,10 +208,20 @@ def test_size_from_prometheus_places_what_is_missing_on_servers_with_room(
     assert {p["server"] for p in five["add"]} <= {"gpu-b", "gpu-c"}  # gpu-a is full
     assert not any(p["new_server"] for p in five["add"])  # room enough in the fleet
     assert now["servers_now"] == 3 and now["new_servers_with_current_placement"] == 0
-    # the from-scratch answer is `size`'s own for the same users
+    # the from-scratch answer is `size`'s own for the same demand: the users, or where
+    # gpu-a's daemon has learnt its 32 clients' closed loop and gpu-b's has not seen its
+    # 4 as one, the 5B split (the closed part's users, gpu-b's arrivals); which of the
+    # two depends on the evidence by now
+    assert demand[B5]["sized_by"] in ("users", "users+rate")
     cat = load_catalog([])
-    users = [Demand(m, d["users"], d["slo_p95_ms"]) for m, d in demand.items()]
-    ref = size(users, cat.models, cat.gpu("h100-80gb"), 4, 2.0)
+    sized = {m["name"]: m for m in now["sizing"]["models"]}
+    ref = size(
+        [_sizing_demand(d, sized[m]) for m, d in demand.items()],
+        cat.models,
+        cat.gpu("h100-80gb"),
+        4,
+        2.0,
+    )
     assert now["sizing"] == ref.to_json()
     assert now["servers_needed"] == ref.servers
     assert now["queries"] <= 20
