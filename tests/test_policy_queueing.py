@@ -40,6 +40,7 @@ from autoscaler.policy.queueing import (
     instances_for,
     p95_ms,
     tail_for_p95,
+    wait_mean_s,
     wait_p95_s,
 )
 from autoscaler.policy.target import ModelTarget, service_model
@@ -254,6 +255,28 @@ def test_correction_learns_v_from_the_waits_and_the_tail_from_the_rest(
     # a reading of v, whichever way it moved v, marks the model checked (stages.unchecked_guard)
     assert not OPEN.variability_read
     assert after.variability_read is (v_moves != 0)
+
+
+def test_the_first_reading_of_v_is_taken_whole_then_each_steps_with_its_scatter() -> None:
+    """The prior v = 1 is an assumption, not a reading: stepping from it counted the
+    climb to the first reading as scatter. A 20B whose first window read v ≈ 0.5
+    (queue p95 at the batcher's 60 ms against 120 ms predicted on 7 at 5.33 req/s)
+    moved to 0.98 with a standard deviation of 0.10, and sized with 0.98 + 2.33 × 0.10
+    = 1.21, which put it on 8 instances where 7 met every minute; on 8 nothing is
+    read (the predicted wait is under the batcher's delay), so the 1.21 held all hour
+    (`tight-20b`). The measured service time is learnt the same way."""
+    w = _window(1200.0, 520.0, 216.0, 8, 24.0)  # mean wait 216 ms against 110: v 1.96
+    first = correct(OPEN, S5B, w, _demand(24.0), 8, 5.0)
+    target = first.variability
+    assert target == pytest.approx(216.0 / (wait_mean_s(S5B, 8, 24.0, 1.0) * 1000.0))
+    assert first.variability_read and first.variability_var == 0.0
+    # the same reading again: no scatter, nothing moves
+    again = correct(first, S5B, w, _demand(24.0), 8, 5.0)
+    assert again.variability == pytest.approx(target) and again.variability_var == 0.0
+    # another reading steps towards it, and its distance is scatter
+    low = correct(first, S5B, replace(w, avg_queue_ms=108.0), _demand(24.0), 8, 5.0)
+    assert low.variability == pytest.approx(target + STEP * (target / 2.0 - target))
+    assert low.variability_var > 0.0
 
 
 def _sign(x: float) -> int:

@@ -38,7 +38,12 @@ from autoscaler.telemetry.snapshot import ModelWindow
 VARIABILITY_MIN, VARIABILITY_MAX = 0.05, 4.0
 # Triton's p95 summary covers a sliding minute, so ticks 5 s apart see mostly the same
 # requests: each tick moves v by tick / (two summary windows), i.e. ~2 minutes to
-# follow a change, one minute's outlier moving it by at most half the way.
+# follow a change, one minute's outlier moving it by at most half the way. The first
+# reading is taken whole, as the tail's and the service time's are: stepped towards
+# from the prior of 1, the climb counted as scatter (a 20B's first window read v 0.5;
+# it sized with 0.98 + z·0.10 = 1.21 at z = 2.33, and on 8 instances, where its
+# predicted wait is under the batcher's delay and nothing more is read, that spread
+# stayed all hour: tests/test_policy_queueing.py).
 VARIABILITY_MEMORY_S = 120.0
 # A window's p95 is a sample quantile: of N requests, Binomial(N, 0.05) lie above the
 # true 95th percentile, a count whose relative spread √(0.95 / (0.05·N)) is ≤ 1/2 only
@@ -124,13 +129,20 @@ def correct(
         if isinstance(svc, Batched) and predicted > svc.queue_delay_s:
             target = queue_s / predicted
     if target is not None and learn_v:
-        target = min(VARIABILITY_MAX, max(VARIABILITY_MIN, target))
-        v, var = _ewm(mem.variability, mem.variability_var, target, step)
-        changes.update(variability=v, variability_var=var, variability_read=True)
+        changes.update(_v_learnt(mem, min(VARIABILITY_MAX, max(VARIABILITY_MIN, target)), step))
     if not changes:
         return mem
     changes["variability_at"] = w.as_of
     return _memory_with(mem, changes)
+
+
+def _v_learnt(mem: DemandMemory, target: float, step: float) -> dict[str, float | bool]:
+    """v's mean and variance moved towards a window's reading `target`; the first reading
+    taken whole (VARIABILITY_MEMORY_S)."""
+    if not mem.variability_read:
+        return {"variability": target, "variability_var": 0.0, "variability_read": True}
+    v, var = _ewm(mem.variability, mem.variability_var, target, step)
+    return {"variability": v, "variability_var": var, "variability_read": True}
 
 
 def _tail_read(
