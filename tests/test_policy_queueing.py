@@ -636,6 +636,37 @@ def test_a_closed_loop_of_a_batched_model_needs_an_instance_per_group(
     assert ("per batch" in sz.reason) is (want > 3), sz.reason
 
 
+@pytest.mark.parametrize(("hi", "short"), [(8, False), (6, True)])
+def test_a_reason_says_when_not_even_max_instances_meet_the_slo(hi: int, short: bool) -> None:
+    """The 5B at 24 req/s needs 8 for a 1500 ms SLO (the module docstring's example):
+    with a bound of 6 the bound is asked for, and the reason must not say that it keeps
+    the p95 under the SLO (it read "6 instances keep the predicted p95 under 1500 ms
+    ...; not even max_instances would")."""
+    from autoscaler.policy.capacity import size_demand
+    from autoscaler.policy.state import Startup
+    from autoscaler.profiles import ScalingPolicy
+
+    d = Demand(24.0, 24.0, 6.7, 6.7, 0.0, False, False)
+    sz = size_demand(
+        ScalingPolicy(name="t"),
+        ModelTarget("m", 4, 12.41, slo_p95_ms=1500, service=S5B),
+        d,
+        DemandMemory(loop=Loop.open, variability_read=True),
+        4,
+        60.0,
+        hi,
+        6.7,
+        svc=S5B,
+        startup=Startup(55.0, "estimate", 0),
+        one_count=True,
+        rose_in_window=False,
+    )
+    assert sz.want == (hi if short else 8), sz.reason
+    said = f"{sz.want} instances keep the predicted p95 under 1500 ms"
+    assert ("not even " + said.replace(" keep", " (max_instances) keep") in sz.reason) is short
+    assert (said in sz.reason) is not short, sz.reason
+
+
 @pytest.mark.parametrize(("one_count", "want"), [(False, 1), (True, 2)])
 def test_groups_are_read_over_a_window_of_one_instance_count(one_count: bool, want: int) -> None:
     """8 users of the 20B just after 2 → 1 (real Triton, 2026-12-04): the window still

@@ -353,12 +353,16 @@ def size_demand(
         if svc is not t.service and isinstance(svc, Sequential)
         else ""
     )
+    # short: the most allowed is asked for, and the reason must not claim it meets the SLO
+    keeps = (
+        f"not even {open_want} instance{_plural(open_want)} (max_instances) keep"
+        if short
+        else f"{open_want} instance{_plural(open_want)} keep"
+    )
     open_reason = (
-        f"{why}: {open_want} instance{_plural(open_want)} keep the predicted p95 under "
-        f"{slo:g} ms ({measured}v {v:.2f}"
+        f"{why}: {keeps} the predicted p95 under {slo:g} ms ({measured}v {v:.2f}"
         + (f", service tail {tail_ms:.0f} ms" if tail_ms >= 0.5 else "")
         + ")"
-        + ("; not even max_instances would" if short else "")
     )
     # A load not yet known to be open, read over a window that holds a rise in the
     # instance count (or the daemon's first minute, when what came before is not known),
