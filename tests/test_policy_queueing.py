@@ -33,6 +33,7 @@ from autoscaler.policy.queueing import (
     Batched,
     Sequential,
     ServiceModel,
+    _batch_wait,
     _tau_through,
     _u95,
     closed_per_instance,
@@ -90,10 +91,13 @@ def test_worked_examples_of_the_docs() -> None:
     assert p95_ms(S5B, 8, 24.0) == pytest.approx(760, rel=0.01)
     assert instances_for(S5B, 24.0, 1500.0, 1.0, 16) == 8
     # 20B at 2 req/s: one instance ≈ 2.1 s (the real run saw 2.06 s), 3 meet 1500 ms
-    assert p95_ms(S20B, 1, 2.0) == pytest.approx(2098, rel=0.01)
-    assert p95_ms(S20B, 2, 2.0) == pytest.approx(1573, rel=0.01)
-    assert p95_ms(S20B, 3, 2.0) == pytest.approx(1375, rel=0.01)
+    # (the simulated batcher: 2094, 1723, 1456 and 1203 ms on 1-4)
+    assert p95_ms(S20B, 1, 2.0) == pytest.approx(2101, rel=0.01)
+    assert p95_ms(S20B, 2, 2.0) == pytest.approx(1670, rel=0.01)
+    assert p95_ms(S20B, 3, 2.0) == pytest.approx(1472, rel=0.01)
     assert instances_for(S20B, 2.0, 1500.0, 1.0, 16) == 3
+    c, start, span = _batch_wait(S20B, 3, 2.0, 1.0)
+    assert (c, start, span) == pytest.approx((0.196, 0.060, 0.486), abs=0.001)
 
 
 @pytest.mark.parametrize("service", [S5B, S20B])
@@ -158,6 +162,19 @@ def batcher_p95_ms(
         heapq.heappush(free, start + service.cycle_s)
     kept = sorted(latencies[len(latencies) // 10 :])
     return kept[int(0.95 * len(kept))] * 1000.0
+
+
+@pytest.mark.parametrize(
+    ("n", "rate"),
+    [(1, 0.6), (2, 1.0), (2, 2.0), (3, 2.0), (3, 3.0), (4, 3.0), (5, 4.0), (6, 5.0), (7, 6.0)],
+)
+def test_the_wait_for_a_running_batch_follows_the_batcher(n: int, rate: float) -> None:
+    """Below full batches the batched p95 follows the simulated batcher within 4 %
+    (module docstring: the loss model over batch starts). The staggered wait it
+    replaced (before 2026-12-08) read 1573 ms on 2 at 2 req/s and 1397 on 3 at 3 req/s,
+    9 % and 8 % short of the 1724 and 1520 simulated."""
+    assert isinstance(S20B, Batched)
+    assert p95_ms(S20B, n, rate) == pytest.approx(batcher_p95_ms(S20B, n, rate), rel=0.04)
 
 
 @pytest.mark.parametrize(("n", "rate"), [(2, 23.5), (2, 25.0), (2, 27.0), (3, 42.0)])
@@ -277,6 +294,23 @@ def test_the_first_reading_of_v_is_taken_whole_then_each_steps_with_its_scatter(
     low = correct(first, S5B, replace(w, avg_queue_ms=108.0), _demand(24.0), 8, 5.0)
     assert low.variability == pytest.approx(target + STEP * (target / 2.0 - target))
     assert low.variability_var > 0.0
+
+
+def test_a_batched_models_v_scales_the_waits_past_the_batchers_delay() -> None:
+    """Every request of a batched model waits up to the batcher's delay δ (60 ms for the
+    20B) whatever v is; v scales what lies past it. On 2 instances at 2 req/s the model
+    puts the wait's p95 at δ + 0.56 s; a window whose queue p95 is δ + 0.28 s reads
+    v = 0.5 (the ratio of the whole p95s, 0.34 / 0.62, would say 0.55)."""
+    svc = S20B_TARGET.service
+    assert isinstance(svc, Batched)
+    delay = svc.queue_delay_s
+    past = wait_p95_s(svc, 2, 2.0, 1.0) - delay
+    assert past == pytest.approx(0.56, abs=0.01)
+    w = _window(1800.0, (delay + past / 2.0) * 1000.0, None, 2, 2.0)
+    after = correct(OPEN, svc, w, _demand(2.0), 2, 5.0)
+    assert after.variability == pytest.approx(0.5)
+    # v scales the span past δ, and the wait's p95 with it
+    assert wait_p95_s(svc, 2, 2.0, after.variability) == pytest.approx(delay + past / 2.0)
 
 
 def _sign(x: float) -> int:
@@ -610,12 +644,17 @@ def test_the_first_tail_reading_is_the_estimate_not_a_climb_from_zero() -> None:
 def test_a_closed_loop_of_a_batched_model_needs_an_instance_per_group(
     group_size: float | None, loop: Loop, no_idle: bool, current: int, want: int
 ) -> None:
-    """48 zero-think users of the 20B, every instance busy: one instance per group."""
+    """48 zero-think users of the 20B, every instance busy: one instance per group.
+
+    Within 2000 ms, where Table 11 and the queueing model both say 3 at 34 req/s (within
+    1500 ms the queueing model says 4: Poisson arrivals at 34 req/s on 3 instances
+    wait to a p95 of 1689 ms in the simulated batcher), so that the groups are what
+    asks for more."""
     from autoscaler.policy.capacity import size_demand
     from autoscaler.policy.state import Startup
     from autoscaler.profiles import ScalingPolicy
 
-    t = ModelTarget("nemo-gpt-20b", 16, 44.76, slo_p95_ms=1500, service=S20B)
+    t = ModelTarget("nemo-gpt-20b", 16, 44.76, slo_p95_ms=2000, service=S20B)
     d = Demand(34.0, 34.0, 48.0, 48.0, 13.0, False, no_idle, group_size=group_size)
     mem = DemandMemory(loop=loop)
     sz = size_demand(

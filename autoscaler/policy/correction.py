@@ -85,8 +85,8 @@ def correct(
       that goes to 0 as Erlang C nears 5 % (ln(C / 0.05)): at 16 instances for
       25 req/s a few ms of observed queue p95 made v = 4, the bound, and v = 4 held
       the 16 (`conversation-5b`). For a batched model v comes from the queue p95
-      against the predicted wait p95, where that lies above the batcher's own
-      delay, which every request's queue time holds.
+      against the predicted wait p95, each less the batcher's own delay (which every
+      request's queue time holds, whatever v is), where the prediction lies past it.
     - the service tail from the request p95 and the queue p95: service times with
       a CV of 1 (the 5B at 277 ms on average; lognormal in the simulator) have a p95 of
       2.8 × 277 ≈ 770 ms, and charging those ~490 ms to waiting (what the model did
@@ -127,7 +127,9 @@ def correct(
         tail, weight = _tail_read(svc, n, d, p95_s, queue_s)
         changes.update(_tail_learnt(mem, tail, step, weight))
         if isinstance(svc, Batched) and predicted > svc.queue_delay_s:
-            target = queue_s / predicted
+            # v scales the waits past the batcher's delay, which every queue time holds
+            delay = svc.queue_delay_s
+            target = max(0.0, queue_s - delay) / (predicted - delay)
     if target is not None and learn_v:
         changes.update(_v_learnt(mem, min(VARIABILITY_MAX, max(VARIABILITY_MIN, target)), step))
     if not changes:
