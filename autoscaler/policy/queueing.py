@@ -218,7 +218,7 @@ def _batch_wait(
     (`_past_delay`: from δ, v × the excess; the further turns of a queue longer than a
     batch before it). Not overloaded: the caller checks."""
     cycle, delay = service.cycle_s, service.queue_delay_s
-    c, excess = _past_delay(n, rate_rps, cycle, delay)
+    c, excess = _past_delay(n, rate_rps, cycle, delay, service.max_batch)
     beyond = 0.0
     if c > TAIL:
         # the further turns of a queue longer than a batch: n·K slots of one cycle
@@ -230,7 +230,9 @@ def _batch_wait(
     return c, delay + variability * beyond, variability * excess
 
 
-def _past_delay(n: int, rate_rps: float, cycle: float, delay: float) -> tuple[float, float]:
+def _past_delay(
+    n: int, rate_rps: float, cycle: float, delay: float, max_batch: int
+) -> tuple[float, float]:
     """The share of arrivals that wait past the batcher's delay δ for an instance, and
     the length (s) of the uniform span past δ whose mean is theirs (module docstring,
     "The wait for a running batch")."""
@@ -239,22 +241,35 @@ def _past_delay(n: int, rate_rps: float, cycle: float, delay: float) -> tuple[fl
         return 0.0, 0.0
     if n == 1:  # exact: one instance's batch starts are a renewal process
         return min(1.0, rate_rps * room / (1.0 + rate_rps * delay)), room
-    share, span = _loss_wait(n, rate_rps, cycle, delay)
-    if share <= 1.0:
-        return share, span
     # Past every arrival the loss model has left its ground (all instances busy back to
     # back); the span is held at the rate where the share reaches 1, so that the p95
     # never falls as the rate rises (the share only rises with it).
-    lo, hi = 0.0, rate_rps
+    full_rps, full_span = _held(n, cycle, delay, max_batch)
+    if rate_rps >= full_rps:
+        return 1.0, full_span
+    share, span = _loss_wait(n, rate_rps, cycle, delay)
+    return min(1.0, share), span
+
+
+@lru_cache(maxsize=4096)
+def _held(n: int, cycle: float, delay: float, max_batch: int) -> tuple[float, float]:
+    """The rate (req/s) where the loss model's share reaches 1, and its span there: one
+    per count and service, found by halving to `_RATE_TOL` of that rate; (inf, 0) where
+    it stays under 1 up to full batches (n·K / T), past which the caller asks nothing
+    (from ~12 instances of the 20B: the share tends to T·z^(n+1) / ((n + 1)·δ))."""
+    top = n * max_batch / cycle
+    if _loss_wait(n, top, cycle, delay)[0] < 1.0:
+        return math.inf, 0.0
+    lo, hi = 0.0, top
     while hi - lo > _RATE_TOL * hi:
         mid = 0.5 * (lo + hi)
         lo, hi = (lo, mid) if _loss_wait(n, mid, cycle, delay)[0] >= 1.0 else (mid, hi)
-    return 1.0, _loss_wait(n, hi, cycle, delay)[1]
+    return hi, _loss_wait(n, hi, cycle, delay)[1]
 
 
 # how closely the rate where every arrival waits is found (relative): the span moves
 # by less than that share of itself
-_RATE_TOL = 1e-4
+_RATE_TOL = 1e-6
 
 
 def _loss_wait(n: int, rate_rps: float, cycle: float, delay: float) -> tuple[float, float]:
