@@ -24,6 +24,7 @@ from autoscaler.policy.queueing import (
     Sequential,
     ServiceModel,
     execution_s,
+    past_delay_scale,
     tail_for_p95,
     wait_mean_s,
     wait_p95_s,
@@ -127,9 +128,7 @@ def correct(
         tail, weight = _tail_read(svc, n, d, p95_s, queue_s)
         changes.update(_tail_learnt(mem, tail, step, weight))
         if isinstance(svc, Batched) and predicted > svc.queue_delay_s:
-            # v scales the waits past the batcher's delay, which every queue time holds
-            delay = svc.queue_delay_s
-            target = max(0.0, queue_s - delay) / (predicted - delay)
+            target = past_delay_scale(queue_s, predicted, svc.queue_delay_s)
     if target is not None and learn_v:
         changes.update(_v_learnt(mem, min(VARIABILITY_MAX, max(VARIABILITY_MIN, target)), step))
     if not changes:

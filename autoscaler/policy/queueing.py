@@ -159,11 +159,18 @@ def erlang_c(n: int, a: float) -> float:
         return 1.0
     if a <= 0:
         return 0.0
+    b = _erlang_b(n, a)
+    rho = a / n
+    return b / (1.0 - rho * (1.0 - b))
+
+
+def _erlang_b(n: int, a: float) -> float:
+    """Erlang B, the share of arrivals a loss system of n servers turns away at offered
+    load a: the recursion above, from B(0) = 1."""
     b = 1.0
     for k in range(1, n + 1):
         b = a * b / (k + a * b)
-    rho = a / n
-    return b / (1.0 - rho * (1.0 - b))
+    return b
 
 
 def _erlang_c_past(n: int, a: float, floor: float) -> float:
@@ -230,6 +237,14 @@ def _batch_wait(
     return c, delay + variability * beyond, variability * excess
 
 
+def past_delay_scale(observed_s: float, predicted_s: float, delay_s: float) -> float:
+    """How much longer a batched model's observed wait p95 reaches past the batcher's
+    delay than the predicted one (> the delay), which every queue time holds whatever
+    the waiting: what v scales (`_batch_wait`), read by the correction and the tail's
+    inverse alike."""
+    return max(0.0, observed_s - delay_s) / (predicted_s - delay_s)
+
+
 def _past_delay(
     n: int, rate_rps: float, cycle: float, delay: float, max_batch: int
 ) -> tuple[float, float]:
@@ -291,9 +306,7 @@ def _erlang_b_real(x: float, a: float) -> float:
     """Erlang B at x ≥ 1 servers, x not a whole number: interpolated in ln B between
     ⌊x⌋ and ⌊x⌋ + 1 (B falls with each server roughly geometrically)."""
     k = math.floor(x)
-    b = 1.0
-    for j in range(1, k + 1):
-        b = a * b / (j + a * b)
+    b = _erlang_b(k, a)
     frac = x - k
     if frac <= 0.0 or b <= 0.0:
         return b
@@ -630,7 +643,7 @@ def _batch_tail_for_p95(
     c, start, span = _batch_wait(service, n, rate_rps, 1.0)
     w95 = start + span * (1.0 - TAIL / c) if c > TAIL else 0.0
     if w95 > delay:  # v = 1's waits past the delay, scaled to the window's
-        k = max(0.0, queue_p95_s - delay) / (w95 - delay)
+        k = past_delay_scale(queue_p95_s, w95, delay)
         start, span = delay + k * (start - delay), k * span
     elif queue_p95_s > delay:
         return max(0.0, y - queue_p95_s), 1.0
